@@ -1,0 +1,61 @@
+# Every target does its own set-up and can be run again; see README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+MODEL_DIR := var/models/default
+
+.PHONY: venv model infra-up infra-down migrate topics run test test-unit lint format bench package clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+# The default model is rebuilt reproducibly (same seed, same probabilities) when missing.
+model: $(MODEL_DIR)/model_card.json
+
+$(MODEL_DIR)/model_card.json: $(STAMP)
+	$(PY) -m shared.model train --out $(MODEL_DIR)
+
+infra-up: venv
+	@$(PY) -m infra up
+
+infra-down: venv
+	@$(PY) -m infra down
+
+migrate: venv
+	$(PY) -m shared.db.migrations
+
+topics: venv
+	$(PY) -m shared.kafka.topics
+
+run: venv model
+	$(PY) local_runner.py
+
+test: venv model
+	$(PY) -m pytest
+
+test-unit: venv model
+	$(PY) -m pytest -m "not integration and not e2e and not fault"
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: venv model
+	$(PY) -m bench
+
+package: venv
+	$(PY) -m infra.package --out dist/functions
+
+clean:
+	rm -rf dist build .pytest_cache .ruff_cache

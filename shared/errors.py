@@ -1,0 +1,51 @@
+"""The service's exceptions. Whether a failure is retried is decided here, by type."""
+
+from __future__ import annotations
+
+
+class ModerationError(Exception):
+    """Base of every error the service raises on purpose."""
+
+
+class PermanentError(ModerationError):
+    """Retrying cannot help: the input is wrong or the thing it names does not exist."""
+
+
+class TemporaryError(ModerationError):
+    """A dependency is down or slow; the same work may succeed later."""
+
+
+class AdNotFound(PermanentError):
+    def __init__(self, item_id: int) -> None:
+        super().__init__("Ad not found")
+        self.item_id = item_id
+
+
+class TaskNotFound(PermanentError):
+    def __init__(self, task_id: int) -> None:
+        super().__init__("Task not found")
+        self.task_id = task_id
+
+
+class MalformedMessage(PermanentError):
+    """A Kafka record that is not a valid moderation envelope."""
+
+
+class InvalidFeatures(PermanentError):
+    """Ad fields the model cannot score (wrong type, out of range)."""
+
+
+class ModelUnavailable(TemporaryError):
+    """The model artifact is missing, unreachable or failed to load."""
+
+
+class DatabaseUnavailable(TemporaryError):
+    """PostgreSQL refused the connection, dropped it or timed out."""
+
+
+class BrokerUnavailable(TemporaryError):
+    """Kafka did not acknowledge a publish in time."""
+
+
+def is_temporary(error: BaseException) -> bool:
+    return isinstance(error, TemporaryError)
