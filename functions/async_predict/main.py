@@ -1,0 +1,25 @@
+"""`POST /async_predict?item_id=N`: accept a moderation task and return 202 with its id.
+
+Deploy with:
+    functions-framework --source functions/async_predict/main.py --target async_predict
+"""
+
+import flask
+import functions_framework
+
+from shared.bootstrap import get_services
+from shared.http import JsonResult, json_endpoint, parse_query
+from shared.moderation.tasks import submit_moderation_task
+from shared.schemas import AsyncPredictResponse, ItemIdQuery
+
+
+@functions_framework.http
+@json_endpoint("async_predict", methods=("POST",))
+def async_predict(request: flask.Request) -> JsonResult:
+    query = parse_query(request, ItemIdQuery)
+    task_id = submit_moderation_task(get_services(), query.item_id)
+    return JsonResult(
+        AsyncPredictResponse(task_id=task_id),
+        status=202,
+        headers={"Location": f"/moderation_result/{task_id}"},
+    )

@@ -1,0 +1,32 @@
+"""`GET /moderation_result/{task_id}`: a task's status and, once finished, its verdict.
+
+Deploy with:
+    functions-framework --source functions/moderation_result/main.py --target moderation_result
+"""
+
+import flask
+import functions_framework
+
+from shared.bootstrap import get_services
+from shared.http import json_endpoint, parse_path_id
+from shared.moderation.tasks import get_moderation_result
+from shared.schemas import ModerationResultResponse, TaskIdPath
+
+
+@functions_framework.http
+@json_endpoint("moderation_result", methods=("GET",))
+def moderation_result(request: flask.Request) -> ModerationResultResponse:
+    task_id = parse_path_id(request, TaskIdPath, "task_id").task_id
+    task = get_moderation_result(get_services(), task_id)
+    return ModerationResultResponse(
+        task_id=task.id,
+        item_id=task.item_id,
+        status=task.status,
+        is_violation=task.is_violation,
+        probability=task.probability,
+        model_version=task.model_version,
+        error=task.error_message,
+        attempts=task.attempts,
+        created_at=task.created_at,
+        processed_at=task.processed_at,
+    )

@@ -1,0 +1,103 @@
+"""Wiring: builds the real pool, producer and model loader once per process.
+
+Handlers call `get_services()`, which builds everything on first use (never at
+import time). Tests and the local runner build their own `Services`, with fakes
+or test instances, and hand it over with `install_services()`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from shared.db import Database
+from shared.domain import Ad, Verdict
+from shared.kafka.config import producer_config
+from shared.kafka.publisher import KafkaPublisher
+from shared.kafka.record import OutgoingRecord
+from shared.settings import Settings, get_settings
+
+
+class ShutdownRequested(Exception):
+    """Raised out of a retry wait when the process is stopping; the batch is redelivered."""
+
+
+class Model(Protocol):
+    version: str
+    threshold: float
+
+    def predict(self, ads: list[Ad]) -> list[Verdict]: ...
+
+
+class ModelSource(Protocol):
+    def get(self) -> Model: ...
+
+    def ready(self) -> bool: ...
+
+
+class Publisher(Protocol):
+    def publish(self, records: list[OutgoingRecord]) -> None: ...
+
+    def ping(self, timeout_s: float = 2.0) -> None: ...
+
+    def close(self, timeout_s: float = 5.0) -> None: ...
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    model: ModelSource
+    publisher: Publisher
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def sleep(self, seconds: float) -> None:
+        """Wait, unless the process is stopping: then abandon the wait."""
+        if self.stopping.wait(seconds):
+            raise ShutdownRequested()
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.publisher.close()
+        self.db.close()
+
+
+def build_services(settings: Settings | None = None) -> Services:
+    """The real adapters for `settings` (the environment's by default)."""
+    from shared.model import ModelLoader
+
+    settings = settings or get_settings()
+    return Services(
+        settings=settings,
+        db=Database(
+            settings.database_url,
+            min_size=settings.db_pool_min_size,
+            max_size=settings.db_pool_max_size,
+            connect_timeout_s=settings.db_connect_timeout_s,
+            statement_timeout_ms=settings.db_statement_timeout_ms,
+        ),
+        model=ModelLoader(settings.model_uri),
+        publisher=KafkaPublisher(
+            producer_config(settings), timeout_s=settings.kafka_publish_timeout_s
+        ),
+    )
+
+
+_services: Services | None = None
+_lock = threading.Lock()
+
+
+def get_services() -> Services:
+    global _services
+    with _lock:
+        if _services is None:
+            _services = build_services()
+        return _services
+
+
+def install_services(services: Services | None) -> None:
+    """Use `services` for every handler in this process (None: build from env on next use)."""
+    global _services
+    with _lock:
+        _services = services

@@ -1,0 +1,29 @@
+"""API keys: with API_KEYS set, every request needs one of them."""
+
+from __future__ import annotations
+
+import hmac
+
+import flask
+
+from shared.http.errors import HttpError
+
+
+def require_api_key(request: flask.Request, keys: list[str]) -> None:
+    """Accept `Authorization: Bearer <key>` or `X-API-Key: <key>`; no keys configured means open."""
+    if not keys:
+        return
+    presented = request.headers.get("X-API-Key", "")
+    authorization = request.headers.get("Authorization", "")
+    if authorization[:7].lower() == "bearer ":
+        presented = authorization[7:].strip()
+    # Compare against every key, in constant time, so timing tells nothing about them.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(presented.encode(), key.encode())
+    if not presented or not matched:
+        raise HttpError(
+            401,
+            "Missing or invalid API key: send Authorization: Bearer <key> or X-API-Key",
+            {"WWW-Authenticate": "Bearer"},
+        )

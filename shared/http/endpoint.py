@@ -1,0 +1,97 @@
+"""The wrapper every HTTP handler goes through: method, API key, body size, error mapping.
+
+It is the one place that turns the service's exceptions into statuses, so a
+handler only parses, calls `shared`, and returns a pydantic model.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import flask
+from pydantic import BaseModel
+
+from shared import metrics
+from shared.bootstrap import get_services
+from shared.errors import AdNotFound, TaskNotFound, TemporaryError
+from shared.http.auth import require_api_key
+from shared.http.errors import HttpError, json_error
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JsonResult:
+    """A body with a status other than 200, or extra headers."""
+
+    body: BaseModel
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[flask.Request], BaseModel | JsonResult]
+
+
+def json_endpoint(route: str, *, methods: tuple[str, ...]) -> Callable[[Handler], Callable]:
+    """Wrap a handler: it receives a request and returns a model; errors become JSON."""
+
+    def decorate(handler: Handler) -> Callable[[flask.Request], flask.Response]:
+        @functools.wraps(handler)
+        def endpoint(request: flask.Request) -> flask.Response:
+            started = time.perf_counter()
+            response = _respond(handler, request, methods)
+            metrics.observe_request(route, response.status_code, time.perf_counter() - started)
+            return response
+
+        return endpoint
+
+    return decorate
+
+
+def _respond(handler: Handler, request: flask.Request, methods: tuple[str, ...]) -> flask.Response:
+    settings = get_services().settings
+    try:
+        if request.method not in methods:
+            raise HttpError(
+                405,
+                f"Method {request.method} not allowed; use {', '.join(methods)}",
+                {"Allow": ", ".join(methods)},
+            )
+        require_api_key(request, settings.api_key_list)
+        _limit_body(request, settings.max_body_bytes)
+        result = handler(request)
+    except HttpError as error:
+        return json_error(error.status, error.detail, error.headers)
+    except (AdNotFound, TaskNotFound) as error:
+        return json_error(404, str(error))
+    except TemporaryError as error:
+        log.warning("temporarily unavailable", extra={"error": str(error)})
+        return json_error(
+            503,
+            f"Temporarily unavailable, retry later: {error}",
+            {"Retry-After": str(settings.retry_after_s)},
+        )
+    if isinstance(result, BaseModel):
+        result = JsonResult(result)
+    response = flask.Response(
+        result.body.model_dump_json(), status=result.status, mimetype="application/json"
+    )
+    response.headers.update(result.headers)
+    return response
+
+
+def _limit_body(request: flask.Request, max_bytes: int) -> None:
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise HttpError(413, f"Request body of {request.content_length} bytes is over {max_bytes}")
+    # A chunked body has no length up front: werkzeug stops reading past the limit.
+    request.max_content_length = max_bytes
+    try:
+        request.get_data(cache=True)
+    except Exception as error:  # werkzeug's RequestEntityTooLarge
+        if getattr(error, "code", None) == 413:
+            raise HttpError(413, f"Request body is over {max_bytes} bytes") from None
+        raise

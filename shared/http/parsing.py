@@ -1,0 +1,47 @@
+"""Turning a request's body, query string or path into a validated pydantic model."""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+
+import flask
+from pydantic import BaseModel, ValidationError
+
+from shared.http.errors import HttpError, field_errors
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse_json_body(request: flask.Request, model: type[Model]) -> Model:
+    """400 for a body that is not JSON, 415 for another content type, 422 for bad fields."""
+    if request.mimetype != "application/json":
+        found = request.content_type or "none"
+        raise HttpError(415, f"Expected Content-Type: application/json, got {found}")
+    raw = request.get_data(cache=True)
+    try:
+        document = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise HttpError(400, f"Request body is not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise HttpError(422, f"Expected a JSON object, got {type(document).__name__}")
+    return _validate(model, document)
+
+
+def parse_query(request: flask.Request, model: type[Model]) -> Model:
+    return _validate(model, request.args.to_dict(flat=True))
+
+
+def parse_path_id(request: flask.Request, model: type[Model], field: str) -> Model:
+    """The last path segment as `field`: `/moderation_result/42` or, deployed alone, `/42`."""
+    segment = request.path.rstrip("/").rsplit("/", 1)[-1]
+    if segment in ("", "moderation_result"):
+        raise HttpError(404, f"Not found: expected a path ending in /{{{field}}}")
+    return _validate(model, {field: segment})
+
+
+def _validate(model: type[Model], document: dict[str, object]) -> Model:
+    try:
+        return model.model_validate(document)
+    except ValidationError as error:
+        raise HttpError(422, field_errors(error)) from None

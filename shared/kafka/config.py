@@ -1,0 +1,46 @@
+"""librdkafka configuration for the producer and the consumer, built from Settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.settings import Settings
+
+# Large enough for the biggest record we accept on `moderation` plus the DLQ
+# headers we add, so a poison record can always be dead-lettered as it was.
+MAX_RECORD_BYTES = 4 * 1024 * 1024
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        # Idempotence: librdkafka's own retries cannot duplicate or reorder a record.
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 2,
+        "message.max.bytes": MAX_RECORD_BYTES,
+        # Bounded, so a record the broker never takes fails back to us (the outbox
+        # row stays unpublished and the relay retries it) instead of queueing forever.
+        "message.timeout.ms": 30_000,
+        "socket.connection.setup.timeout.ms": 5_000,
+    }
+
+
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "group.id": settings.kafka_consumer_group,
+        "auto.offset.reset": "earliest",
+        # Offsets are stored by us, after the batch's results are committed in
+        # PostgreSQL; auto-commit then only commits what we stored.
+        "enable.auto.offset.store": False,
+        "enable.auto.commit": True,
+        "auto.commit.interval.ms": 1_000,
+        "fetch.max.bytes": MAX_RECORD_BYTES * 2,
+        "max.partition.fetch.bytes": MAX_RECORD_BYTES,
+        # A batch may wait out the whole retry schedule (35 s by default).
+        "max.poll.interval.ms": 300_000,
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 1_000,
+        "enable.partition.eof": False,
+    }

@@ -1,0 +1,181 @@
+"""The Kafka poll loop that feeds the consumer handler, one worker per partition.
+
+Why per partition: the handler may wait out the retry schedule (5/10/20 s) on a
+temporary error. Only the partition whose batch is waiting stalls; the others
+keep flowing, and order within a partition (one ad's tasks) is kept.
+
+Delivery is at-least-once. An offset is stored only after the handler returned,
+which means the batch's results are committed in PostgreSQL; auto-commit then
+commits stored offsets, and a revoke or shutdown commits them synchronously.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from shared.bootstrap import ShutdownRequested
+from shared.kafka.record import ConsumedRecord
+
+log = logging.getLogger(__name__)
+
+BatchHandler = Callable[[list[ConsumedRecord]], object]
+PartitionKey = tuple[str, int]
+
+
+@dataclass
+class _Partition:
+    backlog: deque[Message] = field(default_factory=deque)
+    inflight: Future | None = None
+    inflight_first: int = -1
+    inflight_last: int = -1
+    paused: bool = False
+
+
+class PartitionedPollLoop:
+    """Consume `topic`, hand each partition's records to `handle_batch` in order."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        topic: str,
+        handle_batch: BatchHandler,
+        *,
+        batch_size: int,
+        poll_timeout_s: float,
+        max_workers: int = 8,
+    ) -> None:
+        self._consumer = consumer
+        self._topic = topic
+        self._handle_batch = handle_batch
+        self._batch_size = batch_size
+        self._poll_timeout_s = poll_timeout_s
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="batch")
+        self._partitions: dict[PartitionKey, _Partition] = {}
+
+    def run(self, stop: threading.Event) -> None:
+        """Poll until `stop` is set; then finish in-flight batches, commit and close."""
+        self._consumer.subscribe(
+            [self._topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        try:
+            while not stop.is_set():
+                self._reap_finished()
+                self._dispatch()
+                busy = any(p.inflight for p in self._partitions.values())
+                # A short poll while batches run, so finished ones are reaped promptly;
+                # a bounded one otherwise, which keeps Ctrl-C and `stop` responsive.
+                timeout = 0.02 if busy else self._poll_timeout_s
+                for message in self._consumer.consume(self._batch_size, timeout):
+                    self._accept(message)
+                self._dispatch()
+        finally:
+            self._finish_inflight()
+            self._commit()
+            self._executor.shutdown(wait=True)
+            self._consumer.close()
+
+    def _accept(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:  # EOF is a signal, not an error
+                log.error("consumer error", extra={"error": str(error)})
+            return
+        key = (message.topic(), message.partition())
+        partition = self._partitions.setdefault(key, _Partition())
+        partition.backlog.append(message)
+        if len(partition.backlog) >= 2 * self._batch_size and not partition.paused:
+            # Flow control: stop fetching a partition whose backlog is already long.
+            self._consumer.pause([TopicPartition(*key)])
+            partition.paused = True
+
+    def _dispatch(self) -> None:
+        for key, partition in self._partitions.items():
+            if partition.inflight is not None or not partition.backlog:
+                continue
+            count = min(self._batch_size, len(partition.backlog))
+            messages = [partition.backlog.popleft() for _ in range(count)]
+            records = [ConsumedRecord.from_message(message) for message in messages]
+            partition.inflight_first = records[0].offset
+            partition.inflight_last = records[-1].offset
+            partition.inflight = self._executor.submit(self._handle_batch, records)
+            if partition.paused and len(partition.backlog) < self._batch_size:
+                self._consumer.resume([TopicPartition(*key)])
+                partition.paused = False
+
+    def _reap_finished(
+        self, keys: Sequence[PartitionKey] | None = None, wait: bool = False
+    ) -> None:
+        for key in list(keys if keys is not None else self._partitions):
+            partition = self._partitions.get(key)
+            if partition is None or partition.inflight is None:
+                continue
+            if not wait and not partition.inflight.done():
+                continue
+            future, partition.inflight = partition.inflight, None
+            try:
+                future.result()
+            except ShutdownRequested:
+                log.info("batch abandoned for shutdown; it will be redelivered")
+                continue
+            except Exception:
+                log.exception(
+                    "batch handler failed; replaying the batch", extra={"partition": key[1]}
+                )
+                self._replay_from(key, partition.inflight_first)
+                continue
+            # The handler returned: the batch is durable in PostgreSQL, so its offsets may go.
+            self._store_offset(key, partition.inflight_last + 1)
+
+    def _replay_from(self, key: PartitionKey, offset: int) -> None:
+        partition = self._partitions[key]
+        partition.backlog.clear()
+        try:
+            self._consumer.seek(TopicPartition(key[0], key[1], offset))
+        except KafkaException as error:
+            log.error("could not seek back for replay", extra={"error": str(error)})
+
+    def _store_offset(self, key: PartitionKey, next_offset: int) -> None:
+        try:
+            self._consumer.store_offsets(offsets=[TopicPartition(key[0], key[1], next_offset)])
+        except KafkaException as error:
+            # No longer assigned (revoked meanwhile): the new owner redelivers, harmlessly.
+            log.warning("could not store offset", extra={"error": str(error)})
+
+    def _finish_inflight(self) -> None:
+        self._reap_finished(wait=True)
+
+    def _commit(self) -> None:
+        try:
+            self._consumer.commit(asynchronous=False)
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("offset commit failed", extra={"error": str(error)})
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions assigned", extra={"partitions": [p.partition for p in partitions]})
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [(p.topic, p.partition) for p in partitions]
+        # Finish what is running on the revoked partitions and commit it, so the new
+        # owner starts after it instead of redoing it.
+        self._reap_finished(keys, wait=True)
+        self._commit()
+        for key in keys:
+            self._partitions.pop(key, None)
+        log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Lost, not revoked: another member may own them already, so commit nothing.
+        for partition in partitions:
+            self._partitions.pop((partition.topic, partition.partition), None)
+        log.warning("partitions lost", extra={"partitions": [p.partition for p in partitions]})

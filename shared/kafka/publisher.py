@@ -1,0 +1,97 @@
+"""Publishing to Kafka and waiting for the broker's acknowledgement, with a deadline."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from shared.errors import BrokerUnavailable
+from shared.kafka.record import OutgoingRecord
+
+
+class KafkaPublisher:
+    """One idempotent producer per process, created on first publish."""
+
+    def __init__(self, config: dict[str, object], *, timeout_s: float) -> None:
+        self._config = config
+        self._timeout_s = timeout_s
+        self._producer: Producer | None = None
+        self._lock = threading.Lock()
+
+    def _get_producer(self) -> Producer:
+        with self._lock:
+            if self._producer is None:
+                self._producer = Producer(self._config)
+            return self._producer
+
+    def publish(self, records: Sequence[OutgoingRecord]) -> None:
+        """Publish all records; return once each is acknowledged, or raise BrokerUnavailable."""
+        if not records:
+            return
+        producer = self._get_producer()
+        pending = _PendingDeliveries(len(records))
+        for record in records:
+            self._produce(producer, record, pending)
+        deadline = time.monotonic() + self._timeout_s
+        while not pending.done.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BrokerUnavailable(
+                    f"Kafka did not acknowledge {pending.outstanding} of {len(records)} "
+                    f"record(s) within {self._timeout_s:g} s"
+                )
+            # poll() serves delivery callbacks; any thread may serve any callback.
+            producer.poll(min(remaining, 0.05))
+        if pending.errors:
+            raise BrokerUnavailable(f"Kafka rejected a record: {pending.errors[0]}")
+
+    def _produce(
+        self, producer: Producer, record: OutgoingRecord, pending: _PendingDeliveries
+    ) -> None:
+        while True:
+            try:
+                producer.produce(
+                    record.topic,
+                    value=record.value,
+                    key=record.key,
+                    headers=list(record.headers) or None,
+                    on_delivery=pending.on_delivery,
+                )
+                return
+            except BufferError:
+                # The local queue is full: let deliveries drain it, then try again.
+                producer.poll(0.05)
+            except KafkaException as error:
+                raise BrokerUnavailable(f"Kafka refused a record: {error}") from error
+
+    def ping(self, timeout_s: float = 2.0) -> None:
+        """Raise BrokerUnavailable unless the cluster answers a metadata request."""
+        try:
+            self._get_producer().list_topics(timeout=timeout_s)
+        except KafkaException as error:
+            raise BrokerUnavailable(f"Kafka unreachable: {error}") from error
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        with self._lock:
+            if self._producer is not None:
+                self._producer.flush(timeout_s)
+                self._producer = None
+
+
+class _PendingDeliveries:
+    def __init__(self, count: int) -> None:
+        self.outstanding = count
+        self.errors: list[KafkaError] = []
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+
+    def on_delivery(self, error: KafkaError | None, _message: object) -> None:
+        with self._lock:
+            if error is not None:
+                self.errors.append(error)
+            self.outstanding -= 1
+            if self.outstanding == 0:
+                self.done.set()

@@ -1,0 +1,38 @@
+"""A consumed Kafka record as plain data, so the consumer handler does not depend on
+confluent-kafka's Message type (the CloudEvent entry point and tests build these)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = field(default=())
+
+    @classmethod
+    def from_message(cls, message: Any) -> ConsumedRecord:
+        """Copy a confluent_kafka.Message."""
+        headers = tuple((name, value or b"") for name, value in (message.headers() or []))
+        return cls(
+            topic=message.topic(),
+            partition=message.partition(),
+            offset=message.offset(),
+            key=message.key(),
+            value=message.value(),
+            headers=headers,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = field(default=())

@@ -1,0 +1,1 @@
+"""The moderation logic that the HTTP functions and the consumer share."""

@@ -1,0 +1,345 @@
+"""Processing a batch of `moderation` records into verdicts, failures and DLQ records.
+
+The contract with the caller (the poll loop or the CloudEvent entry point): when
+`process_moderation_batch` returns, every record of the batch is durable in
+PostgreSQL (completed, failed, dead-lettered or a known duplicate), so its offset
+may be stored. If it raises, nothing about the batch may be acknowledged.
+
+Each attempt is one transaction: one query locks the tasks and loads their ads,
+one model call scores them, one transaction writes every outcome. A temporary
+error rolls the attempt back; the attempt is counted on the task rows and the
+batch is retried on the shared 5/10/20 s schedule. That wait blocks only the
+caller's thread, which the poll loop runs per partition.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from shared.bootstrap import Services, ShutdownRequested
+from shared.db.dead_letters import DeadLetter, StoredDeadLetter, insert_dead_letters
+from shared.db.tasks import (
+    TaskFailure,
+    TaskForProcessing,
+    complete_tasks,
+    fail_tasks,
+    lock_tasks_with_ads,
+    record_failed_attempt,
+)
+from shared.domain import Verdict
+from shared.errors import (
+    AdNotFound,
+    DatabaseUnavailable,
+    InvalidFeatures,
+    MalformedMessage,
+    PermanentError,
+    TaskNotFound,
+    TemporaryError,
+)
+from shared.kafka.envelope import TaskMessage, parse_task_message
+from shared.kafka.record import ConsumedRecord
+from shared.moderation.dead_letters import (
+    EXHAUSTED,
+    PERMANENT,
+    build_dead_letter,
+    publish_dead_letters,
+)
+from shared.retry import temporary_error_policy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchReport:
+    records: int = 0
+    completed: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+    verdicts: dict[int, Verdict] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Task:
+    record: ConsumedRecord
+    message: TaskMessage
+
+    @property
+    def task_id(self) -> int:
+        return self.message.task_id
+
+
+@dataclass
+class _Work:
+    """What is still to be made durable, and the attempts counted so far."""
+
+    tasks: list[_Task]
+    letters: list[DeadLetter]
+    attempts: dict[int, int] = field(default_factory=dict)
+    first_failure_at: dict[int, datetime] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return not self.tasks and not self.letters
+
+    def count_failure(self, task: _Task, durable: tuple[int, datetime] | None) -> int:
+        count = self.attempts.get(task.task_id, 0) + 1
+        first = self.first_failure_at.setdefault(task.task_id, datetime.now(UTC))
+        if durable is not None:
+            count = max(count, durable[0])
+            first = min(first, durable[1])
+        self.attempts[task.task_id] = count
+        self.first_failure_at[task.task_id] = first
+        return count
+
+
+def process_moderation_batch(services: Services, records: Sequence[ConsumedRecord]) -> BatchReport:
+    """Bring every record of the batch to a durable outcome (see the module docstring)."""
+    report = BatchReport(records=len(records))
+    work = _parse_records(services, records, report)
+    policy = temporary_error_policy(services.settings, sleep=services.sleep)
+    try:
+        for attempt in policy:
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    report.retries += 1
+                _attempt_batch(services, work, report)
+    except TemporaryError as error:
+        _fail_exhausted(services, work, error, report)
+    return report
+
+
+def _parse_records(
+    services: Services, records: Sequence[ConsumedRecord], report: BatchReport
+) -> _Work:
+    work = _Work(tasks=[], letters=[])
+    seen: set[int] = set()
+    for record in records:
+        try:
+            message = parse_task_message(record.value)
+        except MalformedMessage as error:
+            log.warning(
+                "malformed record",
+                extra={"partition": record.partition, "offset": record.offset, "error": str(error)},
+            )
+            work.letters.append(
+                _letter(services, record, error, PERMANENT, 1, None, task_exists=False)
+            )
+            continue
+        if message.task_id in seen:
+            # The same task twice in one batch (say, republished by the relay): one is enough.
+            report.duplicates += 1
+            continue
+        seen.add(message.task_id)
+        work.tasks.append(_Task(record, message))
+    return work
+
+
+def _attempt_batch(services: Services, work: _Work, report: BatchReport) -> None:
+    """One all-or-nothing attempt; on success nothing is left to do."""
+    try:
+        stored = _score_and_write(services, work, report)
+    except TemporaryError as error:
+        _count_failed_attempt(services, work, error, report)
+        raise
+    except ShutdownRequested:
+        raise
+    except Exception as error:
+        # A bug must not stall the partition forever: it is retried like an outage,
+        # and after the last attempt the task is failed and dead-lettered.
+        log.exception("unexpected error while processing a batch")
+        unexpected = TemporaryError(f"unexpected {type(error).__name__}: {error}")
+        _count_failed_attempt(services, work, unexpected, report)
+        raise unexpected from error
+    work.tasks, work.letters = [], []
+    publish_dead_letters(services, stored)
+    report.dead_lettered += len(stored)
+
+
+def _score_and_write(
+    services: Services, work: _Work, report: BatchReport
+) -> list[StoredDeadLetter]:
+    letters = list(work.letters)
+    with services.db.transaction() as conn:
+        rows = lock_tasks_with_ads(conn, [task.task_id for task in work.tasks])
+        to_score: list[tuple[_Task, TaskForProcessing]] = []
+        failures: list[TaskFailure] = []
+        for task in work.tasks:
+            row = rows.get(task.task_id)
+            problem = _permanent_problem(task, row)
+            if row is not None and row.status != "pending":
+                # Redelivered after it finished: never move it back, never dead-letter again.
+                report.duplicates += 1
+            elif problem is not None:
+                if row is not None:
+                    failures.append(_failure(row, problem))
+                letters.append(_task_letter(services, task, row, problem))
+            else:
+                to_score.append((task, row))
+        verdicts, invalid = _score(services, to_score)
+        for task, row, problem in invalid:
+            failures.append(_failure(row, problem))
+            letters.append(_task_letter(services, task, row, problem))
+        completed = complete_tasks(conn, verdicts)
+        failed = fail_tasks(conn, failures)
+        stored = insert_dead_letters(conn, letters)
+    report.completed += completed
+    report.failed += failed
+    report.verdicts.update(dict(verdicts))
+    return stored
+
+
+def _permanent_problem(task: _Task, row: TaskForProcessing | None) -> PermanentError | None:
+    if row is None:
+        return TaskNotFound(task.message.task_id)
+    if row.item_id != task.message.item_id:
+        return MalformedMessage(
+            f"item_id {task.message.item_id} does not match task {row.id}'s item_id {row.item_id}"
+        )
+    if row.ad is None:
+        return AdNotFound(row.item_id)
+    return None
+
+
+def _score(
+    services: Services, to_score: list[tuple[_Task, TaskForProcessing]]
+) -> tuple[list[tuple[int, Verdict]], list[tuple[_Task, TaskForProcessing, PermanentError]]]:
+    """One vectorised call; if the model rejects the batch, find the bad ads one by one."""
+    if not to_score:
+        return [], []
+    model = services.model.get()
+    try:
+        verdicts = model.predict([row.ad for _, row in to_score])
+        return [(row.id, v) for (_, row), v in zip(to_score, verdicts, strict=True)], []
+    except InvalidFeatures:
+        pass
+    scored, invalid = [], []
+    for task, row in to_score:
+        try:
+            scored.append((row.id, model.predict([row.ad])[0]))
+        except InvalidFeatures as error:
+            invalid.append((task, row, error))
+    return scored, invalid
+
+
+def _count_failed_attempt(
+    services: Services, work: _Work, error: TemporaryError, report: BatchReport
+) -> None:
+    """Record the failed attempt on the rows and fail the tasks that reached the limit."""
+    limit = services.settings.retry_max_attempts
+    try:
+        with services.db.transaction() as conn:
+            durable = record_failed_attempt(conn, [t.task_id for t in work.tasks], str(error))
+            for task in work.tasks:
+                work.count_failure(task, durable.get(task.task_id))
+            exhausted = [t for t in work.tasks if work.attempts[t.task_id] >= limit]
+            failed = fail_tasks(conn, [_exhausted(t, work, error) for t in exhausted])
+            stored = insert_dead_letters(
+                conn,
+                work.letters + [_exhausted_letter(services, t, work, error) for t in exhausted],
+            )
+    except DatabaseUnavailable:
+        # Counted in memory only this time; the durable count catches up later.
+        for task in work.tasks:
+            work.count_failure(task, None)
+        return
+    report.failed += failed
+    work.tasks = [t for t in work.tasks if work.attempts[t.task_id] < limit]
+    work.letters = []
+    publish_dead_letters(services, stored)
+    report.dead_lettered += len(stored)
+
+
+def _fail_exhausted(
+    services: Services, work: _Work, error: TemporaryError, report: BatchReport
+) -> None:
+    """The schedule ran out: fail what is left, waiting for the database if it is down too."""
+    delay = max(services.settings.retry_delays() or [services.settings.retry_base_delay_s])
+    while not work.done:
+        try:
+            with services.db.transaction() as conn:
+                failed = fail_tasks(conn, [_exhausted(t, work, error) for t in work.tasks])
+                stored = insert_dead_letters(
+                    conn,
+                    work.letters
+                    + [_exhausted_letter(services, t, work, error) for t in work.tasks],
+                )
+        except DatabaseUnavailable:
+            log.warning("cannot record exhausted tasks yet: database unavailable")
+            services.sleep(delay)
+            continue
+        work.tasks, work.letters = [], []
+        report.failed += failed
+        publish_dead_letters(services, stored)
+        report.dead_lettered += len(stored)
+
+
+def _failure(row: TaskForProcessing, problem: PermanentError) -> TaskFailure:
+    return TaskFailure(task_id=row.id, reason=str(problem), attempts=row.attempts + 1)
+
+
+def _exhausted(task: _Task, work: _Work, error: TemporaryError) -> TaskFailure:
+    attempts = work.attempts.get(task.task_id, 0)
+    return TaskFailure(
+        task_id=task.task_id,
+        reason=f"gave up after {attempts} attempts: {error}",
+        attempts=attempts,
+    )
+
+
+def _task_letter(
+    services: Services, task: _Task, row: TaskForProcessing | None, problem: PermanentError
+) -> DeadLetter:
+    attempts = 1 if row is None else row.attempts + 1
+    return _letter(
+        services,
+        task.record,
+        problem,
+        PERMANENT,
+        attempts,
+        task.message.task_id,
+        task_exists=row is not None,
+        first_failure_at=None if row is None else row.first_failure_at,
+    )
+
+
+def _exhausted_letter(
+    services: Services, task: _Task, work: _Work, error: TemporaryError
+) -> DeadLetter:
+    return _letter(
+        services,
+        task.record,
+        error,
+        EXHAUSTED,
+        work.attempts.get(task.task_id, 0),
+        task.task_id,
+        task_exists=True,
+        first_failure_at=work.first_failure_at.get(task.task_id),
+    )
+
+
+def _letter(
+    services: Services,
+    record: ConsumedRecord,
+    error: BaseException,
+    error_class: str,
+    attempts: int,
+    task_id: int | None,
+    *,
+    task_exists: bool,
+    first_failure_at: datetime | None = None,
+) -> DeadLetter:
+    return build_dead_letter(
+        record,
+        error=error,
+        error_class=error_class,
+        attempts=attempts,
+        consumer_group=services.settings.kafka_consumer_group,
+        task_id=task_id,
+        task_exists=task_exists,
+        first_failure_at=first_failure_at,
+    )

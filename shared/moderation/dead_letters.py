@@ -1,0 +1,82 @@
+"""Building DLQ records and publishing them from the dead-letter outbox."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from shared.bootstrap import Services
+from shared.db.dead_letters import DeadLetter, StoredDeadLetter, mark_dead_letters_published
+from shared.errors import TemporaryError
+from shared.kafka.record import ConsumedRecord, OutgoingRecord
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_MESSAGE_CHARS = 1000
+PERMANENT = "permanent"
+EXHAUSTED = "exhausted"
+
+
+def build_dead_letter(
+    record: ConsumedRecord,
+    *,
+    error: BaseException,
+    error_class: str,
+    attempts: int,
+    consumer_group: str,
+    task_id: int | None,
+    task_exists: bool,
+    first_failure_at: datetime | None = None,
+) -> DeadLetter:
+    """The DLQ record: the original key and value unchanged, the context in headers."""
+    now = datetime.now(UTC)
+    headers = {
+        "x-error-class": error_class,
+        "x-exception-type": type(error).__name__,
+        "x-exception-message": str(error)[:MAX_ERROR_MESSAGE_CHARS],
+        "x-attempts": str(attempts),
+        "x-source-topic": record.topic,
+        "x-source-partition": str(record.partition),
+        "x-source-offset": str(record.offset),
+        "x-consumer-group": consumer_group,
+        "x-task-id": "" if task_id is None else str(task_id),
+        "x-first-failure-at": (first_failure_at or now).isoformat(),
+        "x-last-failure-at": now.isoformat(),
+    }
+    return DeadLetter(
+        task_id=task_id if task_exists else None,
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
+        key=record.key,
+        value=record.value,
+        headers=headers,
+    )
+
+
+def dead_letter_records(topic: str, stored: Sequence[StoredDeadLetter]) -> list[OutgoingRecord]:
+    return [
+        OutgoingRecord(
+            topic,
+            item.letter.key,
+            item.letter.value,
+            tuple((name, value.encode()) for name, value in sorted(item.letter.headers.items())),
+        )
+        for item in stored
+    ]
+
+
+def publish_dead_letters(services: Services, stored: Sequence[StoredDeadLetter]) -> bool:
+    """Publish outbox rows to the DLQ topic and mark them; False leaves them to the relay."""
+    if not stored:
+        return True
+    try:
+        services.publisher.publish(dead_letter_records(services.settings.kafka_dlq_topic, stored))
+        with services.db.transaction() as conn:
+            mark_dead_letters_published(conn, [item.id for item in stored])
+    except TemporaryError as error:
+        # Durable in the outbox already; the relay retries until Kafka takes them.
+        log.warning("DLQ publish deferred to the relay", extra={"error": str(error)})
+        return False
+    return True

@@ -1,0 +1,95 @@
+"""The pydantic models of the HTTP API; handlers validate with them and /openapi.json is
+generated from them, so the documentation cannot drift from what is enforced."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+
+from shared.domain import Ad, Verdict
+
+BIGINT_MAX = 2**63 - 1
+INTEGER_MAX = 2**31 - 1
+
+# Ids are PostgreSQL BIGSERIALs: positive and within bigint.
+DbId = Annotated[int, Field(gt=0, le=BIGINT_MAX)]
+TaskStatus = Literal["pending", "completed", "failed"]
+
+
+class PredictRequest(BaseModel):
+    """An ad as the caller has it. Strict: "abc" or "maybe" are not coerced."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    seller_id: DbId
+    is_verified_seller: StrictBool
+    item_id: DbId
+    name: Annotated[StrictStr, Field(max_length=1_000)]
+    description: Annotated[StrictStr, Field(max_length=20_000)]
+    category: Annotated[int, Field(ge=0, le=INTEGER_MAX)]
+    images_qty: Annotated[int, Field(ge=0, le=10)]
+
+    def to_ad(self) -> Ad:
+        return Ad(
+            item_id=self.item_id,
+            seller_id=self.seller_id,
+            is_verified_seller=self.is_verified_seller,
+            name=self.name,
+            description=self.description,
+            category=self.category,
+            images_qty=self.images_qty,
+        )
+
+
+class ItemIdQuery(BaseModel):
+    """`?item_id=N`; the query string is text, so this one parses digits (lax) but
+    still rejects `abc`, `1.5`, 0, negatives and values beyond bigint."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    item_id: DbId
+
+
+class TaskIdPath(BaseModel):
+    task_id: DbId
+
+
+class PredictResponse(BaseModel):
+    item_id: int
+    is_violation: bool
+    probability: Annotated[float, Field(ge=0, le=1, description="P(violation)")]
+    model_version: str
+
+    @classmethod
+    def from_verdict(cls, verdict: Verdict) -> PredictResponse:
+        return cls(
+            item_id=verdict.item_id,
+            is_violation=verdict.is_violation,
+            probability=verdict.probability,
+            model_version=verdict.model_version,
+        )
+
+
+class AsyncPredictResponse(BaseModel):
+    task_id: int
+    status: Literal["pending"] = "pending"
+    message: str = "Moderation request accepted"
+
+
+class ModerationResultResponse(BaseModel):
+    task_id: int
+    item_id: int
+    status: TaskStatus
+    is_violation: bool | None
+    probability: float | None
+    model_version: str | None
+    error: str | None
+    attempts: int
+    created_at: datetime
+    processed_at: datetime | None
+
+
+class ErrorResponse(BaseModel):
+    detail: str | list[dict[str, object]]
