@@ -8,6 +8,7 @@ or test instances, and hand it over with `install_services()`.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -51,10 +52,14 @@ class Services:
     model: ModelSource
     publisher: Publisher
     stopping: threading.Event = field(default_factory=threading.Event)
+    # Tests pass a recorder here to check the retry schedule without waiting it out.
+    sleeper: Callable[[float], None] | None = None
 
     def sleep(self, seconds: float) -> None:
         """Wait, unless the process is stopping: then abandon the wait."""
-        if self.stopping.wait(seconds):
+        if self.sleeper is not None:
+            self.sleeper(seconds)
+        elif self.stopping.wait(seconds):
             raise ShutdownRequested()
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
 
+from shared.db.transaction import Transaction
 from shared.errors import DatabaseUnavailable
 
 # Errors that say nothing about our SQL or data, only that the server is not
@@ -66,18 +67,18 @@ class Database:
             self._opened = True
 
     @contextmanager
-    def transaction(self) -> Iterator[psycopg.Connection]:
+    def transaction(self) -> Iterator[Transaction]:
         """One transaction on a pooled connection; commit happens only if the block succeeds."""
         self._ensure_open()
         try:
             with self._pool.connection() as conn:
-                yield conn
+                yield Transaction(conn)
         except _UNAVAILABLE as error:
             raise DatabaseUnavailable(f"PostgreSQL unavailable: {error}") from error
 
     def ping(self) -> None:
-        with self.transaction() as conn:
-            conn.execute("SELECT 1")
+        with self.transaction() as tx:
+            tx.conn.execute("SELECT 1")
 
     def close(self) -> None:
         if self._opened:

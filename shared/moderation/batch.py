@@ -20,14 +20,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from shared.bootstrap import Services, ShutdownRequested
-from shared.db.dead_letters import DeadLetter, StoredDeadLetter, insert_dead_letters
+from shared.db.dead_letters import DeadLetter, StoredDeadLetter
 from shared.db.tasks import (
     TaskFailure,
     TaskForProcessing,
-    complete_tasks,
-    fail_tasks,
-    lock_tasks_with_ads,
-    record_failed_attempt,
 )
 from shared.domain import Verdict
 from shared.errors import (
@@ -145,7 +141,9 @@ def _attempt_batch(services: Services, work: _Work, report: BatchReport) -> None
         stored = _score_and_write(services, work, report)
     except TemporaryError as error:
         _count_failed_attempt(services, work, error, report)
-        raise
+        if not work.done:
+            raise
+        return
     except ShutdownRequested:
         raise
     except Exception as error:
@@ -154,7 +152,9 @@ def _attempt_batch(services: Services, work: _Work, report: BatchReport) -> None
         log.exception("unexpected error while processing a batch")
         unexpected = TemporaryError(f"unexpected {type(error).__name__}: {error}")
         _count_failed_attempt(services, work, unexpected, report)
-        raise unexpected from error
+        if not work.done:
+            raise unexpected from error
+        return
     work.tasks, work.letters = [], []
     publish_dead_letters(services, stored)
     report.dead_lettered += len(stored)
@@ -164,8 +164,8 @@ def _score_and_write(
     services: Services, work: _Work, report: BatchReport
 ) -> list[StoredDeadLetter]:
     letters = list(work.letters)
-    with services.db.transaction() as conn:
-        rows = lock_tasks_with_ads(conn, [task.task_id for task in work.tasks])
+    with services.db.transaction() as tx:
+        rows = tx.lock_tasks_with_ads([task.task_id for task in work.tasks])
         to_score: list[tuple[_Task, TaskForProcessing]] = []
         failures: list[TaskFailure] = []
         for task in work.tasks:
@@ -184,9 +184,9 @@ def _score_and_write(
         for task, row, problem in invalid:
             failures.append(_failure(row, problem))
             letters.append(_task_letter(services, task, row, problem))
-        completed = complete_tasks(conn, verdicts)
-        failed = fail_tasks(conn, failures)
-        stored = insert_dead_letters(conn, letters)
+        completed = tx.complete_tasks(verdicts)
+        failed = tx.fail_tasks(failures)
+        stored = tx.insert_dead_letters(letters)
     report.completed += completed
     report.failed += failed
     report.verdicts.update(dict(verdicts))
@@ -231,19 +231,20 @@ def _count_failed_attempt(
 ) -> None:
     """Record the failed attempt on the rows and fail the tasks that reached the limit."""
     limit = services.settings.retry_max_attempts
+    counted_before = dict(work.attempts)
     try:
-        with services.db.transaction() as conn:
-            durable = record_failed_attempt(conn, [t.task_id for t in work.tasks], str(error))
+        with services.db.transaction() as tx:
+            durable = tx.record_failed_attempt([t.task_id for t in work.tasks], str(error))
             for task in work.tasks:
                 work.count_failure(task, durable.get(task.task_id))
             exhausted = [t for t in work.tasks if work.attempts[t.task_id] >= limit]
-            failed = fail_tasks(conn, [_exhausted(t, work, error) for t in exhausted])
-            stored = insert_dead_letters(
-                conn,
+            failed = tx.fail_tasks([_exhausted(t, work, error) for t in exhausted])
+            stored = tx.insert_dead_letters(
                 work.letters + [_exhausted_letter(services, t, work, error) for t in exhausted],
             )
     except DatabaseUnavailable:
         # Counted in memory only this time; the durable count catches up later.
+        work.attempts = counted_before
         for task in work.tasks:
             work.count_failure(task, None)
         return
@@ -261,10 +262,9 @@ def _fail_exhausted(
     delay = max(services.settings.retry_delays() or [services.settings.retry_base_delay_s])
     while not work.done:
         try:
-            with services.db.transaction() as conn:
-                failed = fail_tasks(conn, [_exhausted(t, work, error) for t in work.tasks])
-                stored = insert_dead_letters(
-                    conn,
+            with services.db.transaction() as tx:
+                failed = tx.fail_tasks([_exhausted(t, work, error) for t in work.tasks])
+                stored = tx.insert_dead_letters(
                     work.letters
                     + [_exhausted_letter(services, t, work, error) for t in work.tasks],
                 )

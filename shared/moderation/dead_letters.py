@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from shared.bootstrap import Services
-from shared.db.dead_letters import DeadLetter, StoredDeadLetter, mark_dead_letters_published
+from shared.db.dead_letters import DeadLetter, StoredDeadLetter
 from shared.errors import TemporaryError
 from shared.kafka.record import ConsumedRecord, OutgoingRecord
 
@@ -73,8 +73,8 @@ def publish_dead_letters(services: Services, stored: Sequence[StoredDeadLetter])
         return True
     try:
         services.publisher.publish(dead_letter_records(services.settings.kafka_dlq_topic, stored))
-        with services.db.transaction() as conn:
-            mark_dead_letters_published(conn, [item.id for item in stored])
+        with services.db.transaction() as tx:
+            tx.mark_dead_letters_published([item.id for item in stored])
     except TemporaryError as error:
         # Durable in the outbox already; the relay retries until Kafka takes them.
         log.warning("DLQ publish deferred to the relay", extra={"error": str(error)})

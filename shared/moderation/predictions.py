@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from shared.bootstrap import Services
-from shared.db.ads import load_ad_with_seller
 from shared.domain import Ad, Verdict
 from shared.errors import AdNotFound
 
@@ -14,8 +13,8 @@ def predict_ad(services: Services, ad: Ad) -> Verdict:
 
 def predict_stored_ad(services: Services, item_id: int) -> Verdict:
     """Load the ad and its seller in one query, then score it."""
-    with services.db.transaction() as conn:
-        ad = load_ad_with_seller(conn, item_id)
+    with services.db.transaction() as tx:
+        ad = tx.load_ad_with_seller(item_id)
     if ad is None:
         raise AdNotFound(item_id)
     return predict_ad(services, ad)

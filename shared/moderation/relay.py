@@ -7,8 +7,6 @@ LOCKED), and a task published twice is harmless: the consumer is idempotent.
 from __future__ import annotations
 
 from shared.bootstrap import Services
-from shared.db.dead_letters import claim_unpublished_dead_letters, mark_dead_letters_published
-from shared.db.tasks import claim_unpublished_tasks, mark_tasks_published
 from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import OutgoingRecord
 from shared.moderation.dead_letters import dead_letter_records
@@ -17,9 +15,9 @@ from shared.moderation.dead_letters import dead_letter_records
 def relay_unpublished_tasks(services: Services) -> int:
     """Publish pending tasks older than the grace period that Kafka never acknowledged."""
     settings = services.settings
-    with services.db.transaction() as conn:
-        claimed = claim_unpublished_tasks(
-            conn, older_than_s=settings.outbox_grace_s, limit=settings.outbox_batch_size
+    with services.db.transaction() as tx:
+        claimed = tx.claim_unpublished_tasks(
+            older_than_s=settings.outbox_grace_s, limit=settings.outbox_batch_size
         )
         if not claimed:
             return 0
@@ -29,20 +27,20 @@ def relay_unpublished_tasks(services: Services) -> int:
             records.append(OutgoingRecord(settings.kafka_moderation_topic, key, value))
         # Published while the rows are locked: a failure rolls back and they stay claimable.
         services.publisher.publish(records)
-        mark_tasks_published(conn, [task_id for task_id, _ in claimed])
+        tx.mark_tasks_published([task_id for task_id, _ in claimed])
     return len(claimed)
 
 
 def relay_unpublished_dead_letters(services: Services) -> int:
     settings = services.settings
-    with services.db.transaction() as conn:
-        claimed = claim_unpublished_dead_letters(
-            conn, older_than_s=settings.outbox_grace_s, limit=settings.outbox_batch_size
+    with services.db.transaction() as tx:
+        claimed = tx.claim_unpublished_dead_letters(
+            older_than_s=settings.outbox_grace_s, limit=settings.outbox_batch_size
         )
         if not claimed:
             return 0
         services.publisher.publish(dead_letter_records(settings.kafka_dlq_topic, claimed))
-        mark_dead_letters_published(conn, [item.id for item in claimed])
+        tx.mark_dead_letters_published([item.id for item in claimed])
     return len(claimed)
 
 

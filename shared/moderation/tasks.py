@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from shared.bootstrap import Services
-from shared.db.tasks import TaskRow, create_task_for_existing_ad, get_task, mark_tasks_published
+from shared.db.tasks import TaskRow
 from shared.errors import AdNotFound, BrokerUnavailable, DatabaseUnavailable, TaskNotFound
 from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import OutgoingRecord
@@ -21,16 +21,16 @@ def submit_moderation_task(services: Services, item_id: int) -> int:
     unpublished and the relay publishes it later. So an accepted task (a 202) is
     never lost; while Kafka is down a caller just sees it `pending` for longer.
     """
-    with services.db.transaction() as conn:
-        task_id = create_task_for_existing_ad(conn, item_id)
+    with services.db.transaction() as tx:
+        task_id = tx.create_task_for_existing_ad(item_id)
     if task_id is None:
         raise AdNotFound(item_id)
     key, value = encode_task_message(task_id, item_id)
     topic = services.settings.kafka_moderation_topic
     try:
         services.publisher.publish([OutgoingRecord(topic, key, value)])
-        with services.db.transaction() as conn:
-            mark_tasks_published(conn, [task_id])
+        with services.db.transaction() as tx:
+            tx.mark_tasks_published([task_id])
     except (BrokerUnavailable, DatabaseUnavailable) as error:
         # Accepted all the same: the relay republishes rows left unpublished.
         log.warning(
@@ -41,8 +41,8 @@ def submit_moderation_task(services: Services, item_id: int) -> int:
 
 
 def get_moderation_result(services: Services, task_id: int) -> TaskRow:
-    with services.db.transaction() as conn:
-        task = get_task(conn, task_id)
+    with services.db.transaction() as tx:
+        task = tx.get_task(task_id)
     if task is None:
         raise TaskNotFound(task_id)
     return task

@@ -1,0 +1,64 @@
+"""Everything the service layer may do inside one database transaction.
+
+The service code talks to this class, never to SQL; the unit tests hand the
+service an in-memory double with the same methods instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import psycopg
+
+from shared.db import ads, dead_letters, tasks
+from shared.db.dead_letters import DeadLetter, StoredDeadLetter
+from shared.db.tasks import TaskFailure, TaskForProcessing, TaskRow
+from shared.domain import Ad, Verdict
+
+
+class Transaction:
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+
+    def load_ad_with_seller(self, item_id: int) -> Ad | None:
+        return ads.load_ad_with_seller(self.conn, item_id)
+
+    def create_task_for_existing_ad(self, item_id: int) -> int | None:
+        return tasks.create_task_for_existing_ad(self.conn, item_id)
+
+    def mark_tasks_published(self, task_ids: Sequence[int]) -> None:
+        tasks.mark_tasks_published(self.conn, task_ids)
+
+    def claim_unpublished_tasks(self, *, older_than_s: float, limit: int) -> list[tuple[int, int]]:
+        return tasks.claim_unpublished_tasks(self.conn, older_than_s=older_than_s, limit=limit)
+
+    def get_task(self, task_id: int) -> TaskRow | None:
+        return tasks.get_task(self.conn, task_id)
+
+    def lock_tasks_with_ads(self, task_ids: Sequence[int]) -> dict[int, TaskForProcessing]:
+        return tasks.lock_tasks_with_ads(self.conn, task_ids)
+
+    def complete_tasks(self, verdicts: Sequence[tuple[int, Verdict]]) -> int:
+        return tasks.complete_tasks(self.conn, verdicts)
+
+    def fail_tasks(self, failures: Sequence[TaskFailure]) -> int:
+        return tasks.fail_tasks(self.conn, failures)
+
+    def record_failed_attempt(
+        self, task_ids: Sequence[int], reason: str
+    ) -> dict[int, tuple[int, datetime]]:
+        return tasks.record_failed_attempt(self.conn, task_ids, reason)
+
+    def insert_dead_letters(self, letters: Sequence[DeadLetter]) -> list[StoredDeadLetter]:
+        return dead_letters.insert_dead_letters(self.conn, letters)
+
+    def mark_dead_letters_published(self, ids: Sequence[int]) -> None:
+        dead_letters.mark_dead_letters_published(self.conn, ids)
+
+    def claim_unpublished_dead_letters(
+        self, *, older_than_s: float, limit: int
+    ) -> list[StoredDeadLetter]:
+        return dead_letters.claim_unpublished_dead_letters(
+            self.conn, older_than_s=older_than_s, limit=limit
+        )

@@ -1,0 +1,256 @@
+"""In-memory doubles of the adapters, passed into `Services` by the unit tests."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from shared.bootstrap import Services
+from shared.db.dead_letters import DeadLetter, StoredDeadLetter
+from shared.db.tasks import TaskFailure, TaskForProcessing, TaskRow
+from shared.domain import Ad, Verdict
+from shared.errors import BrokerUnavailable, DatabaseUnavailable, ModelUnavailable
+from shared.kafka.record import OutgoingRecord
+from shared.settings import Settings
+
+
+@dataclass
+class _State:
+    ads: dict[int, Ad] = field(default_factory=dict)
+    tasks: dict[int, TaskRow] = field(default_factory=dict)
+    published: set[int] = field(default_factory=set)
+    first_failures: dict[int, datetime] = field(default_factory=dict)
+    letters: dict[int, DeadLetter] = field(default_factory=dict)
+    letters_published: set[int] = field(default_factory=set)
+    next_task_id: int = 1
+
+
+class InMemoryDatabase:
+    """The Database's transaction contract over dicts: a failed block leaves no trace."""
+
+    def __init__(self) -> None:
+        self.state = _State()
+        self.unavailable_for = 0  # the next N transactions raise DatabaseUnavailable
+        self.transactions = 0
+
+    def add_ad(self, ad: Ad) -> None:
+        self.state.ads[ad.item_id] = ad
+
+    @contextmanager
+    def transaction(self) -> Iterator[InMemoryTransaction]:
+        self.transactions += 1
+        if self.unavailable_for > 0:
+            self.unavailable_for -= 1
+            raise DatabaseUnavailable("PostgreSQL unavailable: fake outage")
+        working = copy.deepcopy(self.state)
+        yield InMemoryTransaction(working)
+        self.state = working
+
+    def ping(self) -> None:
+        if self.unavailable_for:
+            raise DatabaseUnavailable("fake outage")
+
+    def close(self) -> None:
+        pass
+
+
+class InMemoryTransaction:
+    def __init__(self, state: _State) -> None:
+        self.s = state
+
+    def load_ad_with_seller(self, item_id: int) -> Ad | None:
+        return self.s.ads.get(item_id)
+
+    def create_task_for_existing_ad(self, item_id: int) -> int | None:
+        if item_id not in self.s.ads:
+            return None
+        task_id = self.s.next_task_id
+        self.s.next_task_id += 1
+        self.s.tasks[task_id] = TaskRow(
+            task_id, item_id, "pending", None, None, None, None, 0, datetime.now(UTC), None
+        )
+        return task_id
+
+    def mark_tasks_published(self, task_ids: Sequence[int]) -> None:
+        self.s.published.update(task_ids)
+
+    def claim_unpublished_tasks(self, *, older_than_s: float, limit: int) -> list[tuple[int, int]]:
+        return [
+            (t.id, t.item_id)
+            for t in self.s.tasks.values()
+            if t.status == "pending" and t.id not in self.s.published
+        ][:limit]
+
+    def get_task(self, task_id: int) -> TaskRow | None:
+        return self.s.tasks.get(task_id)
+
+    def lock_tasks_with_ads(self, task_ids: Sequence[int]) -> dict[int, TaskForProcessing]:
+        return {
+            t.id: TaskForProcessing(
+                t.id,
+                t.item_id,
+                t.status,
+                t.attempts,
+                self.s.first_failures.get(t.id),
+                self.s.ads.get(t.item_id),
+            )
+            for task_id in task_ids
+            if (t := self.s.tasks.get(task_id))
+        }
+
+    def complete_tasks(self, verdicts: Sequence[tuple[int, Verdict]]) -> int:
+        changed = 0
+        for task_id, verdict in verdicts:
+            task = self.s.tasks[task_id]
+            if task.status == "pending":
+                self.s.tasks[task_id] = replace(
+                    task,
+                    status="completed",
+                    is_violation=verdict.is_violation,
+                    probability=verdict.probability,
+                    model_version=verdict.model_version,
+                    attempts=task.attempts + 1,
+                    error_message=None,
+                    processed_at=datetime.now(UTC),
+                )
+                changed += 1
+        return changed
+
+    def fail_tasks(self, failures: Sequence[TaskFailure]) -> int:
+        changed = 0
+        for failure in failures:
+            task = self.s.tasks.get(failure.task_id)
+            if task is not None and task.status == "pending":
+                self.s.tasks[failure.task_id] = replace(
+                    task,
+                    status="failed",
+                    error_message=failure.reason,
+                    attempts=failure.attempts,
+                    processed_at=datetime.now(UTC),
+                )
+                changed += 1
+        return changed
+
+    def record_failed_attempt(
+        self, task_ids: Sequence[int], reason: str
+    ) -> dict[int, tuple[int, datetime]]:
+        counts = {}
+        for task_id in task_ids:
+            task = self.s.tasks.get(task_id)
+            if task is None or task.status != "pending":
+                continue
+            first = self.s.first_failures.setdefault(task_id, datetime.now(UTC))
+            self.s.tasks[task_id] = replace(task, attempts=task.attempts + 1, error_message=reason)
+            counts[task_id] = (task.attempts + 1, first)
+        return counts
+
+    def insert_dead_letters(self, letters: Sequence[DeadLetter]) -> list[StoredDeadLetter]:
+        stored = []
+        for letter in letters:
+            duplicate = any(
+                (
+                    old.source_topic,
+                    old.source_partition,
+                    old.source_offset,
+                )
+                == (letter.source_topic, letter.source_partition, letter.source_offset)
+                or (letter.task_id is not None and old.task_id == letter.task_id)
+                for old in self.s.letters.values()
+            )
+            if not duplicate:
+                letter_id = len(self.s.letters) + 1
+                self.s.letters[letter_id] = letter
+                stored.append(StoredDeadLetter(letter_id, letter))
+        return stored
+
+    def mark_dead_letters_published(self, ids: Sequence[int]) -> None:
+        self.s.letters_published.update(ids)
+
+    def claim_unpublished_dead_letters(
+        self, *, older_than_s: float, limit: int
+    ) -> list[StoredDeadLetter]:
+        return [
+            StoredDeadLetter(i, letter)
+            for i, letter in self.s.letters.items()
+            if i not in self.s.letters_published
+        ][:limit]
+
+
+class FakeModel:
+    version = "fake-model-1"
+    threshold = 0.5
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def predict(self, ads: list[Ad]) -> list[Verdict]:
+        """Deterministic: an ad whose name says SPAM is a violation."""
+        self.calls.append(len(ads))
+        verdicts = []
+        for ad in ads:
+            probability = 0.9 if "SPAM" in ad.name else 0.1
+            verdicts.append(Verdict(ad.item_id, probability >= 0.5, probability, self.version))
+        return verdicts
+
+
+class FakeModelLoader:
+    def __init__(self, model: FakeModel | None = None, *, fail_times: int = 0) -> None:
+        self.model = model or FakeModel()
+        self.fail_times = fail_times
+        self.loads = 0
+
+    def get(self) -> FakeModel:
+        self.loads += 1
+        if self.fail_times > 0:
+            self.fail_times -= 1
+            raise ModelUnavailable("model unavailable: fake outage")
+        return self.model
+
+    def ready(self) -> bool:
+        return self.fail_times == 0
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.published: list[OutgoingRecord] = []
+        self.fail_times = 0
+
+    def publish(self, records: list[OutgoingRecord]) -> None:
+        if self.fail_times > 0:
+            self.fail_times -= 1
+            raise BrokerUnavailable("Kafka did not acknowledge: fake outage")
+        self.published.extend(records)
+
+    def on_topic(self, topic: str) -> list[OutgoingRecord]:
+        return [record for record in self.published if record.topic == topic]
+
+    def ping(self, timeout_s: float = 2.0) -> None:
+        pass
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        pass
+
+
+class RecordingSleep:
+    """Stands in for Services.sleep: records the schedule instead of waiting it out."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def fake_services(**settings_overrides: object) -> Services:
+    settings = Settings(database_url="postgresql://unused", **settings_overrides)
+    services = Services(
+        settings=settings,
+        db=InMemoryDatabase(),
+        model=FakeModelLoader(),
+        publisher=FakePublisher(),
+        sleeper=RecordingSleep(),
+    )
+    return services

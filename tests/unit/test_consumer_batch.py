@@ -1,0 +1,264 @@
+"""The consumer's batch handler against in-memory adapters: every rule, no I/O."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared.domain import Ad
+from shared.kafka.envelope import encode_task_message
+from shared.kafka.record import ConsumedRecord
+from shared.moderation.batch import process_moderation_batch
+from shared.moderation.relay import relay_once
+from tests.fakes import FakeModelLoader, fake_services
+
+TOPIC = "moderation"
+
+
+def _ad(item_id: int, name: str = "Bicycle") -> Ad:
+    return Ad(item_id, 1, True, name, "A good bicycle, barely used.", 3, 2)
+
+
+def _record(value: bytes | None, offset: int, key: bytes | None = b"1") -> ConsumedRecord:
+    return ConsumedRecord(topic=TOPIC, partition=0, offset=offset, key=key, value=value)
+
+
+def _accepted_task(services, item_id: int, name: str = "Bicycle") -> ConsumedRecord:
+    services.db.add_ad(_ad(item_id, name))
+    with services.db.transaction() as tx:
+        task_id = tx.create_task_for_existing_ad(item_id)
+    key, value = encode_task_message(task_id, item_id)
+    return _record(value, offset=task_id, key=key)
+
+
+def _headers(record) -> dict[str, str]:
+    return {name: value.decode() for name, value in record.headers}
+
+
+def test_valid_task_is_completed_with_the_models_verdict_and_nothing_dead_lettered():
+    services = fake_services()
+    record = _accepted_task(services, 7, name="SPAM deal")
+
+    report = process_moderation_batch(services, [record])
+
+    task = services.db.state.tasks[1]
+    assert (task.status, task.is_violation, task.probability) == ("completed", True, 0.9)
+    assert task.model_version == "fake-model-1" and task.attempts == 1
+    assert report.completed == 1 and report.dead_lettered == 0
+    assert services.publisher.on_topic("moderation_dlq") == []
+
+
+def test_a_whole_batch_is_scored_in_one_model_call_and_one_write_transaction():
+    services = fake_services()
+    records = [_accepted_task(services, item_id) for item_id in range(1, 51)]
+    transactions_before = services.db.transactions
+
+    process_moderation_batch(services, records)
+
+    assert services.model.model.calls == [50]
+    assert services.db.transactions - transactions_before == 1
+    assert all(t.status == "completed" for t in services.db.state.tasks.values())
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"not json", "not JSON"),
+        (b"", "empty value"),
+        (None, "empty value"),
+        (b"\xff\xfe\x00", "not valid UTF-8"),
+        (b"[1, 2]", "expected a JSON object"),
+        (b'{"task_id": 1}', "item_id"),
+        (b'{"task_id": "1", "item_id": 1}', "task_id"),
+        (b'{"task_id": -5, "item_id": 1}', "greater than 0"),
+        (b'{"task_id": 99999999999999999999, "item_id": 1}', "less than or equal"),
+        (b'{"task_id": 1.5, "item_id": 1}', "task_id"),
+        (b'{"task_id": true, "item_id": 1}', "task_id"),
+        (b"x" * 1_000_000, "over the 4096-byte limit"),
+    ],
+)
+def test_malformed_record_is_dead_lettered_with_its_reason_and_valid_neighbours_complete(
+    value, reason
+):
+    services = fake_services()
+    before = _accepted_task(services, 1)
+    after = _accepted_task(services, 2)
+    poison = _record(value, offset=100)
+
+    report = process_moderation_batch(services, [before, poison, after])
+
+    dlq = services.publisher.on_topic("moderation_dlq")
+    assert len(dlq) == 1
+    headers = _headers(dlq[0])
+    assert reason in headers["x-exception-message"]
+    assert headers["x-error-class"] == "permanent"
+    assert headers["x-exception-type"] == "MalformedMessage"
+    assert headers["x-source-offset"] == "100"
+    assert dlq[0].value == value and dlq[0].key == b"1"
+    assert report.completed == 2
+
+
+def test_dlq_record_carries_the_whole_documented_envelope():
+    services = fake_services(kafka_consumer_group="group-a")
+    record = _accepted_task(services, 5)
+    services.db.state.ads.pop(5)
+
+    process_moderation_batch(services, [record])
+
+    (letter,) = services.publisher.on_topic("moderation_dlq")
+    headers = _headers(letter)
+    assert set(headers) == {
+        "x-error-class",
+        "x-exception-type",
+        "x-exception-message",
+        "x-attempts",
+        "x-source-topic",
+        "x-source-partition",
+        "x-source-offset",
+        "x-consumer-group",
+        "x-task-id",
+        "x-first-failure-at",
+        "x-last-failure-at",
+    }
+    assert headers["x-exception-type"] == "AdNotFound"
+    assert headers["x-exception-message"] == "Ad not found"
+    assert headers["x-attempts"] == "1"
+    assert headers["x-source-topic"] == TOPIC and headers["x-source-partition"] == "0"
+    assert headers["x-consumer-group"] == "group-a"
+    assert headers["x-task-id"] == "1"
+    assert (letter.key, letter.value) == (record.key, record.value)
+
+
+def test_ad_deleted_before_processing_marks_task_failed_and_dead_letters_it():
+    services = fake_services()
+    record = _accepted_task(services, 5)
+    services.db.state.ads.pop(5)
+
+    process_moderation_batch(services, [record])
+
+    task = services.db.state.tasks[1]
+    assert (task.status, task.error_message) == ("failed", "Ad not found")
+    assert len(services.publisher.on_topic("moderation_dlq")) == 1
+
+
+def test_unknown_task_is_dead_lettered_without_touching_any_row():
+    services = fake_services()
+    key, value = encode_task_message(404, 1)
+
+    process_moderation_batch(services, [_record(value, offset=3, key=key)])
+
+    (letter,) = services.publisher.on_topic("moderation_dlq")
+    assert _headers(letter)["x-exception-type"] == "TaskNotFound"
+    assert _headers(letter)["x-task-id"] == "404"
+    assert services.db.state.tasks == {}
+
+
+def test_item_id_that_does_not_match_the_task_is_a_permanent_failure():
+    services = fake_services()
+    _accepted_task(services, 5)
+    _, value = encode_task_message(1, 6)
+
+    process_moderation_batch(services, [_record(value, offset=9)])
+
+    assert services.db.state.tasks[1].status == "failed"
+    assert "does not match" in services.db.state.tasks[1].error_message
+
+
+def test_redelivered_record_changes_nothing_and_is_not_dead_lettered_twice():
+    services = fake_services()
+    done = _accepted_task(services, 1)
+    gone = _accepted_task(services, 2)
+    services.db.state.ads.pop(2)
+    process_moderation_batch(services, [done, gone])
+    first = services.db.state.tasks[1]
+
+    report = process_moderation_batch(services, [done, gone])
+
+    assert services.db.state.tasks[1] == first
+    assert len(services.publisher.on_topic("moderation_dlq")) == 1
+    assert report.duplicates == 2 and report.completed == 0
+
+
+def test_model_unavailable_for_two_attempts_is_retried_then_completed_without_dlq():
+    services = fake_services()
+    services.model = FakeModelLoader(fail_times=2)
+    record = _accepted_task(services, 1)
+
+    report = process_moderation_batch(services, [record])
+
+    task = services.db.state.tasks[1]
+    assert task.status == "completed" and task.attempts == 3
+    assert services.sleeper.waits == [5.0, 10.0]
+    assert report.retries == 2
+    assert services.publisher.on_topic("moderation_dlq") == []
+
+
+def test_retries_follow_the_real_five_ten_twenty_second_schedule():
+    services = fake_services()  # default retry settings
+    services.model = FakeModelLoader(fail_times=100)
+    record = _accepted_task(services, 1)
+
+    process_moderation_batch(services, [record])
+
+    assert services.sleeper.waits == [5.0, 10.0, 20.0]
+
+
+def test_model_unavailable_on_every_attempt_fails_the_task_with_one_dlq_record_of_four_attempts():
+    services = fake_services()
+    services.model = FakeModelLoader(fail_times=100)
+    record = _accepted_task(services, 1)
+
+    process_moderation_batch(services, [record])
+
+    task = services.db.state.tasks[1]
+    assert task.status == "failed" and task.attempts == 4
+    assert "gave up after 4 attempts" in task.error_message
+    (letter,) = services.publisher.on_topic("moderation_dlq")
+    headers = _headers(letter)
+    assert headers["x-error-class"] == "exhausted"
+    assert headers["x-attempts"] == "4"
+    assert headers["x-exception-type"] == "ModelUnavailable"
+
+
+def test_attempts_already_on_the_row_count_towards_the_limit_after_a_restart():
+    services = fake_services()
+    services.model = FakeModelLoader(fail_times=100)
+    record = _accepted_task(services, 1)
+    with services.db.transaction() as tx:
+        tx.record_failed_attempt([1], "before the restart")
+        tx.record_failed_attempt([1], "before the restart")
+
+    process_moderation_batch(services, [record])
+
+    assert services.db.state.tasks[1].status == "failed"
+    assert services.db.state.tasks[1].attempts == 4
+    assert services.sleeper.waits == [5.0]
+
+
+def test_database_outage_is_retried_and_the_task_completes_once_it_is_back():
+    services = fake_services()
+    record = _accepted_task(services, 1)
+    services.db.unavailable_for = 3  # the attempt, and the two follow-ups that try to count it
+
+    process_moderation_batch(services, [record])
+
+    task = services.db.state.tasks[1]
+    assert task.status == "completed"
+    assert services.publisher.on_topic("moderation_dlq") == []
+
+
+def test_dlq_publish_failure_keeps_the_letter_in_the_outbox_until_the_relay_sends_it():
+    services = fake_services(outbox_grace_s=0)
+    record = _accepted_task(services, 1)
+    services.db.state.ads.pop(1)
+    services.publisher.fail_times = 1
+
+    process_moderation_batch(services, [record])
+    assert services.publisher.on_topic("moderation_dlq") == []
+
+    relay_once(services)
+
+    (letter,) = services.publisher.on_topic("moderation_dlq")
+    assert json.loads(letter.value) == {"task_id": 1, "item_id": 1}
+    assert services.db.state.letters_published == {1}

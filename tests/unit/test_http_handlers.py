@@ -1,0 +1,226 @@
+"""The HTTP functions called through functions-framework's test client, with fakes wired in."""
+
+from __future__ import annotations
+
+import pytest
+from functions_framework import create_app
+
+from shared.bootstrap import install_services
+from shared.domain import Ad
+from tests.fakes import FakeModelLoader, fake_services
+
+VALID_AD = {
+    "seller_id": 1,
+    "is_verified_seller": True,
+    "item_id": 10,
+    "name": "Bicycle",
+    "description": "A good bicycle",
+    "category": 3,
+    "images_qty": 2,
+}
+
+
+@pytest.fixture
+def services():
+    services = fake_services()
+    services.db.add_ad(Ad(1, 1, False, "SPAM phone", "call me", 3, 0))
+    install_services(services)
+    try:
+        yield services
+    finally:
+        install_services(None)
+
+
+def client(target: str, folder: str | None = None):
+    source = f"functions/{folder or target}/main.py"
+    return create_app(target, source).test_client()
+
+
+def _assert_json_error(response, status: int) -> object:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    return response.get_json()["detail"]
+
+
+def test_predict_returns_the_verdict_with_the_model_version(services):
+    response = client("predict").post("/predict", json=VALID_AD)
+
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "item_id": 10,
+        "is_violation": False,
+        "probability": 0.1,
+        "model_version": "fake-model-1",
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"seller_id": "abc"}, "seller_id"),
+        ({"is_verified_seller": "maybe"}, "is_verified_seller"),
+        ({"is_verified_seller": 1}, "is_verified_seller"),
+        ({"images_qty": 11}, "images_qty"),
+        ({"images_qty": -1}, "images_qty"),
+        ({"item_id": 0}, "item_id"),
+        ({"item_id": 2**63}, "item_id"),
+        ({"category": "3"}, "category"),
+        ({"name": 5}, "name"),
+        ({"images_qty": 2.5}, "images_qty"),
+    ],
+)
+def test_predict_rejects_each_bad_field_with_422_naming_it(services, change, field):
+    response = client("predict").post("/predict", json={**VALID_AD, **change})
+
+    detail = _assert_json_error(response, 422)
+    assert [issue["loc"] for issue in detail] == [[field]]
+
+
+def test_predict_lists_every_missing_field(services):
+    response = client("predict").post("/predict", json={"item_id": 1})
+
+    detail = _assert_json_error(response, 422)
+    missing = {issue["loc"][0] for issue in detail}
+    assert missing == set(VALID_AD) - {"item_id"}
+
+
+def test_predict_rejects_a_body_that_is_not_json_with_400(services):
+    response = client("predict").post(
+        "/predict", data=b"{not json", content_type="application/json"
+    )
+
+    assert "not valid JSON" in _assert_json_error(response, 400)
+
+
+def test_predict_rejects_another_content_type_with_415(services):
+    response = client("predict").post("/predict", data="a=1", content_type="text/plain")
+
+    assert "application/json" in _assert_json_error(response, 415)
+
+
+def test_predict_rejects_a_body_over_64_kib_with_413(services):
+    body = {**VALID_AD, "description": "x" * (70 * 1024)}
+
+    response = client("predict").post("/predict", json=body)
+
+    _assert_json_error(response, 413)
+
+
+def test_predict_answers_503_with_retry_after_when_the_model_is_unavailable(services):
+    services.model = FakeModelLoader(fail_times=1)
+
+    response = client("predict").post("/predict", json=VALID_AD)
+
+    _assert_json_error(response, 503)
+    assert response.headers["Retry-After"] == "5"
+
+
+def test_predict_refuses_get_with_405(services):
+    _assert_json_error(client("predict").get("/predict"), 405)
+
+
+def test_simple_predict_scores_the_stored_ad(services):
+    response = client("simple_predict", "predict").post("/simple_predict?item_id=1")
+
+    assert response.status_code == 200
+    assert response.get_json()["is_violation"] is True
+
+
+def test_simple_predict_answers_404_for_an_unknown_ad(services):
+    response = client("simple_predict", "predict").post("/simple_predict?item_id=999")
+
+    assert _assert_json_error(response, 404) == "Ad not found"
+
+
+@pytest.mark.parametrize("item_id", ["", "abc", "1.5", "0", "-1", str(2**63), "1e3"])
+def test_simple_predict_rejects_a_bad_item_id_with_422(services, item_id):
+    query = "" if item_id == "" else f"?item_id={item_id}"
+
+    response = client("simple_predict", "predict").post(f"/simple_predict{query}")
+
+    _assert_json_error(response, 422)
+
+
+def test_async_predict_accepts_a_task_with_202_and_its_location(services):
+    response = client("async_predict").post("/async_predict?item_id=1")
+
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body == {"task_id": 1, "status": "pending", "message": "Moderation request accepted"}
+    assert response.headers["Location"] == "/moderation_result/1"
+    (published,) = services.publisher.on_topic("moderation")
+    assert (published.key, published.value) == (b"1", b'{"task_id":1,"item_id":1}')
+
+
+def test_async_predict_for_an_unknown_ad_answers_404_and_creates_nothing(services):
+    response = client("async_predict").post("/async_predict?item_id=999")
+
+    assert _assert_json_error(response, 404) == "Ad not found"
+    assert services.db.state.tasks == {}
+    assert services.publisher.published == []
+
+
+def test_async_predict_still_accepts_when_kafka_is_down_and_leaves_the_task_to_the_relay(
+    services,
+):
+    services.publisher.fail_times = 1
+
+    response = client("async_predict").post("/async_predict?item_id=1")
+
+    assert response.status_code == 202
+    assert services.db.state.tasks[1].status == "pending"
+    assert services.db.state.published == set()
+
+
+def test_moderation_result_reports_a_pending_task(services):
+    client("async_predict").post("/async_predict?item_id=1")
+
+    response = client("moderation_result").get("/moderation_result/1")
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "pending" and body["task_id"] == 1 and body["item_id"] == 1
+    assert set(body) == {
+        "task_id",
+        "item_id",
+        "status",
+        "is_violation",
+        "probability",
+        "model_version",
+        "error",
+        "attempts",
+        "created_at",
+        "processed_at",
+    }
+
+
+def test_moderation_result_answers_404_for_an_unknown_task(services):
+    response = client("moderation_result").get("/moderation_result/12345")
+
+    assert _assert_json_error(response, 404) == "Task not found"
+
+
+@pytest.mark.parametrize("task_id", ["abc", "0", "-1", "1.5", str(2**63)])
+def test_moderation_result_rejects_a_bad_task_id_without_a_5xx(services, task_id):
+    response = client("moderation_result").get(f"/moderation_result/{task_id}")
+
+    assert response.status_code in (404, 422)
+    assert "detail" in response.get_json()
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer no"}])
+def test_with_api_keys_set_a_missing_or_wrong_key_gets_401(services, headers):
+    services.settings = services.settings.model_copy(update={"api_keys": "k1,k2"})
+
+    response = client("predict").post("/predict", json=VALID_AD, headers=headers)
+
+    _assert_json_error(response, 401)
+
+
+@pytest.mark.parametrize("headers", [{"X-API-Key": "k2"}, {"Authorization": "Bearer k1"}])
+def test_with_api_keys_set_either_header_form_is_accepted(services, headers):
+    services.settings = services.settings.model_copy(update={"api_keys": "k1,k2"})
+
+    response = client("predict").post("/predict", json=VALID_AD, headers=headers)
+
+    assert response.status_code == 200
