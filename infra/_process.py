@@ -1,0 +1,229 @@
+"""Server processes and TCP ports: spawn, find, stop; shared by the Kafka and PostgreSQL servers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+LOCALHOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """An unprivileged account to run a server as (PostgreSQL refuses to run as root)."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+def free_port(host: str = LOCALHOST) -> int:
+    """A port nobody listens on right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int, host: str = LOCALHOST) -> bool:
+    """True if a server could listen on `port` now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As Kafka and PostgreSQL do: connections of an exited server lingering in
+        # TIME_WAIT do not keep its successor from listening on the same port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def port_accepts(port: int, host: str = LOCALHOST, timeout_s: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def spawn(
+    command: Sequence[str],
+    *,
+    log_path: Path,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    run_as: RunAs | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a server in its own session, its output appended to `log_path`.
+
+    Its own session (and so process group) means a Ctrl-C in the terminal reaches
+    only the caller, which then stops the server in order, and that `stop_process`
+    can kill every process the server forked; it also lets `python -m infra up`
+    exit while the server keeps running.
+    """
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            list(command),
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            user=run_as.uid if run_as else None,
+            group=run_as.gid if run_as else None,
+            extra_groups=[] if run_as else None,
+        )
+
+
+def run_to_completion(
+    command: Sequence[str],
+    *,
+    what: str,
+    timeout_s: float,
+    cwd: Path,
+    run_as: RunAs | None = None,
+    env: dict[str, str] | None = None,
+) -> str:
+    """Run a one-shot tool and return its output; fail with that output if it fails."""
+    try:
+        result = subprocess.run(
+            list(command),
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+            user=run_as.uid if run_as else None,
+            group=run_as.gid if run_as else None,
+            extra_groups=[] if run_as else None,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"{what} did not finish within {timeout_s:.0f} s") from exc
+    output = (result.stdout + result.stderr).strip()
+    if result.returncode != 0:
+        raise RuntimeError(f"{what} failed with exit code {result.returncode}:\n{output}")
+    return output
+
+
+def is_alive(pid: int, marker: str) -> bool:
+    """True if `pid` runs and its command line contains `marker`.
+
+    The marker (a data directory) guards against a recycled pid: a pid file left
+    by a server that died long ago may now name an unrelated process.
+    """
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z" and marker in cmdline
+
+
+def stop_process(
+    pid: int,
+    *,
+    marker: str,
+    stop_signal: signal.Signals,
+    timeout_s: float,
+    child: subprocess.Popen[bytes] | None = None,
+) -> bool:
+    """Ask a server to stop, kill its process group if it has not stopped by the deadline.
+
+    Returns False if it had to be killed.
+    """
+    stopped_in_time = True
+    if _running(pid, marker, child):
+        _signal(pid, stop_signal)
+        stopped_in_time = _wait_gone(pid, marker, child, timeout_s)
+        if not stopped_in_time:
+            _signal_group(pid, signal.SIGKILL)
+            _wait_gone(pid, marker, child, 5.0)
+        # Forked helpers (PostgreSQL backends) normally exit with their parent; a
+        # straggler would keep the port, so the group is killed either way.
+        _signal_group(pid, signal.SIGKILL)
+    if child is not None:
+        _reap(child)
+    return stopped_in_time
+
+
+def kill_process(pid: int, *, marker: str, child: subprocess.Popen[bytes] | None = None) -> None:
+    """Kill a server and everything it forked at once, like a crash would."""
+    if _running(pid, marker, child):
+        _signal_group(pid, signal.SIGKILL)
+        _wait_gone(pid, marker, child, 5.0)
+    if child is not None:
+        _reap(child)
+
+
+def wait_for_port_release(port: int, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not port_is_free(port):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"port {port} is still taken {timeout_s:.0f} s after its server exited"
+            )
+        time.sleep(0.05)
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """The last lines of a log, or a note that it does not exist."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return f"({path} does not exist)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _running(pid: int, marker: str, child: subprocess.Popen[bytes] | None) -> bool:
+    # A child of ours is asked directly: between fork and exec its command line
+    # is still Python's, so the marker would not be found yet.
+    if child is not None:
+        return child.poll() is None
+    return is_alive(pid, marker)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    # Already gone is what we wanted.
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    # spawn() made the server a session and group leader, so its pgid is its pid;
+    # no such group means every member has exited already.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _wait_gone(
+    pid: int, marker: str, child: subprocess.Popen[bytes] | None, timeout_s: float
+) -> bool:
+    if child is not None:
+        try:
+            child.wait(timeout=timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    deadline = time.monotonic() + timeout_s
+    while is_alive(pid, marker):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _reap(child: subprocess.Popen[bytes]) -> None:
+    try:
+        child.wait(timeout=5.0)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait(timeout=5.0)

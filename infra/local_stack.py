@@ -1,0 +1,94 @@
+"""The stack behind `python -m infra up|down`: Kafka and PostgreSQL that outlive the command.
+
+Their data, logs and pids live in var/infra/ (kafka/, postgres/), so `up` run
+again finds them running and `down` finds what to stop.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra import _process
+from infra.kafka_broker import KafkaBroker
+from infra.postgres_server import PostgresServer
+from shared.db.migrations import apply_migrations
+from shared.kafka.topics import ensure_topics
+from shared.settings import get_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STATE_DIR = REPO_ROOT / "var" / "infra"
+DEFAULT_KAFKA_PORT = 9092
+DEFAULT_POSTGRES_PORT = 5432
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    kafka_bootstrap_servers: str
+    database_url: str
+
+
+def up(
+    state_dir: Path = STATE_DIR,
+    *,
+    kafka_port: int = DEFAULT_KAFKA_PORT,
+    postgres_port: int = DEFAULT_POSTGRES_PORT,
+) -> LocalStack:
+    """Start whatever is not running yet, migrate the database and create the topics."""
+    postgres = PostgresServer(state_dir / "postgres")
+    kafka = KafkaBroker(state_dir / "kafka")
+    # Both start before either is waited for: initdb runs while the broker's JVM boots.
+    if kafka.is_running():
+        _log(f"Kafka is already running (pid {kafka.pid})")
+    else:
+        kafka.port = _port_for("Kafka", kafka_port)
+        kafka.controller_port = None
+        kafka.start(wait=False)
+    if postgres.is_running():
+        _log(f"PostgreSQL is already running (pid {postgres.pid})")
+    else:
+        postgres.port = _port_for("PostgreSQL", postgres_port)
+        postgres.start(wait=False)
+    postgres.wait_until_ready()
+    kafka.wait_until_ready()
+    _log(f"PostgreSQL: {postgres.url} (pid {postgres.pid}, log {postgres.log_path})")
+    _log(f"Kafka: {kafka.bootstrap_servers} (pid {kafka.pid}, log {kafka.log_path})")
+
+    apply_migrations(postgres.url)
+    settings = get_settings().model_copy(
+        update={"database_url": postgres.url, "kafka_bootstrap_servers": kafka.bootstrap_servers}
+    )
+    ensure_topics(settings)
+    _log(
+        f"migrations applied; topics {settings.kafka_moderation_topic}, {settings.kafka_dlq_topic}"
+    )
+    return LocalStack(kafka_bootstrap_servers=kafka.bootstrap_servers, database_url=postgres.url)
+
+
+def down(state_dir: Path = STATE_DIR) -> None:
+    """Stop both servers (their data stays for the next `up`); a no-op when nothing runs."""
+    stopped = False
+    for name, server in (
+        ("Kafka", KafkaBroker(state_dir / "kafka")),
+        ("PostgreSQL", PostgresServer(state_dir / "postgres")),
+    ):
+        if server.is_running():
+            _log(f"stopping {name} (pid {server.pid})")
+            server.stop()
+            stopped = True
+    if not stopped:
+        _log("nothing is running")
+
+
+def _port_for(name: str, preferred: int) -> int:
+    if _process.port_is_free(preferred):
+        return preferred
+    port = _process.free_port()
+    _log(f"port {preferred} is taken; {name} will listen on {port}")
+    return port
+
+
+def _log(message: str) -> None:
+    # stdout carries only the export lines, for `eval "$(make -s infra-up)"`.
+    print(message, file=sys.stderr)

@@ -1,0 +1,61 @@
+"""Per-test-session folders under var/test-infra/, and the clean-up of sessions that died.
+
+Each pytest session that starts its own Kafka and PostgreSQL gets a folder of its
+own (several sessions may share one checkout), with its pid in `owner.pid`. A
+session killed before its teardown leaves its servers running; the next session
+finds the folder's owner gone, stops those servers and deletes the folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from infra import _process
+from infra.kafka_broker import KafkaBroker
+from infra.postgres_server import PostgresServer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TEST_INFRA_ROOT = REPO_ROOT / "var" / "test-infra"
+OWNER_FILE = "owner.pid"
+# Present in the command line of every pytest process, however it was started.
+OWNER_MARKER = "pytest"
+
+
+def claim_run_dir(root: Path = TEST_INFRA_ROOT) -> Path:
+    """A new folder for this process's servers."""
+    run_dir = root / uuid.uuid4().hex[:12]
+    run_dir.mkdir(parents=True)
+    (run_dir / OWNER_FILE).write_text(f"{os.getpid()}\n")
+    return run_dir
+
+
+def clean_abandoned_run_dirs(root: Path = TEST_INFRA_ROOT) -> list[Path]:
+    """Stop the servers of sessions whose process is gone and delete their folders."""
+    if not root.is_dir():
+        return []
+    cleaned = []
+    for run_dir in sorted(root.iterdir()):
+        if run_dir.is_dir() and _is_abandoned(run_dir):
+            KafkaBroker(run_dir / "kafka").stop()
+            PostgresServer(run_dir / "postgres").stop()
+            shutil.rmtree(run_dir, ignore_errors=True)
+            cleaned.append(run_dir)
+    return cleaned
+
+
+def remove_data_keep_logs(run_dir: Path) -> None:
+    """After a failed session: the logs are what someone will read, the data is just big."""
+    for data_dir in (run_dir / "kafka" / "data", run_dir / "postgres" / "data"):
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _is_abandoned(run_dir: Path) -> bool:
+    try:
+        owner = int((run_dir / OWNER_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        # A folder being created right now has no owner file for an instant.
+        return False
+    return not _process.is_alive(owner, OWNER_MARKER)

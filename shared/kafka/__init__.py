@@ -1,0 +1,1 @@
+"""Kafka: producer and consumer configuration, the topics, the message and DLQ envelopes."""

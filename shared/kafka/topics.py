@@ -1,0 +1,120 @@
+"""Creates the moderation topic and its dead-letter topic; safe to run any number of times.
+
+Run as `python -m shared.kafka.topics` (what `make topics` does); `python -m infra up`
+and the test fixtures call `ensure_topics` with their own settings.
+"""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from shared.settings import Settings
+
+TIMEOUT_S = 15.0
+
+
+class TopicSetupError(RuntimeError):
+    """A topic could not be created or deleted (broker down, bad partition count, ...)."""
+
+
+def ensure_topics(settings: Settings, timeout_s: float = TIMEOUT_S) -> None:
+    """Create both topics unless they exist, and wait until every partition has a leader."""
+    wanted = {
+        settings.kafka_moderation_topic: settings.kafka_moderation_partitions,
+        settings.kafka_dlq_topic: settings.kafka_dlq_partitions,
+    }
+    admin = _admin(settings)
+    futures = admin.create_topics(
+        [
+            NewTopic(
+                name,
+                num_partitions=partitions,
+                replication_factor=settings.kafka_replication_factor,
+            )
+            for name, partitions in wanted.items()
+        ],
+        request_timeout=timeout_s,
+        operation_timeout=timeout_s,
+    )
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise TopicSetupError(
+                    f"could not create topic {name!r} with {wanted[name]} partitions "
+                    f"on {settings.kafka_bootstrap_servers}: {exc.args[0].str()}"
+                ) from exc
+        except TimeoutError as exc:
+            raise TopicSetupError(
+                f"Kafka at {settings.kafka_bootstrap_servers} did not create topic {name!r} "
+                f"within {timeout_s:.0f} s"
+            ) from exc
+    _wait_until_led(admin, list(wanted), settings.kafka_bootstrap_servers, timeout_s)
+
+
+def delete_topics(settings: Settings, timeout_s: float = TIMEOUT_S) -> None:
+    """Delete both topics; a topic that does not exist is not an error."""
+    names = [settings.kafka_moderation_topic, settings.kafka_dlq_topic]
+    admin = _admin(settings)  # held: futures of a garbage-collected client fail at once
+    futures = admin.delete_topics(names, request_timeout=timeout_s, operation_timeout=timeout_s)
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise TopicSetupError(
+                    f"could not delete topic {name!r}: {exc.args[0].str()}"
+                ) from exc
+        except TimeoutError as exc:
+            raise TopicSetupError(
+                f"topic {name!r} was not deleted within {timeout_s:.0f} s"
+            ) from exc
+
+
+def _admin(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+
+
+def _wait_until_led(admin: AdminClient, names: list[str], servers: str, timeout_s: float) -> None:
+    # A created topic reaches the broker's metadata a moment later; a producer
+    # started before that would see it as unknown.
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            metadata = admin.list_topics(timeout=max(deadline - time.monotonic(), 0.5))
+        except KafkaException as exc:
+            raise TopicSetupError(f"could not read the topics of {servers}: {exc}") from exc
+        topics = [metadata.topics.get(name) for name in names]
+        if all(
+            topic is not None
+            and topic.error is None
+            and topic.partitions
+            and all(partition.leader >= 0 for partition in topic.partitions.values())
+            for topic in topics
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise TopicSetupError(
+                f"topics {names} on {servers} still lack partition leaders after {timeout_s:.0f} s"
+            )
+        time.sleep(0.1)
+
+
+def main() -> None:
+    from shared.settings import get_settings
+
+    settings = get_settings()
+    ensure_topics(settings)
+    print(
+        f"topics ready on {settings.kafka_bootstrap_servers}: "
+        f"{settings.kafka_moderation_topic} ({settings.kafka_moderation_partitions} partitions), "
+        f"{settings.kafka_dlq_topic} ({settings.kafka_dlq_partitions} partitions)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Fixtures of every test tier.
+
+Kafka and PostgreSQL start once per session, and only when a test asks for
+`infra` (directly or through `database_url` / `settings`), so unit tests run
+without Java. KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL, when set, name servers to
+use instead of starting them (e.g. the ones of `eval "$(make -s infra-up)"`;
+note that `database_url` empties their tables).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from infra.kafka_broker import KafkaBroker
+from infra.postgres_server import PostgresServer
+from infra.run_dirs import claim_run_dir, clean_abandoned_run_dirs, remove_data_keep_logs
+from shared.db.migrations import apply_migrations
+from shared.kafka.topics import TopicSetupError, delete_topics, ensure_topics
+from shared.settings import Settings
+
+TESTS_DIR = Path(__file__).resolve().parent
+TIER_MARKERS = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
+TABLES = "ads, sellers, moderation_results, dead_letters"
+KEPT_LOGS = pytest.StashKey[Path]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # tryfirst: the markers must be on before `-m "not integration"` deselects by them.
+    for item in items:
+        try:
+            tier = item.path.resolve().relative_to(TESTS_DIR).parts[0]
+        except ValueError:
+            continue
+        if tier in TIER_MARKERS:
+            item.add_marker(TIER_MARKERS[tier])
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    kept_logs = terminalreporter.config.stash.get(KEPT_LOGS, None)
+    if kept_logs is not None:
+        terminalreporter.write_line(f"Kafka and PostgreSQL logs of this session: {kept_logs}")
+
+
+@dataclass(frozen=True)
+class Infrastructure:
+    kafka_bootstrap_servers: str
+    database_url: str
+    kafka: KafkaBroker | None  # None: an external broker named by KAFKA_BOOTSTRAP_SERVERS
+    postgres: PostgresServer | None  # None: an external server named by DATABASE_URL
+
+
+@pytest.fixture(scope="session")
+def infra(request: pytest.FixtureRequest) -> Iterator[Infrastructure]:
+    """A real Kafka broker and PostgreSQL server for the session, the schema migrated."""
+    external_kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    external_database = os.environ.get("DATABASE_URL")
+    run_dir = None
+    if not (external_kafka and external_database):
+        clean_abandoned_run_dirs()
+        run_dir = claim_run_dir()
+    kafka = None if external_kafka else KafkaBroker(run_dir / "kafka")
+    postgres = None if external_database else PostgresServer(run_dir / "postgres")
+    servers = [server for server in (kafka, postgres) if server is not None]
+    try:
+        # Both start before either is waited for: initdb runs while the broker's JVM boots.
+        for server in servers:
+            server.start(wait=False)
+        for server in servers:
+            server.wait_until_ready()
+        database_url = postgres.url if postgres else external_database
+        apply_migrations(database_url)
+    except BaseException:
+        _stop_and_tidy(servers, run_dir, request, failed=True)
+        raise
+    try:
+        yield Infrastructure(
+            kafka_bootstrap_servers=kafka.bootstrap_servers if kafka else external_kafka,
+            database_url=database_url,
+            kafka=kafka,
+            postgres=postgres,
+        )
+    finally:
+        _stop_and_tidy(servers, run_dir, request, failed=request.session.testsfailed > 0)
+
+
+def _stop_and_tidy(
+    servers: list[KafkaBroker | PostgresServer],
+    run_dir: Path | None,
+    request: pytest.FixtureRequest,
+    *,
+    failed: bool,
+) -> None:
+    for server in servers:
+        server.stop()
+    if run_dir is None:
+        return
+    if failed:
+        remove_data_keep_logs(run_dir)
+        request.config.stash[KEPT_LOGS] = run_dir
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def database_url(infra: Infrastructure) -> str:
+    """The session's database with every table emptied, so each test starts from no rows."""
+    try:
+        # A bounded lock wait: a connection some earlier test left open inside a
+        # transaction would otherwise block TRUNCATE for ever.
+        with psycopg.connect(
+            infra.database_url, autocommit=True, connect_timeout=5, options="-c lock_timeout=10s"
+        ) as conn:
+            conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+    except psycopg.errors.LockNotAvailable:
+        pytest.fail(
+            f"TRUNCATE {TABLES} waited 10 s for a lock: a connection of an earlier test "
+            "is still open inside a transaction"
+        )
+    return infra.database_url
+
+
+@pytest.fixture
+def settings(infra: Infrastructure, database_url: str) -> Iterator[Settings]:
+    """Settings for one test: its own topics and consumer group, short delays."""
+    suffix = uuid.uuid4().hex[:8]
+    test_settings = Settings(
+        database_url=database_url,
+        kafka_bootstrap_servers=infra.kafka_bootstrap_servers,
+        kafka_moderation_topic=f"moderation-{suffix}",
+        kafka_dlq_topic=f"moderation_dlq-{suffix}",
+        kafka_consumer_group=f"moderation-consumer-{suffix}",
+        retry_base_delay_s=0.01,
+        outbox_grace_s=0.5,
+        consumer_poll_timeout_s=0.2,
+    )
+    ensure_topics(test_settings)
+    try:
+        yield test_settings
+    finally:
+        try:
+            delete_topics(test_settings, timeout_s=5.0)
+        except TopicSetupError as exc:
+            # The topics have unique names, so a leftover harms no other test.
+            warnings.warn(f"topics of this test were not deleted: {exc}", stacklevel=1)

@@ -1,0 +1,157 @@
+"""The session's Kafka and PostgreSQL are the real thing: a KRaft broker and a migrated server."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import psycopg
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+
+from shared.kafka.topics import ensure_topics
+from shared.settings import Settings
+
+TIMEOUT_S = 20.0
+
+
+def _admin(bootstrap_servers: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap_servers})
+
+
+def _consume_one(bootstrap_servers: str, topic: str, group: str) -> tuple[bytes, bytes]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            if message.error():
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                pytest.fail(f"consuming {topic} failed: {message.error()}")
+            return message.key(), message.value()
+        pytest.fail(f"no message arrived on {topic} within {TIMEOUT_S:.0f} s")
+    finally:
+        consumer.close()
+
+
+def _produce(bootstrap_servers: str, topic: str, key: bytes, value: bytes) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap_servers, "acks": "all"})
+    delivered = []
+    producer.produce(
+        topic, key=key, value=value, on_delivery=lambda err, _msg: delivered.append(err)
+    )
+    assert producer.flush(TIMEOUT_S) == 0, f"the record to {topic} was not delivered in time"
+    assert delivered == [None], f"delivery to {topic} failed: {delivered}"
+
+
+def test_a_record_produced_to_a_fresh_topic_is_consumed_back(infra) -> None:
+    topic = f"infra-roundtrip-{uuid.uuid4().hex[:8]}"
+    admin = _admin(infra.kafka_bootstrap_servers)
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(
+        timeout=TIMEOUT_S
+    )
+    try:
+        _produce(infra.kafka_bootstrap_servers, topic, b"item-42", b'{"item_id": 42}')
+
+        key, value = _consume_one(infra.kafka_bootstrap_servers, topic, f"infra-{uuid.uuid4().hex}")
+
+        assert (key, value) == (b"item-42", b'{"item_id": 42}')
+    finally:
+        admin.delete_topics([topic])[topic].result(timeout=TIMEOUT_S)
+
+
+def test_the_cluster_is_one_kraft_node_that_is_both_broker_and_controller(infra) -> None:
+    admin = _admin(infra.kafka_bootstrap_servers)
+
+    cluster = admin.describe_cluster(request_timeout=TIMEOUT_S).result(timeout=TIMEOUT_S)
+    (node,) = cluster.nodes
+    broker_config = admin.describe_configs([ConfigResource(ResourceType.BROKER, str(node.id))])
+    config = next(iter(broker_config.values())).result(timeout=TIMEOUT_S)
+
+    assert cluster.cluster_id
+    assert cluster.controller is not None and cluster.controller.id == node.id
+    # Only a KRaft node has process.roles; a ZooKeeper-mode broker had zookeeper.connect.
+    assert config["process.roles"].value == "broker,controller"
+    assert config["controller.quorum.voters"].value.startswith(f"{node.id}@")
+    assert "zookeeper.connect" not in config
+    if infra.kafka is not None:
+        # The metadata lives in the broker's own Raft log, formatted with this cluster id.
+        assert (infra.kafka.data_dir / "__cluster_metadata-0").is_dir()
+        assert infra.kafka.cluster_id() == cluster.cluster_id
+
+
+def test_ensure_topics_creates_both_topics_with_their_partition_counts_and_can_run_again(
+    settings: Settings,
+) -> None:
+    ensure_topics(settings)  # a second time, after the fixture's: must not fail
+
+    topics = _admin(settings.kafka_bootstrap_servers).list_topics(timeout=TIMEOUT_S).topics
+
+    assert len(topics[settings.kafka_moderation_topic].partitions) == 3
+    assert len(topics[settings.kafka_dlq_topic].partitions) == settings.kafka_dlq_partitions
+
+
+def test_the_database_is_migrated_and_emptied_for_each_test(database_url: str) -> None:
+    with psycopg.connect(database_url, connect_timeout=5) as conn:
+        counts = [
+            conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("sellers", "ads", "moderation_results", "dead_letters")
+        ]
+        server_version = conn.info.server_version
+
+    assert counts == [0, 0, 0, 0]
+    assert server_version >= 180000
+
+
+@pytest.mark.fault
+def test_a_restarted_broker_keeps_its_address_and_its_records(infra) -> None:
+    if infra.kafka is None:
+        pytest.skip("the broker is external (KAFKA_BOOTSTRAP_SERVERS); it is not ours to restart")
+    topic = f"infra-restart-{uuid.uuid4().hex[:8]}"
+    admin = _admin(infra.kafka_bootstrap_servers)
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(
+        timeout=TIMEOUT_S
+    )
+    try:
+        _produce(infra.kafka_bootstrap_servers, topic, b"k", b"before the restart")
+        address, old_pid = infra.kafka.bootstrap_servers, infra.kafka.pid
+
+        infra.kafka.restart()
+
+        assert infra.kafka.bootstrap_servers == address
+        assert infra.kafka.pid not in (None, old_pid)
+        record = _consume_one(address, topic, f"infra-{uuid.uuid4().hex}")
+        assert record == (b"k", b"before the restart")
+    finally:
+        admin.delete_topics([topic])[topic].result(timeout=TIMEOUT_S)
+
+
+@pytest.mark.fault
+def test_a_stopped_and_started_postgres_keeps_its_address_and_its_rows(
+    database_url: str, infra
+) -> None:
+    if infra.postgres is None:
+        pytest.skip("the database is external (DATABASE_URL); it is not ours to stop")
+    with psycopg.connect(database_url, connect_timeout=5) as conn:
+        conn.execute("INSERT INTO sellers (is_verified) VALUES (true)")
+
+    infra.postgres.stop()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(database_url, connect_timeout=2)
+    infra.postgres.start()
+
+    assert infra.postgres.url == database_url
+    with psycopg.connect(database_url, connect_timeout=5) as conn:
+        assert conn.execute("SELECT count(*) FROM sellers").fetchone()[0] == 1

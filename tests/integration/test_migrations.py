@@ -1,0 +1,112 @@
+"""The migrations build the schema on an empty database, and running them again changes nothing."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import errors, sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from shared.db.migrations import MIGRATIONS_DIR, apply_migrations
+
+
+@pytest.fixture
+def empty_database(infra) -> Iterator[str]:
+    """A uuid-named database of its own on the session's server, dropped afterwards."""
+    name = f"migrations_{uuid.uuid4().hex[:12]}"
+    server = conninfo_to_dict(infra.database_url)
+    admin_url = make_conninfo(**{**server, "dbname": "postgres"})
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(**{**server, "dbname": name})
+    finally:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _applied_versions(conninfo: str) -> dict:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pgmigrate",
+            "--conn",
+            conninfo,
+            "--base_dir",
+            str(MIGRATIONS_DIR),
+            "info",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, f"pgmigrate info failed: {result.stderr}"
+    return json.loads(result.stdout)
+
+
+def _versions_on_disk() -> list[int]:
+    names = (path.name for path in (MIGRATIONS_DIR / "migrations").glob("V*__*.sql"))
+    return sorted(int(re.match(r"V(\d+)__", name).group(1)) for name in names)
+
+
+def _insert_seller_and_ad(conn: psycopg.Connection, images_qty: int = 1) -> int:
+    seller_id = conn.execute(
+        "INSERT INTO sellers (is_verified) VALUES (false) RETURNING id"
+    ).fetchone()[0]
+    return conn.execute(
+        "INSERT INTO ads (seller_id, name, description, category, images_qty)"
+        " VALUES (%s, 'bike', 'a red bike', 3, %s) RETURNING id",
+        (seller_id, images_qty),
+    ).fetchone()[0]
+
+
+def test_migrations_build_a_schema_that_enforces_its_constraints(empty_database: str) -> None:
+    apply_migrations(empty_database)
+
+    with psycopg.connect(empty_database, connect_timeout=5) as conn:
+        with pytest.raises(errors.CheckViolation), conn.transaction():
+            _insert_seller_and_ad(conn, images_qty=11)
+        with pytest.raises(errors.CheckViolation), conn.transaction():
+            conn.execute("INSERT INTO moderation_results (item_id, status) VALUES (1, 'weird')")
+        with pytest.raises(errors.ForeignKeyViolation), conn.transaction():
+            conn.execute(
+                "INSERT INTO ads (seller_id, name, description, category, images_qty)"
+                " VALUES (999, 'x', 'y', 1, 0)"
+            )
+
+
+def test_deleting_an_ad_keeps_its_moderation_results(empty_database: str) -> None:
+    apply_migrations(empty_database)
+    with psycopg.connect(empty_database, connect_timeout=5) as conn:
+        ad_id = _insert_seller_and_ad(conn)
+        task_id = conn.execute(
+            "INSERT INTO moderation_results (item_id) VALUES (%s) RETURNING id", (ad_id,)
+        ).fetchone()[0]
+
+        conn.execute("DELETE FROM ads WHERE id = %s", (ad_id,))
+
+        remaining = conn.execute(
+            "SELECT item_id, status FROM moderation_results WHERE id = %s", (task_id,)
+        ).fetchall()
+    assert remaining == [(ad_id, "pending")]
+
+
+def test_applying_the_migrations_again_is_a_no_op(empty_database: str) -> None:
+    apply_migrations(empty_database)
+    first = _applied_versions(empty_database)
+
+    apply_migrations(empty_database)
+
+    # installed_on is part of what is compared: a re-applied migration would get a new one.
+    assert _applied_versions(empty_database) == first
+    assert sorted(entry["version"] for entry in first.values()) == _versions_on_disk()
+    assert all(entry["installed_on"] is not None for entry in first.values())
