@@ -55,7 +55,6 @@ class Database:
             # Open on first use, not at construction: nothing connects at import time.
             open=False,
             check=psycopg_pool.ConnectionPool.check_connection,
-            reconnect_timeout=0,
         )
         self._opened = False
 

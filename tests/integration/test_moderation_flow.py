@@ -1,0 +1,329 @@
+"""The functions and the consumer through real Kafka and PostgreSQL: every delivery rule."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from confluent_kafka import Consumer
+from functions_framework import create_app
+from werkzeug.serving import make_server
+
+from shared.kafka.config import consumer_config
+from shared.kafka.envelope import encode_task_message
+from shared.kafka.record import ConsumedRecord
+from shared.moderation.batch import process_moderation_batch
+from shared.moderation.relay import relay_once
+from tests.fakes import FakeModelLoader
+from tests.integration.helpers import (
+    produce_raw,
+    read_topic,
+    running_consumer,
+    seed_ads,
+    task_rows,
+    wait_until,
+    wired_services,
+)
+
+
+class FlakyModel:
+    """The real model, unavailable for the first `failures` loads."""
+
+    def __init__(self, real, failures: int) -> None:
+        self.real = real
+        self.failing = FakeModelLoader(fail_times=failures)
+
+    def get(self):
+        self.failing.get()
+        return self.real.get()
+
+    def ready(self) -> bool:
+        return self.failing.ready()
+
+
+def _submit(item_id: int) -> int:
+    response = (
+        create_app("async_predict", "functions/async_predict/main.py")
+        .test_client()
+        .post(f"/async_predict?item_id={item_id}")
+    )
+    assert response.status_code == 202, response.get_data(as_text=True)
+    return response.get_json()["task_id"]
+
+
+def _statuses(services) -> dict[int, str]:
+    return {row[0]: row[2] for row in task_rows(services)}
+
+
+def _all_finished(services, count: int) -> bool:
+    statuses = _statuses(services)
+    return len(statuses) == count and all(s != "pending" for s in statuses.values())
+
+
+def _headers(message) -> dict[str, str]:
+    return {name: value.decode() for name, value in message.headers() or []}
+
+
+def test_accepted_task_is_completed_through_kafka_with_a_verdict(settings):
+    with wired_services(settings) as services:
+        (item_id,) = seed_ads(services, 1)
+        task_id = _submit(item_id)
+
+        with running_consumer(services):
+            wait_until(lambda: _all_finished(services, 1), timeout_s=30, what="task completed")
+
+        result = create_app("moderation_result", "functions/moderation_result/main.py")
+        body = result.test_client().get(f"/moderation_result/{task_id}").get_json()
+        assert body["status"] == "completed" and body["attempts"] == 1
+        assert 0 <= body["probability"] <= 1 and body["model_version"].startswith("moderation-")
+        assert body["processed_at"] is not None and body["error"] is None
+        assert read_topic(settings, settings.kafka_dlq_topic, expected=0, timeout_s=1) == []
+
+
+def test_ad_deleted_before_processing_marks_task_failed_and_dead_letters_it_with_the_envelope(
+    settings,
+):
+    with wired_services(settings) as services:
+        (item_id,) = seed_ads(services, 1)
+        task_id = _submit(item_id)
+        with services.db.transaction() as tx:
+            tx.conn.execute("DELETE FROM ads WHERE id = %s", (item_id,))
+
+        with running_consumer(services):
+            wait_until(lambda: _all_finished(services, 1), timeout_s=30, what="task failed")
+
+        (row,) = task_rows(services)
+        assert row[2] == "failed" and row[4] == "Ad not found"
+        (letter,) = read_topic(settings, settings.kafka_dlq_topic, expected=1)
+        key, value = encode_task_message(task_id, item_id)
+        assert (letter.key(), letter.value()) == (key, value)
+        headers = _headers(letter)
+        assert headers["x-error-class"] == "permanent"
+        assert headers["x-exception-type"] == "AdNotFound"
+        assert headers["x-exception-message"] == "Ad not found"
+        assert headers["x-attempts"] == "1"
+        assert headers["x-task-id"] == str(task_id)
+        assert headers["x-source-topic"] == settings.kafka_moderation_topic
+        assert headers["x-consumer-group"] == settings.kafka_consumer_group
+        assert int(headers["x-source-offset"]) >= 0
+        assert headers["x-first-failure-at"] <= headers["x-last-failure-at"]
+        body = (
+            create_app("moderation_result", "functions/moderation_result/main.py")
+            .test_client()
+            .get(f"/moderation_result/{task_id}")
+        )
+        assert body.status_code == 200 and body.get_json()["error"] == "Ad not found"
+
+
+def test_temporary_model_outage_is_retried_then_completed_without_a_dlq_record(settings):
+    with wired_services(settings) as services:
+        services.model = FlakyModel(services.model, failures=2)
+        seed_ads(services, 1)
+        _submit(1)
+
+        with running_consumer(services):
+            wait_until(lambda: _all_finished(services, 1), timeout_s=30, what="task completed")
+
+        (row,) = task_rows(services)
+        assert row[2] == "completed" and row[3] == 3
+        assert read_topic(settings, settings.kafka_dlq_topic, expected=0, timeout_s=1) == []
+
+
+def test_model_outage_on_every_attempt_fails_the_task_with_one_dlq_record_of_four_attempts(
+    settings,
+):
+    with wired_services(settings) as services:
+        services.model = FlakyModel(services.model, failures=1000)
+        seed_ads(services, 1)
+        _submit(1)
+
+        with running_consumer(services):
+            wait_until(lambda: _all_finished(services, 1), timeout_s=30, what="task failed")
+
+        (row,) = task_rows(services)
+        assert row[2] == "failed" and row[3] == 4
+        (letter,) = read_topic(settings, settings.kafka_dlq_topic, expected=1)
+        assert _headers(letter)["x-error-class"] == "exhausted"
+        assert _headers(letter)["x-attempts"] == "4"
+        assert _headers(letter)["x-exception-type"] == "ModelUnavailable"
+
+
+def test_duplicate_delivery_yields_one_result_and_never_moves_a_finished_task(settings):
+    with wired_services(settings) as services:
+        item_ids = seed_ads(services, 2)
+        done_task = _submit(item_ids[0])
+        gone_task = _submit(item_ids[1])
+        with services.db.transaction() as tx:
+            tx.conn.execute("DELETE FROM ads WHERE id = %s", (item_ids[1],))
+        with running_consumer(services):
+            wait_until(lambda: _all_finished(services, 2), timeout_s=30, what="both finished")
+        before = task_rows(services)
+
+        produce_raw(
+            settings,
+            [
+                encode_task_message(done_task, item_ids[0]),
+                encode_task_message(gone_task, item_ids[1]),
+            ]
+            * 2,
+        )
+        with running_consumer(services):
+            wait_until(
+                lambda: _committed_offset(settings) >= 6, timeout_s=30, what="redeliveries consumed"
+            )
+
+        assert task_rows(services) == before
+        assert len(read_topic(settings, settings.kafka_dlq_topic, expected=1)) == 1
+
+
+def _committed_offset(settings) -> int:
+    consumer = Consumer(consumer_config(settings))
+    try:
+        from confluent_kafka import TopicPartition
+
+        partitions = [
+            TopicPartition(settings.kafka_moderation_topic, p)
+            for p in range(settings.kafka_moderation_partitions)
+        ]
+        committed = consumer.committed(partitions, timeout=10)
+        return sum(max(tp.offset, 0) for tp in committed)
+    finally:
+        consumer.close()
+
+
+def test_crash_between_db_commit_and_offset_commit_redelivers_without_duplicating(settings):
+    with wired_services(settings) as services:
+        seed_ads(services, 3)
+        for item_id in (1, 2, 3):
+            _submit(item_id)
+        # A consumer that commits the results and dies before storing any offset.
+        crashing = Consumer(consumer_config(settings))
+        crashing.subscribe([settings.kafka_moderation_topic])
+        consumed = []
+        wait_until(
+            lambda: (
+                consumed.extend(m for m in crashing.consume(10, 0.5) if not m.error())
+                or len(consumed) >= 3
+            ),
+            timeout_s=30,
+            what="the three tasks consumed",
+        )
+        process_moderation_batch(services, [ConsumedRecord.from_message(m) for m in consumed])
+        crashing.close()  # no offsets were stored, so nothing is committed
+        finished = task_rows(services)
+        assert all(row[2] == "completed" for row in finished)
+
+        reports = []
+
+        def record_report(records):
+            report = process_moderation_batch(services, records)
+            reports.append(report)
+            return report
+
+        with running_consumer(services, record_report):
+            wait_until(
+                lambda: sum(r.records for r in reports) >= 3, timeout_s=30, what="redelivery"
+            )
+
+        assert sum(r.duplicates for r in reports) == 3
+        assert sum(r.completed for r in reports) == 0
+        assert task_rows(services) == finished
+
+
+def test_crash_between_task_insert_and_publish_still_gets_the_task_processed(settings):
+    with wired_services(settings) as services:
+        (item_id,) = seed_ads(services, 1)
+        # The process died right after committing the row: nothing reached Kafka.
+        with services.db.transaction() as tx:
+            task_id = tx.create_task_for_existing_ad(item_id)
+
+        with running_consumer(services):
+            wait_until(lambda: relay_once(services), timeout_s=10, what="the relay to publish")
+            wait_until(lambda: _all_finished(services, 1), timeout_s=30, what="task completed")
+
+        assert task_rows(services)[0][:3] == (task_id, item_id, "completed")
+
+
+def test_malformed_records_around_valid_ones_are_dead_lettered_and_the_rest_complete(settings):
+    with wired_services(settings) as services:
+        seed_ads(services, 2)
+        first, second = _submit(1), _submit(2)
+        poison = [
+            (b"1", b"not json"),
+            (None, b'{"task_id": "x", "item_id": 1}'),
+            (b"1", b"\xff\xfe"),
+            (b"1", None),
+            (b"1", json.dumps({"task_id": 10**30, "item_id": 1}).encode()),
+        ]
+        produce_raw(settings, poison)
+        produce_raw(settings, [encode_task_message(first, 1)])  # a redelivery, harmless
+
+        with running_consumer(services):
+            wait_until(lambda: _all_finished(services, 2), timeout_s=30, what="valid tasks")
+            letters = read_topic(settings, settings.kafka_dlq_topic, expected=len(poison))
+
+        assert {row[2] for row in task_rows(services)} == {"completed"}
+        assert sorted(m.value() or b"" for m in letters) == sorted(v or b"" for _, v in poison)
+        assert all(_headers(m)["x-exception-type"] == "MalformedMessage" for m in letters)
+        assert second
+
+
+def test_fifty_concurrent_async_predict_calls_give_fifty_distinct_completed_tasks(settings):
+    with wired_services(settings) as services:
+        item_ids = seed_ads(services, 50)
+        app = create_app("async_predict", "functions/async_predict/main.py")
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{server.server_port}/async_predict"
+        try:
+            with ThreadPoolExecutor(max_workers=50) as pool:
+                responses = list(
+                    pool.map(
+                        lambda item_id: requests.post(url, params={"item_id": item_id}, timeout=10),
+                        item_ids,
+                    )
+                )
+        finally:
+            server.shutdown()
+
+        assert [r.status_code for r in responses] == [202] * 50
+        task_ids = {r.json()["task_id"] for r in responses}
+        assert len(task_ids) == 50
+        with running_consumer(services):
+            wait_until(lambda: _all_finished(services, 50), timeout_s=60, what="50 tasks")
+        assert set(_statuses(services).values()) == {"completed"}
+
+
+@pytest.mark.parametrize("item_id", ["abc", "1.5", "0", "-1", str(2**63)])
+def test_simple_predict_and_async_predict_reject_bad_item_ids_against_the_real_database(
+    settings, item_id
+):
+    with wired_services(settings) as services:
+        seed_ads(services, 1)
+        for target, folder in (("simple_predict", "predict"), ("async_predict", "async_predict")):
+            client = create_app(target, f"functions/{folder}/main.py").test_client()
+            response = client.post(f"/{target}?item_id={item_id}")
+            assert response.status_code == 422 and "detail" in response.get_json()
+        assert task_rows(services) == []
+
+
+def test_simple_predict_scores_a_stored_ad_and_404s_an_unknown_one(settings):
+    with wired_services(settings) as services:
+        seed_ads(services, 1)
+        client = create_app("simple_predict", "functions/predict/main.py").test_client()
+
+        found = client.post("/simple_predict?item_id=1")
+        missing = client.post("/simple_predict?item_id=999")
+
+        assert found.status_code == 200 and found.get_json()["item_id"] == 1
+        assert missing.status_code == 404 and missing.get_json() == {"detail": "Ad not found"}
+        unknown_async = (
+            create_app("async_predict", "functions/async_predict/main.py")
+            .test_client()
+            .post("/async_predict?item_id=999")
+        )
+        assert unknown_async.status_code == 404 and task_rows(services) == []
