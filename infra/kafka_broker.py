@@ -15,7 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from infra import _process, kafka_config
@@ -129,16 +128,19 @@ class KafkaBroker:
             time.sleep(0.05)
         # Created only now: librdkafka logs every refused connection to stderr.
         admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 4})
+        self._wait_until_registered(admin, deadline, timeout_s)
+        _create_consumer_offsets_topic(admin)
+
+    def _wait_until_registered(self, admin: AdminClient, deadline: float, timeout_s: float) -> None:
         while True:
             self._check_still_running(deadline, timeout_s)
-            try:
-                cluster = admin.describe_cluster(request_timeout=2).result(timeout=3)
-            except (KafkaException, TimeoutError):
-                cluster = None
-            # An unfenced broker lists itself; before that, topic creation would fail.
-            if cluster is not None and cluster.nodes:
-                _create_consumer_offsets_topic(admin)
-                return
+            future = admin.describe_cluster(request_timeout=2)
+            # exception(), not result(): a raised error would tie this frame and the
+            # client into a reference cycle, keeping the client's threads alive.
+            with contextlib.suppress(TimeoutError):
+                if future.exception(timeout=3) is None and future.result().nodes:
+                    # An unfenced broker lists itself; before that, creating topics fails.
+                    return
             time.sleep(0.1)
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
@@ -297,8 +299,8 @@ def _create_consumer_offsets_topic(admin: AdminClient) -> None:
     """
     future = admin.describe_consumer_groups(["infra-warm-up"], request_timeout=5)["infra-warm-up"]
     # NOT_COORDINATOR is the expected answer while the topic is being created.
-    with contextlib.suppress(KafkaException, TimeoutError):
-        future.result(timeout=6)
+    with contextlib.suppress(TimeoutError):
+        future.exception(timeout=6)
 
 
 def _read_properties(path: Path) -> dict[str, str]:

@@ -7,6 +7,7 @@ and the test fixtures call `ensure_topics` with their own settings.
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -39,20 +40,14 @@ def ensure_topics(settings: Settings, timeout_s: float = TIMEOUT_S) -> None:
         request_timeout=timeout_s,
         operation_timeout=timeout_s,
     )
+    servers = settings.kafka_bootstrap_servers
     for name, future in futures.items():
-        try:
-            future.result(timeout=timeout_s)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise TopicSetupError(
-                    f"could not create topic {name!r} with {wanted[name]} partitions "
-                    f"on {settings.kafka_bootstrap_servers}: {exc.args[0].str()}"
-                ) from exc
-        except TimeoutError as exc:
+        error = _outcome(future, timeout_s, f"Kafka at {servers} did not create topic {name!r}")
+        if error is not None and error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
             raise TopicSetupError(
-                f"Kafka at {settings.kafka_bootstrap_servers} did not create topic {name!r} "
-                f"within {timeout_s:.0f} s"
-            ) from exc
+                f"could not create topic {name!r} with {wanted[name]} partitions "
+                f"on {servers}: {error.str()}"
+            )
     _wait_until_led(admin, list(wanted), settings.kafka_bootstrap_servers, timeout_s)
 
 
@@ -62,17 +57,23 @@ def delete_topics(settings: Settings, timeout_s: float = TIMEOUT_S) -> None:
     admin = _admin(settings)  # held: futures of a garbage-collected client fail at once
     futures = admin.delete_topics(names, request_timeout=timeout_s, operation_timeout=timeout_s)
     for name, future in futures.items():
-        try:
-            future.result(timeout=timeout_s)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-                raise TopicSetupError(
-                    f"could not delete topic {name!r}: {exc.args[0].str()}"
-                ) from exc
-        except TimeoutError as exc:
-            raise TopicSetupError(
-                f"topic {name!r} was not deleted within {timeout_s:.0f} s"
-            ) from exc
+        error = _outcome(future, timeout_s, f"topic {name!r} was not deleted")
+        if error is not None and error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+            raise TopicSetupError(f"could not delete topic {name!r}: {error.str()}")
+
+
+def _outcome(future: Future[None], timeout_s: float, late: str) -> KafkaError | None:
+    """The error an admin request ended with, None on success.
+
+    Read with exception(), not result(): a raised and caught exception would tie
+    this frame, and with it the client, into a reference cycle, and the client
+    would keep its threads and connections until the next garbage collection.
+    """
+    try:
+        error = future.exception(timeout=timeout_s)
+    except TimeoutError:
+        raise TopicSetupError(f"{late} within {timeout_s:.0f} s") from None
+    return error.args[0] if error is not None else None
 
 
 def _admin(settings: Settings) -> AdminClient:
