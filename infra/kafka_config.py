@@ -37,6 +37,11 @@ def server_properties(*, port: int, controller_port: int, log_dir: Path) -> str:
         "offsets.topic.num.partitions": 10,
         # Tests start and stop consumers all the time; don't wait for late joiners.
         "group.initial.rebalance.delay.ms": 0,
+        # A broker restarted after a kill (the fault tests) may register again only
+        # once its old registration's session has expired: 9 s by default, 3 s here.
+        # 6 missed heartbeats still fit in that window on a busy 2-core machine.
+        "broker.session.timeout.ms": 3000,
+        "broker.heartbeat.interval.ms": 500,
         # Topics are created on purpose (shared.kafka.topics), never by a typo.
         "auto.create.topics.enable": "false",
         "num.partitions": 3,
