@@ -12,6 +12,7 @@ from concurrent.futures import Future
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from shared.kafka.config import MAX_RECORD_BYTES
 from shared.settings import Settings
 
 TIMEOUT_S = 15.0
@@ -34,6 +35,9 @@ def ensure_topics(settings: Settings, timeout_s: float = TIMEOUT_S) -> None:
                 name,
                 num_partitions=partitions,
                 replication_factor=settings.kafka_replication_factor,
+                # A poison record is dead-lettered as it came, plus our headers, so
+                # both topics take records up to the producer's own limit.
+                config={"max.message.bytes": str(MAX_RECORD_BYTES)},
             )
             for name, partitions in wanted.items()
         ],
