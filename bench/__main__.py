@@ -1,0 +1,98 @@
+"""python -m bench [TOPIC ...]: run every bench/bench_*.py (or those named) and record results."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_FILE = BENCH_DIR / "results" / "latest.json"
+FIELDS = ("value", "unit", "baseline", "ratio", "target")
+PREFIX = "bench_"
+
+
+def discover(only: list[str]) -> list[str]:
+    """Module names `bench_<topic>`, all of them or the topics in `only`."""
+    names = sorted(
+        m.name for m in pkgutil.iter_modules([str(BENCH_DIR)]) if m.name.startswith(PREFIX)
+    )
+    if not only:
+        return names
+    wanted = {name if name.startswith(PREFIX) else PREFIX + name for name in only}
+    unknown = wanted - set(names)
+    if unknown:
+        raise SystemExit(
+            f"unknown bench {', '.join(sorted(unknown))}; expected one of {', '.join(names)}"
+        )
+    return [name for name in names if name in wanted]
+
+
+def run_module(name: str) -> dict[str, dict[str, Any]]:
+    results = importlib.import_module(f"bench.{name}").run()
+    if not isinstance(results, dict):
+        raise TypeError(
+            f"expected bench.{name}.run() to return a dict, got {type(results).__name__}"
+        )
+    return {key: {field: entry.get(field) for field in FIELDS} for key, entry in results.items()}
+
+
+def merge_results(path: Path, results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Results of earlier runs stay unless this run measured them again."""
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged.update(results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(sorted(merged.items())), indent=2) + "\n")
+    return merged
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    header = ("result", "value", "baseline", "ratio", "target")
+    rows = [header] + [
+        (
+            name,
+            _number(entry["value"], entry["unit"]),
+            _number(entry["baseline"], entry["unit"]),
+            "" if entry["ratio"] is None else f"{entry['ratio']:.1f}x",
+            str(entry["target"] or ""),
+        )
+        for name, entry in sorted(results.items())
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    )
+
+
+def _number(value: Any, unit: str | None) -> str:
+    if value is None:
+        return ""
+    text = f"{value:,.4g}" if isinstance(value, float) else f"{value:,}"
+    return f"{text} {unit or ''}".strip()
+
+
+def main(argv: list[str]) -> int:
+    results: dict[str, dict[str, Any]] = {}
+    failed = []
+    for name in discover(argv):
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        try:
+            results.update(run_module(name))
+        except Exception:  # one broken bench must not hide the others' figures
+            traceback.print_exc()
+            failed.append(name)
+    if results:
+        merge_results(RESULTS_FILE, results)
+        print(format_table(results))
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

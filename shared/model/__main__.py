@@ -1,0 +1,100 @@
+"""python -m shared.model train [--data F] [--out DIR] | evaluate [--model URI] [--data F]
+
+Every flag also reads an environment variable, named in its help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from shared.errors import ModelUnavailable
+from shared.model import commands
+from shared.model.dataset import InvalidDataset
+from shared.model.synthetic import DEFAULT_SEED, DEFAULT_SIZE
+
+DEFAULT_OUT = "var/models/default"
+
+
+def _parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="python -m shared.model", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser(
+        "train", help="train, print held-out metrics, write the model and its card"
+    )
+    train.add_argument(
+        "--data",
+        type=Path,
+        default=env("MODEL_TRAIN_DATA"),
+        help="labelled CSV (see shared/model/dataset.py); synthetic ads when absent "
+        "[MODEL_TRAIN_DATA]",
+    )
+    train.add_argument(
+        "--out",
+        type=Path,
+        default=Path(env("MODEL_OUT", DEFAULT_OUT)),
+        help=f"model directory [MODEL_OUT, default {DEFAULT_OUT}]",
+    )
+    train.add_argument(
+        "--seed",
+        type=int,
+        default=int(env("MODEL_SEED", DEFAULT_SEED)),
+        help=f"synthetic data seed [MODEL_SEED, default {DEFAULT_SEED}]",
+    )
+    train.add_argument(
+        "--size",
+        type=int,
+        default=int(env("MODEL_TRAIN_SIZE", DEFAULT_SIZE)),
+        help=f"synthetic ads to generate [MODEL_TRAIN_SIZE, default {DEFAULT_SIZE}]",
+    )
+    train.add_argument(
+        "--date",
+        default=env("MODEL_DATE"),
+        help="YYYY-MM-DD in the version; default: the synthetic rules' date, or "
+        "today for --data [MODEL_DATE]",
+    )
+    evaluate = sub.add_parser("evaluate", help="load a model as the service does and score data")
+    evaluate.add_argument(
+        "--model",
+        default=env("MODEL_URI", DEFAULT_OUT),
+        help=f"model directory or s3://bucket/prefix [MODEL_URI, default {DEFAULT_OUT}]",
+    )
+    evaluate.add_argument(
+        "--data",
+        type=Path,
+        default=env("MODEL_EVAL_DATA"),
+        help="labelled CSV; the model's synthetic holdout when absent [MODEL_EVAL_DATA]",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    progress = not args.no_progress
+    try:
+        if args.command == "train":
+            commands.train(
+                args.out,
+                args.data,
+                seed=args.seed,
+                size=args.size,
+                date=args.date,
+                progress=progress,
+                report=sys.stdout,
+            )
+        else:
+            commands.evaluate(args.model, args.data, progress=progress, report=sys.stdout)
+    except (InvalidDataset, commands.MissingEvaluationData, ModelUnavailable, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

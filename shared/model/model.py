@@ -1,0 +1,51 @@
+"""A loaded moderation model: validates a batch, scores it and turns scores into verdicts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import repeat
+
+import numpy as np
+
+from shared.domain import Ad, Verdict
+from shared.model.card import ModelCard
+from shared.model.inference import FastScorer
+from shared.model.validation import validate_ads
+
+
+class ModerationModel:
+    """A loaded model; immutable, so one instance serves every thread."""
+
+    __slots__ = ("_scorer", "card", "threshold", "version")
+
+    def __init__(self, card: ModelCard, scorer: FastScorer) -> None:
+        self.card = card
+        self.version = card.version
+        self.threshold = float(card.decision_threshold)
+        self._scorer = scorer
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if hasattr(self, name):
+            raise AttributeError(f"ModerationModel is immutable; cannot set {name}")
+        object.__setattr__(self, name, value)
+
+    def predict(self, ads: Sequence[Ad]) -> list[Verdict]:
+        """One verdict per ad, in order; a single ad is a batch of one. Raises InvalidFeatures."""
+        probabilities = self.probabilities(ads)
+        return list(
+            map(
+                Verdict,
+                [ad.item_id for ad in ads],
+                (probabilities >= self.threshold).tolist(),
+                probabilities.tolist(),
+                repeat(self.version),
+            )
+        )
+
+    def probabilities(self, ads: Sequence[Ad]) -> np.ndarray:
+        """P(violation) per ad, as an array. Raises InvalidFeatures."""
+        validate_ads(ads)
+        return self._scorer.probabilities(ads)
+
+    def __repr__(self) -> str:
+        return f"ModerationModel(version={self.version!r}, threshold={self.threshold!r})"

@@ -1,0 +1,80 @@
+"""Where a model lives: a local directory or `s3://bucket/prefix`. Both hand back file bytes.
+
+Any failure to read is `ModelUnavailable`: the model may be there on the next try.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from shared.errors import ModelUnavailable
+
+S3_SCHEME = "s3"
+_S3_TIMEOUTS = {"connect_timeout": 5, "read_timeout": 30, "retries": {"max_attempts": 3}}
+
+
+class ModelStorage(Protocol):
+    def read(self, name: str) -> bytes:
+        """The bytes of file `name` of the model; raise ModelUnavailable when unreadable."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class LocalDirectory:
+    path: Path
+
+    def read(self, name: str) -> bytes:
+        try:
+            return (self.path / name).read_bytes()
+        except FileNotFoundError:
+            raise ModelUnavailable(
+                f"no {name} in model directory {self.path}: build one with `make model` "
+                "or point MODEL_URI at a model directory or s3://bucket/prefix"
+            ) from None
+        except OSError as error:
+            raise ModelUnavailable(f"cannot read {name} in {self.path}: {error}") from error
+
+
+@dataclass(frozen=True, slots=True)
+class S3Prefix:
+    bucket: str
+    prefix: str
+    client: Any = None  # a boto3 S3 client; made on first read when None
+
+    def read(self, name: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = f"{self.prefix}/{name}" if self.prefix else name
+        try:
+            response = self._client().get_object(Bucket=self.bucket, Key=key)
+            return response["Body"].read()
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "error")
+            raise ModelUnavailable(f"cannot read s3://{self.bucket}/{key}: {code}") from error
+        except BotoCoreError as error:
+            raise ModelUnavailable(f"cannot reach s3://{self.bucket}/{key}: {error}") from error
+
+    def _client(self) -> Any:
+        if self.client is not None:
+            return self.client
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", config=Config(**_S3_TIMEOUTS))
+
+
+def storage_for(uri: str, s3_client: Any = None) -> ModelStorage:
+    """`s3://bucket/prefix` is S3 (through `s3_client` if given); anything else a local path."""
+    parsed = urlparse(uri)
+    if parsed.scheme == S3_SCHEME:
+        if not parsed.netloc:
+            raise ModelUnavailable(f"expected MODEL_URI s3://bucket/prefix, got {uri!r}")
+        return S3Prefix(bucket=parsed.netloc, prefix=parsed.path.strip("/"), client=s3_client)
+    if parsed.scheme == "file":
+        return LocalDirectory(Path(parsed.path))
+    if not uri:
+        raise ModelUnavailable("expected MODEL_URI to name a model directory or s3://bucket/prefix")
+    return LocalDirectory(Path(uri))

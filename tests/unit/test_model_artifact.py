@@ -1,0 +1,157 @@
+"""Saving and loading the artifact: hashes, versions, the type allow-list, reproducible bytes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import sklearn
+import skops.io
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from shared.errors import ModelUnavailable, TemporaryError
+from shared.model import load_model
+from shared.model.artifact import TRUSTED_TYPES, save_model, sha256_hex
+from shared.model.canonical_skops import canonical_skops_bytes
+from shared.model.card import ARTIFACT_FILE, CARD_FILE, ModelCard
+from shared.model.features import ads_to_rows
+from shared.model.synthetic import generate_ads
+from shared.model.training import train_model
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return train_model(generate_ads(1200, seed=5), date="2024-02-03", progress=False)
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path, trained) -> Path:
+    save_model(tmp_path, trained.pipeline, trained.draft)
+    return tmp_path
+
+
+def _edit_card(directory: Path, **changes: object) -> None:
+    card = json.loads((directory / CARD_FILE).read_text())
+    card.update(changes)
+    (directory / CARD_FILE).write_text(json.dumps(card))
+
+
+def test_a_saved_model_loads_with_the_version_and_threshold_of_its_card(model_dir, trained):
+    card = ModelCard.from_json((model_dir / CARD_FILE).read_text())
+
+    model = load_model(str(model_dir))
+
+    assert model.version == card.version
+    assert model.threshold == trained.draft.decision_threshold
+    assert card.version.startswith("moderation-2024-02-03-")
+    assert card.version.endswith(sha256_hex((model_dir / ARTIFACT_FILE).read_bytes())[:8])
+
+
+def test_the_card_records_versions_features_threshold_metrics_data_and_hash(model_dir):
+    card = json.loads((model_dir / CARD_FILE).read_text())
+
+    assert card["sklearn_version"] == sklearn.__version__
+    assert card["artifact"]["sha256"] == sha256_hex((model_dir / ARTIFACT_FILE).read_bytes())
+    assert 0 < card["decision_threshold"] < 1
+    assert {"text", "category", "signals"} <= set(card["features"])
+    assert {"roc_auc", "precision", "recall"} <= set(card["metrics"]["holdout"])
+    assert card["baseline"]["metrics"]["holdout"]["roc_auc"] > 0
+    assert card["training_data"]["kind"] == "synthetic"
+    assert card["training_data"]["seed"] == 5
+
+
+def test_a_tampered_artifact_is_refused_by_its_hash_as_a_temporary_error(model_dir):
+    artifact = model_dir / ARTIFACT_FILE
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    artifact.write_bytes(bytes(data))
+
+    with pytest.raises(ModelUnavailable, match="sha256") as raised:
+        load_model(str(model_dir))
+
+    assert "tampered" in str(raised.value)
+    assert isinstance(raised.value, TemporaryError)
+
+
+def test_a_card_from_another_scikit_learn_minor_version_is_refused_naming_both(model_dir):
+    _edit_card(model_dir, sklearn_version="1.4.2")
+
+    with pytest.raises(ModelUnavailable) as raised:
+        load_model(str(model_dir))
+
+    assert "1.4.2" in str(raised.value)
+    assert sklearn.__version__ in str(raised.value)
+
+
+def test_a_card_from_another_scikit_learn_patch_release_loads(model_dir):
+    major, minor, *_ = sklearn.__version__.split(".")
+    _edit_card(model_dir, sklearn_version=f"{major}.{minor}.99")
+
+    model = load_model(str(model_dir))
+
+    assert model.version
+
+
+def test_an_artifact_naming_a_callable_outside_the_allow_list_is_refused(tmp_path, trained):
+    hostile = Pipeline(
+        [("features", FunctionTransformer(os.system)), ("classifier", LogisticRegression())]
+    )
+    data = skops.io.dumps(hostile)
+    (tmp_path / ARTIFACT_FILE).write_bytes(data)
+    card = trained.draft.complete(
+        version="moderation-hostile",
+        artifact={"file": ARTIFACT_FILE, "format": "skops", "sha256": sha256_hex(data)},
+    )
+    (tmp_path / CARD_FILE).write_text(card.to_json())
+
+    with pytest.raises(ModelUnavailable, match=r"allow-list: .*system"):
+        load_model(str(tmp_path))
+
+
+def test_a_card_that_is_not_json_makes_the_model_unavailable(model_dir):
+    (model_dir / CARD_FILE).write_text("{not json")
+
+    with pytest.raises(ModelUnavailable, match="expected the model card to be JSON"):
+        load_model(str(model_dir))
+
+
+def test_a_card_pointing_outside_its_directory_is_refused(model_dir):
+    _edit_card(model_dir, artifact={"file": "../model.skops", "format": "skops", "sha256": "0"})
+
+    with pytest.raises(ModelUnavailable, match="plain name"):
+        load_model(str(model_dir))
+
+
+def test_a_missing_model_directory_makes_the_model_unavailable(tmp_path):
+    with pytest.raises(ModelUnavailable, match=r"no model_card\.json"):
+        load_model(str(tmp_path / "absent"))
+
+
+def test_a_missing_artifact_makes_the_model_unavailable(model_dir):
+    (model_dir / ARTIFACT_FILE).unlink()
+
+    with pytest.raises(ModelUnavailable, match=r"no model\.skops"):
+        load_model(str(model_dir))
+
+
+def test_the_same_pipeline_saves_to_the_same_bytes(tmp_path, trained):
+    first, second = tmp_path / "first", tmp_path / "second"
+
+    save_model(first, trained.pipeline, trained.draft)
+    save_model(second, trained.pipeline, trained.draft)
+
+    assert (first / ARTIFACT_FILE).read_bytes() == (second / ARTIFACT_FILE).read_bytes()
+    assert (first / CARD_FILE).read_bytes() == (second / CARD_FILE).read_bytes()
+
+
+def test_canonical_bytes_load_to_the_same_predictions(trained):
+    rows = ads_to_rows(trained.holdout_ads[:100])
+    data = canonical_skops_bytes(skops.io.dumps(trained.pipeline))
+
+    loaded = skops.io.loads(data, trusted=list(TRUSTED_TYPES))
+
+    assert (loaded.predict_proba(rows) == trained.pipeline.predict_proba(rows)).all()

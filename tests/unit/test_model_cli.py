@@ -1,0 +1,143 @@
+"""python -m shared.model train / evaluate, and reading a user's labelled CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.model.__main__ import main
+from shared.model.card import CARD_FILE
+from shared.model.dataset import REQUIRED_COLUMNS, InvalidDataset, read_labelled_csv
+from shared.model.synthetic import generate_ads
+
+
+def _write_csv(path: Path, n: int = 900, seed: int = 12) -> Path:
+    data = generate_ads(n, seed=seed)
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(REQUIRED_COLUMNS)
+        for ad, label in zip(data.ads, data.labels, strict=True):
+            writer.writerow(
+                [
+                    ad.name,
+                    ad.description,
+                    ad.category,
+                    ad.images_qty,
+                    "true" if ad.is_verified_seller else "false",
+                    label,
+                ]
+            )
+    return path
+
+
+def test_train_on_a_csv_writes_a_card_and_prints_held_out_metrics_of_both_models(tmp_path, capsys):
+    data = _write_csv(tmp_path / "ads.csv")
+    out = tmp_path / "model"
+
+    code = main(
+        ["--no-progress", "train", "--data", str(data), "--out", str(out), "--date", "2025-02-03"]
+    )
+
+    printed = capsys.readouterr().out
+    card = json.loads((out / CARD_FILE).read_text())
+    assert code == 0
+    assert card["version"].startswith("moderation-2025-02-03-")
+    assert card["training_data"]["kind"] == "csv" and card["training_data"]["file"] == "ads.csv"
+    assert "holdout, ours" in printed and "holdout, seed baseline" in printed
+    assert f"roc_auc={card['metrics']['holdout']['roc_auc']}" in printed
+
+
+def test_evaluate_rebuilds_the_synthetic_holdout_and_matches_the_card(tmp_path, capsys):
+    out = tmp_path / "model"
+    main(["--no-progress", "train", "--size", "800", "--seed", "3", "--out", str(out)])
+    card = json.loads((out / CARD_FILE).read_text())
+    capsys.readouterr()
+
+    code = main(["--no-progress", "evaluate", "--model", str(out)])
+
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert f"roc_auc={card['metrics']['holdout']['roc_auc']}" in printed
+    assert "synthetic holdout (seed 3, 200 ads)" in printed
+
+
+def test_evaluate_of_a_csv_trained_model_asks_for_data(tmp_path, capsys):
+    out = tmp_path / "model"
+    main(
+        ["--no-progress", "train", "--data", str(_write_csv(tmp_path / "a.csv")), "--out", str(out)]
+    )
+
+    code = main(["--no-progress", "evaluate", "--model", str(out)])
+
+    assert code == 1
+    assert "pass --data FILE.csv" in capsys.readouterr().err
+
+
+def test_evaluate_scores_a_given_csv(tmp_path, capsys):
+    out = tmp_path / "model"
+    main(["--no-progress", "train", "--size", "800", "--out", str(out)])
+    data = _write_csv(tmp_path / "other.csv", n=300, seed=99)
+
+    code = main(["--no-progress", "evaluate", "--model", str(out), "--data", str(data)])
+
+    assert code == 0
+    assert "on other.csv: roc_auc=" in capsys.readouterr().out
+
+
+def test_evaluate_of_a_missing_model_fails_with_a_message(tmp_path, capsys):
+    code = main(["--no-progress", "evaluate", "--model", str(tmp_path / "absent")])
+
+    assert code == 1
+    assert "make model" in capsys.readouterr().err
+
+
+def test_a_csv_row_becomes_an_ad_with_its_label(tmp_path):
+    path = tmp_path / "one.csv"
+    path.write_text(
+        "item_id,name,description,category,images_qty,is_verified_seller,is_violation\n"
+        '7,Sofa,"Grey sofa,\nsecond line",27,3,yes,0\n'
+        "8,Call me,+7 912 345 67 89,27,0,no,1\n"
+    )
+
+    data = read_labelled_csv(path)
+
+    assert data.labels == [0, 1]
+    assert data.ads[0].item_id == 7 and data.ads[0].description == "Grey sofa,\nsecond line"
+    assert data.ads[1].is_verified_seller is False and data.ads[1].images_qty == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("name,description\nx,y\n", "expected columns category, images_qty"),
+        (
+            "name,description,category,images_qty,is_verified_seller,is_violation\n"
+            "a,b,three,1,true,1\n",
+            "line 2: expected category to be an integer, got 'three'",
+        ),
+        (
+            "name,description,category,images_qty,is_verified_seller,is_violation\n"
+            "a,b,3,1,maybe,1\n",
+            "line 2: expected is_verified_seller to be true/false",
+        ),
+        (
+            "name,description,category,images_qty,is_verified_seller,is_violation\n"
+            "a,b,3,-2,true,1\n",
+            "line 2: expected images_qty >= 0, got -2",
+        ),
+        (
+            "name,description,category,images_qty,is_verified_seller,is_violation\n"
+            "a,b,3,1,true,1\n",
+            "expected both violations and clean ads",
+        ),
+    ],
+)
+def test_a_malformed_csv_is_refused_naming_the_line_and_column(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+
+    with pytest.raises(InvalidDataset, match=message):
+        read_labelled_csv(path)

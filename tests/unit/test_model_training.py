@@ -1,0 +1,114 @@
+"""Training on the synthetic ads: quality against the seed model, and reproducibility."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from shared.model.features import ads_to_rows
+from shared.model.synthetic import DEFAULT_SIZE, RULES_DATE, generate_ads
+from shared.model.training import model_date, split_holdout, train_model
+
+
+@pytest.fixture(scope="module")
+def default_training():
+    data = generate_ads()
+    return data, train_model(data, date=model_date(data), progress=False)
+
+
+def test_the_model_reaches_a_roc_auc_of_095_on_the_default_synthetic_holdout(default_training):
+    data, trained = default_training
+
+    probabilities = trained.pipeline.predict_proba(ads_to_rows(trained.holdout_ads))[:, 1]
+    auc = roc_auc_score(trained.holdout_labels, probabilities)
+
+    assert len(data.ads) == DEFAULT_SIZE
+    assert 0.95 <= auc < 0.995, "the task must be learnable but not trivially separable"
+    assert trained.draft.metrics["holdout"]["roc_auc"] == pytest.approx(auc, abs=1e-4)
+
+
+def test_the_seed_four_feature_model_is_clearly_worse_on_the_same_split(default_training):
+    _, trained = default_training
+
+    ours = trained.draft.metrics["holdout"]["roc_auc"]
+    seed = trained.draft.baseline["metrics"]["holdout"]["roc_auc"]
+
+    assert seed < ours - 0.15
+    assert trained.draft.baseline["features"] == [
+        "is_verified_seller",
+        "images_qty/10",
+        "len(description)/1000",
+        "category/100",
+    ]
+
+
+def test_the_card_draft_carries_the_threshold_and_the_training_split(default_training):
+    data, trained = default_training
+
+    draft = trained.draft
+
+    assert 0 < draft.decision_threshold < 1
+    assert draft.training_data["train_size"] + draft.training_data["holdout_size"] == len(data.ads)
+    assert draft.created == RULES_DATE
+    assert draft.metrics["fast_scorer_max_abs_gap"] <= 1e-9
+
+
+def test_two_trainings_on_the_same_seed_give_identical_probabilities():
+    data = generate_ads(1500, seed=21)
+    probe = ads_to_rows(generate_ads(300, seed=22).ads)
+
+    first = train_model(data, date=RULES_DATE, progress=False)
+    second = train_model(generate_ads(1500, seed=21), date=RULES_DATE, progress=False)
+
+    np.testing.assert_array_equal(
+        first.pipeline.predict_proba(probe), second.pipeline.predict_proba(probe)
+    )
+    assert first.draft == second.draft
+
+
+def test_the_generator_gives_the_same_ads_for_the_same_seed_and_others_for_another():
+    first, again, other = generate_ads(500, seed=1), generate_ads(500, seed=1), generate_ads(500, 2)
+
+    assert first == again
+    assert first.ads != other.ads
+
+
+def test_the_generator_produces_every_kind_of_violation_and_some_label_noise():
+    data = generate_ads(5000, seed=4)
+
+    kinds = data.source["kinds"]
+
+    for kind in ("off_platform_contact", "prohibited_goods", "empty_scam", "shouting_spam"):
+        assert kinds[kind] > 100
+    assert any(kind.endswith("+flipped") for kind in kinds)
+    assert 0.2 < data.source["violation_rate"] < 0.4
+
+
+def test_the_holdout_split_is_stratified_and_the_same_every_time():
+    data = generate_ads(2000, seed=8)
+
+    train, holdout = split_holdout(data)
+    train_again, holdout_again = split_holdout(data)
+
+    labels = np.asarray(data.labels)
+    assert np.array_equal(holdout, holdout_again) and np.array_equal(train, train_again)
+    assert len(holdout) == 500
+    assert abs(labels[holdout].mean() - labels[train].mean()) < 0.01
+
+
+@pytest.mark.parametrize(
+    ("kind", "explicit", "expected"),
+    [
+        ("synthetic", None, RULES_DATE),
+        ("synthetic", "2025-06-30", "2025-06-30"),
+        ("csv", "2025-01-02", "2025-01-02"),
+    ],
+)
+def test_the_version_date_is_explicit_or_the_synthetic_rules_date(kind, explicit, expected):
+    data = generate_ads(10, seed=1)
+    data.source["kind"] = kind
+
+    date = model_date(data, explicit)
+
+    assert date == expected
