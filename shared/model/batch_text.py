@@ -92,7 +92,7 @@ class CodePoints:
 
     def documents_with_digit_chain(self, chain: DigitChain) -> set[int]:
         """Documents holding `chain.digits` digits, each within `max_gap` of the one before."""
-        positions = np.flatnonzero((self.values >= ord("0")) & (self.values <= ord("9")))
+        positions = np.flatnonzero(self.in_ranges((("0", "9"),)))
         if positions.size < chain.digits:
             return set()
         # Separators between documents are wider than any gap, so no chain spans two.
@@ -103,10 +103,13 @@ class CodePoints:
         return set(self._docs_at(long_chain_starts).tolist())
 
     def in_ranges(self, ranges: tuple[tuple[str, str], ...]) -> np.ndarray:
-        mask = np.zeros(self.values.shape, dtype=bool)
-        for low, high in ranges:
-            mask |= (self.values >= ord(low)) & (self.values <= ord(high))
-        return mask
+        """Whether each character lies in one of the inclusive `(low, high)` ranges."""
+        masks = [
+            # Unsigned subtraction wraps below `low`, so one comparison tests both ends.
+            (self.values - np.uint32(ord(low))) <= np.uint32(ord(high) - ord(low))
+            for low, high in ranges
+        ]
+        return np.logical_or.reduce(masks) if len(masks) > 1 else masks[0]
 
     def count_per_doc(self, mask: np.ndarray) -> np.ndarray:
         return self._per_doc(np.flatnonzero(mask))
