@@ -1,8 +1,19 @@
-"""Prometheus metrics of the service (exposed at /metrics by the local runner)."""
+"""Prometheus metrics of the service (exposed at /metrics by the local runner and by the
+consumer and relay entry points).
+
+Callers use the functions below, never the metric objects, so names and labels
+are defined in this one place.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import threading
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from shared.moderation.batch import BatchReport
 
 REQUESTS = Counter(
     "moderation_http_requests_total", "HTTP requests by route and status", ["route", "status"]
@@ -13,8 +24,85 @@ REQUEST_LATENCY = Histogram(
     ["route"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+TASKS = Counter(
+    "moderation_tasks_total",
+    "Consumed moderation records by outcome (completed, failed, duplicate, dead_lettered)",
+    ["outcome"],
+)
+RETRIES = Counter(
+    "moderation_batch_retries_total", "Batch attempts repeated after a temporary error"
+)
+DLQ_RECORDS = Counter(
+    "moderation_dlq_records_total", "Records written to the dead-letter outbox for the DLQ topic"
+)
+BATCH_DURATION = Histogram(
+    "moderation_batch_duration_seconds",
+    "Time to bring one consumed batch to a durable outcome",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+BATCH_SIZE = Histogram(
+    "moderation_batch_size_records",
+    "Records per batch handed to the consumer handler",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
+)
+CONSUMER_LAG = Gauge(
+    "moderation_consumer_lag_records",
+    "Records behind the partition's high watermark, by partition",
+    ["topic", "partition"],
+)
+MODEL_INFO = Gauge(
+    "moderation_model_info", "The loaded model: 1 for its version, the label", ["version"]
+)
+
+_OUTCOMES = ("completed", "failed", "duplicate", "dead_lettered")
+_model_version: str | None = None
+_model_version_lock = threading.Lock()
 
 
 def observe_request(route: str, status: int, seconds: float) -> None:
     REQUESTS.labels(route=route, status=str(status)).inc()
     REQUEST_LATENCY.labels(route=route).observe(seconds)
+
+
+def observe_batch_report(report: BatchReport, seconds: float | None = None) -> None:
+    """Count one processed batch's outcomes, retries and dead letters."""
+    counts = dict(
+        zip(
+            _OUTCOMES,
+            (report.completed, report.failed, report.duplicates, report.dead_lettered),
+            strict=True,
+        )
+    )
+    for outcome, count in counts.items():
+        if count:
+            TASKS.labels(outcome=outcome).inc(count)
+    if report.retries:
+        RETRIES.inc(report.retries)
+    if report.dead_lettered:
+        DLQ_RECORDS.inc(report.dead_lettered)
+    if seconds is not None:
+        BATCH_DURATION.observe(seconds)
+
+
+def observe_batch_size(records: int) -> None:
+    BATCH_SIZE.observe(records)
+
+
+def set_consumer_lag(topic: str, partition: int, lag: int) -> None:
+    CONSUMER_LAG.labels(topic=topic, partition=str(partition)).set(lag)
+
+
+def forget_partition(topic: str, partition: int) -> None:
+    """Drop a partition's lag once it is no longer ours, so a stale value does not linger."""
+    CONSUMER_LAG.remove(topic, str(partition))
+
+
+def record_model_version(version: str) -> None:
+    """One series, for the version in use: a reload to a new version replaces the old one."""
+    global _model_version
+    with _model_version_lock:
+        if version == _model_version:
+            return
+        MODEL_INFO.clear()
+        MODEL_INFO.labels(version=version).set(1)
+        _model_version = version

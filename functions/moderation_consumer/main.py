@@ -9,9 +9,12 @@ Two entry points over the same batch handler:
   An exception here makes the platform redeliver the event.
 """
 
+import time
+
 import functions_framework
 from cloudevents.http import CloudEvent
 
+from shared import metrics
 from shared.bootstrap import get_services
 from shared.kafka.cloud_event import record_from_cloud_event
 from shared.kafka.record import ConsumedRecord
@@ -19,7 +22,10 @@ from shared.moderation.batch import BatchReport, process_moderation_batch
 
 
 def process_records(records: list[ConsumedRecord]) -> BatchReport:
-    return process_moderation_batch(get_services(), records)
+    started = time.perf_counter()
+    report = process_moderation_batch(get_services(), records)
+    metrics.observe_batch_report(report, time.perf_counter() - started)
+    return report
 
 
 @functions_framework.cloud_event

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,10 +21,14 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from shared import metrics
 from shared.bootstrap import ShutdownRequested
 from shared.kafka.record import ConsumedRecord
 
 log = logging.getLogger(__name__)
+
+# Lag is read from cached watermarks (no broker round trip); once a second is plenty.
+LAG_REPORT_INTERVAL_S = 1.0
 
 BatchHandler = Callable[[list[ConsumedRecord]], object]
 PartitionKey = tuple[str, int]
@@ -58,6 +63,7 @@ class PartitionedPollLoop:
         self._poll_timeout_s = poll_timeout_s
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="batch")
         self._partitions: dict[PartitionKey, _Partition] = {}
+        self._next_lag_report = 0.0
 
     def run(self, stop: threading.Event) -> None:
         """Poll until `stop` is set; then finish in-flight batches, commit and close."""
@@ -78,6 +84,7 @@ class PartitionedPollLoop:
                 for message in self._consumer.consume(self._batch_size, timeout):
                     self._accept(message)
                 self._dispatch()
+                self._report_lag()
         finally:
             self._finish_inflight()
             self._commit()
@@ -105,6 +112,7 @@ class PartitionedPollLoop:
             count = min(self._batch_size, len(partition.backlog))
             messages = [partition.backlog.popleft() for _ in range(count)]
             records = [ConsumedRecord.from_message(message) for message in messages]
+            metrics.observe_batch_size(len(records))
             partition.inflight_first = records[0].offset
             partition.inflight_last = records[-1].offset
             partition.inflight = self._executor.submit(self._handle_batch, records)
@@ -151,6 +159,31 @@ class PartitionedPollLoop:
             # No longer assigned (revoked meanwhile): the new owner redelivers, harmlessly.
             log.warning("could not store offset", extra={"error": str(error)})
 
+    def _report_lag(self) -> None:
+        """Per assigned partition: records not yet handled (high watermark minus what
+        is fetched, plus what waits in the backlog or is in flight)."""
+        now = time.monotonic()
+        if now < self._next_lag_report:
+            return
+        self._next_lag_report = now + LAG_REPORT_INTERVAL_S
+        try:
+            positions = self._consumer.position(self._consumer.assignment())
+        except KafkaException as error:
+            log.debug("could not read positions for lag", extra={"error": str(error)})
+            return
+        for position in positions:
+            _low, high = self._consumer.get_watermark_offsets(position, cached=True)
+            if high < 0 or position.offset < 0:
+                continue  # not fetched yet: nothing known to report
+            partition = self._partitions.get((position.topic, position.partition))
+            waiting = 0
+            if partition is not None:
+                waiting = len(partition.backlog)
+                if partition.inflight is not None:
+                    waiting += partition.inflight_last - partition.inflight_first + 1
+            lag = max(0, high - position.offset) + waiting
+            metrics.set_consumer_lag(position.topic, position.partition, lag)
+
     def _finish_inflight(self) -> None:
         self._reap_finished(wait=True)
 
@@ -172,10 +205,12 @@ class PartitionedPollLoop:
         self._commit()
         for key in keys:
             self._partitions.pop(key, None)
+            metrics.forget_partition(*key)
         log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Lost, not revoked: another member may own them already, so commit nothing.
         for partition in partitions:
             self._partitions.pop((partition.topic, partition.partition), None)
+            metrics.forget_partition(partition.topic, partition.partition)
         log.warning("partitions lost", extra={"partitions": [p.partition for p in partitions]})

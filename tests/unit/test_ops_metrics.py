@@ -1,0 +1,66 @@
+"""The service metrics: batch outcomes, lag by partition, the model version."""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY
+
+from shared import metrics
+from shared.moderation.batch import BatchReport
+
+LAG = "moderation_consumer_lag_records"
+
+
+def _value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_a_batch_report_counts_each_outcome_retries_and_dead_letters():
+    before = {
+        outcome: _value("moderation_tasks_total", outcome=outcome)
+        for outcome in ("completed", "failed", "duplicate", "dead_lettered")
+    }
+    retries = _value("moderation_batch_retries_total")
+    dlq = _value("moderation_dlq_records_total")
+    batches = _value("moderation_batch_duration_seconds_count")
+
+    metrics.observe_batch_report(
+        BatchReport(records=9, completed=5, failed=2, duplicates=1, dead_lettered=3, retries=2),
+        seconds=0.05,
+    )
+
+    assert _value("moderation_tasks_total", outcome="completed") - before["completed"] == 5
+    assert _value("moderation_tasks_total", outcome="failed") - before["failed"] == 2
+    assert _value("moderation_tasks_total", outcome="duplicate") - before["duplicate"] == 1
+    assert _value("moderation_tasks_total", outcome="dead_lettered") - before["dead_lettered"] == 3
+    assert _value("moderation_batch_retries_total") - retries == 2
+    assert _value("moderation_dlq_records_total") - dlq == 3
+    assert _value("moderation_batch_duration_seconds_count") - batches == 1
+
+
+def test_consumer_lag_is_per_partition_and_forgotten_when_the_partition_goes():
+    metrics.set_consumer_lag("moderation-lagtest", 2, 40)
+    metrics.set_consumer_lag("moderation-lagtest", 0, 1)
+
+    assert _value(LAG, topic="moderation-lagtest", partition="2") == 40
+
+    metrics.forget_partition("moderation-lagtest", 2)
+    metrics.forget_partition("moderation-lagtest", 5)  # never reported: nothing to drop
+
+    assert REGISTRY.get_sample_value(LAG, {"topic": "moderation-lagtest", "partition": "2"}) is None
+    assert _value(LAG, topic="moderation-lagtest", partition="0") == 1
+
+
+def test_batch_sizes_are_a_histogram():
+    count = _value("moderation_batch_size_records_count")
+
+    metrics.observe_batch_size(500)
+
+    assert _value("moderation_batch_size_records_count") - count == 1
+
+
+def test_model_version_is_one_series_replaced_on_a_new_version():
+    metrics.record_model_version("v-old")
+    metrics.record_model_version("v-new")
+
+    assert _value("moderation_model_info", version="v-new") == 1
+    assert REGISTRY.get_sample_value("moderation_model_info", {"version": "v-old"}) is None
