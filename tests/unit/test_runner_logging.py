@@ -1,0 +1,84 @@
+"""Log format: JSON lines with task_id and item_id off a terminal, readable lines on one."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from shared.logging_setup import JsonLinesFormatter, ReadableFormatter, configure_logging
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def restore_root_logger():
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def _record(**extra: object) -> logging.LogRecord:
+    logger = logging.getLogger("shared.moderation.tasks")
+    return logger.makeRecord(
+        logger.name, logging.WARNING, __file__, 1, "publish deferred", None, None, extra=extra
+    )
+
+
+def test_json_line_carries_task_id_and_item_id_from_extra():
+    line = JsonLinesFormatter().format(_record(task_id=7, item_id=1, error="broker down"))
+
+    entry = json.loads(line)
+    assert entry["message"] == "publish deferred"
+    assert entry["level"] == "WARNING"
+    assert entry["logger"] == "shared.moderation.tasks"
+    assert (entry["task_id"], entry["item_id"], entry["error"]) == (7, 1, "broker down")
+    assert entry["ts"].endswith("+00:00")
+    assert list(entry)[4:6] == ["task_id", "item_id"]
+
+
+def test_json_line_keeps_the_traceback_in_one_line():
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.getLogger("x").makeRecord(
+            "x", logging.ERROR, __file__, 1, "failed", None, __import__("sys").exc_info()
+        )
+
+    line = JsonLinesFormatter().format(record)
+
+    assert "\n" not in line
+    assert "ValueError: boom" in json.loads(line)["exception"]
+
+
+def test_readable_line_puts_the_extras_after_the_message():
+    line = ReadableFormatter().format(_record(task_id=7, item_id=1))
+
+    assert line.endswith("WARNING shared.moderation.tasks: publish deferred task_id=7 item_id=1")
+
+
+def test_configure_logging_writes_json_when_the_stream_is_not_a_terminal(restore_root_logger):
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
+
+    logging.getLogger("t").info("accepted", extra={"task_id": 3, "item_id": 9})
+
+    assert json.loads(stream.getvalue())["task_id"] == 3
+
+
+def test_configure_logging_writes_readable_lines_on_a_terminal(restore_root_logger):
+    stream = FakeTerminal()
+    configure_logging("DEBUG", stream=stream)
+
+    logging.getLogger("t").debug("accepted", extra={"task_id": 3, "item_id": 9})
+
+    assert stream.getvalue().rstrip().endswith("DEBUG t: accepted task_id=3 item_id=9")
