@@ -1,0 +1,1 @@
+"""Operations endpoints: liveness, readiness, metrics, the OpenAPI document and its docs page."""

@@ -1,0 +1,38 @@
+"""`python -m shared.ops.probe URL`: a container health check without curl in the image.
+
+Exit 0 when the URL answers with a status below 500 (a function deployed alone
+answers a bare GET with a JSON 404 or 405, which still proves it serves), else 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+
+
+def probe(url: str, timeout_s: float) -> tuple[bool, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            status = response.status
+    except urllib.error.HTTPError as error:
+        status = error.code
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+        return False, f"{url}: no answer ({error})"
+    return status < 500, f"{url}: HTTP {status}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shared.ops.probe")
+    parser.add_argument("url")
+    parser.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    args = parser.parse_args(argv)
+    healthy, detail = probe(args.url, args.timeout)
+    print(detail)
+    return 0 if healthy else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""/healthz, /readyz, /metrics and /docs of the ops app, with fakes passed in."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from shared.errors import BrokerUnavailable
+from shared.ops.app import create_ops_app
+from shared.ops.health import check_readiness
+from tests.fakes import FakeModelLoader, FakePublisher, fake_services
+
+
+class UnreachablePublisher(FakePublisher):
+    def ping(self, timeout_s: float = 2.0) -> None:
+        raise BrokerUnavailable("Kafka unreachable: fake outage")
+
+
+class HangingPublisher(FakePublisher):
+    """A ping that answers only when released, as a broker that never replies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def ping(self, timeout_s: float = 2.0) -> None:
+        self.release.wait(5.0)
+
+
+def _client(services):
+    return create_ops_app(lambda: services).test_client()
+
+
+def test_healthz_is_ok_even_when_every_dependency_is_down():
+    services = fake_services()
+    services.db.unavailable_for = 1
+    services.publisher = UnreachablePublisher()
+
+    response = _client(services).get("/healthz")
+
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_readyz_is_200_and_names_each_check_when_all_are_reachable():
+    response = _client(fake_services()).get("/readyz")
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "ready"
+    assert set(body["checks"]) == {"database", "kafka", "model"}
+    assert all(check["ok"] for check in body["checks"].values())
+    assert "fake-model-1" in body["checks"]["model"]["detail"]
+
+
+@pytest.mark.parametrize("broken", ["database", "kafka", "model"])
+def test_readyz_is_503_and_says_which_dependency_is_down(broken):
+    services = fake_services()
+    if broken == "database":
+        services.db.unavailable_for = 1
+    elif broken == "kafka":
+        services.publisher = UnreachablePublisher()
+    else:
+        services.model = FakeModelLoader(fail_times=1)
+
+    response = _client(services).get("/readyz")
+
+    assert response.status_code == 503
+    checks = response.get_json()["checks"]
+    assert {name for name, check in checks.items() if not check["ok"]} == {broken}
+    assert checks[broken]["detail"]
+
+
+def test_a_check_that_hangs_is_reported_as_not_answering_within_the_timeout():
+    services = fake_services()
+    publisher = HangingPublisher()
+    services.publisher = publisher
+    try:
+        checks = check_readiness(services, timeout_s=0.2)
+    finally:
+        publisher.release.set()
+
+    assert checks["kafka"].ok is False
+    assert "no answer within 0.2 s" in checks["kafka"].detail
+    assert checks["database"].ok and checks["model"].ok
+
+
+def test_metrics_reports_the_model_version_and_the_service_metrics():
+    response = _client(fake_services()).get("/metrics")
+
+    assert response.status_code == 200
+    text = response.get_data(as_text=True)
+    assert 'moderation_model_info{version="fake-model-1"} 1.0' in text
+    for name in (
+        "moderation_http_requests_total",
+        "moderation_http_request_duration_seconds",
+        "moderation_tasks_total",
+        "moderation_batch_retries_total",
+        "moderation_dlq_records_total",
+        "moderation_batch_size_records",
+        "moderation_consumer_lag_records",
+    ):
+        assert f"# TYPE {name.removesuffix('_total')}" in text, name
+
+
+def test_docs_serves_swagger_ui_from_the_bundled_files():
+    client = _client(fake_services())
+
+    page = client.get("/docs")
+    script = client.get("/docs/static/swagger-ui-bundle.js")
+
+    assert page.status_code == 200
+    assert "/openapi.json" in page.get_data(as_text=True)
+    assert "/docs/static/swagger-ui-bundle.js" in page.get_data(as_text=True)
+    assert "http" not in page.get_data(as_text=True).split("<body>")[1]  # nothing from a CDN
+    assert script.status_code == 200
+    assert b"SwaggerUIBundle" in script.get_data()
+
+
+def test_unknown_ops_path_and_wrong_method_are_json_errors():
+    client = _client(fake_services())
+
+    missing = client.get("/docs/static/nope.js")
+    wrong_method = client.post("/healthz")
+
+    assert missing.status_code == 404
+    assert "detail" in missing.get_json()
+    assert wrong_method.status_code == 405
+    assert "detail" in wrong_method.get_json()
+
+
+def test_readyz_runs_only_the_checks_a_process_needs():
+    services = fake_services()
+    services.model = FakeModelLoader(fail_times=5)  # a relay has no use for the model
+
+    response = create_ops_app(lambda: services, ("database", "kafka")).test_client().get("/readyz")
+
+    assert response.status_code == 200
+    assert set(response.get_json()["checks"]) == {"database", "kafka"}
+    assert services.model.loads == 0
