@@ -1,0 +1,19 @@
+"""`python -m shared.runner.consumer`: the Kafka poll loop feeding `moderation_consumer`'s
+`process_records`, as a process of its own (one per replica; the group shares the partitions)."""
+
+import sys
+
+from shared.runner.processes import run_worker_process
+from shared.runner.workers import ConsumerWorker, load_consumer_handler
+
+
+def main() -> int:
+    return run_worker_process(
+        "consumer",
+        lambda services: ConsumerWorker(services.settings, load_consumer_handler()),
+        needs=("database", "kafka", "model"),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

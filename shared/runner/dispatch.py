@@ -1,0 +1,56 @@
+"""A WSGI app that hands each request, by its path, to the app that owns that path.
+
+It only chooses; the functions-framework apps behind it do all the handling, so
+the runner serves exactly the code that is deployed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    path: str
+    app: WsgiApp
+    # Also serve `path/...` (a path parameter, or static files under a prefix).
+    with_subpaths: bool = False
+
+    def matches(self, path: str) -> bool:
+        return path == self.path or (self.with_subpaths and path.startswith(self.path + "/"))
+
+
+class PathDispatcher:
+    """Route by exact path (or path prefix, where a route says so); 404 JSON otherwise."""
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self.routes = list(routes)
+
+    def app_for(self, path: str) -> WsgiApp | None:
+        for route in self.routes:
+            if route.matches(path):
+                return route.app
+        return None
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        app = self.app_for(path)
+        if app is None:
+            return self._not_found(path, start_response)
+        return app(environ, start_response)
+
+    def _not_found(self, path: str, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        known = ", ".join(route.path for route in self.routes)
+        body = json.dumps({"detail": f"No endpoint at {path}; known paths: {known}"}).encode()
+        start_response(
+            "404 NOT FOUND",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+        )
+        return [body]

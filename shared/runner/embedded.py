@@ -1,0 +1,106 @@
+"""The runner's no-setup defaults: an embedded PostgreSQL when DATABASE_URL is not set,
+the in-memory mock Kafka when KAFKA_BOOTSTRAP_SERVERS is not set."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from collections.abc import Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.runner.mock_kafka import MOCK_PARTITIONS, MockKafkaCluster
+from shared.runner.targets import REPO_ROOT
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Git-ignored (var/), and kept between runs, so the demo data and tasks survive a restart.
+DEFAULT_STATE_DIR = REPO_ROOT / "var" / "runner"
+
+
+@dataclass(frozen=True, slots=True)
+class Backends:
+    """The settings with the servers' addresses filled in, and where those servers came from."""
+
+    settings: Settings
+    embedded_database: bool
+    in_memory_kafka: bool
+    state_dir: Path
+
+    def describe(self) -> list[str]:
+        database = (
+            f"embedded PostgreSQL, data in {_shown(self.state_dir / 'postgres')}"
+            if self.embedded_database
+            else "PostgreSQL from DATABASE_URL"
+        )
+        kafka = (
+            f"IN-MEMORY mock Kafka (librdkafka test.mock.num.brokers) at "
+            f"{self.settings.kafka_bootstrap_servers}: topics have {MOCK_PARTITIONS} "
+            "partitions and every record is lost at exit; set KAFKA_BOOTSTRAP_SERVERS "
+            "for a real broker"
+            if self.in_memory_kafka
+            else f"Kafka at {self.settings.kafka_bootstrap_servers}"
+        )
+        return [f"database: {database}", f"kafka:    {kafka}"]
+
+
+def env_is_set(name: str, environ: Mapping[str, str]) -> bool:
+    """Settings reads env vars case-insensitively, so this does too."""
+    return any(key.upper() == name and value != "" for key, value in environ.items())
+
+
+def start_backends(
+    settings: Settings, environ: Mapping[str, str], stack: ExitStack, state_dir: Path
+) -> Backends:
+    """Start what is not configured; `stack` stops it again, after its clients are closed."""
+    updates: dict[str, str] = {}
+    embedded_database = not env_is_set("DATABASE_URL", environ)
+    in_memory_kafka = not env_is_set("KAFKA_BOOTSTRAP_SERVERS", environ)
+    if embedded_database:
+        updates["database_url"] = _start_embedded_postgres(state_dir / "postgres", stack)
+    if in_memory_kafka:
+        cluster = MockKafkaCluster()
+        updates["kafka_bootstrap_servers"] = cluster.start()
+        stack.callback(cluster.close)
+        cluster.create_topics([settings.kafka_moderation_topic, settings.kafka_dlq_topic])
+    return Backends(
+        settings=settings.model_copy(update=updates),
+        embedded_database=embedded_database,
+        in_memory_kafka=in_memory_kafka,
+        state_dir=state_dir,
+    )
+
+
+def _start_embedded_postgres(base_dir: Path, stack: ExitStack) -> str:
+    # infra/ is development tooling, not part of a deployed bundle: imported only here.
+    from infra.postgres_server import PostgresServer
+
+    _claim(base_dir, stack)
+    log.info("starting embedded PostgreSQL", extra={"data_dir": str(base_dir)})
+    server = PostgresServer(base_dir)
+    server.start()
+    stack.callback(server.stop)
+    return server.url
+
+
+def _claim(base_dir: Path, stack: ExitStack) -> None:
+    """One runner per data directory: a second one would stop the first one's server on exit."""
+    base_dir.mkdir(parents=True, exist_ok=True)
+    # Held open (and so locked) until the stack closes, at the runner's exit.
+    lock = stack.enter_context(open(base_dir.with_suffix(".lock"), "w"))  # noqa: SIM115
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RuntimeError(
+            f"another local runner uses the embedded database in {_shown(base_dir)}; stop it "
+            "first, or give this one --state-dir or DATABASE_URL"
+        ) from None
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,143 @@
+"""`python local_runner.py`: the whole service in one process, for development.
+
+Start-up: embedded servers for what is not configured, migrations, topics, demo
+data, the model; then the HTTP server, the poll loop and the relay. Shutdown, on
+Ctrl-C or SIGTERM, within SHUTDOWN_BUDGET_S: stop accepting requests, abort retry
+waits, let the in-flight batch finish and commit its offsets, stop the relay,
+flush the producer, close the pool, stop the embedded servers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import psycopg
+
+from shared import metrics
+from shared.bootstrap import Services, build_services, install_services
+from shared.db.migrations import apply_migrations
+from shared.errors import ModerationError
+from shared.logging_setup import configure_logging
+from shared.runner.app import build_runner_app
+from shared.runner.cli import RunnerOptions, parse_options
+from shared.runner.demo_data import seed_demo_data
+from shared.runner.embedded import Backends, start_backends
+from shared.runner.http_server import HttpServer
+from shared.runner.shutdown import SHUTDOWN_BUDGET_S, Deadline, StopSignal, skip_exit_collection
+from shared.runner.workers import ConsumerWorker, RelayWorker, load_consumer_handler
+
+log = logging.getLogger(__name__)
+
+# librdkafka's mock cluster holds a new group's first assignment back for 3 s.
+ASSIGNMENT_TIMEOUT_S = 15.0
+# What start-up can fail with, each with a message that says what to do.
+START_UP_ERRORS = (RuntimeError, OSError, ModerationError, psycopg.Error)
+
+
+@dataclass
+class _Running:
+    services: Services
+    server: HttpServer
+    consumer: ConsumerWorker
+    relay: RelayWorker
+
+
+def run(argv: Sequence[str]) -> int:
+    """Start everything, serve until Ctrl-C or SIGTERM, stop; the process's exit status."""
+    options = parse_options(argv)
+    configure_logging(options.settings.log_level)
+    stop = StopSignal()
+    stop.install()
+    with ExitStack() as stack:
+        try:
+            backends = start_backends(options.settings, os.environ, stack, options.state_dir)
+            prepare_data(backends, options)
+            running = start(backends, options)
+        except START_UP_ERRORS as error:
+            log.error("start-up failed", extra={"error": str(error)})
+            print(f"local_runner: start-up failed: {error}", file=sys.stderr)
+            return 1
+        print_banner(backends, options, running)
+        signalled = stop.wait(healthy=lambda: running.consumer.is_alive())
+        if not signalled:
+            log.error("the poll loop stopped on its own; shutting down")
+        log.info("stopping", extra={"signal": stop.signal_name})
+        deadline = Deadline(SHUTDOWN_BUDGET_S)
+        shut_down(running, deadline)
+        stack.close()
+        log.info("stopped", extra={"seconds": round(deadline.elapsed(), 3)})
+    skip_exit_collection()
+    return 0 if signalled else 1
+
+
+def prepare_data(backends: Backends, options: RunnerOptions) -> None:
+    """Schema and topics always; demo data when asked, or by default on the embedded database."""
+    settings = backends.settings
+    apply_migrations(settings.database_url)
+    if not backends.in_memory_kafka:
+        # The mock cluster has no CreateTopics; start_backends created its topics.
+        from shared.kafka.topics import ensure_topics
+
+        ensure_topics(settings)
+    seed = backends.embedded_database if options.seed_demo is None else options.seed_demo
+    if seed:
+        added = seed_demo_data(settings.database_url)
+        log.info("demo data seeded", extra={"ads_added": added})
+
+
+def start(backends: Backends, options: RunnerOptions) -> _Running:
+    settings = backends.settings
+    services = build_services(settings)
+    install_services(services)
+    # Loaded now, so the first request does not pay for it and a missing model fails here.
+    metrics.record_model_version(services.model.get().version)
+    server = HttpServer(build_runner_app(), options.host, settings.port)
+    consumer = ConsumerWorker(settings, load_consumer_handler())
+    relay = RelayWorker(services)
+    server.start()
+    consumer.start()
+    relay.start()
+    if not consumer.wait_for_assignment(ASSIGNMENT_TIMEOUT_S):
+        log.warning(
+            "the consumer has no partitions yet; tasks stay pending until it joins its group",
+            extra={"waited_s": ASSIGNMENT_TIMEOUT_S},
+        )
+    return _Running(services, server, consumer, relay)
+
+
+def shut_down(running: _Running, deadline: Deadline) -> None:
+    """Each step bounded by what is left of the budget; a late step is logged, not waited for."""
+    services = running.services
+    # Retry waits end now (ShutdownRequested): such a batch is redelivered after a restart.
+    services.stopping.set()
+    running.server.stop(timeout_s=deadline.remaining())
+    if not running.consumer.stop(timeout_s=deadline.remaining()):
+        log.warning("the poll loop did not stop in time")
+    if not running.relay.stop(timeout_s=deadline.remaining()):
+        log.warning("the outbox relay did not stop in time")
+    services.publisher.close(timeout_s=deadline.remaining())
+    services.db.close()
+    install_services(None)
+
+
+def print_banner(backends: Backends, options: RunnerOptions, running: _Running) -> None:
+    host = "localhost" if options.host in ("127.0.0.1", "0.0.0.0", "::") else options.host
+    base = f"http://{host}:{running.server.port}"
+    lines = [
+        f"Ad moderation is running on {base} (Ctrl-C stops it)",
+        *(f"  {line}" for line in backends.describe()),
+        f"  model:    {running.services.model.get().version}",
+        "",
+        f"  POST {base}/predict                 (the ad as a JSON body)",
+        f"  POST {base}/simple_predict?item_id=1",
+        f"  POST {base}/async_predict?item_id=1",
+        f"  GET  {base}/moderation_result/{{task_id}}",
+        f"  docs {base}/docs   openapi {base}/openapi.json",
+        f"  ops  {base}/healthz   {base}/readyz   {base}/metrics",
+    ]
+    print("\n".join(lines), flush=True)

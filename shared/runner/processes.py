@@ -1,0 +1,65 @@
+"""What the long-running entry points share: wiring, an ops port, and a bounded stop."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection
+from typing import Protocol
+
+from shared import metrics
+from shared.bootstrap import Services, build_services, install_services
+from shared.logging_setup import configure_logging
+from shared.ops.app import create_ops_app
+from shared.runner.http_server import HttpServer
+from shared.runner.shutdown import SHUTDOWN_BUDGET_S, Deadline, StopSignal, skip_exit_collection
+from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+# Inside a container: reachable by the health check and by a Prometheus scraper.
+OPS_HOST = "0.0.0.0"
+
+
+class Worker(Protocol):
+    def start(self) -> None: ...
+
+    def is_alive(self) -> bool: ...
+
+    def stop(self, timeout_s: float) -> bool: ...
+
+
+def run_worker_process(
+    name: str, make_worker: Callable[[Services], Worker], *, needs: Collection[str]
+) -> int:
+    """Connect, build, run: serve /healthz, /readyz and /metrics on PORT until SIGTERM.
+
+    `needs` names the readiness checks that apply (database, kafka, model); the
+    model, when needed, is loaded before the worker starts, so a bad MODEL_URI
+    fails the process at once instead of every batch.
+    """
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    stop = StopSignal()
+    stop.install()
+    services = build_services(settings)
+    install_services(services)
+    if "model" in needs:
+        metrics.record_model_version(services.model.get().version)
+    ops = HttpServer(create_ops_app(lambda: services, needs), OPS_HOST, settings.port)
+    worker = make_worker(services)
+    ops.start()
+    worker.start()
+    log.info(f"{name} running", extra={"ops_port": ops.port})
+    signalled = stop.wait(healthy=worker.is_alive)
+    if not signalled:
+        log.error(f"{name} stopped on its own; exiting so that it is restarted")
+    deadline = Deadline(SHUTDOWN_BUDGET_S)
+    services.stopping.set()
+    if not worker.stop(timeout_s=deadline.remaining()):
+        log.warning(f"{name} did not stop in time")
+    ops.stop(timeout_s=deadline.remaining())
+    services.publisher.close(timeout_s=deadline.remaining())
+    services.db.close()
+    log.info(f"{name} stopped", extra={"seconds": round(deadline.elapsed(), 3)})
+    skip_exit_collection()
+    return 0 if signalled else 1

@@ -1,0 +1,48 @@
+"""Which function lives where: the one table the runner, the packager and the image read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FUNCTIONS_DIR = REPO_ROOT / "functions"
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionTarget:
+    """A deployable entry point: `functions/<folder>/main.py`, function `target`."""
+
+    target: str
+    folder: str
+    # The runner's path for an HTTP function; None for the consumer (fed by the poll loop).
+    path: str | None
+    # The path ends in a parameter (`/moderation_result/{task_id}`), so subpaths are its own.
+    takes_subpath: bool = False
+
+    @property
+    def source(self) -> Path:
+        return FUNCTIONS_DIR / self.folder / "main.py"
+
+
+HTTP_FUNCTIONS = (
+    FunctionTarget("predict", "predict", "/predict"),
+    FunctionTarget("simple_predict", "predict", "/simple_predict"),
+    FunctionTarget("async_predict", "async_predict", "/async_predict"),
+    FunctionTarget("moderation_result", "moderation_result", "/moderation_result", True),
+)
+CONSUMER_FUNCTION = FunctionTarget("moderation_consumer", "moderation_consumer", None)
+ALL_FUNCTIONS = (*HTTP_FUNCTIONS, CONSUMER_FUNCTION)
+
+
+def function_folders() -> list[str]:
+    """One deployable bundle per folder (predict holds two targets)."""
+    return sorted({function.folder for function in ALL_FUNCTIONS})
+
+
+def find_target(target: str) -> FunctionTarget:
+    for function in ALL_FUNCTIONS:
+        if function.target == target:
+            return function
+    known = ", ".join(function.target for function in ALL_FUNCTIONS)
+    raise LookupError(f"unknown function target {target!r}; expected one of {known}")

@@ -1,0 +1,143 @@
+"""The runner's background threads: the Kafka poll loop and the outbox relay."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from shared.bootstrap import Services
+from shared.errors import TemporaryError
+from shared.kafka.config import consumer_config
+from shared.kafka.poll_loop import BatchHandler, PartitionedPollLoop
+from shared.moderation.relay import relay_once
+from shared.runner.targets import CONSUMER_FUNCTION
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def load_consumer_handler() -> BatchHandler:
+    """`process_records` of functions/moderation_consumer/main.py, the deployed handler itself."""
+    source = CONSUMER_FUNCTION.source
+    # A name of its own: functions-framework registers every function module as `main`.
+    spec = importlib.util.spec_from_file_location("moderation_consumer_main", source)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load the consumer function from {source}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.process_records
+
+
+class _AssignmentAwareConsumer(Consumer):
+    """A Consumer that also sets `assigned` when the group hands it partitions.
+
+    The flag is set inside the on_assign callback, on the poll thread: asking the
+    consumer from another thread (`assignment()`) holds the GIL while librdkafka
+    waits, and can deadlock against the poll thread's own callbacks.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.assigned = threading.Event()
+
+    def subscribe(self, topics: list[str], **callbacks: Callable[..., None]) -> None:
+        on_assign = callbacks.get("on_assign")
+
+        def record_assignment(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            if on_assign is not None:
+                on_assign(consumer, partitions)
+            if partitions:
+                self.assigned.set()
+
+        super().subscribe(topics, **{**callbacks, "on_assign": record_assignment})
+
+
+class ConsumerWorker:
+    """The partitioned poll loop on its own thread, handing batches to `handle_batch`."""
+
+    def __init__(self, settings: Settings, handle_batch: BatchHandler) -> None:
+        self._settings = settings
+        self._handle_batch = handle_batch
+        self._stop = threading.Event()
+        self._consumer: _AssignmentAwareConsumer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._consumer = _AssignmentAwareConsumer(consumer_config(self._settings))
+        loop = PartitionedPollLoop(
+            self._consumer,
+            self._settings.kafka_moderation_topic,
+            self._handle_batch,
+            batch_size=self._settings.consumer_batch_size,
+            poll_timeout_s=self._settings.consumer_poll_timeout_s,
+        )
+        self._thread = threading.Thread(
+            target=loop.run, args=(self._stop,), name="poll-loop", daemon=True
+        )
+        self._thread.start()
+
+    def wait_for_assignment(self, timeout_s: float) -> bool:
+        """True once the group gave this consumer partitions (a first join takes a moment)."""
+        if self._consumer is None:
+            return False
+        return self._consumer.assigned.wait(timeout_s)
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout_s: float) -> bool:
+        """Stop polling; the loop finishes in-flight batches, commits and closes. False if late."""
+        self._stop.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+
+class RelayWorker:
+    """Runs `relay_once` every `outbox_relay_interval_s` until stopped."""
+
+    def __init__(self, services: Services, sweep: Callable[[Services], int] = relay_once) -> None:
+        self._services = services
+        self._sweep = sweep
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout_s: float) -> bool:
+        self._stop.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        interval = self._services.settings.outbox_relay_interval_s
+        while not self._stop.wait(interval):
+            self.sweep_once()
+
+    def sweep_once(self) -> int:
+        """One sweep; a failure is logged and the next sweep tries again."""
+        try:
+            published = self._sweep(self._services)
+        except TemporaryError as error:
+            log.warning("outbox relay sweep failed; retrying", extra={"error": str(error)})
+            return 0
+        except Exception:
+            # A bug must not end the relay thread silently: log it, keep sweeping.
+            log.exception("outbox relay sweep crashed; retrying")
+            return 0
+        if published:
+            log.info("outbox relay published", extra={"records": published})
+        return published

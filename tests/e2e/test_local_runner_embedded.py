@@ -1,0 +1,72 @@
+"""`python local_runner.py` with nothing configured: embedded PostgreSQL (data kept in the
+state directory between runs) and librdkafka's in-memory mock Kafka."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from infra._process import free_port
+from tests.e2e.processes import (
+    REPO_ROOT,
+    ServiceProcess,
+    clean_env,
+    http,
+    model_uri,
+    start_process,
+    wait_for_status,
+    wait_until_answering,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def _start_runner(tmp_path, name: str) -> tuple[ServiceProcess, str]:
+    port = free_port()
+    # No DATABASE_URL, no KAFKA_BOOTSTRAP_SERVERS: the runner brings its own.
+    env = {**clean_env(), "MODEL_URI": model_uri(), "CONSUMER_POLL_TIMEOUT_S": "0.2"}
+    command = [
+        sys.executable,
+        "local_runner.py",
+        f"--port={port}",
+        f"--state-dir={tmp_path / 'state'}",
+    ]
+    service = start_process(name, command, cwd=REPO_ROOT, env=env, log_dir=tmp_path)
+    wait_until_answering(service, f"http://localhost:{port}/healthz", timeout_s=90)
+    return service, f"http://localhost:{port}"
+
+
+def _stop(service: ServiceProcess) -> int:
+    service.process.send_signal(signal.SIGTERM)
+    try:
+        return service.process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the runner still ran 5 s after SIGTERM:\n{service.log_tail()}")
+
+
+def test_runner_needs_no_servers_and_keeps_its_database_between_runs(tmp_path):
+    first, base = _start_runner(tmp_path, "first_run")
+    try:
+        status, accepted = http("POST", f"{base}/async_predict?item_id=1")
+        assert status == 202, accepted
+        task_url = f"{base}/moderation_result/{accepted['task_id']}"
+        wait_for_status(task_url, "completed", 15, first)
+        first_code = _stop(first)
+    finally:
+        first.stop()
+    second, base = _start_runner(tmp_path, "second_run")
+    try:
+        status, kept = http("GET", f"{base}/moderation_result/{accepted['task_id']}")
+        second_code = _stop(second)
+    finally:
+        second.stop()
+
+    assert first_code == 0, first.log_tail()
+    assert "IN-MEMORY mock Kafka" in first.log_tail(200)
+    assert "embedded PostgreSQL" in first.log_tail(200)
+    assert status == 200, kept
+    assert kept["status"] == "completed"
+    assert second_code == 0, second.log_tail()

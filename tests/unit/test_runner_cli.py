@@ -1,0 +1,70 @@
+"""Runner flags: each overrides its setting; the env var is next; then the default."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.runner.cli import parse_options
+from shared.runner.embedded import env_is_set
+
+
+def test_each_flag_overrides_its_setting(monkeypatch):
+    monkeypatch.setenv("PORT", "9002")
+    monkeypatch.setenv("CONSUMER_BATCH_SIZE", "7")
+
+    options = parse_options(
+        [
+            "--port=9001",
+            "--log-level=debug",
+            "--batch-size=50",
+            "--poll-timeout=0.25",
+            "--db-pool-size=3",
+        ]
+    )
+
+    settings = options.settings
+    assert settings.port == 9001
+    assert settings.log_level == "DEBUG"
+    assert settings.consumer_batch_size == 50
+    assert settings.consumer_poll_timeout_s == 0.25
+    assert settings.db_pool_max_size == 3
+
+
+def test_env_vars_apply_when_no_flag_is_given(monkeypatch):
+    monkeypatch.setenv("PORT", "9002")
+    monkeypatch.setenv("CONSUMER_POLL_TIMEOUT_S", "0.5")
+
+    settings = parse_options([]).settings
+
+    assert settings.port == 9002
+    assert settings.consumer_poll_timeout_s == 0.5
+
+
+def test_defaults_apply_without_flags_or_env(monkeypatch):
+    for name in ("PORT", "LOG_LEVEL", "CONSUMER_BATCH_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+
+    options = parse_options([])
+
+    assert options.settings.port == 8000
+    assert options.host == "127.0.0.1"
+    assert options.seed_demo is None
+
+
+def test_seed_demo_can_be_forced_on_or_off():
+    assert parse_options(["--seed-demo"]).seed_demo is True
+    assert parse_options(["--no-seed-demo"]).seed_demo is False
+
+
+def test_an_invalid_value_exits_with_status_2_naming_the_setting(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_options(["--log-level=LOUD"])
+
+    assert exit_info.value.code == 2
+    assert "LOG_LEVEL" in capsys.readouterr().err
+
+
+def test_env_is_set_is_case_insensitive_and_ignores_empty_values():
+    assert env_is_set("DATABASE_URL", {"database_url": "postgresql://x"})
+    assert not env_is_set("DATABASE_URL", {"DATABASE_URL": ""})
+    assert not env_is_set("DATABASE_URL", {})

@@ -1,0 +1,97 @@
+"""The runner's background pieces with fakes: the relay thread and the consumer handler."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from shared.bootstrap import install_services
+from shared.domain import Ad
+from shared.kafka.envelope import encode_task_message
+from shared.kafka.record import ConsumedRecord
+from shared.moderation.tasks import submit_moderation_task
+from shared.runner.shutdown import StopSignal
+from shared.runner.workers import RelayWorker, load_consumer_handler
+from tests.fakes import fake_services
+
+
+@pytest.fixture
+def services():
+    services = fake_services(outbox_relay_interval_s=0.01)
+    services.db.add_ad(Ad(1, 1, True, "Road bike", "Serviced", 3, 2))
+    install_services(services)
+    try:
+        yield services
+    finally:
+        install_services(None)
+
+
+def test_a_sweep_publishes_a_task_whose_first_publish_failed(services):
+    services.publisher.fail_times = 1
+    task_id = submit_moderation_task(services, 1)
+
+    published = RelayWorker(services).sweep_once()
+
+    assert published == 1
+    [record] = services.publisher.published
+    assert json.loads(record.value) == {"task_id": task_id, "item_id": 1}
+
+
+def test_a_sweep_that_hits_an_outage_is_logged_and_the_next_one_retries(services, caplog):
+    services.publisher.fail_times = 1
+    submit_moderation_task(services, 1)
+    services.db.unavailable_for = 1
+    relay = RelayWorker(services)
+
+    assert relay.sweep_once() == 0
+    assert relay.sweep_once() == 1
+    assert "outbox relay sweep failed" in caplog.text
+
+
+def test_the_relay_thread_sweeps_on_its_interval_and_stops_promptly(services):
+    services.publisher.fail_times = 1
+    submit_moderation_task(services, 1)
+    relay = RelayWorker(services)
+
+    relay.start()
+    deadline = time.monotonic() + 5.0
+    while not services.publisher.published:
+        if time.monotonic() > deadline:
+            pytest.fail("the relay thread published nothing within 5 s")
+        time.sleep(0.01)
+    started = time.monotonic()
+    stopped = relay.stop(timeout_s=2.0)
+
+    assert stopped
+    assert time.monotonic() - started < 1.0
+
+
+def test_the_consumer_handler_is_the_deployed_process_records(services):
+    task_id = submit_moderation_task(services, 1)
+    key, value = encode_task_message(task_id, 1)
+    process_records = load_consumer_handler()
+
+    report = process_records([ConsumedRecord("moderation", 0, 0, key, value)])
+
+    assert report.completed == 1
+    assert process_records.__module__ == "moderation_consumer_main"
+    assert services.db.state.tasks[task_id].status == "completed"
+
+
+def test_waiting_for_a_stop_signal_ends_early_when_a_worker_dies():
+    stop = StopSignal()
+    checks = iter([True, True, False])
+
+    signalled = stop.wait(healthy=lambda: next(checks))
+
+    assert signalled is False
+    assert not stop.requested.is_set()
+
+
+def test_waiting_for_a_stop_signal_returns_once_one_is_received():
+    stop = StopSignal()
+    stop.requested.set()
+
+    assert stop.wait(healthy=lambda: False) is True
