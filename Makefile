@@ -34,8 +34,9 @@ migrate: venv
 topics: venv
 	$(PY) -m shared.kafka.topics
 
+# Flags go through ARGS, e.g. `make run ARGS="--port 9000 --log-level DEBUG"`.
 run: venv model
-	$(PY) local_runner.py
+	$(PY) local_runner.py $(ARGS)
 
 test: venv model
 	$(PY) -m pytest
@@ -54,6 +55,7 @@ format: venv
 bench: venv model
 	$(PY) -m bench
 
+# One deployable folder per function in dist/functions/<name>/ (main.py, shared/, requirements.txt).
 package: venv
 	$(PY) -m infra.package --out dist/functions
 

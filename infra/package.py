@@ -1,0 +1,109 @@
+"""`python -m infra.package --out dist/functions` (what `make package` does): one deployable
+folder per function, e.g. dist/functions/async_predict/ with
+
+    main.py            the function's own file, as it is in functions/<name>/
+    shared/            the shared package it imports
+    requirements.txt   functions/<name>/requirements.txt: only what it needs, pinned
+
+which is what `gcloud functions deploy --source dist/functions/<name>` (or any
+functions-framework host) expects. Each pin is checked against the root
+requirements.txt, so a bundle never ships a version the service was not tested with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FUNCTIONS_DIR = REPO_ROOT / "functions"
+SHARED_DIR = REPO_ROOT / "shared"
+ROOT_REQUIREMENTS = REPO_ROOT / "requirements.txt"
+_PIN = re.compile(
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?P<extras>\[[^\]]*\])?==(?P<version>\S+)$"
+)
+
+
+class PackagingError(RuntimeError):
+    """A bundle cannot be built as asked (a missing file, an unpinned or drifted requirement)."""
+
+
+def function_names(functions_dir: Path = FUNCTIONS_DIR) -> list[str]:
+    """Every folder of functions/ with a main.py: one bundle each."""
+    return sorted(path.parent.name for path in functions_dir.glob("*/main.py"))
+
+
+def read_pins(path: Path) -> dict[str, str]:
+    """`name==version` lines as {normalised name: version}; anything unpinned is an error."""
+    pins = {}
+    for number, raw in enumerate(path.read_text().splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        match = _PIN.match(line)
+        if match is None:
+            raise PackagingError(f"{path.name}:{number}: expected `name==version`, found {line!r}")
+        pins[_normalise(match["name"])] = match["version"]
+    return pins
+
+
+def check_pins(requirements: Path, root_requirements: Path = ROOT_REQUIREMENTS) -> None:
+    """Each pin of `requirements` must be in the root requirements, at the same version."""
+    root = read_pins(root_requirements)
+    for package, version in read_pins(requirements).items():
+        if package not in root:
+            raise PackagingError(
+                f"{requirements} pins {package}, which the root requirements.txt does not: "
+                "add it there first"
+            )
+        if root[package] != version:
+            raise PackagingError(
+                f"{requirements} pins {package}=={version}, "
+                f"the root requirements.txt {package}=={root[package]}"
+            )
+
+
+def build_bundle(name: str, out_dir: Path) -> Path:
+    """Build (or rebuild from scratch) the bundle of functions/<name> under out_dir."""
+    source = FUNCTIONS_DIR / name / "main.py"
+    if not source.exists():
+        raise PackagingError(f"no function {name!r}: expected {source.relative_to(REPO_ROOT)}")
+    requirements = FUNCTIONS_DIR / name / "requirements.txt"
+    if not requirements.exists():
+        raise PackagingError(f"functions/{name}/ has no requirements.txt")
+    check_pins(requirements)
+    bundle = out_dir / name
+    shutil.rmtree(bundle, ignore_errors=True)
+    bundle.mkdir(parents=True)
+    shutil.copy2(source, bundle / "main.py")
+    shutil.copy2(requirements, bundle / "requirements.txt")
+    shutil.copytree(
+        SHARED_DIR, bundle / "shared", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
+    return bundle
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.package", description=__doc__)
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "dist" / "functions")
+    parser.add_argument("names", nargs="*", help="functions to bundle (default: all)")
+    args = parser.parse_args(argv)
+    try:
+        for name in args.names or function_names():
+            print(f"built {build_bundle(name, args.out.resolve())}")
+    except PackagingError as error:
+        print(f"package: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Each `make package` bundle, started alone with functions-framework (cwd and PYTHONPATH
+the bundle, not the repository), answers over HTTP against the test Kafka and PostgreSQL."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from infra._process import free_port
+from infra.package import build_bundle
+from shared.runner.demo_data import seed_demo_data
+from tests.e2e.processes import (
+    ServiceProcess,
+    clean_env,
+    http,
+    settings_env,
+    start_process,
+    wait_for_status,
+    wait_until_answering,
+)
+
+pytestmark = pytest.mark.slow
+
+AD = {
+    "seller_id": 1,
+    "is_verified_seller": True,
+    "item_id": 10,
+    "name": "Road bike",
+    "description": "Aluminium frame, serviced in May.",
+    "category": 3,
+    "images_qty": 4,
+}
+# (target, bundle folder)
+TARGETS = [
+    ("predict", "predict"),
+    ("simple_predict", "predict"),
+    ("async_predict", "async_predict"),
+    ("moderation_result", "moderation_result"),
+    ("moderation_consumer", "moderation_consumer"),
+]
+
+
+def _functions_framework() -> str:
+    installed = Path(sys.executable).parent / "functions-framework"
+    found = str(installed) if installed.exists() else shutil.which("functions-framework")
+    if found is None:
+        pytest.fail("functions-framework is not installed: run `make venv`")
+    return found
+
+
+def _import_origin(bundle: Path, env: dict[str, str]) -> str:
+    """Where `shared` comes from for a process started like the function."""
+    return subprocess.run(
+        [sys.executable, "-c", "import shared; print(shared.__file__)"],
+        cwd=bundle,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.strip()
+
+
+@pytest.fixture
+def functions(settings, tmp_path):
+    """Every target's bundle, built into tmp_path and served on a port of its own."""
+    seed_demo_data(settings.database_url)
+    framework = _functions_framework()
+    services: dict[str, tuple[ServiceProcess, str]] = {}
+    bundles = {folder: build_bundle(folder, tmp_path / "bundles") for _, folder in TARGETS}
+    try:
+        for target, folder in TARGETS:
+            bundle = bundles[folder]
+            port = free_port()
+            env = {
+                **clean_env(),
+                **settings_env(settings, PORT=str(port)),
+                "PYTHONPATH": str(bundle),
+            }
+            assert _import_origin(bundle, env).startswith(str(bundle))
+            command = [framework, "--source", "main.py", "--target", target, f"--port={port}"]
+            service = start_process(target, command, cwd=bundle, env=env, log_dir=tmp_path)
+            services[target] = (service, f"http://127.0.0.1:{port}")
+        for service, base in services.values():
+            wait_until_answering(service, f"{base}/", timeout_s=90)
+        yield services
+    finally:
+        for service, _base in services.values():
+            service.stop()
+
+
+def test_each_packaged_function_serves_its_endpoint(functions, settings):
+    predict = functions["predict"][1]
+    simple_predict = functions["simple_predict"][1]
+    async_predict = functions["async_predict"][1]
+    consumer = functions["moderation_consumer"][1]
+    result_service, moderation_result = functions["moderation_result"]
+
+    predicted = http("POST", f"{predict}/predict", AD)
+    stored = http("POST", f"{simple_predict}/simple_predict?item_id=1")
+    accepted_status, accepted = http("POST", f"{async_predict}/async_predict?item_id=1")
+    task_id = accepted["task_id"]
+    # The CloudEvent a Knative KafkaSource would push for the task message.
+    consumed = http(
+        "POST",
+        f"{consumer}/",
+        {"task_id": task_id, "item_id": 1},
+        headers={
+            "ce-specversion": "1.0",
+            "ce-type": "dev.knative.kafka.event",
+            "ce-source": f"/apis/v1/namespaces/default/kafkasources/moderation#"
+            f"{settings.kafka_moderation_topic}",
+            "ce-id": str(uuid.uuid4()),
+            "ce-subject": f"partition:0#{task_id}",
+            "ce-key": "1",
+        },
+    )
+    result = wait_for_status(
+        f"{moderation_result}/moderation_result/{task_id}", "completed", 15, result_service
+    )
+
+    assert predicted[0] == 200, predicted
+    assert predicted[1]["item_id"] == 10
+    assert stored[0] == 200, stored
+    assert stored[1]["item_id"] == 1
+    assert accepted_status == 202, accepted
+    assert consumed[0] == 200, consumed
+    assert result["model_version"] == predicted[1]["model_version"]
