@@ -94,8 +94,10 @@ def start(backends: Backends, options: RunnerOptions) -> _Running:
     settings = backends.settings
     services = build_services(settings)
     install_services(services)
-    # Loaded now, so the first request does not pay for it and a missing model fails here.
+    # Loaded and connected now, so the first request does not pay for it and a
+    # missing model or an unreachable broker fails here, with its reason.
     metrics.record_model_version(services.model.get().version)
+    services.publisher.ping()
     server = HttpServer(build_runner_app(), options.host, settings.port)
     consumer = ConsumerWorker(settings, load_consumer_handler())
     relay = RelayWorker(services)
