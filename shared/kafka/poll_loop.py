@@ -81,7 +81,7 @@ class PartitionedPollLoop:
                 # A short poll while batches run, so finished ones are reaped promptly;
                 # a bounded one otherwise, which keeps Ctrl-C and `stop` responsive.
                 timeout = 0.02 if busy else self._poll_timeout_s
-                for message in self._consumer.consume(self._batch_size, timeout):
+                for message in self._poll_batch(timeout):
                     self._accept(message)
                 self._dispatch()
                 self._report_lag()
@@ -90,6 +90,21 @@ class PartitionedPollLoop:
             self._commit()
             self._executor.shutdown(wait=True)
             self._consumer.close()
+
+    def _poll_batch(self, timeout_s: float) -> list[Message]:
+        """Wait up to `timeout_s` for one record, then take whatever else is already fetched.
+
+        `consume(n, timeout)` alone would hold a lone record until the timeout ran
+        out, adding up to a whole poll timeout to every task's latency.
+        """
+        first = self._consumer.poll(timeout_s)
+        if first is None:
+            return []
+        return (
+            [first, *self._consumer.consume(self._batch_size - 1, 0)]
+            if self._batch_size > 1
+            else [first]
+        )
 
     def _accept(self, message: Message) -> None:
         error = message.error()
