@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from functions_framework import create_app
 from werkzeug.serving import make_server
 
@@ -182,8 +182,6 @@ def test_duplicate_delivery_yields_one_result_and_never_moves_a_finished_task(se
 def _committed_offset(settings) -> int:
     consumer = Consumer(consumer_config(settings))
     try:
-        from confluent_kafka import TopicPartition
-
         partitions = [
             TopicPartition(settings.kafka_moderation_topic, p)
             for p in range(settings.kafka_moderation_partitions)
@@ -327,3 +325,34 @@ def test_simple_predict_scores_a_stored_ad_and_404s_an_unknown_one(settings):
             .post("/async_predict?item_id=999")
         )
         assert unknown_async.status_code == 404 and task_rows(services) == []
+
+
+def test_a_batch_waiting_out_a_retry_stalls_only_its_own_partition(settings):
+    with wired_services(settings) as services:
+        seed_ads(services, 2)
+        release = threading.Event()
+        processed_partitions: list[int] = []
+
+        def handle(records):
+            if records[0].partition == 0 and not release.is_set():
+                # Stands in for a batch sleeping through the 5/10/20 s schedule.
+                release.wait(timeout=30)
+            report = process_moderation_batch(services, records)
+            processed_partitions.append(records[0].partition)
+            return report
+
+        with services.db.transaction() as tx:
+            blocked_task = tx.create_task_for_existing_ad(1)
+            free_task = tx.create_task_for_existing_ad(2)
+        producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+        for task_id, item_id, partition in ((blocked_task, 1, 0), (free_task, 2, 1)):
+            key, value = encode_task_message(task_id, item_id)
+            producer.produce(settings.kafka_moderation_topic, value, key, partition=partition)
+        assert producer.flush(15) == 0
+
+        with running_consumer(services, handle):
+            wait_until(lambda: 1 in processed_partitions, timeout_s=30, what="partition 1 done")
+            statuses = _statuses(services)
+            assert statuses[free_task] == "completed" and statuses[blocked_task] == "pending"
+            release.set()
+            wait_until(lambda: _all_finished(services, 2), timeout_s=30, what="both tasks")
