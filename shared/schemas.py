@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
+from shared.db.tasks import TaskRow
 from shared.domain import Ad, Verdict
 
 BIGINT_MAX = 2**63 - 1
@@ -89,6 +90,21 @@ class ModerationResultResponse(BaseModel):
     attempts: int
     created_at: datetime
     processed_at: datetime | None
+
+    @classmethod
+    def from_task(cls, task: TaskRow) -> ModerationResultResponse:
+        return cls(
+            task_id=task.id,
+            item_id=task.item_id,
+            status=task.status,
+            is_violation=task.is_violation,
+            probability=task.probability,
+            model_version=task.model_version,
+            error=task.error_message,
+            attempts=task.attempts,
+            created_at=task.created_at,
+            processed_at=task.processed_at,
+        )
 
 
 class ErrorResponse(BaseModel):

@@ -17,16 +17,4 @@ from shared.schemas import ModerationResultResponse, TaskIdPath
 @json_endpoint("moderation_result", methods=("GET",))
 def moderation_result(request: flask.Request) -> ModerationResultResponse:
     task_id = parse_path_id(request, TaskIdPath, "task_id").task_id
-    task = get_moderation_result(get_services(), task_id)
-    return ModerationResultResponse(
-        task_id=task.id,
-        item_id=task.item_id,
-        status=task.status,
-        is_violation=task.is_violation,
-        probability=task.probability,
-        model_version=task.model_version,
-        error=task.error_message,
-        attempts=task.attempts,
-        created_at=task.created_at,
-        processed_at=task.processed_at,
-    )
+    return ModerationResultResponse.from_task(get_moderation_result(get_services(), task_id))

@@ -1,0 +1,276 @@
+"""Draining `moderation`: our consumer against a floor pipeline and a seed-style worker, same run.
+
+All three read pre-produced task records from a fresh 3-partition topic whose
+tasks are pending rows in moderation_results, and the clock runs from the first
+batch handed over to the moment every task is durable (the group join is left out).
+
+- ours: the real `PartitionedPollLoop` + `process_moderation_batch` + the default
+  model, at the default batch size (CONSUMER_BATCH_SIZE).
+- floor: a plain `consume()` loop and one batched UPDATE per batch, no model: what
+  Kafka and PostgreSQL cost on their own.
+- seed-style: one message at a time, a new connection per message, one SELECT of
+  the ad, the same (fast) model on that one ad, one single-row UPDATE.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer, TopicPartition
+
+from bench import _infra
+from shared.bootstrap import build_services
+from shared.domain import Ad
+from shared.kafka.config import consumer_config
+from shared.kafka.poll_loop import BatchHandler, PartitionedPollLoop
+from shared.kafka.record import ConsumedRecord
+from shared.moderation.batch import process_moderation_batch
+from shared.settings import Settings
+
+ADS = 50_000
+TASKS = 50_000
+SEED_STYLE_TASKS = 2_000
+DRAIN_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 30.0
+FLOOR_TARGET = 0.5
+SEED_TARGET = 20
+
+FLOOR_UPDATE = """
+    UPDATE moderation_results
+    SET status = 'completed', is_violation = false, probability = 0, model_version = 'floor',
+        attempts = attempts + 1, processed_at = now()
+    WHERE id = ANY(%s) AND status = 'pending'
+"""
+SEED_SELECT = """
+    SELECT a.id, a.seller_id, s.is_verified, a.name, a.description, a.category, a.images_qty
+    FROM ads a JOIN sellers s ON s.id = a.seller_id WHERE a.id = %s
+"""
+SEED_UPDATE = """
+    UPDATE moderation_results
+    SET status = 'completed', is_violation = %s, probability = %s, model_version = %s,
+        attempts = attempts + 1, processed_at = now()
+    WHERE id = %s AND status = 'pending'
+"""
+
+
+@dataclass(frozen=True)
+class Drain:
+    rows: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.seconds
+
+
+def run() -> dict[str, dict[str, Any]]:
+    stack = _infra.stack()
+    _infra.reset_tables(stack.database_url)
+    _infra.seed_ads(stack.database_url, ADS)
+    ours = measure(stack, TASKS, ADS, drain_ours)
+    floor = measure(stack, TASKS, ADS, drain_floor)
+    seed = measure(stack, SEED_STYLE_TASKS, ADS, drain_seed_style)
+    _infra.print_table(
+        "consumer_throughput",
+        [("pipeline", "rows", "seconds", "rows/s")]
+        + [
+            (name, f"{d.rows:,}", f"{d.seconds:.2f}", f"{d.rate:,.0f}")
+            for name, d in (("ours", ours), ("floor", floor), ("seed-style", seed))
+        ],
+    )
+    return {
+        "consumer_throughput.vs_floor": {
+            "value": round(ours.rate),
+            "unit": "rows/s",
+            "baseline": round(floor.rate),
+            "ratio": round(ours.rate / floor.rate, 2),
+            "target": f">= {FLOOR_TARGET} (floor: consume + one batched UPDATE, no model)",
+        },
+        "consumer_throughput.vs_seed_worker": {
+            "value": round(ours.rate),
+            "unit": "rows/s",
+            "baseline": round(seed.rate),
+            "ratio": round(ours.rate / seed.rate, 1),
+            "target": f">= {SEED_TARGET} (seed: a connection and an UPDATE per message)",
+        },
+    }
+
+
+def measure(
+    stack: _infra.Stack, tasks: int, ads: int, drain: Callable[[Settings, int], Drain]
+) -> Drain:
+    """`tasks` fresh pending rows (and no others), drained by `drain`."""
+    _infra.reset_tasks(stack.database_url)
+    return drain_tasks(stack, _infra.seed_pending_tasks(stack.database_url, tasks, ads), drain)
+
+
+def drain_tasks(
+    stack: _infra.Stack,
+    pending: Sequence[tuple[int, int]],
+    drain: Callable[[Settings, int], Drain],
+) -> Drain:
+    """A fresh topic holding one record per pending (task_id, item_id), drained by `drain`."""
+    settings = _infra.bench_settings(stack)
+    with _infra.fresh_topics(settings):
+        _infra.produce_tasks(settings, pending)
+        result = drain(settings, len(pending))
+    _check_all_completed(stack.database_url, [task_id for task_id, _ in pending])
+    return result
+
+
+class _Progress:
+    """Tasks made durable so far, and when the first batch started."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.done = 0
+        self.first_started: float | None = None
+        self.finished_at: float | None = None
+        self.all_done = threading.Event()
+        self._lock = threading.Lock()
+
+    def started(self) -> None:
+        with self._lock:
+            if self.first_started is None:
+                self.first_started = time.perf_counter()
+
+    def add(self, count: int) -> None:
+        with self._lock:
+            self.done += count
+            if self.done >= self.expected and not self.all_done.is_set():
+                self.finished_at = time.perf_counter()
+                self.all_done.set()
+
+    def result(self, what: str) -> Drain:
+        if not self.all_done.wait(DRAIN_TIMEOUT_S):
+            raise RuntimeError(
+                f"{what}: {self.done} of {self.expected} tasks done after {DRAIN_TIMEOUT_S:.0f} s"
+            )
+        assert self.first_started is not None and self.finished_at is not None
+        return Drain(self.done, self.finished_at - self.first_started)
+
+
+def drain_ours(settings: Settings, expected: int) -> Drain:
+    services = build_services(settings)
+    try:
+        services.model.get()  # loaded before the clock starts, as in a running consumer
+        services.db.ping()
+        progress = _Progress(expected)
+
+        def handle(records: list[ConsumedRecord]) -> object:
+            progress.started()
+            report = process_moderation_batch(services, records)
+            # The handler returned: these tasks are committed (completed, failed or known).
+            progress.add(report.completed + report.failed + report.duplicates)
+            return report
+
+        with running_poll_loop(settings, handle):
+            return progress.result("ours")
+    finally:
+        services.close()
+
+
+@contextmanager
+def running_poll_loop(settings: Settings, handle_batch: BatchHandler) -> Iterator[None]:
+    """The real poll loop on a thread of this process, stopped (bounded) when the block ends."""
+    loop = PartitionedPollLoop(
+        Consumer(consumer_config(settings)),
+        settings.kafka_moderation_topic,
+        handle_batch,
+        batch_size=settings.consumer_batch_size,
+        poll_timeout_s=settings.consumer_poll_timeout_s,
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), name="bench-poll-loop", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(STOP_TIMEOUT_S)
+        if thread.is_alive():
+            raise RuntimeError(f"the poll loop did not stop within {STOP_TIMEOUT_S:.0f} s")
+
+
+def drain_floor(settings: Settings, expected: int) -> Drain:
+    consumer = Consumer(consumer_config(settings))
+    consumer.subscribe([settings.kafka_moderation_topic])
+    conn = psycopg.connect(settings.database_url)
+    progress = _Progress(expected)
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    try:
+        while not progress.all_done.is_set() and time.monotonic() < deadline:
+            messages = [
+                m for m in consumer.consume(settings.consumer_batch_size, 0.1) if m.error() is None
+            ]
+            if not messages:
+                continue
+            progress.started()
+            task_ids = [json.loads(message.value())["task_id"] for message in messages]
+            with conn.transaction():
+                updated = conn.execute(FLOOR_UPDATE, (task_ids,)).rowcount
+            _store_offsets(consumer, messages)
+            progress.add(updated)
+    finally:
+        consumer.close()
+        conn.close()
+    return progress.result("floor")
+
+
+def drain_seed_style(settings: Settings, expected: int) -> Drain:
+    from shared.model import load_model
+
+    model = load_model(settings.model_uri)
+    consumer = Consumer(consumer_config(settings))
+    consumer.subscribe([settings.kafka_moderation_topic])
+    progress = _Progress(expected)
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    try:
+        while not progress.all_done.is_set() and time.monotonic() < deadline:
+            message = consumer.poll(0.1)
+            if message is None or message.error() is not None:
+                continue
+            progress.started()
+            task = json.loads(message.value())
+            with psycopg.connect(settings.database_url) as conn:
+                row = conn.execute(SEED_SELECT, (task["item_id"],)).fetchone()
+                verdict = model.predict([Ad(*row)])[0]
+                updated = conn.execute(
+                    SEED_UPDATE,
+                    (
+                        verdict.is_violation,
+                        verdict.probability,
+                        verdict.model_version,
+                        task["task_id"],
+                    ),
+                ).rowcount
+            _store_offsets(consumer, [message])
+            progress.add(updated)
+    finally:
+        consumer.close()
+    return progress.result("seed-style")
+
+
+def _store_offsets(consumer: Consumer, messages: Sequence[Any]) -> None:
+    last: dict[tuple[str, int], int] = {}
+    for message in messages:
+        last[(message.topic(), message.partition())] = message.offset()
+    consumer.store_offsets(
+        offsets=[
+            TopicPartition(topic, partition, offset + 1)
+            for (topic, partition), offset in last.items()
+        ]
+    )
+
+
+def _check_all_completed(database_url: str, task_ids: Sequence[int]) -> None:
+    statuses = _infra.count_by_status(database_url, task_ids)
+    if statuses.get("completed", 0) != len(task_ids):
+        raise RuntimeError(f"expected all {len(task_ids)} tasks completed, found {statuses}")
