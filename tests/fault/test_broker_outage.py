@@ -1,0 +1,171 @@
+"""The Kafka broker stopped and started again while async_predict calls keep coming: every
+accepted task (a 202) still ends completed, through the outbox relay if need be."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pytest
+import requests
+from functions_framework import create_app
+from werkzeug.serving import make_server
+
+from shared.moderation.relay import relay_once
+from shared.runner.workers import RelayWorker
+from tests.fault.load import dead_letter_rows, outcomes
+from tests.fault.waiting import wait_for
+from tests.integration.helpers import read_topic, running_consumer, seed_ads, wired_services
+
+pytestmark = [pytest.mark.fault, pytest.mark.integration]
+
+CALLERS = 3
+ADS = 50
+RELAY_INTERVAL_S = 0.5
+OUTAGE_S = 5.0
+REQUEST_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    started: float
+    status: int
+    task_id: int | None
+
+
+class AsyncPredictCallers:
+    """`CALLERS` threads calling POST /async_predict back to back until stopped."""
+
+    def __init__(self, url: str, item_ids: list[int]) -> None:
+        self._url = url
+        self._item_ids = itertools.cycle(item_ids)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._call_until_stopped, name=f"caller-{n}", daemon=True)
+            for n in range(CALLERS)
+        ]
+        self.calls: list[Call] = []
+        self.errors: list[str] = []
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(REQUEST_TIMEOUT_S + 5)
+            if thread.is_alive():
+                pytest.fail(f"{thread.name} still running {REQUEST_TIMEOUT_S + 5:g} s after stop")
+
+    def accepted(self) -> list[Call]:
+        with self._lock:
+            return [call for call in self.calls if call.status == 202]
+
+    def _call_until_stopped(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                item_id = next(self._item_ids)
+            started = time.monotonic()
+            try:
+                response = requests.post(
+                    self._url, params={"item_id": item_id}, timeout=REQUEST_TIMEOUT_S
+                )
+            except requests.RequestException as error:
+                with self._lock:
+                    self.errors.append(repr(error))
+                continue
+            task_id = response.json().get("task_id") if response.status_code == 202 else None
+            with self._lock:
+                self.calls.append(Call(started, response.status_code, task_id))
+
+
+@contextmanager
+def served_async_predict() -> Iterator[str]:
+    """async_predict behind a real HTTP server on loopback; yields its URL."""
+    app = create_app("async_predict", "functions/async_predict/main.py")
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/async_predict"
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+def _not_completed(services, task_ids: set[int]) -> list[int]:
+    results = outcomes(services)
+    return sorted(t for t in task_ids if t not in results or results[t].status != "completed")
+
+
+def test_broker_stopped_and_restarted_under_async_predict_load_loses_no_accepted_task(
+    infra, settings
+):
+    if infra.kafka is None:
+        pytest.skip("KAFKA_BOOTSTRAP_SERVERS names an external broker, which this test cannot stop")
+    relay_settings = settings.model_copy(update={"outbox_relay_interval_s": RELAY_INTERVAL_S})
+    with wired_services(relay_settings) as services:
+        item_ids = seed_ads(services, ADS)
+        relayed: list[int] = []
+
+        def counting_relay_once(relay_services) -> int:
+            published = relay_once(relay_services)
+            relayed.append(published)
+            return published
+
+        relay = RelayWorker(services, sweep=counting_relay_once)
+        try:
+            with served_async_predict() as url, running_consumer(services):
+                callers = AsyncPredictCallers(url, item_ids)
+                relay.start()
+                callers.start()
+                try:
+                    wait_for(
+                        lambda: len(callers.accepted()) >= 20,
+                        timeout_s=30,
+                        what="20 accepted calls before the outage",
+                    )
+                    outage_started = time.monotonic()
+                    infra.kafka.stop()
+                    time.sleep(OUTAGE_S)
+                    infra.kafka.start()
+                    outage_ended = time.monotonic()
+                    accepted_by_then = len(callers.accepted())
+                    wait_for(
+                        lambda: len(callers.accepted()) >= accepted_by_then + 20,
+                        timeout_s=30,
+                        what="20 more accepted calls after the broker came back",
+                    )
+                finally:
+                    # Before anything else: the consumer's shutdown and later tests need it.
+                    if not infra.kafka.is_running():
+                        infra.kafka.start()
+                    callers.stop()
+                task_ids = {call.task_id for call in callers.accepted()}
+                wait_for(
+                    lambda: not _not_completed(services, task_ids),
+                    timeout_s=90,
+                    what=f"all {len(task_ids)} accepted tasks completed",
+                    seen=lambda: f"not completed: {_not_completed(services, task_ids)}",
+                )
+        finally:
+            relay.stop(timeout_s=10)
+            if not infra.kafka.is_running():
+                infra.kafka.start()
+
+        during_outage = [c for c in callers.calls if outage_started <= c.started < outage_ended]
+        assert callers.errors == []
+        assert during_outage, "no call was made while the broker was down"
+        assert {call.status for call in callers.calls} == {202}
+        assert len(task_ids) == len(callers.calls)
+        # Publishes that failed while the broker was down reached Kafka through the outbox.
+        assert sum(relayed) > 0
+        assert {o.status for o in outcomes(services).values()} == {"completed"}
+        assert dead_letter_rows(services) == 0
+        assert read_topic(settings, settings.kafka_dlq_topic, expected=0, timeout_s=1) == []

@@ -1,0 +1,83 @@
+"""The consumer process SIGKILLed mid-batch, again and again: nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fault.load import (
+    ConsumerGroupProbe,
+    create_published_tasks,
+    dead_letter_rows,
+    outcomes,
+    produce_tasks,
+    status_counts,
+)
+from tests.fault.waiting import wait_for
+from tests.integration.helpers import read_topic, seed_ads, wired_services
+
+pytestmark = [pytest.mark.fault, pytest.mark.integration]
+
+TASKS = 5000
+KILLS = 3
+# Small batches: many commits in flight at any moment, so a kill lands between a
+# batch's database commit and its offset commit.
+BATCH_SIZE = 100
+
+
+def test_consumer_sigkilled_three_times_mid_batch_completes_each_of_5000_tasks_exactly_once(
+    settings, start_consumer
+):
+    with wired_services(settings) as services, ConsumerGroupProbe(settings) as group:
+        tasks = create_published_tasks(services, seed_ads(services, TASKS))
+        produce_tasks(settings, tasks)
+
+        for kill in range(1, KILLS + 1):
+            done_before = status_counts(services)["completed"]
+            consumer = start_consumer(consumer_batch_size=BATCH_SIZE)
+            # Killed as soon as a batch is committed: the batches next to it are in flight.
+            wait_for(
+                lambda done_before=done_before: status_counts(services)["completed"] > done_before,
+                timeout_s=60,
+                what=f"the consumer to commit a batch before kill {kill}",
+                seen=consumer.log_tail,
+                watch=[consumer],
+            )
+            consumer.kill()
+        finished_before_last_restart = outcomes(services, finished_only=True)
+        final = start_consumer(consumer_batch_size=BATCH_SIZE)
+        wait_for(
+            lambda: status_counts(services)["completed"] == TASKS,
+            timeout_s=90,
+            what=f"all {TASKS} tasks completed after the last restart",
+            seen=lambda: f"{status_counts(services)}\n{final.log_tail()}",
+            watch=[final],
+        )
+        # Drained: every redelivered record handled and its offset committed.
+        wait_for(
+            lambda: group.unconsumed_records() == 0,
+            timeout_s=30,
+            what="the consumer group to commit the end of every partition",
+            seen=lambda: f"{group.unconsumed_records()} record(s) behind",
+            watch=[final],
+        )
+        redelivered = final.metric("moderation_tasks_total", outcome="duplicate")
+        exit_code = final.stop()
+
+        assert len(finished_before_last_restart) < TASKS, "all finished before the last kill"
+        # Redelivered records already completed: a kill fell between a batch's database
+        # commit and its offset commit, the window this test is about.
+        assert redelivered > 0
+        results = outcomes(services)
+        assert sorted(results) == sorted(task_id for task_id, _ in tasks)
+        assert {result.status for result in results.values()} == {"completed"}
+        assert all(result.attempts >= 1 for result in results.values())
+        # Finished before the last restart, and rewritten by none of the redeliveries.
+        rewritten = [
+            task_id
+            for task_id, before in finished_before_last_restart.items()
+            if results[task_id] != before
+        ]
+        assert rewritten == []
+        assert dead_letter_rows(services) == 0
+        assert read_topic(settings, settings.kafka_dlq_topic, expected=0, timeout_s=1) == []
+        assert exit_code == 0, final.log_tail()
