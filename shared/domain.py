@@ -1,12 +1,15 @@
-"""Plain data that crosses module boundaries: what the model reads and what it returns."""
+"""Plain data that crosses module boundaries: what the model reads and what it returns.
+
+NamedTuples rather than dataclasses: the consumer makes one of each per record, and
+a tuple is several times cheaper to build while just as immutable.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Ad:
+class Ad(NamedTuple):
     """An ad with its seller's verification flag: everything the model reads."""
 
     item_id: int
@@ -18,8 +21,7 @@ class Ad:
     images_qty: int
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     item_id: int
     is_violation: bool
     probability: float  # P(violation)

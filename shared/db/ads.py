@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import psycopg
 
+from shared.db.arrays import bigint_array
 from shared.domain import Ad
 
 _AD_WITH_SELLER = """
@@ -17,5 +20,8 @@ def load_ad_with_seller(conn: psycopg.Connection, item_id: int) -> Ad | None:
     return Ad(*row) if row else None
 
 
-def ad_exists(conn: psycopg.Connection, item_id: int) -> bool:
-    return conn.execute("SELECT 1 FROM ads WHERE id = %s", (item_id,)).fetchone() is not None
+def load_ads_with_sellers(conn: psycopg.Connection, item_ids: Sequence[int]) -> dict[int, Ad]:
+    """All the ads of a batch in one query, by id; a missing ad is simply absent."""
+    query = _AD_WITH_SELLER + " WHERE a.id = ANY(%s::bigint[])"
+    rows = conn.execute(query, (bigint_array(item_ids),)).fetchall()
+    return {row[0]: Ad(*row) for row in rows}

@@ -7,6 +7,8 @@ treat it as temporary without knowing psycopg's exception tree.
 
 from __future__ import annotations
 
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -30,6 +32,10 @@ _UNAVAILABLE = (
 )
 
 
+# A pooled connection idle for longer than this is pinged before it is reused.
+IDLE_CHECK_AFTER_S = 2.0
+
+
 class Database:
     """A lazily opened pool; `transaction()` commits on success and rolls back otherwise."""
 
@@ -50,13 +56,26 @@ class Database:
             timeout=connect_timeout_s,
             kwargs={
                 "connect_timeout": max(1, int(connect_timeout_s)),
-                "options": f"-c statement_timeout={statement_timeout_ms}",
+                # Custom plans: a batch's `id = ANY(array)` must be planned for its real
+                # size; psycopg prepares repeated statements, and PostgreSQL's generic
+                # plan for them scans whole tables.
+                "options": (
+                    f"-c statement_timeout={statement_timeout_ms}"
+                    " -c plan_cache_mode=force_custom_plan"
+                ),
+                # Transactions are explicit (`transaction()`); a lone statement then
+                # costs one round trip instead of BEGIN, statement, COMMIT.
+                "autocommit": True,
             },
             # Open on first use, not at construction: nothing connects at import time.
             open=False,
-            check=psycopg_pool.ConnectionPool.check_connection,
+            check=self._check_if_idle,
+            reset=self._note_returned,
         )
         self._opened = False
+        self._returned_at: weakref.WeakKeyDictionary[psycopg.Connection, float] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _ensure_open(self) -> None:
         if not self._opened:
@@ -68,15 +87,35 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """One transaction on a pooled connection; commit happens only if the block succeeds."""
+        with self._connection() as conn, conn.transaction():
+            yield Transaction(conn)
+
+    @contextmanager
+    def autocommit(self) -> Iterator[Transaction]:
+        """Each statement commits on its own: for reads and single-statement writes."""
+        with self._connection() as conn:
+            yield Transaction(conn)
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
         self._ensure_open()
         try:
             with self._pool.connection() as conn:
-                yield Transaction(conn)
+                yield conn
         except _UNAVAILABLE as error:
             raise DatabaseUnavailable(f"PostgreSQL unavailable: {error}") from error
 
+    def _note_returned(self, conn: psycopg.Connection) -> None:
+        self._returned_at[conn] = time.monotonic()
+
+    def _check_if_idle(self, conn: psycopg.Connection) -> None:
+        # A busy connection is not pinged (a round trip per use); one that sat idle
+        # may have been cut by a server restart, and is checked before it is handed out.
+        if time.monotonic() - self._returned_at.get(conn, 0.0) > IDLE_CHECK_AFTER_S:
+            psycopg_pool.ConnectionPool.check_connection(conn)
+
     def ping(self) -> None:
-        with self.transaction() as tx:
+        with self.autocommit() as tx:
             tx.conn.execute("SELECT 1")
 
     def close(self) -> None:

@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import psycopg
 from psycopg.rows import class_row
 
+from shared.db.ads import load_ads_with_sellers
+from shared.db.arrays import bigint_array, boolean_array, float8_array
 from shared.domain import Ad, Verdict
 
 
@@ -31,8 +34,7 @@ class TaskRow:
     processed_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class TaskForProcessing:
+class TaskForProcessing(NamedTuple):
     """A task, locked for this transaction, with its ad (None when the ad is gone)."""
 
     id: int
@@ -108,53 +110,58 @@ def get_task(conn: psycopg.Connection, task_id: int) -> TaskRow | None:
 def lock_tasks_with_ads(
     conn: psycopg.Connection, task_ids: Sequence[int]
 ) -> dict[int, TaskForProcessing]:
-    """One query for a whole batch: each task, locked, with its ad and seller.
+    """Each task of a batch, locked, with its ad and seller: two index lookups in all.
 
     The row lock keeps two consumers (say, the old and the new owner of a
-    partition during a rebalance) from finishing the same task at once.
+    partition during a rebalance) from finishing the same task at once. The ads
+    come in a second query by id: joined in one statement, the planner reads the
+    whole ads table for a batch.
     """
     rows = conn.execute(
         """
-        SELECT t.id, t.item_id, t.status, t.attempts, t.first_failure_at,
-               a.id, a.seller_id, s.is_verified, a.name, a.description, a.category, a.images_qty
-        FROM moderation_results t
-        LEFT JOIN ads a ON a.id = t.item_id
-        LEFT JOIN sellers s ON s.id = a.seller_id
-        WHERE t.id = ANY(%s)
-        ORDER BY t.id
-        FOR UPDATE OF t
+        SELECT id, item_id, status, attempts, first_failure_at
+        FROM moderation_results WHERE id = ANY(%s::bigint[])
+        ORDER BY id
+        FOR UPDATE
         """,
-        (list(task_ids),),
+        (bigint_array(task_ids),),
     ).fetchall()
-    tasks = {}
-    for row in rows:
-        ad = Ad(*row[5:]) if row[5] is not None else None
-        tasks[row[0]] = TaskForProcessing(row[0], row[1], row[2], row[3], row[4], ad)
-    return tasks
+    ads = load_ads_with_sellers(conn, [row[1] for row in rows])
+    return {row[0]: TaskForProcessing(*row, ad=ads.get(row[1])) for row in rows}
 
 
 def complete_tasks(conn: psycopg.Connection, verdicts: Sequence[tuple[int, Verdict]]) -> int:
-    """Write the verdicts of pending tasks in one statement; returns how many rows changed."""
-    if not verdicts:
-        return 0
-    cursor = conn.execute(
-        """
-        UPDATE moderation_results t
-        SET status = 'completed', is_violation = v.is_violation, probability = v.probability,
-            model_version = v.model_version, attempts = t.attempts + 1,
-            error_message = NULL, processed_at = now()
-        FROM unnest(%s::bigint[], %s::boolean[], %s::float8[], %s::text[])
-             AS v(id, is_violation, probability, model_version)
-        WHERE t.id = v.id AND t.status = 'pending'
-        """,
-        (
-            [task_id for task_id, _ in verdicts],
-            [verdict.is_violation for _, verdict in verdicts],
-            [verdict.probability for _, verdict in verdicts],
-            [verdict.model_version for _, verdict in verdicts],
-        ),
-    )
-    return cursor.rowcount
+    """Write the verdicts of pending tasks, one statement per model version (normally one)."""
+    by_version: dict[str, list[tuple[int, Verdict]]] = {}
+    for task_id, verdict in verdicts:
+        by_version.setdefault(verdict.model_version, []).append((task_id, verdict))
+    changed = 0
+    for model_version, group in by_version.items():
+        cursor = conn.execute(
+            """
+            UPDATE moderation_results t
+            SET status = 'completed', is_violation = v.is_violation,
+                probability = v.probability, model_version = %(model_version)s,
+                attempts = t.attempts + 1,
+                error_message = NULL, processed_at = now(),
+                -- Consumed, so evidently published: this also takes the row out of the
+                -- relay's partial index if its publish was never marked.
+                published_at = coalesce(t.published_at, now())
+            FROM unnest(%(ids)s::bigint[], %(violations)s::boolean[], %(probabilities)s::float8[])
+                 AS v(id, is_violation, probability)
+            -- The ANY lets the planner find the rows by primary key; joined on the
+            -- unnest alone it hashes the whole table for every batch.
+            WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = v.id AND t.status = 'pending'
+            """,
+            {
+                "model_version": model_version,
+                "ids": bigint_array(task_id for task_id, _ in group),
+                "violations": boolean_array(verdict.is_violation for _, verdict in group),
+                "probabilities": float8_array(verdict.probability for _, verdict in group),
+            },
+        )
+        changed += cursor.rowcount
+    return changed
 
 
 def fail_tasks(conn: psycopg.Connection, failures: Sequence[TaskFailure]) -> int:
@@ -165,15 +172,17 @@ def fail_tasks(conn: psycopg.Connection, failures: Sequence[TaskFailure]) -> int
         UPDATE moderation_results t
         SET status = 'failed', error_message = f.reason, attempts = f.attempts,
             first_failure_at = coalesce(t.first_failure_at, now()),
-            last_failure_at = now(), processed_at = now()
-        FROM unnest(%s::bigint[], %s::text[], %s::int[]) AS f(id, reason, attempts)
-        WHERE t.id = f.id AND t.status = 'pending'
+            last_failure_at = now(), processed_at = now(),
+            published_at = coalesce(t.published_at, now())
+        FROM unnest(%(ids)s::bigint[], %(reasons)s::text[], %(attempts)s::int[])
+             AS f(id, reason, attempts)
+        WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = f.id AND t.status = 'pending'
         """,
-        (
-            [failure.task_id for failure in failures],
-            [failure.reason for failure in failures],
-            [failure.attempts for failure in failures],
-        ),
+        {
+            "ids": bigint_array(failure.task_id for failure in failures),
+            "reasons": [failure.reason for failure in failures],
+            "attempts": bigint_array(failure.attempts for failure in failures),
+        },
     )
     return cursor.rowcount
 

@@ -7,17 +7,28 @@ DLQ reason an operator reads.
 from __future__ import annotations
 
 import json
+import re
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.errors import MalformedMessage
-from shared.schemas import DbId
+from shared.schemas import BIGINT_MAX, DbId
 
 # A task message is two small integers; anything this large is not one of ours.
 MAX_ENVELOPE_BYTES = 4096
 
 
-class TaskMessage(BaseModel):
+class TaskMessage(NamedTuple):
+    """A parsed, valid task message (a tuple: the consumer makes one per record)."""
+
+    task_id: int
+    item_id: int
+
+
+class _TaskMessageSchema(BaseModel):
+    """The strict validation of a task message that is not in our canonical form."""
+
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
     task_id: DbId
@@ -30,7 +41,16 @@ def encode_task_message(task_id: int, item_id: int) -> tuple[bytes, bytes]:
     return str(item_id).encode(), value.encode()
 
 
+# Exactly what `encode_task_message` writes. Matching it skips JSON and pydantic for
+# the records we produced ourselves; anything else takes the full, strict path below.
+_CANONICAL = re.compile(rb'\{"task_id":([1-9][0-9]{0,18}),"item_id":([1-9][0-9]{0,18})\}')
+
+
 def parse_task_message(value: bytes | None) -> TaskMessage:
+    if value is not None and (match := _CANONICAL.fullmatch(value)):
+        task_id, item_id = int(match[1]), int(match[2])
+        if task_id <= BIGINT_MAX and item_id <= BIGINT_MAX:
+            return TaskMessage(task_id, item_id)
     if value is None or value == b"":
         raise MalformedMessage("empty value: expected a JSON object with task_id and item_id")
     if len(value) > MAX_ENVELOPE_BYTES:
@@ -48,10 +68,11 @@ def parse_task_message(value: bytes | None) -> TaskMessage:
     if not isinstance(document, dict):
         raise MalformedMessage(f"expected a JSON object, got {type(document).__name__}")
     try:
-        return TaskMessage.model_validate(document)
+        valid = _TaskMessageSchema.model_validate(document)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}"
             for issue in error.errors()
         )
         raise MalformedMessage(f"invalid task message: {problems}") from None
+    return TaskMessage(valid.task_id, valid.item_id)

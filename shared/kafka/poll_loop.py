@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 # Lag is read from cached watermarks (no broker round trip); once a second is plenty.
 LAG_REPORT_INTERVAL_S = 1.0
 
+# A partition's backlog that many batches long pauses its fetching.
+PAUSE_AT_BATCHES = 20
+
 BatchHandler = Callable[[list[ConsumedRecord]], object]
 PartitionKey = tuple[str, int]
 
@@ -113,10 +116,13 @@ class PartitionedPollLoop:
                 log.error("consumer error", extra={"error": str(error)})
             return
         key = (message.topic(), message.partition())
-        partition = self._partitions.setdefault(key, _Partition())
+        partition = self._partitions.get(key)
+        if partition is None:
+            partition = self._partitions[key] = _Partition()
         partition.backlog.append(message)
-        if len(partition.backlog) >= 2 * self._batch_size and not partition.paused:
+        if len(partition.backlog) >= PAUSE_AT_BATCHES * self._batch_size and not partition.paused:
             # Flow control: stop fetching a partition whose backlog is already long.
+            # Rarely, because a resume makes librdkafka drop and refetch its prefetch.
             self._consumer.pause([TopicPartition(*key)])
             partition.paused = True
 

@@ -20,12 +20,26 @@ class KafkaPublisher:
         self._timeout_s = timeout_s
         self._producer: Producer | None = None
         self._lock = threading.Lock()
+        self._closing = threading.Event()
 
     def _get_producer(self) -> Producer:
         with self._lock:
             if self._producer is None:
                 self._producer = Producer(self._config)
+                self._closing.clear()
+                threading.Thread(
+                    target=self._serve_delivery_reports,
+                    args=(self._producer,),
+                    name="kafka-delivery-reports",
+                    daemon=True,
+                ).start()
             return self._producer
+
+    def _serve_delivery_reports(self, producer: Producer) -> None:
+        # One thread serves every delivery callback, so a publishing thread just waits
+        # for its own event instead of sleeping in poll() while another thread serves it.
+        while not self._closing.is_set():
+            producer.poll(0.05)
 
     def publish(self, records: Sequence[OutgoingRecord]) -> None:
         """Publish all records; return once each is acknowledged, or raise BrokerUnavailable."""
@@ -35,16 +49,11 @@ class KafkaPublisher:
         pending = _PendingDeliveries(len(records))
         for record in records:
             self._produce(producer, record, pending)
-        deadline = time.monotonic() + self._timeout_s
-        while not pending.done.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise BrokerUnavailable(
-                    f"Kafka did not acknowledge {pending.outstanding} of {len(records)} "
-                    f"record(s) within {self._timeout_s:g} s"
-                )
-            # poll() serves delivery callbacks; any thread may serve any callback.
-            producer.poll(min(remaining, 0.05))
+        if not pending.done.wait(self._timeout_s):
+            raise BrokerUnavailable(
+                f"Kafka did not acknowledge {pending.outstanding} of {len(records)} "
+                f"record(s) within {self._timeout_s:g} s"
+            )
         if pending.errors:
             raise BrokerUnavailable(f"Kafka rejected a record: {pending.errors[0]}")
 
@@ -62,8 +71,8 @@ class KafkaPublisher:
                 )
                 return
             except BufferError:
-                # The local queue is full: let deliveries drain it, then try again.
-                producer.poll(0.05)
+                # The local queue is full: give deliveries a moment to drain it.
+                time.sleep(0.01)
             except KafkaException as error:
                 raise BrokerUnavailable(f"Kafka refused a record: {error}") from error
 
@@ -78,6 +87,7 @@ class KafkaPublisher:
         with self._lock:
             if self._producer is not None:
                 self._producer.flush(timeout_s)
+                self._closing.set()
                 self._producer = None
 
 

@@ -4,22 +4,24 @@ confluent-kafka's Message type (the CloudEvent entry point and tests build these
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class ConsumedRecord:
+class ConsumedRecord(NamedTuple):
+    # A NamedTuple, not a dataclass: the poll loop builds one per record, and a
+    # tuple is several times cheaper to make.
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = field(default=())
+    headers: tuple[tuple[str, bytes], ...] = ()
 
     @classmethod
     def from_message(cls, message: Any) -> ConsumedRecord:
         """Copy a confluent_kafka.Message."""
-        headers = tuple((name, value or b"") for name, value in (message.headers() or []))
+        raw_headers = message.headers()
+        headers = tuple((name, value or b"") for name, value in raw_headers) if raw_headers else ()
         return cls(
             topic=message.topic(),
             partition=message.partition(),

@@ -7,6 +7,7 @@ scorer and checks it against the pipeline on `probes.probe_batches()`.
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -55,6 +56,9 @@ class ModelLoader:
         with self._lock:
             if self._model is None:
                 self._model = self._load(self._uri)
+                # The loaded model's objects live as long as the process: freezing them
+                # keeps every later full garbage collection from walking them again.
+                gc.freeze()
             return self._model
 
     def ready(self) -> bool:

@@ -13,7 +13,7 @@ def predict_ad(services: Services, ad: Ad) -> Verdict:
 
 def predict_stored_ad(services: Services, item_id: int) -> Verdict:
     """Load the ad and its seller in one query, then score it."""
-    with services.db.transaction() as tx:
+    with services.db.autocommit() as tx:
         ad = tx.load_ad_with_seller(item_id)
     if ad is None:
         raise AdNotFound(item_id)

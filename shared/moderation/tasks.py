@@ -21,7 +21,7 @@ def submit_moderation_task(services: Services, item_id: int) -> int:
     unpublished and the relay publishes it later. So an accepted task (a 202) is
     never lost; while Kafka is down a caller just sees it `pending` for longer.
     """
-    with services.db.transaction() as tx:
+    with services.db.autocommit() as tx:
         task_id = tx.create_task_for_existing_ad(item_id)
     if task_id is None:
         raise AdNotFound(item_id)
@@ -29,7 +29,7 @@ def submit_moderation_task(services: Services, item_id: int) -> int:
     topic = services.settings.kafka_moderation_topic
     try:
         services.publisher.publish([OutgoingRecord(topic, key, value)])
-        with services.db.transaction() as tx:
+        with services.db.autocommit() as tx:
             tx.mark_tasks_published([task_id])
     except (BrokerUnavailable, DatabaseUnavailable) as error:
         # Accepted all the same: the relay republishes rows left unpublished.
@@ -41,7 +41,7 @@ def submit_moderation_task(services: Services, item_id: int) -> int:
 
 
 def get_moderation_result(services: Services, task_id: int) -> TaskRow:
-    with services.db.transaction() as tx:
+    with services.db.autocommit() as tx:
         task = tx.get_task(task_id)
     if task is None:
         raise TaskNotFound(task_id)
