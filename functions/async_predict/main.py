@@ -8,9 +8,12 @@ import flask
 import functions_framework
 
 from shared.bootstrap import get_services
-from shared.http import JsonResult, json_endpoint, parse_query
+from shared.http import JsonResult, json_endpoint, parse_query, register_json_errors
 from shared.moderation.tasks import submit_moderation_task
 from shared.schemas import AsyncPredictResponse, ItemIdQuery
+
+# Errors Flask raises before a handler runs (an unroutable path) are JSON too.
+register_json_errors(functions_framework.errorhandler)
 
 
 @functions_framework.http

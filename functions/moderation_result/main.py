@@ -8,9 +8,12 @@ import flask
 import functions_framework
 
 from shared.bootstrap import get_services
-from shared.http import json_endpoint, parse_path_id
+from shared.http import json_endpoint, parse_path_id, register_json_errors
 from shared.moderation.tasks import get_moderation_result
 from shared.schemas import ModerationResultResponse, TaskIdPath
+
+# Errors Flask raises before a handler runs (an unroutable path) are JSON too.
+register_json_errors(functions_framework.errorhandler)
 
 
 @functions_framework.http

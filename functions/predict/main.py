@@ -9,9 +9,12 @@ import flask
 import functions_framework
 
 from shared.bootstrap import get_services
-from shared.http import json_endpoint, parse_json_body, parse_query
+from shared.http import json_endpoint, parse_json_body, parse_query, register_json_errors
 from shared.moderation.predictions import predict_ad, predict_stored_ad
 from shared.schemas import ItemIdQuery, PredictRequest, PredictResponse
+
+# Errors Flask raises before a handler runs (an unroutable path) are JSON too.
+register_json_errors(functions_framework.errorhandler)
 
 
 @functions_framework.http

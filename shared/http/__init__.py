@@ -1,6 +1,14 @@
 """What the HTTP functions share: the endpoint wrapper, body and query parsing, errors."""
 
 from shared.http.endpoint import JsonResult, json_endpoint
+from shared.http.errors import register_json_errors
 from shared.http.parsing import parse_json_body, parse_path_id, parse_query
 
-__all__ = ["JsonResult", "json_endpoint", "parse_json_body", "parse_path_id", "parse_query"]
+__all__ = [
+    "JsonResult",
+    "json_endpoint",
+    "parse_json_body",
+    "parse_path_id",
+    "parse_query",
+    "register_json_errors",
+]

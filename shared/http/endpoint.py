@@ -75,6 +75,10 @@ def _respond(handler: Handler, request: flask.Request, methods: tuple[str, ...])
             f"Temporarily unavailable, retry later: {error}",
             {"Retry-After": str(settings.retry_after_s)},
         )
+    except Exception:
+        # A bug, not the caller's fault; logged with its traceback, answered as JSON.
+        log.exception("unhandled error in an HTTP handler")
+        return json_error(500, "Internal server error")
     if isinstance(result, BaseModel):
         result = JsonResult(result)
     response = flask.Response(

@@ -7,6 +7,7 @@ from typing import Any
 
 import flask
 from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
 
 
 class HttpError(Exception):
@@ -34,3 +35,13 @@ def field_errors(error: ValidationError) -> list[dict[str, Any]]:
         {"loc": list(issue["loc"]), "msg": issue["msg"], "type": issue["type"]}
         for issue in error.errors(include_url=False, include_context=False, include_input=False)
     ]
+
+
+def json_http_exception(error: HTTPException) -> flask.Response:
+    """Flask's own errors (a path its router cannot match, say) as JSON too, not HTML."""
+    return json_error(error.code or 500, error.description or error.name)
+
+
+def register_json_errors(errorhandler: Any) -> None:
+    """Register on the app functions-framework is building (`functions_framework.errorhandler`)."""
+    errorhandler(HTTPException)(json_http_exception)

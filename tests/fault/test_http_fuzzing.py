@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from urllib.parse import unquote
 
 import pytest
 import schemathesis
@@ -75,15 +74,8 @@ def _error_body_problem(response) -> str | None:
     return None
 
 
-def _without_newline_in_path(case) -> bool:
-    """Known bug, pinned by the xfail test below: such a path gets an HTML 404."""
-    # Schemathesis keeps path parameters percent-encoded.
-    values = (case.path_parameters or {}).values()
-    return not any("\n" in unquote(str(value)) for value in values)
-
-
 def _fuzz(operation, mode: GenerationMode, log: FuzzLog) -> None:
-    @given(case=operation.as_strategy(generation_mode=mode).filter(_without_newline_in_path))
+    @given(case=operation.as_strategy(generation_mode=mode))
     @hypothesis_settings(
         max_examples=EXAMPLES_PER_OPERATION_AND_MODE,
         deadline=None,
@@ -130,12 +122,6 @@ def test_500_generated_requests_across_all_endpoints_get_no_5xx_and_only_json_4x
         assert {200, 202, 404, 422} <= statuses, dict(log.statuses)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: functions-framework routes every path through the rule /<path:path>, whose "
-    "regex does not match a newline; such a request never reaches json_endpoint and gets "
-    "Flask's HTML 404 page instead of JSON with a detail",
-)
 def test_a_task_id_with_a_newline_in_the_path_gets_a_json_404_with_a_detail(settings):
     with wired_services(settings) as services:
         client = Client(build_runner_app(lambda: services))
