@@ -169,6 +169,9 @@ class InMemoryTransaction:
                 stored.append(StoredDeadLetter(letter_id, letter))
         return stored
 
+    def lock_unpublished_dead_letters(self, ids: Sequence[int]) -> list[int]:
+        return [i for i in ids if i not in self.s.letters_published]
+
     def mark_dead_letters_published(self, ids: Sequence[int]) -> None:
         self.s.letters_published.update(ids)
 

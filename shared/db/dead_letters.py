@@ -67,6 +67,16 @@ def mark_dead_letters_published(conn: psycopg.Connection, ids: Sequence[int]) ->
     )
 
 
+def lock_unpublished_dead_letters(conn: psycopg.Connection, ids: Sequence[int]) -> list[int]:
+    """Those of `ids` still unpublished and not being published by someone else."""
+    rows = conn.execute(
+        "SELECT id FROM dead_letters WHERE id = ANY(%s) AND published_at IS NULL"
+        " FOR UPDATE SKIP LOCKED",
+        (list(ids),),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
 def claim_unpublished_dead_letters(
     conn: psycopg.Connection, *, older_than_s: float, limit: int
 ) -> list[StoredDeadLetter]:

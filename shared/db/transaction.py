@@ -53,6 +53,9 @@ class Transaction:
     def insert_dead_letters(self, letters: Sequence[DeadLetter]) -> list[StoredDeadLetter]:
         return dead_letters.insert_dead_letters(self.conn, letters)
 
+    def lock_unpublished_dead_letters(self, ids: Sequence[int]) -> list[int]:
+        return dead_letters.lock_unpublished_dead_letters(self.conn, ids)
+
     def mark_dead_letters_published(self, ids: Sequence[int]) -> None:
         dead_letters.mark_dead_letters_published(self.conn, ids)
 

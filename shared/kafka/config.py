@@ -6,9 +6,11 @@ from typing import Any
 
 from shared.settings import Settings
 
-# Large enough for the biggest record we accept on `moderation` plus the DLQ
-# headers we add, so a poison record can always be dead-lettered as it was.
-MAX_RECORD_BYTES = 4 * 1024 * 1024
+# The biggest record `moderation` takes (Kafka's usual 1 MiB), and what the producer
+# and the DLQ take: four times as much, so a poison record of any size the topic let
+# in is dead-lettered as it was, our headers included.
+MAX_TASK_RECORD_BYTES = 1024 * 1024
+MAX_RECORD_BYTES = 4 * MAX_TASK_RECORD_BYTES
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:
@@ -19,9 +21,9 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "acks": "all",
         "linger.ms": 2,
         "message.max.bytes": MAX_RECORD_BYTES,
-        # Bounded, so a record the broker never takes fails back to us (the outbox
-        # row stays unpublished and the relay retries it) instead of queueing forever.
-        "message.timeout.ms": 30_000,
+        # librdkafka gives up on a record when we stop waiting for it, so a record we
+        # reported as unpublished (left to the relay) is not delivered late as well.
+        "message.timeout.ms": int(settings.kafka_publish_timeout_s * 1000),
         "socket.connection.setup.timeout.ms": 5_000,
     }
 

@@ -65,6 +65,9 @@ def parse_task_message(value: bytes | None) -> TaskMessage:
         document = json.loads(text)
     except json.JSONDecodeError as error:
         raise MalformedMessage(f"value is not JSON: {error}") from None
+    except RecursionError:
+        # `[[[[...]]]]` a few thousand deep fits in the size limit but not in the stack.
+        raise MalformedMessage("value is JSON nested too deeply to be a task message") from None
     if not isinstance(document, dict):
         raise MalformedMessage(f"expected a JSON object, got {type(document).__name__}")
     try:

@@ -11,6 +11,8 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from shared.errors import BrokerUnavailable
 from shared.kafka.record import OutgoingRecord
 
+DELIVERY_REPORT_GRACE_S = 1.0
+
 
 class KafkaPublisher:
     """One idempotent producer per process, created on first publish."""
@@ -49,7 +51,9 @@ class KafkaPublisher:
         pending = _PendingDeliveries(len(records))
         for record in records:
             self._produce(producer, record, pending)
-        if not pending.done.wait(self._timeout_s):
+        # A little longer than librdkafka's own message timeout, so each record's fate
+        # is known (acknowledged or timed out) when this returns.
+        if not pending.done.wait(self._timeout_s + DELIVERY_REPORT_GRACE_S):
             raise BrokerUnavailable(
                 f"Kafka did not acknowledge {pending.outstanding} of {len(records)} "
                 f"record(s) within {self._timeout_s:g} s"

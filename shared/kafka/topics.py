@@ -12,7 +12,7 @@ from concurrent.futures import Future
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from shared.kafka.config import MAX_RECORD_BYTES
+from shared.kafka.config import MAX_RECORD_BYTES, MAX_TASK_RECORD_BYTES
 from shared.settings import Settings
 
 TIMEOUT_S = 15.0
@@ -28,6 +28,10 @@ def ensure_topics(settings: Settings, timeout_s: float = TIMEOUT_S) -> None:
         settings.kafka_moderation_topic: settings.kafka_moderation_partitions,
         settings.kafka_dlq_topic: settings.kafka_dlq_partitions,
     }
+    max_bytes = {
+        settings.kafka_moderation_topic: MAX_TASK_RECORD_BYTES,
+        settings.kafka_dlq_topic: MAX_RECORD_BYTES,
+    }
     admin = _admin(settings)
     futures = admin.create_topics(
         [
@@ -35,9 +39,9 @@ def ensure_topics(settings: Settings, timeout_s: float = TIMEOUT_S) -> None:
                 name,
                 num_partitions=partitions,
                 replication_factor=settings.kafka_replication_factor,
-                # A poison record is dead-lettered as it came, plus our headers, so
-                # both topics take records up to the producer's own limit.
-                config={"max.message.bytes": str(MAX_RECORD_BYTES)},
+                # The DLQ takes more than `moderation` lets in, so a poison record is
+                # always dead-lettered as it came, plus our headers.
+                config={"max.message.bytes": str(max_bytes[name])},
             )
             for name, partitions in wanted.items()
         ],

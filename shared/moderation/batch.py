@@ -116,7 +116,7 @@ def _parse_records(
     seen: set[int] = set()
     for record in records:
         try:
-            message = parse_task_message(record.value)
+            message = _parse_one(record)
         except MalformedMessage as error:
             log.warning(
                 "malformed record",
@@ -133,6 +133,18 @@ def _parse_records(
         seen.add(message.task_id)
         work.tasks.append(_Task(record, message))
     return work
+
+
+def _parse_one(record: ConsumedRecord) -> TaskMessage:
+    try:
+        return parse_task_message(record.value)
+    except MalformedMessage:
+        raise
+    except Exception as error:
+        # Whatever a record does to the parser, it is that record's problem: it is
+        # dead-lettered alone instead of failing, and replaying, its whole batch.
+        log.exception("unexpected error parsing a record")
+        raise MalformedMessage(f"unparseable value: {type(error).__name__}: {error}") from error
 
 
 def _attempt_batch(services: Services, work: _Work, report: BatchReport) -> None:
@@ -174,6 +186,10 @@ def _score_and_write(
             if row is not None and row.status != "pending":
                 # Redelivered after it finished: never move it back, never dead-letter again.
                 report.duplicates += 1
+            elif isinstance(problem, RecordDoesNotMatchTask):
+                # The row is the truth and this record a corrupt copy: failing the task
+                # would lose a valid request, so only the record is dead-lettered.
+                letters.append(_task_letter(services, task, None, problem))
             elif problem is not None:
                 if row is not None:
                     failures.append(_failure(row, problem))
@@ -193,11 +209,15 @@ def _score_and_write(
     return stored
 
 
+class RecordDoesNotMatchTask(MalformedMessage):
+    """The record names an existing task but another ad than the task's."""
+
+
 def _permanent_problem(task: _Task, row: TaskForProcessing | None) -> PermanentError | None:
     if row is None:
         return TaskNotFound(task.message.task_id)
     if row.item_id != task.message.item_id:
-        return MalformedMessage(
+        return RecordDoesNotMatchTask(
             f"item_id {task.message.item_id} does not match task {row.id}'s item_id {row.item_id}"
         )
     if row.ad is None:

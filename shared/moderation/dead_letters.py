@@ -72,9 +72,14 @@ def publish_dead_letters(services: Services, stored: Sequence[StoredDeadLetter])
     if not stored:
         return True
     try:
-        services.publisher.publish(dead_letter_records(services.settings.kafka_dlq_topic, stored))
         with services.db.transaction() as tx:
-            tx.mark_dead_letters_published([item.id for item in stored])
+            # Locked while they are published, as the relay locks what it claims, so
+            # the two can never publish the same letter.
+            mine = set(tx.lock_unpublished_dead_letters([item.id for item in stored]))
+            claimed = [item for item in stored if item.id in mine]
+            topic = services.settings.kafka_dlq_topic
+            services.publisher.publish(dead_letter_records(topic, claimed))
+            tx.mark_dead_letters_published([item.id for item in claimed])
     except TemporaryError as error:
         # Durable in the outbox already; the relay retries until Kafka takes them.
         log.warning("DLQ publish deferred to the relay", extra={"error": str(error)})

@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Producer
 
 from shared.errors import BrokerUnavailable
-from shared.kafka.config import MAX_RECORD_BYTES
+from shared.kafka.config import MAX_RECORD_BYTES, MAX_TASK_RECORD_BYTES
 from shared.kafka.envelope import encode_task_message
 from shared.moderation.relay import relay_once
 from shared.settings import Settings
@@ -133,13 +133,6 @@ def test_every_poison_record_is_dead_lettered_with_its_reason_while_the_valid_on
         assert alive_after_all and exit_code == 0, consumer.log_tail()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="bug: parse_task_message lets json.loads' RecursionError escape (it catches only "
-    "JSONDecodeError), so process_moderation_batch raises before its retry policy and the "
-    "poll loop replays the batch for ever: the partition stalls behind one 4 KB record",
-)
 def test_deeply_nested_json_record_is_dead_lettered_instead_of_stalling_its_partition(
     settings, start_consumer
 ):
@@ -175,19 +168,12 @@ def _relay_sweep(services) -> None:
         relay_once(services)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="bug: a record the moderation topic takes (up to 4 MiB) is over the producer's "
-    "4 MiB message.max.bytes once the DLQ headers are added; the publish raises "
-    "MSG_SIZE_TOO_LARGE as BrokerUnavailable, so no letter of that publish is marked, and "
-    "every relay sweep republishes the letters before it (duplicates) and never the ones after",
-)
 def test_poison_record_at_the_size_limit_is_dead_lettered_once_without_blocking_later_ones(
     settings, start_consumer
 ):
     with wired_services(settings) as services:
-        at_limit = b"x" * (MAX_RECORD_BYTES - 256)
+        # The largest record `moderation` lets in; its DLQ copy adds our headers.
+        at_limit = b"x" * (MAX_TASK_RECORD_BYTES - 256)
         records = [(None, b"before"), (None, at_limit), (None, b"after")]
         consumer = start_consumer()
 

@@ -154,15 +154,32 @@ def test_unknown_task_is_dead_lettered_without_touching_any_row():
     assert services.db.state.tasks == {}
 
 
-def test_item_id_that_does_not_match_the_task_is_a_permanent_failure():
+def test_record_whose_item_id_does_not_match_its_task_is_dead_lettered_and_the_task_kept():
     services = fake_services()
-    _accepted_task(services, 5)
+    genuine = _accepted_task(services, 5)
     _, value = encode_task_message(1, 6)
 
     process_moderation_batch(services, [_record(value, offset=9)])
 
-    assert services.db.state.tasks[1].status == "failed"
-    assert "does not match" in services.db.state.tasks[1].error_message
+    assert services.db.state.tasks[1].status == "pending"
+    (letter,) = services.publisher.on_topic("moderation_dlq")
+    assert "does not match" in _headers(letter)["x-exception-message"]
+
+    process_moderation_batch(services, [genuine])
+
+    assert services.db.state.tasks[1].status == "completed"
+
+
+def test_json_nested_too_deeply_is_dead_lettered_and_its_neighbours_complete():
+    services = fake_services()
+    valid = _accepted_task(services, 1)
+    nested = b"[" * 2000 + b"]" * 2000
+
+    report = process_moderation_batch(services, [_record(nested, offset=50), valid])
+
+    (letter,) = services.publisher.on_topic("moderation_dlq")
+    assert "nested too deeply" in _headers(letter)["x-exception-message"]
+    assert report.completed == 1
 
 
 def test_redelivered_record_changes_nothing_and_is_not_dead_lettered_twice():
