@@ -144,6 +144,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "MODEL_URI": settings.model_uri,
         "LOG_LEVEL": settings.log_level,
         "API_KEYS": "",
+        # The consumer's own ops endpoints: loopback only, like every bench server.
+        "OPS_HOST": "127.0.0.1",
     }
 
 

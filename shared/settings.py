@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     # Process
     log_level: str = "INFO"
     port: int = Field(default=8000, ge=1, le=65535)
+    # Where the consumer's and relay's /healthz, /readyz and /metrics listen; all
+    # interfaces by default, so a container's health check and a scraper reach them.
+    ops_host: str = "0.0.0.0"
 
     @field_validator("log_level")
     @classmethod

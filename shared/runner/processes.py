@@ -16,9 +16,6 @@ from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-# Inside a container: reachable by the health check and by a Prometheus scraper.
-OPS_HOST = "0.0.0.0"
-
 
 class Worker(Protocol):
     def start(self) -> None: ...
@@ -45,7 +42,7 @@ def run_worker_process(
     install_services(services)
     if "model" in needs:
         metrics.record_model_version(services.model.get().version)
-    ops = HttpServer(create_ops_app(lambda: services, needs), OPS_HOST, settings.port)
+    ops = HttpServer(create_ops_app(lambda: services, needs), settings.ops_host, settings.port)
     worker = make_worker(services)
     ops.start()
     worker.start()

@@ -31,6 +31,7 @@ def consumer_environment(settings: Settings, **overrides: object) -> dict[str, s
     values = settings.model_dump()
     values["model_uri"] = str(MODEL_DIR)
     values["port"] = _free_loopback_port()  # the ops port; one per process
+    values["ops_host"] = "127.0.0.1"
     values.update({name.lower(): value for name, value in overrides.items()})
     env.update({name.upper(): str(value) for name, value in values.items()})
     env["PYTHONUNBUFFERED"] = "1"
