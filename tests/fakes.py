@@ -219,6 +219,21 @@ class FakeModelLoader:
         return self.fail_times == 0
 
 
+class ModelUnavailableAtFirst:
+    """A real model loader that raises ModelUnavailable on its first `failures` loads."""
+
+    def __init__(self, real, failures: int) -> None:
+        self.real = real
+        self.outage = FakeModelLoader(fail_times=failures)
+
+    def get(self):
+        self.outage.get()
+        return self.real.get()
+
+    def ready(self) -> bool:
+        return self.outage.ready() and self.real.ready()
+
+
 class FakePublisher:
     def __init__(self) -> None:
         self.published: list[OutgoingRecord] = []

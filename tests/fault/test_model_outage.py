@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from functions_framework import create_app
 
-from tests.fakes import FakeModelLoader
+from tests.fakes import ModelUnavailableAtFirst
 from tests.integration.helpers import (
     read_topic,
     running_consumer,
@@ -17,21 +17,6 @@ from tests.integration.helpers import (
 )
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
-
-
-class ModelUnavailableAtFirst:
-    """The real model loader, raising ModelUnavailable on the first `failures` loads."""
-
-    def __init__(self, real, failures: int) -> None:
-        self.real = real
-        self.outage = FakeModelLoader(fail_times=failures)
-
-    def get(self):
-        self.outage.get()
-        return self.real.get()
-
-    def ready(self) -> bool:
-        return self.outage.ready() and self.real.ready()
 
 
 def _submit(item_id: int) -> int:

@@ -17,7 +17,7 @@ from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import ConsumedRecord
 from shared.moderation.batch import process_moderation_batch
 from shared.moderation.relay import relay_once
-from tests.fakes import FakeModelLoader
+from tests.fakes import ModelUnavailableAtFirst
 from tests.integration.helpers import (
     produce_raw,
     read_topic,
@@ -27,21 +27,6 @@ from tests.integration.helpers import (
     wait_until,
     wired_services,
 )
-
-
-class FlakyModel:
-    """The real model, unavailable for the first `failures` loads."""
-
-    def __init__(self, real, failures: int) -> None:
-        self.real = real
-        self.failing = FakeModelLoader(fail_times=failures)
-
-    def get(self):
-        self.failing.get()
-        return self.real.get()
-
-    def ready(self) -> bool:
-        return self.failing.ready()
 
 
 def _submit(item_id: int) -> int:
@@ -120,7 +105,7 @@ def test_ad_deleted_before_processing_marks_task_failed_and_dead_letters_it_with
 
 def test_temporary_model_outage_is_retried_then_completed_without_a_dlq_record(settings):
     with wired_services(settings) as services:
-        services.model = FlakyModel(services.model, failures=2)
+        services.model = ModelUnavailableAtFirst(services.model, failures=2)
         seed_ads(services, 1)
         _submit(1)
 
@@ -136,7 +121,7 @@ def test_model_outage_on_every_attempt_fails_the_task_with_one_dlq_record_of_fou
     settings,
 ):
     with wired_services(settings) as services:
-        services.model = FlakyModel(services.model, failures=1000)
+        services.model = ModelUnavailableAtFirst(services.model, failures=1000)
         seed_ads(services, 1)
         _submit(1)
 
