@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -19,6 +18,7 @@ from confluent_kafka.admin import AdminClient
 
 from infra import _process, kafka_config
 from infra._process import LOCALHOST
+from infra._server import LocalServer
 from infra.kafka_class_archive import (
     class_archive_options,
     publish_class_archive,
@@ -32,7 +32,7 @@ FORMAT_TIMEOUT_S = 60.0
 HEAP = "512m"
 
 
-class KafkaBroker:
+class KafkaBroker(LocalServer):
     """One single-node Kafka cluster: its folder (config, data, logs), its ports, its JVM."""
 
     def __init__(
@@ -164,23 +164,6 @@ class KafkaBroker:
         if self._pid is not None:
             _process.kill_process(self._pid, marker=str(self.config_path), child=self._child)
         self._forget_process()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def close(self) -> None:
-        """Stop, and delete the folder if this object created it."""
-        self.stop()
-        if self._owns_base_dir and self.base_dir is not None:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    def __enter__(self) -> KafkaBroker:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def _java_command(self, java: str, libs: Path) -> list[str]:
         return [

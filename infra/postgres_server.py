@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -21,6 +20,7 @@ from psycopg import sql
 
 from infra import _process, _unprivileged_user
 from infra._process import LOCALHOST, RunAs
+from infra._server import LocalServer
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
@@ -42,7 +42,7 @@ def postgres_bin_dir() -> Path:
     return bin_dir
 
 
-class PostgresServer:
+class PostgresServer(LocalServer):
     """One PostgreSQL server: its data directory, its port, its process."""
 
     def __init__(
@@ -146,23 +146,6 @@ class PostgresServer:
         if self._pid is not None:
             _process.kill_process(self._pid, marker=str(self.data_dir), child=self._child)
         self._forget_process()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def close(self) -> None:
-        """Stop, and delete the data if this object created the directory."""
-        self.stop()
-        if self._owns_base_dir and self.base_dir is not None:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
-
-    def __enter__(self) -> PostgresServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def _forget_process(self) -> None:
         if self.port is not None:
