@@ -57,15 +57,36 @@ class _AssignmentAwareConsumer(Consumer):
         super().subscribe(topics, **{**callbacks, "on_assign": record_assignment})
 
 
-class ConsumerWorker:
-    """The partitioned poll loop on its own thread, handing batches to `handle_batch`."""
+class _ThreadWorker:
+    """A worker running on one daemon thread; `stop()` sets its event and joins it."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout_s: float) -> bool:
+        """Ask the thread to finish; False if it is still running after `timeout_s`."""
+        self._stop.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+
+class ConsumerWorker(_ThreadWorker):
+    """The partitioned poll loop on its own thread, handing batches to `handle_batch`.
+
+    On `stop()` the loop finishes its in-flight batches, commits and closes before it ends.
+    """
 
     def __init__(self, settings: Settings, handle_batch: BatchHandler) -> None:
+        super().__init__()
         self._settings = settings
         self._handle_batch = handle_batch
-        self._stop = threading.Event()
         self._consumer: _AssignmentAwareConsumer | None = None
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._consumer = _AssignmentAwareConsumer(consumer_config(self._settings))
@@ -87,40 +108,18 @@ class ConsumerWorker:
             return False
         return self._consumer.assigned.wait(timeout_s)
 
-    def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
-    def stop(self, timeout_s: float) -> bool:
-        """Stop polling; the loop finishes in-flight batches, commits and closes. False if late."""
-        self._stop.set()
-        if self._thread is None:
-            return True
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()
-
-
-class RelayWorker:
+class RelayWorker(_ThreadWorker):
     """Runs `relay_once` every `outbox_relay_interval_s` until stopped."""
 
     def __init__(self, services: Services, sweep: Callable[[Services], int] = relay_once) -> None:
+        super().__init__()
         self._services = services
         self._sweep = sweep
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
         self._thread.start()
-
-    def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def stop(self, timeout_s: float) -> bool:
-        self._stop.set()
-        if self._thread is None:
-            return True
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()
 
     def _run(self) -> None:
         interval = self._services.settings.outbox_relay_interval_s
