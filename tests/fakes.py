@@ -16,6 +16,17 @@ from shared.errors import BrokerUnavailable, DatabaseUnavailable, ModelUnavailab
 from shared.kafka.record import OutgoingRecord
 from shared.settings import Settings
 
+# A valid /predict body.
+VALID_AD = {
+    "seller_id": 1,
+    "is_verified_seller": True,
+    "item_id": 10,
+    "name": "Bicycle",
+    "description": "A good bicycle",
+    "category": 3,
+    "images_qty": 2,
+}
+
 
 @dataclass
 class _State:

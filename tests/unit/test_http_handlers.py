@@ -5,30 +5,7 @@ from __future__ import annotations
 import pytest
 from functions_framework import create_app
 
-from shared.bootstrap import install_services
-from shared.domain import Ad
-from tests.fakes import FakeModelLoader, fake_services
-
-VALID_AD = {
-    "seller_id": 1,
-    "is_verified_seller": True,
-    "item_id": 10,
-    "name": "Bicycle",
-    "description": "A good bicycle",
-    "category": 3,
-    "images_qty": 2,
-}
-
-
-@pytest.fixture
-def services():
-    services = fake_services()
-    services.db.add_ad(Ad(1, 1, False, "SPAM phone", "call me", 3, 0))
-    install_services(services)
-    try:
-        yield services
-    finally:
-        install_services(None)
+from tests.fakes import VALID_AD, FakeModelLoader
 
 
 def client(target: str, folder: str | None = None):
@@ -192,6 +169,16 @@ def test_moderation_result_reports_a_pending_task(services):
         "created_at",
         "processed_at",
     }
+
+
+def test_moderation_result_gives_the_same_body_on_repeated_reads(services):
+    client("async_predict").post("/async_predict?item_id=1")
+    reader = client("moderation_result")
+
+    first, second = (reader.get("/moderation_result/1") for _ in range(2))
+
+    assert first.status_code == second.status_code == 200
+    assert first.get_json() == second.get_json()
 
 
 def test_moderation_result_answers_404_for_an_unknown_task(services):

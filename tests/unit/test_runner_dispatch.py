@@ -7,32 +7,9 @@ import json
 import pytest
 from werkzeug.test import Client
 
-from shared.bootstrap import install_services
-from shared.domain import Ad
 from shared.runner.app import build_runner_app
 from shared.runner.dispatch import PathDispatcher, Route
-from tests.fakes import fake_services
-
-AD = {
-    "seller_id": 1,
-    "is_verified_seller": True,
-    "item_id": 10,
-    "name": "Bicycle",
-    "description": "A good bicycle",
-    "category": 3,
-    "images_qty": 2,
-}
-
-
-@pytest.fixture
-def services():
-    services = fake_services()
-    services.db.add_ad(Ad(1, 1, False, "SPAM phone", "call me", 3, 0))
-    install_services(services)
-    try:
-        yield services
-    finally:
-        install_services(None)
+from tests.fakes import VALID_AD
 
 
 @pytest.fixture
@@ -62,7 +39,7 @@ def test_unknown_path_is_a_404_json_naming_the_known_paths(client, path):
 
 
 def test_predict_route_reaches_the_predict_function(client):
-    response = client.post("/predict", json=AD)
+    response = client.post("/predict", json=VALID_AD)
 
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json()["item_id"] == 10
