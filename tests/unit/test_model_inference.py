@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,6 +32,7 @@ from shared.model.features import (
     signal_features,
     tokenize,
 )
+from shared.model.inference import PER_AD_MAX_BATCH
 from shared.model.model import ModerationModel as _Model
 from shared.model.probes import edge_case_ads, non_ascii_ads, probe_batches
 from shared.model.synthetic import generate_ads
@@ -66,13 +68,36 @@ def _ad(item_id: int = 1, **fields: object) -> Ad:
     return Ad(item_id=item_id, **values)  # type: ignore[arg-type]
 
 
-def test_fast_scorer_matches_predict_proba_on_the_holdout_to_1e_9(trained):
+@pytest.mark.parametrize("kernel", ["vectorised", "one_by_one"])
+def test_fast_scorer_matches_predict_proba_on_the_holdout_to_1e_9(trained, kernel):
     scorer = compile_scorer(trained.pipeline)
 
-    fast = scorer.probabilities(trained.holdout_ads)
+    fast = getattr(scorer, kernel)(trained.holdout_ads)
     reference = trained.pipeline.predict_proba(ads_to_rows(trained.holdout_ads))[:, 1]
 
     assert np.max(np.abs(fast - reference)) <= AGREEMENT_TOLERANCE
+
+
+def test_a_per_ad_kernel_that_drifts_from_the_pipeline_is_refused(trained):
+    scorer = compile_scorer(trained.pipeline)
+    drifted = dataclasses.replace(
+        scorer, per_ad=dataclasses.replace(scorer.per_ad, intercept=scorer.intercept + 1e-6)
+    )
+
+    with pytest.raises(IncompatiblePipeline, match="one-by-one kernel"):
+        check_agreement(drifted, trained.pipeline, trained.holdout_ads[:20])
+
+
+@pytest.mark.parametrize("size", [1, PER_AD_MAX_BATCH, PER_AD_MAX_BATCH + 1])
+def test_batches_on_either_side_of_the_kernel_switch_score_alike(trained, size):
+    scorer = compile_scorer(trained.pipeline)
+    ads = trained.holdout_ads[:size]
+
+    chosen = scorer.probabilities(ads)
+
+    assert chosen.shape == (size,)
+    assert np.max(np.abs(chosen - scorer.vectorised(ads))) <= 1e-12
+    assert np.max(np.abs(chosen - scorer.one_by_one(ads))) <= 1e-12
 
 
 @pytest.mark.parametrize("batch", probe_batches(), ids=["ascii", "mixed", "single"])
