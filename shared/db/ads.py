@@ -23,5 +23,5 @@ def load_ad_with_seller(conn: psycopg.Connection, item_id: int) -> Ad | None:
 def load_ads_with_sellers(conn: psycopg.Connection, item_ids: Sequence[int]) -> dict[int, Ad]:
     """All the ads of a batch in one query, by id; a missing ad is simply absent."""
     query = _AD_WITH_SELLER + " WHERE a.id = ANY(%s::bigint[])"
-    rows = conn.execute(query, (bigint_array(item_ids),)).fetchall()
+    rows = conn.execute(query, (bigint_array(item_ids),), prepare=False).fetchall()
     return {row[0]: Ad(*row) for row in rows}

@@ -64,6 +64,7 @@ def mark_dead_letters_published(conn: psycopg.Connection, ids: Sequence[int]) ->
     conn.execute(
         "UPDATE dead_letters SET published_at = now() WHERE id = ANY(%s) AND published_at IS NULL",
         (list(ids),),
+        prepare=False,
     )
 
 
@@ -73,6 +74,7 @@ def lock_unpublished_dead_letters(conn: psycopg.Connection, ids: Sequence[int]) 
         "SELECT id FROM dead_letters WHERE id = ANY(%s) AND published_at IS NULL"
         " FOR UPDATE SKIP LOCKED",
         (list(ids),),
+        prepare=False,
     ).fetchall()
     return [row[0] for row in rows]
 

@@ -56,13 +56,9 @@ class Database:
             timeout=connect_timeout_s,
             kwargs={
                 "connect_timeout": max(1, int(connect_timeout_s)),
-                # Custom plans: a batch's `id = ANY(array)` must be planned for its real
-                # size; psycopg prepares repeated statements, and PostgreSQL's generic
-                # plan for them scans whole tables.
-                "options": (
-                    f"-c statement_timeout={statement_timeout_ms}"
-                    " -c plan_cache_mode=force_custom_plan"
-                ),
+                # Repeated statements are prepared (psycopg's default), so a lookup by
+                # key is planned once; batch statements opt out (see shared/db/arrays.py).
+                "options": f"-c statement_timeout={statement_timeout_ms}",
                 # Transactions are explicit (`transaction()`); a lone statement then
                 # costs one round trip instead of BEGIN, statement, COMMIT.
                 "autocommit": True,

@@ -70,6 +70,7 @@ def mark_tasks_published(conn: psycopg.Connection, task_ids: Sequence[int]) -> N
         "UPDATE moderation_results SET published_at = now()"
         " WHERE id = ANY(%s) AND published_at IS NULL",
         (list(task_ids),),
+        prepare=False,
     )
 
 
@@ -125,6 +126,7 @@ def lock_tasks_with_ads(
         FOR UPDATE
         """,
         (bigint_array(task_ids),),
+        prepare=False,
     ).fetchall()
     ads = load_ads_with_sellers(conn, [row[1] for row in rows])
     return {row[0]: TaskForProcessing(*row, ad=ads.get(row[1])) for row in rows}
@@ -159,6 +161,7 @@ def complete_tasks(conn: psycopg.Connection, verdicts: Sequence[tuple[int, Verdi
                 "violations": boolean_array(verdict.is_violation for _, verdict in group),
                 "probabilities": float8_array(verdict.probability for _, verdict in group),
             },
+            prepare=False,
         )
         changed += cursor.rowcount
     return changed
@@ -183,6 +186,7 @@ def fail_tasks(conn: psycopg.Connection, failures: Sequence[TaskFailure]) -> int
             "reasons": [failure.reason for failure in failures],
             "attempts": bigint_array(failure.attempts for failure in failures),
         },
+        prepare=False,
     )
     return cursor.rowcount
 
@@ -204,5 +208,6 @@ def record_failed_attempt(
         RETURNING id, attempts, first_failure_at
         """,
         (reason, list(task_ids)),
+        prepare=False,
     ).fetchall()
     return {row[0]: (row[1], row[2]) for row in rows}
