@@ -42,8 +42,14 @@ def run_module(name: str) -> dict[str, dict[str, Any]]:
 
 
 def merge_results(path: Path, results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Results of earlier runs stay unless this run measured them again."""
-    merged = json.loads(path.read_text()) if path.exists() else {}
+    """Results of benches this run did not measure stay; a bench run again replaces all of its own.
+
+    A result's bench is its name up to the first dot, so a figure a bench no longer
+    reports does not linger next to its new ones.
+    """
+    measured = {name.split(".", 1)[0] for name in results}
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    merged = {k: v for k, v in earlier.items() if k.split(".", 1)[0] not in measured}
     merged.update(results)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(dict(sorted(merged.items())), indent=2) + "\n")

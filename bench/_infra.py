@@ -34,6 +34,7 @@ from infra.postgres_server import PostgresServer
 from shared.db.migrations import apply_migrations
 from shared.kafka.envelope import encode_task_message
 from shared.kafka.topics import TopicSetupError, delete_topics, ensure_topics
+from shared.runner.targets import find_target
 from shared.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -43,9 +44,6 @@ OWNER_FILE = "owner.pid"
 OWNER_MARKER = "bench"
 MODEL_URI = str(REPO_ROOT / "var" / "models" / "default")
 TABLES = "ads, sellers, moderation_results, dead_letters"
-# functions-framework's own gunicorn defaults (one worker, 4 threads per CPU), pinned so
-# that every function and the hello-world baseline run on exactly the same server.
-GUNICORN_ENV = {"WORKERS": "1", "THREADS": str((os.cpu_count() or 1) * 4)}
 SERVER_START_TIMEOUT_S = 60.0
 SERVER_STOP_TIMEOUT_S = 10.0
 AD_TEMPLATES = 2_000
@@ -302,9 +300,20 @@ class Server:
 
 @contextlib.contextmanager
 def function_server(
-    source: Path, target: str, env: dict[str, str], *, log_dir: Path
+    source: Path,
+    target: str,
+    env: dict[str, str],
+    *,
+    log_dir: Path,
+    server_as: str | None = None,
+    cpus: int = 1,
 ) -> Iterator[Server]:
-    """`functions-framework --source S --target T` (gunicorn) on a free loopback port."""
+    """`functions-framework --source S --target T` (gunicorn) on a free loopback port.
+
+    gunicorn gets the WORKERS and THREADS the image gives function `server_as` (default:
+    `target`) on a machine of `cpus` CPUs, so a baseline can run on exactly a function's
+    settings. One CPU by default: one worker, and the load generator has the other core.
+    """
     port = _process.free_port()
     command = [
         sys.executable,
@@ -321,13 +330,21 @@ def function_server(
     ]
     log_path = log_dir / f"{target}-{port}.log"
     child = _process.spawn(
-        command, log_path=log_path, cwd=REPO_ROOT, env={**os.environ, **GUNICORN_ENV, **env}
+        command,
+        log_path=log_path,
+        cwd=REPO_ROOT,
+        env={**os.environ, **server_env(server_as or target, cpus), **env},
     )
     try:
         _wait_for_port(child, port, log_path, what=f"functions-framework {target}")
         yield Server(f"http://{_process.LOCALHOST}:{port}", child.pid)
     finally:
         stop_child(child, what=target)
+
+
+def server_env(target: str, cpus: int) -> dict[str, str]:
+    """WORKERS and THREADS for `target` on `cpus` CPUs, as the image's entry point sets them."""
+    return find_target(target).server_env(cpus)
 
 
 @contextlib.contextmanager

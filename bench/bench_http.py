@@ -1,10 +1,10 @@
 """`predict` and `simple_predict` on functions-framework's production server, against hello world.
 
 Every function runs as `functions-framework --source ... --target ...` without
---debug, which is gunicorn with functions-framework's defaults (WORKERS=1,
-THREADS=4 per CPU; pinned in bench/_infra.py), and the hello-world baseline
-(bench/hello/main.py) runs on exactly the same settings and gets exactly the
-same requests. Load comes from other processes on loopback:
+--debug, which is gunicorn, with the WORKERS and THREADS the image gives it
+(`FunctionTarget.server_env`, for one CPU: one worker, two threads for these two), and the
+hello-world baseline (bench/hello/main.py) runs on exactly the same settings and
+gets exactly the same requests. Load comes from other processes on loopback:
 
 - maximum rate: wrk, closed-loop, 16 connections;
 - latency: an open-loop run at half the function's maximum rate (bench/loadgen.py),
@@ -72,7 +72,7 @@ def compare_with_hello(
     """The function's figures and hello world's, the latter at the function's fixed rate."""
     with (
         serve(stack, PREDICT_SOURCE, target, env, mix) as ours_url,
-        serve(stack, HELLO_SOURCE, "hello", env, mix) as hello_url,
+        serve(stack, HELLO_SOURCE, "hello", env, mix, server_as=target) as hello_url,
     ):
         hello_max = measure_max_rate(hello_url, mix)
         ours_max = measure_max_rate(ours_url, mix)
@@ -83,10 +83,18 @@ def compare_with_hello(
 
 @contextlib.contextmanager
 def serve(
-    stack: _infra.Stack, source: Path, target: str, env: dict[str, str], mix: loadgen.RequestMix
+    stack: _infra.Stack,
+    source: Path,
+    target: str,
+    env: dict[str, str],
+    mix: loadgen.RequestMix,
+    *,
+    server_as: str | None = None,
 ) -> Iterator[str]:
     """The function on gunicorn, warmed up (model loaded, connections open); yields its URL."""
-    with _infra.function_server(source, target, env, log_dir=stack.run_dir) as server:
+    with _infra.function_server(
+        source, target, env, log_dir=stack.run_dir, server_as=server_as
+    ) as server:
         path = mix.path.replace("{id}", "1")
         body = mix.bodies[0] if mix.bodies else None
         _infra.warm_up(server.url + path, method=mix.method, body=body)

@@ -1,6 +1,7 @@
 """`python -m shared.runner.serve_function`: the image's entry point. FUNCTION_TARGET picks the
 function; FUNCTION_SOURCE, when not set, is looked up for it (predict and simple_predict
-share functions/predict/main.py). Then functions-framework takes over the process."""
+share functions/predict/main.py), and WORKERS / THREADS default to the function's
+`server_env`. Then functions-framework takes over the process."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ def main() -> int:
         print(error)
         return 2
     os.environ.setdefault("FUNCTION_SOURCE", str(function.source))
+    # One worker per CPU, and the function's own thread count, unless the deployment says.
+    for name, value in function.server_env(os.cpu_count() or 1).items():
+        os.environ.setdefault(name, value)
     executable = shutil.which("functions-framework")
     if executable is None:
         print("functions-framework is not installed (pip install -r requirements.txt)")

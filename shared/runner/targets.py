@@ -7,6 +7,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS_DIR = REPO_ROOT / "functions"
+DEFAULT_THREADS_PER_CPU = 4  # functions-framework's own default
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +20,17 @@ class FunctionTarget:
     path: str | None
     # The path ends in a parameter (`/moderation_result/{task_id}`), so subpaths are its own.
     takes_subpath: bool = False
+    # gunicorn threads per worker when deployed (functions-framework's THREADS); None keeps
+    # its default of 4 per CPU. The model-bound functions take 2: their requests hold the
+    # GIL, so more threads only contend for it (with 8, predict reached 0.59 of hello
+    # world's rate; with 2, 0.64), while 1 switches gunicorn to its sync worker, which
+    # drops keep-alive and put p99 at 14-38 ms (bench/bench_http.py, both cases).
+    threads: int | None = None
+
+    def server_env(self, cpu_count: int) -> dict[str, str]:
+        """functions-framework's gunicorn settings for this function: WORKERS and THREADS."""
+        threads = self.threads or cpu_count * DEFAULT_THREADS_PER_CPU
+        return {"WORKERS": str(cpu_count), "THREADS": str(threads)}
 
     @property
     def source(self) -> Path:
@@ -26,8 +38,8 @@ class FunctionTarget:
 
 
 HTTP_FUNCTIONS = (
-    FunctionTarget("predict", "predict", "/predict"),
-    FunctionTarget("simple_predict", "predict", "/simple_predict"),
+    FunctionTarget("predict", "predict", "/predict", threads=2),
+    FunctionTarget("simple_predict", "predict", "/simple_predict", threads=2),
     FunctionTarget("async_predict", "async_predict", "/async_predict"),
     FunctionTarget("moderation_result", "moderation_result", "/moderation_result", True),
 )

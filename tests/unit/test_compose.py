@@ -12,13 +12,15 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from shared.runner.targets import HTTP_FUNCTIONS, REPO_ROOT
+from shared.runner.targets import HTTP_FUNCTIONS, REPO_ROOT, find_target
 from shared.settings import Settings
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict] = COMPOSE["services"]
 APP_IMAGE = "ad-moderation:local"
 APP_SERVICES = sorted(name for name, spec in SERVICES.items() if spec.get("image") == APP_IMAGE)
+# functions-framework's own gunicorn settings, not ours.
+SERVER_VARIABLES = {"WORKERS", "THREADS"}
 LONG_RUNNING = [name for name in APP_SERVICES if SERVICES[name].get("restart") != "no"]
 
 
@@ -76,8 +78,9 @@ def test_every_app_health_check_runs_real_code(name):
 def test_app_env_vars_are_settings_fields_with_valid_values(name):
     environment = SERVICES[name]["environment"]
 
-    unknown = sorted(key for key in environment if key.lower() not in Settings.model_fields)
-    settings = Settings(**{key.lower(): str(value) for key, value in environment.items()})
+    ours = {key: value for key, value in environment.items() if key not in SERVER_VARIABLES}
+    unknown = sorted(key for key in ours if key.lower() not in Settings.model_fields)
+    settings = Settings(**{key.lower(): str(value) for key, value in ours.items()})
 
     assert unknown == []
     assert settings.port == 8080
@@ -174,3 +177,14 @@ def test_the_dockerfile_copies_what_exists_and_its_command_is_real():
     assert all((REPO_ROOT / path).exists() for path in copied), copied
     assert not set(copied) & set(ignored)
     _assert_runs_a_real_target(ast.literal_eval(cmd.removeprefix("CMD ")))
+
+
+@pytest.mark.parametrize("function", HTTP_FUNCTIONS, ids=lambda function: function.target)
+def test_each_http_function_gets_the_thread_count_its_target_asks_for(function):
+    environment = SERVICES[function.target]["environment"]
+
+    if function.threads is None:
+        assert "THREADS" not in environment
+    else:
+        assert environment["THREADS"] == str(function.threads)
+        assert find_target(function.target).server_env(2)["THREADS"] == str(function.threads)

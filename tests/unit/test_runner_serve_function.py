@@ -1,0 +1,63 @@
+"""The image's entry point: the function's source and server settings, then functions-framework."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.runner import serve_function
+
+
+@pytest.fixture
+def environ(monkeypatch) -> dict[str, str]:
+    # A private environment: main() sets variables for the process it execs into.
+    environment: dict[str, str] = {}
+    monkeypatch.setattr(serve_function.os, "environ", environment)
+    return environment
+
+
+@pytest.fixture
+def exec_calls(monkeypatch, environ):
+    calls: list[tuple[str, list[str], dict[str, str]]] = []
+    monkeypatch.setattr(serve_function.shutil, "which", lambda name: f"/bin/{name}")
+    monkeypatch.setattr(
+        serve_function.os, "execv", lambda path, argv: calls.append((path, argv, dict(environ)))
+    )
+    monkeypatch.setattr(serve_function.os, "cpu_count", lambda: 2)
+    return calls
+
+
+def test_a_model_bound_function_gets_two_threads_and_a_worker_per_cpu(environ, exec_calls):
+    environ["FUNCTION_TARGET"] = "simple_predict"
+
+    serve_function.main()
+
+    [(path, _, environment)] = exec_calls
+    assert path == "/bin/functions-framework"
+    assert environment["FUNCTION_SOURCE"].endswith("functions/predict/main.py")
+    assert (environment["WORKERS"], environment["THREADS"]) == ("2", "2")
+
+
+def test_other_functions_keep_the_framework_thread_default(environ, exec_calls):
+    environ["FUNCTION_TARGET"] = "async_predict"
+
+    serve_function.main()
+
+    [(_, _, environment)] = exec_calls
+    assert (environment["WORKERS"], environment["THREADS"]) == ("2", "8")
+
+
+def test_the_deployment_s_own_settings_win(environ, exec_calls):
+    environ.update(FUNCTION_TARGET="predict", THREADS="3", WORKERS="5")
+
+    serve_function.main()
+
+    [(_, _, environment)] = exec_calls
+    assert (environment["WORKERS"], environment["THREADS"]) == ("5", "3")
+
+
+def test_an_unknown_target_is_refused_without_starting_anything(environ, exec_calls, capsys):
+    environ["FUNCTION_TARGET"] = "nope"
+
+    assert serve_function.main() == 2
+    assert exec_calls == []
+    assert "unknown function target 'nope'" in capsys.readouterr().out
