@@ -21,6 +21,15 @@ def test_new_results_replace_old_ones_and_others_are_kept(tmp_path):
     assert json.loads(path.read_text()) == merged
 
 
+def test_a_figure_its_bench_no_longer_reports_is_dropped_when_that_bench_runs_again(tmp_path):
+    path = tmp_path / "latest.json"
+    merge_results(path, {"a.first": _result(1.0), "a.gone": _result(2.0), "b.other": _result(5.0)})
+
+    merged = merge_results(path, {"a.first": _result(0.5)})
+
+    assert merged == {"a.first": _result(0.5), "b.other": _result(5.0)}
+
+
 def test_the_table_shows_every_result_with_its_unit_baseline_and_target():
     results = {"model.single": {**_result(0.1234, 4.2), "ratio": 34.0}}
 
