@@ -1,0 +1,110 @@
+"""The poll loop's flow control: a partition's fetching pauses on a long backlog and
+resumes at half of it, counted in records and in bytes."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from shared.kafka import poll_loop
+from shared.kafka.poll_loop import PAUSE_AT_BATCHES, PartitionedPollLoop
+
+BATCH = 10
+TOPIC = "moderation"
+
+
+class _Message:
+    def __init__(self, partition: int, offset: int, value: bytes) -> None:
+        self._partition, self._offset, self._value = partition, offset, value
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return TOPIC
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> None:
+        return None
+
+
+class _Consumer:
+    """Only what flow control touches: pause, resume and offset storage."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def pause(self, partitions) -> None:
+        self.calls += [("pause", p.partition) for p in partitions]
+
+    def resume(self, partitions) -> None:
+        self.calls += [("resume", p.partition) for p in partitions]
+
+    def store_offsets(self, offsets) -> None:
+        pass
+
+
+@pytest.fixture
+def loop():
+    release = threading.Event()
+    consumer = _Consumer()
+    # The handler blocks until released, so each partition has one batch in flight.
+    loop = PartitionedPollLoop(
+        consumer,  # type: ignore[arg-type]
+        TOPIC,
+        lambda records: release.wait(5),
+        batch_size=BATCH,
+        poll_timeout_s=0.1,
+    )
+    yield loop, consumer, release
+    release.set()
+    loop._executor.shutdown(wait=True)
+
+
+def _drain_one_batch(loop: PartitionedPollLoop, release: threading.Event) -> None:
+    release.set()
+    loop._reap_finished(wait=True)
+    release.clear()
+    loop._dispatch()
+
+
+def test_a_partition_pauses_at_its_limit_and_resumes_at_half_with_work_still_queued(loop):
+    loop, consumer, release = loop
+    limit = PAUSE_AT_BATCHES * BATCH
+    for offset in range(limit - 1):
+        loop._accept(_Message(0, offset, b"{}"))
+    assert consumer.calls == []
+
+    loop._accept(_Message(0, limit - 1, b"{}"))
+    assert consumer.calls == [("pause", 0)]
+
+    loop._dispatch()  # one batch in flight, limit - BATCH queued: still paused
+    while len(loop._partitions[(TOPIC, 0)].backlog) >= limit / 2:
+        assert consumer.calls == [("pause", 0)]
+        _drain_one_batch(loop, release)
+
+    assert consumer.calls == [("pause", 0), ("resume", 0)]
+    assert len(loop._partitions[(TOPIC, 0)].backlog) > 0
+
+
+def test_large_records_pause_by_bytes_long_before_the_record_limit(loop, monkeypatch):
+    loop, consumer, _ = loop
+    monkeypatch.setattr(poll_loop, "PAUSE_AT_BYTES", 1000)
+
+    for offset in range(3):
+        loop._accept(_Message(1, offset, b"x" * 400))
+
+    assert consumer.calls == [("pause", 1)]
+    assert loop._partitions[(TOPIC, 1)].backlog_bytes == 1200
