@@ -101,7 +101,7 @@ class InMemoryTransaction:
     def get_task(self, task_id: int) -> TaskRow | None:
         return self.s.tasks.get(task_id)
 
-    def lock_tasks_with_ads(self, task_ids: Sequence[int]) -> dict[int, TaskForProcessing]:
+    def load_tasks_with_ads(self, task_ids: Sequence[int]) -> dict[int, TaskForProcessing]:
         return {
             t.id: TaskForProcessing(
                 t.id,
@@ -115,8 +115,8 @@ class InMemoryTransaction:
             if (t := self.s.tasks.get(task_id))
         }
 
-    def complete_tasks(self, verdicts: Sequence[tuple[int, Verdict]]) -> int:
-        changed = 0
+    def complete_tasks(self, verdicts: Sequence[tuple[int, Verdict]]) -> set[int]:
+        changed = set()
         for task_id, verdict in verdicts:
             task = self.s.tasks[task_id]
             if task.status == "pending":
@@ -130,11 +130,11 @@ class InMemoryTransaction:
                     error_message=None,
                     processed_at=datetime.now(UTC),
                 )
-                changed += 1
+                changed.add(task_id)
         return changed
 
-    def fail_tasks(self, failures: Sequence[TaskFailure]) -> int:
-        changed = 0
+    def fail_tasks(self, failures: Sequence[TaskFailure]) -> set[int]:
+        changed = set()
         for failure in failures:
             task = self.s.tasks.get(failure.task_id)
             if task is not None and task.status == "pending":
@@ -145,7 +145,7 @@ class InMemoryTransaction:
                     attempts=failure.attempts,
                     processed_at=datetime.now(UTC),
                 )
-                changed += 1
+                changed.add(failure.task_id)
         return changed
 
     def record_failed_attempt(

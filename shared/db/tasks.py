@@ -2,7 +2,11 @@
 
 Status moves only forward (pending -> completed | failed): every UPDATE that
 finishes a task says `AND status = 'pending'`, so a redelivered record can never
-move a finished task back or overwrite its verdict.
+move a finished task back or overwrite its verdict. That guard is also what keeps
+two consumers (the old and the new owner of a partition during a rebalance) from
+both finishing a task: the second UPDATE waits for the first to commit, re-reads
+the row and skips it. The finishing UPDATEs return the ids they changed, so the
+caller knows which tasks are its own to count and to dead-letter.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ class TaskRow:
 
 
 class TaskForProcessing(NamedTuple):
-    """A task, locked for this transaction, with its ad (None when the ad is gone)."""
+    """A task as read for processing, with its ad (None when the ad is gone)."""
 
     id: int
     item_id: int
@@ -108,22 +112,21 @@ def get_task(conn: psycopg.Connection, task_id: int) -> TaskRow | None:
         ).fetchone()
 
 
-def lock_tasks_with_ads(
+def load_tasks_with_ads(
     conn: psycopg.Connection, task_ids: Sequence[int]
 ) -> dict[int, TaskForProcessing]:
-    """Each task of a batch, locked, with its ad and seller: two index lookups in all.
+    """Each task of a batch with its ad and seller: two index lookups in all.
 
-    The row lock keeps two consumers (say, the old and the new owner of a
-    partition during a rebalance) from finishing the same task at once. The ads
-    come in a second query by id: joined in one statement, the planner reads the
-    whole ads table for a batch.
+    No row lock: the finishing UPDATEs' status guard settles a race (see the module
+    docstring), and locking every row of a batch first cost a fifth of the
+    consumer's throughput (bench/bench_consumer_throughput.py). The ads come in a
+    second query by id: joined in one statement, the planner reads the whole ads
+    table for a batch.
     """
     rows = conn.execute(
         """
         SELECT id, item_id, status, attempts, first_failure_at
         FROM moderation_results WHERE id = ANY(%s::bigint[])
-        ORDER BY id
-        FOR UPDATE
         """,
         (bigint_array(task_ids),),
         prepare=False,
@@ -132,14 +135,15 @@ def lock_tasks_with_ads(
     return {row[0]: TaskForProcessing(*row, ad=ads.get(row[1])) for row in rows}
 
 
-def complete_tasks(conn: psycopg.Connection, verdicts: Sequence[tuple[int, Verdict]]) -> int:
-    """Write the verdicts of pending tasks, one statement per model version (normally one)."""
+def complete_tasks(conn: psycopg.Connection, verdicts: Sequence[tuple[int, Verdict]]) -> set[int]:
+    """Write the verdicts of tasks still pending; returns their ids. One statement per
+    model version (normally one)."""
     by_version: dict[str, list[tuple[int, Verdict]]] = {}
     for task_id, verdict in verdicts:
         by_version.setdefault(verdict.model_version, []).append((task_id, verdict))
-    changed = 0
+    changed: set[int] = set()
     for model_version, group in by_version.items():
-        cursor = conn.execute(
+        rows = conn.execute(
             """
             UPDATE moderation_results t
             SET status = 'completed', is_violation = v.is_violation,
@@ -154,6 +158,7 @@ def complete_tasks(conn: psycopg.Connection, verdicts: Sequence[tuple[int, Verdi
             -- The ANY lets the planner find the rows by primary key; joined on the
             -- unnest alone it hashes the whole table for every batch.
             WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = v.id AND t.status = 'pending'
+            RETURNING t.id
             """,
             {
                 "model_version": model_version,
@@ -162,15 +167,16 @@ def complete_tasks(conn: psycopg.Connection, verdicts: Sequence[tuple[int, Verdi
                 "probabilities": float8_array(verdict.probability for _, verdict in group),
             },
             prepare=False,
-        )
-        changed += cursor.rowcount
+        ).fetchall()
+        changed.update(row[0] for row in rows)
     return changed
 
 
-def fail_tasks(conn: psycopg.Connection, failures: Sequence[TaskFailure]) -> int:
+def fail_tasks(conn: psycopg.Connection, failures: Sequence[TaskFailure]) -> set[int]:
+    """Fail the tasks still pending; returns their ids."""
     if not failures:
-        return 0
-    cursor = conn.execute(
+        return set()
+    rows = conn.execute(
         """
         UPDATE moderation_results t
         SET status = 'failed', error_message = f.reason, attempts = f.attempts,
@@ -180,6 +186,7 @@ def fail_tasks(conn: psycopg.Connection, failures: Sequence[TaskFailure]) -> int
         FROM unnest(%(ids)s::bigint[], %(reasons)s::text[], %(attempts)s::int[])
              AS f(id, reason, attempts)
         WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = f.id AND t.status = 'pending'
+        RETURNING t.id
         """,
         {
             "ids": bigint_array(failure.task_id for failure in failures),
@@ -187,8 +194,8 @@ def fail_tasks(conn: psycopg.Connection, failures: Sequence[TaskFailure]) -> int
             "attempts": bigint_array(failure.attempts for failure in failures),
         },
         prepare=False,
-    )
-    return cursor.rowcount
+    ).fetchall()
+    return {row[0] for row in rows}
 
 
 def record_failed_attempt(

@@ -36,13 +36,13 @@ class Transaction:
     def get_task(self, task_id: int) -> TaskRow | None:
         return tasks.get_task(self.conn, task_id)
 
-    def lock_tasks_with_ads(self, task_ids: Sequence[int]) -> dict[int, TaskForProcessing]:
-        return tasks.lock_tasks_with_ads(self.conn, task_ids)
+    def load_tasks_with_ads(self, task_ids: Sequence[int]) -> dict[int, TaskForProcessing]:
+        return tasks.load_tasks_with_ads(self.conn, task_ids)
 
-    def complete_tasks(self, verdicts: Sequence[tuple[int, Verdict]]) -> int:
+    def complete_tasks(self, verdicts: Sequence[tuple[int, Verdict]]) -> set[int]:
         return tasks.complete_tasks(self.conn, verdicts)
 
-    def fail_tasks(self, failures: Sequence[TaskFailure]) -> int:
+    def fail_tasks(self, failures: Sequence[TaskFailure]) -> set[int]:
         return tasks.fail_tasks(self.conn, failures)
 
     def record_failed_attempt(

@@ -5,8 +5,10 @@ The contract with the caller (the poll loop or the CloudEvent entry point): when
 PostgreSQL (completed, failed, dead-lettered or a known duplicate), so its offset
 may be stored. If it raises, nothing about the batch may be acknowledged.
 
-Each attempt is one transaction: one query locks the tasks and loads their ads,
-one model call scores them, one transaction writes every outcome. A temporary
+Each attempt is one transaction: one query reads the tasks and one their ads, one
+model call scores them, one statement per outcome writes them. Only a task this
+transaction moved out of pending is counted and dead-lettered as its own: another
+consumer may finish one meanwhile (see shared/db/tasks.py). A temporary
 error rolls the attempt back; the attempt is counted on the task rows and the
 batch is retried on the shared 5/10/20 s schedule. That wait blocks only the
 caller's thread, which the poll loop runs per partition.
@@ -25,6 +27,7 @@ from shared.db.tasks import (
     TaskFailure,
     TaskForProcessing,
 )
+from shared.db.transaction import Transaction
 from shared.domain import Verdict
 from shared.errors import (
     AdNotFound,
@@ -176,37 +179,48 @@ def _score_and_write(
     services: Services, work: _Work, report: BatchReport
 ) -> list[StoredDeadLetter]:
     letters = list(work.letters)
+    failures: list[tuple[TaskFailure, DeadLetter]] = []
     with services.db.transaction() as tx:
-        rows = tx.lock_tasks_with_ads([task.task_id for task in work.tasks])
+        rows = tx.load_tasks_with_ads([task.task_id for task in work.tasks])
         to_score: list[tuple[_Task, TaskForProcessing]] = []
-        failures: list[TaskFailure] = []
         for task in work.tasks:
             row = rows.get(task.task_id)
             problem = _permanent_problem(task, row)
             if row is not None and row.status != "pending":
                 # Redelivered after it finished: never move it back, never dead-letter again.
                 report.duplicates += 1
-            elif isinstance(problem, RecordDoesNotMatchTask):
-                # The row is the truth and this record a corrupt copy: failing the task
-                # would lose a valid request, so only the record is dead-lettered.
+            elif row is None or isinstance(problem, RecordDoesNotMatchTask):
+                # No task, or the row is the truth and this record a corrupt copy (failing
+                # the task would lose a valid request): only the record is dead-lettered.
                 letters.append(_task_letter(services, task, None, problem))
             elif problem is not None:
-                if row is not None:
-                    failures.append(_failure(row, problem))
-                letters.append(_task_letter(services, task, row, problem))
+                failures.append(_failure_with_letter(services, task, row, problem))
             else:
                 to_score.append((task, row))
         verdicts, invalid = _score(services, to_score)
-        for task, row, problem in invalid:
-            failures.append(_failure(row, problem))
-            letters.append(_task_letter(services, task, row, problem))
+        failures += [_failure_with_letter(services, *invalid_task) for invalid_task in invalid]
         completed = tx.complete_tasks(verdicts)
-        failed = tx.fail_tasks(failures)
-        stored = tx.insert_dead_letters(letters)
-    report.completed += completed
+        failed, stored = _fail_and_dead_letter(tx, failures, letters)
+    # Scored, but finished by another consumer before our UPDATE reached them.
+    report.duplicates += len(verdicts) - len(completed)
+    report.completed += len(completed)
     report.failed += failed
-    report.verdicts.update(dict(verdicts))
+    report.verdicts.update((task_id, v) for task_id, v in verdicts if task_id in completed)
     return stored
+
+
+def _fail_and_dead_letter(
+    tx: Transaction,
+    failures: Sequence[tuple[TaskFailure, DeadLetter]],
+    letters: Sequence[DeadLetter],
+) -> tuple[int, list[StoredDeadLetter]]:
+    """Fail the tasks still pending and store `letters` plus the letters of those failed.
+
+    A task another consumer finished meanwhile is left alone and gets no letter.
+    """
+    failed = tx.fail_tasks([failure for failure, _ in failures])
+    own = [letter for failure, letter in failures if failure.task_id in failed]
+    return len(failed), tx.insert_dead_letters([*letters, *own])
 
 
 class RecordDoesNotMatchTask(MalformedMessage):
@@ -258,9 +272,8 @@ def _count_failed_attempt(
             for task in work.tasks:
                 work.count_failure(task, durable.get(task.task_id))
             exhausted = [t for t in work.tasks if work.attempts[t.task_id] >= limit]
-            failed = tx.fail_tasks([_exhausted(t, work, error) for t in exhausted])
-            stored = tx.insert_dead_letters(
-                work.letters + [_exhausted_letter(services, t, work, error) for t in exhausted],
+            failed, stored = _fail_and_dead_letter(
+                tx, _exhausted_failures(services, exhausted, work, error), work.letters
             )
     except DatabaseUnavailable:
         # Counted in memory only this time; the durable count catches up later.
@@ -283,10 +296,8 @@ def _fail_exhausted(
     while not work.done:
         try:
             with services.db.transaction() as tx:
-                failed = tx.fail_tasks([_exhausted(t, work, error) for t in work.tasks])
-                stored = tx.insert_dead_letters(
-                    work.letters
-                    + [_exhausted_letter(services, t, work, error) for t in work.tasks],
+                failed, stored = _fail_and_dead_letter(
+                    tx, _exhausted_failures(services, work.tasks, work, error), work.letters
                 )
         except DatabaseUnavailable:
             log.warning("cannot record exhausted tasks yet: database unavailable")
@@ -298,8 +309,20 @@ def _fail_exhausted(
         report.dead_lettered += len(stored)
 
 
-def _failure(row: TaskForProcessing, problem: PermanentError) -> TaskFailure:
-    return TaskFailure(task_id=row.id, reason=str(problem), attempts=row.attempts + 1)
+def _failure_with_letter(
+    services: Services, task: _Task, row: TaskForProcessing, problem: PermanentError
+) -> tuple[TaskFailure, DeadLetter]:
+    failure = TaskFailure(task_id=row.id, reason=str(problem), attempts=row.attempts + 1)
+    return failure, _task_letter(services, task, row, problem)
+
+
+def _exhausted_failures(
+    services: Services, tasks: Sequence[_Task], work: _Work, error: TemporaryError
+) -> list[tuple[TaskFailure, DeadLetter]]:
+    return [
+        (_exhausted(task, work, error), _exhausted_letter(services, task, work, error))
+        for task in tasks
+    ]
 
 
 def _exhausted(task: _Task, work: _Work, error: TemporaryError) -> TaskFailure:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -11,7 +12,7 @@ from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import ConsumedRecord
 from shared.moderation.batch import process_moderation_batch
 from shared.moderation.relay import relay_once
-from tests.fakes import FakeModelLoader, fake_services
+from tests.fakes import FakeModelLoader, InMemoryTransaction, fake_services
 
 TOPIC = "moderation"
 
@@ -140,6 +141,51 @@ def test_ad_deleted_before_processing_marks_task_failed_and_dead_letters_it():
     task = services.db.state.tasks[1]
     assert (task.status, task.error_message) == ("failed", "Ad not found")
     assert len(services.publisher.on_topic("moderation_dlq")) == 1
+
+
+def _finished_by_another_consumer_after_our_read(monkeypatch, task_id: int) -> None:
+    """Our read sees the task pending; by the time our UPDATE runs, another consumer
+    (the partition's old owner during a rebalance) has committed it as completed."""
+    read = InMemoryTransaction.load_tasks_with_ads
+
+    def read_then_lose_the_race(tx, task_ids):
+        rows = read(tx, task_ids)
+        tx.s.tasks[task_id] = replace(
+            tx.s.tasks[task_id], status="completed", probability=0.25, model_version="other"
+        )
+        return rows
+
+    monkeypatch.setattr(InMemoryTransaction, "load_tasks_with_ads", read_then_lose_the_race)
+
+
+def test_a_task_another_consumer_completes_meanwhile_keeps_its_verdict_and_counts_as_duplicate(
+    monkeypatch,
+):
+    services = fake_services()
+    record = _accepted_task(services, 5)
+    _finished_by_another_consumer_after_our_read(monkeypatch, 1)
+
+    report = process_moderation_batch(services, [record])
+
+    task = services.db.state.tasks[1]
+    assert (task.status, task.probability, task.model_version) == ("completed", 0.25, "other")
+    assert (report.completed, report.duplicates, report.verdicts) == (0, 1, {})
+
+
+def test_a_failure_for_a_task_another_consumer_completes_meanwhile_is_not_dead_lettered(
+    monkeypatch,
+):
+    services = fake_services()
+    record = _accepted_task(services, 5)
+    services.db.state.ads.pop(5)
+    _finished_by_another_consumer_after_our_read(monkeypatch, 1)
+
+    report = process_moderation_batch(services, [record])
+
+    assert services.db.state.tasks[1].status == "completed"
+    assert (report.failed, report.dead_lettered) == (0, 0)
+    assert services.publisher.on_topic("moderation_dlq") == []
+    assert services.db.state.letters == {}
 
 
 def test_unknown_task_is_dead_lettered_without_touching_any_row():
