@@ -38,7 +38,7 @@ def test_a_model_bound_function_gets_two_threads_and_a_worker_per_cpu(environ, e
 
 
 def test_other_functions_keep_the_framework_thread_default(environ, exec_calls):
-    environ["FUNCTION_TARGET"] = "async_predict"
+    environ["FUNCTION_TARGET"] = "moderation_result"
 
     serve_function.main()
 
