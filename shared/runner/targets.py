@@ -23,7 +23,7 @@ class FunctionTarget:
     # gunicorn threads per worker when deployed (functions-framework's THREADS); None keeps
     # its default of 4 per CPU. The model-bound functions take 2: their requests hold the
     # GIL, so more threads only contend for it (with 8, predict reached 0.59 of hello
-    # world's rate; with 2, 0.64-0.71), while 1 switches gunicorn to its sync worker, which
+    # world's rate; with 2, 0.64-0.76), while 1 switches gunicorn to its sync worker, which
     # drops keep-alive and put p99 at 14-38 ms (bench/bench_http.py, both cases).
     # async_predict takes 16: a request mostly waits (an INSERT, the broker's ack, an
     # UPDATE), and with 4 threads one worker accepted 92-96 % of 500/s.
