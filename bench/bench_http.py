@@ -2,9 +2,9 @@
 
 Every function runs as `functions-framework --source ... --target ...` without
 --debug, which is gunicorn, with the WORKERS and THREADS the image gives it
-(`FunctionTarget.server_env`, for one CPU: one worker, two threads for these two), and the
-hello-world baseline (bench/hello/main.py) runs on exactly the same settings and
-gets exactly the same requests. Load comes from other processes on loopback:
+(`FunctionTarget.server_env`, for one CPU: one worker; 2 threads for predict, 4 for
+simple_predict), and the hello-world baseline (bench/hello/main.py) runs on exactly
+the same settings and gets exactly the same requests. Load comes from other processes on loopback:
 
 - maximum rate: wrk, closed-loop, 16 connections;
 - latency: an open-loop run at half the function's maximum rate (bench/loadgen.py),

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import psycopg
 
 from shared.db.arrays import bigint_array
+from shared.db.blocking import KeyLookup, fetch_one
 from shared.domain import Ad
 
 _AD_WITH_SELLER = """
@@ -15,8 +16,12 @@ _AD_WITH_SELLER = """
 """
 
 
+# simple_predict's one query, so it runs as one blocking call (see shared/db/blocking.py).
+_AD_BY_ID = KeyLookup("ad_with_seller_by_id", _AD_WITH_SELLER + " WHERE a.id = $1")
+
+
 def load_ad_with_seller(conn: psycopg.Connection, item_id: int) -> Ad | None:
-    row = conn.execute(_AD_WITH_SELLER + " WHERE a.id = %s", (item_id,)).fetchone()
+    row = fetch_one(conn, _AD_BY_ID, (item_id,))
     return Ad(*row) if row else None
 
 

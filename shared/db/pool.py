@@ -66,7 +66,9 @@ class Database:
             # Open on first use, not at construction: nothing connects at import time.
             open=False,
             check=self._check_if_idle,
-            reset=self._note_returned,
+            # No `reset` hook: with one, the pool hands every returned connection to
+            # a worker thread, and that hand-off cost simple_predict a fifth of its
+            # rate (bench/bench_http.py). `_connection` notes the return time instead.
         )
         self._opened = False
         self._returned_at: weakref.WeakKeyDictionary[psycopg.Connection, float] = (
@@ -97,12 +99,12 @@ class Database:
         self._ensure_open()
         try:
             with self._pool.connection() as conn:
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    self._returned_at[conn] = time.monotonic()
         except _UNAVAILABLE as error:
             raise DatabaseUnavailable(f"PostgreSQL unavailable: {error}") from error
-
-    def _note_returned(self, conn: psycopg.Connection) -> None:
-        self._returned_at[conn] = time.monotonic()
 
     def _check_if_idle(self, conn: psycopg.Connection) -> None:
         # A busy connection is not pinged (a round trip per use); one that sat idle

@@ -21,10 +21,11 @@ class FunctionTarget:
     # The path ends in a parameter (`/moderation_result/{task_id}`), so subpaths are its own.
     takes_subpath: bool = False
     # gunicorn threads per worker when deployed (functions-framework's THREADS); None keeps
-    # its default of 4 per CPU. The model-bound functions take 2: their requests hold the
-    # GIL, so more threads only contend for it (with 8, predict reached 0.59 of hello
-    # world's rate; with 2, 0.64-0.76), while 1 switches gunicorn to its sync worker, which
-    # drops keep-alive and put p99 at 14-38 ms (bench/bench_http.py, both cases).
+    # its default of 4 per CPU. predict takes 2: its requests hold the GIL, so more
+    # threads only contend for it (with 8 it reached 0.59 of hello world's rate; with 2,
+    # 0.64-0.76), while 1 switches gunicorn to its sync worker, which drops keep-alive and
+    # put p99 at 14-38 ms (bench/bench_http.py). simple_predict keeps the default: a
+    # request also waits for its lookup, and 4 threads gave 0.61-0.65 where 2 gave 0.54.
     # async_predict takes 16: a request mostly waits (an INSERT, the broker's ack, an
     # UPDATE), and with 4 threads one worker accepted 92-96 % of 500/s.
     threads: int | None = None
@@ -41,7 +42,7 @@ class FunctionTarget:
 
 HTTP_FUNCTIONS = (
     FunctionTarget("predict", "predict", "/predict", threads=2),
-    FunctionTarget("simple_predict", "predict", "/simple_predict", threads=2),
+    FunctionTarget("simple_predict", "predict", "/simple_predict"),
     FunctionTarget("async_predict", "async_predict", "/async_predict", threads=16),
     FunctionTarget("moderation_result", "moderation_result", "/moderation_result", True),
 )

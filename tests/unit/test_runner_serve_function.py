@@ -26,8 +26,8 @@ def exec_calls(monkeypatch, environ):
     return calls
 
 
-def test_a_model_bound_function_gets_two_threads_and_a_worker_per_cpu(environ, exec_calls):
-    environ["FUNCTION_TARGET"] = "simple_predict"
+def test_the_model_bound_function_gets_two_threads_and_a_worker_per_cpu(environ, exec_calls):
+    environ["FUNCTION_TARGET"] = "predict"
 
     serve_function.main()
 
@@ -38,7 +38,7 @@ def test_a_model_bound_function_gets_two_threads_and_a_worker_per_cpu(environ, e
 
 
 def test_other_functions_keep_the_framework_thread_default(environ, exec_calls):
-    environ["FUNCTION_TARGET"] = "moderation_result"
+    environ["FUNCTION_TARGET"] = "simple_predict"
 
     serve_function.main()
 

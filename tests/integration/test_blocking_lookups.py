@@ -1,0 +1,84 @@
+"""The request path's lookups by key (shared/db/blocking.py) against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from shared.db.ads import load_ad_with_seller
+from shared.db.blocking import KeyLookup, fetch_one
+from shared.domain import Ad
+from shared.errors import DatabaseUnavailable
+from shared.settings import Settings
+from tests.integration.helpers import seed_ads, wired_services
+
+TYPED = KeyLookup(
+    "test_typed_row",
+    "SELECT $1::bigint, $1::bigint > 1, $1::bigint / 3.0, now(), 'é' || $1::text, NULL::int",
+)
+
+
+def test_a_row_comes_back_with_the_types_execute_gives(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        expected = conn.execute(TYPED.sql.replace("$1", "%(id)s"), {"id": 7}).fetchone()
+        row = fetch_one(conn, TYPED, (7,))
+    assert row is not None and expected is not None
+    assert [type(value) for value in row] == [type(value) for value in expected]
+    assert row[:3] == expected[:3] and row[4:] == expected[4:] == ("é7", None)
+
+
+def test_the_statement_is_prepared_once_per_connection(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for item_id in (1, 2, 3):
+            assert fetch_one(conn, TYPED, (item_id,))[0] == item_id
+        prepared = conn.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE name = %s", (TYPED.name,)
+        ).fetchone()
+    assert prepared == (1,)
+    with psycopg.connect(database_url, autocommit=True) as fresh:
+        assert fetch_one(fresh, TYPED, (4,))[0] == 4
+
+
+def test_no_row_is_none_and_a_bad_statement_raises_psycopgs_error(database_url: str) -> None:
+    nothing = KeyLookup("test_nothing", "SELECT 1 WHERE $1::int < 0")
+    broken = KeyLookup("test_broken", "SELECT * FROM no_such_table WHERE id = $1")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert fetch_one(conn, nothing, (5,)) is None
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            fetch_one(conn, broken, (5,))
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+            fetch_one(conn, nothing, ("five",))
+        # The connection is still usable after both errors.
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_the_ad_lookup_reads_the_ad_and_its_sellers_flag(settings: Settings) -> None:
+    with wired_services(settings) as services:
+        [item_id] = seed_ads(services, 1, name="Road bike")
+        with services.db.autocommit() as tx:
+            ad = load_ad_with_seller(tx.conn, item_id)
+            missing = load_ad_with_seller(tx.conn, item_id + 1)
+    assert ad == Ad(
+        item_id=item_id,
+        seller_id=ad.seller_id,
+        is_verified_seller=True,
+        name="Road bike 1",
+        description="Aluminium frame, 21 gears, barely used.",
+        category=3,
+        images_qty=4,
+    )
+    assert missing is None
+
+
+def test_a_dropped_connection_is_a_temporary_error_and_the_pool_replaces_it(
+    settings: Settings,
+) -> None:
+    with wired_services(settings) as services:
+        [item_id] = seed_ads(services, 1)
+        with pytest.raises(DatabaseUnavailable), services.db.autocommit() as tx:
+            backend = tx.conn.info.backend_pid
+            with psycopg.connect(settings.database_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+            tx.load_ad_with_seller(item_id)
+        with services.db.autocommit() as tx:
+            assert tx.load_ad_with_seller(item_id).item_id == item_id
