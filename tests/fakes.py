@@ -101,7 +101,14 @@ class InMemoryTransaction:
     def get_task(self, task_id: int) -> TaskRow | None:
         return self.s.tasks.get(task_id)
 
-    def load_tasks_with_ads(self, task_ids: Sequence[int]) -> dict[int, TaskForProcessing]:
+    @contextmanager
+    def atomic(self) -> Iterator[InMemoryTransaction]:
+        # The whole block of `transaction()` / `autocommit()` is already all or nothing.
+        yield self
+
+    def load_tasks_with_ads(
+        self, tasks_named: Sequence[tuple[int, int]]
+    ) -> dict[int, TaskForProcessing]:
         return {
             t.id: TaskForProcessing(
                 t.id,
@@ -109,9 +116,10 @@ class InMemoryTransaction:
                 t.status,
                 t.attempts,
                 self.s.first_failures.get(t.id),
-                self.s.ads.get(t.item_id),
+                # As the SQL does: only the ad of the item the record names is read.
+                self.s.ads.get(t.item_id) if t.item_id == item_id else None,
             )
-            for task_id in task_ids
+            for task_id, item_id in tasks_named
             if (t := self.s.tasks.get(task_id))
         }
 

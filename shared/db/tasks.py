@@ -19,7 +19,7 @@ from typing import NamedTuple
 import psycopg
 from psycopg.rows import class_row
 
-from shared.db.ads import load_ads_with_sellers
+from shared.db.ads import AD_COLUMNS
 from shared.db.arrays import bigint_array, boolean_array, float8_array
 from shared.domain import Ad, Verdict
 
@@ -113,26 +113,38 @@ def get_task(conn: psycopg.Connection, task_id: int) -> TaskRow | None:
 
 
 def load_tasks_with_ads(
-    conn: psycopg.Connection, task_ids: Sequence[int]
+    conn: psycopg.Connection, tasks: Sequence[tuple[int, int]]
 ) -> dict[int, TaskForProcessing]:
-    """Each task of a batch with its ad and seller: two index lookups in all.
+    """Each task of a batch with its ad and seller, in one statement.
+
+    `tasks` are (task_id, item_id) as the records name them, and an ad is read only
+    for the item its record names: a task whose record names another item (a corrupt
+    copy) comes back with `ad` None. That second array is what lets the planner find
+    the ads by primary key; joined on the tasks' item_id alone, it reads the whole
+    ads table for a batch.
 
     No row lock: the finishing UPDATEs' status guard settles a race (see the module
     docstring), and locking every row of a batch first cost a fifth of the
-    consumer's throughput (bench/bench_consumer_throughput.py). The ads come in a
-    second query by id: joined in one statement, the planner reads the whole ads
-    table for a batch.
+    consumer's throughput (bench/bench_consumer_throughput.py).
     """
     rows = conn.execute(
-        """
-        SELECT id, item_id, status, attempts, first_failure_at
-        FROM moderation_results WHERE id = ANY(%s::bigint[])
+        f"""
+        SELECT t.id, t.item_id, t.status, t.attempts, t.first_failure_at, {AD_COLUMNS}
+        FROM moderation_results t
+        LEFT JOIN (ads a JOIN sellers s ON s.id = a.seller_id)
+               ON a.id = t.item_id AND a.id = ANY(%(item_ids)s::bigint[])
+        WHERE t.id = ANY(%(task_ids)s::bigint[])
         """,
-        (bigint_array(task_ids),),
+        {
+            "task_ids": bigint_array(task_id for task_id, _ in tasks),
+            "item_ids": bigint_array(item_id for _, item_id in tasks),
+        },
         prepare=False,
     ).fetchall()
-    ads = load_ads_with_sellers(conn, [row[1] for row in rows])
-    return {row[0]: TaskForProcessing(*row, ad=ads.get(row[1])) for row in rows}
+    return {
+        row[0]: TaskForProcessing(*row[:5], ad=None if row[5] is None else Ad(*row[5:]))
+        for row in rows
+    }
 
 
 def complete_tasks(conn: psycopg.Connection, verdicts: Sequence[tuple[int, Verdict]]) -> set[int]:

@@ -1,4 +1,4 @@
-"""Everything the service layer may do inside one database transaction.
+"""Everything the service layer may do on one pooled connection, in a transaction or not.
 
 The service code talks to this class, never to SQL; the unit tests hand the
 service an in-memory double with the same methods instead.
@@ -6,7 +6,8 @@ service an in-memory double with the same methods instead.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 
 import psycopg
@@ -20,6 +21,12 @@ from shared.domain import Ad, Verdict
 class Transaction:
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
+
+    @contextmanager
+    def atomic(self) -> Iterator[Transaction]:
+        """The block's statements as one transaction, on a connection from `autocommit()`."""
+        with self.conn.transaction():
+            yield self
 
     def load_ad_with_seller(self, item_id: int) -> Ad | None:
         return ads.load_ad_with_seller(self.conn, item_id)
@@ -36,8 +43,10 @@ class Transaction:
     def get_task(self, task_id: int) -> TaskRow | None:
         return tasks.get_task(self.conn, task_id)
 
-    def load_tasks_with_ads(self, task_ids: Sequence[int]) -> dict[int, TaskForProcessing]:
-        return tasks.load_tasks_with_ads(self.conn, task_ids)
+    def load_tasks_with_ads(
+        self, tasks_named: Sequence[tuple[int, int]]
+    ) -> dict[int, TaskForProcessing]:
+        return tasks.load_tasks_with_ads(self.conn, tasks_named)
 
     def complete_tasks(self, verdicts: Sequence[tuple[int, Verdict]]) -> set[int]:
         return tasks.complete_tasks(self.conn, verdicts)

@@ -5,11 +5,13 @@ The contract with the caller (the poll loop or the CloudEvent entry point): when
 PostgreSQL (completed, failed, dead-lettered or a known duplicate), so its offset
 may be stored. If it raises, nothing about the batch may be acknowledged.
 
-Each attempt is one transaction: one query reads the tasks and one their ads, one
-model call scores them, one statement per outcome writes them. Only a task this
-transaction moved out of pending is counted and dead-lettered as its own: another
+An attempt is two round trips in the normal case: one query reads the tasks with
+their ads, one model call scores them, and one UPDATE, committing on its own,
+writes the verdicts. When an attempt also fails tasks or dead-letters records, its
+writes run as one transaction instead, so an attempt is all or nothing. Only a task
+this attempt moved out of pending is counted and dead-lettered as its own: another
 consumer may finish one meanwhile (see shared/db/tasks.py). A temporary
-error rolls the attempt back; the attempt is counted on the task rows and the
+error leaves the attempt unwritten; the attempt is counted on the task rows and the
 batch is retried on the shared 5/10/20 s schedule. That wait blocks only the
 caller's thread, which the poll loop runs per partition.
 """
@@ -180,8 +182,8 @@ def _score_and_write(
 ) -> list[StoredDeadLetter]:
     letters = list(work.letters)
     failures: list[tuple[TaskFailure, DeadLetter]] = []
-    with services.db.transaction() as tx:
-        rows = tx.load_tasks_with_ads([task.task_id for task in work.tasks])
+    with services.db.autocommit() as db:
+        rows = db.load_tasks_with_ads([task.message for task in work.tasks])
         to_score: list[tuple[_Task, TaskForProcessing]] = []
         for task in work.tasks:
             row = rows.get(task.task_id)
@@ -199,14 +201,29 @@ def _score_and_write(
                 to_score.append((task, row))
         verdicts, invalid = _score(services, to_score)
         failures += [_failure_with_letter(services, *invalid_task) for invalid_task in invalid]
-        completed = tx.complete_tasks(verdicts)
-        failed, stored = _fail_and_dead_letter(tx, failures, letters)
+        completed, failed, stored = _write_outcomes(db, verdicts, failures, letters)
     # Scored, but finished by another consumer before our UPDATE reached them.
     report.duplicates += len(verdicts) - len(completed)
     report.completed += len(completed)
     report.failed += failed
     report.verdicts.update((task_id, v) for task_id, v in verdicts if task_id in completed)
     return stored
+
+
+def _write_outcomes(
+    db: Transaction,
+    verdicts: Sequence[tuple[int, Verdict]],
+    failures: Sequence[tuple[TaskFailure, DeadLetter]],
+    letters: Sequence[DeadLetter],
+) -> tuple[set[int], int, list[StoredDeadLetter]]:
+    """(completed ids, failed count, stored letters). The verdicts alone are one
+    statement, atomic on its own; with failures or letters all writes are one transaction."""
+    if not failures and not letters:
+        return db.complete_tasks(verdicts), 0, []
+    with db.atomic() as tx:
+        completed = tx.complete_tasks(verdicts)
+        failed, stored = _fail_and_dead_letter(tx, failures, letters)
+    return completed, failed, stored
 
 
 def _fail_and_dead_letter(

@@ -148,8 +148,8 @@ def _finished_by_another_consumer_after_our_read(monkeypatch, task_id: int) -> N
     (the partition's old owner during a rebalance) has committed it as completed."""
     read = InMemoryTransaction.load_tasks_with_ads
 
-    def read_then_lose_the_race(tx, task_ids):
-        rows = read(tx, task_ids)
+    def read_then_lose_the_race(tx, tasks_named):
+        rows = read(tx, tasks_named)
         tx.s.tasks[task_id] = replace(
             tx.s.tasks[task_id], status="completed", probability=0.25, model_version="other"
         )
