@@ -1,15 +1,19 @@
-"""Lookups by key as one blocking libpq call: the request path's statements.
+"""Statements as one blocking libpq call, for the hot paths: a lookup by key, a batch.
 
 psycopg runs a query as a generator driven by a wait loop (send, wait on the
-socket, read), and each step gives up the GIL. In a gunicorn worker whose other
-threads want the GIL, every one of those releases is a hand-off that then waits
-to get it back; a lookup by key through `execute` cost simple_predict about a
-quarter of its rate against the same lookup as one `PQexecPrepared`, which gives
-up the GIL once for the whole round trip (bench/bench_http.py).
+socket, read), and each step gives up the GIL. In a process whose other threads
+want the GIL (a gunicorn worker's, the consumer's partition workers), every one of
+those releases is a hand-off that then waits to get it back: a lookup by key through
+`execute` cost simple_predict about a quarter of its rate against the same lookup
+as one `PQexecPrepared`, which gives up the GIL once for the whole round trip
+(bench/bench_http.py).
 
-The statement is prepared once per connection under a name of its own, which
-psycopg's own prepared-statement cache (named `_pg3_N`) never uses. Results are
-loaded by psycopg's Transformer, so types come back exactly as `execute` returns them.
+A lookup by key is prepared once per connection under a name of its own, which
+psycopg's own prepared-statement cache (named `_pg3_N`) never uses. A batch
+statement is not prepared, for the reason in shared/db/arrays.py. Parameters go
+as text (`$1`, `$2`, ...; arrays as the literals of shared/db/arrays.py), and
+results are loaded by psycopg's Transformer, so types come back exactly as
+`execute` returns them. Errors are psycopg's, as `execute` would raise them.
 """
 
 from __future__ import annotations
@@ -42,22 +46,39 @@ _prepared: weakref.WeakKeyDictionary[psycopg.Connection, set[str]] = weakref.Wea
 def fetch_one(
     conn: psycopg.Connection, lookup: KeyLookup, params: Sequence[object]
 ) -> tuple[Any, ...] | None:
-    """The lookup's row, or None. Errors are psycopg's, as `execute` would raise them."""
+    """The lookup's row, or None."""
     with conn.lock:
         pgconn = conn.pgconn
         names = _prepared.setdefault(conn, set())
         if lookup.name not in names:
             _check(conn, pgconn.prepare(lookup.name.encode(), lookup.sql.encode()))
             names.add(lookup.name)
-        result = pgconn.exec_prepared(
-            lookup.name.encode(), [None if p is None else str(p).encode() for p in params]
-        )
+        result = pgconn.exec_prepared(lookup.name.encode(), _text(params))
         _check(conn, result)
-        if result.ntuples == 0:
-            return None
-        loader = Transformer(conn)
-        loader.set_pgresult(result)
-        return loader.load_row(0, tuple)
+        rows = _load(conn, result)
+    return rows[0] if rows else None
+
+
+def fetch_all(
+    conn: psycopg.Connection, sql: str, params: Sequence[object]
+) -> list[tuple[Any, ...]]:
+    """Every row of an unprepared statement (none for one that returns nothing)."""
+    with conn.lock:
+        result = conn.pgconn.exec_params(sql.encode(), _text(params))
+        _check(conn, result)
+        return _load(conn, result)
+
+
+def _text(params: Sequence[object]) -> list[bytes | None]:
+    return [None if value is None else str(value).encode() for value in params]
+
+
+def _load(conn: psycopg.Connection, result: pq.PGresult) -> list[tuple[Any, ...]]:
+    if result.ntuples == 0:
+        return []
+    loader = Transformer(conn)
+    loader.set_pgresult(result)
+    return loader.load_rows(0, result.ntuples, tuple)
 
 
 def _check(conn: psycopg.Connection, result: pq.PGresult) -> None:

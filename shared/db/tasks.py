@@ -21,6 +21,7 @@ from psycopg.rows import class_row
 
 from shared.db.ads import AD_COLUMNS
 from shared.db.arrays import bigint_array, boolean_array, float8_array
+from shared.db.blocking import fetch_all
 from shared.domain import Ad, Verdict
 
 
@@ -112,6 +113,31 @@ def get_task(conn: psycopg.Connection, task_id: int) -> TaskRow | None:
         ).fetchone()
 
 
+# The consumer's two statements per batch, run as one blocking call each (shared/db/blocking.py).
+_TASKS_WITH_ADS = f"""
+    SELECT t.id, t.item_id, t.status, t.attempts, t.first_failure_at, {AD_COLUMNS}
+    FROM moderation_results t
+    LEFT JOIN (ads a JOIN sellers s ON s.id = a.seller_id)
+           ON a.id = t.item_id AND a.id = ANY($2::bigint[])
+    WHERE t.id = ANY($1::bigint[])
+"""
+_COMPLETE = """
+    UPDATE moderation_results t
+    SET status = 'completed', is_violation = v.is_violation,
+        probability = v.probability, model_version = $1,
+        attempts = t.attempts + 1,
+        error_message = NULL, processed_at = now(),
+        -- Consumed, so evidently published: this also takes the row out of the
+        -- relay's partial index if its publish was never marked.
+        published_at = coalesce(t.published_at, now())
+    FROM unnest($2::bigint[], $3::boolean[], $4::float8[]) AS v(id, is_violation, probability)
+    -- The ANY lets the planner find the rows by primary key; joined on the
+    -- unnest alone it hashes the whole table for every batch.
+    WHERE t.id = ANY($2::bigint[]) AND t.id = v.id AND t.status = 'pending'
+    RETURNING t.id
+"""
+
+
 def load_tasks_with_ads(
     conn: psycopg.Connection, tasks: Sequence[tuple[int, int]]
 ) -> dict[int, TaskForProcessing]:
@@ -127,20 +153,14 @@ def load_tasks_with_ads(
     docstring), and locking every row of a batch first cost a fifth of the
     consumer's throughput (bench/bench_consumer_throughput.py).
     """
-    rows = conn.execute(
-        f"""
-        SELECT t.id, t.item_id, t.status, t.attempts, t.first_failure_at, {AD_COLUMNS}
-        FROM moderation_results t
-        LEFT JOIN (ads a JOIN sellers s ON s.id = a.seller_id)
-               ON a.id = t.item_id AND a.id = ANY(%(item_ids)s::bigint[])
-        WHERE t.id = ANY(%(task_ids)s::bigint[])
-        """,
-        {
-            "task_ids": bigint_array(task_id for task_id, _ in tasks),
-            "item_ids": bigint_array(item_id for _, item_id in tasks),
-        },
-        prepare=False,
-    ).fetchall()
+    rows = fetch_all(
+        conn,
+        _TASKS_WITH_ADS,
+        (
+            bigint_array(task_id for task_id, _ in tasks),
+            bigint_array(item_id for _, item_id in tasks),
+        ),
+    )
     return {
         row[0]: TaskForProcessing(*row[:5], ad=None if row[5] is None else Ad(*row[5:]))
         for row in rows
@@ -155,31 +175,16 @@ def complete_tasks(conn: psycopg.Connection, verdicts: Sequence[tuple[int, Verdi
         by_version.setdefault(verdict.model_version, []).append((task_id, verdict))
     changed: set[int] = set()
     for model_version, group in by_version.items():
-        rows = conn.execute(
-            """
-            UPDATE moderation_results t
-            SET status = 'completed', is_violation = v.is_violation,
-                probability = v.probability, model_version = %(model_version)s,
-                attempts = t.attempts + 1,
-                error_message = NULL, processed_at = now(),
-                -- Consumed, so evidently published: this also takes the row out of the
-                -- relay's partial index if its publish was never marked.
-                published_at = coalesce(t.published_at, now())
-            FROM unnest(%(ids)s::bigint[], %(violations)s::boolean[], %(probabilities)s::float8[])
-                 AS v(id, is_violation, probability)
-            -- The ANY lets the planner find the rows by primary key; joined on the
-            -- unnest alone it hashes the whole table for every batch.
-            WHERE t.id = ANY(%(ids)s::bigint[]) AND t.id = v.id AND t.status = 'pending'
-            RETURNING t.id
-            """,
-            {
-                "model_version": model_version,
-                "ids": bigint_array(task_id for task_id, _ in group),
-                "violations": boolean_array(verdict.is_violation for _, verdict in group),
-                "probabilities": float8_array(verdict.probability for _, verdict in group),
-            },
-            prepare=False,
-        ).fetchall()
+        rows = fetch_all(
+            conn,
+            _COMPLETE,
+            (
+                model_version,
+                bigint_array(task_id for task_id, _ in group),
+                boolean_array(verdict.is_violation for _, verdict in group),
+                float8_array(verdict.probability for _, verdict in group),
+            ),
+        )
         changed.update(row[0] for row in rows)
     return changed
 

@@ -1,4 +1,4 @@
-"""The request path's lookups by key (shared/db/blocking.py) against a real PostgreSQL."""
+"""Statements as one blocking libpq call (shared/db/blocking.py) against a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from shared.db.ads import load_ad_with_seller
-from shared.db.blocking import KeyLookup, fetch_one
+from shared.db.blocking import KeyLookup, fetch_all, fetch_one
 from shared.domain import Ad
 from shared.errors import DatabaseUnavailable
 from shared.settings import Settings
@@ -82,3 +82,22 @@ def test_a_dropped_connection_is_a_temporary_error_and_the_pool_replaces_it(
             tx.load_ad_with_seller(item_id)
         with services.db.autocommit() as tx:
             assert tx.load_ad_with_seller(item_id).item_id == item_id
+
+
+def test_a_batch_statement_returns_every_row_and_runs_in_the_callers_transaction(
+    database_url: str,
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE numbers (n bigint PRIMARY KEY)")
+        inserted = fetch_all(
+            conn,
+            "INSERT INTO numbers SELECT unnest($1::bigint[]) RETURNING n",
+            ("{3,1,2}",),
+        )
+        assert sorted(inserted) == [(1,), (2,), (3,)]
+        assert fetch_all(conn, "DELETE FROM numbers WHERE n > $1", (9,)) == []
+        with pytest.raises(psycopg.errors.UniqueViolation), conn.transaction():
+            fetch_all(conn, "DELETE FROM numbers WHERE n = $1", (1,))
+            fetch_all(conn, "INSERT INTO numbers VALUES ($1)", (2,))
+        # The failed transaction took its DELETE with it.
+        assert conn.execute("SELECT count(*) FROM numbers").fetchone() == (3,)
