@@ -16,13 +16,14 @@ from collections.abc import Iterable
 
 
 def bigint_array(values: Iterable[int]) -> str:
-    return "{" + ",".join(str(int(value)) for value in values) + "}"
+    # int() first, so that nothing but digits reaches the SQL.
+    return "{" + ",".join(map(str, map(int, values))) + "}"
 
 
 def float8_array(values: Iterable[float]) -> str:
     # repr is the shortest text that reads back as the same double.
-    return "{" + ",".join(repr(float(value)) for value in values) + "}"
+    return "{" + ",".join(map(repr, map(float, values))) + "}"
 
 
 def boolean_array(values: Iterable[bool]) -> str:
-    return "{" + ",".join("t" if value else "f" for value in values) + "}"
+    return "{" + ",".join(["t" if value else "f" for value in values]) + "}"

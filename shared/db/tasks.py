@@ -153,16 +153,12 @@ def load_tasks_with_ads(
     docstring), and locking every row of a batch first cost a fifth of the
     consumer's throughput (bench/bench_consumer_throughput.py).
     """
-    rows = fetch_all(
-        conn,
-        _TASKS_WITH_ADS,
-        (
-            bigint_array(task_id for task_id, _ in tasks),
-            bigint_array(item_id for _, item_id in tasks),
-        ),
-    )
+    task_ids, item_ids = zip(*tasks, strict=True) if tasks else ((), ())
+    rows = fetch_all(conn, _TASKS_WITH_ADS, (bigint_array(task_ids), bigint_array(item_ids)))
     return {
-        row[0]: TaskForProcessing(*row[:5], ad=None if row[5] is None else Ad(*row[5:]))
+        row[0]: TaskForProcessing(
+            row[0], row[1], row[2], row[3], row[4], None if row[5] is None else Ad._make(row[5:])
+        )
         for row in rows
     }
 
@@ -175,14 +171,15 @@ def complete_tasks(conn: psycopg.Connection, verdicts: Sequence[tuple[int, Verdi
         by_version.setdefault(verdict.model_version, []).append((task_id, verdict))
     changed: set[int] = set()
     for model_version, group in by_version.items():
+        task_ids, group_verdicts = zip(*group, strict=True)
         rows = fetch_all(
             conn,
             _COMPLETE,
             (
                 model_version,
-                bigint_array(task_id for task_id, _ in group),
-                boolean_array(verdict.is_violation for _, verdict in group),
-                float8_array(verdict.probability for _, verdict in group),
+                bigint_array(task_ids),
+                boolean_array([verdict.is_violation for verdict in group_verdicts]),
+                float8_array([verdict.probability for verdict in group_verdicts]),
             ),
         )
         changed.update(row[0] for row in rows)
