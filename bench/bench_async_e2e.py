@@ -8,9 +8,9 @@ time each 202 arrived; a task's latency is its row's processed_at minus that tim
 (one machine, one clock). Also reported: the same from when the request was due,
 which counts any queueing in front of async_predict. Every accepted task must
 complete; requests unanswered 10 s after the last one was due count as not
-accepted. processed_at is `now()` of the batch's transaction, i.e. when it began:
-the batch's own work (model, UPDATE, commit: a few ms at these batch sizes) is
-not in the figure.
+accepted. processed_at is `now()` of the UPDATE that writes the verdicts, i.e. when
+it began: the UPDATE and its commit (a few ms at these batch sizes) are not in the
+figure, the read and the model are.
 """
 
 from __future__ import annotations
