@@ -20,6 +20,7 @@ from bench.bench_http import PREDICT_SOURCE, measure_max_rate, serve
 SIZES = (10_000, 1_000_000)
 DRAIN_TASKS = 10_000
 REPEATS = 3
+MAX_RATE_S = 10  # one run per size: the tables are not rebuilt between turns
 KEPT_SHARE = 0.8
 
 
@@ -81,4 +82,4 @@ def _simple_predict_rate(stack: _infra.Stack, size: int) -> float:
     env = _infra.settings_env(_infra.bench_settings(stack))
     mix = loadgen.RequestMix("POST", "/?item_id={id}", max_id=size)
     with serve(stack, PREDICT_SOURCE, "simple_predict", env, mix) as url:
-        return measure_max_rate(url, mix)
+        return measure_max_rate(url, mix, duration_s=MAX_RATE_S)
