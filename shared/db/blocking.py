@@ -39,24 +39,47 @@ class KeyLookup:
 
 
 # Which lookups each connection has prepared; a new connection (after a restart of
-# PostgreSQL, say) starts empty, and a dropped one takes its entry with it.
+# PostgreSQL, say) starts empty, and a dropped one takes its entry with it. The server
+# may have forgotten one all the same: psycopg sends DEALLOCATE ALL when it rolls back a
+# connection where it prepared statements of its own, so a missing one is prepared again.
 _prepared: weakref.WeakKeyDictionary[psycopg.Connection, set[str]] = weakref.WeakKeyDictionary()
+_NO_SUCH_STATEMENT = "26000"  # invalid_sql_statement_name
 
 
 def fetch_one(
     conn: psycopg.Connection, lookup: KeyLookup, params: Sequence[object]
 ) -> tuple[Any, ...] | None:
     """The lookup's row, or None."""
+    values = _text(params)
     with conn.lock:
         pgconn = conn.pgconn
-        names = _prepared.setdefault(conn, set())
-        if lookup.name not in names:
-            _check(conn, pgconn.prepare(lookup.name.encode(), lookup.sql.encode()))
-            names.add(lookup.name)
-        result = pgconn.exec_prepared(lookup.name.encode(), _text(params))
+        if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            # Inside a transaction a failed EXECUTE would abort it, so there is no
+            # preparing again after a DEALLOCATE: the statement goes unprepared instead.
+            result = pgconn.exec_params(lookup.sql.encode(), values)
+        else:
+            result = _execute_prepared(conn, lookup, values)
+            if _sqlstate(result) == _NO_SUCH_STATEMENT:
+                _prepared[conn].discard(lookup.name)
+                result = _execute_prepared(conn, lookup, values)
         _check(conn, result)
         rows = _load(conn, result)
     return rows[0] if rows else None
+
+
+def _execute_prepared(
+    conn: psycopg.Connection, lookup: KeyLookup, values: list[bytes | None]
+) -> pq.PGresult:
+    names = _prepared.setdefault(conn, set())
+    if lookup.name not in names:
+        _check(conn, conn.pgconn.prepare(lookup.name.encode(), lookup.sql.encode()))
+        names.add(lookup.name)
+    return conn.pgconn.exec_prepared(lookup.name.encode(), values)
+
+
+def _sqlstate(result: pq.PGresult) -> str | None:
+    state = result.error_field(pq.DiagnosticField.SQLSTATE)
+    return state.decode() if state else None
 
 
 def fetch_all(

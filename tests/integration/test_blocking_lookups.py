@@ -101,3 +101,35 @@ def test_a_batch_statement_returns_every_row_and_runs_in_the_callers_transaction
             fetch_all(conn, "INSERT INTO numbers VALUES ($1)", (2,))
         # The failed transaction took its DELETE with it.
         assert conn.execute("SELECT count(*) FROM numbers").fetchone() == (3,)
+
+
+def test_a_lookup_survives_psycopgs_deallocate_all_after_a_rollback(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for _ in range(6):  # psycopg prepares a statement of its own after five runs
+            conn.execute("SELECT 1")
+        assert fetch_one(conn, TYPED, (1,))[0] == 1
+        # Rolling back, psycopg forgets its statements with DEALLOCATE ALL, ours too.
+        with pytest.raises(ZeroDivisionError), conn.transaction():
+            conn.execute("SELECT 1")
+            raise ZeroDivisionError
+        assert conn.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE name = %s", (TYPED.name,)
+        ).fetchone() == (0,)
+
+        assert fetch_one(conn, TYPED, (2,))[0] == 2
+        assert fetch_one(conn, TYPED, (3,))[0] == 3
+
+
+def test_a_lookup_inside_a_transaction_runs_unprepared_and_keeps_the_transaction(
+    database_url: str,
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TEMP TABLE seen (n bigint)")
+        with conn.transaction():
+            conn.execute("INSERT INTO seen VALUES (1)")
+            assert fetch_one(conn, TYPED, (5,))[0] == 5
+            conn.execute("INSERT INTO seen VALUES (2)")
+        assert conn.execute("SELECT count(*) FROM seen").fetchone() == (2,)
+        assert conn.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE name = %s", (TYPED.name,)
+        ).fetchone() == (0,)
