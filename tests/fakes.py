@@ -52,16 +52,22 @@ class InMemoryDatabase:
 
     @contextmanager
     def transaction(self) -> Iterator[InMemoryTransaction]:
-        self.transactions += 1
-        if self.unavailable_for > 0:
-            self.unavailable_for -= 1
-            raise DatabaseUnavailable("PostgreSQL unavailable: fake outage")
+        self._connect()
         working = copy.deepcopy(self.state)
         yield InMemoryTransaction(working)
         self.state = working
 
-    # Statements commit one by one there; for a double, one transaction per block will do.
-    autocommit = transaction
+    @contextmanager
+    def autocommit(self) -> Iterator[InMemoryTransaction]:
+        """Each call takes effect at once, as each statement commits on its own."""
+        self._connect()
+        yield InMemoryTransaction(self.state)
+
+    def _connect(self) -> None:
+        self.transactions += 1
+        if self.unavailable_for > 0:
+            self.unavailable_for -= 1
+            raise DatabaseUnavailable("PostgreSQL unavailable: fake outage")
 
     def ping(self) -> None:
         if self.unavailable_for:
@@ -103,8 +109,13 @@ class InMemoryTransaction:
 
     @contextmanager
     def atomic(self) -> Iterator[InMemoryTransaction]:
-        # The whole block of `transaction()` / `autocommit()` is already all or nothing.
-        yield self
+        """All of the block's calls or none (on `autocommit()`'s live state too)."""
+        saved = copy.deepcopy(self.s)
+        try:
+            yield self
+        except BaseException:
+            self.s.__dict__.update(saved.__dict__)
+            raise
 
     def load_tasks_with_ads(
         self, tasks_named: Sequence[tuple[int, int]]

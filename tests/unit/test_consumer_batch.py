@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from shared.domain import Ad
+from shared.errors import DatabaseUnavailable
 from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import ConsumedRecord
 from shared.moderation.batch import process_moderation_batch
@@ -50,7 +51,7 @@ def test_valid_task_is_completed_with_the_models_verdict_and_nothing_dead_letter
     assert services.publisher.on_topic("moderation_dlq") == []
 
 
-def test_a_whole_batch_is_scored_in_one_model_call_and_one_write_transaction():
+def test_a_whole_batch_is_scored_in_one_model_call_on_one_connection():
     services = fake_services()
     records = [_accepted_task(services, item_id) for item_id in range(1, 51)]
     transactions_before = services.db.transactions
@@ -60,6 +61,37 @@ def test_a_whole_batch_is_scored_in_one_model_call_and_one_write_transaction():
     assert services.model.model.calls == [50]
     assert services.db.transactions - transactions_before == 1
     assert all(t.status == "completed" for t in services.db.state.tasks.values())
+
+
+def test_an_attempt_whose_dead_letter_cannot_be_written_writes_nothing_at_all(monkeypatch):
+    services = fake_services()
+    valid = _accepted_task(services, 1)
+    orphan = _accepted_task(services, 2)
+    del services.db.state.ads[2]  # its task fails: Ad not found, with a DLQ record
+    seen_between_attempts: list[list[str]] = []
+    insert, record_attempt = (
+        InMemoryTransaction.insert_dead_letters,
+        InMemoryTransaction.record_failed_attempt,
+    )
+
+    def insert_fails_once(tx, letters):
+        if not seen_between_attempts:
+            raise DatabaseUnavailable("PostgreSQL unavailable: connection lost mid-write")
+        return insert(tx, letters)
+
+    def record_and_look(tx, task_ids, reason):
+        seen_between_attempts.append([t.status for t in tx.s.tasks.values()])
+        return record_attempt(tx, task_ids, reason)
+
+    monkeypatch.setattr(InMemoryTransaction, "insert_dead_letters", insert_fails_once)
+    monkeypatch.setattr(InMemoryTransaction, "record_failed_attempt", record_and_look)
+
+    report = process_moderation_batch(services, [valid, orphan])
+
+    # The verdict and the failure went with the letter: the retry found both pending.
+    assert seen_between_attempts == [["pending", "pending"]]
+    assert [t.status for t in services.db.state.tasks.values()] == ["completed", "failed"]
+    assert (report.completed, report.failed, report.dead_lettered, report.retries) == (1, 1, 1, 1)
 
 
 @pytest.mark.parametrize(
