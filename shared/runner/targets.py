@@ -24,10 +24,13 @@ class FunctionTarget:
     # its default of 4 per CPU. predict takes 2: its requests hold the GIL, so more
     # threads only contend for it (with 8 it reached 0.59 of hello world's rate; with 2,
     # 0.64-0.76), while 1 switches gunicorn to its sync worker, which drops keep-alive and
-    # put p99 at 14-38 ms (bench/bench_http.py). simple_predict keeps the default: a
-    # request also waits for its lookup, and 4 threads gave 0.61-0.65 where 2 gave 0.54.
-    # async_predict takes 16: a request mostly waits (an INSERT, the broker's ack, an
-    # UPDATE), and with 4 threads one worker accepted 92-96 % of 500/s.
+    # put p99 at 14-38 ms (bench/bench_http.py). simple_predict takes 4: a request also
+    # waits for its lookup, and 3-6 threads gave 0.59-0.65 where 2 gave 0.54; 4 also
+    # stays within the pool's 10 connections, which functions-framework's 4 per CPU
+    # would not on a larger machine. moderation_result, one lookup per request too,
+    # takes the same (not measured on its own). async_predict takes 16: a request mostly
+    # waits (an INSERT, the broker's ack, an UPDATE, each holding a connection briefly),
+    # and with 4 threads one worker accepted 92-96 % of 500/s.
     threads: int | None = None
 
     def server_env(self, cpu_count: int) -> dict[str, str]:
@@ -42,9 +45,9 @@ class FunctionTarget:
 
 HTTP_FUNCTIONS = (
     FunctionTarget("predict", "predict", "/predict", threads=2),
-    FunctionTarget("simple_predict", "predict", "/simple_predict"),
+    FunctionTarget("simple_predict", "predict", "/simple_predict", threads=4),
     FunctionTarget("async_predict", "async_predict", "/async_predict", threads=16),
-    FunctionTarget("moderation_result", "moderation_result", "/moderation_result", True),
+    FunctionTarget("moderation_result", "moderation_result", "/moderation_result", True, threads=4),
 )
 CONSUMER_FUNCTION = FunctionTarget("moderation_consumer", "moderation_consumer", None)
 ALL_FUNCTIONS = (*HTTP_FUNCTIONS, CONSUMER_FUNCTION)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.runner import serve_function
+from shared.settings import Settings
 
 
 @pytest.fixture
@@ -37,13 +38,14 @@ def test_the_model_bound_function_gets_two_threads_and_a_worker_per_cpu(environ,
     assert (environment["WORKERS"], environment["THREADS"]) == ("2", "2")
 
 
-def test_other_functions_keep_the_framework_thread_default(environ, exec_calls):
+def test_the_lookup_functions_get_four_threads_within_the_pool(environ, exec_calls):
     environ["FUNCTION_TARGET"] = "simple_predict"
 
     serve_function.main()
 
     [(_, _, environment)] = exec_calls
-    assert (environment["WORKERS"], environment["THREADS"]) == ("2", "8")
+    assert (environment["WORKERS"], environment["THREADS"]) == ("2", "4")
+    assert int(environment["THREADS"]) <= Settings.model_fields["db_pool_max_size"].default
 
 
 def test_the_deployment_s_own_settings_win(environ, exec_calls):
