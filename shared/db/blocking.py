@@ -44,6 +44,7 @@ class KeyLookup:
 # connection where it prepared statements of its own, so a missing one is prepared again.
 _prepared: weakref.WeakKeyDictionary[psycopg.Connection, set[str]] = weakref.WeakKeyDictionary()
 _NO_SUCH_STATEMENT = "26000"  # invalid_sql_statement_name
+_ALREADY_PREPARED = "42P05"  # duplicate_prepared_statement
 
 
 def fetch_one(
@@ -72,7 +73,11 @@ def _execute_prepared(
 ) -> pq.PGresult:
     names = _prepared.setdefault(conn, set())
     if lookup.name not in names:
-        _check(conn, conn.pgconn.prepare(lookup.name.encode(), lookup.sql.encode()))
+        result = conn.pgconn.prepare(lookup.name.encode(), lookup.sql.encode())
+        # Already there (prepared before this bookkeeping knew of it): the name is ours,
+        # and so is its one statement.
+        if _sqlstate(result) != _ALREADY_PREPARED:
+            _check(conn, result)
         names.add(lookup.name)
     return conn.pgconn.exec_prepared(lookup.name.encode(), values)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from shared.db import blocking
 from shared.db.ads import load_ad_with_seller
 from shared.db.blocking import KeyLookup, fetch_all, fetch_one
 from shared.domain import Ad
@@ -118,6 +119,13 @@ def test_a_lookup_survives_psycopgs_deallocate_all_after_a_rollback(database_url
 
         assert fetch_one(conn, TYPED, (2,))[0] == 2
         assert fetch_one(conn, TYPED, (3,))[0] == 3
+
+
+def test_a_lookup_the_server_still_holds_is_used_as_it_is(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert fetch_one(conn, TYPED, (1,))[0] == 1
+        blocking._prepared[conn].clear()  # as if this process had lost track of it
+        assert fetch_one(conn, TYPED, (2,))[0] == 2
 
 
 def test_a_lookup_inside_a_transaction_runs_unprepared_and_keeps_the_transaction(
