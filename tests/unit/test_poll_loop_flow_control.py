@@ -1,5 +1,6 @@
 """The poll loop's flow control: a partition's fetching pauses on a long backlog and
-resumes at half of it, counted in records and in bytes."""
+resumes at half of it, counted in records and in bytes; and how the loop waits while
+batches run."""
 
 from __future__ import annotations
 
@@ -55,6 +56,13 @@ class _Consumer:
     def store_offsets(self, offsets) -> None:
         pass
 
+    def poll(self, timeout: float) -> None:
+        self.calls.append(("poll", timeout))
+        return None  # nothing fetched
+
+    def consume(self, num_messages: int, timeout: float) -> list:
+        return []
+
 
 @pytest.fixture
 def loop():
@@ -108,3 +116,27 @@ def test_large_records_pause_by_bytes_long_before_the_record_limit(loop, monkeyp
 
     assert consumer.calls == [("pause", 1)]
     assert loop._partitions[(TOPIC, 1)].backlog_bytes == 1200
+
+
+def test_while_a_batch_runs_the_loop_waits_on_it_instead_of_blocking_in_poll(loop, monkeypatch):
+    loop, consumer, release = loop
+    waits = []
+    monkeypatch.setattr(
+        poll_loop, "wait", lambda futures, timeout, return_when: waits.append((futures, timeout))
+    )
+    loop._accept(_Message(0, 0, b"{}"))
+    loop._dispatch()
+    inflight = loop._partitions[(TOPIC, 0)].inflight
+
+    assert loop._next_messages() == []
+
+    # A poll that returns at once, then a wait that a finishing batch ends.
+    assert consumer.calls == [("poll", 0)]
+    assert waits == [([inflight], poll_loop.BUSY_WAIT_S)]
+
+    release.set()
+    loop._reap_finished(wait=True)
+    consumer.calls.clear()
+    assert loop._next_messages() == []
+    # Nothing running: the bounded poll of an idle loop, and no wait.
+    assert consumer.calls == [("poll", 0.1)] and len(waits) == 1
