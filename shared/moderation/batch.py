@@ -218,7 +218,8 @@ def _write_outcomes(
     letters: Sequence[DeadLetter],
 ) -> tuple[set[int], int, list[StoredDeadLetter]]:
     """(completed ids, failed count, stored letters). The verdicts alone are one
-    statement, atomic on its own; with failures or letters all writes are one transaction."""
+    statement, atomic on its own (one per model version, and a batch is scored by one
+    model); with failures or letters all writes are one transaction."""
     if not failures and not letters:
         return db.complete_tasks(verdicts), 0, []
     with db.atomic() as tx:
