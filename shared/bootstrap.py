@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from shared.db import Database
-from shared.domain import Ad, Verdict
+from shared.domain import Ad, BatchVerdicts, Verdict
 from shared.kafka.config import producer_config
 from shared.kafka.publisher import KafkaPublisher
 from shared.kafka.record import OutgoingRecord
@@ -29,6 +29,8 @@ class Model(Protocol):
     threshold: float
 
     def predict(self, ads: list[Ad]) -> list[Verdict]: ...
+
+    def predict_batch(self, ads: list[Ad]) -> BatchVerdicts: ...
 
 
 class ModelSource(Protocol):

@@ -6,7 +6,10 @@ a tuple is several times cheaper to build while just as immutable.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
+
+import numpy as np
 
 
 class Ad(NamedTuple):
@@ -26,3 +29,20 @@ class Verdict(NamedTuple):
     is_violation: bool
     probability: float  # P(violation)
     model_version: str
+
+
+class BatchVerdicts(NamedTuple):
+    """A batch's verdicts as columns, in the order of its ads: the consumer writes them
+    with one UPDATE and makes no object per ad."""
+
+    is_violation: np.ndarray  # bool
+    probability: np.ndarray  # float64, P(violation)
+    model_version: str
+
+    @classmethod
+    def joined(cls, parts: Sequence[BatchVerdicts], model_version: str) -> BatchVerdicts:
+        return cls(
+            np.concatenate([part.is_violation for part in parts]).astype(np.bool_),
+            np.concatenate([part.probability for part in parts]).astype(np.float64),
+            model_version,
+        )

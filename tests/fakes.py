@@ -8,10 +8,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+import numpy as np
+
 from shared.bootstrap import Services
 from shared.db.dead_letters import DeadLetter, StoredDeadLetter
 from shared.db.tasks import TaskFailure, TaskForProcessing, TaskRow
-from shared.domain import Ad, Verdict
+from shared.domain import Ad, BatchVerdicts, Verdict
 from shared.errors import BrokerUnavailable, DatabaseUnavailable, ModelUnavailable
 from shared.kafka.record import OutgoingRecord
 from shared.settings import Settings
@@ -134,17 +136,21 @@ class InMemoryTransaction:
             if (t := self.s.tasks.get(task_id))
         }
 
-    def complete_tasks(self, verdicts: Sequence[tuple[int, Verdict]]) -> set[int]:
+    def complete_tasks(self, task_ids: Sequence[int], verdicts: BatchVerdicts) -> set[int]:
+        assert len(task_ids) == verdicts.probability.size
         changed = set()
-        for task_id, verdict in verdicts:
+        columns = zip(
+            task_ids, verdicts.is_violation.tolist(), verdicts.probability.tolist(), strict=True
+        )
+        for task_id, is_violation, probability in columns:
             task = self.s.tasks[task_id]
             if task.status == "pending":
                 self.s.tasks[task_id] = replace(
                     task,
                     status="completed",
-                    is_violation=verdict.is_violation,
-                    probability=verdict.probability,
-                    model_version=verdict.model_version,
+                    is_violation=is_violation,
+                    probability=probability,
+                    model_version=verdicts.model_version,
                     attempts=task.attempts + 1,
                     error_message=None,
                     processed_at=datetime.now(UTC),
@@ -230,6 +236,14 @@ class FakeModel:
             probability = 0.9 if "SPAM" in ad.name else 0.1
             verdicts.append(Verdict(ad.item_id, probability >= 0.5, probability, self.version))
         return verdicts
+
+    def predict_batch(self, ads: list[Ad]) -> BatchVerdicts:
+        verdicts = self.predict(ads)
+        return BatchVerdicts(
+            np.array([v.is_violation for v in verdicts], dtype=np.bool_),
+            np.array([v.probability for v in verdicts], dtype=np.float64),
+            self.version,
+        )
 
 
 class FakeModelLoader:

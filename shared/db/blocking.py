@@ -11,9 +11,10 @@ as one `PQexecPrepared`, which gives up the GIL once for the whole round trip
 A lookup by key is prepared once per connection under a name of its own, which
 psycopg's own prepared-statement cache (named `_pg3_N`) never uses. A batch
 statement is not prepared, for the reason in shared/db/arrays.py. Parameters go
-as text (`$1`, `$2`, ...; arrays as the literals of shared/db/arrays.py), and
-results are loaded by psycopg's Transformer, so types come back exactly as
-`execute` returns them. Errors are psycopg's, as `execute` would raise them.
+as text (`$1`, `$2`, ...), except the binary arrays of shared/db/arrays.py, which
+go as they are with their type. Results are loaded by psycopg's Transformer, so
+types come back exactly as `execute` returns them. Errors are psycopg's, as
+`execute` would raise them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Any
 import psycopg
 from psycopg import errors, pq
 from psycopg.adapt import Transformer
+
+from shared.db.arrays import BinaryArray
 
 _OK = (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK)
 
@@ -91,10 +94,29 @@ def fetch_all(
     conn: psycopg.Connection, sql: str, params: Sequence[object]
 ) -> list[tuple[Any, ...]]:
     """Every row of an unprepared statement (none for one that returns nothing)."""
+    values, types, formats = _typed(params)
     with conn.lock:
-        result = conn.pgconn.exec_params(sql.encode(), _text(params))
+        result = conn.pgconn.exec_params(sql.encode(), values, types, formats)
         _check(conn, result)
         return _load(conn, result)
+
+
+def _typed(params: Sequence[object]) -> tuple[list[bytes | None], list[int], list[int]]:
+    """Values, type oids and formats: a binary array with its type, anything else as
+    text of a type the server infers (oid 0)."""
+    values: list[bytes | None] = []
+    types: list[int] = []
+    formats: list[int] = []
+    for value in params:
+        if isinstance(value, BinaryArray):
+            values.append(value.data)
+            types.append(value.type_oid)
+            formats.append(pq.Format.BINARY)
+        else:
+            values.append(None if value is None else str(value).encode())
+            types.append(0)
+            formats.append(pq.Format.TEXT)
+    return values, types, formats
 
 
 def _text(params: Sequence[object]) -> list[bytes | None]:

@@ -22,7 +22,7 @@ from psycopg.rows import class_row
 from shared.db.ads import AD_COLUMNS
 from shared.db.arrays import bigint_array, boolean_array, float8_array
 from shared.db.blocking import fetch_all
-from shared.domain import Ad, Verdict
+from shared.domain import Ad, BatchVerdicts
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +118,8 @@ _TASKS_WITH_ADS = f"""
     SELECT t.id, t.item_id, t.status, t.attempts, t.first_failure_at, {AD_COLUMNS}
     FROM moderation_results t
     LEFT JOIN (ads a JOIN sellers s ON s.id = a.seller_id)
-           ON a.id = t.item_id AND a.id = ANY($2::bigint[])
-    WHERE t.id = ANY($1::bigint[])
+           ON a.id = t.item_id AND a.id = ANY($2)
+    WHERE t.id = ANY($1)
 """
 _COMPLETE = """
     UPDATE moderation_results t
@@ -130,10 +130,10 @@ _COMPLETE = """
         -- Consumed, so evidently published: this also takes the row out of the
         -- relay's partial index if its publish was never marked.
         published_at = coalesce(t.published_at, now())
-    FROM unnest($2::bigint[], $3::boolean[], $4::float8[]) AS v(id, is_violation, probability)
+    FROM unnest($2, $3, $4) AS v(id, is_violation, probability)
     -- The ANY lets the planner find the rows by primary key; joined on the
     -- unnest alone it hashes the whole table for every batch.
-    WHERE t.id = ANY($2::bigint[]) AND t.id = v.id AND t.status = 'pending'
+    WHERE t.id = ANY($2) AND t.id = v.id AND t.status = 'pending'
     RETURNING t.id
 """
 
@@ -163,27 +163,27 @@ def load_tasks_with_ads(
     }
 
 
-def complete_tasks(conn: psycopg.Connection, verdicts: Sequence[tuple[int, Verdict]]) -> set[int]:
-    """Write the verdicts of tasks still pending; returns their ids. One statement per
-    model version (normally one)."""
-    by_version: dict[str, list[tuple[int, Verdict]]] = {}
-    for task_id, verdict in verdicts:
-        by_version.setdefault(verdict.model_version, []).append((task_id, verdict))
-    changed: set[int] = set()
-    for model_version, group in by_version.items():
-        task_ids, group_verdicts = zip(*group, strict=True)
-        rows = fetch_all(
-            conn,
-            _COMPLETE,
-            (
-                model_version,
-                bigint_array(task_ids),
-                boolean_array([verdict.is_violation for verdict in group_verdicts]),
-                float8_array([verdict.probability for verdict in group_verdicts]),
-            ),
-        )
-        changed.update(row[0] for row in rows)
-    return changed
+def complete_tasks(
+    conn: psycopg.Connection, task_ids: Sequence[int], verdicts: BatchVerdicts
+) -> set[int]:
+    """Write the verdicts (in the order of `task_ids`) of the tasks still pending, in one
+    statement; returns the ids it changed."""
+    if len(task_ids) != verdicts.probability.size:
+        # unnest would pad the shorter arrays with NULLs: a verdict without a probability.
+        raise ValueError(f"{len(task_ids)} task ids for {verdicts.probability.size} verdicts")
+    if not task_ids:
+        return set()
+    rows = fetch_all(
+        conn,
+        _COMPLETE,
+        (
+            verdicts.model_version,
+            bigint_array(task_ids),
+            boolean_array(verdicts.is_violation),
+            float8_array(verdicts.probability),
+        ),
+    )
+    return {row[0] for row in rows}
 
 
 def fail_tasks(conn: psycopg.Connection, failures: Sequence[TaskFailure]) -> set[int]:
@@ -203,9 +203,10 @@ def fail_tasks(conn: psycopg.Connection, failures: Sequence[TaskFailure]) -> set
         RETURNING t.id
         """,
         {
-            "ids": bigint_array(failure.task_id for failure in failures),
+            # The failure path, a few rows at most: psycopg's own list dumper is fine.
+            "ids": [failure.task_id for failure in failures],
             "reasons": [failure.reason for failure in failures],
-            "attempts": bigint_array(failure.attempts for failure in failures),
+            "attempts": [failure.attempts for failure in failures],
         },
         prepare=False,
     ).fetchall()

@@ -15,7 +15,7 @@ import psycopg
 from shared.db import ads, dead_letters, tasks
 from shared.db.dead_letters import DeadLetter, StoredDeadLetter
 from shared.db.tasks import TaskFailure, TaskForProcessing, TaskRow
-from shared.domain import Ad, Verdict
+from shared.domain import Ad, BatchVerdicts
 
 
 class Transaction:
@@ -48,8 +48,8 @@ class Transaction:
     ) -> dict[int, TaskForProcessing]:
         return tasks.load_tasks_with_ads(self.conn, tasks_named)
 
-    def complete_tasks(self, verdicts: Sequence[tuple[int, Verdict]]) -> set[int]:
-        return tasks.complete_tasks(self.conn, verdicts)
+    def complete_tasks(self, task_ids: Sequence[int], verdicts: BatchVerdicts) -> set[int]:
+        return tasks.complete_tasks(self.conn, task_ids, verdicts)
 
     def fail_tasks(self, failures: Sequence[TaskFailure]) -> set[int]:
         return tasks.fail_tasks(self.conn, failures)

@@ -7,7 +7,7 @@ from itertools import repeat
 
 import numpy as np
 
-from shared.domain import Ad, Verdict
+from shared.domain import Ad, BatchVerdicts, Verdict
 from shared.model.card import ModelCard
 from shared.model.inference import FastScorer
 from shared.model.validation import validate_ads
@@ -31,16 +31,21 @@ class ModerationModel:
 
     def predict(self, ads: Sequence[Ad]) -> list[Verdict]:
         """One verdict per ad, in order; a single ad is a batch of one. Raises InvalidFeatures."""
-        probabilities = self.probabilities(ads)
+        verdicts = self.predict_batch(ads)
         return list(
             map(
                 Verdict,
                 [ad.item_id for ad in ads],
-                (probabilities >= self.threshold).tolist(),
-                probabilities.tolist(),
+                verdicts.is_violation.tolist(),
+                verdicts.probability.tolist(),
                 repeat(self.version),
             )
         )
+
+    def predict_batch(self, ads: Sequence[Ad]) -> BatchVerdicts:
+        """The same verdicts as columns, for a batch written as one. Raises InvalidFeatures."""
+        probabilities = self.probabilities(ads)
+        return BatchVerdicts(probabilities >= self.threshold, probabilities, self.version)
 
     def probabilities(self, ads: Sequence[Ad]) -> np.ndarray:
         """P(violation) per ad, as an array. Raises InvalidFeatures."""

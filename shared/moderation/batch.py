@@ -31,7 +31,7 @@ from shared.db.tasks import (
     TaskForProcessing,
 )
 from shared.db.transaction import Transaction
-from shared.domain import Verdict
+from shared.domain import BatchVerdicts
 from shared.errors import (
     AdNotFound,
     DatabaseUnavailable,
@@ -62,7 +62,11 @@ class BatchReport:
     duplicates: int = 0
     dead_lettered: int = 0
     retries: int = 0
-    verdicts: dict[int, Verdict] = field(default_factory=dict)
+
+
+class _Scored(NamedTuple):
+    task_ids: list[int]
+    verdicts: BatchVerdicts  # in the order of task_ids
 
 
 class _Task(NamedTuple):
@@ -200,32 +204,34 @@ def _score_and_write(
                 failures.append(_failure_with_letter(services, task, row, problem))
             else:
                 to_score.append((task, row))
-        verdicts, invalid = _score(services, to_score)
+        scored, invalid = _score(services, to_score)
         failures += [_failure_with_letter(services, *invalid_task) for invalid_task in invalid]
-        completed, failed, stored = _write_outcomes(db, verdicts, failures, letters)
+        completed, failed, stored = _write_outcomes(db, scored, failures, letters)
     # Scored, but finished by another consumer before our UPDATE reached them.
-    report.duplicates += len(verdicts) - len(completed)
+    report.duplicates += (0 if scored is None else len(scored.task_ids)) - len(completed)
     report.completed += len(completed)
     report.failed += failed
-    report.verdicts.update((task_id, v) for task_id, v in verdicts if task_id in completed)
     return stored
 
 
 def _write_outcomes(
     db: Transaction,
-    verdicts: Sequence[tuple[int, Verdict]],
+    scored: _Scored | None,
     failures: Sequence[tuple[TaskFailure, DeadLetter]],
     letters: Sequence[DeadLetter],
 ) -> tuple[set[int], int, list[StoredDeadLetter]]:
     """(completed ids, failed count, stored letters). The verdicts alone are one
-    statement, atomic on its own (one per model version, and a batch is scored by one
-    model); with failures or letters all writes are one transaction."""
+    statement, atomic on its own; with failures or letters all writes are one transaction."""
     if not failures and not letters:
-        return db.complete_tasks(verdicts), 0, []
+        return _complete(db, scored), 0, []
     with db.atomic() as tx:
-        completed = tx.complete_tasks(verdicts)
+        completed = _complete(tx, scored)
         failed, stored = _fail_and_dead_letter(tx, failures, letters)
     return completed, failed, stored
+
+
+def _complete(db: Transaction, scored: _Scored | None) -> set[int]:
+    return set() if scored is None else db.complete_tasks(scored.task_ids, scored.verdicts)
 
 
 def _fail_and_dead_letter(
@@ -260,22 +266,27 @@ def _permanent_problem(task: _Task, row: TaskForProcessing | None) -> PermanentE
 
 def _score(
     services: Services, to_score: list[tuple[_Task, TaskForProcessing]]
-) -> tuple[list[tuple[int, Verdict]], list[tuple[_Task, TaskForProcessing, PermanentError]]]:
+) -> tuple[_Scored | None, list[tuple[_Task, TaskForProcessing, PermanentError]]]:
     """One vectorised call; if the model rejects the batch, find the bad ads one by one."""
     if not to_score:
-        return [], []
+        return None, []
     model = services.model.get()
     try:
-        verdicts = model.predict([row.ad for _, row in to_score])
-        return [(row.id, v) for (_, row), v in zip(to_score, verdicts, strict=True)], []
+        verdicts = model.predict_batch([row.ad for _, row in to_score])
+        return _Scored([row.id for _, row in to_score], verdicts), []
     except InvalidFeatures:
         pass
-    scored, invalid = [], []
+    task_ids: list[int] = []
+    parts: list[BatchVerdicts] = []
+    invalid = []
     for task, row in to_score:
         try:
-            scored.append((row.id, model.predict([row.ad])[0]))
+            parts.append(model.predict_batch([row.ad]))
         except InvalidFeatures as error:
             invalid.append((task, row, error))
+        else:
+            task_ids.append(row.id)
+    scored = _Scored(task_ids, BatchVerdicts.joined(parts, model.version)) if parts else None
     return scored, invalid
 
 

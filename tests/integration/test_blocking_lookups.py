@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import psycopg
 import pytest
 
 from shared.db import blocking
 from shared.db.ads import load_ad_with_seller
+from shared.db.arrays import bigint_array, boolean_array, float8_array
 from shared.db.blocking import KeyLookup, fetch_all, fetch_one
 from shared.domain import Ad
 from shared.errors import DatabaseUnavailable
@@ -141,3 +143,32 @@ def test_a_lookup_inside_a_transaction_runs_unprepared_and_keeps_the_transaction
         assert conn.execute(
             "SELECT count(*) FROM pg_prepared_statements WHERE name = %s", (TYPED.name,)
         ).fetchone() == (0,)
+
+
+@pytest.mark.parametrize(
+    ("array", "expected", "sql_type"),
+    [
+        (bigint_array([1, -2, 2**63 - 1, -(2**63)]), [1, -2, 2**63 - 1, -(2**63)], "bigint[]"),
+        (bigint_array([]), [], "bigint[]"),
+        (
+            float8_array([0.1, 1 / 3, 1e-300, 0.0, 1.0]),
+            [0.1, 1 / 3, 1e-300, 0.0, 1.0],
+            "double precision[]",
+        ),
+        (float8_array(np.array([0.25, 0.5], dtype=np.float32)), [0.25, 0.5], "double precision[]"),
+        (boolean_array([True, False, True]), [True, False, True], "boolean[]"),
+        (boolean_array(np.array([False, True])), [False, True], "boolean[]"),
+    ],
+)
+def test_binary_arrays_reach_the_server_exactly_and_typed(
+    database_url: str, array: object, expected: list[object], sql_type: str
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        # No cast in the SQL: the parameter's own type is what the server sees.
+        rows = fetch_all(conn, "SELECT $1, pg_typeof($1)::text, cardinality($1)", (array,))
+    assert rows == [(expected, sql_type, len(expected))]
+
+
+def test_a_bigint_array_refuses_a_value_past_the_bigint_range() -> None:
+    with pytest.raises(OverflowError):
+        bigint_array([2**63])
