@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
+from itertools import chain
 from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -44,6 +46,27 @@ def encode_task_message(task_id: int, item_id: int) -> tuple[bytes, bytes]:
 # Exactly what `encode_task_message` writes. Matching it skips JSON and pydantic for
 # the records we produced ourselves; anything else takes the full, strict path below.
 _CANONICAL = re.compile(rb'\{"task_id":([1-9][0-9]{0,18}),"item_id":([1-9][0-9]{0,18})\}')
+# A batch of them joined one per line. A value holding a newline makes more lines
+# than values, which `parse_canonical_batch` counts.
+_CANONICAL_LINES = re.compile(rb'(?:\{"task_id":[1-9][0-9]{0,18},"item_id":[1-9][0-9]{0,18}\}\n)*')
+
+
+def parse_canonical_batch(values: Sequence[bytes | None]) -> tuple[list[int], list[int]] | None:
+    """(task_ids, item_ids) of a batch whose every value is exactly what
+    `encode_task_message` writes, read in one pass over the joined batch; None when
+    any value is not, and the caller parses them one by one with `parse_task_message`."""
+    if not values or None in values:
+        return None
+    joined = b"\n".join(values) + b"\n"  # type: ignore[arg-type]  # no None, checked above
+    if _CANONICAL_LINES.fullmatch(joined) is None:
+        return None
+    found = _CANONICAL.findall(joined)
+    if len(found) != len(values):
+        return None  # a value held a newline
+    numbers = list(map(int, chain.from_iterable(found)))
+    if max(numbers) > BIGINT_MAX:
+        return None
+    return numbers[0::2], numbers[1::2]
 
 
 def parse_task_message(value: bytes | None) -> TaskMessage:

@@ -41,7 +41,7 @@ from shared.errors import (
     TaskNotFound,
     TemporaryError,
 )
-from shared.kafka.envelope import TaskMessage, parse_task_message
+from shared.kafka.envelope import TaskMessage, parse_canonical_batch, parse_task_message
 from shared.kafka.record import ConsumedRecord
 from shared.moderation.dead_letters import (
     EXHAUSTED,
@@ -72,11 +72,8 @@ class _Scored(NamedTuple):
 class _Task(NamedTuple):
     # A tuple, not a frozen dataclass, whose __init__ costs several times more per record.
     record: ConsumedRecord
-    message: TaskMessage
-
-    @property
-    def task_id(self) -> int:
-        return self.message.task_id
+    task_id: int
+    item_id: int  # as the record names it
 
 
 @dataclass
@@ -122,6 +119,10 @@ def process_moderation_batch(services: Services, records: Sequence[ConsumedRecor
 def _parse_records(
     services: Services, records: Sequence[ConsumedRecord], report: BatchReport
 ) -> _Work:
+    canonical = parse_canonical_batch([record.value for record in records])
+    if canonical is not None and len(set(canonical[0])) == len(records):
+        # The usual batch, all produced by us and no task twice: no per-record parsing.
+        return _Work(tasks=list(map(_Task, records, *canonical)), letters=[])
     work = _Work(tasks=[], letters=[])
     seen: set[int] = set()
     for record in records:
@@ -141,7 +142,7 @@ def _parse_records(
             report.duplicates += 1
             continue
         seen.add(message.task_id)
-        work.tasks.append(_Task(record, message))
+        work.tasks.append(_Task(record, message.task_id, message.item_id))
     return work
 
 
@@ -188,7 +189,7 @@ def _score_and_write(
     letters = list(work.letters)
     failures: list[tuple[TaskFailure, DeadLetter]] = []
     with services.db.autocommit() as db:
-        rows = db.load_tasks_with_ads([task.message for task in work.tasks])
+        rows = db.load_tasks_with_ads([(task.task_id, task.item_id) for task in work.tasks])
         to_score: list[tuple[_Task, TaskForProcessing]] = []
         for task in work.tasks:
             row = rows.get(task.task_id)
@@ -254,10 +255,10 @@ class RecordDoesNotMatchTask(MalformedMessage):
 
 def _permanent_problem(task: _Task, row: TaskForProcessing | None) -> PermanentError | None:
     if row is None:
-        return TaskNotFound(task.message.task_id)
-    if row.item_id != task.message.item_id:
+        return TaskNotFound(task.task_id)
+    if row.item_id != task.item_id:
         return RecordDoesNotMatchTask(
-            f"item_id {task.message.item_id} does not match task {row.id}'s item_id {row.item_id}"
+            f"item_id {task.item_id} does not match task {row.id}'s item_id {row.item_id}"
         )
     if row.ad is None:
         return AdNotFound(row.item_id)
@@ -374,7 +375,7 @@ def _task_letter(
         problem,
         PERMANENT,
         attempts,
-        task.message.task_id,
+        task.task_id,
         task_exists=row is not None,
         first_failure_at=None if row is None else row.first_failure_at,
     )

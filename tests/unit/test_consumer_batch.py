@@ -63,6 +63,18 @@ def test_a_whole_batch_is_scored_in_one_model_call_on_one_connection():
     assert all(t.status == "completed" for t in services.db.state.tasks.values())
 
 
+def test_the_same_task_twice_in_one_batch_is_scored_once_and_counted_as_a_duplicate():
+    services = fake_services()
+    first, second = _accepted_task(services, 1), _accepted_task(services, 2)
+    again = first._replace(offset=99)  # republished by the relay, say
+
+    report = process_moderation_batch(services, [first, second, again])
+
+    assert services.model.model.calls == [2]
+    assert (report.completed, report.duplicates, report.dead_lettered) == (2, 1, 0)
+    assert services.db.state.tasks[1].attempts == 1
+
+
 def test_an_attempt_whose_dead_letter_cannot_be_written_writes_nothing_at_all(monkeypatch):
     services = fake_services()
     valid = _accepted_task(services, 1)
