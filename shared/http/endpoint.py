@@ -89,13 +89,19 @@ def _respond(handler: Handler, request: flask.Request, methods: tuple[str, ...])
 
 
 def _limit_body(request: flask.Request, max_bytes: int) -> None:
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise HttpError(413, f"Request body of {request.content_length} bytes is over {max_bytes}")
-    # A chunked body has no length up front: werkzeug stops reading past the limit.
-    request.max_content_length = max_bytes
+    length = request.content_length
+    if length == 0:
+        return  # a declared empty body (a chunked one has no length): nothing to read
+    if length is not None and length > max_bytes:
+        raise HttpError(413, f"Request body of {length} bytes is over {max_bytes}")
+    # A chunked body has no length up front. werkzeug's limit ends the read at the limit
+    # without a word, so the read goes one byte past it, and that byte tells.
+    request.max_content_length = max_bytes + 1
     try:
-        request.get_data(cache=True)
+        body = request.get_data(cache=True)
     except Exception as error:  # werkzeug's RequestEntityTooLarge
         if getattr(error, "code", None) == 413:
             raise HttpError(413, f"Request body is over {max_bytes} bytes") from None
         raise
+    if len(body) > max_bytes:
+        raise HttpError(413, f"Request body is over {max_bytes} bytes")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+
 import pytest
 from functions_framework import create_app
 
@@ -81,6 +84,32 @@ def test_predict_rejects_a_body_over_64_kib_with_413(services):
     response = client("predict").post("/predict", json=body)
 
     _assert_json_error(response, 413)
+
+
+def _chunked_post(target: str, folder: str, body: bytes):
+    """A body with no Content-Length, as gunicorn hands over a chunked one."""
+    return client(target, folder).post(
+        "/",
+        input_stream=io.BytesIO(body),
+        headers={"Transfer-Encoding": "chunked", "Content-Type": "application/json"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+def test_a_chunked_body_over_64_kib_is_rejected_with_413(services):
+    body = json.dumps({**VALID_AD, "description": "x" * (70 * 1024)}).encode()
+
+    _assert_json_error(_chunked_post("predict", "predict", body), 413)
+
+
+def test_a_chunked_body_within_the_limit_is_read_in_full(services):
+    # Padded to exactly the limit, which is still allowed.
+    body = json.dumps(VALID_AD).encode()
+    body += b" " * (services.settings.max_body_bytes - len(body))
+    response = _chunked_post("predict", "predict", body)
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["item_id"] == VALID_AD["item_id"]
 
 
 def test_predict_answers_503_with_retry_after_when_the_model_is_unavailable(services):
