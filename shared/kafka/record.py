@@ -22,13 +22,14 @@ class ConsumedRecord(NamedTuple):
         """Copy a confluent_kafka.Message."""
         raw_headers = message.headers()
         headers = tuple((name, value or b"") for name, value in raw_headers) if raw_headers else ()
+        # Positional, in field order: keywords made this copy nearly twice as slow.
         return cls(
-            topic=message.topic(),
-            partition=message.partition(),
-            offset=message.offset(),
-            key=message.key(),
-            value=message.value(),
-            headers=headers,
+            message.topic(),
+            message.partition(),
+            message.offset(),
+            message.key(),
+            message.value(),
+            headers,
         )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from confluent_kafka import KafkaError
 
 from shared.kafka import poll_loop
 from shared.kafka.poll_loop import PAUSE_AT_BATCHES, PartitionedPollLoop
@@ -39,6 +40,13 @@ class _Message:
 
     def headers(self) -> None:
         return None
+
+
+class _EndOfPartition(_Message):
+    """The event librdkafka sends at the end of a partition: an error, not a record."""
+
+    def error(self) -> KafkaError:
+        return KafkaError(KafkaError._PARTITION_EOF)
 
 
 class _Consumer:
@@ -92,10 +100,10 @@ def test_a_partition_pauses_at_its_limit_and_resumes_at_half_with_work_still_que
     loop, consumer, release = loop
     limit = PAUSE_AT_BATCHES * BATCH
     for offset in range(limit - 1):
-        loop._accept(_Message(0, offset, b"{}"))
+        loop._accept([_Message(0, offset, b"{}")])
     assert consumer.calls == []
 
-    loop._accept(_Message(0, limit - 1, b"{}"))
+    loop._accept([_Message(0, limit - 1, b"{}")])
     assert consumer.calls == [("pause", 0)]
 
     loop._dispatch()  # one batch in flight, limit - BATCH queued: still paused
@@ -107,12 +115,30 @@ def test_a_partition_pauses_at_its_limit_and_resumes_at_half_with_work_still_que
     assert len(loop._partitions[(TOPIC, 0)].backlog) > 0
 
 
+def test_a_fetch_mixing_partitions_and_events_queues_each_record_in_order(loop):
+    loop, consumer, _ = loop
+    fetched = [
+        _Message(0, 0, b"a"),
+        _Message(0, 1, b"bb"),
+        _Message(1, 0, b"ccc"),
+        _EndOfPartition(1, 1, b""),
+        _Message(0, 2, b"dddd"),
+    ]
+
+    loop._accept(fetched)
+
+    zero, one = loop._partitions[(TOPIC, 0)], loop._partitions[(TOPIC, 1)]
+    assert [m.offset() for m in zero.backlog] == [0, 1, 2] and zero.backlog_bytes == 7
+    assert [m.offset() for m in one.backlog] == [0] and one.backlog_bytes == 3
+    assert consumer.calls == []
+
+
 def test_large_records_pause_by_bytes_long_before_the_record_limit(loop, monkeypatch):
     loop, consumer, _ = loop
     monkeypatch.setattr(poll_loop, "PAUSE_AT_BYTES", 1000)
 
     for offset in range(3):
-        loop._accept(_Message(1, offset, b"x" * 400))
+        loop._accept([_Message(1, offset, b"x" * 400)])
 
     assert consumer.calls == [("pause", 1)]
     assert loop._partitions[(TOPIC, 1)].backlog_bytes == 1200
@@ -124,7 +150,7 @@ def test_while_a_batch_runs_the_loop_waits_on_it_instead_of_blocking_in_poll(loo
     monkeypatch.setattr(
         poll_loop, "wait", lambda futures, timeout, return_when: waits.append((futures, timeout))
     )
-    loop._accept(_Message(0, 0, b"{}"))
+    loop._accept([_Message(0, 0, b"{}")])
     loop._dispatch()
     inflight = loop._partitions[(TOPIC, 0)].inflight
 
