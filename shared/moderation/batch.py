@@ -193,18 +193,15 @@ def _score_and_write(
         to_score: list[tuple[_Task, TaskForProcessing]] = []
         for task in work.tasks:
             row = rows.get(task.task_id)
-            problem = _permanent_problem(task, row)
-            if row is not None and row.status != "pending":
-                # Redelivered after it finished: never move it back, never dead-letter again.
-                report.duplicates += 1
-            elif row is None or isinstance(problem, RecordDoesNotMatchTask):
-                # No task, or the row is the truth and this record a corrupt copy (failing
-                # the task would lose a valid request): only the record is dead-lettered.
-                letters.append(_task_letter(services, task, None, problem))
-            elif problem is not None:
-                failures.append(_failure_with_letter(services, task, row, problem))
+            if (
+                row is not None
+                and row.status == "pending"
+                and row.ad is not None
+                and row.item_id == task.item_id
+            ):
+                to_score.append((task, row))  # the usual case, checked inline: it runs per record
             else:
-                to_score.append((task, row))
+                _sort_out(services, task, row, report, letters, failures)
         scored, invalid = _score(services, to_score)
         failures += [_failure_with_letter(services, *invalid_task) for invalid_task in invalid]
         completed, failed, stored = _write_outcomes(db, scored, failures, letters)
@@ -213,6 +210,29 @@ def _score_and_write(
     report.completed += len(completed)
     report.failed += failed
     return stored
+
+
+def _sort_out(
+    services: Services,
+    task: _Task,
+    row: TaskForProcessing | None,
+    report: BatchReport,
+    letters: list[DeadLetter],
+    failures: list[tuple[TaskFailure, DeadLetter]],
+) -> None:
+    """A task that cannot be scored as it is: a duplicate, a letter or a failure."""
+    if row is not None and row.status != "pending":
+        # Redelivered after it finished: never move it back, never dead-letter again.
+        report.duplicates += 1
+        return
+    problem = _permanent_problem(task, row)
+    assert problem is not None, "a pending task with its ad is scored, not sorted out"
+    if row is None or isinstance(problem, RecordDoesNotMatchTask):
+        # No task, or the row is the truth and this record a corrupt copy (failing
+        # the task would lose a valid request): only the record is dead-lettered.
+        letters.append(_task_letter(services, task, None, problem))
+    else:
+        failures.append(_failure_with_letter(services, task, row, problem))
 
 
 def _write_outcomes(
