@@ -168,9 +168,13 @@ def complete_tasks(
 ) -> set[int]:
     """Write the verdicts (in the order of `task_ids`) of the tasks still pending, in one
     statement; returns the ids it changed."""
-    if len(task_ids) != verdicts.probability.size:
+    expected = (len(task_ids),)
+    if not verdicts.is_violation.shape == verdicts.probability.shape == expected:
         # unnest would pad the shorter arrays with NULLs: a verdict without a probability.
-        raise ValueError(f"{len(task_ids)} task ids for {verdicts.probability.size} verdicts")
+        raise ValueError(
+            f"{len(task_ids)} task ids for verdicts of shapes {verdicts.is_violation.shape}"
+            f" and {verdicts.probability.shape}"
+        )
     if not task_ids:
         return set()
     rows = fetch_all(
@@ -203,7 +207,7 @@ def fail_tasks(conn: psycopg.Connection, failures: Sequence[TaskFailure]) -> set
         RETURNING t.id
         """,
         {
-            # The failure path, a few rows at most: psycopg's own list dumper is fine.
+            # psycopg's own list dumpers, text included: this runs only when tasks fail.
             "ids": [failure.task_id for failure in failures],
             "reasons": [failure.reason for failure in failures],
             "attempts": [failure.attempts for failure in failures],

@@ -57,7 +57,10 @@ def parse_canonical_batch(values: Sequence[bytes | None]) -> tuple[list[int], li
     any value is not, and the caller parses them one by one with `parse_task_message`."""
     if not values or None in values:
         return None
-    joined = b"\n".join(values) + b"\n"  # type: ignore[arg-type]  # no None, checked above
+    try:
+        joined = b"\n".join(values) + b"\n"  # type: ignore[arg-type]  # no None, checked above
+    except TypeError:
+        return None  # a value that is not bytes: the per-record path says what it is
     if _CANONICAL_LINES.fullmatch(joined) is None:
         return None
     found = _CANONICAL.findall(joined)

@@ -155,7 +155,12 @@ def test_a_lookup_inside_a_transaction_runs_unprepared_and_keeps_the_transaction
             [0.1, 1 / 3, 1e-300, 0.0, 1.0],
             "double precision[]",
         ),
-        (float8_array(np.array([0.25, 0.5], dtype=np.float32)), [0.25, 0.5], "double precision[]"),
+        # Widened as numpy widens it: 0.1 in float32 is 0.10000000149011612.
+        (
+            float8_array(np.array([0.1, 0.5], dtype=np.float32)),
+            [float(np.float32(0.1)), 0.5],
+            "double precision[]",
+        ),
         (boolean_array([True, False, True]), [True, False, True], "boolean[]"),
         (boolean_array(np.array([False, True])), [False, True], "boolean[]"),
     ],

@@ -7,13 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from shared.domain import Ad
-from shared.errors import DatabaseUnavailable
+from shared.domain import Ad, Verdict
+from shared.errors import DatabaseUnavailable, InvalidFeatures
 from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import ConsumedRecord
 from shared.moderation.batch import process_moderation_batch
 from shared.moderation.relay import relay_once
-from tests.fakes import FakeModelLoader, InMemoryTransaction, fake_services
+from tests.fakes import FakeModel, FakeModelLoader, InMemoryTransaction, fake_services
 
 TOPIC = "moderation"
 
@@ -75,6 +75,42 @@ def test_the_same_task_twice_in_one_batch_is_scored_once_and_counted_as_a_duplic
     assert services.db.state.tasks[1].attempts == 1
 
 
+class _ModelRejecting(FakeModel):
+    """Refuses, as the real model does, a batch holding an ad it cannot score."""
+
+    def predict(self, ads: list[Ad]) -> list[Verdict]:
+        if any(ad.name == "UNSCORABLE" for ad in ads):
+            raise InvalidFeatures("ad has a field the model cannot score")
+        return super().predict(ads)
+
+
+def test_an_ad_the_model_rejects_fails_alone_and_the_rest_of_its_batch_completes():
+    services = fake_services()
+    services.model = FakeModelLoader(_ModelRejecting())
+    spam = _accepted_task(services, 1, name="SPAM deal")
+    bad = _accepted_task(services, 2, name="UNSCORABLE")
+    fine = _accepted_task(services, 3)
+
+    report = process_moderation_batch(services, [spam, bad, fine])
+
+    tasks = services.db.state.tasks
+    assert (tasks[1].status, tasks[1].is_violation, tasks[1].probability) == (
+        "completed",
+        True,
+        0.9,
+    )
+    assert (tasks[3].status, tasks[3].is_violation, tasks[3].probability) == (
+        "completed",
+        False,
+        0.1,
+    )
+    assert tasks[1].model_version == tasks[3].model_version == "fake-model-1"
+    assert tasks[2].status == "failed" and "cannot score" in tasks[2].error_message
+    dlq = services.publisher.on_topic("moderation_dlq")
+    assert [_headers(letter)["x-task-id"] for letter in dlq] == ["2"]
+    assert (report.completed, report.failed, report.dead_lettered) == (2, 1, 1)
+
+
 def test_an_attempt_whose_dead_letter_cannot_be_written_writes_nothing_at_all(monkeypatch):
     services = fake_services()
     valid = _accepted_task(services, 1)
@@ -121,6 +157,8 @@ def test_an_attempt_whose_dead_letter_cannot_be_written_writes_nothing_at_all(mo
         (b'{"task_id": 1.5, "item_id": 1}', "task_id"),
         (b'{"task_id": true, "item_id": 1}', "task_id"),
         (b"x" * 1_000_000, "over the 4096-byte limit"),
+        # Not bytes at all (a handler fed by hand): that record alone, not its batch.
+        ('{"task_id":1,"item_id":1}', "unparseable value"),
     ],
 )
 def test_malformed_record_is_dead_lettered_with_its_reason_and_valid_neighbours_complete(

@@ -96,6 +96,47 @@ def _chunked_post(target: str, folder: str, body: bytes):
     )
 
 
+class _CountingStream(io.RawIOBase):
+    """A request body of `size` bytes that counts how much of it was read."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.position, self.taken = size, 0, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:  # werkzeug's test client measures the stream first
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self.position = offset + (self.size if whence == io.SEEK_END else 0)
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def readinto(self, buffer) -> int:
+        count = max(0, min(len(buffer), self.size - self.position))
+        buffer[:count] = b" " * count
+        self.position += count
+        self.taken += count
+        return count
+
+
+def test_a_body_declared_over_the_limit_is_refused_without_being_read(services):
+    body = _CountingStream(10 * 1024 * 1024)
+
+    response = client("predict").post(
+        "/predict",
+        input_stream=body,
+        headers={"Content-Length": str(body.size), "Content-Type": "application/json"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+    assert "over 65536" in _assert_json_error(response, 413)
+    assert body.taken == 0
+
+
 def test_a_chunked_body_over_64_kib_is_rejected_with_413(services):
     body = json.dumps({**VALID_AD, "description": "x" * (70 * 1024)}).encode()
 

@@ -49,6 +49,19 @@ class _EndOfPartition(_Message):
         return KafkaError(KafkaError._PARTITION_EOF)
 
 
+class _BrokerDown(_Message):
+    """A client-wide error event: no topic, partition -1."""
+
+    def __init__(self) -> None:
+        super().__init__(-1, -1, b"")
+
+    def error(self) -> KafkaError:
+        return KafkaError(KafkaError._TRANSPORT)
+
+    def topic(self) -> None:
+        return None
+
+
 class _Consumer:
     """Only what flow control touches: pause, resume and offset storage."""
 
@@ -131,6 +144,26 @@ def test_a_fetch_mixing_partitions_and_events_queues_each_record_in_order(loop):
     assert [m.offset() for m in zero.backlog] == [0, 1, 2] and zero.backlog_bytes == 7
     assert [m.offset() for m in one.backlog] == [0] and one.backlog_bytes == 3
     assert consumer.calls == []
+
+
+def test_one_fetch_running_past_the_limit_pauses_its_partition_once(loop):
+    loop, consumer, _ = loop
+    limit = PAUSE_AT_BATCHES * BATCH
+
+    loop._accept([_Message(0, offset, b"{}") for offset in range(limit + BATCH)])
+
+    assert consumer.calls == [("pause", 0)]
+    assert len(loop._partitions[(TOPIC, 0)].backlog) == limit + BATCH
+
+
+def test_an_error_event_is_logged_and_dropped_between_records(loop, caplog):
+    loop, _, _ = loop
+
+    loop._accept([_Message(0, 0, b"a"), _BrokerDown(), _Message(0, 1, b"b")])
+
+    assert [m.offset() for m in loop._partitions[(TOPIC, 0)].backlog] == [0, 1]
+    assert (None, -1) not in loop._partitions
+    assert [r.getMessage() for r in caplog.records] == ["consumer error"]
 
 
 def test_large_records_pause_by_bytes_long_before_the_record_limit(loop, monkeypatch):

@@ -46,6 +46,10 @@ def test_one_value_out_of_the_canonical_form_sends_the_whole_batch_the_slow_way(
     assert parse_canonical_batch([_value(1, 2), odd_one, _value(3, 4)]) is None
 
 
+def test_a_value_that_is_not_bytes_sends_the_batch_the_slow_way() -> None:
+    assert parse_canonical_batch([_value(1, 2), '{"task_id":3,"item_id":4}']) is None  # type: ignore[list-item]
+
+
 def test_an_empty_batch_is_not_a_canonical_one() -> None:
     assert parse_canonical_batch([]) is None
 
