@@ -29,7 +29,7 @@ from bench import _infra, loadgen
 ADS = 10_000
 WARM_UP_S = 2
 MAX_RATE_S = 4
-MAX_RATE_ROUNDS = 3
+MAX_RATE_ROUNDS = 5  # hello world alone moved between 1,237 and 1,375 req/s in three
 FIXED_RATE_S = 10
 RATE_TARGET = 0.7
 P99_TARGET_MS = 10.0
