@@ -43,7 +43,7 @@ DRAIN_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 30.0
 # Ours and the floor take turns, and each side's median counts: a slow spell of the
 # machine then hits both sides instead of whichever ran during it. Five turns, not
-# three: the floor alone measured 68k to 108k rows/s within one run of three.
+# three: the floor alone measured 68k to 102k rows/s within one run of three.
 ROUNDS = 5
 FLOOR_TARGET = 0.5
 SEED_TARGET = 20

@@ -53,7 +53,7 @@ _CANONICAL_LINES = re.compile(rb'(?:\{"task_id":[1-9][0-9]{0,18},"item_id":[1-9]
 
 def parse_canonical_batch(values: Sequence[bytes | None]) -> tuple[list[int], list[int]] | None:
     """(task_ids, item_ids) of a batch whose every value is exactly what
-    `encode_task_message` writes, read in one pass over the joined batch; None when
+    `encode_task_message` writes, read by two regexes over the joined batch; None when
     any value is not, and the caller parses them one by one with `parse_task_message`."""
     if not values or None in values:
         return None
