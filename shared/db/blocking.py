@@ -113,14 +113,18 @@ def _typed(params: Sequence[object]) -> tuple[list[bytes | None], list[int], lis
             types.append(value.type_oid)
             formats.append(pq.Format.BINARY)
         else:
-            values.append(None if value is None else str(value).encode())
+            values.append(_as_text(value))
             types.append(0)
             formats.append(pq.Format.TEXT)
     return values, types, formats
 
 
 def _text(params: Sequence[object]) -> list[bytes | None]:
-    return [None if value is None else str(value).encode() for value in params]
+    return [_as_text(value) for value in params]
+
+
+def _as_text(value: object) -> bytes | None:
+    return None if value is None else str(value).encode()
 
 
 def _load(conn: psycopg.Connection, result: pq.PGresult) -> list[tuple[Any, ...]]:

@@ -45,10 +45,11 @@ def encode_task_message(task_id: int, item_id: int) -> tuple[bytes, bytes]:
 
 # Exactly what `encode_task_message` writes. Matching it skips JSON and pydantic for
 # the records we produced ourselves; anything else takes the full, strict path below.
-_CANONICAL = re.compile(rb'\{"task_id":([1-9][0-9]{0,18}),"item_id":([1-9][0-9]{0,18})\}')
+_CANONICAL_FORM = rb'\{"task_id":([1-9][0-9]{0,18}),"item_id":([1-9][0-9]{0,18})\}'
+_CANONICAL = re.compile(_CANONICAL_FORM)
 # A batch of them joined one per line. A value holding a newline makes more lines
 # than values, which `parse_canonical_batch` counts.
-_CANONICAL_LINES = re.compile(rb'(?:\{"task_id":[1-9][0-9]{0,18},"item_id":[1-9][0-9]{0,18}\}\n)*')
+_CANONICAL_LINES = re.compile(rb"(?:" + _CANONICAL_FORM + rb"\n)*")
 
 
 def parse_canonical_batch(values: Sequence[bytes | None]) -> tuple[list[int], list[int]] | None:
