@@ -9,7 +9,7 @@ import numpy as np
 
 from shared.domain import Ad, BatchVerdicts, Verdict
 from shared.model.card import ModelCard
-from shared.model.inference import FastScorer
+from shared.model.inference import PER_AD_MAX_BATCH, FastScorer
 from shared.model.validation import validate_ads
 
 
@@ -30,7 +30,9 @@ class ModerationModel:
         object.__setattr__(self, name, value)
 
     def predict(self, ads: Sequence[Ad]) -> list[Verdict]:
-        """One verdict per ad, in order; a single ad is a batch of one. Raises InvalidFeatures."""
+        """One verdict per ad, in order. Raises InvalidFeatures."""
+        if len(ads) <= PER_AD_MAX_BATCH:
+            return self._predict_few(ads)
         verdicts = self.predict_batch(ads)
         return list(
             map(
@@ -41,6 +43,20 @@ class ModerationModel:
                 repeat(self.version),
             )
         )
+
+    def _predict_few(self, ads: Sequence[Ad]) -> list[Verdict]:
+        """A request's ad, scored by the per-ad kernel into plain floats. Without the numpy
+        calls of a batch: inside a gunicorn worker, whose other code leaves them cold
+        between requests, they took the model from ~95 to ~135 µs of CPU per request."""
+        validate_ads(ads)
+        score = self._scorer.per_ad.probability
+        verdicts = []
+        for ad in ads:
+            probability = score(ad)
+            verdicts.append(
+                Verdict(ad.item_id, probability >= self.threshold, probability, self.version)
+            )
+        return verdicts
 
     def predict_batch(self, ads: Sequence[Ad]) -> BatchVerdicts:
         """The same verdicts as columns, for a batch written as one. Raises InvalidFeatures."""

@@ -188,6 +188,18 @@ def test_single_ads_score_the_same_as_in_a_batch(model, trained):
     assert [v.is_violation for v in singles] == [v.is_violation for v in batch]
 
 
+@pytest.mark.parametrize("size", [1, PER_AD_MAX_BATCH])
+def test_a_request_sized_batch_gets_predict_batchs_verdicts_as_python_values(model, trained, size):
+    ads = trained.holdout_ads[:size]
+
+    verdicts = model.predict(ads)
+    columns = model.predict_batch(ads)
+
+    assert [v.probability for v in verdicts] == columns.probability.tolist()
+    assert [v.is_violation for v in verdicts] == columns.is_violation.tolist()
+    assert all(type(v.probability) is float and type(v.is_violation) is bool for v in verdicts)
+
+
 def test_an_empty_batch_gives_no_verdicts(model):
     verdicts = model.predict([])
 
