@@ -63,7 +63,7 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
             name,
             _number(entry["value"], entry["unit"]),
             _number(entry["baseline"], entry["unit"]),
-            "" if entry["ratio"] is None else f"{entry['ratio']:.1f}x",
+            "" if entry["ratio"] is None else f"{entry['ratio']:g}x",
             str(entry["target"] or ""),
         )
         for name, entry in sorted(results.items())

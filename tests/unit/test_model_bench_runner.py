@@ -36,7 +36,15 @@ def test_the_table_shows_every_result_with_its_unit_baseline_and_target():
     table = format_table(results)
 
     assert "model.single" in table and "0.1234 ms" in table and "4.2 ms" in table
-    assert "34.0x" in table and "fast" in table
+    assert "34x" in table and "fast" in table
+
+
+def test_the_table_shows_a_ratio_as_its_bench_rounded_it_so_a_miss_never_reads_as_a_hit():
+    results = {"consumer.vs_floor": {**_result(29_400, 63_400), "unit": "rows/s", "ratio": 0.46}}
+
+    table = format_table(results)
+
+    assert "0.46x" in table and "0.5x" not in table
 
 
 def test_every_bench_module_is_discovered_and_topics_can_be_named():
