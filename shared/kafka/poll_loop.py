@@ -42,6 +42,15 @@ LAG_REPORT_INTERVAL_S = 1.0
 PAUSE_AT_BATCHES = 20
 PAUSE_AT_BYTES = 64 * 1024 * 1024
 
+# A batch whose handler raised is replayed from its first record, after a wait that
+# doubles with each failure in a row: the handler retries outages itself, so what
+# escapes it is a bug, and replaying a bug at once would spin on it.
+REPLAY_BASE_DELAY_S = 1.0
+REPLAY_MAX_DELAY_S = 60.0
+
+# Partitions worked at once; a worker thread is started only when a partition needs one.
+MAX_PARALLEL_PARTITIONS = 64
+
 BatchHandler = Callable[[list[ConsumedRecord]], object]
 PartitionKey = tuple[str, int]
 
@@ -54,6 +63,8 @@ class _Partition:
     inflight_first: int = -1
     inflight_last: int = -1
     paused: bool = False
+    failures_in_a_row: int = 0
+    held_until: float = 0.0  # no dispatch before this time.monotonic()
 
 
 class PartitionedPollLoop:
@@ -67,7 +78,7 @@ class PartitionedPollLoop:
         *,
         batch_size: int,
         poll_timeout_s: float,
-        max_workers: int = 8,
+        max_workers: int = MAX_PARALLEL_PARTITIONS,
     ) -> None:
         self._consumer = consumer
         self._topic = topic
@@ -155,8 +166,11 @@ class PartitionedPollLoop:
         )
 
     def _dispatch(self) -> None:
+        now = time.monotonic()
         for key, partition in self._partitions.items():
             if partition.inflight is not None or not partition.backlog:
+                continue
+            if partition.held_until > now:
                 continue
             count = min(self._batch_size, len(partition.backlog))
             messages = [partition.backlog.popleft() for _ in range(count)]
@@ -187,23 +201,39 @@ class PartitionedPollLoop:
             try:
                 future.result()
             except ShutdownRequested:
+                # Nothing after this batch may be stored, or the commit would skip it:
+                # the partition stops here, and its next owner starts from this batch.
                 log.info("batch abandoned for shutdown; it will be redelivered")
+                self._replay_from(key, partition.inflight_first, hold_s=float("inf"))
                 continue
             except Exception:
-                log.exception(
-                    "batch handler failed; replaying the batch", extra={"partition": key[1]}
+                partition.failures_in_a_row += 1
+                delay = min(
+                    REPLAY_MAX_DELAY_S,
+                    REPLAY_BASE_DELAY_S * 2 ** (partition.failures_in_a_row - 1),
                 )
-                self._replay_from(key, partition.inflight_first)
+                log.exception(
+                    "batch handler failed; replaying the batch",
+                    extra={"partition": key[1], "replay_in_s": delay},
+                )
+                self._replay_from(key, partition.inflight_first, hold_s=delay)
                 continue
+            partition.failures_in_a_row = 0
             # The handler returned: the batch is durable in PostgreSQL, so its offsets may go.
             self._store_offset(key, partition.inflight_last + 1)
 
-    def _replay_from(self, key: PartitionKey, offset: int) -> None:
+    def _replay_from(self, key: PartitionKey, offset: int, *, hold_s: float) -> None:
+        """Fetch the partition again from `offset`, dispatching nothing for `hold_s`."""
         partition = self._partitions[key]
         partition.backlog.clear()
         partition.backlog_bytes = 0
+        partition.held_until = time.monotonic() + hold_s
         try:
             self._consumer.seek(TopicPartition(key[0], key[1], offset))
+            if partition.paused:
+                # Its backlog is gone, and only a dispatch from the backlog resumes it.
+                self._consumer.resume([TopicPartition(*key)])
+                partition.paused = False
         except KafkaException as error:
             log.error("could not seek back for replay", extra={"error": str(error)})
 

@@ -7,88 +7,18 @@ from __future__ import annotations
 import threading
 
 import pytest
-from confluent_kafka import KafkaError
 
 from shared.kafka import poll_loop
 from shared.kafka.poll_loop import PAUSE_AT_BATCHES, PartitionedPollLoop
+from tests.unit.fake_kafka import TOPIC, BrokerDown, EndOfPartition, Message, RecordingConsumer
 
 BATCH = 10
-TOPIC = "moderation"
-
-
-class _Message:
-    def __init__(self, partition: int, offset: int, value: bytes) -> None:
-        self._partition, self._offset, self._value = partition, offset, value
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return TOPIC
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes:
-        return b"k"
-
-    def value(self) -> bytes:
-        return self._value
-
-    def headers(self) -> None:
-        return None
-
-
-class _EndOfPartition(_Message):
-    """The event librdkafka sends at the end of a partition: an error, not a record."""
-
-    def error(self) -> KafkaError:
-        return KafkaError(KafkaError._PARTITION_EOF)
-
-
-class _BrokerDown(_Message):
-    """A client-wide error event: no topic, partition -1."""
-
-    def __init__(self) -> None:
-        super().__init__(-1, -1, b"")
-
-    def error(self) -> KafkaError:
-        return KafkaError(KafkaError._TRANSPORT)
-
-    def topic(self) -> None:
-        return None
-
-
-class _Consumer:
-    """Only what flow control touches: pause, resume and offset storage."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, int]] = []
-
-    def pause(self, partitions) -> None:
-        self.calls += [("pause", p.partition) for p in partitions]
-
-    def resume(self, partitions) -> None:
-        self.calls += [("resume", p.partition) for p in partitions]
-
-    def store_offsets(self, offsets) -> None:
-        pass
-
-    def poll(self, timeout: float) -> None:
-        self.calls.append(("poll", timeout))
-        return None  # nothing fetched
-
-    def consume(self, num_messages: int, timeout: float) -> list:
-        return []
 
 
 @pytest.fixture
 def loop():
     release = threading.Event()
-    consumer = _Consumer()
+    consumer = RecordingConsumer()
     # The handler blocks until released, so each partition has one batch in flight.
     loop = PartitionedPollLoop(
         consumer,  # type: ignore[arg-type]
@@ -113,10 +43,10 @@ def test_a_partition_pauses_at_its_limit_and_resumes_at_half_with_work_still_que
     loop, consumer, release = loop
     limit = PAUSE_AT_BATCHES * BATCH
     for offset in range(limit - 1):
-        loop._accept([_Message(0, offset, b"{}")])
+        loop._accept([Message(0, offset, b"{}")])
     assert consumer.calls == []
 
-    loop._accept([_Message(0, limit - 1, b"{}")])
+    loop._accept([Message(0, limit - 1, b"{}")])
     assert consumer.calls == [("pause", 0)]
 
     loop._dispatch()  # one batch in flight, limit - BATCH queued: still paused
@@ -131,11 +61,11 @@ def test_a_partition_pauses_at_its_limit_and_resumes_at_half_with_work_still_que
 def test_a_fetch_mixing_partitions_and_events_queues_each_record_in_order(loop):
     loop, consumer, _ = loop
     fetched = [
-        _Message(0, 0, b"a"),
-        _Message(0, 1, b"bb"),
-        _Message(1, 0, b"ccc"),
-        _EndOfPartition(1, 1, b""),
-        _Message(0, 2, b"dddd"),
+        Message(0, 0, b"a"),
+        Message(0, 1, b"bb"),
+        Message(1, 0, b"ccc"),
+        EndOfPartition(1, 1, b""),
+        Message(0, 2, b"dddd"),
     ]
 
     loop._accept(fetched)
@@ -150,7 +80,7 @@ def test_one_fetch_running_past_the_limit_pauses_its_partition_once(loop):
     loop, consumer, _ = loop
     limit = PAUSE_AT_BATCHES * BATCH
 
-    loop._accept([_Message(0, offset, b"{}") for offset in range(limit + BATCH)])
+    loop._accept([Message(0, offset, b"{}") for offset in range(limit + BATCH)])
 
     assert consumer.calls == [("pause", 0)]
     assert len(loop._partitions[(TOPIC, 0)].backlog) == limit + BATCH
@@ -159,7 +89,7 @@ def test_one_fetch_running_past_the_limit_pauses_its_partition_once(loop):
 def test_an_error_event_is_logged_and_dropped_between_records(loop, caplog):
     loop, _, _ = loop
 
-    loop._accept([_Message(0, 0, b"a"), _BrokerDown(), _Message(0, 1, b"b")])
+    loop._accept([Message(0, 0, b"a"), BrokerDown(), Message(0, 1, b"b")])
 
     assert [m.offset() for m in loop._partitions[(TOPIC, 0)].backlog] == [0, 1]
     assert (None, -1) not in loop._partitions
@@ -171,7 +101,7 @@ def test_large_records_pause_by_bytes_long_before_the_record_limit(loop, monkeyp
     monkeypatch.setattr(poll_loop, "PAUSE_AT_BYTES", 1000)
 
     for offset in range(3):
-        loop._accept([_Message(1, offset, b"x" * 400)])
+        loop._accept([Message(1, offset, b"x" * 400)])
 
     assert consumer.calls == [("pause", 1)]
     assert loop._partitions[(TOPIC, 1)].backlog_bytes == 1200
@@ -183,7 +113,7 @@ def test_while_a_batch_runs_the_loop_waits_on_it_instead_of_blocking_in_poll(loo
     monkeypatch.setattr(
         poll_loop, "wait", lambda futures, timeout, return_when: waits.append((futures, timeout))
     )
-    loop._accept([_Message(0, 0, b"{}")])
+    loop._accept([Message(0, 0, b"{}")])
     loop._dispatch()
     inflight = loop._partitions[(TOPIC, 0)].inflight
 

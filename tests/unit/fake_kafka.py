@@ -1,0 +1,81 @@
+"""Stand-ins for confluent-kafka's Message and Consumer, for tests of the poll loop's logic."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaError
+
+TOPIC = "moderation"
+
+
+class Message:
+    def __init__(self, partition: int, offset: int, value: bytes) -> None:
+        self._partition, self._offset, self._value = partition, offset, value
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return TOPIC
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> None:
+        return None
+
+
+class EndOfPartition(Message):
+    """The event librdkafka sends at the end of a partition: an error, not a record."""
+
+    def error(self) -> KafkaError:
+        return KafkaError(KafkaError._PARTITION_EOF)
+
+
+class BrokerDown(Message):
+    """A client-wide error event: no topic, partition -1."""
+
+    def __init__(self) -> None:
+        super().__init__(-1, -1, b"")
+
+    def error(self) -> KafkaError:
+        return KafkaError(KafkaError._TRANSPORT)
+
+    def topic(self) -> None:
+        return None
+
+
+class RecordingConsumer:
+    """What the poll loop's own logic touches, recording pause, resume, seek and
+    offset storage; it fetches nothing."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.stored: list[tuple[int, int]] = []  # (partition, next offset), apart from calls
+
+    def pause(self, partitions) -> None:
+        self.calls += [("pause", p.partition) for p in partitions]
+
+    def resume(self, partitions) -> None:
+        self.calls += [("resume", p.partition) for p in partitions]
+
+    def store_offsets(self, offsets) -> None:
+        self.stored += [(o.partition, o.offset) for o in offsets]
+
+    def seek(self, partition) -> None:
+        self.calls.append(("seek", partition.partition, partition.offset))
+
+    def poll(self, timeout: float) -> None:
+        self.calls.append(("poll", timeout))
+        return None  # nothing fetched
+
+    def consume(self, num_messages: int, timeout: float) -> list:
+        return []

@@ -1,0 +1,153 @@
+"""The poll loop when a batch does not finish: the partition is fetched again from that
+batch, nothing after it is stored meanwhile, and a failing handler is not replayed in a
+tight loop."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from shared.bootstrap import ShutdownRequested
+from shared.kafka import poll_loop
+from shared.kafka.poll_loop import PAUSE_AT_BATCHES, PartitionedPollLoop
+from shared.kafka.record import ConsumedRecord
+from tests.unit.fake_kafka import TOPIC, Message, RecordingConsumer
+
+BATCH = 10
+
+
+class _Handler:
+    """Runs each batch through `outcome`, which returns or raises, and records the batch."""
+
+    def __init__(self) -> None:
+        self.outcome: Callable[[], None] = lambda: None
+        self.batches: list[list[int]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, records: list[ConsumedRecord]) -> None:
+        with self._lock:
+            self.batches.append([record.offset for record in records])
+        self.outcome()
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The loop's monotonic clock, moved by hand."""
+    now = [1000.0]
+    monkeypatch.setattr(poll_loop.time, "monotonic", lambda: now[0])
+    return now
+
+
+@pytest.fixture
+def loop(clock):
+    consumer = RecordingConsumer()
+    handler = _Handler()
+    loop = PartitionedPollLoop(
+        consumer,  # type: ignore[arg-type]
+        TOPIC,
+        handler,
+        batch_size=BATCH,
+        poll_timeout_s=0.1,
+    )
+    yield loop, consumer, handler
+    loop._executor.shutdown(wait=True)
+
+
+def _queue(loop: PartitionedPollLoop, offsets: range) -> None:
+    loop._accept([Message(0, offset, b"{}") for offset in offsets])
+
+
+def _run_one_batch(loop: PartitionedPollLoop) -> None:
+    loop._dispatch()
+    loop._reap_finished(wait=True)
+
+
+def _raise(error: BaseException) -> Callable[[], None]:
+    def outcome() -> None:
+        raise error
+
+    return outcome
+
+
+def test_a_batch_abandoned_for_shutdown_stops_its_partition_before_it(loop):
+    loop, consumer, handler = loop
+    _queue(loop, range(3 * BATCH))
+    _run_one_batch(loop)  # offsets 0-9 done
+    handler.outcome = _raise(ShutdownRequested())
+
+    _run_one_batch(loop)  # 10-19 abandoned in a retry wait
+    handler.outcome = lambda: None
+    _queue(loop, range(10, 3 * BATCH))  # the refetch after the seek
+    _run_one_batch(loop)
+
+    # The batch after the abandoned one was never handled, so no offset past 10 is
+    # stored, and the next owner (or this consumer, restarted) starts at 10.
+    assert handler.batches == [list(range(10)), list(range(10, 20))]
+    assert consumer.stored == [(0, 10)]
+    assert ("seek", 0, 10) in consumer.calls
+
+
+def test_a_failed_batch_is_replayed_from_its_first_record_after_a_doubling_wait(loop, clock):
+    loop, consumer, handler = loop
+    handler.outcome = _raise(RuntimeError("a bug"))
+    _queue(loop, range(BATCH))
+
+    _run_one_batch(loop)
+    assert consumer.calls == [("seek", 0, 0)]
+    _queue(loop, range(BATCH))  # the refetch
+
+    waits = []
+    for _ in range(3):
+        handled = len(handler.batches)
+        _run_one_batch(loop)  # held: not handled again yet
+        assert len(handler.batches) == handled
+        waited = 0.0
+        while len(handler.batches) == handled:
+            clock[0] += 0.25
+            waited += 0.25
+            _run_one_batch(loop)
+        waits.append(waited)
+        _queue(loop, range(BATCH))
+
+    assert waits == [
+        poll_loop.REPLAY_BASE_DELAY_S,
+        2 * poll_loop.REPLAY_BASE_DELAY_S,
+        4 * poll_loop.REPLAY_BASE_DELAY_S,
+    ]
+    assert consumer.stored == []
+
+    handler.outcome = lambda: None
+    clock[0] += poll_loop.REPLAY_MAX_DELAY_S
+    _run_one_batch(loop)
+    assert consumer.stored == [(0, BATCH)]
+    assert loop._partitions[(TOPIC, 0)].failures_in_a_row == 0
+
+
+def test_the_wait_before_a_replay_stops_growing_at_its_limit(loop, clock):
+    loop, _, handler = loop
+    handler.outcome = _raise(RuntimeError("a bug"))
+    partition_key = (TOPIC, 0)
+    for _ in range(12):
+        _queue(loop, range(BATCH))
+        clock[0] += poll_loop.REPLAY_MAX_DELAY_S
+        _run_one_batch(loop)
+
+    partition = loop._partitions[partition_key]
+    assert partition.failures_in_a_row == 12
+    assert partition.held_until == clock[0] + poll_loop.REPLAY_MAX_DELAY_S
+
+
+def test_a_paused_partition_that_replays_is_resumed(loop, clock):
+    loop, consumer, handler = loop
+    handler.outcome = _raise(RuntimeError("a bug"))
+    _queue(loop, range(PAUSE_AT_BATCHES * BATCH))
+    assert consumer.calls == [("pause", 0)]
+
+    _run_one_batch(loop)
+
+    # The backlog that would have resumed it is dropped for the refetch, so the
+    # replay resumes it itself; paused, the partition would never fetch again.
+    assert consumer.calls == [("pause", 0), ("seek", 0, 0), ("resume", 0)]
+    assert not loop._partitions[(TOPIC, 0)].paused
