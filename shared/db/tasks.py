@@ -143,9 +143,10 @@ def load_tasks_with_ads(
 ) -> dict[int, TaskForProcessing]:
     """Each task of a batch with its ad and seller, in one statement.
 
-    `tasks` are (task_id, item_id) as the records name them, and an ad is read only
-    for the item its record names: a task whose record names another item (a corrupt
-    copy) comes back with `ad` None. That second array is what lets the planner find
+    `tasks` are (task_id, item_id) as the records name them. Only ads some record of
+    the batch names are read, so a task whose record names another item (a corrupt
+    copy) may come back with `ad` None: the caller compares the row's item_id with the
+    record's before anything else. That second array is what lets the planner find
     the ads by primary key; joined on the tasks' item_id alone, it reads the whole
     ads table for a batch.
 

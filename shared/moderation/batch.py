@@ -8,12 +8,18 @@ may be stored. If it raises, nothing about the batch may be acknowledged.
 An attempt is two round trips in the normal case: one query reads the tasks with
 their ads, one model call scores them, and one UPDATE, committing on its own,
 writes the verdicts. When an attempt also fails tasks or dead-letters records, its
-writes run as one transaction instead, so an attempt is all or nothing. Only a task
+writes run as one transaction instead, so each write is all or nothing. Only a task
 this attempt moved out of pending is counted and dead-lettered as its own: another
-consumer may finish one meanwhile (see shared/db/tasks.py). A temporary
-error leaves the attempt unwritten; the attempt is counted on the task rows and the
-batch is retried on the shared 5/10/20 s schedule. That wait blocks only the
-caller's thread, which the poll loop runs per partition.
+consumer may finish one meanwhile (see shared/db/tasks.py).
+
+What the read sorts out (a redelivered finished task, a record naming no task or
+another ad than its task's, a task whose ad is gone) and what the model refuses is
+settled there and then: it is no longer retried, and it is written with the batch's
+next write, whichever that is. A temporary error leaves the rest unwritten; the
+attempt is counted on the rows of the tasks still to be scored (those alone, so a
+corrupt copy never counts against a real task), and the batch is retried on the
+shared 5/10/20 s schedule. That wait blocks only the caller's thread, which the poll
+loop runs per partition.
 """
 
 from __future__ import annotations
@@ -78,26 +84,40 @@ class _Task(NamedTuple):
 
 @dataclass
 class _Work:
-    """What is still to be made durable, and the attempts counted so far."""
+    """What is still to be made durable, and the attempts counted so far.
+
+    `tasks` are still to be scored. `letters` and `failures` are settled outcomes
+    (sorted out by a read, or refused by the model) that only wait to be written, with
+    whichever write of the batch comes next: a temporary error later in the attempt
+    neither holds them back nor counts them as an attempt.
+    """
 
     tasks: list[_Task]
     letters: list[DeadLetter]
+    failures: list[tuple[TaskFailure, DeadLetter]] = field(default_factory=list)
     attempts: dict[int, int] = field(default_factory=dict)
     first_failure_at: dict[int, datetime] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:
-        return not self.tasks and not self.letters
+        return not self.tasks and not self.letters and not self.failures
 
-    def count_failure(self, task: _Task, durable: tuple[int, datetime] | None) -> int:
-        count = self.attempts.get(task.task_id, 0) + 1
-        first = self.first_failure_at.setdefault(task.task_id, datetime.now(UTC))
+    def task_ids(self) -> list[int]:
+        """Each task still to be scored, once: two records may name it (a corrupt copy)."""
+        return list(dict.fromkeys(task.task_id for task in self.tasks))
+
+    def count_failure(self, task_id: int, durable: tuple[int, datetime] | None) -> int:
+        count = self.attempts.get(task_id, 0) + 1
+        first = self.first_failure_at.setdefault(task_id, datetime.now(UTC))
         if durable is not None:
             count = max(count, durable[0])
             first = min(first, durable[1])
-        self.attempts[task.task_id] = count
-        self.first_failure_at[task.task_id] = first
+        self.attempts[task_id] = count
+        self.first_failure_at[task_id] = first
         return count
+
+    def settled(self) -> None:
+        self.tasks, self.letters, self.failures = [], [], []
 
 
 def process_moderation_batch(services: Services, records: Sequence[ConsumedRecord]) -> BatchReport:
@@ -124,7 +144,8 @@ def _parse_records(
         # The usual batch, all produced by us and no task twice: no per-record parsing.
         return _Work(tasks=list(map(_Task, records, *canonical)), letters=[])
     work = _Work(tasks=[], letters=[])
-    seen: set[int] = set()
+    # By task and item: a corrupt copy naming another ad must not pass for the real record.
+    seen: set[tuple[int, int]] = set()
     for record in records:
         try:
             message = _parse_one(record)
@@ -137,11 +158,11 @@ def _parse_records(
                 _letter(services, record, error, PERMANENT, 1, None, task_exists=False)
             )
             continue
-        if message.task_id in seen:
+        if message in seen:
             # The same task twice in one batch (say, republished by the relay): one is enough.
             report.duplicates += 1
             continue
-        seen.add(message.task_id)
+        seen.add(message)
         work.tasks.append(_Task(record, message.task_id, message.item_id))
     return work
 
@@ -178,7 +199,7 @@ def _attempt_batch(services: Services, work: _Work, report: BatchReport) -> None
         if not work.done:
             raise unexpected from error
         return
-    work.tasks, work.letters = [], []
+    work.settled()
     publish_dead_letters(services, stored)
     report.dead_lettered += len(stored)
 
@@ -186,8 +207,6 @@ def _attempt_batch(services: Services, work: _Work, report: BatchReport) -> None
 def _score_and_write(
     services: Services, work: _Work, report: BatchReport
 ) -> list[StoredDeadLetter]:
-    letters = list(work.letters)
-    failures: list[tuple[TaskFailure, DeadLetter]] = []
     with services.db.autocommit() as db:
         rows = db.load_tasks_with_ads([(task.task_id, task.item_id) for task in work.tasks])
         to_score: list[tuple[_Task, TaskForProcessing]] = []
@@ -201,10 +220,14 @@ def _score_and_write(
             ):
                 to_score.append((task, row))  # the usual case, checked inline: it runs per record
             else:
-                _sort_out(services, task, row, report, letters, failures)
+                _sort_out(services, task, row, report, work)
+        work.tasks = [task for task, _ in to_score]  # what was sorted out is settled now
         scored, invalid = _score(services, to_score)
-        failures += [_failure_with_letter(services, *invalid_task) for invalid_task in invalid]
-        completed, failed, stored = _write_outcomes(db, scored, failures, letters)
+        if invalid:
+            work.failures += [_failure_with_letter(services, *refusal) for refusal in invalid]
+            refused = {task.task_id for task, _, _ in invalid}
+            work.tasks = [task for task in work.tasks if task.task_id not in refused]
+        completed, failed, stored = _write_outcomes(db, scored, work.failures, work.letters)
     # Scored, but finished by another consumer before our UPDATE reached them.
     report.duplicates += (0 if scored is None else len(scored.task_ids)) - len(completed)
     report.completed += len(completed)
@@ -213,14 +236,10 @@ def _score_and_write(
 
 
 def _sort_out(
-    services: Services,
-    task: _Task,
-    row: TaskForProcessing | None,
-    report: BatchReport,
-    letters: list[DeadLetter],
-    failures: list[tuple[TaskFailure, DeadLetter]],
+    services: Services, task: _Task, row: TaskForProcessing | None, report: BatchReport, work: _Work
 ) -> None:
-    """A task that cannot be scored as it is: a duplicate, a letter or a failure."""
+    """A task that cannot be scored as it is: a duplicate, a letter or a failure, settled
+    for good (the caller takes it out of the tasks to score)."""
     if row is not None and row.status != "pending":
         # Redelivered after it finished: never move it back, never dead-letter again.
         report.duplicates += 1
@@ -230,9 +249,9 @@ def _sort_out(
     if row is None or isinstance(problem, RecordDoesNotMatchTask):
         # No task, or the row is the truth and this record a corrupt copy (failing
         # the task would lose a valid request): only the record is dead-lettered.
-        letters.append(_task_letter(services, task, None, problem))
+        work.letters.append(_task_letter(services, task, None, problem))
     else:
-        failures.append(_failure_with_letter(services, task, row, problem))
+        work.failures.append(_failure_with_letter(services, task, row, problem))
 
 
 def _write_outcomes(
@@ -319,22 +338,25 @@ def _count_failed_attempt(
     counted_before = dict(work.attempts)
     try:
         with services.db.transaction() as tx:
-            durable = tx.record_failed_attempt([t.task_id for t in work.tasks], str(error))
-            for task in work.tasks:
-                work.count_failure(task, durable.get(task.task_id))
+            task_ids = work.task_ids()
+            durable = tx.record_failed_attempt(task_ids, str(error))
+            for task_id in task_ids:
+                work.count_failure(task_id, durable.get(task_id))
             exhausted = [t for t in work.tasks if work.attempts[t.task_id] >= limit]
             failed, stored = _fail_and_dead_letter(
-                tx, _exhausted_failures(services, exhausted, work, error), work.letters
+                tx,
+                [*work.failures, *_exhausted_failures(services, exhausted, work, error)],
+                work.letters,
             )
     except DatabaseUnavailable:
         # Counted in memory only this time; the durable count catches up later.
         work.attempts = counted_before
-        for task in work.tasks:
-            work.count_failure(task, None)
+        for task_id in work.task_ids():
+            work.count_failure(task_id, None)
         return
     report.failed += failed
     work.tasks = [t for t in work.tasks if work.attempts[t.task_id] < limit]
-    work.letters = []
+    work.letters, work.failures = [], []
     publish_dead_letters(services, stored)
     report.dead_lettered += len(stored)
 
@@ -348,13 +370,15 @@ def _fail_exhausted(
         try:
             with services.db.transaction() as tx:
                 failed, stored = _fail_and_dead_letter(
-                    tx, _exhausted_failures(services, work.tasks, work, error), work.letters
+                    tx,
+                    [*work.failures, *_exhausted_failures(services, work.tasks, work, error)],
+                    work.letters,
                 )
         except DatabaseUnavailable:
             log.warning("cannot record exhausted tasks yet: database unavailable")
             services.sleep(delay)
             continue
-        work.tasks, work.letters = [], []
+        work.settled()
         report.failed += failed
         publish_dead_letters(services, stored)
         report.dead_lettered += len(stored)

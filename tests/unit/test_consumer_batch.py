@@ -298,6 +298,72 @@ def test_record_whose_item_id_does_not_match_its_task_is_dead_lettered_and_the_t
     assert services.db.state.tasks[1].status == "completed"
 
 
+def test_a_corrupt_copy_ahead_of_its_real_record_in_one_batch_does_not_hide_it():
+    services = fake_services()
+    genuine = _accepted_task(services, 5)
+    _, value = encode_task_message(1, 6)  # task 1, but another ad
+    copy = _record(value, offset=0)
+
+    report = process_moderation_batch(services, [copy, genuine])
+
+    assert services.db.state.tasks[1].status == "completed"
+    (letter,) = services.publisher.on_topic("moderation_dlq")
+    assert _headers(letter)["x-source-offset"] == "0"
+    assert "does not match" in _headers(letter)["x-exception-message"]
+    assert (report.completed, report.duplicates, report.dead_lettered) == (1, 0, 1)
+
+
+def test_what_a_read_sorts_out_is_settled_at_once_while_the_model_is_down():
+    services = fake_services()
+    services.model = FakeModelLoader(fail_times=100)
+    scorable = _accepted_task(services, 1)
+    gone = _accepted_task(services, 2)
+    services.db.state.ads.pop(2)
+    elsewhere = _accepted_task(services, 3)  # task 3: its own record is in another batch
+    _, copy_value = encode_task_message(3, 9)
+    _, unknown_value = encode_task_message(404, 1)
+    batch = [scorable, gone, _record(copy_value, offset=20), _record(unknown_value, offset=21)]
+    letters_at_each_wait = []
+    services.sleeper = lambda seconds: letters_at_each_wait.append(
+        len(services.publisher.on_topic("moderation_dlq"))
+    )
+
+    report = process_moderation_batch(services, batch)
+
+    tasks = services.db.state.tasks
+    # Settled by the first read: dead-lettered before the first retry wait, and never
+    # counted as an attempt.
+    assert letters_at_each_wait == [3, 3, 3]
+    assert (tasks[2].status, tasks[2].attempts) == ("failed", 1)
+    assert tasks[2].error_message == "Ad not found"
+    # The copy counted nothing against the real task it names.
+    assert (tasks[3].status, tasks[3].attempts) == ("pending", 0)
+    # Only the task that could be scored went through the schedule.
+    assert (tasks[1].status, tasks[1].attempts) == ("failed", 4)
+    types = sorted(
+        _headers(r)["x-exception-type"] for r in services.publisher.on_topic("moderation_dlq")
+    )
+    assert types == ["AdNotFound", "ModelUnavailable", "RecordDoesNotMatchTask", "TaskNotFound"]
+    assert (report.failed, report.dead_lettered) == (2, 4)
+
+    services.model = FakeModelLoader()
+    process_moderation_batch(services, [elsewhere])
+    assert services.db.state.tasks[3].status == "completed"
+
+
+def test_a_redelivered_finished_task_counts_as_one_duplicate_however_often_its_batch_retries():
+    services = fake_services()
+    done = _accepted_task(services, 1)
+    process_moderation_batch(services, [done])
+    services.model = FakeModelLoader(fail_times=2)
+    pending = _accepted_task(services, 2)
+
+    report = process_moderation_batch(services, [done, pending])
+
+    assert report.retries == 2
+    assert (report.duplicates, report.completed) == (1, 1)
+
+
 def test_json_nested_too_deeply_is_dead_lettered_and_its_neighbours_complete():
     services = fake_services()
     valid = _accepted_task(services, 1)
