@@ -23,6 +23,9 @@ def parse_json_body(request: flask.Request, model: type[Model]) -> Model:
         document = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise HttpError(400, f"Request body is not valid JSON: {error}") from None
+    except RecursionError:
+        # `[[[[...]]]]` a few thousand deep fits in the body limit but not in the stack.
+        raise HttpError(400, "Request body is JSON nested too deeply") from None
     if not isinstance(document, dict):
         raise HttpError(422, f"Expected a JSON object, got {type(document).__name__}")
     return _validate(model, document)

@@ -8,7 +8,9 @@ import json
 import pytest
 from functions_framework import create_app
 
-from tests.fakes import VALID_AD, FakeModelLoader
+from shared.domain import Ad, Verdict
+from shared.model.validation import validate_ads
+from tests.fakes import VALID_AD, FakeModel, FakeModelLoader
 
 
 def client(target: str, folder: str | None = None):
@@ -70,6 +72,14 @@ def test_predict_rejects_a_body_that_is_not_json_with_400(services):
     )
 
     assert "not valid JSON" in _assert_json_error(response, 400)
+
+
+def test_predict_rejects_json_nested_too_deeply_with_400(services):
+    nested = b"[" * 30_000 + b"]" * 30_000  # within the body limit, past the parser's stack
+
+    response = client("predict").post("/predict", data=nested, content_type="application/json")
+
+    assert "nested too deeply" in _assert_json_error(response, 400)
 
 
 def test_predict_rejects_another_content_type_with_415(services):
@@ -179,6 +189,24 @@ def test_simple_predict_answers_404_for_an_unknown_ad(services):
     assert _assert_json_error(response, 404) == "Ad not found"
 
 
+class _ValidatingModel(FakeModel):
+    """Refuses what the real model refuses, with the real model's validation."""
+
+    def predict(self, ads: list[Ad]) -> list[Verdict]:
+        validate_ads(ads)
+        return super().predict(ads)
+
+
+def test_simple_predict_answers_422_for_a_stored_ad_the_model_cannot_score(services):
+    services.model = FakeModelLoader(_ValidatingModel())
+    services.db.add_ad(Ad(2, 1, False, "Chair", "A chair", -5, 0))  # ads.category has no CHECK
+
+    response = client("simple_predict", "predict").post("/simple_predict?item_id=2")
+
+    detail = _assert_json_error(response, 422)
+    assert "cannot be scored" in detail and "category" in detail
+
+
 @pytest.mark.parametrize("item_id", ["", "abc", "1.5", "0", "-1", str(2**63), "1e3"])
 def test_simple_predict_rejects_a_bad_item_id_with_422(services, item_id):
     query = "" if item_id == "" else f"?item_id={item_id}"
@@ -258,11 +286,10 @@ def test_moderation_result_answers_404_for_an_unknown_task(services):
 
 
 @pytest.mark.parametrize("task_id", ["abc", "0", "-1", "1.5", str(2**63)])
-def test_moderation_result_rejects_a_bad_task_id_without_a_5xx(services, task_id):
+def test_moderation_result_rejects_a_bad_task_id_with_422(services, task_id):
     response = client("moderation_result").get(f"/moderation_result/{task_id}")
 
-    assert response.status_code in (404, 422)
-    assert "detail" in response.get_json()
+    _assert_json_error(response, 422)
 
 
 @pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer no"}])
