@@ -79,6 +79,18 @@ def mark_tasks_published(conn: psycopg.Connection, task_ids: Sequence[int]) -> N
     )
 
 
+def republish_pending_tasks(conn: psycopg.Connection) -> int:
+    """Hand every pending task back to the relay, as if its publish had never been
+    acknowledged; returns how many. For a broker known to have lost its records (the
+    local runner's in-memory Kafka after a restart): a task whose record is gone would
+    otherwise stay pending for good. A task that is still on a live topic is at worst
+    published twice, which the consumer handles as a duplicate."""
+    return conn.execute(
+        "UPDATE moderation_results SET published_at = NULL"
+        " WHERE status = 'pending' AND published_at IS NOT NULL"
+    ).rowcount
+
+
 def claim_unpublished_tasks(
     conn: psycopg.Connection, *, older_than_s: float, limit: int
 ) -> list[tuple[int, int]]:

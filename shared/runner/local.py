@@ -21,6 +21,7 @@ import psycopg
 from shared import metrics
 from shared.bootstrap import Services, build_services, install_services
 from shared.db.migrations import apply_migrations
+from shared.db.tasks import republish_pending_tasks
 from shared.errors import ModerationError
 from shared.logging_setup import configure_logging
 from shared.runner.app import build_runner_app
@@ -30,6 +31,7 @@ from shared.runner.embedded import Backends, start_backends
 from shared.runner.http_server import HttpServer
 from shared.runner.shutdown import SHUTDOWN_BUDGET_S, Deadline, StopSignal, skip_exit_collection
 from shared.runner.workers import ConsumerWorker, RelayWorker, load_consumer_handler
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +86,22 @@ def prepare_data(backends: Backends, options: RunnerOptions) -> None:
         from shared.kafka.topics import ensure_topics
 
         ensure_topics(settings)
+    if backends.in_memory_kafka:
+        _republish_tasks_lost_with_the_last_broker(settings)
     seed = backends.embedded_database if options.seed_demo is None else options.seed_demo
     if seed:
         added = seed_demo_data(settings.database_url)
         log.info("demo data seeded", extra={"ads_added": added})
+
+
+def _republish_tasks_lost_with_the_last_broker(settings: Settings) -> None:
+    """The in-memory Kafka of the last run took its records with it, while the tasks it
+    had acknowledged are still pending in the (kept) database: the relay publishes them
+    again, instead of their waiting for good."""
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        count = republish_pending_tasks(conn)
+    if count:
+        log.info("pending tasks of an earlier run handed to the relay", extra={"tasks": count})
 
 
 def start(backends: Backends, options: RunnerOptions) -> _Running:

@@ -17,6 +17,9 @@ from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import ConsumedRecord
 from shared.moderation.batch import process_moderation_batch
 from shared.moderation.relay import relay_once
+from shared.runner.cli import RunnerOptions
+from shared.runner.embedded import Backends
+from shared.runner.local import prepare_data
 from tests.fakes import ModelUnavailableAtFirst
 from tests.integration.helpers import (
     produce_raw,
@@ -222,6 +225,28 @@ def test_crash_between_task_insert_and_publish_still_gets_the_task_processed(set
         # The process died right after committing the row: nothing reached Kafka.
         with services.db.transaction() as tx:
             task_id = tx.create_task_for_existing_ad(item_id)
+
+        with running_consumer(services):
+            wait_until(lambda: relay_once(services), timeout_s=10, what="the relay to publish")
+            wait_until(lambda: _all_finished(services, 1), timeout_s=30, what="task completed")
+
+        assert task_rows(services)[0][:3] == (task_id, item_id, "completed")
+
+
+def test_a_runner_restarted_on_the_in_memory_kafka_publishes_its_pending_tasks_again(
+    settings, tmp_path
+):
+    with wired_services(settings) as services:
+        (item_id,) = seed_ads(services, 1)
+        # Acknowledged by the in-memory broker of the last run, which took the record along.
+        with services.db.transaction() as tx:
+            task_id = tx.create_task_for_existing_ad(item_id)
+            tx.mark_tasks_published([task_id])
+        backends = Backends(
+            settings, embedded_database=False, in_memory_kafka=True, state_dir=tmp_path
+        )
+
+        prepare_data(backends, RunnerOptions(settings, "127.0.0.1", False, tmp_path))
 
         with running_consumer(services):
             wait_until(lambda: relay_once(services), timeout_s=10, what="the relay to publish")
