@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
+import psycopg
 
 from shared.bootstrap import Services
 from shared.db.dead_letters import DeadLetter, StoredDeadLetter
@@ -189,6 +190,11 @@ class InMemoryTransaction:
     def insert_dead_letters(self, letters: Sequence[DeadLetter]) -> list[StoredDeadLetter]:
         stored = []
         for letter in letters:
+            if letter.task_id is not None and letter.task_id not in self.s.tasks:
+                # dead_letters.task_id references moderation_results, as in PostgreSQL.
+                raise psycopg.errors.ForeignKeyViolation(
+                    f"dead letter for task {letter.task_id}, which does not exist"
+                )
             duplicate = any(
                 (
                     old.source_topic,

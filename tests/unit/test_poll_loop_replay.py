@@ -1,6 +1,6 @@
 """The poll loop when a batch does not finish: the partition is fetched again from that
 batch, nothing after it is stored meanwhile, and a failing handler is not replayed in a
-tight loop."""
+tight loop; and a lost partition, whose batch counts for nothing here."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 
 import pytest
+from confluent_kafka import TopicPartition
 
 from shared.bootstrap import ShutdownRequested
 from shared.kafka import poll_loop
@@ -151,3 +152,21 @@ def test_a_paused_partition_that_replays_is_resumed(loop, clock):
     # replay resumes it itself; paused, the partition would never fetch again.
     assert consumer.calls == [("pause", 0), ("seek", 0, 0), ("resume", 0)]
     assert not loop._partitions[(TOPIC, 0)].paused
+
+
+def test_a_lost_partition_stores_nothing_for_the_batch_it_was_running(loop):
+    loop, consumer, handler = loop
+    release = threading.Event()
+    handler.outcome = lambda: release.wait(5)
+    _queue(loop, range(BATCH))
+    loop._dispatch()
+    running = loop._partitions[(TOPIC, 0)].inflight
+
+    loop._on_lost(consumer, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
+    release.set()
+    running.result(timeout=5)
+    loop._reap_finished(wait=True)
+
+    # Another member may own it already: its offsets are that member's to commit.
+    assert (TOPIC, 0) not in loop._partitions
+    assert consumer.stored == []
