@@ -3,10 +3,11 @@
 psycopg runs a query as a generator driven by a wait loop (send, wait on the
 socket, read), and each step gives up the GIL. In a process whose other threads
 want the GIL (a gunicorn worker's, the consumer's partition workers), every one of
-those releases is a hand-off that then waits to get it back: a lookup by key through
-`execute` cost simple_predict about a quarter of its rate against the same lookup
-as one `PQexecPrepared`, which gives up the GIL once for the whole round trip
-(bench/bench_http.py).
+those releases is a hand-off that then waits to get it back. On simple_predict's
+server settings, hello world plus a lookup by key served 729-850 req/s through the
+pool and `execute`, and 1,076 as one `PQexecPrepared`, which gives up the GIL once
+for the whole round trip (`execute` on a fixed connection, 908-1,211, was too noisy
+to tell apart from it; README, "Performance").
 
 A lookup by key is prepared once per connection under a name of its own, which
 psycopg's own prepared-statement cache (named `_pg3_N`) never uses. A batch
