@@ -18,8 +18,10 @@ settled there and then: it is no longer retried, and it is written with the batc
 next write, whichever that is. A temporary error leaves the rest unwritten; the
 attempt is counted on the rows of the tasks still to be scored (those alone, so a
 corrupt copy never counts against a real task), and the batch is retried on the
-shared 5/10/20 s schedule. That wait blocks only the caller's thread, which the poll
-loop runs per partition.
+shared 5/10/20 s schedule. When the schedule runs out, the transaction that fails the
+tasks reads them first, so what no read got to sort out (the database was down all
+along) is sorted out then, not failed. The wait blocks only the caller's thread,
+which the poll loop runs per partition.
 """
 
 from __future__ import annotations
@@ -240,7 +242,7 @@ def _sort_out(
 ) -> None:
     """A task that cannot be scored as it is: a duplicate, a letter or a failure, settled
     for good (the caller takes it out of the tasks to score)."""
-    if row is not None and row.status != "pending":
+    if row is not None and row.status != "pending" and row.item_id == task.item_id:
         # Redelivered after it finished: never move it back, never dead-letter again.
         report.duplicates += 1
         return
@@ -343,6 +345,8 @@ def _count_failed_attempt(
             for task_id in task_ids:
                 work.count_failure(task_id, durable.get(task_id))
             exhausted = [t for t in work.tasks if work.attempts[t.task_id] >= limit]
+            if exhausted:
+                exhausted = _still_to_fail(services, tx, exhausted, work, report)
             failed, stored = _fail_and_dead_letter(
                 tx,
                 [*work.failures, *_exhausted_failures(services, exhausted, work, error)],
@@ -369,9 +373,10 @@ def _fail_exhausted(
     while not work.done:
         try:
             with services.db.transaction() as tx:
+                exhausted = _still_to_fail(services, tx, work.tasks, work, report)
                 failed, stored = _fail_and_dead_letter(
                     tx,
-                    [*work.failures, *_exhausted_failures(services, work.tasks, work, error)],
+                    [*work.failures, *_exhausted_failures(services, exhausted, work, error)],
                     work.letters,
                 )
         except DatabaseUnavailable:
@@ -382,6 +387,23 @@ def _fail_exhausted(
         report.failed += failed
         publish_dead_letters(services, stored)
         report.dead_lettered += len(stored)
+
+
+def _still_to_fail(
+    services: Services, tx: Transaction, tasks: Sequence[_Task], work: _Work, report: BatchReport
+) -> list[_Task]:
+    """Of the tasks that ran out of attempts, those their records still describe (pending,
+    same ad, ad there); the others are sorted out as a read would have, had one succeeded
+    before: a copy must not fail the real task, nor a record of no task lose its letter."""
+    rows = tx.load_tasks_with_ads([(task.task_id, task.item_id) for task in tasks])
+    to_fail = []
+    for task in tasks:
+        row = rows.get(task.task_id)
+        if row is not None and row.status == "pending" and _permanent_problem(task, row) is None:
+            to_fail.append(task)
+        else:
+            _sort_out(services, task, row, report, work)
+    return to_fail
 
 
 def _failure_with_letter(

@@ -351,6 +351,55 @@ def test_what_a_read_sorts_out_is_settled_at_once_while_the_model_is_down():
     assert services.db.state.tasks[3].status == "completed"
 
 
+def test_records_never_read_before_the_schedule_ran_out_are_sorted_out_before_failing(
+    monkeypatch,
+):
+    services = fake_services()
+    real = _accepted_task(services, 5)
+    _, copy_value = encode_task_message(1, 6)  # task 1, but another ad
+    _, unknown_value = encode_task_message(404, 1)
+    batch = [_record(copy_value, offset=10), real, _record(unknown_value, offset=11)]
+    read = InMemoryTransaction.load_tasks_with_ads
+    reads = []
+
+    def read_failing_on_every_attempt(self, tasks):
+        reads.append(len(tasks))
+        if len(reads) <= 4:  # the four attempts; the count UPDATEs still get through
+            raise DatabaseUnavailable("PostgreSQL unavailable: read timed out")
+        return read(self, tasks)
+
+    monkeypatch.setattr(InMemoryTransaction, "load_tasks_with_ads", read_failing_on_every_attempt)
+
+    report = process_moderation_batch(services, batch)
+
+    task = services.db.state.tasks[1]
+    assert (task.status, task.attempts) == ("failed", 4)
+    letters = {
+        _headers(letter)["x-source-offset"]: _headers(letter)
+        for letter in services.publisher.on_topic("moderation_dlq")
+    }
+    assert letters.keys() == {"10", str(real.offset), "11"}
+    assert letters["10"]["x-exception-type"] == "RecordDoesNotMatchTask"
+    assert letters["11"]["x-exception-type"] == "TaskNotFound"
+    assert letters[str(real.offset)]["x-exception-type"] == "DatabaseUnavailable"
+    assert letters[str(real.offset)]["x-attempts"] == "4"
+    assert (report.failed, report.dead_lettered) == (1, 3)
+
+
+def test_a_corrupt_copy_of_a_finished_task_is_dead_lettered_not_taken_for_a_duplicate():
+    services = fake_services()
+    done = _accepted_task(services, 5)
+    process_moderation_batch(services, [done])
+    _, copy_value = encode_task_message(1, 6)
+
+    report = process_moderation_batch(services, [_record(copy_value, offset=30)])
+
+    (letter,) = services.publisher.on_topic("moderation_dlq")
+    assert _headers(letter)["x-exception-type"] == "RecordDoesNotMatchTask"
+    assert services.db.state.tasks[1].status == "completed"
+    assert (report.duplicates, report.dead_lettered) == (0, 1)
+
+
 def test_a_redelivered_finished_task_counts_as_one_duplicate_however_often_its_batch_retries():
     services = fake_services()
     done = _accepted_task(services, 1)
