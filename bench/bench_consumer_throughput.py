@@ -208,6 +208,7 @@ def running_poll_loop(settings: Settings, handle_batch: BatchHandler) -> Iterato
         handle_batch,
         batch_size=settings.consumer_batch_size,
         poll_timeout_s=settings.consumer_poll_timeout_s,
+        max_workers=settings.db_pool_max_size,
     )
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop,), name="bench-poll-loop", daemon=True)

@@ -1,8 +1,10 @@
-"""The Kafka poll loop that feeds the consumer handler, one worker per partition (up to 64).
+"""The Kafka poll loop that feeds the consumer handler, one worker per partition.
 
 Why per partition: the handler may wait out the retry schedule (5/10/20 s) on a
 temporary error. Only the partition whose batch is waiting stalls; the others
-keep flowing, and order within a partition (one ad's tasks) is kept.
+keep flowing, and order within a partition (one ad's tasks) is kept. The workers
+are capped (`max_workers`): the consumer caps them at its connection pool's size,
+since a running batch holds a pooled connection.
 
 Delivery is at-least-once. An offset is stored only after the handler returned,
 which means the batch's results are committed in PostgreSQL; auto-commit then
@@ -12,6 +14,7 @@ commits stored offsets, and a revoke or shutdown commits them synchronously.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -49,9 +52,6 @@ PAUSE_AT_BYTES = 64 * 1024 * 1024
 REPLAY_BASE_DELAY_S = 1.0
 REPLAY_MAX_DELAY_S = 60.0
 
-# Partitions worked at once; a worker thread is started only when a partition needs one.
-MAX_PARALLEL_PARTITIONS = 64
-
 BatchHandler = Callable[[list[ConsumedRecord]], object]
 PartitionKey = tuple[str, int]
 
@@ -79,7 +79,7 @@ class PartitionedPollLoop:
         *,
         batch_size: int,
         poll_timeout_s: float,
-        max_workers: int = MAX_PARALLEL_PARTITIONS,
+        max_workers: int,
     ) -> None:
         self._consumer = consumer
         self._topic = topic
@@ -114,8 +114,9 @@ class PartitionedPollLoop:
     def _next_messages(self) -> list[Message]:
         inflight = [p.inflight for p in self._partitions.values() if p.inflight is not None]
         if not inflight:
-            # Idle: a bounded wait, which keeps Ctrl-C and `stop` responsive.
-            return self._poll_batch(self._poll_timeout_s)
+            # Idle: a bounded wait, which keeps Ctrl-C and `stop` responsive, and ends
+            # when a held partition may replay.
+            return self._poll_batch(self._idle_poll_timeout_s())
         messages = self._poll_batch(0)
         if not messages:
             # Nothing fetched (caught up, or the busy partitions paused): wait for a batch
@@ -123,6 +124,15 @@ class PartitionedPollLoop:
             # once. Waiting in poll instead left each handler idle ~15 ms between batches.
             wait(inflight, timeout=BUSY_WAIT_S, return_when=FIRST_COMPLETED)
         return messages
+
+    def _idle_poll_timeout_s(self) -> float:
+        now = time.monotonic()
+        holds = [
+            p.held_until - now
+            for p in self._partitions.values()
+            if p.backlog and now < p.held_until < math.inf
+        ]
+        return min([self._poll_timeout_s, *holds])
 
     def _poll_batch(self, timeout_s: float) -> list[Message]:
         """Wait up to `timeout_s` for one record, then take whatever else is already fetched.
@@ -205,7 +215,7 @@ class PartitionedPollLoop:
                 # Nothing after this batch may be stored, or the commit would skip it:
                 # the partition stops here, and its next owner starts from this batch.
                 log.info("batch abandoned for shutdown; it will be redelivered")
-                self._replay_from(key, partition.inflight_first, hold_s=float("inf"))
+                self._replay_from(key, partition.inflight_first, hold_s=math.inf)
                 continue
             except Exception:
                 partition.failures_in_a_row += 1
@@ -231,12 +241,20 @@ class PartitionedPollLoop:
         partition.held_until = time.monotonic() + hold_s
         try:
             self._consumer.seek(TopicPartition(key[0], key[1], offset))
-            if partition.paused:
-                # Its backlog is gone, and only a dispatch from the backlog resumes it.
-                self._consumer.resume([TopicPartition(*key)])
-                partition.paused = False
         except KafkaException as error:
-            log.error("could not seek back for replay", extra={"error": str(error)})
+            # What comes next would follow the batch, and a batch handled after it would
+            # store an offset past it: the partition stops here, for good in this
+            # process, and its next owner (after a rebalance or a restart) starts from it.
+            log.error(
+                "could not seek back for replay; the partition stops",
+                extra={"partition": key[1], "error": str(error)},
+            )
+            partition.held_until = math.inf
+            return
+        if partition.paused and partition.held_until != math.inf:
+            # Its backlog is gone, and only a dispatch from the backlog resumes it.
+            self._consumer.resume([TopicPartition(*key)])
+            partition.paused = False
 
     def _store_offset(self, key: PartitionKey, next_offset: int) -> None:
         try:

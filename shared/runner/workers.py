@@ -96,6 +96,7 @@ class ConsumerWorker(_ThreadWorker):
             self._handle_batch,
             batch_size=self._settings.consumer_batch_size,
             poll_timeout_s=self._settings.consumer_poll_timeout_s,
+            max_workers=self._settings.db_pool_max_size,
         )
         self._thread = threading.Thread(
             target=loop.run, args=(self._stop,), name="poll-loop", daemon=True

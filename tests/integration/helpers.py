@@ -57,6 +57,7 @@ def running_consumer(
         handle_batch or (lambda records: process_moderation_batch(services, records)),
         batch_size=settings.consumer_batch_size,
         poll_timeout_s=settings.consumer_poll_timeout_s,
+        max_workers=settings.db_pool_max_size,
     )
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)

@@ -26,6 +26,7 @@ def loop():
         lambda records: release.wait(5),
         batch_size=BATCH,
         poll_timeout_s=0.1,
+        max_workers=4,
     )
     yield loop, consumer, release
     release.set()

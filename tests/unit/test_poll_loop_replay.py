@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from shared.bootstrap import ShutdownRequested
 from shared.kafka import poll_loop
@@ -41,17 +41,21 @@ def clock(monkeypatch):
     return now
 
 
-@pytest.fixture
-def loop(clock):
-    consumer = RecordingConsumer()
-    handler = _Handler()
-    loop = PartitionedPollLoop(
+def _loop_over(consumer: RecordingConsumer, handler: _Handler) -> PartitionedPollLoop:
+    return PartitionedPollLoop(
         consumer,  # type: ignore[arg-type]
         TOPIC,
         handler,
         batch_size=BATCH,
         poll_timeout_s=0.1,
+        max_workers=4,
     )
+
+
+@pytest.fixture
+def loop(clock):
+    consumer, handler = RecordingConsumer(), _Handler()
+    loop = _loop_over(consumer, handler)
     yield loop, consumer, handler
     loop._executor.shutdown(wait=True)
 
@@ -170,3 +174,50 @@ def test_a_lost_partition_stores_nothing_for_the_batch_it_was_running(loop):
     # Another member may own it already: its offsets are that member's to commit.
     assert (TOPIC, 0) not in loop._partitions
     assert consumer.stored == []
+
+
+class _ConsumerThatCannotSeek(RecordingConsumer):
+    def seek(self, partition) -> None:
+        raise KafkaException(KafkaError(KafkaError._STATE))
+
+
+def test_a_partition_that_cannot_seek_back_stops_instead_of_skipping_the_batch(clock):
+    consumer = _ConsumerThatCannotSeek()
+    handler = _Handler()
+    handler.outcome = _raise(RuntimeError("a bug"))
+    loop = _loop_over(consumer, handler)
+    try:
+        _queue(loop, range(BATCH))
+        _run_one_batch(loop)
+        handler.outcome = lambda: None
+        _queue(loop, range(BATCH, 2 * BATCH))  # fetched on, past the failed batch
+        clock[0] += 10 * poll_loop.REPLAY_MAX_DELAY_S
+        _run_one_batch(loop)
+    finally:
+        loop._executor.shutdown(wait=True)
+
+    assert handler.batches == [list(range(BATCH))]
+    assert consumer.stored == []
+
+
+def test_a_partition_stopped_for_shutdown_is_not_resumed_to_fetch_for_nothing(loop):
+    loop, consumer, handler = loop
+    handler.outcome = _raise(ShutdownRequested())
+    _queue(loop, range(PAUSE_AT_BATCHES * BATCH))
+
+    _run_one_batch(loop)
+
+    assert consumer.calls == [("pause", 0), ("seek", 0, 0)]
+
+
+def test_an_idle_loop_polls_no_longer_than_until_a_held_partition_may_replay(loop, clock):
+    loop, _, handler = loop
+    handler.outcome = _raise(RuntimeError("a bug"))
+    _queue(loop, range(BATCH))
+    _run_one_batch(loop)  # held for REPLAY_BASE_DELAY_S
+    assert loop._idle_poll_timeout_s() == 0.1  # nothing refetched yet: the usual wait
+
+    _queue(loop, range(BATCH))
+    clock[0] += poll_loop.REPLAY_BASE_DELAY_S - 0.04
+
+    assert loop._idle_poll_timeout_s() == pytest.approx(0.04)
