@@ -2,23 +2,35 @@
 
 Two entry points over the same batch handler:
 - `process_records(records)`: a batch, as the local runner's poll loop passes it.
-- `moderation_consumer(cloud_event)`: one record pushed by a platform, e.g. a Knative
-  KafkaSource; deploy with
-      functions-framework --source functions/moderation_consumer/main.py \
-          --target moderation_consumer --signature-type cloudevent
-  An exception here makes the platform redeliver the event.
+- `moderation_consumer(request)`: one record pushed by a platform as a CloudEvent over
+  HTTP, e.g. by a Knative KafkaSource; deploy with
+      functions-framework --source functions/moderation_consumer/main.py \\
+          --target moderation_consumer
+  It answers 200 once the record is durable (completed, failed, dead-lettered or a
+  known duplicate); 400 for a request that is not a CloudEvent; 500 for a bug, which
+  makes the platform redeliver. The retry schedule of a temporary error (5/10/20 s)
+  runs inside the request: give the trigger a delivery timeout above a minute.
 """
 
+import dataclasses
+import logging
 import time
 
+import flask
 import functions_framework
-from cloudevents.http import CloudEvent
 
 from shared import metrics
 from shared.bootstrap import get_services
-from shared.kafka.cloud_event import record_from_cloud_event
+from shared.http import register_json_errors
+from shared.http.errors import json_error
+from shared.kafka.cloud_event import InvalidCloudEvent, record_from_http
 from shared.kafka.record import ConsumedRecord
 from shared.moderation.batch import BatchReport, process_moderation_batch
+
+log = logging.getLogger(__name__)
+
+# Errors Flask raises before the handler runs (an unroutable path) are JSON too.
+register_json_errors(functions_framework.errorhandler)
 
 
 def process_records(records: list[ConsumedRecord]) -> BatchReport:
@@ -28,7 +40,16 @@ def process_records(records: list[ConsumedRecord]) -> BatchReport:
     return report
 
 
-@functions_framework.cloud_event
-def moderation_consumer(cloud_event: CloudEvent) -> None:
+@functions_framework.http
+def moderation_consumer(request: flask.Request) -> flask.Response:
     topic = get_services().settings.kafka_moderation_topic
-    process_records([record_from_cloud_event(cloud_event, default_topic=topic)])
+    try:
+        record = record_from_http(request.headers, request.get_data(), default_topic=topic)
+    except InvalidCloudEvent as error:
+        return json_error(400, str(error))
+    try:
+        report = process_records([record])
+    except Exception:
+        log.exception("the pushed record was not processed; the platform redelivers it")
+        return json_error(500, "Internal server error: the record was not processed")
+    return flask.jsonify(dataclasses.asdict(report))

@@ -1,20 +1,44 @@
-"""A Kafka record delivered as a CloudEvent (the Knative KafkaSource binding).
+"""A Kafka record pushed over HTTP as a CloudEvent (the Knative KafkaSource binding).
 
-KafkaSource puts the record value in `data`, the key in the `key` extension,
-`partition:<P>#<O>` in `subject` and `.../<source>#<topic>` in `source`.
+KafkaSource puts the record value in the body (binary mode), the key in the `key`
+extension, `partition:<P>#<O>` in `subject`, `.../<source>#<topic>` in `source`, and
+each Kafka header in an extension `kafkaheader<name>`.
+
+The event is read from the raw request, not by functions-framework's CloudEvent
+signature: that one decodes a JSON body before our code runs, so a value nested too
+deeply never reached the dead-letter queue (the request failed, and the platform
+redelivered it for good), and any other JSON value reached it re-encoded. Here the
+value stays the body's bytes; only a structured-mode event, whose data is a JSON value
+inside the envelope, carries it as that value's JSON text.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
+from collections.abc import Mapping
 
-from cloudevents.http import CloudEvent
+from cloudevents.exceptions import GenericException
+from cloudevents.http import CloudEvent, from_http
 
 from shared.kafka.record import ConsumedRecord
 
 _SUBJECT = re.compile(r"^partition:(\d+)#(\d+)$")
+_HEADER_PREFIX = "kafkaheader"
+
+
+class InvalidCloudEvent(ValueError):
+    """The request is not a CloudEvent: there is no record to deliver or dead-letter."""
+
+
+def record_from_http(
+    headers: Mapping[str, str], body: bytes, *, default_topic: str
+) -> ConsumedRecord:
+    try:
+        event = from_http(dict(headers), body, data_unmarshaller=_unchanged)
+    except GenericException as error:
+        raise InvalidCloudEvent(f"Not a CloudEvent: {error}") from None
+    return record_from_cloud_event(event, default_topic=default_topic)
 
 
 def record_from_cloud_event(event: CloudEvent, *, default_topic: str) -> ConsumedRecord:
@@ -35,15 +59,24 @@ def record_from_cloud_event(event: CloudEvent, *, default_topic: str) -> Consume
         offset=offset,
         key=key.encode() if isinstance(key, str) else key,
         value=_as_bytes(event.get_data()),
+        headers=tuple(
+            (name[len(_HEADER_PREFIX) :], str(value).encode())
+            for name, value in sorted(attributes.items())
+            if name.startswith(_HEADER_PREFIX) and len(name) > len(_HEADER_PREFIX)
+        ),
     )
+
+
+def _unchanged(data: object) -> object:
+    return data
 
 
 def _as_bytes(data: object) -> bytes | None:
     if data is None or isinstance(data, bytes):
         return data
-    if isinstance(data, str):
-        return data.encode()
-    return json.dumps(data).encode()
+    if isinstance(data, bytearray):
+        return bytes(data)
+    return str(data).encode()
 
 
 def _stable_number(text: str) -> int:

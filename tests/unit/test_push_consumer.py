@@ -1,0 +1,96 @@
+"""The push entry point: a Kafka record as a CloudEvent over HTTP, its value byte for byte."""
+
+from __future__ import annotations
+
+import pytest
+from functions_framework import create_app
+
+from shared.kafka.cloud_event import InvalidCloudEvent, record_from_http
+from shared.kafka.envelope import encode_task_message
+
+SOURCE = "/apis/v1/namespaces/default/kafkasources/moderation#moderation"
+
+
+def _binary_headers(offset: int, **extra: str) -> dict[str, str]:
+    """What a Knative KafkaSource sends in binary mode."""
+    return {
+        "ce-specversion": "1.0",
+        "ce-type": "dev.knative.kafka.event",
+        "ce-source": SOURCE,
+        "ce-id": f"partition:0/offset:{offset}",
+        "ce-subject": f"partition:0#{offset}",
+        "ce-key": "7",
+        "content-type": "application/json",
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 30_000 + b"]" * 30_000,  # nested past any JSON parser's stack
+        b'"abc"',  # a JSON string, not its text
+        b"null",
+        b'{"task_id": 1,  "item_id": 1, "task_id": 2}',  # spacing and a repeated key
+        b"\xff\xfe not UTF-8",
+    ],
+)
+def test_the_record_value_is_the_body_byte_for_byte(body):
+    record = record_from_http(_binary_headers(41), body, default_topic="fallback")
+
+    assert record.value == body
+    assert (record.topic, record.partition, record.offset, record.key) == (
+        "moderation",
+        0,
+        41,
+        b"7",
+    )
+
+
+def test_kafka_headers_come_back_from_their_extensions():
+    headers = _binary_headers(1, **{"ce-kafkaheadertraceparent": "00-abc-01"})
+
+    record = record_from_http(headers, b"{}", default_topic="moderation")
+
+    assert record.headers == (("traceparent", b"00-abc-01"),)
+
+
+def test_a_request_that_is_not_a_cloud_event_is_refused():
+    with pytest.raises(InvalidCloudEvent, match="Not a CloudEvent"):
+        record_from_http({"content-type": "application/json"}, b"{}", default_topic="m")
+
+
+def _client():
+    return create_app("moderation_consumer", "functions/moderation_consumer/main.py").test_client()
+
+
+def test_a_pushed_record_nested_too_deeply_is_dead_lettered_and_acknowledged(services):
+    nested = b"[" * 2000 + b"]" * 2000  # within the envelope's size limit, past json's stack
+
+    response = _client().post("/", data=nested, headers=_binary_headers(5))
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["dead_lettered"] == 1
+    (letter,) = services.publisher.on_topic("moderation_dlq")
+    assert letter.value == nested
+    assert "nested too deeply" in dict(letter.headers)["x-exception-message"].decode()
+
+
+def test_a_pushed_task_is_completed(services):
+    with services.db.transaction() as tx:
+        task_id = tx.create_task_for_existing_ad(1)
+    _, value = encode_task_message(task_id, 1)
+
+    response = _client().post("/", data=value, headers=_binary_headers(6))
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["completed"] == 1
+    assert services.db.state.tasks[task_id].status == "completed"
+
+
+def test_a_request_that_is_not_a_cloud_event_gets_a_json_400(services):
+    response = _client().post("/", json={"task_id": 1, "item_id": 1})
+
+    assert response.status_code == 400
+    assert response.mimetype == "application/json"
+    assert "Not a CloudEvent" in response.get_json()["detail"]
