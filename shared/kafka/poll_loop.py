@@ -88,10 +88,16 @@ class PartitionedPollLoop:
         self._poll_timeout_s = poll_timeout_s
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="batch")
         self._partitions: dict[PartitionKey, _Partition] = {}
+        # Set when a partition can neither go on nor go back: the loop then ends, the
+        # process with it, and the group hands the partition to a member that can.
+        self._stuck: str | None = None
         self._next_lag_report = 0.0
 
     def run(self, stop: threading.Event) -> None:
-        """Poll until `stop` is set; then finish in-flight batches, commit and close."""
+        """Poll until `stop` is set; then finish in-flight batches, commit and close.
+
+        Raises, after the same cleanup, when a partition got stuck (see `_replay_from`).
+        """
         self._consumer.subscribe(
             [self._topic],
             on_assign=self._on_assign,
@@ -99,7 +105,7 @@ class PartitionedPollLoop:
             on_lost=self._on_lost,
         )
         try:
-            while not stop.is_set():
+            while not stop.is_set() and self._stuck is None:
                 self._reap_finished()
                 self._dispatch()
                 self._accept(self._next_messages())
@@ -110,6 +116,8 @@ class PartitionedPollLoop:
             self._commit()
             self._executor.shutdown(wait=True)
             self._consumer.close()
+        if self._stuck is not None:
+            raise RuntimeError(f"poll loop stopped: {self._stuck}")
 
     def _next_messages(self) -> list[Message]:
         inflight = [p.inflight for p in self._partitions.values() if p.inflight is not None]
@@ -243,13 +251,14 @@ class PartitionedPollLoop:
             self._consumer.seek(TopicPartition(key[0], key[1], offset))
         except KafkaException as error:
             # What comes next would follow the batch, and a batch handled after it would
-            # store an offset past it: the partition stops here, for good in this
-            # process, and its next owner (after a rebalance or a restart) starts from it.
+            # store an offset past it: the partition dispatches nothing more, and the
+            # loop ends, so that its next owner starts from the batch.
             log.error(
-                "could not seek back for replay; the partition stops",
+                "could not seek back for replay; the poll loop stops",
                 extra={"partition": key[1], "error": str(error)},
             )
             partition.held_until = math.inf
+            self._stuck = f"partition {key[1]} could not seek back to offset {offset}: {error}"
             return
         if partition.paused and partition.held_until != math.inf:
             # Its backlog is gone, and only a dispatch from the backlog resumes it.

@@ -55,11 +55,28 @@ class BrokerDown(Message):
 
 class RecordingConsumer:
     """What the poll loop's own logic touches, recording pause, resume, seek and
-    offset storage; it fetches nothing."""
+    offset storage; `poll` hands out what `to_fetch` holds, one message at a time."""
 
     def __init__(self) -> None:
         self.calls: list[tuple] = []
         self.stored: list[tuple[int, int]] = []  # (partition, next offset), apart from calls
+        self.to_fetch: list[Message] = []
+        self.closed = False
+
+    def subscribe(self, topics, **callbacks) -> None:
+        pass
+
+    def commit(self, asynchronous: bool = True) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def assignment(self) -> list:
+        return []
+
+    def position(self, partitions) -> list:
+        return []  # nothing to report lag for
 
     def pause(self, partitions) -> None:
         self.calls += [("pause", p.partition) for p in partitions]
@@ -73,9 +90,9 @@ class RecordingConsumer:
     def seek(self, partition) -> None:
         self.calls.append(("seek", partition.partition, partition.offset))
 
-    def poll(self, timeout: float) -> None:
+    def poll(self, timeout: float) -> Message | None:
         self.calls.append(("poll", timeout))
-        return None  # nothing fetched
+        return self.to_fetch.pop(0) if self.to_fetch else None
 
     def consume(self, num_messages: int, timeout: float) -> list:
         return []

@@ -200,6 +200,19 @@ def test_a_partition_that_cannot_seek_back_stops_instead_of_skipping_the_batch(c
     assert consumer.stored == []
 
 
+def test_a_loop_with_a_partition_stuck_that_way_ends_so_the_group_moves_the_partition():
+    consumer = _ConsumerThatCannotSeek()
+    consumer.to_fetch = [Message(0, 0, b"{}")]
+    handler = _Handler()
+    handler.outcome = _raise(RuntimeError("a bug"))
+    loop = _loop_over(consumer, handler)
+
+    with pytest.raises(RuntimeError, match="partition 0 could not seek back to offset 0"):
+        loop.run(threading.Event())
+
+    assert handler.batches == [[0]] and consumer.closed
+
+
 def test_a_partition_stopped_for_shutdown_is_not_resumed_to_fetch_for_nothing(loop):
     loop, consumer, handler = loop
     handler.outcome = _raise(ShutdownRequested())
