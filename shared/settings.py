@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# How much longer than librdkafka's message timeout a publish waits for the delivery
+# reports, so that each record's fate (acknowledged or timed out) is known on return.
+DELIVERY_REPORT_GRACE_S = 1.0
 
 
 class Settings(BaseSettings):
@@ -30,7 +34,8 @@ class Settings(BaseSettings):
     kafka_dlq_partitions: int = Field(default=1, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_consumer_group: str = "moderation-consumer"
-    kafka_publish_timeout_s: float = Field(default=2.0, gt=0)
+    # At least a millisecond: librdkafka reads a message timeout of 0 ms as none at all.
+    kafka_publish_timeout_s: float = Field(default=2.0, ge=0.001)
 
     # Consumer
     consumer_batch_size: int = Field(default=500, ge=1)
@@ -67,6 +72,30 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError(f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}")
         return level
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise ValueError(
+                f"DB_POOL_MIN_SIZE ({self.db_pool_min_size}) is over DB_POOL_MAX_SIZE"
+                f" ({self.db_pool_max_size})"
+            )
+        statement_timeout_s = self.db_statement_timeout_ms / 1000
+        if statement_timeout_s and self.publish_wait_s >= statement_timeout_s:
+            # The relay holds its claimed rows' locks while it publishes them; a consumer
+            # UPDATE waiting on such a lock must not time out first, or a healthy batch
+            # counts a failed attempt for every sweep of a slow broker.
+            raise ValueError(
+                f"KAFKA_PUBLISH_TIMEOUT_S + {DELIVERY_REPORT_GRACE_S:g} s"
+                f" ({self.publish_wait_s:g} s) must stay below DB_STATEMENT_TIMEOUT_MS"
+                f" ({self.db_statement_timeout_ms} ms)"
+            )
+        return self
+
+    @property
+    def publish_wait_s(self) -> float:
+        """The longest a publish waits for the broker."""
+        return self.kafka_publish_timeout_s + DELIVERY_REPORT_GRACE_S
 
     @property
     def api_key_list(self) -> list[str]:

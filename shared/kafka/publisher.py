@@ -10,8 +10,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from shared.errors import BrokerUnavailable
 from shared.kafka.record import OutgoingRecord
-
-DELIVERY_REPORT_GRACE_S = 1.0
+from shared.settings import DELIVERY_REPORT_GRACE_S
 
 
 class KafkaPublisher:

@@ -1,0 +1,35 @@
+"""Settings that cannot work together are refused at start-up, saying which and why."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from shared.settings import Settings
+
+
+def test_the_defaults_are_consistent():
+    settings = Settings()
+
+    assert settings.publish_wait_s == 3.0
+    assert settings.publish_wait_s < settings.db_statement_timeout_ms / 1000
+
+
+def test_a_pool_whose_minimum_is_over_its_maximum_is_refused():
+    with pytest.raises(ValidationError, match=r"DB_POOL_MIN_SIZE \(5\) is over DB_POOL_MAX_SIZE"):
+        Settings(db_pool_min_size=5, db_pool_max_size=2)
+
+
+def test_a_publish_that_may_outwait_the_statement_timeout_is_refused():
+    # The relay holds row locks while it publishes; the consumer's UPDATE waits on them.
+    with pytest.raises(ValidationError, match="must stay below DB_STATEMENT_TIMEOUT_MS"):
+        Settings(kafka_publish_timeout_s=4.5, db_statement_timeout_ms=5000)
+
+
+def test_no_statement_timeout_allows_any_publish_timeout():
+    assert Settings(kafka_publish_timeout_s=30, db_statement_timeout_ms=0).publish_wait_s == 31
+
+
+def test_a_publish_timeout_librdkafka_would_read_as_none_is_refused():
+    with pytest.raises(ValidationError, match="kafka_publish_timeout_s"):
+        Settings(kafka_publish_timeout_s=0.0001)
