@@ -47,5 +47,14 @@ class BrokerUnavailable(TemporaryError):
     """Kafka did not acknowledge a publish in time."""
 
 
+class PartlyAcknowledged(BrokerUnavailable):
+    """Kafka acknowledged some records of a publish and not the others (rejected, or not
+    in time): `acknowledged[i]` tells for the i-th, so an outbox marks just those."""
+
+    def __init__(self, message: str, acknowledged: list[bool]) -> None:
+        super().__init__(message)
+        self.acknowledged = acknowledged
+
+
 def is_temporary(error: BaseException) -> bool:
     return isinstance(error, TemporaryError)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -15,7 +15,12 @@ from shared.bootstrap import Services
 from shared.db.dead_letters import DeadLetter, StoredDeadLetter
 from shared.db.tasks import TaskFailure, TaskForProcessing, TaskRow
 from shared.domain import Ad, BatchVerdicts, Verdict
-from shared.errors import BrokerUnavailable, DatabaseUnavailable, ModelUnavailable
+from shared.errors import (
+    BrokerUnavailable,
+    DatabaseUnavailable,
+    ModelUnavailable,
+    PartlyAcknowledged,
+)
 from shared.kafka.record import OutgoingRecord
 from shared.settings import Settings
 
@@ -288,12 +293,17 @@ class FakePublisher:
     def __init__(self) -> None:
         self.published: list[OutgoingRecord] = []
         self.fail_times = 0
+        # Records the broker refuses, as it refuses one over a topic's size limit.
+        self.refuses: Callable[[OutgoingRecord], bool] = lambda record: False
 
     def publish(self, records: list[OutgoingRecord]) -> None:
         if self.fail_times > 0:
             self.fail_times -= 1
             raise BrokerUnavailable("Kafka did not acknowledge: fake outage")
-        self.published.extend(records)
+        acknowledged = [not self.refuses(record) for record in records]
+        self.published.extend(r for r, taken in zip(records, acknowledged, strict=True) if taken)
+        if not all(acknowledged):
+            raise PartlyAcknowledged("Kafka rejected a record: MSG_SIZE_TOO_LARGE", acknowledged)
 
     def on_topic(self, topic: str) -> list[OutgoingRecord]:
         return [record for record in self.published if record.topic == topic]

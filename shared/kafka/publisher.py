@@ -2,15 +2,48 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from shared.errors import BrokerUnavailable
+from shared.errors import BrokerUnavailable, PartlyAcknowledged
 from shared.kafka.record import OutgoingRecord
 from shared.settings import DELIVERY_REPORT_GRACE_S
+
+log = logging.getLogger(__name__)
+
+
+Key = TypeVar("Key")
+
+
+def publish_for_outbox(
+    publisher: SupportsPublish, records: Sequence[OutgoingRecord], keys: Sequence[Key]
+) -> list[Key]:
+    """Publish outbox rows' records; the keys of those Kafka acknowledged. Raises only if
+    it took none, so that one record the broker keeps refusing (too large for a topic
+    made before its limit was raised, say) holds back no other row of the sweep, and
+    none is sent again on its account."""
+    try:
+        publisher.publish(records)
+    except PartlyAcknowledged as error:
+        taken = [key for key, done in zip(keys, error.acknowledged, strict=True) if done]
+        if not taken:
+            raise
+        log.warning(
+            "Kafka took part of a publish; the rest stays in the outbox",
+            extra={"taken": len(taken), "left": len(keys) - len(taken), "error": str(error)},
+        )
+        return taken
+    return list(keys)
+
+
+class SupportsPublish(Protocol):
+    def publish(self, records: Sequence[OutgoingRecord]) -> None: ...
 
 
 class KafkaPublisher:
@@ -43,25 +76,31 @@ class KafkaPublisher:
             producer.poll(0.05)
 
     def publish(self, records: Sequence[OutgoingRecord]) -> None:
-        """Publish all records; return once each is acknowledged, or raise BrokerUnavailable."""
+        """Publish all records; return once each is acknowledged, or raise
+        PartlyAcknowledged (a BrokerUnavailable) saying which were."""
         if not records:
             return
         producer = self._get_producer()
         pending = _PendingDeliveries(len(records))
-        for record in records:
-            self._produce(producer, record, pending)
+        for index, record in enumerate(records):
+            self._produce(producer, record, functools.partial(pending.on_delivery, index))
         # A little longer than librdkafka's own message timeout, so each record's fate
         # is known (acknowledged or timed out) when this returns.
         if not pending.done.wait(self._timeout_s + DELIVERY_REPORT_GRACE_S):
-            raise BrokerUnavailable(
+            raise PartlyAcknowledged(
                 f"Kafka did not acknowledge {pending.outstanding} of {len(records)} "
-                f"record(s) within {self._timeout_s:g} s"
+                f"record(s) within {self._timeout_s:g} s",
+                pending.acknowledged(),
             )
         if pending.errors:
-            raise BrokerUnavailable(f"Kafka rejected a record: {pending.errors[0]}")
+            raise PartlyAcknowledged(
+                f"Kafka rejected {len(pending.errors)} of {len(records)} record(s):"
+                f" {pending.errors[0]}",
+                pending.acknowledged(),
+            )
 
     def _produce(
-        self, producer: Producer, record: OutgoingRecord, pending: _PendingDeliveries
+        self, producer: Producer, record: OutgoingRecord, on_delivery: Callable[..., None]
     ) -> None:
         while True:
             try:
@@ -70,7 +109,7 @@ class KafkaPublisher:
                     value=record.value,
                     key=record.key,
                     headers=list(record.headers) or None,
-                    on_delivery=pending.on_delivery,
+                    on_delivery=on_delivery,
                 )
                 return
             except BufferError:
@@ -99,12 +138,19 @@ class _PendingDeliveries:
         self.outstanding = count
         self.errors: list[KafkaError] = []
         self.done = threading.Event()
+        self._acknowledged = [False] * count
         self._lock = threading.Lock()
 
-    def on_delivery(self, error: KafkaError | None, _message: object) -> None:
+    def on_delivery(self, index: int, error: KafkaError | None, _message: object) -> None:
         with self._lock:
-            if error is not None:
+            if error is None:
+                self._acknowledged[index] = True
+            else:
                 self.errors.append(error)
             self.outstanding -= 1
             if self.outstanding == 0:
                 self.done.set()
+
+    def acknowledged(self) -> list[bool]:
+        with self._lock:
+            return list(self._acknowledged)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from shared.bootstrap import Services
 from shared.db.dead_letters import DeadLetter, StoredDeadLetter
 from shared.errors import TemporaryError
+from shared.kafka.publisher import publish_for_outbox
 from shared.kafka.record import ConsumedRecord, OutgoingRecord
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,14 @@ def publish_dead_letters(services: Services, stored: Sequence[StoredDeadLetter])
             mine = set(tx.lock_unpublished_dead_letters([item.id for item in stored]))
             claimed = [item for item in stored if item.id in mine]
             topic = services.settings.kafka_dlq_topic
-            services.publisher.publish(dead_letter_records(topic, claimed))
-            tx.mark_dead_letters_published([item.id for item in claimed])
+            published = publish_for_outbox(
+                services.publisher,
+                dead_letter_records(topic, claimed),
+                [item.id for item in claimed],
+            )
+            tx.mark_dead_letters_published(published)
+            if len(published) < len(claimed):
+                return False
     except TemporaryError as error:
         # Durable in the outbox already; the relay retries until Kafka takes them.
         log.warning("DLQ publish deferred to the relay", extra={"error": str(error)})

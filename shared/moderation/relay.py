@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from shared.bootstrap import Services
 from shared.kafka.envelope import encode_task_message
+from shared.kafka.publisher import publish_for_outbox
 from shared.kafka.record import OutgoingRecord
 from shared.moderation.dead_letters import dead_letter_records
 
@@ -25,10 +26,12 @@ def relay_unpublished_tasks(services: Services) -> int:
         for task_id, item_id in claimed:
             key, value = encode_task_message(task_id, item_id)
             records.append(OutgoingRecord(settings.kafka_moderation_topic, key, value))
-        # Published while the rows are locked: a failure rolls back and they stay claimable.
-        services.publisher.publish(records)
-        tx.mark_tasks_published([task_id for task_id, _ in claimed])
-    return len(claimed)
+        # Published while the rows are locked: what Kafka did not take stays claimable.
+        published = publish_for_outbox(
+            services.publisher, records, [task_id for task_id, _ in claimed]
+        )
+        tx.mark_tasks_published(published)
+    return len(published)
 
 
 def relay_unpublished_dead_letters(services: Services) -> int:
@@ -39,9 +42,13 @@ def relay_unpublished_dead_letters(services: Services) -> int:
         )
         if not claimed:
             return 0
-        services.publisher.publish(dead_letter_records(settings.kafka_dlq_topic, claimed))
-        tx.mark_dead_letters_published([item.id for item in claimed])
-    return len(claimed)
+        published = publish_for_outbox(
+            services.publisher,
+            dead_letter_records(settings.kafka_dlq_topic, claimed),
+            [item.id for item in claimed],
+        )
+        tx.mark_dead_letters_published(published)
+    return len(published)
 
 
 def relay_once(services: Services) -> int:

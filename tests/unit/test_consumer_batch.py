@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from shared.domain import Ad, Verdict
-from shared.errors import DatabaseUnavailable, InvalidFeatures
+from shared.errors import DatabaseUnavailable, InvalidFeatures, PartlyAcknowledged
 from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import ConsumedRecord
 from shared.moderation.batch import process_moderation_batch
@@ -522,3 +522,32 @@ def test_dlq_publish_failure_keeps_the_letter_in_the_outbox_until_the_relay_send
     (letter,) = services.publisher.on_topic("moderation_dlq")
     assert json.loads(letter.value) == {"task_id": 1, "item_id": 1}
     assert services.db.state.letters_published == {1}
+
+
+def test_a_letter_the_broker_keeps_refusing_holds_back_no_other_letter():
+    services = fake_services(outbox_grace_s=0)
+    records = [_accepted_task(services, item_id) for item_id in (1, 2, 3)]
+    for item_id in (1, 2, 3):
+        services.db.state.ads.pop(item_id)  # each task fails: Ad not found, one letter each
+    refused = records[1].value
+    services.publisher.refuses = lambda record: record.value == refused
+
+    process_moderation_batch(services, records)
+    sent_inline = len(services.publisher.on_topic("moderation_dlq"))
+    for _ in range(2):
+        # Only the refused letter is left to sweep: the sweep says so.
+        with pytest.raises(PartlyAcknowledged):
+            relay_once(services)
+
+    dlq = services.publisher.on_topic("moderation_dlq")
+    # Sent once each, right away; only the refused one stays, and is offered again.
+    assert sent_inline == 2 and len(dlq) == 2
+    assert sorted(json.loads(letter.value)["task_id"] for letter in dlq) == [1, 3]
+    assert services.db.state.letters_published == {1, 3}
+
+    services.publisher.refuses = lambda record: False
+    relay_once(services)
+
+    dlq = services.publisher.on_topic("moderation_dlq")
+    assert sorted(json.loads(letter.value)["task_id"] for letter in dlq) == [1, 2, 3]
+    assert services.db.state.letters_published == {1, 2, 3}
