@@ -16,7 +16,8 @@ class FunctionTarget:
 
     target: str
     folder: str
-    # The runner's path for an HTTP function; None for the consumer (fed by the poll loop).
+    # The runner's path for an HTTP function; None for the consumer (fed by the poll loop)
+    # and the relay (a thread of the runner).
     path: str | None
     # The path ends in a parameter (`/moderation_result/{task_id}`), so subpaths are its own.
     takes_subpath: bool = False
@@ -50,7 +51,9 @@ HTTP_FUNCTIONS = (
     FunctionTarget("moderation_result", "moderation_result", "/moderation_result", True, threads=4),
 )
 CONSUMER_FUNCTION = FunctionTarget("moderation_consumer", "moderation_consumer", None)
-ALL_FUNCTIONS = (*HTTP_FUNCTIONS, CONSUMER_FUNCTION)
+# Called by a scheduler where only functions run; the runner runs the relay as a thread.
+RELAY_FUNCTION = FunctionTarget("outbox_relay", "outbox_relay", None)
+ALL_FUNCTIONS = (*HTTP_FUNCTIONS, CONSUMER_FUNCTION, RELAY_FUNCTION)
 
 
 def function_folders() -> list[str]:

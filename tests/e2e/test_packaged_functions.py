@@ -9,6 +9,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from infra._process import free_port
@@ -42,6 +43,7 @@ TARGETS = [
     ("async_predict", "async_predict"),
     ("moderation_result", "moderation_result"),
     ("moderation_consumer", "moderation_consumer"),
+    ("outbox_relay", "outbox_relay"),
 ]
 
 
@@ -99,6 +101,7 @@ def test_each_packaged_function_serves_its_endpoint(functions, settings):
     simple_predict = functions["simple_predict"][1]
     async_predict = functions["async_predict"][1]
     consumer = functions["moderation_consumer"][1]
+    relay = functions["outbox_relay"][1]
     result_service, moderation_result = functions["moderation_result"]
 
     predicted = http("POST", f"{predict}/predict", AD)
@@ -123,6 +126,16 @@ def test_each_packaged_function_serves_its_endpoint(functions, settings):
     result = wait_for_status(
         f"{moderation_result}/moderation_result/{task_id}", "completed", 15, result_service
     )
+    # A task whose publish was never acknowledged, long enough ago for the relay.
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        (stranded,) = conn.execute(
+            "INSERT INTO moderation_results (item_id, created_at)"
+            " VALUES (1, now() - interval '1 hour') RETURNING id"
+        ).fetchone()
+        relayed = http("POST", f"{relay}/")
+        (published_at,) = conn.execute(
+            "SELECT published_at FROM moderation_results WHERE id = %s", (stranded,)
+        ).fetchone()
 
     assert predicted[0] == 200, predicted
     assert predicted[1]["item_id"] == 10
@@ -130,4 +143,7 @@ def test_each_packaged_function_serves_its_endpoint(functions, settings):
     assert stored[1]["item_id"] == 1
     assert accepted_status == 202, accepted
     assert consumed[0] == 200, consumed
+    assert consumed[1]["completed"] == 1, consumed
     assert result["model_version"] == predicted[1]["model_version"]
+    assert relayed[0] == 200, relayed
+    assert relayed[1]["published"] >= 1 and published_at is not None, relayed

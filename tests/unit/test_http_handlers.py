@@ -308,3 +308,27 @@ def test_with_api_keys_set_either_header_form_is_accepted(services, headers):
     response = client("predict").post("/predict", json=VALID_AD, headers=headers)
 
     assert response.status_code == 200
+
+
+def test_outbox_relay_publishes_a_task_whose_publish_was_never_acknowledged(services):
+    with services.db.transaction() as tx:
+        task_id = tx.create_task_for_existing_ad(1)  # no publish marked: left to the relay
+
+    response = client("outbox_relay").post("/")
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json() == {"published": 1}
+    (record,) = services.publisher.on_topic("moderation")
+    assert json.loads(record.value) == {"task_id": task_id, "item_id": 1}
+
+
+def test_outbox_relay_answers_503_with_retry_after_while_kafka_is_down(services):
+    with services.db.transaction() as tx:
+        tx.create_task_for_existing_ad(1)
+    services.publisher.fail_times = 1
+
+    response = client("outbox_relay").post("/")
+
+    assert "retry later" in _assert_json_error(response, 503)
+    assert response.headers["Retry-After"] == "5"
+    assert services.publisher.on_topic("moderation") == []

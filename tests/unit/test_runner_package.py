@@ -26,6 +26,7 @@ def test_every_function_folder_is_packaged_and_known_to_the_runner():
         "async_predict",
         "moderation_consumer",
         "moderation_result",
+        "outbox_relay",
         "predict",
     ]
 
