@@ -7,7 +7,8 @@ Two entry points over the same batch handler:
       functions-framework --source functions/moderation_consumer/main.py \\
           --target moderation_consumer
   It answers 200 once the record is durable (completed, failed, dead-lettered or a
-  known duplicate); 400 for a request that is not a CloudEvent; 500 for a bug, which
+  known duplicate); 400 for a request that is not a CloudEvent, 413 for one larger than
+  any record of the topic; 500 for a bug, which
   makes the platform redeliver. The retry schedule of a temporary error (5/10/20 s)
   runs inside the request: give the trigger a delivery timeout above a minute.
 """
@@ -18,12 +19,15 @@ import time
 
 import flask
 import functions_framework
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from shared import metrics
 from shared.bootstrap import get_services
 from shared.http import register_json_errors
-from shared.http.errors import json_error
+from shared.http.endpoint import refusal_leaving_the_body_unread
+from shared.http.errors import HttpError, json_error
 from shared.kafka.cloud_event import InvalidCloudEvent, record_from_http
+from shared.kafka.config import MAX_TASK_RECORD_BYTES
 from shared.kafka.record import ConsumedRecord
 from shared.moderation.batch import BatchReport, process_moderation_batch
 
@@ -40,11 +44,23 @@ def process_records(records: list[ConsumedRecord]) -> BatchReport:
     return report
 
 
+# `moderation` takes records up to 1 MiB; a structured-mode envelope carries one base64
+# encoded, a third bigger. Anything larger did not come from the topic, and refusing it
+# keeps every dead letter within what the producer sends (shared/kafka/config.py).
+MAX_PUSH_BYTES = 2 * MAX_TASK_RECORD_BYTES
+
+
 @functions_framework.http
 def moderation_consumer(request: flask.Request) -> flask.Response:
     topic = get_services().settings.kafka_moderation_topic
+    request.max_content_length = MAX_PUSH_BYTES
     try:
-        record = record_from_http(request.headers, request.get_data(), default_topic=topic)
+        body = request.get_data()
+    except RequestEntityTooLarge:
+        refusal = HttpError(413, f"Request body is over {MAX_PUSH_BYTES} bytes: not a record")
+        return refusal_leaving_the_body_unread(refusal)
+    try:
+        record = record_from_http(request.headers, body, default_topic=topic)
     except InvalidCloudEvent as error:
         return json_error(400, str(error))
     try:

@@ -66,7 +66,7 @@ def _respond(handler: Handler, request: flask.Request, methods: tuple[str, ...])
         result = handler(request)
     except HttpError as error:
         if error.status == 413:
-            return _refusal_leaving_the_body_unread(error)
+            return refusal_leaving_the_body_unread(error)
         return json_error(error.status, error.detail, error.headers)
     except (AdNotFound, TaskNotFound) as error:
         return json_error(404, str(error))
@@ -94,7 +94,7 @@ def _respond(handler: Handler, request: flask.Request, methods: tuple[str, ...])
     return response
 
 
-def _refusal_leaving_the_body_unread(error: HttpError) -> flask.Response:
+def refusal_leaving_the_body_unread(error: HttpError) -> flask.Response:
     """The 413 as a streamed response. functions-framework reads the whole request
     after every response that is not streamed (its `read_request` hook), which for a
     body declared at 10 MB meant taking in 10 MB only to refuse them; a streamed

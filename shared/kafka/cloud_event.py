@@ -25,6 +25,7 @@ from shared.kafka.record import ConsumedRecord
 
 _SUBJECT = re.compile(r"^partition:(\d+)#(\d+)$")
 _HEADER_PREFIX = "kafkaheader"
+_MAX_REASON_CHARS = 300  # the SDK's messages quote the body, which may be megabytes
 
 
 class InvalidCloudEvent(ValueError):
@@ -36,8 +37,11 @@ def record_from_http(
 ) -> ConsumedRecord:
     try:
         event = from_http(dict(headers), body, data_unmarshaller=_unchanged)
-    except GenericException as error:
-        raise InvalidCloudEvent(f"Not a CloudEvent: {error}") from None
+    except (GenericException, ValueError, TypeError, RecursionError) as error:
+        # The SDK parses a structured-mode envelope with json.loads, whose errors
+        # (nesting, bad UTF-8, a huge number, an unhashable value) are not its own.
+        reason = f"{type(error).__name__}: {error}"
+        raise InvalidCloudEvent(f"Not a CloudEvent: {reason[:_MAX_REASON_CHARS]}") from None
     return record_from_cloud_event(event, default_topic=default_topic)
 
 
@@ -57,7 +61,7 @@ def record_from_cloud_event(event: CloudEvent, *, default_topic: str) -> Consume
         topic=topic,
         partition=partition,
         offset=offset,
-        key=key.encode() if isinstance(key, str) else key,
+        key=_key_bytes(key),
         value=_as_bytes(event.get_data()),
         headers=tuple(
             (name[len(_HEADER_PREFIX) :], str(value).encode())
@@ -65,6 +69,12 @@ def record_from_cloud_event(event: CloudEvent, *, default_topic: str) -> Consume
             if name.startswith(_HEADER_PREFIX) and len(name) > len(_HEADER_PREFIX)
         ),
     )
+
+
+def _key_bytes(key: object) -> bytes | None:
+    if key is None or isinstance(key, bytes):
+        return key
+    return str(key).encode()  # structured mode may carry it as a JSON number
 
 
 def _unchanged(data: object) -> object:

@@ -112,9 +112,12 @@ class PartitionedPollLoop:
                 self._dispatch()
                 self._report_lag()
         finally:
-            self._finish_inflight()
+            if self._stuck is None:
+                self._finish_inflight()
+            # Stuck, the loop does not wait for running batches (one may be waiting out
+            # a retry schedule): their offsets stay unstored, and they are redelivered.
             self._commit()
-            self._executor.shutdown(wait=True)
+            self._executor.shutdown(wait=self._stuck is None, cancel_futures=True)
             self._consumer.close()
         if self._stuck is not None:
             raise RuntimeError(f"poll loop stopped: {self._stuck}")

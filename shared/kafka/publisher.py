@@ -83,7 +83,12 @@ class KafkaPublisher:
         producer = self._get_producer()
         pending = _PendingDeliveries(len(records))
         for index, record in enumerate(records):
-            self._produce(producer, record, functools.partial(pending.on_delivery, index))
+            try:
+                self._produce(producer, record, functools.partial(pending.on_delivery, index))
+            except KafkaException as error:
+                # Refused before it left (over message.max.bytes, say): that record
+                # alone is not acknowledged, and the others still go.
+                pending.on_delivery(index, error.args[0], None)
         # A little longer than librdkafka's own message timeout, so each record's fate
         # is known (acknowledged or timed out) when this returns.
         if not pending.done.wait(self._timeout_s + DELIVERY_REPORT_GRACE_S):
@@ -115,8 +120,6 @@ class KafkaPublisher:
             except BufferError:
                 # The local queue is full: give deliveries a moment to drain it.
                 time.sleep(0.01)
-            except KafkaException as error:
-                raise BrokerUnavailable(f"Kafka refused a record: {error}") from error
 
     def ping(self, timeout_s: float = 2.0) -> None:
         """Raise BrokerUnavailable unless the cluster answers a metadata request."""

@@ -83,7 +83,7 @@ def parse_options(argv: Sequence[str]) -> RunnerOptions:
         settings = Settings(**overrides)
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(map(str, issue['loc'])).upper()}: {issue['msg']}"
+            f"{'.'.join(map(str, issue['loc'])).upper() or 'settings'}: {issue['msg']}"
             for issue in error.errors(include_url=False)
         )
         parser.error(f"invalid setting: {problems}")

@@ -99,7 +99,7 @@ class ConsumerWorker(_ThreadWorker):
             max_workers=self._settings.db_pool_max_size,
         )
         self._thread = threading.Thread(
-            target=loop.run, args=(self._stop,), name="poll-loop", daemon=True
+            target=_run_logging_its_end, args=(loop, self._stop), name="poll-loop", daemon=True
         )
         self._thread.start()
 
@@ -141,3 +141,12 @@ class RelayWorker(_ThreadWorker):
         if published:
             log.info("outbox relay published", extra={"records": published})
         return published
+
+
+def _run_logging_its_end(loop: PartitionedPollLoop, stop: threading.Event) -> None:
+    """The loop's end, logged like everything else: the process then stops, because
+    `is_alive` turned false."""
+    try:
+        loop.run(stop)
+    except Exception:
+        log.exception("the poll loop failed")

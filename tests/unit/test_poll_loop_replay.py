@@ -41,13 +41,17 @@ def clock(monkeypatch):
     return now
 
 
-def _loop_over(consumer: RecordingConsumer, handler: _Handler) -> PartitionedPollLoop:
+def _loop_over(
+    consumer: RecordingConsumer,
+    handler: Callable[[list[ConsumedRecord]], None],
+    poll_timeout_s: float = 0.1,
+) -> PartitionedPollLoop:
     return PartitionedPollLoop(
         consumer,  # type: ignore[arg-type]
         TOPIC,
         handler,
         batch_size=BATCH,
-        poll_timeout_s=0.1,
+        poll_timeout_s=poll_timeout_s,
         max_workers=4,
     )
 
@@ -234,3 +238,31 @@ def test_an_idle_loop_polls_no_longer_than_until_a_held_partition_may_replay(loo
     clock[0] += poll_loop.REPLAY_BASE_DELAY_S - 0.04
 
     assert loop._idle_poll_timeout_s() == pytest.approx(0.04)
+
+
+def test_a_stuck_loop_ends_without_waiting_for_other_partitions_batches():
+    consumer = _ConsumerThatCannotSeek()
+    consumer.to_fetch = [Message(1, 0, b"{}"), Message(0, 0, b"{}")]
+    release = threading.Event()
+
+    def handle(records: list[ConsumedRecord]) -> None:
+        if records[0].partition == 0:
+            raise RuntimeError("a bug")
+        release.wait(10)  # partition 1: a batch waiting out a retry schedule, say
+
+    loop = _loop_over(consumer, handle, poll_timeout_s=0.05)
+    ended = threading.Event()
+
+    def run() -> None:
+        with pytest.raises(RuntimeError, match="could not seek back"):
+            loop.run(threading.Event())
+        ended.set()
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    try:
+        assert ended.wait(5), "the stuck loop waited for partition 1's batch"
+        assert consumer.closed and consumer.stored == []
+    finally:
+        release.set()
+        runner.join(10)

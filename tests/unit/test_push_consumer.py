@@ -94,3 +94,42 @@ def test_a_request_that_is_not_a_cloud_event_gets_a_json_400(services):
     assert response.status_code == 400
     assert response.mimetype == "application/json"
     assert "Not a CloudEvent" in response.get_json()["detail"]
+
+
+_ENVELOPE = b'{"specversion": "1.0", "type": "t", "source": "s", "id": "1", "data": %s}'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _ENVELOPE % (b"[" * 30_000 + b"]" * 30_000),  # nested past json's stack
+        _ENVELOPE % b'"\xff"',  # not UTF-8
+        b'{"specversion": [1], "type": "t", "source": "s", "id": "1"}',  # unhashable
+        _ENVELOPE % (b"1" * 5000),  # past Python's limit on integer digits
+    ],
+)
+def test_a_structured_envelope_json_cannot_read_is_refused_with_a_short_reason(body):
+    headers = {"content-type": "application/cloudevents+json"}
+
+    with pytest.raises(InvalidCloudEvent) as refused:
+        record_from_http(headers, body, default_topic="moderation")
+
+    assert len(str(refused.value)) < 400
+
+
+def test_a_structured_event_with_a_numeric_key_gives_the_key_as_bytes():
+    body = _ENVELOPE.replace(b'"id": "1"', b'"id": "1", "key": 5') % b'{"task_id": 1}'
+
+    record = record_from_http(
+        {"content-type": "application/cloudevents+json"}, body, default_topic="moderation"
+    )
+
+    assert record.key == b"5"
+
+
+def test_a_push_larger_than_any_record_of_the_topic_gets_a_json_413(services):
+    response = _client().post("/", data=b"x" * (2 * 1024 * 1024 + 1), headers=_binary_headers(7))
+
+    assert response.status_code == 413
+    assert "not a record" in response.get_json()["detail"]
+    assert services.publisher.on_topic("moderation_dlq") == []
