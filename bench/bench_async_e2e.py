@@ -6,7 +6,10 @@ partitioned poll loop feeding `moderation_consumer`'s handler). The open-loop
 generator sends RATE requests per second for DURATION_S and notes the wall-clock
 time each 202 arrived; a task's latency is its row's processed_at minus that time
 (one machine, one clock). Also reported: the same from when the request was due,
-which counts any queueing in front of async_predict. Every accepted task must
+which counts any queueing in front of async_predict, and, on the database's clock
+alone, from the task's INSERT (before its 202 is sent) to its verdict: a figure the
+load generator's own lateness, when the machine is saturated, cannot move. Every
+accepted task must
 complete; requests unanswered 10 s after the last one was due count as not
 accepted. processed_at is `now()` of the UPDATE that writes the verdicts, i.e. when
 it began: the UPDATE and its commit (a few ms at these batch sizes) are not in the
@@ -61,14 +64,17 @@ def run() -> dict[str, dict[str, Any]]:
             server.url, mix, rate=RATE, duration_s=DURATION_S, keep_bodies=True
         )
         accepted = {json.loads(body)["task_id"]: (due, at) for due, at, body in load.responses}
-        processed = _wait_until_processed(settings, list(accepted))
+        times = _wait_until_processed(settings, list(accepted))
+    processed = {task: done for task, (_, done) in times.items()}
     after_202 = sorted((processed[task] - at) * 1000 for task, (_, at) in accepted.items())
     after_due = sorted((processed[task] - due) * 1000 for task, (due, _) in accepted.items())
+    in_database = sorted((done - created) * 1000 for created, done in times.values())
     figures = {
         "202 p99": load.percentile(99),
         "202->completed p50": loadgen.percentile(after_202, 50),
         "202->completed p99": loadgen.percentile(after_202, 99),
         "due->completed p99": loadgen.percentile(after_due, 99),
+        "created->completed p99": loadgen.percentile(in_database, 99),
     }
     _infra.print_table(
         f"async_e2e ({RATE}/s for {DURATION_S} s; processed_at minus the 202's arrival)",
@@ -110,6 +116,13 @@ def _entries(figures: dict[str, float], *, accepted: int, sent: int) -> dict[str
             "ratio": None,
             "target": "report only; from when the request was due, so HTTP queueing counts",
         },
+        "async_e2e.created_to_completed_p99": {
+            "value": round(figures["created->completed p99"], 1),
+            "unit": "ms",
+            "baseline": None,
+            "ratio": None,
+            "target": "report only; the database's clock, from the task's INSERT to its verdict",
+        },
         "async_e2e.accept_http_p99": {
             "value": round(figures["202 p99"], 1),
             "unit": "ms",
@@ -140,13 +153,17 @@ def _warm_up(settings: Settings, url: str) -> None:
     _wait_until_processed(settings, task_ids)
 
 
-def _wait_until_processed(settings: Settings, task_ids: Sequence[int]) -> dict[int, float]:
-    """task_id -> processed_at (epoch seconds), once every task is finished or at the deadline."""
+def _wait_until_processed(
+    settings: Settings, task_ids: Sequence[int]
+) -> dict[int, tuple[float, float]]:
+    """task_id -> (created_at, processed_at) in epoch seconds, once every task is finished
+    or at the deadline."""
     deadline = time.monotonic() + COMPLETION_TIMEOUT_S
     with _infra.connect(settings.database_url) as conn:
         while True:
             rows = conn.execute(
-                "SELECT id, status, extract(epoch FROM processed_at)::float8"
+                "SELECT id, status, extract(epoch FROM created_at)::float8,"
+                " extract(epoch FROM processed_at)::float8"
                 " FROM moderation_results WHERE id = ANY(%s) AND status <> 'pending'",
                 (list(task_ids),),
             ).fetchall()
@@ -161,4 +178,4 @@ def _wait_until_processed(settings: Settings, task_ids: Sequence[int]) -> dict[i
             f"{len(task_ids) - len(rows)} of {len(task_ids)} tasks still pending "
             f"{COMPLETION_TIMEOUT_S:.0f} s after the load ended"
         )
-    return {row[0]: row[2] for row in rows}
+    return {row[0]: (row[2], row[3]) for row in rows}

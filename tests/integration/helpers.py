@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from shared.bootstrap import Services, build_services, install_services
 from shared.kafka.config import consumer_config
@@ -80,6 +80,26 @@ def produce_raw(
     remaining = producer.flush(15)
     if remaining:
         pytest.fail(f"{remaining} record(s) not delivered to Kafka within 15 s")
+
+
+def records_on(settings: Settings, topic: str) -> int:
+    """How many records `topic` holds, by its partitions' watermarks: unlike reading it,
+    this does not depend on a consumer group joining in time."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"counter-{uuid.uuid4().hex[:8]}",
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        total = 0
+        for partition in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
+            total += high - low
+        return total
+    finally:
+        consumer.close()
 
 
 def read_topic(settings: Settings, topic: str, *, expected: int, timeout_s: float = 20):
