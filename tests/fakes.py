@@ -262,16 +262,22 @@ class FakeModelLoader:
         self.model = model or FakeModel()
         self.fail_times = fail_times
         self.loads = 0
+        self.served = False
 
     def get(self) -> FakeModel:
         self.loads += 1
         if self.fail_times > 0:
             self.fail_times -= 1
             raise ModelUnavailable("model unavailable: fake outage")
+        self.served = True
         return self.model
 
     def ready(self) -> bool:
         return self.fail_times == 0
+
+    def loaded(self) -> FakeModel | None:
+        """Loaded once a `get()` succeeded, as ModelLoader's model is."""
+        return self.model if self.served else None
 
 
 class ModelUnavailableAtFirst:
@@ -287,6 +293,9 @@ class ModelUnavailableAtFirst:
 
     def ready(self) -> bool:
         return self.outage.ready() and self.real.ready()
+
+    def loaded(self):
+        return self.real.loaded() if self.outage.ready() else None
 
 
 class FakePublisher:

@@ -3,12 +3,19 @@
 `load_model` fetches the card, refuses a wrong scikit-learn version before fetching
 the artifact, reads the artifact safely (`artifact.read_pipeline`), compiles the fast
 scorer and checks it against the pipeline on `probes.probe_batches()`.
+
+A failed load is not retried by every caller in turn: an unreachable S3 endpoint can
+take a load tens of seconds to fail, and callers queued behind it would each wait for
+all the loads before theirs. The failure is remembered for RETRY_FAILED_LOAD_S, and
+a caller waits at most LOAD_WAIT_S for another thread's load; both answer at once
+with ModelUnavailable (a 503 with Retry-After, a retry in the consumer).
 """
 
 from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +35,8 @@ def load_model(uri: str, *, s3_client: Any = None) -> ModerationModel:
         card = ModelCard.from_json(storage.read(CARD_FILE))
     except InvalidCard as error:
         raise ModelUnavailable(f"{uri}: {error}") from error
+    except RecursionError:
+        raise ModelUnavailable(f"{uri}: the model card is JSON nested too deeply") from None
     check_sklearn_version(card)
     pipeline = read_pipeline(card, storage.read(card.artifact_file))
     try:
@@ -36,30 +45,70 @@ def load_model(uri: str, *, s3_client: Any = None) -> ModerationModel:
             check_agreement(scorer, pipeline, batch)
     except IncompatiblePipeline as error:
         raise ModelUnavailable(f"refusing model {card.version}: {error}") from error
+    except Exception as error:
+        # Its hash matched its card, but what it holds is not a fitted pipeline of the
+        # expected shape (an unfitted one, say): as unusable as a missing artifact.
+        raise ModelUnavailable(
+            f"refusing model {card.version}: {type(error).__name__}: {error}"
+        ) from error
     return ModerationModel(card, scorer)
+
+
+# How long a failed load answers for itself before the next caller tries again.
+RETRY_FAILED_LOAD_S = 5.0
+# How long a caller waits for another thread's load before answering unavailable.
+LOAD_WAIT_S = 30.0
 
 
 class ModelLoader:
     """Loads on the first `get()`, then serves the cached model; a failure is retried next call."""
 
-    def __init__(self, uri: str, *, load: Callable[[str], ModerationModel] = load_model) -> None:
+    def __init__(
+        self,
+        uri: str,
+        *,
+        load: Callable[[str], ModerationModel] = load_model,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._uri = uri
         self._load = load
+        self._clock = clock
         self._lock = threading.Lock()
         self._model: ModerationModel | None = None
+        self._failure: tuple[ModelUnavailable, float] | None = None  # (error, when)
 
     def get(self) -> ModerationModel:
         model = self._model
         if model is not None:
             return model
+        self._raise_recent_failure()
         # One thread loads while the others wait for it, rather than all loading at once.
-        with self._lock:
+        if not self._lock.acquire(timeout=LOAD_WAIT_S):
+            raise ModelUnavailable(f"the model is still loading after {LOAD_WAIT_S:g} s")
+        try:
             if self._model is None:
-                self._model = self._load(self._uri)
+                self._raise_recent_failure()  # the load this caller waited for failed
+                try:
+                    self._model = self._load(self._uri)
+                except ModelUnavailable as error:
+                    self._failure = (error, self._clock())
+                    raise
+                self._failure = None
                 # The loaded model's objects live as long as the process: freezing them
                 # keeps every later full garbage collection from walking them again.
                 gc.freeze()
             return self._model
+        finally:
+            self._lock.release()
+
+    def _raise_recent_failure(self) -> None:
+        failure = self._failure
+        if failure is not None and self._clock() - failure[1] < RETRY_FAILED_LOAD_S:
+            raise failure[0]
+
+    def loaded(self) -> ModerationModel | None:
+        """The model if it is loaded, without loading it."""
+        return self._model
 
     def ready(self) -> bool:
         """Whether `get()` returns a model now (loading it if needed) instead of raising."""

@@ -74,6 +74,11 @@ def storage_for(uri: str, s3_client: Any = None) -> ModelStorage:
             raise ModelUnavailable(f"expected MODEL_URI s3://bucket/prefix, got {uri!r}")
         return S3Prefix(bucket=parsed.netloc, prefix=parsed.path.strip("/"), client=s3_client)
     if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            # `file://models/x` names host "models": its path would silently be `/x`.
+            raise ModelUnavailable(
+                f"expected MODEL_URI file:///absolute/path or a plain path, got {uri!r}"
+            )
         return LocalDirectory(Path(parsed.path))
     if not uri:
         raise ModelUnavailable("expected MODEL_URI to name a model directory or s3://bucket/prefix")

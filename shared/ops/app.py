@@ -79,5 +79,7 @@ def create_ops_app(
 
 
 def _record_model_version(services: Services) -> None:
-    if services.model.ready():
-        metrics.record_model_version(services.model.get().version)
+    # Only a model already loaded: a scrape must not wait for a load.
+    model = services.model.loaded()
+    if model is not None:
+        metrics.record_model_version(model.version)

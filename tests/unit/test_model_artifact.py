@@ -19,6 +19,7 @@ from shared.model.artifact import TRUSTED_TYPES, save_model, sha256_hex
 from shared.model.canonical_skops import canonical_skops_bytes
 from shared.model.card import ARTIFACT_FILE, CARD_FILE, ModelCard
 from shared.model.features import ads_to_rows
+from shared.model.pipeline import build_moderation_pipeline
 from shared.model.synthetic import generate_ads
 from shared.model.training import train_model
 
@@ -32,6 +33,18 @@ def trained():
 def model_dir(tmp_path: Path, trained) -> Path:
     save_model(tmp_path, trained.pipeline, trained.draft)
     return tmp_path
+
+
+def _save_with_a_matching_card(directory: Path, pipeline, trained, version: str) -> None:
+    """`pipeline` as the artifact, under a card whose hash matches it: what the hash
+    check lets through, for the checks after it."""
+    data = skops.io.dumps(pipeline)
+    (directory / ARTIFACT_FILE).write_bytes(data)
+    card = trained.draft.complete(
+        version=version,
+        artifact={"file": ARTIFACT_FILE, "format": "skops", "sha256": sha256_hex(data)},
+    )
+    (directory / CARD_FILE).write_text(card.to_json())
 
 
 def _edit_card(directory: Path, **changes: object) -> None:
@@ -100,13 +113,7 @@ def test_an_artifact_naming_a_callable_outside_the_allow_list_is_refused(tmp_pat
     hostile = Pipeline(
         [("features", FunctionTransformer(os.system)), ("classifier", LogisticRegression())]
     )
-    data = skops.io.dumps(hostile)
-    (tmp_path / ARTIFACT_FILE).write_bytes(data)
-    card = trained.draft.complete(
-        version="moderation-hostile",
-        artifact={"file": ARTIFACT_FILE, "format": "skops", "sha256": sha256_hex(data)},
-    )
-    (tmp_path / CARD_FILE).write_text(card.to_json())
+    _save_with_a_matching_card(tmp_path, hostile, trained, "moderation-hostile")
 
     with pytest.raises(ModelUnavailable, match=r"allow-list: .*system"):
         load_model(str(tmp_path))
@@ -155,3 +162,14 @@ def test_canonical_bytes_load_to_the_same_predictions(trained):
     loaded = skops.io.loads(data, trusted=list(TRUSTED_TYPES))
 
     assert (loaded.predict_proba(rows) == trained.pipeline.predict_proba(rows)).all()
+
+
+def test_an_unfitted_pipeline_whose_hash_matches_its_card_makes_the_model_unavailable(
+    tmp_path, trained
+):
+    _save_with_a_matching_card(
+        tmp_path, build_moderation_pipeline(), trained, "moderation-unfitted"
+    )
+
+    with pytest.raises(ModelUnavailable, match="refusing model moderation-unfitted"):
+        load_model(str(tmp_path))

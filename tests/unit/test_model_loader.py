@@ -1,4 +1,4 @@
-"""ModelLoader: lazy, cached, thread-safe, and retried after a failed load."""
+"""ModelLoader: lazy, cached, thread-safe, and retried a while after a failed load."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from shared.errors import ModelUnavailable
-from shared.model import ModelLoader
+from shared.model import ModelLoader, loading
+from shared.model.loading import RETRY_FAILED_LOAD_S
 
 
 class FakeLoad:
@@ -50,12 +51,26 @@ def test_a_loader_loads_once_and_then_serves_the_cached_model():
     assert load.calls == ["var/models/default"]
 
 
-def test_a_failed_load_raises_model_unavailable_and_is_retried_on_the_next_get():
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_failed_load_answers_for_itself_a_while_and_is_then_tried_again():
     load = FakeLoad(failures=1)
-    loader = ModelLoader("var/models/default", load=load)
+    clock = _Clock()
+    loader = ModelLoader("var/models/default", load=load, clock=clock)
 
     with pytest.raises(ModelUnavailable, match="fake storage is down"):
         loader.get()
+    clock.now += RETRY_FAILED_LOAD_S - 0.1
+    with pytest.raises(ModelUnavailable, match="fake storage is down"):
+        loader.get()  # at once, without loading again
+    assert len(load.calls) == 1
+    clock.now += 0.1
     model = loader.get()
 
     assert model is load.model
@@ -64,12 +79,57 @@ def test_a_failed_load_raises_model_unavailable_and_is_retried_on_the_next_get()
 
 def test_ready_is_false_while_the_model_cannot_load_and_true_once_it_does():
     load = FakeLoad(failures=2)
-    loader = ModelLoader("var/models/default", load=load)
+    clock = _Clock()
+    loader = ModelLoader("var/models/default", load=load, clock=clock)
 
-    readiness = [loader.ready(), loader.ready(), loader.ready(), loader.ready()]
+    readiness = []
+    for _ in range(4):
+        readiness.append(loader.ready())
+        clock.now += RETRY_FAILED_LOAD_S
 
     assert readiness == [False, False, True, True]
     assert len(load.calls) == 3
+
+
+def test_callers_queued_behind_a_failing_load_fail_with_it_instead_of_loading_in_turn():
+    load = FakeLoad(failures=100, delay_s=0.2)
+    loader = ModelLoader("var/models/default", load=load)
+
+    def outcome(_: int) -> str:
+        try:
+            loader.get()
+        except ModelUnavailable as error:
+            return str(error)
+        return "loaded"
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = list(pool.map(outcome, range(4)))
+
+    assert outcomes == ["fake storage is down"] * 4
+    assert len(load.calls) == 1
+
+
+def test_a_caller_waits_for_another_threads_load_only_so_long(monkeypatch):
+    monkeypatch.setattr(loading, "LOAD_WAIT_S", 0.05)
+    load = FakeLoad(delay_s=0.5)
+    loader = ModelLoader("var/models/default", load=load)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(loader.get)
+        while not load.calls:
+            time.sleep(0.001)
+        with pytest.raises(ModelUnavailable, match="still loading"):
+            loader.get()
+        assert first.result(timeout=5) is load.model
+
+
+def test_loaded_never_starts_a_load():
+    load = FakeLoad()
+    loader = ModelLoader("var/models/default", load=load)
+
+    assert loader.loaded() is None and load.calls == []
+    loader.get()
+    assert loader.loaded() is load.model
 
 
 def test_concurrent_first_gets_share_one_load():

@@ -94,6 +94,7 @@ def test_a_tampered_s3_artifact_is_refused(s3, saved):
         ("s3://bucket", S3Prefix("bucket", "")),
         ("var/models/default", LocalDirectory(Path("var/models/default"))),
         ("file:///models/x", LocalDirectory(Path("/models/x"))),
+        ("file://localhost/models/x", LocalDirectory(Path("/models/x"))),
     ],
 )
 def test_model_uri_names_a_local_directory_or_an_s3_prefix(uri, expected):
@@ -102,7 +103,7 @@ def test_model_uri_names_a_local_directory_or_an_s3_prefix(uri, expected):
     assert storage == expected
 
 
-@pytest.mark.parametrize("uri", ["", "s3:///no-bucket"])
+@pytest.mark.parametrize("uri", ["", "s3:///no-bucket", "file://models/x"])
 def test_an_unusable_model_uri_makes_the_model_unavailable(uri):
     with pytest.raises(ModelUnavailable, match="expected MODEL_URI"):
         storage_for(uri)

@@ -87,7 +87,10 @@ def test_a_check_that_hangs_is_reported_as_not_answering_within_the_timeout():
 
 
 def test_metrics_reports_the_model_version_and_the_service_metrics():
-    response = _client(fake_services()).get("/metrics")
+    services = fake_services()
+    services.model.get()  # loaded, as a consumer or relay process loads it at start
+
+    response = _client(services).get("/metrics")
 
     assert response.status_code == 200
     text = response.get_data(as_text=True)
@@ -138,4 +141,13 @@ def test_readyz_runs_only_the_checks_a_process_needs():
 
     assert response.status_code == 200
     assert set(response.get_json()["checks"]) == {"database", "kafka"}
+    assert services.model.loads == 0
+
+
+def test_a_scrape_never_waits_for_a_model_load():
+    services = fake_services()
+
+    response = _client(services).get("/metrics")
+
+    assert response.status_code == 200
     assert services.model.loads == 0
