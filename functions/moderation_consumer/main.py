@@ -19,13 +19,13 @@ import time
 
 import flask
 import functions_framework
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from shared import metrics
 from shared.bootstrap import get_services
 from shared.http import register_json_errors
 from shared.http.endpoint import refusal_leaving_the_body_unread
-from shared.http.errors import HttpError, json_error
+from shared.http.errors import BodyLeftUnread, json_error
 from shared.kafka.cloud_event import InvalidCloudEvent, record_from_http
 from shared.kafka.config import MAX_TASK_RECORD_BYTES
 from shared.kafka.record import ConsumedRecord
@@ -57,7 +57,10 @@ def moderation_consumer(request: flask.Request) -> flask.Response:
     try:
         body = request.get_data()
     except RequestEntityTooLarge:
-        refusal = HttpError(413, f"Request body is over {MAX_PUSH_BYTES} bytes: not a record")
+        refusal = BodyLeftUnread(413, f"Request body is over {MAX_PUSH_BYTES} bytes: not a record")
+        return refusal_leaving_the_body_unread(refusal)
+    except BadRequest:  # shorter than its Content-Length, or a broken chunked encoding
+        refusal = BodyLeftUnread(400, "Request body could not be read in full")
         return refusal_leaving_the_body_unread(refusal)
     try:
         record = record_from_http(request.headers, body, default_topic=topic)

@@ -15,7 +15,7 @@ import functions_framework
 from shared.bootstrap import get_services
 from shared.errors import TemporaryError
 from shared.http import register_json_errors
-from shared.http.errors import json_error
+from shared.http.errors import unavailable
 from shared.moderation.relay import relay_once
 
 register_json_errors(functions_framework.errorhandler)
@@ -28,9 +28,5 @@ def outbox_relay(request: flask.Request) -> flask.Response:
         published = relay_once(services)
     except TemporaryError as error:
         # Nothing is lost: the rows stay in the outbox for the next call.
-        return json_error(
-            503,
-            f"Temporarily unavailable, retry later: {error}",
-            {"Retry-After": str(services.settings.retry_after_s)},
-        )
+        return unavailable(error, services.settings.retry_after_s)
     return flask.jsonify({"published": published})

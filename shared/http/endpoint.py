@@ -19,7 +19,7 @@ from shared import metrics
 from shared.bootstrap import get_services
 from shared.errors import AdNotFound, InvalidFeatures, TaskNotFound, TemporaryError
 from shared.http.auth import require_api_key
-from shared.http.errors import HttpError, json_error
+from shared.http.errors import BodyLeftUnread, HttpError, json_error, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,9 @@ def _respond(handler: Handler, request: flask.Request, methods: tuple[str, ...])
         require_api_key(request, settings.api_key_list)
         _limit_body(request, settings.max_body_bytes)
         result = handler(request)
+    except BodyLeftUnread as error:
+        return refusal_leaving_the_body_unread(error)
     except HttpError as error:
-        if error.status == 413:
-            return refusal_leaving_the_body_unread(error)
         return json_error(error.status, error.detail, error.headers)
     except (AdNotFound, TaskNotFound) as error:
         return json_error(404, str(error))
@@ -75,12 +75,7 @@ def _respond(handler: Handler, request: flask.Request, methods: tuple[str, ...])
         # the request is fine, the ad it names is not.
         return json_error(422, f"The ad cannot be scored: {error}")
     except TemporaryError as error:
-        log.warning("temporarily unavailable", extra={"error": str(error)})
-        return json_error(
-            503,
-            f"Temporarily unavailable, retry later: {error}",
-            {"Retry-After": str(settings.retry_after_s)},
-        )
+        return unavailable(error, settings.retry_after_s)
     except Exception:
         # A bug, not the caller's fault; logged with its traceback, answered as JSON.
         log.exception("unhandled error in an HTTP handler")
@@ -95,13 +90,14 @@ def _respond(handler: Handler, request: flask.Request, methods: tuple[str, ...])
 
 
 def refusal_leaving_the_body_unread(error: HttpError) -> flask.Response:
-    """The 413 as a streamed response. functions-framework reads the whole request
-    after every response that is not streamed (its `read_request` hook), which for a
-    body declared at 10 MB meant taking in 10 MB only to refuse them; a streamed
-    response skips that, and gunicorn discards whatever of the body still comes."""
+    """The refusal as a streamed response. functions-framework reads the whole request
+    after every response that is not streamed (its `read_request` hook): for a body
+    declared at 10 MB that meant taking in 10 MB only to refuse them, and for one shorter
+    than its Content-Length, a second failed read that turned the 400 into a 500. A
+    streamed response skips that, and gunicorn discards whatever of the body still comes."""
     refusal = json_error(error.status, error.detail, error.headers)
     payload = refusal.get_data()
-    streamed = flask.Response(iter([payload]), status=413, mimetype="application/json")
+    streamed = flask.Response(iter([payload]), status=error.status, mimetype="application/json")
     streamed.headers.update(refusal.headers)
     streamed.headers["Content-Length"] = str(len(payload))
     return streamed
@@ -112,15 +108,18 @@ def _limit_body(request: flask.Request, max_bytes: int) -> None:
     if length == 0:
         return  # a declared empty body (a chunked one has no length): nothing to read
     if length is not None and length > max_bytes:
-        raise HttpError(413, f"Request body of {length} bytes is over {max_bytes}")
+        raise BodyLeftUnread(413, f"Request body of {length} bytes is over {max_bytes}")
     # A chunked body has no length up front. werkzeug's limit ends the read at the limit
     # without a word, so the read goes one byte past it, and that byte tells.
     request.max_content_length = max_bytes + 1
     try:
         body = request.get_data(cache=True)
-    except Exception as error:  # werkzeug's RequestEntityTooLarge
+    except Exception as error:  # werkzeug's RequestEntityTooLarge, or its BadRequest
         if getattr(error, "code", None) == 413:
-            raise HttpError(413, f"Request body is over {max_bytes} bytes") from None
+            raise BodyLeftUnread(413, f"Request body is over {max_bytes} bytes") from None
+        if getattr(error, "code", None) == 400:
+            # Shorter than its Content-Length, or a broken chunked encoding.
+            raise BodyLeftUnread(400, "Request body could not be read in full") from None
         raise
     if len(body) > max_bytes:
-        raise HttpError(413, f"Request body is over {max_bytes} bytes")
+        raise BodyLeftUnread(413, f"Request body is over {max_bytes} bytes")

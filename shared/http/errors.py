@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import flask
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
+
+from shared.errors import BrokerUnavailable, DatabaseUnavailable, ModelUnavailable, TemporaryError
+
+log = logging.getLogger(__name__)
 
 
 class HttpError(Exception):
@@ -18,6 +23,11 @@ class HttpError(Exception):
         self.status = status
         self.detail = detail
         self.headers = headers or {}
+
+
+class BodyLeftUnread(HttpError):
+    """A refusal made without reading the rest of the body (too large, or not all there):
+    its response must not let the server try to read it afterwards."""
 
 
 def json_error(status: int, detail: Any, headers: dict[str, str] | None = None) -> flask.Response:
@@ -45,3 +55,24 @@ def json_http_exception(error: HTTPException) -> flask.Response:
 def register_json_errors(errorhandler: Any) -> None:
     """Register on the app functions-framework is building (`functions_framework.errorhandler`)."""
     errorhandler(HTTPException)(json_http_exception)
+
+
+def unavailable(error: TemporaryError, retry_after_s: int) -> flask.Response:
+    """503 naming which dependency is down, and no more: its message may hold paths,
+    bucket names or versions, which go to the log, not to an anonymous caller."""
+    log.warning("temporarily unavailable", extra={"error": str(error)})
+    return json_error(
+        503,
+        f"Temporarily unavailable, retry later: {_what_is_down(error)}",
+        {"Retry-After": str(retry_after_s)},
+    )
+
+
+def _what_is_down(error: TemporaryError) -> str:
+    if isinstance(error, ModelUnavailable):
+        return "the model is unavailable"
+    if isinstance(error, DatabaseUnavailable):
+        return "the database is unavailable"
+    if isinstance(error, BrokerUnavailable):
+        return "Kafka is unavailable"
+    return "a dependency is unavailable"

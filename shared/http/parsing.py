@@ -20,8 +20,12 @@ def parse_json_body(request: flask.Request, model: type[Model]) -> Model:
         raise HttpError(415, f"Expected Content-Type: application/json, got {found}")
     raw = request.get_data(cache=True)
     try:
-        document = json.loads(raw)
+        document = json.loads(raw, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise HttpError(400, f"Request body is not valid JSON: {error}") from None
+    except ValueError as error:
+        # An integer of more digits than Python converts (4,300), or NaN / Infinity,
+        # which Python's json reads but JSON does not have.
         raise HttpError(400, f"Request body is not valid JSON: {error}") from None
     except RecursionError:
         # `[[[[...]]]]` a few thousand deep fits in the body limit but not in the stack.
@@ -29,6 +33,10 @@ def parse_json_body(request: flask.Request, model: type[Model]) -> Model:
     if not isinstance(document, dict):
         raise HttpError(422, f"Expected a JSON object, got {type(document).__name__}")
     return _validate(model, document)
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def parse_query(request: flask.Request, model: type[Model]) -> Model:

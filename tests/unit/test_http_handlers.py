@@ -168,7 +168,9 @@ def test_predict_answers_503_with_retry_after_when_the_model_is_unavailable(serv
 
     response = client("predict").post("/predict", json=VALID_AD)
 
-    _assert_json_error(response, 503)
+    # Which dependency, and nothing of the error itself (paths, buckets, versions).
+    detail = _assert_json_error(response, 503)
+    assert detail == "Temporarily unavailable, retry later: the model is unavailable"
     assert response.headers["Retry-After"] == "5"
 
 
@@ -332,3 +334,25 @@ def test_outbox_relay_answers_503_with_retry_after_while_kafka_is_down(services)
     assert "retry later" in _assert_json_error(response, 503)
     assert response.headers["Retry-After"] == "5"
     assert services.publisher.on_topic("moderation") == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"item_id": ' + b"1" * 4301 + b"}", b'{"item_id": NaN}', b'{"category": Infinity}'],
+    ids=["integer-past-python-digit-limit", "NaN", "Infinity"],
+)
+def test_predict_answers_400_for_json_python_reads_but_json_does_not_allow(services, body):
+    response = client("predict").post("/predict", data=body, content_type="application/json")
+
+    assert "not valid JSON" in _assert_json_error(response, 400)
+
+
+def test_a_body_shorter_than_its_declared_length_gets_a_json_400(services):
+    response = client("predict").post(
+        "/predict",
+        input_stream=io.BytesIO(b'{"a": 1'),
+        content_type="application/json",
+        environ_overrides={"CONTENT_LENGTH": "100"},
+    )
+
+    assert "could not be read" in _assert_json_error(response, 400)
