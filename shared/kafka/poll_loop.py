@@ -211,8 +211,17 @@ class PartitionedPollLoop:
         return self._handle_batch(records)
 
     def _reap_finished(
-        self, keys: Sequence[PartitionKey] | None = None, wait: bool = False
+        self,
+        keys: Sequence[PartitionKey] | None = None,
+        wait: bool = False,
+        letting_go: bool = False,
     ) -> None:
+        """Store the offsets of finished batches; replay the partitions of failed ones.
+
+        `letting_go`: the partitions are being revoked or the loop is closing, so a
+        failed batch is only left unstored, for the next owner to redeliver; there is
+        nothing to replay here, and a seek could fail on a partition on its way out.
+        """
         for key in list(keys if keys is not None else self._partitions):
             partition = self._partitions.get(key)
             if partition is None or partition.inflight is None:
@@ -226,9 +235,16 @@ class PartitionedPollLoop:
                 # Nothing after this batch may be stored, or the commit would skip it:
                 # the partition stops here, and its next owner starts from this batch.
                 log.info("batch abandoned for shutdown; it will be redelivered")
-                self._replay_from(key, partition.inflight_first, hold_s=math.inf)
+                if not letting_go:
+                    self._replay_from(key, partition.inflight_first, hold_s=math.inf)
                 continue
             except Exception:
+                if letting_go:
+                    log.exception(
+                        "batch handler failed; its next owner redelivers it",
+                        extra={"partition": key[1]},
+                    )
+                    continue
                 partition.failures_in_a_row += 1
                 delay = min(
                     REPLAY_MAX_DELAY_S,
@@ -301,7 +317,7 @@ class PartitionedPollLoop:
             metrics.set_consumer_lag(position.topic, position.partition, lag)
 
     def _finish_inflight(self) -> None:
-        self._reap_finished(wait=True)
+        self._reap_finished(wait=True, letting_go=True)
 
     def _commit(self) -> None:
         try:
@@ -317,7 +333,7 @@ class PartitionedPollLoop:
         keys = [(p.topic, p.partition) for p in partitions]
         # Finish what is running on the revoked partitions and commit it, so the new
         # owner starts after it instead of redoing it.
-        self._reap_finished(keys, wait=True)
+        self._reap_finished(keys, wait=True, letting_go=True)
         self._commit()
         for key in keys:
             self._partitions.pop(key, None)

@@ -266,3 +266,22 @@ def test_a_stuck_loop_ends_without_waiting_for_other_partitions_batches():
     finally:
         release.set()
         runner.join(10)
+
+
+def test_a_batch_failing_while_its_partition_is_revoked_is_left_to_the_next_owner():
+    consumer = _ConsumerThatCannotSeek()  # a partition on its way out may refuse a seek
+    handler = _Handler()
+    handler.outcome = _raise(RuntimeError("a bug"))
+    loop = _loop_over(consumer, handler)
+    try:
+        _queue(loop, range(BATCH))
+        loop._dispatch()
+
+        loop._on_revoke(consumer, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
+    finally:
+        loop._executor.shutdown(wait=True)
+
+    # Nothing stored: the next owner starts at the failed batch. No replay was tried,
+    # so the loop goes on with its other partitions.
+    assert consumer.stored == [] and loop._stuck is None
+    assert (TOPIC, 0) not in loop._partitions
