@@ -75,6 +75,7 @@ class Services:
 def build_services(settings: Settings | None = None) -> Services:
     """The real adapters for `settings` (the environment's by default)."""
     from shared.model import ModelLoader
+    from shared.model.loading import RETRY_FAILED_LOAD_S
 
     settings = settings or get_settings()
     return Services(
@@ -86,7 +87,10 @@ def build_services(settings: Settings | None = None) -> Services:
             connect_timeout_s=settings.db_connect_timeout_s,
             statement_timeout_ms=settings.db_statement_timeout_ms,
         ),
-        model=ModelLoader(settings.model_uri),
+        model=ModelLoader(
+            settings.model_uri,
+            retry_failed_load_s=min(RETRY_FAILED_LOAD_S, settings.retry_base_delay_s),
+        ),
         publisher=KafkaPublisher(
             producer_config(settings), timeout_s=settings.kafka_publish_timeout_s
         ),

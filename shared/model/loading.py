@@ -69,10 +69,14 @@ class ModelLoader:
         *,
         load: Callable[[str], ModerationModel] = load_model,
         clock: Callable[[], float] = time.monotonic,
+        retry_failed_load_s: float = RETRY_FAILED_LOAD_S,
     ) -> None:
         self._uri = uri
         self._load = load
         self._clock = clock
+        # No longer than the caller's own retry wait, or its retries would all be
+        # answered from here without a load (the consumer's first wait is 5 s).
+        self._retry_failed_load_s = retry_failed_load_s
         self._lock = threading.Lock()
         self._model: ModerationModel | None = None
         self._failure: tuple[ModelUnavailable, float] | None = None  # (error, when)
@@ -82,8 +86,13 @@ class ModelLoader:
         if model is not None:
             return model
         self._raise_recent_failure()
-        # One thread loads while the others wait for it, rather than all loading at once.
-        if not self._lock.acquire(timeout=LOAD_WAIT_S):
+        # One thread loads while the others wait for it, rather than all loading at once;
+        # once a load has failed, a caller does not queue behind the next attempt.
+        failure = self._failure
+        if failure is not None:
+            if not self._lock.acquire(blocking=False):
+                raise failure[0]
+        elif not self._lock.acquire(timeout=LOAD_WAIT_S):
             raise ModelUnavailable(f"the model is still loading after {LOAD_WAIT_S:g} s")
         try:
             if self._model is None:
@@ -103,7 +112,7 @@ class ModelLoader:
 
     def _raise_recent_failure(self) -> None:
         failure = self._failure
-        if failure is not None and self._clock() - failure[1] < RETRY_FAILED_LOAD_S:
+        if failure is not None and self._clock() - failure[1] < self._retry_failed_load_s:
             raise failure[0]
 
     def loaded(self) -> ModerationModel | None:

@@ -151,3 +151,46 @@ def test_a_loader_of_a_missing_directory_is_not_ready(tmp_path):
     assert ready is False
     with pytest.raises(ModelUnavailable, match="make model"):
         loader.get()
+
+
+def test_once_a_load_failed_callers_do_not_queue_behind_the_next_attempt():
+    release = threading.Event()
+    calls = []
+
+    def load(uri: str):
+        calls.append(uri)
+        if len(calls) == 2:
+            release.wait(10)  # the next attempt, held until the caller has its answer
+        raise ModelUnavailable("fake storage is down")
+
+    clock = _Clock()
+    loader = ModelLoader("var/models/default", load=load, clock=clock)
+    with pytest.raises(ModelUnavailable):
+        loader.get()
+    clock.now += RETRY_FAILED_LOAD_S
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        retrying = pool.submit(loader.get)
+        while len(calls) < 2:
+            time.sleep(0.001)
+        with pytest.raises(ModelUnavailable, match="fake storage is down"):
+            loader.get()
+        # Answered while the attempt in progress is still held.
+        assert not retrying.done()
+        release.set()
+        with pytest.raises(ModelUnavailable):
+            retrying.result(timeout=5)
+
+    assert len(calls) == 2
+
+
+def test_a_failure_answers_for_itself_no_longer_than_the_callers_retry_wait():
+    load = FakeLoad(failures=1)
+    clock = _Clock()
+    loader = ModelLoader("var/models/default", load=load, clock=clock, retry_failed_load_s=0.5)
+    with pytest.raises(ModelUnavailable):
+        loader.get()
+
+    clock.now += 0.5
+
+    assert loader.get() is load.model
