@@ -6,7 +6,7 @@ import hmac
 
 import flask
 
-from shared.http.errors import HttpError
+from shared.http.errors import BodyLeftUnread
 
 
 def require_api_key(request: flask.Request, keys: list[str]) -> None:
@@ -22,7 +22,8 @@ def require_api_key(request: flask.Request, keys: list[str]) -> None:
     for key in keys:
         matched |= hmac.compare_digest(presented.encode(), key.encode())
     if not presented or not matched:
-        raise HttpError(
+        # Refused before the body is read, so the server must not read it afterwards.
+        raise BodyLeftUnread(
             401,
             "Missing or invalid API key: send Authorization: Bearer <key> or X-API-Key",
             {"WWW-Authenticate": "Bearer"},

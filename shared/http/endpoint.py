@@ -56,7 +56,7 @@ def _respond(handler: Handler, request: flask.Request, methods: tuple[str, ...])
     settings = get_services().settings
     try:
         if request.method not in methods:
-            raise HttpError(
+            raise BodyLeftUnread(
                 405,
                 f"Method {request.method} not allowed; use {', '.join(methods)}",
                 {"Allow": ", ".join(methods)},

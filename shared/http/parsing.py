@@ -20,8 +20,9 @@ def parse_json_body(request: flask.Request, model: type[Model]) -> Model:
         raise HttpError(415, f"Expected Content-Type: application/json, got {found}")
     raw = request.get_data(cache=True)
     try:
-        # JSON between systems is UTF-8 (RFC 8259); one decoder for every request.
-        document = _DECODER.decode(raw.decode("utf-8"))
+        # JSON between systems is UTF-8 (RFC 8259), which may open with a byte order
+        # mark for the parser to ignore; one decoder serves every request.
+        document = _DECODER.decode(raw.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise HttpError(400, f"Request body is not valid JSON: {error}") from None
     except ValueError as error:

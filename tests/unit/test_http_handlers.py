@@ -348,11 +348,33 @@ def test_predict_answers_400_for_json_python_reads_but_json_does_not_allow(servi
 
 
 def test_a_body_shorter_than_its_declared_length_gets_a_json_400(services):
-    response = client("predict").post(
-        "/predict",
-        input_stream=io.BytesIO(b'{"a": 1'),
-        content_type="application/json",
-        environ_overrides={"CONTENT_LENGTH": "100"},
-    )
+    response = client("predict").post("/predict", **_short_body())
 
     assert "could not be read" in _assert_json_error(response, 400)
+
+
+def test_a_json_body_opening_with_a_byte_order_mark_is_read(services):
+    body = b"\xef\xbb\xbf" + json.dumps(VALID_AD).encode()
+
+    response = client("predict").post("/predict", data=body, content_type="application/json")
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def _short_body(**overrides) -> dict:
+    """A request body shorter than its declared length."""
+    return {
+        "input_stream": io.BytesIO(b'{"a": 1'),
+        "content_type": "application/json",
+        "environ_overrides": {"CONTENT_LENGTH": "100", **overrides},
+    }
+
+
+def test_a_refusal_before_the_body_is_read_keeps_its_status_with_a_short_body(services):
+    services.settings = services.settings.model_copy(update={"api_keys": "k1"})
+
+    unauthorised = client("predict").post("/predict", **_short_body())
+    wrong_method = client("predict").put("/predict", **_short_body(HTTP_X_API_KEY="k1"))
+
+    _assert_json_error(unauthorised, 401)
+    _assert_json_error(wrong_method, 405)
