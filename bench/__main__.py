@@ -1,4 +1,10 @@
-"""python -m bench [TOPIC ...]: run every bench/bench_*.py (or those named) and record results."""
+"""python -m bench [TOPIC ...]: run every bench/bench_*.py (or those named) and record results.
+
+A bench module has `run()`, which returns its results as `{group.figure: {value, unit,
+baseline, ratio, target}}`, and `RESULT_GROUPS`, the groups its names start with: when
+the bench fails, its earlier results are dropped from the results file, so that none
+passes for this run's.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import json
 import pkgutil
 import sys
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +48,16 @@ def run_module(name: str) -> dict[str, dict[str, Any]]:
     return {key: {field: entry.get(field) for field in FIELDS} for key, entry in results.items()}
 
 
-def merge_results(path: Path, results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def merge_results(
+    path: Path, results: dict[str, dict[str, Any]], failed_groups: Sequence[str] = ()
+) -> dict[str, dict[str, Any]]:
     """Results of benches this run did not measure stay; a bench run again replaces all of its own.
 
-    A result's bench is its name up to the first dot, so a figure a bench no longer
-    reports does not linger next to its new ones.
+    A result's group is its name up to the first dot, so a figure a bench no longer
+    reports does not linger next to its new ones; the groups of a bench that failed
+    are dropped, so that its earlier figures do not pass for this run's.
     """
-    measured = {name.split(".", 1)[0] for name in results}
+    measured = {name.split(".", 1)[0] for name in results} | set(failed_groups)
     earlier = json.loads(path.read_text()) if path.exists() else {}
     merged = {k: v for k, v in earlier.items() if k.split(".", 1)[0] not in measured}
     merged.update(results)
@@ -92,8 +102,11 @@ def main(argv: list[str]) -> int:
         except Exception:  # one broken bench must not hide the others' figures
             traceback.print_exc()
             failed.append(name)
-    if results:
-        merge_results(RESULTS_FILE, results)
+    failed_groups = [
+        group for name in failed for group in importlib.import_module(f"bench.{name}").RESULT_GROUPS
+    ]
+    if results or failed_groups:
+        merge_results(RESULTS_FILE, results, failed_groups)
         print(format_table(results))
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)

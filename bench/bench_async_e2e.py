@@ -28,6 +28,8 @@ from bench import _infra, loadgen
 from infra import _process
 from shared.settings import Settings
 
+RESULT_GROUPS = ("async_e2e",)  # see bench/__main__.py
+
 ADS = 10_000
 RATE = 500
 DURATION_S = 30

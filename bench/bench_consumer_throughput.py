@@ -36,6 +36,8 @@ from shared.kafka.record import ConsumedRecord
 from shared.moderation.batch import process_moderation_batch
 from shared.settings import Settings
 
+RESULT_GROUPS = ("consumer_throughput",)  # see bench/__main__.py
+
 ADS = 50_000
 TASKS = 50_000
 SEED_STYLE_TASKS = 2_000

@@ -24,6 +24,8 @@ from bench import _infra, loadgen
 from bench.bench_consumer_throughput import drain_ours, drain_tasks
 from bench.bench_http import MAX_RATE_S, PREDICT_SOURCE, measure_max_rate, serve
 
+RESULT_GROUPS = ("cost_growth",)  # see bench/__main__.py
+
 SIZES = (10_000, 1_000_000)
 DRAIN_TASKS = 10_000
 ROUNDS = 5

@@ -26,6 +26,8 @@ from typing import Any
 
 from bench import _infra, loadgen
 
+RESULT_GROUPS = ("predict_http", "simple_predict_http")  # see bench/__main__.py
+
 ADS = 10_000
 WARM_UP_S = 2
 MAX_RATE_S = 4

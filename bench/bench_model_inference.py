@@ -26,6 +26,8 @@ from shared.model.features import ad_text, ads_to_rows
 from shared.model.synthetic import generate_ads
 from shared.model.training import split_holdout, train_model
 
+RESULT_GROUPS = ("model_inference", "model_quality")  # see bench/__main__.py
+
 BATCH = 1_000
 SINGLE_ADS = 2_000
 BASELINE_SINGLE_ROWS = 300

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 from bench.__main__ import discover, format_table, merge_results
@@ -52,3 +53,19 @@ def test_every_bench_module_is_discovered_and_topics_can_be_named():
 
     assert "bench_model_inference" in names
     assert discover(["model_inference"]) == ["bench_model_inference"]
+
+
+def test_a_failed_benchs_earlier_figures_are_dropped_not_left_to_pass_for_this_run(tmp_path):
+    path = tmp_path / "latest.json"
+    merge_results(path, {"a.first": _result(1.0), "b.other": _result(5.0)})
+
+    merged = merge_results(path, {}, failed_groups=["a"])
+
+    assert merged == {"b.other": _result(5.0)}
+
+
+def test_every_bench_names_the_groups_of_its_results():
+    for name in discover([]):
+        groups = importlib.import_module(f"bench.{name}").RESULT_GROUPS
+
+        assert groups and all(isinstance(group, str) and "." not in group for group in groups)
