@@ -66,6 +66,7 @@ class _Partition:
     paused: bool = False
     failures_in_a_row: int = 0
     held_until: float = 0.0  # no dispatch before this time.monotonic()
+    sought_to: int = -1  # where the last replay went back to
 
 
 class PartitionedPollLoop:
@@ -266,6 +267,7 @@ class PartitionedPollLoop:
         partition.backlog.clear()
         partition.backlog_bytes = 0
         partition.held_until = time.monotonic() + hold_s
+        partition.sought_to = offset
         try:
             self._consumer.seek(TopicPartition(key[0], key[1], offset))
         except KafkaException as error:
@@ -305,15 +307,19 @@ class PartitionedPollLoop:
             return
         for position in positions:
             _low, high = self._consumer.get_watermark_offsets(position, cached=True)
-            if high < 0 or position.offset < 0:
-                continue  # not fetched yet: nothing known to report
             partition = self._partitions.get((position.topic, position.partition))
+            fetched_to = position.offset
+            if fetched_to < 0 and partition is not None:
+                # A seek for a replay leaves the position unknown until the refetch.
+                fetched_to = partition.sought_to
+            if high < 0 or fetched_to < 0:
+                continue  # not fetched yet: nothing known to report
             waiting = 0
             if partition is not None:
                 waiting = len(partition.backlog)
                 if partition.inflight is not None:
                     waiting += partition.inflight_last - partition.inflight_first + 1
-            lag = max(0, high - position.offset) + waiting
+            lag = max(0, high - fetched_to) + waiting
             metrics.set_consumer_lag(position.topic, position.partition, lag)
 
     def _finish_inflight(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, TopicPartition
 
 TOPIC = "moderation"
 
@@ -62,6 +62,8 @@ class RecordingConsumer:
         self.stored: list[tuple[int, int]] = []  # (partition, next offset), apart from calls
         self.to_fetch: list[Message] = []
         self.closed = False
+        self.positions: list[TopicPartition] = []  # what `position` reports
+        self.high_watermark = -1
 
     def subscribe(self, topics, **callbacks) -> None:
         pass
@@ -73,10 +75,13 @@ class RecordingConsumer:
         self.closed = True
 
     def assignment(self) -> list:
-        return []
+        return [TopicPartition(p.topic, p.partition) for p in self.positions]
 
-    def position(self, partitions) -> list:
-        return []  # nothing to report lag for
+    def position(self, partitions) -> list[TopicPartition]:
+        return list(self.positions)
+
+    def get_watermark_offsets(self, partition, cached: bool = False) -> tuple[int, int]:
+        return 0, self.high_watermark
 
     def pause(self, partitions) -> None:
         self.calls += [("pause", p.partition) for p in partitions]

@@ -285,3 +285,20 @@ def test_a_batch_failing_while_its_partition_is_revoked_is_left_to_the_next_owne
     # so the loop goes on with its other partitions.
     assert consumer.stored == [] and loop._stuck is None
     assert (TOPIC, 0) not in loop._partitions
+
+
+def test_a_partition_sought_back_reports_its_lag_from_the_replayed_batch(loop, monkeypatch):
+    loop, consumer, handler = loop
+    reported = []
+    monkeypatch.setattr(
+        poll_loop.metrics, "set_consumer_lag", lambda t, p, lag: reported.append((p, lag))
+    )
+    handler.outcome = _raise(RuntimeError("a bug"))
+    _queue(loop, range(10, 10 + BATCH))
+    _run_one_batch(loop)  # sought back to 10, nothing refetched yet
+    consumer.high_watermark = 50
+    consumer.positions = [TopicPartition(TOPIC, 0, -1001)]  # OFFSET_INVALID after a seek
+
+    loop._report_lag()
+
+    assert reported == [(0, 40)]
