@@ -42,10 +42,10 @@ def record_from_http(
         # (nesting, bad UTF-8, a huge number, an unhashable value) are not its own.
         reason = f"{type(error).__name__}: {error}"
         raise InvalidCloudEvent(f"Not a CloudEvent: {reason[:_MAX_REASON_CHARS]}") from None
-    return record_from_cloud_event(event, default_topic=default_topic)
+    return _record_of(event, default_topic=default_topic)
 
 
-def record_from_cloud_event(event: CloudEvent, *, default_topic: str) -> ConsumedRecord:
+def _record_of(event: CloudEvent, *, default_topic: str) -> ConsumedRecord:
     attributes = event.get_attributes()
     match = _SUBJECT.match(str(attributes.get("subject", "")))
     if match:

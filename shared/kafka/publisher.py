@@ -3,47 +3,15 @@
 from __future__ import annotations
 
 import functools
-import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from shared.errors import BrokerUnavailable, PartlyAcknowledged
 from shared.kafka.record import OutgoingRecord
 from shared.settings import DELIVERY_REPORT_GRACE_S
-
-log = logging.getLogger(__name__)
-
-
-Key = TypeVar("Key")
-
-
-def publish_for_outbox(
-    publisher: SupportsPublish, records: Sequence[OutgoingRecord], keys: Sequence[Key]
-) -> list[Key]:
-    """Publish outbox rows' records; the keys of those Kafka acknowledged. Raises only if
-    it took none, so that one record the broker keeps refusing (too large for a topic
-    made before its limit was raised, say) holds back no other row of the sweep, and
-    none is sent again on its account."""
-    try:
-        publisher.publish(records)
-    except PartlyAcknowledged as error:
-        taken = [key for key, done in zip(keys, error.acknowledged, strict=True) if done]
-        if not taken:
-            raise
-        log.warning(
-            "Kafka took part of a publish; the rest stays in the outbox",
-            extra={"taken": len(taken), "left": len(keys) - len(taken), "error": str(error)},
-        )
-        return taken
-    return list(keys)
-
-
-class SupportsPublish(Protocol):
-    def publish(self, records: Sequence[OutgoingRecord]) -> None: ...
 
 
 class KafkaPublisher:

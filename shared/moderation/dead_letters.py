@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from shared.bootstrap import Services
 from shared.db.dead_letters import DeadLetter, StoredDeadLetter
 from shared.errors import TemporaryError
-from shared.kafka.publisher import publish_for_outbox
 from shared.kafka.record import ConsumedRecord, OutgoingRecord
+from shared.moderation.outbox import publish_for_outbox
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from shared.bootstrap import Services
 from shared.kafka.envelope import encode_task_message
-from shared.kafka.publisher import publish_for_outbox
 from shared.kafka.record import OutgoingRecord
 from shared.moderation.dead_letters import dead_letter_records
+from shared.moderation.outbox import publish_for_outbox
 
 
 def relay_unpublished_tasks(services: Services) -> int:

@@ -6,8 +6,9 @@ import pytest
 
 from shared.errors import PartlyAcknowledged
 from shared.kafka.config import MAX_RECORD_BYTES, producer_config
-from shared.kafka.publisher import KafkaPublisher, publish_for_outbox
+from shared.kafka.publisher import KafkaPublisher
 from shared.kafka.record import OutgoingRecord
+from shared.moderation.outbox import publish_for_outbox
 from tests.integration.helpers import read_topic
 
 
