@@ -17,6 +17,7 @@ from shared.domain import Ad, BatchVerdicts, Verdict
 from shared.kafka.config import producer_config
 from shared.kafka.publisher import KafkaPublisher
 from shared.kafka.record import OutgoingRecord
+from shared.logging_setup import configure_logging_unless_done
 from shared.settings import Settings, get_settings
 
 
@@ -105,7 +106,11 @@ def get_services() -> Services:
     global _services
     with _lock:
         if _services is None:
-            _services = build_services()
+            settings = get_settings()
+            # A deployed function has no entry point of ours to set logging up; without
+            # this, LOG_LEVEL did nothing there and warnings lost their extra fields.
+            configure_logging_unless_done(settings.log_level)
+            _services = build_services(settings)
         return _services
 
 

@@ -81,6 +81,13 @@ def configure_logging(
     return handler
 
 
+def configure_logging_unless_done(level: str) -> None:
+    """`configure_logging`, unless the root logger has a handler already (the runner's,
+    a test's, or whatever a host process set up), which stays as it is."""
+    if not logging.getLogger().handlers:
+        configure_logging(level)
+
+
 def _is_terminal(stream: IO[str]) -> bool:
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())

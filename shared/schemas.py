@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
 
 from shared.db.tasks import TaskRow
 from shared.domain import Ad, Verdict
@@ -16,6 +16,18 @@ INTEGER_MAX = 2**31 - 1
 
 # Ids are PostgreSQL BIGSERIALs: positive and within bigint.
 DbId = Annotated[int, Field(gt=0, le=BIGINT_MAX)]
+
+
+def _decimal_digits(value: object) -> object:
+    """Ids in a query string or path are text: decimal digits and nothing else. Python's
+    int() also reads `1_000`, `+10` and ` 10 `, and pydantic's lax int `10.000`, so a
+    typo would name another ad instead of being refused."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("expected a whole number in decimal digits, such as 42")
+    return value
+
+
+TextDbId = Annotated[DbId, BeforeValidator(_decimal_digits)]
 TaskStatus = Literal["pending", "completed", "failed"]
 
 
@@ -45,16 +57,16 @@ class PredictRequest(BaseModel):
 
 
 class ItemIdQuery(BaseModel):
-    """`?item_id=N`; the query string is text, so this one parses digits (lax) but
-    still rejects `abc`, `1.5`, 0, negatives and values beyond bigint."""
+    """`?item_id=N`: decimal digits, so `abc`, `1.5`, `1_000`, `+1`, 0, negatives and
+    values beyond bigint are refused."""
 
     model_config = ConfigDict(extra="ignore")
 
-    item_id: DbId
+    item_id: TextDbId
 
 
 class TaskIdPath(BaseModel):
-    task_id: DbId
+    task_id: TextDbId
 
 
 class PredictResponse(BaseModel):
@@ -105,6 +117,10 @@ class ModerationResultResponse(BaseModel):
             created_at=task.created_at,
             processed_at=task.processed_at,
         )
+
+
+class RelaySweepResponse(BaseModel):
+    published: int = Field(description="tasks and DLQ records this sweep published")
 
 
 class ErrorResponse(BaseModel):

@@ -17,7 +17,11 @@ DELIVERY_REPORT_GRACE_S = 1.0
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+    # No inf or NaN: every float here is a duration, and an infinite one either hangs a
+    # wait for good or fails later, far from its setting (int(inf) in the pool, say).
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", allow_inf_nan=False
+    )
 
     # PostgreSQL
     database_url: str = "postgresql://postgres@127.0.0.1:5432/moderation"
@@ -55,7 +59,9 @@ class Settings(BaseSettings):
 
     # HTTP
     api_keys: str = ""
-    max_body_bytes: int = Field(default=64 * 1024, ge=1)
+    # Room for the largest ad PredictRequest accepts in any JSON encoding: 21,000
+    # characters of name and description, each up to 12 bytes as an escaped surrogate pair.
+    max_body_bytes: int = Field(default=256 * 1024, ge=1)
     retry_after_s: int = Field(default=5, ge=1)
 
     # Process
@@ -72,6 +78,14 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError(f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}")
         return level
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_or_nothing(cls, value: str) -> str:
+        if value.strip() and not [key for key in value.split(",") if key.strip()]:
+            # " , " would otherwise leave the API open while it reads as configured.
+            raise ValueError("API_KEYS holds separators but no key; leave it empty for none")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -7,10 +7,12 @@ Two entry points over the same batch handler:
       functions-framework --source functions/moderation_consumer/main.py \\
           --target moderation_consumer
   It answers 200 once the record is durable (completed, failed, dead-lettered or a
-  known duplicate); 400 for a request that is not a CloudEvent, 413 for one larger than
-  any record of the topic; 500 for a bug, which
-  makes the platform redeliver. The retry schedule of a temporary error (5/10/20 s)
-  runs inside the request: give the trigger a delivery timeout above a minute.
+  known duplicate); 400 for a request that is not a CloudEvent, 405 for one that is not
+  a POST, 413 for one larger than any record of the topic; 500 for a bug, which
+  makes the platform redeliver. API_KEYS does not apply (a KafkaSource sends no such
+  header): deploy it where only the platform's trigger can reach it. The retry schedule
+  of a temporary error (5/10/20 s) runs inside the request: give the trigger a delivery
+  timeout above a minute.
 """
 
 import dataclasses
@@ -19,12 +21,11 @@ import time
 
 import flask
 import functions_framework
-from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 
 from shared import metrics
 from shared.bootstrap import get_services
 from shared.http import register_json_errors
-from shared.http.endpoint import refusal_leaving_the_body_unread
+from shared.http.endpoint import read_body_within, refusal_leaving_the_body_unread
 from shared.http.errors import BodyLeftUnread, json_error
 from shared.kafka.cloud_event import InvalidCloudEvent, record_from_http
 from shared.kafka.config import MAX_TASK_RECORD_BYTES
@@ -53,14 +54,13 @@ MAX_PUSH_BYTES = 2 * MAX_TASK_RECORD_BYTES
 @functions_framework.http
 def moderation_consumer(request: flask.Request) -> flask.Response:
     topic = get_services().settings.kafka_moderation_topic
-    request.max_content_length = MAX_PUSH_BYTES
     try:
-        body = request.get_data()
-    except RequestEntityTooLarge:
-        refusal = BodyLeftUnread(413, f"Request body is over {MAX_PUSH_BYTES} bytes: not a record")
-        return refusal_leaving_the_body_unread(refusal)
-    except BadRequest:  # shorter than its Content-Length, or a broken chunked encoding
-        refusal = BodyLeftUnread(400, "Request body could not be read in full")
+        if request.method != "POST":
+            raise BodyLeftUnread(
+                405, f"Method {request.method} not allowed; use POST", {"Allow": "POST"}
+            )
+        body = read_body_within(request, MAX_PUSH_BYTES)
+    except BodyLeftUnread as refusal:
         return refusal_leaving_the_body_unread(refusal)
     try:
         record = record_from_http(request.headers, body, default_topic=topic)

@@ -13,20 +13,17 @@ import flask
 import functions_framework
 
 from shared.bootstrap import get_services
-from shared.errors import TemporaryError
-from shared.http import register_json_errors
-from shared.http.errors import unavailable
+from shared.http import json_endpoint, register_json_errors
 from shared.moderation.relay import relay_once
+from shared.schemas import RelaySweepResponse
 
 register_json_errors(functions_framework.errorhandler)
 
 
+# The endpoint wrapper gives the relay what every API function has: POST only, API_KEYS
+# (a scheduler sends the header), and a 503 when Kafka or PostgreSQL is down, after
+# which the rows stay in the outbox for the next call.
 @functions_framework.http
-def outbox_relay(request: flask.Request) -> flask.Response:
-    services = get_services()
-    try:
-        published = relay_once(services)
-    except TemporaryError as error:
-        # Nothing is lost: the rows stay in the outbox for the next call.
-        return unavailable(error, services.settings.retry_after_s)
-    return flask.jsonify({"published": published})
+@json_endpoint("outbox_relay", methods=("POST",))
+def outbox_relay(request: flask.Request) -> RelaySweepResponse:
+    return RelaySweepResponse(published=relay_once(get_services()))

@@ -53,8 +53,9 @@ def json_endpoint(route: str, *, methods: tuple[str, ...]) -> Callable[[Handler]
 
 
 def _respond(handler: Handler, request: flask.Request, methods: tuple[str, ...]) -> flask.Response:
-    settings = get_services().settings
     try:
+        # Inside the try: settings that do not validate are a 500 in JSON like any other.
+        settings = get_services().settings
         if request.method not in methods:
             raise BodyLeftUnread(
                 405,
@@ -62,7 +63,7 @@ def _respond(handler: Handler, request: flask.Request, methods: tuple[str, ...])
                 {"Allow": ", ".join(methods)},
             )
         require_api_key(request, settings.api_key_list)
-        _limit_body(request, settings.max_body_bytes)
+        read_body_within(request, settings.max_body_bytes)
         result = handler(request)
     except BodyLeftUnread as error:
         return refusal_leaving_the_body_unread(error)
@@ -75,7 +76,8 @@ def _respond(handler: Handler, request: flask.Request, methods: tuple[str, ...])
         # the request is fine, the ad it names is not.
         return json_error(422, f"The ad cannot be scored: {error}")
     except TemporaryError as error:
-        return unavailable(error, settings.retry_after_s)
+        # Raised after the services were built, so their settings are there to read.
+        return unavailable(error, get_services().settings.retry_after_s)
     except Exception:
         # A bug, not the caller's fault; logged with its traceback, answered as JSON.
         log.exception("unhandled error in an HTTP handler")
@@ -103,10 +105,12 @@ def refusal_leaving_the_body_unread(error: HttpError) -> flask.Response:
     return streamed
 
 
-def _limit_body(request: flask.Request, max_bytes: int) -> None:
+def read_body_within(request: flask.Request, max_bytes: int) -> bytes:
+    """The whole body (cached on the request), or `BodyLeftUnread` with 413 when it is
+    over `max_bytes` and 400 when it ends before its Content-Length."""
     length = request.content_length
     if length == 0:
-        return  # a declared empty body (a chunked one has no length): nothing to read
+        return b""  # a declared empty body (a chunked one has no length): nothing to read
     if length is not None and length > max_bytes:
         raise BodyLeftUnread(413, f"Request body of {length} bytes is over {max_bytes}")
     # A chunked body has no length up front. werkzeug's limit ends the read at the limit
@@ -123,3 +127,4 @@ def _limit_body(request: flask.Request, max_bytes: int) -> None:
         raise
     if len(body) > max_bytes:
         raise BodyLeftUnread(413, f"Request body is over {max_bytes} bytes")
+    return body

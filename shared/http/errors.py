@@ -52,9 +52,17 @@ def json_http_exception(error: HTTPException) -> flask.Response:
     return json_error(error.code or 500, error.description or error.name)
 
 
+def json_internal_error(error: Exception) -> flask.Response:
+    """An exception no handler caught, as JSON: functions-framework's own handler of 500
+    answers in HTML."""
+    log.error("unhandled error in an HTTP function", exc_info=error)
+    return json_error(500, "Internal server error")
+
+
 def register_json_errors(errorhandler: Any) -> None:
     """Register on the app functions-framework is building (`functions_framework.errorhandler`)."""
     errorhandler(HTTPException)(json_http_exception)
+    errorhandler(Exception)(json_internal_error)
 
 
 def unavailable(error: TemporaryError, retry_after_s: int) -> flask.Response:

@@ -23,7 +23,12 @@ from cloudevents.http import CloudEvent, from_http
 
 from shared.kafka.record import ConsumedRecord
 
-_SUBJECT = re.compile(r"^partition:(\d+)#(\d+)$")
+# A partition is an int32 and an offset an int64. A subject beyond those did not come
+# from Kafka (and would overflow the dead-letter outbox's columns): it counts as none.
+_SUBJECT = re.compile(r"^partition:([0-9]{1,10})#([0-9]{1,19})$")
+_MAX_PARTITION = 2**31 - 1
+_MAX_OFFSET = 2**63 - 1
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 _HEADER_PREFIX = "kafkaheader"
 _MAX_REASON_CHARS = 300  # the SDK's messages quote the body, which may be megabytes
 
@@ -47,15 +52,14 @@ def record_from_http(
 
 def _record_of(event: CloudEvent, *, default_topic: str) -> ConsumedRecord:
     attributes = event.get_attributes()
-    match = _SUBJECT.match(str(attributes.get("subject", "")))
-    if match:
-        partition, offset = int(match[1]), int(match[2])
+    position = _kafka_position(str(attributes.get("subject", "")))
+    if position is not None:
+        partition, offset = position
     else:
         # No Kafka position: derive a stable negative one from the event id, so a
         # redelivered event still dedupes in the dead-letter outbox.
         partition, offset = -1, -1 - _stable_number(str(attributes.get("id", "")))
-    source = str(attributes.get("source", ""))
-    topic = source.rsplit("#", 1)[1] if "#" in source else default_topic
+    topic = _topic_of(str(attributes.get("source", ""))) or default_topic
     key = attributes.get("key")
     return ConsumedRecord(
         topic=topic,
@@ -69,6 +73,25 @@ def _record_of(event: CloudEvent, *, default_topic: str) -> ConsumedRecord:
             if name.startswith(_HEADER_PREFIX) and len(name) > len(_HEADER_PREFIX)
         ),
     )
+
+
+def _topic_of(source: str) -> str | None:
+    """The topic after the source's last `#`, if it is a name Kafka allows: anything else
+    (a NUL, say, which PostgreSQL refuses in text) would make its dead letter unstorable,
+    and the event a poison pill the platform redelivers for good."""
+    _, hash_sign, topic = source.rpartition("#")
+    return topic if hash_sign and _TOPIC_NAME.fullmatch(topic) else None
+
+
+def _kafka_position(subject: str) -> tuple[int, int] | None:
+    """(partition, offset) of a `partition:<P>#<O>` subject within Kafka's ranges."""
+    match = _SUBJECT.match(subject)
+    if match is None:
+        return None
+    partition, offset = int(match[1]), int(match[2])
+    if partition > _MAX_PARTITION or offset > _MAX_OFFSET:
+        return None
+    return partition, offset
 
 
 def _key_bytes(key: object) -> bytes | None:

@@ -37,6 +37,14 @@ def submit_moderation_task(services: Services, item_id: int) -> int:
             "task accepted, publish deferred to the outbox relay",
             extra={"task_id": task_id, "item_id": item_id, "error": str(error)},
         )
+    except Exception:
+        # A bug or a broken producer config, after the commit: the task exists and the
+        # relay will publish it, so the caller gets its id rather than a 500 whose
+        # retry would make a second task.
+        log.exception(
+            "task accepted, but its publish failed unexpectedly; left to the outbox relay",
+            extra={"task_id": task_id, "item_id": item_id},
+        )
     return task_id
 
 

@@ -8,8 +8,10 @@ import json
 import pytest
 from functions_framework import create_app
 
+from shared.bootstrap import install_services
 from shared.domain import Ad, Verdict
 from shared.model.validation import validate_ads
+from shared.settings import get_settings
 from tests.fakes import VALID_AD, FakeModel, FakeModelLoader
 
 
@@ -88,12 +90,24 @@ def test_predict_rejects_another_content_type_with_415(services):
     assert "application/json" in _assert_json_error(response, 415)
 
 
-def test_predict_rejects_a_body_over_64_kib_with_413(services):
-    body = {**VALID_AD, "description": "x" * (70 * 1024)}
+def test_predict_rejects_a_body_over_the_limit_with_413(services):
+    body = {**VALID_AD, "description": "x" * services.settings.max_body_bytes}
 
     response = client("predict").post("/predict", json=body)
 
     _assert_json_error(response, 413)
+
+
+def test_the_largest_valid_ad_fits_the_body_limit_in_any_json_encoding(services):
+    # Characters outside the BMP, escaped as surrogate pairs: 12 bytes each, the most
+    # any JSON encoder spends on one character.
+    largest = {**VALID_AD, "name": "\U0001f600" * 1_000, "description": "\U0001f600" * 20_000}
+    body = json.dumps(largest, ensure_ascii=True)
+
+    response = client("predict").post("/predict", data=body, content_type="application/json")
+
+    assert len(body) > 250_000
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
 
 
 def _chunked_post(target: str, folder: str, body: bytes):
@@ -143,12 +157,12 @@ def test_a_body_declared_over_the_limit_is_refused_without_being_read(services):
         environ_overrides={"wsgi.input_terminated": True},
     )
 
-    assert "over 65536" in _assert_json_error(response, 413)
+    assert f"over {services.settings.max_body_bytes}" in _assert_json_error(response, 413)
     assert body.taken == 0
 
 
-def test_a_chunked_body_over_64_kib_is_rejected_with_413(services):
-    body = json.dumps({**VALID_AD, "description": "x" * (70 * 1024)}).encode()
+def test_a_chunked_body_over_the_limit_is_rejected_with_413(services):
+    body = json.dumps({**VALID_AD, "description": "x" * services.settings.max_body_bytes}).encode()
 
     _assert_json_error(_chunked_post("predict", "predict", body), 413)
 
@@ -378,3 +392,81 @@ def test_a_refusal_before_the_body_is_read_keeps_its_status_with_a_short_body(se
 
     _assert_json_error(unauthorised, 401)
     _assert_json_error(wrong_method, 405)
+
+
+@pytest.mark.parametrize("item_id", ["1_000", "+1", " 1 ", "10.000", "1e3", "٣"])
+def test_an_item_id_that_is_not_plain_decimal_digits_is_a_422(services, item_id):
+    # int() reads `1_000` and `+1`, pydantic's lax int `10.000`: each would name another
+    # ad, or the right one by accident, instead of telling the caller about the typo.
+    for target, folder in (("async_predict", "async_predict"), ("simple_predict", "predict")):
+        response = client(target, folder).post("/", query_string={"item_id": item_id})
+
+        detail = _assert_json_error(response, 422)
+        assert "decimal digits" in detail[0]["msg"]
+    assert services.db.state.tasks == {}
+
+
+def test_a_task_id_that_is_not_plain_decimal_digits_is_a_422(services):
+    with services.db.transaction() as tx:
+        tx.create_task_for_existing_ad(1)
+
+    response = client("moderation_result").get("/moderation_result/1.0")
+
+    assert "decimal digits" in _assert_json_error(response, 422)[0]["msg"]
+
+
+def test_a_head_request_for_a_result_gets_its_status_and_no_body(services):
+    with services.db.transaction() as tx:
+        task_id = tx.create_task_for_existing_ad(1)
+
+    response = client("moderation_result").head(f"/moderation_result/{task_id}")
+
+    assert response.status_code == 200
+    assert response.get_data() == b""
+
+
+def test_a_publish_failing_unexpectedly_after_the_commit_still_answers_202(services):
+    def broken(records):
+        raise RuntimeError("producer misconfigured")
+
+    services.publisher.publish = broken
+
+    response = client("async_predict").post("/", query_string={"item_id": "1"})
+
+    # The task is durable and unpublished, so the relay publishes it; a 500 would have
+    # told the caller nothing of it, and its retry would have made a second task.
+    assert response.status_code == 202, response.get_data(as_text=True)
+    task_id = response.get_json()["task_id"]
+    assert list(services.db.state.tasks) == [task_id]
+    with services.db.transaction() as tx:
+        assert [task for task, _ in tx.claim_unpublished_tasks(older_than_s=0, limit=10)] == [
+            task_id
+        ]
+
+
+def test_outbox_relay_takes_only_posts_and_checks_api_keys(services):
+    services.settings = services.settings.model_copy(update={"api_keys": "k1"})
+
+    refused = client("outbox_relay").post("/")
+    wrong_method = client("outbox_relay").get("/", headers={"X-API-Key": "k1"})
+    allowed = client("outbox_relay").post("/", headers={"X-API-Key": "k1"})
+
+    _assert_json_error(refused, 401)
+    assert _assert_json_error(wrong_method, 405) == "Method GET not allowed; use POST"
+    assert allowed.status_code == 200, allowed.get_data(as_text=True)
+
+
+def test_an_error_outside_every_handler_is_a_json_500(services, monkeypatch):
+    # Settings that do not validate fail in get_services(), before any handler runs.
+    install_services(None)
+    monkeypatch.setenv("LOG_LEVEL", "verbose")
+    get_settings.cache_clear()
+    try:
+        # The push consumer reads its settings outside any handler's try: there the
+        # handler registered on the app answers, instead of functions-framework's HTML.
+        for target in ("async_predict", "outbox_relay", "moderation_consumer"):
+            response = client(target).post("/", query_string={"item_id": "1"})
+
+            assert _assert_json_error(response, 500) == "Internal server error"
+    finally:
+        get_settings.cache_clear()

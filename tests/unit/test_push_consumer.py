@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from functions_framework import create_app
 
@@ -131,5 +133,62 @@ def test_a_push_larger_than_any_record_of_the_topic_gets_a_json_413(services):
     response = _client().post("/", data=b"x" * (2 * 1024 * 1024 + 1), headers=_binary_headers(7))
 
     assert response.status_code == 413
-    assert "not a record" in response.get_json()["detail"]
+    assert "over 2097152" in response.get_json()["detail"]
     assert services.publisher.on_topic("moderation_dlq") == []
+
+
+def test_a_chunked_push_over_the_limit_gets_a_413_rather_than_being_cut_short(services):
+    # werkzeug stops reading a chunked body at max_content_length without a word; the
+    # first 2 MiB of it must not be taken for the record.
+    body = b"x" * (2 * 1024 * 1024 + 10)
+    response = _client().post(
+        "/",
+        input_stream=io.BytesIO(body),
+        headers={**_binary_headers(8), "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+    assert response.status_code == 413, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    assert services.publisher.on_topic("moderation_dlq") == []
+    assert services.db.state.letters == {}
+
+
+def test_a_push_that_is_not_a_post_gets_a_json_405(services):
+    response = _client().get("/", headers=_binary_headers(9))
+
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+    assert "use POST" in response.get_json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "partition:0#" + "9" * 5000,  # more digits than int() converts by default
+        "partition:0#9223372036854775808",  # past an int64 offset
+        "partition:2147483648#1",  # past an int32 partition
+        "partition:x#1",
+    ],
+)
+def test_a_subject_beyond_kafkas_ranges_counts_as_no_position(subject):
+    record = record_from_http(
+        _binary_headers(1, **{"ce-subject": subject}), b"{}", default_topic="moderation"
+    )
+
+    # The position derived from the event id: negative, stable, and within bigint.
+    again = record_from_http(
+        _binary_headers(1, **{"ce-subject": subject}), b"{}", default_topic="moderation"
+    )
+    assert record.partition == -1
+    assert -(2**63) <= record.offset < 0
+    assert record.offset == again.offset
+
+
+@pytest.mark.parametrize("source", ["/x#moder\x00ation", "/x#", "/x#" + "t" * 250, "/x#a b"])
+def test_a_source_naming_no_legal_topic_falls_back_to_the_configured_one(source):
+    record = record_from_http(
+        _binary_headers(1, **{"ce-source": source}), b"{}", default_topic="moderation"
+    )
+
+    assert record.topic == "moderation"

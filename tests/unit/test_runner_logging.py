@@ -8,7 +8,12 @@ import logging
 
 import pytest
 
-from shared.logging_setup import JsonLinesFormatter, ReadableFormatter, configure_logging
+from shared.logging_setup import (
+    JsonLinesFormatter,
+    ReadableFormatter,
+    configure_logging,
+    configure_logging_unless_done,
+)
 
 
 class FakeTerminal(io.StringIO):
@@ -82,3 +87,27 @@ def test_configure_logging_writes_readable_lines_on_a_terminal(restore_root_logg
     logging.getLogger("t").debug("accepted", extra={"task_id": 3, "item_id": 9})
 
     assert stream.getvalue().rstrip().endswith("DEBUG t: accepted task_id=3 item_id=9")
+
+
+def test_logging_is_set_up_once_for_a_process_nobody_set_it_up_for(restore_root_logger):
+    root = logging.getLogger()
+    root.handlers[:] = []
+
+    configure_logging_unless_done("WARNING")
+    (handler,) = root.handlers
+    configure_logging_unless_done("DEBUG")
+
+    assert root.handlers == [handler]
+    assert root.level == logging.WARNING
+
+
+def test_logging_someone_set_up_is_left_as_it_is(restore_root_logger):
+    root = logging.getLogger()
+    theirs = logging.StreamHandler(io.StringIO())
+    root.handlers[:] = [theirs]
+    root.setLevel(logging.ERROR)
+
+    configure_logging_unless_done("DEBUG")
+
+    assert root.handlers == [theirs]
+    assert root.level == logging.ERROR

@@ -33,3 +33,21 @@ def test_no_statement_timeout_allows_any_publish_timeout():
 def test_a_publish_timeout_librdkafka_would_read_as_none_is_refused():
     with pytest.raises(ValidationError, match="kafka_publish_timeout_s"):
         Settings(kafka_publish_timeout_s=0.0001)
+
+
+@pytest.mark.parametrize("name", ["db_connect_timeout_s", "outbox_grace_s", "retry_base_delay_s"])
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_a_duration_of_inf_or_nan_is_refused(name, value):
+    # pydantic reads both as floats; an infinite wait hangs, or fails far from its setting.
+    with pytest.raises(ValidationError, match=name):
+        Settings(**{name: value})
+
+
+def test_api_keys_of_separators_alone_are_refused():
+    # Read as configured, it would leave the API open.
+    with pytest.raises(ValidationError, match="holds separators but no key"):
+        Settings(api_keys=" , ")
+
+
+def test_no_api_keys_leave_the_api_open_on_purpose():
+    assert Settings(api_keys="").api_key_list == []
