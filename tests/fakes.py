@@ -200,13 +200,22 @@ class InMemoryTransaction:
                 raise psycopg.errors.ForeignKeyViolation(
                     f"dead letter for task {letter.task_id}, which does not exist"
                 )
+            # As migration V0003's unique index: the position together with the record.
             duplicate = any(
                 (
                     old.source_topic,
                     old.source_partition,
                     old.source_offset,
+                    old.key,
+                    old.value,
                 )
-                == (letter.source_topic, letter.source_partition, letter.source_offset)
+                == (
+                    letter.source_topic,
+                    letter.source_partition,
+                    letter.source_offset,
+                    letter.key,
+                    letter.value,
+                )
                 or (letter.task_id is not None and old.task_id == letter.task_id)
                 for old in self.s.letters.values()
             )

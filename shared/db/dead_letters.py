@@ -1,8 +1,10 @@
 """The dead-letter outbox: DLQ records are written here first, then published.
 
 A record lands in this table in the same transaction that fails its task, so a
-crash can delay a DLQ publish but never lose it; the unique keys (source
-position, and task) make a redelivered record a no-op instead of a second DLQ record.
+crash can delay a DLQ publish but never lose it; the unique keys (source position
+with the record's content, and task) make a redelivered record a no-op instead of a
+second DLQ record, while another record at a position reused since (a topic made
+again) still gets its own.
 """
 
 from __future__ import annotations

@@ -89,6 +89,11 @@ class PartitionedPollLoop:
         self._poll_timeout_s = poll_timeout_s
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="batch")
         self._partitions: dict[PartitionKey, _Partition] = {}
+        # What the group has given this member, from the rebalance callbacks. A record
+        # of any other partition was fetched before a revoke ran inside the same poll:
+        # its next owner delivers it, and a batch of it here could store an offset past
+        # records that owner has not handled.
+        self._assigned: set[PartitionKey] = set()
         # Set when a partition can neither go on nor go back: the loop then ends, the
         # process with it, and the group hands the partition to a member that can.
         self._stuck: str | None = None
@@ -171,6 +176,8 @@ class PartitionedPollLoop:
             if len(records) != len(fetched):
                 _log_errors(fetched)
             if not records:
+                continue
+            if key not in self._assigned:
                 continue
             partition = self._partitions.get(key)
             if partition is None:
@@ -333,25 +340,45 @@ class PartitionedPollLoop:
                 log.warning("offset commit failed", extra={"error": str(error)})
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned.update((p.topic, p.partition) for p in partitions)
+        # librdkafka keeps a pause of ours through a revoke and a later assignment, and
+        # only a record of a partition resumes it here: one given back paused would
+        # never fetch again. Resuming a partition that is not paused changes nothing.
+        self._resume([(p.topic, p.partition) for p in partitions])
         log.info("partitions assigned", extra={"partitions": [p.partition for p in partitions]})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(p.topic, p.partition) for p in partitions]
+        self._assigned.difference_update(keys)
         # Finish what is running on the revoked partitions and commit it, so the new
         # owner starts after it instead of redoing it.
         self._reap_finished(keys, wait=True, letting_go=True)
         self._commit()
-        for key in keys:
-            self._partitions.pop(key, None)
-            metrics.forget_partition(*key)
+        self._let_go(keys)
         log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Lost, not revoked: another member may own them already, so commit nothing.
-        for partition in partitions:
-            self._partitions.pop((partition.topic, partition.partition), None)
-            metrics.forget_partition(partition.topic, partition.partition)
+        keys = [(p.topic, p.partition) for p in partitions]
+        self._assigned.difference_update(keys)
+        self._let_go(keys)
         log.warning("partitions lost", extra={"partitions": [p.partition for p in partitions]})
+
+    def _let_go(self, keys: list[PartitionKey]) -> None:
+        """Forget the partitions, resuming those paused (see `_on_assign`)."""
+        paused = [key for key in keys if key in self._partitions and self._partitions[key].paused]
+        self._resume(paused)
+        for key in keys:
+            self._partitions.pop(key, None)
+            metrics.forget_partition(*key)
+
+    def _resume(self, keys: list[PartitionKey]) -> None:
+        if not keys:
+            return
+        try:
+            self._consumer.resume([TopicPartition(*key) for key in keys])
+        except KafkaException as error:
+            log.warning("could not resume partitions", extra={"error": str(error)})
 
 
 def _partition_of(message: Message) -> PartitionKey:

@@ -52,7 +52,9 @@ def build_dead_letter(
         source_offset=record.offset,
         key=record.key,
         value=record.value,
-        headers=headers,
+        # PostgreSQL's JSONB refuses a NUL in a string, and a letter it refuses would
+        # fail its batch on every delivery; an exception's message may quote one.
+        headers={name: value.replace("\x00", "\\x00") for name, value in headers.items()},
     )
 
 

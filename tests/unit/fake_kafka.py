@@ -53,6 +53,9 @@ class BrokerDown(Message):
         return None
 
 
+PARTITIONS = range(4)  # what the fake group assigns
+
+
 class RecordingConsumer:
     """What the poll loop's own logic touches, recording pause, resume, seek and
     offset storage; `poll` hands out what `to_fetch` holds, one message at a time."""
@@ -66,7 +69,10 @@ class RecordingConsumer:
         self.high_watermark = -1
 
     def subscribe(self, topics, **callbacks) -> None:
-        pass
+        # As a group's first rebalance would, before any record is fetched.
+        on_assign = callbacks.get("on_assign")
+        if on_assign is not None:
+            on_assign(self, [TopicPartition(topic, p) for topic in topics for p in PARTITIONS])
 
     def commit(self, asynchronous: bool = True) -> None:
         pass
@@ -101,3 +107,10 @@ class RecordingConsumer:
 
     def consume(self, num_messages: int, timeout: float) -> list:
         return []
+
+
+def assign_partitions(loop, consumer: RecordingConsumer) -> None:
+    """Give `loop` the fake group's partitions, as `subscribe` does for a running loop,
+    and forget the resumes that come with an assignment."""
+    loop._on_assign(consumer, [TopicPartition(TOPIC, p) for p in PARTITIONS])
+    consumer.calls.clear()

@@ -8,10 +8,16 @@ from dataclasses import replace
 import pytest
 
 from shared.domain import Ad, Verdict
-from shared.errors import DatabaseUnavailable, InvalidFeatures, PartlyAcknowledged
+from shared.errors import (
+    DatabaseUnavailable,
+    InvalidFeatures,
+    MalformedMessage,
+    PartlyAcknowledged,
+)
 from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import ConsumedRecord
 from shared.moderation.batch import process_moderation_batch
+from shared.moderation.dead_letters import build_dead_letter
 from shared.moderation.relay import relay_once
 from tests.fakes import FakeModel, FakeModelLoader, InMemoryTransaction, fake_services
 
@@ -551,3 +557,20 @@ def test_a_letter_the_broker_keeps_refusing_holds_back_no_other_letter():
     dlq = services.publisher.on_topic("moderation_dlq")
     assert sorted(json.loads(letter.value)["task_id"] for letter in dlq) == [1, 2, 3]
     assert services.db.state.letters_published == {1, 2, 3}
+
+
+def test_a_dead_letter_header_never_carries_a_nul_which_postgresql_refuses_in_jsonb():
+    record = ConsumedRecord("moderation", 0, 3, None, b"x")
+
+    letter = build_dead_letter(
+        record,
+        error=MalformedMessage("value is not JSON: \x00 found"),
+        error_class="permanent",
+        attempts=1,
+        consumer_group="g",
+        task_id=None,
+        task_exists=False,
+    )
+
+    assert all("\x00" not in value for value in letter.headers.values())
+    assert letter.headers["x-exception-message"] == "value is not JSON: \\x00 found"

@@ -7,10 +7,18 @@ from __future__ import annotations
 import threading
 
 import pytest
+from confluent_kafka import TopicPartition
 
 from shared.kafka import poll_loop
 from shared.kafka.poll_loop import PAUSE_AT_BATCHES, PartitionedPollLoop
-from tests.unit.fake_kafka import TOPIC, BrokerDown, EndOfPartition, Message, RecordingConsumer
+from tests.unit.fake_kafka import (
+    TOPIC,
+    BrokerDown,
+    EndOfPartition,
+    Message,
+    RecordingConsumer,
+    assign_partitions,
+)
 
 BATCH = 10
 
@@ -28,6 +36,7 @@ def loop():
         poll_timeout_s=0.1,
         max_workers=4,
     )
+    assign_partitions(loop, consumer)
     yield loop, consumer, release
     release.set()
     loop._executor.shutdown(wait=True)
@@ -130,3 +139,45 @@ def test_while_a_batch_runs_the_loop_waits_on_it_instead_of_blocking_in_poll(loo
     assert loop._next_messages() == []
     # Nothing running: the bounded poll of an idle loop, and no wait.
     assert consumer.calls == [("poll", 0.1)] and len(waits) == 1
+
+
+def test_a_paused_partition_is_resumed_when_revoked_so_it_fetches_if_given_back(loop):
+    # librdkafka keeps our pause through a revoke; a partition assigned back paused
+    # never fetched again, since only its records resumed it.
+    loop, consumer, _ = loop
+    loop._accept([Message(0, offset, b"{}") for offset in range(PAUSE_AT_BATCHES * BATCH)])
+    assert consumer.calls == [("pause", 0)]
+
+    loop._on_revoke(consumer, [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)])
+
+    assert consumer.calls == [("pause", 0), ("resume", 0)]
+    assert (TOPIC, 0) not in loop._partitions
+
+
+def test_a_paused_partition_is_resumed_when_lost(loop):
+    loop, consumer, _ = loop
+    loop._accept([Message(2, offset, b"{}") for offset in range(PAUSE_AT_BATCHES * BATCH)])
+
+    loop._on_lost(consumer, [TopicPartition(TOPIC, 2)])
+
+    assert consumer.calls == [("pause", 2), ("resume", 2)]
+
+
+def test_every_partition_assigned_is_resumed_whatever_happened_to_it_before(loop):
+    loop, consumer, _ = loop
+
+    loop._on_assign(consumer, [TopicPartition(TOPIC, 5), TopicPartition(TOPIC, 6)])
+
+    assert consumer.calls == [("resume", 5), ("resume", 6)]
+
+
+def test_records_of_a_partition_revoked_during_the_fetch_are_left_to_its_next_owner(loop):
+    # poll() can return a record and the consume() after it run the revoke: a batch of
+    # that record here could store an offset past what the next owner has not handled.
+    loop, consumer, _ = loop
+    loop._on_revoke(consumer, [TopicPartition(TOPIC, 0)])
+
+    loop._accept([Message(0, 7, b"{}"), Message(1, 3, b"{}")])
+
+    assert (TOPIC, 0) not in loop._partitions
+    assert [m.offset() for m in loop._partitions[(TOPIC, 1)].backlog] == [3]

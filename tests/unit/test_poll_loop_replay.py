@@ -14,7 +14,7 @@ from shared.bootstrap import ShutdownRequested
 from shared.kafka import poll_loop
 from shared.kafka.poll_loop import PAUSE_AT_BATCHES, PartitionedPollLoop
 from shared.kafka.record import ConsumedRecord
-from tests.unit.fake_kafka import TOPIC, Message, RecordingConsumer
+from tests.unit.fake_kafka import TOPIC, Message, RecordingConsumer, assign_partitions
 
 BATCH = 10
 
@@ -46,7 +46,7 @@ def _loop_over(
     handler: Callable[[list[ConsumedRecord]], None],
     poll_timeout_s: float = 0.1,
 ) -> PartitionedPollLoop:
-    return PartitionedPollLoop(
+    loop = PartitionedPollLoop(
         consumer,  # type: ignore[arg-type]
         TOPIC,
         handler,
@@ -54,6 +54,8 @@ def _loop_over(
         poll_timeout_s=poll_timeout_s,
         max_workers=4,
     )
+    assign_partitions(loop, consumer)
+    return loop
 
 
 @pytest.fixture
