@@ -16,10 +16,12 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
-# The default model is rebuilt reproducibly (same seed, same probabilities) when missing.
+# The default model is rebuilt reproducibly (same seed, same probabilities) when missing
+# or older than the code that trains and checks it (the card records the fast scorer's
+# agreement, which that code computes).
 model: $(MODEL_DIR)/model_card.json
 
-$(MODEL_DIR)/model_card.json: $(STAMP)
+$(MODEL_DIR)/model_card.json: $(STAMP) $(wildcard shared/model/*.py)
 	$(PY) -m shared.model train --out $(MODEL_DIR)
 
 infra-up: venv
