@@ -15,33 +15,36 @@ from shared.settings import DELIVERY_REPORT_GRACE_S
 
 
 class KafkaPublisher:
-    """One idempotent producer per process, created on first publish."""
+    """One idempotent producer per process, created on first publish, and again after a
+    fatal error: an idempotent producer that hit one (its sequence numbers out of step
+    with the broker's, say) refuses every later record until it is replaced."""
 
     def __init__(self, config: dict[str, object], *, timeout_s: float) -> None:
         self._config = config
         self._timeout_s = timeout_s
         self._producer: Producer | None = None
+        self._stop_serving: threading.Event | None = None
         self._lock = threading.Lock()
-        self._closing = threading.Event()
 
     def _get_producer(self) -> Producer:
         with self._lock:
             if self._producer is None:
                 self._producer = Producer(self._config)
-                self._closing.clear()
+                self._stop_serving = threading.Event()
                 threading.Thread(
-                    target=self._serve_delivery_reports,
-                    args=(self._producer,),
+                    target=_serve_delivery_reports,
+                    args=(self._producer, self._stop_serving),
                     name="kafka-delivery-reports",
                     daemon=True,
                 ).start()
             return self._producer
 
-    def _serve_delivery_reports(self, producer: Producer) -> None:
-        # One thread serves every delivery callback, so a publishing thread just waits
-        # for its own event instead of sleeping in poll() while another thread serves it.
-        while not self._closing.is_set():
-            producer.poll(0.05)
+    def _replace_after_fatal_error(self, producer: Producer) -> None:
+        """Drop `producer` (if it is still the current one); the next publish makes another."""
+        with self._lock:
+            if self._producer is producer and self._stop_serving is not None:
+                self._stop_serving.set()
+                self._producer = None
 
     def publish(self, records: Sequence[OutgoingRecord]) -> None:
         """Publish all records; return once each is acknowledged, or raise
@@ -59,7 +62,10 @@ class KafkaPublisher:
                 pending.on_delivery(index, error.args[0], None)
         # A little longer than librdkafka's own message timeout, so each record's fate
         # is known (acknowledged or timed out) when this returns.
-        if not pending.done.wait(self._timeout_s + DELIVERY_REPORT_GRACE_S):
+        done = pending.done.wait(self._timeout_s + DELIVERY_REPORT_GRACE_S)
+        if any(error.fatal() for error in pending.errors):
+            self._replace_after_fatal_error(producer)
+        if not done:
             raise PartlyAcknowledged(
                 f"Kafka did not acknowledge {pending.outstanding} of {len(records)} "
                 f"record(s) within {self._timeout_s:g} s",
@@ -98,10 +104,17 @@ class KafkaPublisher:
 
     def close(self, timeout_s: float = 5.0) -> None:
         with self._lock:
-            if self._producer is not None:
+            if self._producer is not None and self._stop_serving is not None:
                 self._producer.flush(timeout_s)
-                self._closing.set()
+                self._stop_serving.set()
                 self._producer = None
+
+
+def _serve_delivery_reports(producer: Producer, stop: threading.Event) -> None:
+    # One thread serves every delivery callback, so a publishing thread just waits for
+    # its own event instead of sleeping in poll() while another thread serves it.
+    while not stop.is_set():
+        producer.poll(0.05)
 
 
 class _PendingDeliveries:

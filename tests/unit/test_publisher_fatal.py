@@ -1,0 +1,68 @@
+"""The publisher replaces a producer that hit a fatal error, which would refuse every
+later record, and keeps one whose errors were only a record's own."""
+
+from __future__ import annotations
+
+import time
+from typing import ClassVar
+
+import pytest
+from confluent_kafka import KafkaError
+
+from shared.errors import PartlyAcknowledged
+from shared.kafka import publisher as publisher_module
+from shared.kafka.publisher import KafkaPublisher
+from shared.kafka.record import OutgoingRecord
+
+RECORD = OutgoingRecord("moderation", b"1", b'{"task_id":1,"item_id":1}')
+
+
+class _Producer:
+    """Reports each record with the error `fails_with` holds for this instance, if any."""
+
+    made: ClassVar[list[_Producer]] = []
+    fails_with: ClassVar[dict[int, KafkaError]] = {}
+
+    def __init__(self, config: dict) -> None:
+        self.number = len(self.made)
+        self.made.append(self)
+
+    def produce(self, topic, *, value, key, headers, on_delivery) -> None:
+        on_delivery(self.fails_with.get(self.number), None)
+
+    def poll(self, timeout: float) -> int:
+        time.sleep(timeout)
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+@pytest.fixture
+def publisher(monkeypatch):
+    _Producer.made, _Producer.fails_with = [], {}
+    monkeypatch.setattr(publisher_module, "Producer", _Producer)
+    publisher = KafkaPublisher({}, timeout_s=1.0)
+    yield publisher
+    publisher.close()
+
+
+def test_a_fatal_error_makes_the_next_publish_use_a_new_producer(publisher):
+    _Producer.fails_with = {0: KafkaError(KafkaError._FATAL, "out of order sequence", fatal=True)}
+
+    with pytest.raises(PartlyAcknowledged, match="out of order sequence"):
+        publisher.publish([RECORD])
+    publisher.publish([RECORD])
+
+    assert len(_Producer.made) == 2
+
+
+def test_an_error_of_a_record_alone_keeps_the_producer(publisher):
+    _Producer.fails_with = {0: KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)}
+
+    with pytest.raises(PartlyAcknowledged):
+        publisher.publish([RECORD])
+    with pytest.raises(PartlyAcknowledged):
+        publisher.publish([RECORD])
+
+    assert len(_Producer.made) == 1
