@@ -3,22 +3,27 @@
 A bench module has `run()`, which returns its results as `{group.figure: {value, unit,
 baseline, ratio, target}}`, and `RESULT_GROUPS`, the groups its names start with: when
 the bench fails, its earlier results are dropped from the results file, so that none
-passes for this run's.
+passes for this run's. `latest_runs.json`, next to it, says which commit and when each
+group's figures were measured, since one bench may be run again alone.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import pkgutil
+import subprocess
 import sys
 import traceback
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_FILE = BENCH_DIR / "results" / "latest.json"
+RUNS_FILE = BENCH_DIR / "results" / "latest_runs.json"
 FIELDS = ("value", "unit", "baseline", "ratio", "target")
 PREFIX = "bench_"
 
@@ -66,6 +71,47 @@ def merge_results(
     return merged
 
 
+def record_runs(
+    path: Path, groups: Sequence[str], failed_groups: Sequence[str], commit: str | None
+) -> dict[str, Any]:
+    """Note, for each group this run measured, the commit and the time it was measured
+    at; a failed group's note goes, as its figures do."""
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    runs = {group: run for group, run in earlier.items() if group not in failed_groups}
+    measured_at = datetime.now(UTC).isoformat(timespec="seconds")
+    runs.update({group: {"commit": commit, "measured_at": measured_at} for group in groups})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(sorted(runs.items())), indent=2) + "\n")
+    return runs
+
+
+def result_groups(name: str) -> tuple[str, ...]:
+    """The groups bench `name` reports, read from its source, so that a bench whose import
+    fails still has its earlier figures dropped."""
+    tree = ast.parse((BENCH_DIR / f"{name}.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "RESULT_GROUPS" for target in node.targets
+        ):
+            return tuple(ast.literal_eval(node.value))
+    raise LookupError(f"bench/{name}.py sets no RESULT_GROUPS")
+
+
+def _commit() -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=BENCH_DIR,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except OSError:
+        return None
+    return done.stdout.strip() or None
+
+
 def format_table(results: dict[str, dict[str, Any]]) -> str:
     header = ("result", "value", "baseline", "ratio", "target")
     rows = [header] + [
@@ -99,14 +145,15 @@ def main(argv: list[str]) -> int:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         try:
             results.update(run_module(name))
-        except Exception:  # one broken bench must not hide the others' figures
+        # One broken bench must not hide the others' figures, even one that exits.
+        except (Exception, SystemExit):
             traceback.print_exc()
             failed.append(name)
-    failed_groups = [
-        group for name in failed for group in importlib.import_module(f"bench.{name}").RESULT_GROUPS
-    ]
+    failed_groups = [group for name in failed for group in result_groups(name)]
     if results or failed_groups:
         merge_results(RESULTS_FILE, results, failed_groups)
+        measured = sorted({key.split(".", 1)[0] for key in results})
+        record_runs(RUNS_FILE, measured, failed_groups, _commit())
         print(format_table(results))
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench import _infra, loadgen
+from bench.figures import ratio
 from infra import _process
 from shared.settings import Settings
 
@@ -136,7 +137,7 @@ def _entries(figures: dict[str, float], *, accepted: int, sent: int) -> dict[str
             "value": accepted,
             "unit": "tasks",
             "baseline": sent,
-            "ratio": round(accepted / sent, 3),
+            "ratio": ratio(accepted, sent, 3),
             "target": f"= 1.0: every request of {load} accepted, each one then completed",
         },
     }

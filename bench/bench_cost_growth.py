@@ -23,6 +23,7 @@ from typing import Any
 from bench import _infra, loadgen
 from bench.bench_consumer_throughput import drain_ours, drain_tasks
 from bench.bench_http import MAX_RATE_S, PREDICT_SOURCE, measure_max_rate, serve
+from bench.figures import ratio
 
 RESULT_GROUPS = ("cost_growth",)  # see bench/__main__.py
 
@@ -58,14 +59,14 @@ def run() -> dict[str, dict[str, Any]]:
             "value": round(consumer_large),
             "unit": "rows/s",
             "baseline": round(consumer_small),
-            "ratio": round(consumer_large / consumer_small, 2),
+            "ratio": ratio(consumer_large, consumer_small),
             "target": f"{target}; {DRAIN_TASKS:,} tasks drained at {large:,} rows",
         },
         "cost_growth.simple_predict_http": {
             "value": round(http_large),
             "unit": "req/s",
             "baseline": round(http_small),
-            "ratio": round(http_large / http_small, 2),
+            "ratio": ratio(http_large, http_small),
             "target": f"{target}; max rate at {large:,} rows",
         },
     }

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import _infra, loadgen
+from bench.figures import ratio
 
 RESULT_GROUPS = ("predict_http", "simple_predict_http")  # see bench/__main__.py
 
@@ -146,21 +147,21 @@ def _entries(name: str, ours: HttpFigures, hello: HttpFigures) -> dict[str, dict
             "value": round(ours.max_rate),
             "unit": "req/s",
             "baseline": round(hello.max_rate),
-            "ratio": round(ours.max_rate / hello.max_rate, 2),
+            "ratio": ratio(ours.max_rate, hello.max_rate),
             "target": f">= {RATE_TARGET} of hello world on the same gunicorn settings",
         },
         f"{name}.p50_at_half_max": {
             "value": round(ours.p50_ms, 2),
             "unit": "ms",
             "baseline": round(hello.p50_ms, 2),
-            "ratio": round(hello.p50_ms / ours.p50_ms, 2),
+            "ratio": ratio(hello.p50_ms, ours.p50_ms),
             "target": f"report only; {at}",
         },
         f"{name}.p99_at_half_max": {
             "value": round(ours.p99_ms, 2),
             "unit": "ms",
             "baseline": round(hello.p99_ms, 2),
-            "ratio": round(hello.p99_ms / ours.p99_ms, 2),
+            "ratio": ratio(hello.p99_ms, ours.p99_ms),
             "target": f"<= {P99_TARGET_MS:g} ms {at}",
         },
     }

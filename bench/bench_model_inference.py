@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.figures import ratio
 from shared.domain import Ad
 from shared.model import load_model
 from shared.model.artifact import save_model
@@ -67,14 +68,14 @@ def run() -> dict[str, dict[str, Any]]:
             "value": round(ours_single, 4),
             "unit": "ms",
             "baseline": round(baseline_single, 3),
-            "ratio": round(baseline_single / ours_single, 1),
+            "ratio": ratio(baseline_single, ours_single, 1),
             "target": f"<= {SINGLE_TARGET_MS} ms and >= {SPEEDUP_TARGET}x the baseline",
         },
         "model_inference.batch_throughput": {
             "value": round(ours_rate),
             "unit": "rows/s",
             "baseline": round(baseline_rate),
-            "ratio": round(ours_rate / baseline_rate, 1),
+            "ratio": ratio(ours_rate, baseline_rate, 1),
             "target": f">= {THROUGHPUT_TARGET:,} rows/s in batches of {BATCH:,}",
         },
         "model_inference.max_probability_gap": {
@@ -88,7 +89,7 @@ def run() -> dict[str, dict[str, Any]]:
             "value": ours_auc,
             "unit": "",
             "baseline": seed_auc,
-            "ratio": round(ours_auc / seed_auc, 2),
+            "ratio": ratio(ours_auc, seed_auc),
             "target": ">= 0.95; baseline is the seed's 4-feature logistic regression",
         },
     }
@@ -117,7 +118,8 @@ def _frame(ads: Sequence[Ad]) -> Any:
     try:
         import pandas as pd
     except ImportError as error:  # pandas is a bench-only dependency
-        raise SystemExit(
+        # Not SystemExit: the runner goes on to the other benches only past an Exception.
+        raise RuntimeError(
             "the baseline needs pandas: pip install -r requirements-dev.txt"
         ) from error
     return pd.DataFrame(

@@ -14,6 +14,7 @@ connections; every run is bounded in requests and in time.
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing
 import os
 import random
@@ -31,6 +32,9 @@ PROCESSES = 2
 MAX_CONNECTIONS_PER_PROCESS = 64
 DRAIN_TIMEOUT_S = 10.0
 START_DELAY_S = 1.0
+# How long past its duration a load process may take to report before the run fails:
+# a pool worker that died would otherwise leave the bench waiting for ever.
+SHARE_GRACE_S = 60.0
 # Below gunicorn's keep-alive (2 s): an older idle connection may be closing under us.
 IDLE_REUSE_S = 1.0
 WRK_INSTALL_TIMEOUT_S = 300
@@ -83,7 +87,7 @@ def percentile(ordered: Sequence[float], q: float) -> float:
     """The q-th percentile (nearest rank) of values sorted ascending; NaN for none."""
     if not ordered:
         return float("nan")
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def max_rate(url: str, mix: RequestMix, *, duration_s: float, connections: int = 16) -> MaxRate:
@@ -102,13 +106,13 @@ def fixed_rate(
     context = multiprocessing.get_context("spawn")
     with context.Pool(PROCESSES) as pool:
         start_at = time.time() + START_DELAY_S
-        shares = pool.starmap(
+        shares = pool.starmap_async(
             _run_share,
             [
                 (url, mix, "open", rate, total, duration_s, start_at, k, keep_bodies)
                 for k in range(PROCESSES)
             ],
-        )
+        ).get(timeout=START_DELAY_S + duration_s + SHARE_GRACE_S)
     result = FixedRate(rate=rate, sent=0, errors=0, late_sends=0)
     for share in shares:
         result.sent += share["sent"]
@@ -209,13 +213,13 @@ def _python_max_rate(url: str, mix: RequestMix, *, duration_s: float, connection
     per_process = max(1, connections // PROCESSES)
     with context.Pool(PROCESSES) as pool:
         start_at = time.time() + START_DELAY_S
-        shares = pool.starmap(
+        shares = pool.starmap_async(
             _run_share,
             [
                 (url, mix, "closed", per_process, 0, duration_s, start_at, k, False)
                 for k in range(PROCESSES)
             ],
-        )
+        ).get(timeout=START_DELAY_S + duration_s + SHARE_GRACE_S)
     done = sum(share["sent"] - share["errors"] for share in shares)
     errors = sum(share["errors"] for share in shares)
     return MaxRate(done / duration_s, done + errors, errors, "python closed-loop")

@@ -22,14 +22,15 @@ class FunctionTarget:
     # The path ends in a parameter (`/moderation_result/{task_id}`), so subpaths are its own.
     takes_subpath: bool = False
     # gunicorn threads per worker when deployed (functions-framework's THREADS); None keeps
-    # its default of 4 per CPU. predict takes 2: its requests hold the GIL, so more
-    # threads only contend for it (with 8 it reached 0.59 of hello world's rate; with 2,
-    # 0.64-0.76), while 1 switches gunicorn to its sync worker, which drops keep-alive and
-    # put p99 at 14-38 ms (bench/bench_http.py). simple_predict takes 4: a request also
-    # waits for its lookup, and 3-6 threads gave 0.59-0.65 where 2 gave 0.54; 4 also
-    # stays within the pool's 10 connections, which functions-framework's 4 per CPU
-    # would not on a larger machine. moderation_result, one lookup per request too,
-    # takes the same (not measured on its own). async_predict takes 16: a request mostly
+    # its default of 4 per CPU. 1 would switch gunicorn to its sync worker, which drops
+    # keep-alive and serves one request at a time (predict's p99 went to 14-38 ms on it),
+    # so every HTTP function is threaded. predict takes 2: its requests hold the GIL, so
+    # more threads only contend for it (bench/bench_http.py; README, "Performance", gives
+    # the rates on other counts). simple_predict takes 4: a request also waits for its
+    # lookup, which another thread can use; 4 also stays within the pool's 10
+    # connections, which functions-framework's 4 per CPU would not on a larger machine.
+    # moderation_result, one lookup per request too, takes the same (not measured on its
+    # own). async_predict takes 16: a request mostly
     # waits (an INSERT, the broker's ack, an UPDATE, each holding a connection briefly),
     # and with 4 threads one worker accepted 92-96 % of 500/s.
     threads: int | None = None

@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib
 import json
 
-from bench.__main__ import discover, format_table, merge_results
+import bench.__main__ as runner
+from bench.__main__ import discover, format_table, merge_results, result_groups
+from bench.figures import ratio
+from bench.loadgen import percentile
 
 
 def _result(value: float, baseline: float | None = None) -> dict:
@@ -69,3 +72,42 @@ def test_every_bench_names_the_groups_of_its_results():
         groups = importlib.import_module(f"bench.{name}").RESULT_GROUPS
 
         assert groups and all(isinstance(group, str) and "." not in group for group in groups)
+
+
+def test_a_ratio_is_rounded_down_so_a_miss_never_reads_as_a_hit():
+    assert ratio(4951, 10_000) == 0.49  # to the nearest, 0.5: a 0.5 target met
+    assert ratio(14_993, 15_000, 3) == 0.999
+    assert ratio(57, 100) == 0.57  # 56.99999999999999 in floats, not 0.56
+
+
+def test_a_percentile_is_the_nearest_rank():
+    values = list(range(1, 101))
+
+    assert [percentile(values, q) for q in (50, 99, 100)] == [50, 99, 100]
+    assert percentile([7.0], 99) == 7.0
+
+
+def test_a_bench_that_exits_does_not_stop_the_others_nor_keep_its_old_figures(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(runner, "RESULTS_FILE", tmp_path / "latest.json")
+    monkeypatch.setattr(runner, "RUNS_FILE", tmp_path / "latest_runs.json")
+    merge_results(runner.RESULTS_FILE, {"model_inference.old": _result(1.0)})
+
+    def run_module(name: str) -> dict:
+        if name == "bench_model_inference":
+            raise SystemExit("the baseline needs pandas")
+        return {"async_e2e.p99": _result(80.0)}
+
+    monkeypatch.setattr(runner, "run_module", run_module)
+
+    code = runner.main(["model_inference", "async_e2e"])
+
+    assert code == 1
+    assert json.loads(runner.RESULTS_FILE.read_text()) == {"async_e2e.p99": _result(80.0)}
+    runs = json.loads(runner.RUNS_FILE.read_text())
+    assert list(runs) == ["async_e2e"] and {"commit", "measured_at"} <= set(runs["async_e2e"])
+
+
+def test_a_benchs_groups_are_read_from_its_source_even_if_it_cannot_be_imported():
+    assert result_groups("bench_http") == ("predict_http", "simple_predict_http")

@@ -1,0 +1,13 @@
+"""How a bench turns two measurements into the ratio it records."""
+
+from __future__ import annotations
+
+import math
+
+
+def ratio(value: float, baseline: float, digits: int = 2) -> float:
+    """value / baseline rounded down, so that a miss never reads as a hit: rounded to the
+    nearest, 0.4951 of a 0.5 target would be recorded as 0.5."""
+    scale = 10**digits
+    # Rounded to 1e-6 of a step first: 57 / 100 * 100 is 56.99999999999999 in floats.
+    return math.floor(round(value / baseline * scale, 6)) / scale
