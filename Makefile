@@ -10,8 +10,9 @@ MODEL_DIR := var/models/default
 
 venv: $(STAMP)
 
+# A .venv whose python has no pip (a venv that failed half-way) is made again.
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
