@@ -1,33 +1,68 @@
 """Applies the yandex-pgmigrate migrations in db/ to DATABASE_URL.
 
 Run as `python -m shared.db.migrations` (what `make migrate` does); the tests and
-the local runner call `apply_migrations` with their own URL.
+the local runner call `apply_migrations` with their own URL. Any number of processes
+may call it at once (every runner start does): pgmigrate takes no lock of its own, so
+each call holds a PostgreSQL advisory lock around it, and the later ones find the
+schema already there.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "db"
+# Any fixed bigint; only callers of this function take it.
+_MIGRATIONS_LOCK = 0x61645F6D6F64  # "ad_mod"
+CONNECT_TIMEOUT_S = 10
+MIGRATE_TIMEOUT_S = 600
 
 
 def apply_migrations(database_url: str, migrations_dir: Path = MIGRATIONS_DIR) -> None:
     """Bring the schema to the latest version; a no-op when it is already there."""
+    with psycopg.connect(
+        database_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+    ) as lock_holder:
+        lock_holder.execute("SELECT pg_advisory_lock(%s)", (_MIGRATIONS_LOCK,))
+        try:
+            _run_pgmigrate(database_url, migrations_dir)
+        finally:
+            lock_holder.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATIONS_LOCK,))
+
+
+def _run_pgmigrate(database_url: str, migrations_dir: Path) -> None:
+    # The password goes by environment, not on the command line any local user can read
+    # in /proc; a connect timeout, so an unreachable server fails instead of hanging.
+    params = conninfo_to_dict(database_url)
+    password = params.pop("password", None)
+    params.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
+    env = dict(os.environ)
+    if password is not None:
+        env["PGPASSWORD"] = str(password)
     command = [
         sys.executable,
         "-m",
         "pgmigrate",
         "--conn",
-        database_url,
+        make_conninfo(**params),
         "--base_dir",
         str(migrations_dir),
         "--target",
         "latest",
         "migrate",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    try:
+        result = subprocess.run(
+            command, capture_output=True, text=True, check=False, env=env, timeout=MIGRATE_TIMEOUT_S
+        )
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"pgmigrate did not finish within {MIGRATE_TIMEOUT_S} s") from None
     if result.returncode != 0:
         raise RuntimeError(
             f"pgmigrate failed with exit code {result.returncode}:\n{result.stderr.strip()}"

@@ -34,8 +34,9 @@ class LocalDirectory:
                 f"no {name} in model directory {self.path}: build one with `make model` "
                 "or point MODEL_URI at a model directory or s3://bucket/prefix"
             ) from None
-        except OSError as error:
-            raise ModelUnavailable(f"cannot read {name} in {self.path}: {error}") from error
+        except (OSError, ValueError) as error:
+            # ValueError: a name the OS cannot take (an embedded NUL, from a bad card).
+            raise ModelUnavailable(f"cannot read {name!r} in {self.path}: {error}") from error
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,9 @@ class HttpServer:
         self._thread.start()
 
     def stop(self, timeout_s: float = 2.0) -> None:
-        """Stop accepting; requests already running finish on their own threads."""
+        """Stop accepting. A request already running, or coming on a kept-alive connection,
+        is served on its own thread, and nothing here waits for it: the runner closes its
+        services next, so such a request gets a 503."""
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join(timeout_s)

@@ -80,6 +80,16 @@ def run(argv: Sequence[str]) -> int:
 def prepare_data(backends: Backends, options: RunnerOptions) -> None:
     """Schema and topics always; demo data when asked, or by default on the embedded database."""
     settings = backends.settings
+    if backends.in_memory_kafka and not backends.embedded_database:
+        # The relay would publish that database's unpublished tasks and dead letters into
+        # a broker that loses them at exit, and the republish below would send every
+        # pending task of other processes again.
+        raise RuntimeError(
+            "DATABASE_URL names a database other processes may use, but no "
+            "KAFKA_BOOTSTRAP_SERVERS is set: the in-memory Kafka would take that database's "
+            "unpublished tasks and dead letters and lose them at exit. Set "
+            "KAFKA_BOOTSTRAP_SERVERS too, or leave DATABASE_URL unset for the embedded database"
+        )
     apply_migrations(settings.database_url)
     if not backends.in_memory_kafka:
         # The mock cluster has no CreateTopics; start_backends created its topics.
@@ -138,7 +148,9 @@ def shut_down(running: _Running, deadline: Deadline) -> None:
         log.warning("the outbox relay did not stop in time")
     services.publisher.close(timeout_s=deadline.remaining())
     services.db.close()
-    install_services(None)
+    # The closed services stay installed: a request still being served on a kept-alive
+    # connection gets a 503 from them, where with none installed it would have built new
+    # ones from the environment, pointing at other servers than this runner's.
 
 
 def print_banner(backends: Backends, options: RunnerOptions, running: _Running) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -110,3 +111,13 @@ def test_applying_the_migrations_again_is_a_no_op(empty_database: str) -> None:
     assert _applied_versions(empty_database) == first
     assert sorted(entry["version"] for entry in first.values()) == _versions_on_disk()
     assert all(entry["installed_on"] is not None for entry in first.values())
+
+
+def test_migrations_run_from_several_processes_at_once_all_succeed(empty_database: str) -> None:
+    # Every runner start applies them; pgmigrate alone lets two of them race on an
+    # empty database (both run CREATE TYPE), and the loser fails its start-up.
+    with ThreadPoolExecutor(3) as pool:
+        outcomes = list(pool.map(lambda _: apply_migrations(empty_database), range(3)))
+
+    assert outcomes == [None, None, None]
+    assert sorted(_applied_versions(empty_database)) == [str(v) for v in _versions_on_disk()]

@@ -243,8 +243,9 @@ def test_a_runner_restarted_on_the_in_memory_kafka_publishes_its_pending_tasks_a
         with services.db.transaction() as tx:
             task_id = tx.create_task_for_existing_ad(item_id)
             tx.mark_tasks_published([task_id])
+        # The runner's own database: with any other, the in-memory Kafka is refused.
         backends = Backends(
-            settings, embedded_database=False, in_memory_kafka=True, state_dir=tmp_path
+            settings, embedded_database=True, in_memory_kafka=True, state_dir=tmp_path
         )
 
         prepare_data(backends, RunnerOptions(settings, "127.0.0.1", False, tmp_path))
@@ -254,6 +255,13 @@ def test_a_runner_restarted_on_the_in_memory_kafka_publishes_its_pending_tasks_a
             wait_until(lambda: _all_finished(services, 1), timeout_s=30, what="task completed")
 
         assert task_rows(services)[0][:3] == (task_id, item_id, "completed")
+
+
+def test_a_runner_refuses_the_in_memory_kafka_with_a_database_others_may_use(settings, tmp_path):
+    backends = Backends(settings, embedded_database=False, in_memory_kafka=True, state_dir=tmp_path)
+
+    with pytest.raises(RuntimeError, match="Set KAFKA_BOOTSTRAP_SERVERS too"):
+        prepare_data(backends, RunnerOptions(settings, "127.0.0.1", False, tmp_path))
 
 
 def test_malformed_records_around_valid_ones_are_dead_lettered_and_the_rest_complete(settings):

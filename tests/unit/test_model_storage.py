@@ -107,3 +107,10 @@ def test_model_uri_names_a_local_directory_or_an_s3_prefix(uri, expected):
 def test_an_unusable_model_uri_makes_the_model_unavailable(uri):
     with pytest.raises(ModelUnavailable, match="expected MODEL_URI"):
         storage_for(uri)
+
+
+def test_a_file_name_the_os_cannot_take_makes_the_model_unavailable(tmp_path):
+    # A card naming "model\x00.skops": open() raises ValueError, which was a 500 and a
+    # load retried by every caller, not the 503 and back-off of an unavailable model.
+    with pytest.raises(ModelUnavailable, match="cannot read"):
+        LocalDirectory(tmp_path).read("model\x00.skops")
