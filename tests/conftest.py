@@ -28,6 +28,13 @@ from shared.kafka.topics import TopicSetupError, delete_topics, ensure_topics
 from shared.settings import Settings
 
 TESTS_DIR = Path(__file__).resolve().parent
+# The servers to use are the only settings the tests take from the environment: any
+# other (API_KEYS, PORT, MODEL_URI, ...) set on the machine would change what every
+# Settings() of the tests reads, so it is cleared before the first test.
+SETTINGS_FROM_THE_ENVIRONMENT = {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"}
+for _field in Settings.model_fields:
+    if _field.upper() not in SETTINGS_FROM_THE_ENVIRONMENT:
+        os.environ.pop(_field.upper(), None)
 TIER_MARKERS = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
 TABLES = "ads, sellers, moderation_results, dead_letters"
 KEPT_LOGS = pytest.StashKey[Path]()
