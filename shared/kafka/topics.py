@@ -22,8 +22,11 @@ class TopicSetupError(RuntimeError):
     """A topic could not be created or deleted (broker down, bad partition count, ...)."""
 
 
-def ensure_topics(settings: Settings, timeout_s: float = TIMEOUT_S) -> None:
-    """Create both topics unless they exist, and wait until every partition has a leader."""
+def ensure_topics(settings: Settings, timeout_s: float = TIMEOUT_S) -> dict[str, int]:
+    """Create both topics unless they exist, and wait until every partition has a leader.
+
+    Returns each topic's partition count as the broker has it: a topic that existed keeps
+    its own, whatever the settings ask for."""
     wanted = {
         settings.kafka_moderation_topic: settings.kafka_moderation_partitions,
         settings.kafka_dlq_topic: settings.kafka_dlq_partitions,
@@ -56,7 +59,7 @@ def ensure_topics(settings: Settings, timeout_s: float = TIMEOUT_S) -> None:
                 f"could not create topic {name!r} with {wanted[name]} partitions "
                 f"on {servers}: {error.str()}"
             )
-    _wait_until_led(admin, list(wanted), settings.kafka_bootstrap_servers, timeout_s)
+    return _wait_until_led(admin, list(wanted), settings.kafka_bootstrap_servers, timeout_s)
 
 
 def delete_topics(settings: Settings, timeout_s: float = TIMEOUT_S) -> None:
@@ -88,7 +91,9 @@ def _admin(settings: Settings) -> AdminClient:
     return AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
 
 
-def _wait_until_led(admin: AdminClient, names: list[str], servers: str, timeout_s: float) -> None:
+def _wait_until_led(
+    admin: AdminClient, names: list[str], servers: str, timeout_s: float
+) -> dict[str, int]:
     # A created topic reaches the broker's metadata a moment later; a producer
     # started before that would see it as unknown.
     deadline = time.monotonic() + timeout_s
@@ -105,7 +110,7 @@ def _wait_until_led(admin: AdminClient, names: list[str], servers: str, timeout_
             and all(partition.leader >= 0 for partition in topic.partitions.values())
             for topic in topics
         ):
-            return
+            return {name: len(topic.partitions) for name, topic in zip(names, topics, strict=True)}
         if time.monotonic() > deadline:
             raise TopicSetupError(
                 f"topics {names} on {servers} still lack partition leaders after {timeout_s:.0f} s"
@@ -117,12 +122,30 @@ def main() -> None:
     from shared.settings import get_settings
 
     settings = get_settings()
-    ensure_topics(settings)
-    print(
-        f"topics ready on {settings.kafka_bootstrap_servers}: "
-        f"{settings.kafka_moderation_topic} ({settings.kafka_moderation_partitions} partitions), "
-        f"{settings.kafka_dlq_topic} ({settings.kafka_dlq_partitions} partitions)"
-    )
+    partitions = ensure_topics(settings)
+    print(f"topics ready on {settings.kafka_bootstrap_servers}: {describe(settings, partitions)}")
+
+
+def describe(settings: Settings, partitions: dict[str, int]) -> str:
+    """Each topic with the partitions it has, and a word where the settings ask for others."""
+    asked = {
+        settings.kafka_moderation_topic: (
+            "KAFKA_MODERATION_PARTITIONS",
+            settings.kafka_moderation_partitions,
+        ),
+        settings.kafka_dlq_topic: ("KAFKA_DLQ_PARTITIONS", settings.kafka_dlq_partitions),
+    }
+    parts = []
+    for name, count in partitions.items():
+        setting, wanted = asked[name]
+        note = (
+            f"; {setting} asks for {wanted}, which only a new topic gets"
+            " (grow this one with kafka-topics --alter --partitions)"
+            if count != wanted
+            else ""
+        )
+        parts.append(f"{name} ({count} partitions{note})")
+    return ", ".join(parts)
 
 
 if __name__ == "__main__":

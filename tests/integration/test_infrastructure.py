@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from shared.kafka.topics import ensure_topics
+from shared.kafka.topics import describe, ensure_topics
 from shared.settings import Settings
 
 TIMEOUT_S = 20.0
@@ -101,6 +101,20 @@ def test_ensure_topics_creates_both_topics_with_their_partition_counts_and_can_r
 
     assert len(topics[settings.kafka_moderation_topic].partitions) == 3
     assert len(topics[settings.kafka_dlq_topic].partitions) == settings.kafka_dlq_partitions
+
+
+def test_an_existing_topic_keeps_its_partitions_and_the_report_says_so(settings: Settings) -> None:
+    more = settings.model_copy(update={"kafka_moderation_partitions": 6})
+
+    partitions = ensure_topics(more)  # the fixture made it with 3
+
+    assert partitions[settings.kafka_moderation_topic] == 3
+    report = describe(more, partitions)
+    assert (
+        f"{settings.kafka_moderation_topic} (3 partitions; KAFKA_MODERATION_PARTITIONS asks for 6"
+        in report
+    )
+    assert f"{settings.kafka_dlq_topic} (1 partitions)" in report
 
 
 def test_the_database_is_migrated_and_emptied_for_each_test(database_url: str) -> None:

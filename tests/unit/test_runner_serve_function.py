@@ -23,7 +23,7 @@ def exec_calls(monkeypatch, environ):
     monkeypatch.setattr(
         serve_function.os, "execv", lambda path, argv: calls.append((path, argv, dict(environ)))
     )
-    monkeypatch.setattr(serve_function.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(serve_function, "available_cpus", lambda: 2)
     return calls
 
 
@@ -63,3 +63,28 @@ def test_an_unknown_target_is_refused_without_starting_anything(environ, exec_ca
     assert serve_function.main() == 2
     assert exec_calls == []
     assert "unknown function target 'nope'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"),
+    [
+        ("100000 100000\n", 1),  # a container limited to one CPU
+        ("150000 100000\n", 2),  # one and a half: rounded up
+        ("max 100000\n", 2),  # no limit: the CPUs it may run on
+        ("garbled", 2),
+    ],
+)
+def test_workers_follow_the_containers_cpu_limit(tmp_path, monkeypatch, cpu_max, expected):
+    monkeypatch.setattr(serve_function.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    limit = tmp_path / "cpu.max"
+    limit.write_text(cpu_max)
+
+    assert serve_function.available_cpus(limit) == expected
+
+
+def test_without_a_cgroup_limit_file_the_usable_cpus_count(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        serve_function.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False
+    )
+
+    assert serve_function.available_cpus(tmp_path / "absent") == 3
