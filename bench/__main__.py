@@ -72,14 +72,13 @@ def merge_results(
 
 
 def record_runs(
-    path: Path, groups: Sequence[str], failed_groups: Sequence[str], commit: str | None
+    path: Path, measured_at: dict[str, str], failed_groups: Sequence[str], commit: str | None
 ) -> dict[str, Any]:
-    """Note, for each group this run measured, the commit and the time it was measured
-    at; a failed group's note goes, as its figures do."""
+    """Note, for each group this run measured, the commit and when its bench finished;
+    a failed group's note goes, as its figures do."""
     earlier = json.loads(path.read_text()) if path.exists() else {}
     runs = {group: run for group, run in earlier.items() if group not in failed_groups}
-    measured_at = datetime.now(UTC).isoformat(timespec="seconds")
-    runs.update({group: {"commit": commit, "measured_at": measured_at} for group in groups})
+    runs.update({group: {"commit": commit, "measured_at": at} for group, at in measured_at.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(dict(sorted(runs.items())), indent=2) + "\n")
     return runs
@@ -98,18 +97,21 @@ def result_groups(name: str) -> tuple[str, ...]:
 
 
 def _commit() -> str | None:
+    """HEAD's short hash, with `-dirty` when the tree has changes git tracks."""
+    head = _git("rev-parse", "--short", "HEAD")
+    if not head:
+        return None
+    return f"{head}-dirty" if _git("status", "--porcelain", "--untracked-files=no") else head
+
+
+def _git(*args: str) -> str:
     try:
         done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=BENCH_DIR,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
+            ["git", *args], cwd=BENCH_DIR, capture_output=True, text=True, timeout=10, check=False
         )
-    except OSError:
-        return None
-    return done.stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
@@ -140,11 +142,15 @@ def _number(value: Any, unit: str | None) -> str:
 
 def main(argv: list[str]) -> int:
     results: dict[str, dict[str, Any]] = {}
+    measured_at: dict[str, str] = {}
     failed = []
     for name in discover(argv):
         print(f"running {name} ...", file=sys.stderr, flush=True)
         try:
-            results.update(run_module(name))
+            figures = run_module(name)
+            results.update(figures)
+            finished = datetime.now(UTC).isoformat(timespec="seconds")
+            measured_at.update({key.split(".", 1)[0]: finished for key in figures})
         # One broken bench must not hide the others' figures, even one that exits.
         except (Exception, SystemExit):
             traceback.print_exc()
@@ -152,8 +158,7 @@ def main(argv: list[str]) -> int:
     failed_groups = [group for name in failed for group in result_groups(name)]
     if results or failed_groups:
         merge_results(RESULTS_FILE, results, failed_groups)
-        measured = sorted({key.split(".", 1)[0] for key in results})
-        record_runs(RUNS_FILE, measured, failed_groups, _commit())
+        record_runs(RUNS_FILE, measured_at, failed_groups, _commit())
         print(format_table(results))
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)

@@ -9,5 +9,8 @@ def ratio(value: float, baseline: float, digits: int = 2) -> float:
     """value / baseline rounded down, so that a miss never reads as a hit: rounded to the
     nearest, 0.4951 of a 0.5 target would be recorded as 0.5."""
     scale = 10**digits
+    quotient = value / baseline
+    if not math.isfinite(quotient):
+        return quotient  # NaN (a run with no samples) is recorded as such, not a crash
     # Rounded to 1e-6 of a step first: 57 / 100 * 100 is 56.99999999999999 in floats.
-    return math.floor(round(value / baseline * scale, 6)) / scale
+    return math.floor(round(quotient * scale, 6)) / scale

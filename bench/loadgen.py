@@ -87,7 +87,9 @@ def percentile(ordered: Sequence[float], q: float) -> float:
     """The q-th percentile (nearest rank) of values sorted ascending; NaN for none."""
     if not ordered:
         return float("nan")
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+    # Rounded first: 99.9 / 100 * 1000 is 999.0000000000001 in floats, whose ceiling
+    # would be the maximum instead of rank 999.
+    return ordered[max(0, math.ceil(round(q / 100 * len(ordered), 9)) - 1)]
 
 
 def max_rate(url: str, mix: RequestMix, *, duration_s: float, connections: int = 16) -> MaxRate:

@@ -9,6 +9,7 @@ schema already there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -29,11 +30,17 @@ def apply_migrations(database_url: str, migrations_dir: Path = MIGRATIONS_DIR) -
     with psycopg.connect(
         database_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
     ) as lock_holder:
+        # Waiting for another migrator is no statement to time out (DATABASE_URL may set
+        # statement_timeout in its options).
+        lock_holder.execute("SET statement_timeout = 0")
         lock_holder.execute("SELECT pg_advisory_lock(%s)", (_MIGRATIONS_LOCK,))
         try:
             _run_pgmigrate(database_url, migrations_dir)
         finally:
-            lock_holder.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATIONS_LOCK,))
+            # Closing the connection releases the lock too; an unlock that fails (the
+            # connection dropped) must not hide pgmigrate's own error.
+            with contextlib.suppress(psycopg.Error):
+                lock_holder.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATIONS_LOCK,))
 
 
 def _run_pgmigrate(database_url: str, migrations_dir: Path) -> None:

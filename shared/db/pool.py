@@ -96,8 +96,10 @@ class Database:
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
-        self._ensure_open()
         try:
+            # Inside: a pool closed at shutdown refuses to open again (PoolClosed), and a
+            # request that comes then gets a 503 like any other outage, not a 500.
+            self._ensure_open()
             with self._pool.connection() as conn:
                 try:
                     yield conn

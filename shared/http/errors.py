@@ -56,7 +56,8 @@ def json_internal_error(error: Exception) -> flask.Response:
     """An exception no handler caught, as JSON: functions-framework's own handler of 500
     answers in HTML."""
     log.error("unhandled error in an HTTP function", exc_info=error)
-    return json_error(500, "Internal server error")
+    # The header functions-framework's own handler sets, which its platform logs as a crash.
+    return json_error(500, "Internal server error", {"X-Google-Status": "crash"})
 
 
 def register_json_errors(errorhandler: Any) -> None:

@@ -40,10 +40,16 @@ class KafkaPublisher:
             return self._producer
 
     def _replace_after_fatal_error(self, producer: Producer) -> None:
-        """Drop `producer` (if it is still the current one); the next publish makes another."""
+        """Drop `producer` (if it is still the current one); the next publish makes another.
+
+        Its delivery reports are still served for one publish wait, so that a publish in
+        flight on it learns each record's fate instead of waiting out its deadline."""
         with self._lock:
             if self._producer is producer and self._stop_serving is not None:
-                self._stop_serving.set()
+                stop = self._stop_serving
+                timer = threading.Timer(self._timeout_s + DELIVERY_REPORT_GRACE_S, stop.set)
+                timer.daemon = True
+                timer.start()
                 self._producer = None
 
     def publish(self, records: Sequence[OutgoingRecord]) -> None:
@@ -63,7 +69,7 @@ class KafkaPublisher:
         # A little longer than librdkafka's own message timeout, so each record's fate
         # is known (acknowledged or timed out) when this returns.
         done = pending.done.wait(self._timeout_s + DELIVERY_REPORT_GRACE_S)
-        if any(error.fatal() for error in pending.errors):
+        if any(_is_fatal(error) for error in pending.errors):
             self._replace_after_fatal_error(producer)
         if not done:
             raise PartlyAcknowledged(
@@ -108,6 +114,12 @@ class KafkaPublisher:
                 self._producer.flush(timeout_s)
                 self._stop_serving.set()
                 self._producer = None
+
+
+def _is_fatal(error: KafkaError) -> bool:
+    # After a fatal error librdkafka fails every record with _FATAL; the client builds
+    # those errors with fatal() False, so the code is what tells.
+    return error.fatal() or error.code() == KafkaError._FATAL
 
 
 def _serve_delivery_reports(producer: Producer, stop: threading.Event) -> None:

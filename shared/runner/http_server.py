@@ -28,7 +28,7 @@ class HttpServer:
     def stop(self, timeout_s: float = 2.0) -> None:
         """Stop accepting. A request already running, or coming on a kept-alive connection,
         is served on its own thread, and nothing here waits for it: the runner closes its
-        services next, so such a request gets a 503."""
+        services next, so such a request that needs the database gets a 503."""
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join(timeout_s)

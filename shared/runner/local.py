@@ -149,8 +149,9 @@ def shut_down(running: _Running, deadline: Deadline) -> None:
     services.publisher.close(timeout_s=deadline.remaining())
     services.db.close()
     # The closed services stay installed: a request still being served on a kept-alive
-    # connection gets a 503 from them, where with none installed it would have built new
-    # ones from the environment, pointing at other servers than this runner's.
+    # connection that needs the database gets a 503 from them, where with none installed
+    # it would have built new ones from the environment, pointing at other servers than
+    # this runner's.
 
 
 def print_banner(backends: Backends, options: RunnerOptions, running: _Running) -> None:

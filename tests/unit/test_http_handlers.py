@@ -468,5 +468,7 @@ def test_an_error_outside_every_handler_is_a_json_500(services, monkeypatch):
             response = client(target).post("/", query_string={"item_id": "1"})
 
             assert _assert_json_error(response, 500) == "Internal server error"
+        # ... with the header functions-framework's own handler sets, logged as a crash.
+        assert response.headers["X-Google-Status"] == "crash"
     finally:
         get_settings.cache_clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 
 import bench.__main__ as runner
 from bench.__main__ import discover, format_table, merge_results, result_groups
@@ -78,12 +79,14 @@ def test_a_ratio_is_rounded_down_so_a_miss_never_reads_as_a_hit():
     assert ratio(4951, 10_000) == 0.49  # to the nearest, 0.5: a 0.5 target met
     assert ratio(14_993, 15_000, 3) == 0.999
     assert ratio(57, 100) == 0.57  # 56.99999999999999 in floats, not 0.56
+    assert math.isnan(ratio(float("nan"), 3.4))  # a run without samples, not a crash
 
 
 def test_a_percentile_is_the_nearest_rank():
     values = list(range(1, 101))
 
     assert [percentile(values, q) for q in (50, 99, 100)] == [50, 99, 100]
+    assert percentile(list(range(1, 1001)), 99.9) == 999  # not the maximum, by a float
     assert percentile([7.0], 99) == 7.0
 
 

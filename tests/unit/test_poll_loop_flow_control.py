@@ -141,9 +141,10 @@ def test_while_a_batch_runs_the_loop_waits_on_it_instead_of_blocking_in_poll(loo
     assert consumer.calls == [("poll", 0.1)] and len(waits) == 1
 
 
-def test_a_paused_partition_is_resumed_when_revoked_so_it_fetches_if_given_back(loop):
+def test_a_paused_partition_is_resumed_when_revoked(loop):
     # librdkafka keeps our pause through a revoke; a partition assigned back paused
-    # never fetched again, since only its records resumed it.
+    # never fetched again, since only its records resumed it (the fetching itself is
+    # tests/integration/test_poll_loop_rebalance.py's).
     loop, consumer, _ = loop
     loop._accept([Message(0, offset, b"{}") for offset in range(PAUSE_AT_BATCHES * BATCH)])
     assert consumer.calls == [("pause", 0)]

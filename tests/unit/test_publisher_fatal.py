@@ -48,7 +48,9 @@ def publisher(monkeypatch):
 
 
 def test_a_fatal_error_makes_the_next_publish_use_a_new_producer(publisher):
-    _Producer.fails_with = {0: KafkaError(KafkaError._FATAL, "out of order sequence", fatal=True)}
+    # As the client reports a record after a fatal error: code _FATAL, fatal() False.
+    _Producer.fails_with = {0: KafkaError(KafkaError._FATAL, "out of order sequence")}
+    assert not _Producer.fails_with[0].fatal()
 
     with pytest.raises(PartlyAcknowledged, match="out of order sequence"):
         publisher.publish([RECORD])
