@@ -63,12 +63,10 @@ def merge_results(
     are dropped, so that its earlier figures do not pass for this run's.
     """
     measured = {name.split(".", 1)[0] for name in results} | set(failed_groups)
-    earlier = json.loads(path.read_text()) if path.exists() else {}
+    earlier = _read(path)
     merged = {k: v for k, v in earlier.items() if k.split(".", 1)[0] not in measured}
     merged.update(results)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(sorted(merged.items())), indent=2) + "\n")
-    return merged
+    return _write(path, merged)
 
 
 def record_runs(
@@ -76,12 +74,20 @@ def record_runs(
 ) -> dict[str, Any]:
     """Note, for each group this run measured, the commit and when its bench finished;
     a failed group's note goes, as its figures do."""
-    earlier = json.loads(path.read_text()) if path.exists() else {}
-    runs = {group: run for group, run in earlier.items() if group not in failed_groups}
+    runs = {group: run for group, run in _read(path).items() if group not in failed_groups}
     runs.update({group: {"commit": commit, "measured_at": at} for group, at in measured_at.items()})
+    return _write(path, runs)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write(path: Path, entries: dict[str, Any]) -> dict[str, Any]:
+    """`entries` as JSON sorted by key, so that a diff of two runs lines up."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(sorted(runs.items())), indent=2) + "\n")
-    return runs
+    path.write_text(json.dumps(dict(sorted(entries.items())), indent=2) + "\n")
+    return entries
 
 
 def result_groups(name: str) -> tuple[str, ...]:

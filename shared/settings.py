@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     @field_validator("api_keys")
     @classmethod
     def _keys_or_nothing(cls, value: str) -> str:
-        if value.strip() and not [key for key in value.split(",") if key.strip()]:
+        if value.strip() and not _keys_in(value):
             # " , " would otherwise leave the API open while it reads as configured.
             raise ValueError("API_KEYS holds separators but no key; leave it empty for none")
         return value
@@ -113,11 +113,15 @@ class Settings(BaseSettings):
 
     @property
     def api_key_list(self) -> list[str]:
-        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+        return _keys_in(self.api_keys)
 
     def retry_delays(self) -> list[float]:
         """The waits before each retry: 5, 10, 20 s with the defaults."""
         return [self.retry_base_delay_s * 2**n for n in range(self.retry_max_attempts - 1)]
+
+
+def _keys_in(api_keys: str) -> list[str]:
+    return [key.strip() for key in api_keys.split(",") if key.strip()]
 
 
 @lru_cache(maxsize=1)

@@ -25,7 +25,11 @@ import functions_framework
 from shared import metrics
 from shared.bootstrap import get_services
 from shared.http import register_json_errors
-from shared.http.endpoint import read_body_within, refusal_leaving_the_body_unread
+from shared.http.endpoint import (
+    read_body_within,
+    refusal_leaving_the_body_unread,
+    require_method,
+)
 from shared.http.errors import BodyLeftUnread, json_error
 from shared.kafka.cloud_event import InvalidCloudEvent, record_from_http
 from shared.kafka.config import MAX_TASK_RECORD_BYTES
@@ -55,10 +59,7 @@ MAX_PUSH_BYTES = 2 * MAX_TASK_RECORD_BYTES
 def moderation_consumer(request: flask.Request) -> flask.Response:
     topic = get_services().settings.kafka_moderation_topic
     try:
-        if request.method != "POST":
-            raise BodyLeftUnread(
-                405, f"Method {request.method} not allowed; use POST", {"Allow": "POST"}
-            )
+        require_method(request, ("POST",))
         body = read_body_within(request, MAX_PUSH_BYTES)
     except BodyLeftUnread as refusal:
         return refusal_leaving_the_body_unread(refusal)

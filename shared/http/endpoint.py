@@ -56,12 +56,7 @@ def _respond(handler: Handler, request: flask.Request, methods: tuple[str, ...])
     try:
         # Inside the try: settings that do not validate are a 500 in JSON like any other.
         settings = get_services().settings
-        if request.method not in methods:
-            raise BodyLeftUnread(
-                405,
-                f"Method {request.method} not allowed; use {', '.join(methods)}",
-                {"Allow": ", ".join(methods)},
-            )
+        require_method(request, methods)
         require_api_key(request, settings.api_key_list)
         read_body_within(request, settings.max_body_bytes)
         result = handler(request)
@@ -103,6 +98,16 @@ def refusal_leaving_the_body_unread(error: HttpError) -> flask.Response:
     streamed.headers.update(refusal.headers)
     streamed.headers["Content-Length"] = str(len(payload))
     return streamed
+
+
+def require_method(request: flask.Request, methods: tuple[str, ...]) -> None:
+    """`BodyLeftUnread` with 405 and `Allow` for a method the function does not take."""
+    if request.method not in methods:
+        raise BodyLeftUnread(
+            405,
+            f"Method {request.method} not allowed; use {', '.join(methods)}",
+            {"Allow": ", ".join(methods)},
+        )
 
 
 def read_body_within(request: flask.Request, max_bytes: int) -> bytes:

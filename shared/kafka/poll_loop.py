@@ -365,9 +365,8 @@ class PartitionedPollLoop:
         log.warning("partitions lost", extra={"partitions": [p.partition for p in partitions]})
 
     def _let_go(self, keys: list[PartitionKey]) -> None:
-        """Forget the partitions, resuming those paused (see `_on_assign`)."""
-        paused = [key for key in keys if key in self._partitions and self._partitions[key].paused]
-        self._resume(paused)
+        """Forget the partitions. A pause of theirs stays with librdkafka, and `_on_assign`
+        lifts it if one comes back."""
         for key in keys:
             self._partitions.pop(key, None)
             metrics.forget_partition(*key)

@@ -30,9 +30,9 @@ class FunctionTarget:
     # lookup, which another thread can use; 4 also stays within the pool's 10
     # connections, which functions-framework's 4 per CPU would not on a larger machine.
     # moderation_result, one lookup per request too, takes the same (not measured on its
-    # own). async_predict takes 16: a request mostly
-    # waits (an INSERT, the broker's ack, an UPDATE, each holding a connection briefly),
-    # and with 4 threads one worker accepted 92-96 % of 500/s.
+    # own). async_predict takes 16: a request mostly waits (an INSERT, the broker's ack,
+    # an UPDATE, each holding a connection briefly), and with 4 threads one worker
+    # accepted 92-96 % of 500/s.
     threads: int | None = None
 
     def server_env(self, cpu_count: int) -> dict[str, str]:
