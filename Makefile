@@ -6,16 +6,25 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 MODEL_DIR := var/models/default
 
-.PHONY: venv model infra-up infra-down migrate topics run test test-unit lint format bench package clean
+.PHONY: venv lock model infra-up infra-down migrate topics run test test-unit lint format bench package clean
 
 venv: $(STAMP)
 
 # A .venv whose python has no pip (a venv that failed half-way) is made again.
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
+
+# constraints.txt again, from a venv of its own: the newest versions the requirements
+# allow, transitive ones included. Run `make test` after it, and commit both.
+LOCK_VENV := var/lock-venv
+lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	{ sed -n '/^#/!q;p' constraints.txt; $(LOCK_VENV)/bin/python -m pip freeze; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt && rm -rf $(LOCK_VENV)
 
 # The default model is rebuilt reproducibly (same seed, same probabilities) when missing
 # or older than the code that trains and checks it (the card records the fast scorer's

@@ -3,7 +3,9 @@ folder per function, e.g. dist/functions/async_predict/ with
 
     main.py            the function's own file, as it is in functions/<name>/
     shared/            the shared package it imports
-    requirements.txt   functions/<name>/requirements.txt: only what it needs, pinned
+    requirements.txt   functions/<name>/requirements.txt: only what it needs, pinned,
+                       plus `-c constraints.txt`
+    constraints.txt    the root one: every transitive dependency at the version tested
 
 which is what `gcloud functions deploy --source dist/functions/<name>` (or any
 functions-framework host) expects. Each pin is checked against the root
@@ -23,6 +25,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS_DIR = REPO_ROOT / "functions"
 SHARED_DIR = REPO_ROOT / "shared"
 ROOT_REQUIREMENTS = REPO_ROOT / "requirements.txt"
+CONSTRAINTS = REPO_ROOT / "constraints.txt"
+# pip reads a `-c` line inside a requirements file, so a platform that only runs
+# `pip install -r requirements.txt` installs the tested tree all the same.
+_USE_CONSTRAINTS = "\n# What the pins above pull in, at the versions tested.\n-c constraints.txt\n"
 _PIN = re.compile(
     r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?P<extras>\[[^\]]*\])?==(?P<version>\S+)$"
 )
@@ -80,7 +86,8 @@ def build_bundle(name: str, out_dir: Path) -> Path:
     shutil.rmtree(bundle, ignore_errors=True)
     bundle.mkdir(parents=True)
     shutil.copy2(source, bundle / "main.py")
-    shutil.copy2(requirements, bundle / "requirements.txt")
+    (bundle / "requirements.txt").write_text(requirements.read_text() + _USE_CONSTRAINTS)
+    shutil.copy2(CONSTRAINTS, bundle / "constraints.txt")
     shutil.copytree(
         SHARED_DIR, bundle / "shared", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
     )

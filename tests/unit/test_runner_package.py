@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from infra.package import (
+    CONSTRAINTS,
     FUNCTIONS_DIR,
     ROOT_REQUIREMENTS,
     PackagingError,
@@ -43,6 +44,9 @@ def test_a_bundle_holds_the_functions_main_the_shared_package_and_its_requiremen
     assert read_pins(bundle / "requirements.txt") == read_pins(
         FUNCTIONS_DIR / name / "requirements.txt"
     )
+    # The transitive pins come along, named where pip looks: in the requirements file.
+    assert "-c constraints.txt" in (bundle / "requirements.txt").read_text().splitlines()
+    assert (bundle / "constraints.txt").read_bytes() == CONSTRAINTS.read_bytes()
 
 
 @pytest.mark.parametrize("name", function_names())
