@@ -44,6 +44,7 @@ class _State:
     first_failures: dict[int, datetime] = field(default_factory=dict)
     letters: dict[int, DeadLetter] = field(default_factory=dict)
     letters_published: set[int] = field(default_factory=set)
+    letter_publish_tries: dict[int, int] = field(default_factory=dict)
     next_task_id: int = 1
 
 
@@ -234,11 +235,14 @@ class InMemoryTransaction:
     def claim_unpublished_dead_letters(
         self, *, older_than_s: float, limit: int
     ) -> list[StoredDeadLetter]:
-        return [
-            StoredDeadLetter(i, letter)
-            for i, letter in self.s.letters.items()
-            if i not in self.s.letters_published
-        ][:limit]
+        unpublished = [i for i in self.s.letters if i not in self.s.letters_published]
+        unpublished.sort(key=lambda i: (self.s.letter_publish_tries.get(i, 0), i))
+        return [StoredDeadLetter(i, self.s.letters[i]) for i in unpublished[:limit]]
+
+    def count_publish_tries(self, ids: Sequence[int]) -> None:
+        for i in ids:
+            if i not in self.s.letters_published:
+                self.s.letter_publish_tries[i] = self.s.letter_publish_tries.get(i, 0) + 1
 
 
 class FakeModel:

@@ -84,16 +84,30 @@ def lock_unpublished_dead_letters(conn: psycopg.Connection, ids: Sequence[int]) 
 def claim_unpublished_dead_letters(
     conn: psycopg.Connection, *, older_than_s: float, limit: int
 ) -> list[StoredDeadLetter]:
+    """Unpublished letters past the grace period, the least tried first (then the oldest):
+    see `count_publish_tries`."""
     rows = conn.execute(
         """
         SELECT id, task_id, source_topic, source_partition, source_offset,
                record_key, record_value, headers
         FROM dead_letters
         WHERE published_at IS NULL AND created_at < now() - make_interval(secs => %s)
-        ORDER BY id
+        ORDER BY publish_tries, id
         LIMIT %s
         FOR UPDATE SKIP LOCKED
         """,
         (older_than_s, limit),
     ).fetchall()
     return [StoredDeadLetter(row[0], DeadLetter(*row[1:])) for row in rows]
+
+
+def count_publish_tries(conn: psycopg.Connection, ids: Sequence[int]) -> None:
+    """One more failed publish of each letter: the next claims put it behind those tried
+    less, so letters Kafka refuses for good never fill every sweep (migration V0004)."""
+    if ids:
+        conn.execute(
+            "UPDATE dead_letters SET publish_tries = publish_tries + 1"
+            " WHERE id = ANY(%s) AND published_at IS NULL",
+            (list(ids),),
+            prepare=False,
+        )

@@ -74,3 +74,6 @@ class Transaction:
         return dead_letters.claim_unpublished_dead_letters(
             self.conn, older_than_s=older_than_s, limit=limit
         )
+
+    def count_publish_tries(self, ids: Sequence[int]) -> None:
+        dead_letters.count_publish_tries(self.conn, ids)

@@ -7,6 +7,7 @@ LOCKED), and a task published twice is harmless: the consumer is idempotent.
 from __future__ import annotations
 
 from shared.bootstrap import Services
+from shared.errors import TemporaryError
 from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import OutgoingRecord
 from shared.moderation.dead_letters import dead_letter_records
@@ -35,19 +36,30 @@ def relay_unpublished_tasks(services: Services) -> int:
 
 
 def relay_unpublished_dead_letters(services: Services) -> int:
+    """Publish unpublished DLQ letters, the least tried first; raises, once the tries
+    are counted, if Kafka took none of them."""
     settings = services.settings
+    refused: TemporaryError | None = None
     with services.db.transaction() as tx:
         claimed = tx.claim_unpublished_dead_letters(
             older_than_s=settings.outbox_grace_s, limit=settings.outbox_batch_size
         )
         if not claimed:
             return 0
-        published = publish_for_outbox(
-            services.publisher,
-            dead_letter_records(settings.kafka_dlq_topic, claimed),
-            [item.id for item in claimed],
-        )
+        ids = [item.id for item in claimed]
+        try:
+            published = publish_for_outbox(
+                services.publisher, dead_letter_records(settings.kafka_dlq_topic, claimed), ids
+            )
+        except TemporaryError as error:
+            # Committed all the same: a sweep of letters Kafka refuses for good would
+            # otherwise roll back its count and claim those same letters every time.
+            published, refused = [], error
         tx.mark_dead_letters_published(published)
+        taken = set(published)
+        tx.count_publish_tries([letter_id for letter_id in ids if letter_id not in taken])
+    if refused is not None:
+        raise refused
     return len(published)
 
 

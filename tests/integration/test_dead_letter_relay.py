@@ -1,0 +1,85 @@
+"""The relay's DLQ sweep on the real database and broker: letters Kafka refuses for good
+never hold back the letters after them, however many there are."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from shared.db.dead_letters import DeadLetter, insert_dead_letters
+from shared.errors import BrokerUnavailable
+from shared.kafka.config import MAX_RECORD_BYTES
+from shared.moderation.relay import relay_unpublished_dead_letters
+from tests.integration.helpers import read_topic, wired_services
+
+SWEEP = 2
+
+
+def _letter(offset: int, value: bytes) -> DeadLetter:
+    return DeadLetter(
+        task_id=None,
+        source_topic="moderation",
+        source_partition=0,
+        source_offset=offset,
+        key=str(offset).encode(),
+        value=value,
+        headers={"x-error-class": "permanent"},
+    )
+
+
+def test_a_full_sweep_of_refused_letters_holds_back_no_later_letter(settings):
+    settings = settings.model_copy(update={"outbox_grace_s": 0, "outbox_batch_size": SWEEP})
+    too_large = b"x" * (MAX_RECORD_BYTES + 1)  # the producer refuses it, every time
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        # More refused letters than a sweep takes, and older than the two that can go.
+        insert_dead_letters(conn, [_letter(offset, too_large) for offset in range(3)])
+        insert_dead_letters(conn, [_letter(3, b"not json"), _letter(4, b"{}")])
+
+    with wired_services(settings) as services:
+        outcomes = []
+        for _ in range(3):
+            try:
+                outcomes.append(relay_unpublished_dead_letters(services))
+            except BrokerUnavailable:
+                outcomes.append("refused")  # a sweep of refused letters alone still says so
+
+    delivered = read_topic(settings, settings.kafka_dlq_topic, expected=2)
+    assert sorted(message.value() for message in delivered) == [b"not json", b"{}"]
+    assert sum(n for n in outcomes if n != "refused") == 2
+    with psycopg.connect(settings.database_url) as conn:
+        rows = conn.execute(
+            "SELECT source_offset, published_at IS NOT NULL, publish_tries"
+            " FROM dead_letters ORDER BY source_offset"
+        ).fetchall()
+    published = {offset for offset, is_published, _ in rows if is_published}
+    assert published == {3, 4}
+    # Each refused letter was tried, and counted; the ones published never were refused.
+    assert all(tries >= 1 for offset, _, tries in rows if offset < 3)
+    assert all(tries == 0 for offset, _, tries in rows if offset >= 3)
+
+
+def test_an_outage_rotates_the_order_and_loses_no_letter(settings):
+    settings = settings.model_copy(
+        update={
+            "outbox_grace_s": 0,
+            "outbox_batch_size": SWEEP,
+            # No broker listens here: every publish times out, as in an outage.
+            "kafka_bootstrap_servers": "127.0.0.1:9",
+            "kafka_publish_timeout_s": 1.0,
+        }
+    )
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        insert_dead_letters(conn, [_letter(offset, b"{}") for offset in range(3)])
+
+    with wired_services(settings) as services:
+        for _ in range(3):
+            with pytest.raises(BrokerUnavailable):
+                relay_unpublished_dead_letters(services)
+
+    with psycopg.connect(settings.database_url) as conn:
+        tries = conn.execute(
+            "SELECT publish_tries FROM dead_letters WHERE published_at IS NULL"
+            " ORDER BY source_offset"
+        ).fetchall()
+    # Three sweeps of two over three letters: each was claimed twice, none skipped.
+    assert [count for (count,) in tries] == [2, 2, 2]
