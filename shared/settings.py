@@ -7,6 +7,7 @@ their defaults. Nothing reads settings at import time: call `get_settings()`.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,6 +15,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # How much longer than librdkafka's message timeout a publish waits for the delivery
 # reports, so that each record's fate (acknowledged or timed out) is known on return.
 DELIVERY_REPORT_GRACE_S = 1.0
+
+
+# The project's own model (`make model`), named absolutely: relative to the working
+# directory, it was missing (a 503 on every prediction) for a function started elsewhere.
+DEFAULT_MODEL_URI = str(Path(__file__).resolve().parents[1] / "var" / "models" / "default")
 
 
 class Settings(BaseSettings):
@@ -55,7 +61,7 @@ class Settings(BaseSettings):
     outbox_batch_size: int = Field(default=500, ge=1)
 
     # Model
-    model_uri: str = "var/models/default"
+    model_uri: str = DEFAULT_MODEL_URI
 
     # HTTP
     api_keys: str = ""

@@ -14,8 +14,9 @@ from shared.errors import ModelUnavailable
 from shared.model import commands
 from shared.model.dataset import InvalidDataset
 from shared.model.synthetic import DEFAULT_SEED, DEFAULT_SIZE
+from shared.settings import DEFAULT_MODEL_URI
 
-DEFAULT_OUT = "var/models/default"
+DEFAULT_OUT = DEFAULT_MODEL_URI
 
 
 def _parser() -> argparse.ArgumentParser:

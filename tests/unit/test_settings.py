@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
 from shared.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_defaults_are_consistent():
@@ -51,3 +58,23 @@ def test_api_keys_of_separators_alone_are_refused():
 
 def test_no_api_keys_leave_the_api_open_on_purpose():
     assert Settings(api_keys="").api_key_list == []
+
+
+def test_the_default_model_is_found_from_any_working_directory(tmp_path):
+    # `make test` builds the default model first; a function started from another
+    # directory used to look for it under that directory and answer 503.
+    script = (
+        "from shared.model import ModelLoader; from shared.settings import Settings;"
+        " print(ModelLoader(Settings().model_uri).get().version)"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip()
