@@ -35,6 +35,8 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Of the shutdown budget, what requests in flight may take; the poll loop's batches need the rest.
+HTTP_DRAIN_S = 2.0
 # librdkafka's mock cluster holds a new group's first assignment back for 3 s.
 ASSIGNMENT_TIMEOUT_S = 15.0
 # What start-up can fail with, each with a message that says what to do.
@@ -141,7 +143,9 @@ def shut_down(running: _Running, deadline: Deadline) -> None:
     services = running.services
     # Retry waits end now (ShutdownRequested): such a batch is redelivered after a restart.
     services.stopping.set()
-    running.server.stop(timeout_s=deadline.remaining())
+    # Requests being answered get a moment to finish while their services are still open.
+    if not running.server.stop(timeout_s=min(deadline.remaining(), HTTP_DRAIN_S)):
+        log.warning("HTTP requests were still running at shutdown")
     if not running.consumer.stop(timeout_s=deadline.remaining()):
         log.warning("the poll loop did not stop in time")
     if not running.relay.stop(timeout_s=deadline.remaining()):
