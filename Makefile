@@ -21,6 +21,8 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 # allow, transitive ones included. Run `make test` after it, and commit both.
 LOCK_VENV := var/lock-venv
 lock:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+		|| { echo "make lock pins for Python 3.11: run it as make lock PYTHON=python3.11" >&2; exit 1; }
 	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	{ sed -n '/^#/!q;p' constraints.txt; $(LOCK_VENV)/bin/python -m pip freeze; } > constraints.txt.new

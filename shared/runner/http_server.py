@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
-from werkzeug.serving import BaseWSGIServer, make_server
-from werkzeug.wsgi import ClosingIterator
+from werkzeug.serving import ThreadedWSGIServer
 
 
 class HttpServer:
     def __init__(self, app: Callable, host: str, port: int) -> None:
-        self._requests = _RequestsInFlight(app)
         # Binds now, so a taken port fails at start-up with the OS's message.
-        self._server: BaseWSGIServer = make_server(host, port, self._requests, threaded=True)
+        self._server = _CountingServer(host, port, app)
         self._thread: threading.Thread | None = None
 
     @property
@@ -29,43 +27,49 @@ class HttpServer:
         self._thread.start()
 
     def stop(self, timeout_s: float = 2.0) -> bool:
-        """Stop accepting, then wait up to `timeout_s` for the requests being served to be
-        answered; whether they all were. (werkzeug closes every connection after its
-        response, so no kept-alive client brings more.) A request still running after
-        that is left on its own thread: the runner closes its services next, and such a
-        request that then needs the database gets a 503."""
+        """Stop accepting, then wait up to `timeout_s` for the connections being served to
+        be answered; whether they all were. A request still running after that is left
+        on its own thread: the runner closes its services next, and such a request that
+        then needs the database gets a 503."""
         deadline = time.monotonic() + timeout_s
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join(max(0.0, deadline - time.monotonic()))
         self._server.server_close()
-        return self._requests.wait_until_none(max(0.0, deadline - time.monotonic()))
+        return self._server.wait_until_none_served(max(0.0, deadline - time.monotonic()))
 
 
-class _RequestsInFlight:
-    """The WSGI app, counting the requests it has not finished answering."""
+class _CountingServer(ThreadedWSGIServer):
+    """Counts the connections it has accepted and not finished serving. werkzeug answers
+    one request per connection and closes it, so a connection is a request; counted from
+    its accept to the end of its thread, whatever happens to it in between (a request
+    still being read, a client that resets the connection while werkzeug drains it)."""
 
-    def __init__(self, app: Callable) -> None:
-        self._app = app
-        self._count = 0
+    def __init__(self, host: str, port: int, app: Callable) -> None:
+        super().__init__(host, port, app)
+        self._serving = 0
         self._changed = threading.Condition()
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def process_request(self, request: object, client_address: object) -> None:
         with self._changed:
-            self._count += 1
+            self._serving += 1
         try:
-            body = self._app(environ, start_response)
+            super().process_request(request, client_address)  # starts its thread
         except BaseException:
-            self._finished()
+            self._served()
             raise
-        # Finished once werkzeug has written the body and closes the iterable.
-        return ClosingIterator(body, self._finished)
 
-    def _finished(self) -> None:
+    def process_request_thread(self, request: object, client_address: object) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._served()
+
+    def _served(self) -> None:
         with self._changed:
-            self._count -= 1
+            self._serving -= 1
             self._changed.notify_all()
 
-    def wait_until_none(self, timeout_s: float) -> bool:
+    def wait_until_none_served(self, timeout_s: float) -> bool:
         with self._changed:
-            return self._changed.wait_for(lambda: self._count == 0, timeout=timeout_s)
+            return self._changed.wait_for(lambda: self._serving == 0, timeout=timeout_s)

@@ -36,7 +36,7 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 # Of the shutdown budget, what requests in flight may take; the poll loop's batches need the rest.
-HTTP_DRAIN_S = 2.0
+HTTP_DRAIN_S = 1.0
 # librdkafka's mock cluster holds a new group's first assignment back for 3 s.
 ASSIGNMENT_TIMEOUT_S = 15.0
 # What start-up can fail with, each with a message that says what to do.
@@ -152,8 +152,8 @@ def shut_down(running: _Running, deadline: Deadline) -> None:
         log.warning("the outbox relay did not stop in time")
     services.publisher.close(timeout_s=deadline.remaining())
     services.db.close()
-    # The closed services stay installed: a request still being served on a kept-alive
-    # connection that needs the database gets a 503 from them, where with none installed
+    # The closed services stay installed: a request still running after the drain that
+    # needs the database gets a 503 from them, where with none installed
     # it would have built new ones from the environment, pointing at other servers than
     # this runner's.
 

@@ -17,13 +17,15 @@ DIRECT = (REPO_ROOT / "requirements.txt", REPO_ROOT / "requirements-dev.txt")
 
 
 def direct_requirements() -> list[Requirement]:
-    """With their extras, which read_pins drops: an extra pulls in packages of its own."""
-    return [
+    """With their extras, which read_pins drops (an extra pulls in packages of its own);
+    a requirement whose marker leaves it out here is not installed, so not walked."""
+    requirements = [
         Requirement(line)
         for path in DIRECT
         for raw in path.read_text().splitlines()
         if (line := raw.split("#", 1)[0].strip()) and not line.startswith("-")
     ]
+    return [r for r in requirements if r.marker is None or r.marker.evaluate({"extra": ""})]
 
 
 def installed_closure(roots: list[Requirement]) -> dict[str, str]:
