@@ -104,6 +104,10 @@ _lock = threading.Lock()
 
 def get_services() -> Services:
     global _services
+    services = _services
+    if services is not None:
+        # Built already: every request calls this, and its threads need not queue on the lock.
+        return services
     with _lock:
         if _services is None:
             settings = get_settings()
