@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import numpy as np
 import psycopg
 
-from shared.bootstrap import Services
+from shared.bootstrap import Services, install_services
 from shared.db.dead_letters import DeadLetter, StoredDeadLetter
 from shared.db.tasks import TaskFailure, TaskForProcessing, TaskRow
 from shared.domain import Ad, BatchVerdicts, Verdict
@@ -357,3 +357,13 @@ def fake_services(**settings_overrides: object) -> Services:
         sleeper=RecordingSleep(),
     )
     return services
+
+
+@contextmanager
+def installed(services: Services) -> Iterator[Services]:
+    """`services` wired into the handlers for the block, and taken out after it."""
+    install_services(services)
+    try:
+        yield services
+    finally:
+        install_services(None)

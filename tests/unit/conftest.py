@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.bootstrap import Services, install_services
+from shared.bootstrap import Services
 from shared.domain import Ad
-from tests.fakes import fake_services
+from tests.fakes import fake_services, installed
 
 
 @pytest.fixture
@@ -16,8 +16,5 @@ def services() -> Iterator[Services]:
     """Fake services, with stored ad 1 (a violation for FakeModel), wired into the handlers."""
     services = fake_services()
     services.db.add_ad(Ad(1, 1, False, "SPAM phone", "call me", 3, 0))
-    install_services(services)
-    try:
+    with installed(services):
         yield services
-    finally:
-        install_services(None)

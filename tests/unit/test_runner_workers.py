@@ -7,25 +7,21 @@ import time
 
 import pytest
 
-from shared.bootstrap import install_services
 from shared.domain import Ad
 from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import ConsumedRecord
 from shared.moderation.tasks import submit_moderation_task
 from shared.runner.shutdown import StopSignal
 from shared.runner.workers import RelayWorker, load_consumer_handler
-from tests.fakes import fake_services
+from tests.fakes import fake_services, installed
 
 
 @pytest.fixture
 def services():
     services = fake_services(outbox_relay_interval_s=0.01)
     services.db.add_ad(Ad(1, 1, True, "Road bike", "Serviced", 3, 2))
-    install_services(services)
-    try:
+    with installed(services):
         yield services
-    finally:
-        install_services(None)
 
 
 def test_a_sweep_publishes_a_task_whose_first_publish_failed(services):
