@@ -3,11 +3,14 @@ the bundle, not the repository), answers over HTTP against the test Kafka and Po
 
 from __future__ import annotations
 
+import json
 import shutil
+import socket
 import subprocess
 import sys
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -96,6 +99,23 @@ def functions(settings, tmp_path):
             service.stop()
 
 
+def _post_cut_short(base: str, body: bytes, declared: int) -> tuple[int, dict]:
+    """POST `body` under a larger Content-Length, then stop sending: (status, JSON body)."""
+    address = urlsplit(base)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as client:
+        client.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {declared}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        client.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(payload)
+
+
 def test_each_packaged_function_serves_its_endpoint(functions, settings):
     predict = functions["predict"][1]
     simple_predict = functions["simple_predict"][1]
@@ -137,6 +157,14 @@ def test_each_packaged_function_serves_its_endpoint(functions, settings):
             "SELECT published_at FROM moderation_results WHERE id = %s", (stranded,)
         ).fetchone()
 
+    # Cut short under gunicorn, which hands over what came without a word: the body is
+    # refused, not read as the shorter JSON it happens to be.
+    body = json.dumps(AD).encode()
+    cut_predict = _post_cut_short(predict, body, len(body) + 50)
+    cut_push = _post_cut_short(consumer, b'{"task_id": 1, "item_id": 1}', 80)
+
+    assert cut_predict[0] == 400 and "could not be read" in cut_predict[1]["detail"], cut_predict
+    assert cut_push[0] == 400 and "could not be read" in cut_push[1]["detail"], cut_push
     assert predicted[0] == 200, predicted
     assert predicted[1]["item_id"] == 10
     assert stored[0] == 200, stored
