@@ -118,12 +118,10 @@ def read_body_within(request: flask.Request, max_bytes: int) -> bytes:
         return b""  # a declared empty body (a chunked one has no length): nothing to read
     if length is not None and length > max_bytes:
         raise BodyLeftUnread(413, f"Request body of {length} bytes is over {max_bytes}")
-    if length is None:
-        # A chunked body has no length up front. werkzeug's limit ends the read at the
-        # limit without a word, so the read goes one byte past it, and that byte tells.
-        # A body with a length needs no such limit: the server ends the stream at that
-        # length (a short one is caught below), so it is read without werkzeug's wrapper.
-        request.max_content_length = max_bytes + 1
+    # A chunked body has no length up front. werkzeug's limit ends the read at the limit
+    # without a word, so the read goes one byte past it, and that byte tells. Its
+    # wrapper also turns a connection reset mid-body into a 400.
+    request.max_content_length = max_bytes + 1
     try:
         body = request.get_data(cache=True)
     except Exception as error:  # werkzeug's RequestEntityTooLarge, or its BadRequest
@@ -136,6 +134,7 @@ def read_body_within(request: flask.Request, max_bytes: int) -> bytes:
     if len(body) > max_bytes:
         raise BodyLeftUnread(413, f"Request body is over {max_bytes} bytes")
     if length is not None and len(body) < length:
-        # gunicorn hands over what came before the client stopped, without a word.
+        # gunicorn ends its input at the Content-Length itself, and werkzeug's limit, set
+        # above that, then hands over what came before the client stopped, without a word.
         raise BodyLeftUnread(400, "Request body could not be read in full")
     return body

@@ -371,6 +371,43 @@ def test_a_body_shorter_than_its_declared_length_gets_a_json_400(services, termi
     assert "could not be read" in _assert_json_error(response, 400)
 
 
+class _ResetMidBody(io.BytesIO):
+    """The first bytes of a body, then the connection resets, as a socket read would."""
+
+    def __init__(self) -> None:
+        super().__init__(b'{"a": 1')
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0 or self.tell() == len(self.getvalue()):
+            # gunicorn's whole-body read loops over recv(): the reset ends all of it.
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return super().read(size)
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+@pytest.mark.parametrize(
+    ("target", "folder"), [("predict", "predict"), ("moderation_consumer", None)]
+)
+@pytest.mark.parametrize("terminated", [False, True], ids=["werkzeug-limit", "gunicorn-stream"])
+def test_a_connection_reset_mid_body_is_a_json_400_not_a_crash(
+    services, target, folder, terminated
+):
+    overrides = {"CONTENT_LENGTH": "100", **({"wsgi.input_terminated": True} if terminated else {})}
+
+    response = client(target, folder).post(
+        "/",
+        input_stream=_ResetMidBody(),
+        content_type="application/json",
+        environ_overrides=overrides,
+    )
+
+    assert "could not be read" in _assert_json_error(response, 400)
+
+
 def test_a_json_body_opening_with_a_byte_order_mark_is_read(services):
     body = b"\xef\xbb\xbf" + json.dumps(VALID_AD).encode()
 
