@@ -26,6 +26,11 @@ class HttpServer:
         self._thread.daemon = True
         self._thread.start()
 
+    @property
+    def connections_in_flight(self) -> int:
+        """Connections accepted and not yet served to the end."""
+        return self._server.serving
+
     def stop(self, timeout_s: float = 2.0) -> bool:
         """Stop accepting, then wait up to `timeout_s` for the connections being served to
         be answered; whether they all were. A request still running after that is left
@@ -69,6 +74,10 @@ class _CountingServer(ThreadedWSGIServer):
         with self._changed:
             self._serving -= 1
             self._changed.notify_all()
+
+    @property
+    def serving(self) -> int:
+        return self._serving
 
     def wait_until_none_served(self, timeout_s: float) -> bool:
         with self._changed:

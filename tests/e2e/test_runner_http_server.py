@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from shared.runner.http_server import HttpServer
+from tests.waiting import wait_until
 
 
 class SlowApp:
@@ -89,7 +90,7 @@ def test_stop_waits_for_a_request_whose_headers_are_still_coming():
     server.start()
     client = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
-    time.sleep(0.3)  # accepted by now, its thread reading the headers
+    wait_until(lambda: server.connections_in_flight == 1, timeout_s=5, what="the accept")
     with ThreadPoolExecutor(max_workers=1) as pool:
         stopping = pool.submit(server.stop, 5.0)
         time.sleep(0.3)

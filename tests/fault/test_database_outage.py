@@ -24,8 +24,10 @@ OUTAGE_S = 10.0
 TASKS = 600
 FEED_CHUNKS = 20
 FEED_INTERVAL_S = 1.0  # the records arrive over 20 s: before, during and after the outage
-# Waits of 2, 4 and 8 s between the four attempts: 14 s, more than the outage.
-RETRY_BASE_DELAY_S = 2.0
+# Waits of 3, 6 and 12 s between the four attempts: a batch failing as PostgreSQL stops
+# has its last attempt 21 s later, with room for a slow stop and start on a loaded machine
+# (2 s gave 14 s, which a start slower than ~3 s would have turned into failed tasks).
+RETRY_BASE_DELAY_S = 3.0
 
 
 class TaskFeeder:

@@ -34,6 +34,8 @@ pytestmark = [
 
 EXAMPLES_PER_OPERATION_AND_MODE = 100
 MINIMUM_REQUESTS = 500
+# Each operation on its own too: a total alone would pass with one endpoint barely fuzzed.
+MINIMUM_REQUESTS_PER_OPERATION = 100
 # What the responses must agree with in the document: statuses, media types, bodies, headers.
 CONFORMANCE_CHECKS = [
     not_a_server_error,
@@ -114,6 +116,12 @@ def test_500_generated_requests_across_all_endpoints_get_no_5xx_and_only_json_4x
 
         assert len(operations) == 4, [operation.label for operation in operations]
         assert log.requests >= MINIMUM_REQUESTS, dict(log.statuses)
+        per_operation = Counter()
+        for (label, _, _), count in log.statuses.items():
+            per_operation[label] += count
+        assert min(per_operation[o.label] for o in operations) >= MINIMUM_REQUESTS_PER_OPERATION, (
+            dict(per_operation)
+        )
         assert log.problems == [], (
             f"{len(log.problems)} problem(s) in {log.requests} requests; the first ones:\n"
             + "\n".join(log.problems[:SHOWN_PROBLEMS])

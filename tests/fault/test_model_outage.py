@@ -7,15 +7,16 @@ import pytest
 from functions_framework import create_app
 
 from tests.fakes import ModelUnavailableAtFirst
+from tests.fault.load import dead_letter_rows
 from tests.integration.helpers import (
     read_topic,
     records_on,
     running_consumer,
     seed_ads,
     task_rows,
-    wait_until,
     wired_services,
 )
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
@@ -59,6 +60,7 @@ def test_model_unavailable_for_the_first_two_attempts_is_retried_and_completed_w
         assert result["attempts"] == 3 and result["error"] is None
         assert result["model_version"].startswith("moderation-")
         assert services.model.outage.loads == 3
+        assert dead_letter_rows(services) == 0
         assert records_on(settings, settings.kafka_dlq_topic) == 0
 
 
@@ -77,6 +79,7 @@ def test_model_unavailable_for_all_four_attempts_fails_the_task_with_one_dlq_rec
         assert "model unavailable" in result["error"]
         assert services.model.outage.loads == 4
         (letter,) = letters
+        assert dead_letter_rows(services) == 1
         headers = _headers(letter)
         assert headers["x-attempts"] == "4"
         assert headers["x-error-class"] == "exhausted"

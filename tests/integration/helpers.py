@@ -19,17 +19,6 @@ from shared.moderation.batch import process_moderation_batch
 from shared.settings import Settings
 
 
-def wait_until(predicate: Callable[[], object], *, timeout_s: float, what: str) -> object:
-    """Poll `predicate` until it is truthy; fail the test with `what` after the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-
-
 @contextmanager
 def wired_services(settings: Settings, **replacements: object) -> Iterator[Services]:
     """Real adapters for `settings`, installed for the handlers, closed afterwards."""

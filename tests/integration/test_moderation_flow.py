@@ -28,9 +28,9 @@ from tests.integration.helpers import (
     running_consumer,
     seed_ads,
     task_rows,
-    wait_until,
     wired_services,
 )
+from tests.waiting import wait_until
 
 
 def _submit(item_id: int) -> int:

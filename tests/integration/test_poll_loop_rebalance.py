@@ -11,7 +11,8 @@ from confluent_kafka import Consumer, Producer
 from shared.kafka import poll_loop
 from shared.kafka.config import consumer_config
 from shared.kafka.record import ConsumedRecord
-from tests.integration.helpers import running_consumer, wait_until, wired_services
+from tests.integration.helpers import running_consumer, wired_services
+from tests.waiting import wait_until
 
 OLD, NEW = 20, 5
 

@@ -11,6 +11,7 @@ import pytest
 from shared.errors import ModelUnavailable
 from shared.model import ModelLoader, loading
 from shared.model.loading import RETRY_FAILED_LOAD_S
+from tests.waiting import wait_until
 
 
 class FakeLoad:
@@ -116,8 +117,7 @@ def test_a_caller_waits_for_another_threads_load_only_so_long(monkeypatch):
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         first = pool.submit(loader.get)
-        while not load.calls:
-            time.sleep(0.001)
+        wait_until(lambda: load.calls, timeout_s=5, what="the first load", poll_interval_s=0.001)
         with pytest.raises(ModelUnavailable, match="still loading"):
             loader.get()
         assert first.result(timeout=5) is load.model
@@ -171,8 +171,9 @@ def test_once_a_load_failed_callers_do_not_queue_behind_the_next_attempt():
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         retrying = pool.submit(loader.get)
-        while len(calls) < 2:
-            time.sleep(0.001)
+        wait_until(
+            lambda: len(calls) >= 2, timeout_s=5, what="the second attempt", poll_interval_s=0.001
+        )
         with pytest.raises(ModelUnavailable, match="fake storage is down"):
             loader.get()
         # Answered while the attempt in progress is still held.
