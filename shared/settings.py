@@ -15,6 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # How much longer than librdkafka's message timeout a publish waits for the delivery
 # reports, so that each record's fate (acknowledged or timed out) is known on return.
 DELIVERY_REPORT_GRACE_S = 1.0
+# The producer's linger.ms (shared/kafka/config.py). librdkafka refuses to build a
+# producer whose message.timeout.ms is not above it.
+PRODUCER_LINGER_MS = 2
 
 
 # The project's own model (`make model`), named absolutely: relative to the working
@@ -44,8 +47,8 @@ class Settings(BaseSettings):
     kafka_dlq_partitions: int = Field(default=1, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_consumer_group: str = "moderation-consumer"
-    # At least a millisecond: librdkafka reads a message timeout of 0 ms as none at all.
-    kafka_publish_timeout_s: float = Field(default=2.0, ge=0.001)
+    # In whole milliseconds above the producer's linger (see `publish_timeout_ms`).
+    kafka_publish_timeout_s: float = Field(default=2.0, gt=0)
 
     # Consumer
     consumer_batch_size: int = Field(default=500, ge=1)
@@ -100,6 +103,14 @@ class Settings(BaseSettings):
                 f"DB_POOL_MIN_SIZE ({self.db_pool_min_size}) is over DB_POOL_MAX_SIZE"
                 f" ({self.db_pool_max_size})"
             )
+        if self.publish_timeout_ms <= PRODUCER_LINGER_MS:
+            # Accepted, it would fail every publish and every relay sweep, and an accepted
+            # task would never reach Kafka.
+            raise ValueError(
+                f"KAFKA_PUBLISH_TIMEOUT_S ({self.kafka_publish_timeout_s:g}) must be over the"
+                f" producer's linger of {PRODUCER_LINGER_MS} ms: at least"
+                f" {(PRODUCER_LINGER_MS + 1) / 1000:g}"
+            )
         statement_timeout_s = self.db_statement_timeout_ms / 1000
         if statement_timeout_s and self.publish_wait_s >= statement_timeout_s:
             # The relay holds its claimed rows' locks while it publishes them; a consumer
@@ -111,6 +122,11 @@ class Settings(BaseSettings):
                 f" ({self.db_statement_timeout_ms} ms)"
             )
         return self
+
+    @property
+    def publish_timeout_ms(self) -> int:
+        """librdkafka's message.timeout.ms, in whole milliseconds as it takes them."""
+        return int(self.kafka_publish_timeout_s * 1000)
 
     @property
     def publish_wait_s(self) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.settings import Settings
+from shared.settings import PRODUCER_LINGER_MS, Settings
 
 # The biggest record `moderation` takes (Kafka's usual 1 MiB), and what the producer
 # and the DLQ take: four times as much, so a poison record of any size the topic let
@@ -19,11 +19,11 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         # Idempotence: librdkafka's own retries cannot duplicate or reorder a record.
         "enable.idempotence": True,
         "acks": "all",
-        "linger.ms": 2,
+        "linger.ms": PRODUCER_LINGER_MS,
         "message.max.bytes": MAX_RECORD_BYTES,
         # librdkafka gives up on a record when we stop waiting for it, so a record we
         # reported as unpublished (left to the relay) is not delivered late as well.
-        "message.timeout.ms": int(settings.kafka_publish_timeout_s * 1000),
+        "message.timeout.ms": settings.publish_timeout_ms,
         "socket.connection.setup.timeout.ms": 5_000,
     }
 

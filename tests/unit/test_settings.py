@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 from pydantic import ValidationError
 
+from shared.kafka.config import producer_config
 from shared.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -37,9 +39,17 @@ def test_no_statement_timeout_allows_any_publish_timeout():
     assert Settings(kafka_publish_timeout_s=30, db_statement_timeout_ms=0).publish_wait_s == 31
 
 
-def test_a_publish_timeout_librdkafka_would_read_as_none_is_refused():
-    with pytest.raises(ValidationError, match="kafka_publish_timeout_s"):
-        Settings(kafka_publish_timeout_s=0.0001)
+@pytest.mark.parametrize("timeout_s", [0.0001, 0.001, 0.0029])
+def test_a_publish_timeout_not_over_the_producers_linger_is_refused(timeout_s):
+    with pytest.raises(ValidationError, match=r"KAFKA_PUBLISH_TIMEOUT_S .* at least 0\.003"):
+        Settings(kafka_publish_timeout_s=timeout_s)
+
+
+def test_the_shortest_publish_timeout_accepted_builds_a_producer():
+    # librdkafka checks message.timeout.ms against linger.ms when the producer is made.
+    settings = Settings(kafka_publish_timeout_s=0.003)
+
+    Producer(producer_config(settings)).flush(0)
 
 
 @pytest.mark.parametrize("name", ["db_connect_timeout_s", "outbox_grace_s", "retry_base_delay_s"])
