@@ -29,6 +29,9 @@ _UNAVAILABLE = (
     pg_errors.QueryCanceled,
     pg_errors.AdminShutdown,
     pg_errors.CannotConnectNow,
+    # A server in recovery, or a standby just promoted from one, refuses writes for a
+    # while: for the caller that is the database being unavailable, not a bug.
+    pg_errors.ReadOnlySqlTransaction,
 )
 
 
@@ -112,6 +115,10 @@ class Database:
                 self._returned_at[conn] = time.monotonic()
                 self._pool.putconn(conn)
         except _UNAVAILABLE as error:
+            # What broke this connection (a restart, a failover, backends terminated) has
+            # most likely broken the idle ones too: each is pinged before its next use,
+            # instead of failing one more request apiece.
+            self._returned_at.clear()
             raise DatabaseUnavailable(f"PostgreSQL unavailable: {error}") from error
 
     def _check_if_idle(self, conn: psycopg.Connection) -> None:

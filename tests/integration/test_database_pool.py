@@ -1,0 +1,62 @@
+"""The connection pool (shared/db/pool.py) against a real PostgreSQL: outages it reports
+as temporary, and how it recovers from them."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+import psycopg
+import pytest
+
+from shared.db.pool import Database
+from shared.errors import DatabaseUnavailable
+
+pytestmark = pytest.mark.integration
+
+POOLED = 4
+
+
+def _backends_of(conn: psycopg.Connection, application_name: str) -> list[int]:
+    rows = conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application_name,)
+    ).fetchall()
+    return [pid for (pid,) in rows]
+
+
+def test_after_its_connections_are_dropped_only_one_request_fails(database_url: str) -> None:
+    application_name = "pool-recovery-test"
+    url = psycopg.conninfo.make_conninfo(database_url, application_name=application_name)
+    db = Database(url, min_size=0, max_size=POOLED)
+    try:
+        with ExitStack() as held:  # the pool opens POOLED connections, all just returned
+            for _ in range(POOLED):
+                held.enter_context(db.autocommit()).conn.execute("SELECT 1")
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            backends = _backends_of(admin, application_name)
+            assert len(backends) == POOLED
+            for pid in backends:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+        outcomes = []
+        for _ in range(POOLED):
+            try:
+                with db.autocommit() as tx:
+                    outcomes.append(tx.conn.execute("SELECT 1").fetchone()[0])
+            except DatabaseUnavailable:
+                outcomes.append("unavailable")
+    finally:
+        db.close()
+
+    # The first request meets a dropped connection; the others get checked ones.
+    assert outcomes == ["unavailable", *[1] * (POOLED - 1)]
+
+
+def test_a_write_refused_by_a_read_only_server_is_a_temporary_error(database_url: str) -> None:
+    db = Database(database_url, min_size=0, max_size=1)
+    try:
+        with pytest.raises(DatabaseUnavailable, match="read-only"), db.autocommit() as tx:
+            # What a server in recovery, or one just promoted from it, answers to a write.
+            tx.conn.execute("SET default_transaction_read_only = on")
+            tx.conn.execute("CREATE TABLE refused_by_a_read_only_server (id int)")
+    finally:
+        db.close()
