@@ -35,6 +35,11 @@ class InvalidFeatures(PermanentError):
     """Ad fields the model cannot score (wrong type, out of range)."""
 
 
+class ModelFailedOnAd(PermanentError):
+    """The model raised an unexpected error on this ad alone, while it scored the others of
+    its batch: a poison input, which retrying would only repeat."""
+
+
 class ModelUnavailable(TemporaryError):
     """The model artifact is missing, unreachable or failed to load."""
 

@@ -45,6 +45,7 @@ from shared.errors import (
     DatabaseUnavailable,
     InvalidFeatures,
     MalformedMessage,
+    ModelFailedOnAd,
     PermanentError,
     TaskNotFound,
     TemporaryError,
@@ -309,25 +310,46 @@ def _permanent_problem(task: _Task, row: TaskForProcessing | None) -> PermanentE
 def _score(
     services: Services, to_score: list[tuple[_Task, TaskForProcessing]]
 ) -> tuple[_Scored | None, list[tuple[_Task, TaskForProcessing, PermanentError]]]:
-    """One vectorised call; if the model rejects the batch, find the bad ads one by one."""
+    """One vectorised call; if the model refuses or fails the batch, the ads one by one."""
     if not to_score:
         return None, []
     model = services.model.get()
     try:
         verdicts = model.predict_batch([row.ad for _, row in to_score])
         return _Scored([row.id for _, row in to_score], verdicts), []
-    except InvalidFeatures:
-        pass
+    except (TemporaryError, ShutdownRequested):
+        raise
+    except Exception as error:  # InvalidFeatures, or a bug the model has on some ad
+        batch_error = error
     task_ids: list[int] = []
     parts: list[BatchVerdicts] = []
     invalid = []
+    failed_on_ads = []
     for task, row in to_score:
         try:
             parts.append(model.predict_batch([row.ad]))
         except InvalidFeatures as error:
             invalid.append((task, row, error))
+        except (TemporaryError, ShutdownRequested):
+            raise
+        except Exception as error:
+            failed_on_ads.append((task, row, error))
         else:
             task_ids.append(row.id)
+    if failed_on_ads and not parts:
+        # Not one ad scored: the model itself is failing, not an input. The whole batch
+        # is retried on the schedule like an outage (see `_attempt_batch`).
+        raise batch_error
+    for task, row, error in failed_on_ads:
+        # The others of the batch scored, so this ad is what the model chokes on: it is
+        # failed and dead-lettered at once, and its neighbours complete.
+        log.error(
+            "the model failed on one ad of its batch",
+            exc_info=error,
+            extra={"task_id": task.task_id, "item_id": task.item_id},
+        )
+        reason = ModelFailedOnAd(f"the model failed on this ad: {type(error).__name__}: {error}")
+        invalid.append((task, row, reason))
     scored = _Scored(task_ids, BatchVerdicts.joined(parts, model.version)) if parts else None
     return scored, invalid
 

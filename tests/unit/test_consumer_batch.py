@@ -117,6 +117,55 @@ def test_an_ad_the_model_rejects_fails_alone_and_the_rest_of_its_batch_completes
     assert (report.completed, report.failed, report.dead_lettered) == (2, 1, 1)
 
 
+class _ModelCrashing(FakeModel):
+    """Raises an unexpected error (a bug, not a refusal) on a batch holding a poison ad."""
+
+    def __init__(self, poison: str = "POISON") -> None:
+        super().__init__()
+        self.poison = poison
+
+    def predict(self, ads: list[Ad]) -> list[Verdict]:
+        if any(self.poison in ad.name for ad in ads):
+            raise ValueError("math domain error")
+        return super().predict(ads)
+
+
+def test_an_ad_the_model_crashes_on_fails_alone_at_once_and_the_rest_of_its_batch_completes():
+    services = fake_services()
+    services.model = FakeModelLoader(_ModelCrashing())
+    records = [
+        _accepted_task(services, 1, name="SPAM deal"),
+        _accepted_task(services, 2, name="POISON"),
+        _accepted_task(services, 3),
+    ]
+
+    report = process_moderation_batch(services, records)
+
+    tasks = services.db.state.tasks
+    assert [tasks[i].status for i in (1, 2, 3)] == ["completed", "failed", "completed"]
+    assert tasks[2].error_message == "the model failed on this ad: ValueError: math domain error"
+    (letter,) = services.publisher.on_topic("moderation_dlq")
+    headers = _headers(letter)
+    assert (headers["x-task-id"], headers["x-error-class"]) == ("2", "permanent")
+    assert headers["x-exception-type"] == "ModelFailedOnAd"
+    assert (report.completed, report.failed, report.dead_lettered, report.retries) == (2, 1, 1, 0)
+    assert services.sleeper.waits == []
+
+
+def test_a_model_crashing_on_every_ad_is_retried_like_an_outage_then_fails_the_batch():
+    services = fake_services()
+    services.model = FakeModelLoader(_ModelCrashing(poison=""))  # every name holds ""
+    records = [_accepted_task(services, item_id) for item_id in (1, 2)]
+
+    report = process_moderation_batch(services, records)
+
+    assert services.sleeper.waits == [5.0, 10.0, 20.0]
+    tasks = services.db.state.tasks
+    assert all(t.status == "failed" and t.attempts == 4 for t in tasks.values())
+    assert "gave up after 4 attempts: unexpected ValueError" in tasks[1].error_message
+    assert (report.failed, report.dead_lettered, report.retries) == (2, 2, 3)
+
+
 def test_an_attempt_whose_dead_letter_cannot_be_written_writes_nothing_at_all(monkeypatch):
     services = fake_services()
     valid = _accepted_task(services, 1)
