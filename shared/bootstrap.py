@@ -8,7 +8,9 @@ or test instances, and hand it over with `install_services()`.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,6 +25,20 @@ from shared.settings import Settings, get_settings
 
 class ShutdownRequested(Exception):
     """Raised out of a retry wait when the process is stopping; the batch is redelivered."""
+
+
+class BatchLetGo(ShutdownRequested):
+    """Raised out of a retry wait when the batch's partition was revoked or lost: its next
+    owner redelivers the batch, and a rebalance need not wait out the retry schedule."""
+
+
+# Set by the poll loop on a worker thread for the length of one batch: the event its
+# partition's revoke sets. None outside a batch of the poll loop (an HTTP push, say).
+batch_let_go: ContextVar[threading.Event | None] = ContextVar("batch_let_go", default=None)
+
+# How soon a retry wait notices that its batch was let go: one thread cannot wait on two
+# events at once, so such a wait runs in slices.
+LET_GO_CHECK_S = 0.1
 
 
 class Model(Protocol):
@@ -61,11 +77,25 @@ class Services:
     sleeper: Callable[[float], None] | None = None
 
     def sleep(self, seconds: float) -> None:
-        """Wait, unless the process is stopping: then abandon the wait."""
+        """Wait, unless the process is stopping or the running batch is let go: then
+        abandon the wait (ShutdownRequested, BatchLetGo)."""
         if self.sleeper is not None:
             self.sleeper(seconds)
-        elif self.stopping.wait(seconds):
-            raise ShutdownRequested()
+            return
+        let_go = batch_let_go.get()
+        if let_go is None:
+            if self.stopping.wait(seconds):
+                raise ShutdownRequested()
+            return
+        deadline = time.monotonic() + seconds
+        while True:
+            if let_go.is_set():
+                raise BatchLetGo()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if self.stopping.wait(min(remaining, LET_GO_CHECK_S)):
+                raise ShutdownRequested()
 
     def close(self) -> None:
         self.stopping.set()

@@ -26,7 +26,7 @@ from itertools import groupby
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from shared import metrics
-from shared.bootstrap import ShutdownRequested
+from shared.bootstrap import ShutdownRequested, batch_let_go
 from shared.kafka.record import ConsumedRecord
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ class _Partition:
     backlog: deque[Message] = field(default_factory=deque)
     backlog_bytes: int = 0
     inflight: Future | None = None
+    # Set to end the running batch's retry waits: its partition is being let go.
+    inflight_let_go: threading.Event = field(default_factory=threading.Event)
     inflight_first: int = -1
     inflight_last: int = -1
     paused: bool = False
@@ -94,6 +96,9 @@ class PartitionedPollLoop:
         # its next owner delivers it, and a batch of it here could store an offset past
         # records that owner has not handled.
         self._assigned: set[PartitionKey] = set()
+        # Batches of lost partitions, still running: a partition given back dispatches
+        # nothing until its old batch is over, so no two batches of it ever run at once.
+        self._orphans: dict[PartitionKey, Future] = {}
         # Set when a partition can neither go on nor go back: the loop then ends, the
         # process with it, and the group hands the partition to a member that can.
         self._stuck: str | None = None
@@ -200,23 +205,38 @@ class PartitionedPollLoop:
         for key, partition in self._partitions.items():
             if partition.inflight is not None or not partition.backlog:
                 continue
-            if partition.held_until > now:
+            if partition.held_until > now or self._orphan_running(key):
                 continue
             count = min(self._batch_size, len(partition.backlog))
             messages = [partition.backlog.popleft() for _ in range(count)]
             partition.backlog_bytes -= sum(map(_size, messages))
             partition.inflight_first = messages[0].offset()
             partition.inflight_last = messages[-1].offset()
-            partition.inflight = self._executor.submit(self._handle_messages, messages)
+            partition.inflight_let_go = threading.Event()
+            partition.inflight = self._executor.submit(
+                self._handle_messages, messages, partition.inflight_let_go
+            )
             if partition.paused and not self._backlog_over(partition, 0.5):
                 self._consumer.resume([TopicPartition(*key)])
                 partition.paused = False
 
-    def _handle_messages(self, messages: list[Message]) -> object:
+    def _orphan_running(self, key: PartitionKey) -> bool:
+        orphan = self._orphans.get(key)
+        if orphan is not None and orphan.done():
+            del self._orphans[key]
+            return False
+        return orphan is not None
+
+    def _handle_messages(self, messages: list[Message], let_go: threading.Event) -> object:
         # Copied on the worker's thread, not the loop's, which has the other partitions to feed.
         records = [ConsumedRecord.from_message(message) for message in messages]
         metrics.observe_batch_size(len(records))
-        return self._handle_batch(records)
+        # The handler's retry waits (Services.sleep) end when the partition is let go.
+        token = batch_let_go.set(let_go)
+        try:
+            return self._handle_batch(records)
+        finally:
+            batch_let_go.reset(token)
 
     def _reap_finished(
         self,
@@ -242,7 +262,7 @@ class PartitionedPollLoop:
             except ShutdownRequested:
                 # Nothing after this batch may be stored, or the commit would skip it:
                 # the partition stops here, and its next owner starts from this batch.
-                log.info("batch abandoned for shutdown; it will be redelivered")
+                log.info("batch abandoned in a retry wait; it will be redelivered")
                 if not letting_go:
                     self._replay_from(key, partition.inflight_first, hold_s=math.inf)
                 continue
@@ -350,6 +370,10 @@ class PartitionedPollLoop:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(p.topic, p.partition) for p in partitions]
         self._assigned.difference_update(keys)
+        # A batch waiting out the retry schedule (35 s, and longer while the database is
+        # down) would hold up this member's whole rebalance, and the group's with it:
+        # its waits end now, it stays unstored, and the new owner redelivers it.
+        self._let_inflight_go(keys)
         # Finish what is running on the revoked partitions and commit it, so the new
         # owner starts after it instead of redoing it.
         self._reap_finished(keys, wait=True, letting_go=True)
@@ -361,8 +385,19 @@ class PartitionedPollLoop:
         # Lost, not revoked: another member may own them already, so commit nothing.
         keys = [(p.topic, p.partition) for p in partitions]
         self._assigned.difference_update(keys)
+        self._let_inflight_go(keys)
+        for key in keys:
+            partition = self._partitions.get(key)
+            if partition is not None and partition.inflight is not None:
+                self._orphans[key] = partition.inflight
         self._let_go(keys)
         log.warning("partitions lost", extra={"partitions": [p.partition for p in partitions]})
+
+    def _let_inflight_go(self, keys: list[PartitionKey]) -> None:
+        for key in keys:
+            partition = self._partitions.get(key)
+            if partition is not None and partition.inflight is not None:
+                partition.inflight_let_go.set()
 
     def _let_go(self, keys: list[PartitionKey]) -> None:
         """Forget the partitions. A pause of theirs stays with librdkafka, and `_on_assign`
