@@ -333,7 +333,12 @@ class PartitionedPollLoop:
             log.debug("could not read positions for lag", extra={"error": str(error)})
             return
         for position in positions:
-            _low, high = self._consumer.get_watermark_offsets(position, cached=True)
+            try:
+                _low, high = self._consumer.get_watermark_offsets(position, cached=True)
+            except KafkaException as error:
+                # A partition changing hands, say: a gauge is not worth ending the loop for.
+                log.debug("could not read watermarks for lag", extra={"error": str(error)})
+                continue
             partition = self._partitions.get((position.topic, position.partition))
             fetched_to = position.offset
             if fetched_to < 0 and partition is not None:

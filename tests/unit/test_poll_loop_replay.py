@@ -304,3 +304,28 @@ def test_a_partition_sought_back_reports_its_lag_from_the_replayed_batch(loop, m
     loop._report_lag()
 
     assert reported == [(0, 40)]
+
+
+class _ConsumerWithoutWatermarks(RecordingConsumer):
+    def get_watermark_offsets(self, partition, cached: bool = False) -> tuple[int, int]:
+        if partition.partition == 0:
+            raise KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION))
+        return 0, 50
+
+
+def test_a_partition_whose_watermarks_cannot_be_read_skips_its_lag_and_the_loop_goes_on(
+    monkeypatch,
+):
+    consumer = _ConsumerWithoutWatermarks()
+    loop = _loop_over(consumer, _Handler())
+    reported = []
+    monkeypatch.setattr(
+        poll_loop.metrics, "set_consumer_lag", lambda t, p, lag: reported.append((p, lag))
+    )
+    consumer.positions = [TopicPartition(TOPIC, 0, 5), TopicPartition(TOPIC, 1, 20)]
+    try:
+        loop._report_lag()
+    finally:
+        loop._executor.shutdown(wait=True)
+
+    assert reported == [(1, 30)]
