@@ -45,6 +45,15 @@ _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 def parse_query(request: flask.Request, model: type[Model]) -> Model:
+    """422 for bad fields, and for a field given more than once: `?item_id=1&item_id=2`
+    names two ads, and taking either one would answer a question nobody asked."""
+    repeated = [
+        {"loc": [name], "msg": f"given {len(values)} times; give it once", "type": "repeated"}
+        for name, values in request.args.lists()
+        if len(values) > 1 and name in model.model_fields
+    ]
+    if repeated:
+        raise HttpError(422, repeated)
     return _validate(model, request.args.to_dict(flat=True))
 
 

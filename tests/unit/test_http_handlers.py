@@ -447,6 +447,17 @@ def test_an_item_id_that_is_not_plain_decimal_digits_is_a_422(services, item_id)
     assert services.db.state.tasks == {}
 
 
+def test_an_item_id_given_twice_is_a_422_and_creates_nothing(services):
+    for target, folder in (("async_predict", "async_predict"), ("simple_predict", "predict")):
+        response = client(target, folder).post("/?item_id=1&item_id=2")
+
+        detail = _assert_json_error(response, 422)
+        assert detail == [
+            {"loc": ["item_id"], "msg": "given 2 times; give it once", "type": "repeated"}
+        ]
+    assert services.db.state.tasks == {}
+
+
 def test_a_task_id_that_is_not_plain_decimal_digits_is_a_422(services):
     with services.db.transaction() as tx:
         tx.create_task_for_existing_ad(1)
