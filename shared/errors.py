@@ -27,6 +27,18 @@ class TaskNotFound(PermanentError):
         self.task_id = task_id
 
 
+class IdempotencyKeyReused(PermanentError):
+    """An Idempotency-Key already names a task for another ad than this request's."""
+
+    def __init__(self, task_id: int, item_id: int) -> None:
+        super().__init__(
+            f"This Idempotency-Key was used for item_id {item_id} (task {task_id});"
+            " use a new key for another ad"
+        )
+        self.task_id = task_id
+        self.item_id = item_id
+
+
 class MalformedMessage(PermanentError):
     """A Kafka record that is not a valid moderation envelope."""
 

@@ -65,6 +65,17 @@ class ItemIdQuery(BaseModel):
     item_id: TextDbId
 
 
+class AsyncPredictHeaders(BaseModel):
+    """`Idempotency-Key`, optional: a retry of a request that sent one gets that request's
+    task back instead of a second task. Printable ASCII without spaces, as a UUID is."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=False)
+
+    idempotency_key: (
+        Annotated[StrictStr, Field(min_length=1, max_length=255, pattern=r"^[!-~]+$")] | None
+    ) = Field(default=None, alias="Idempotency-Key")
+
+
 class TaskIdPath(BaseModel):
     task_id: TextDbId
 

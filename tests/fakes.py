@@ -13,7 +13,7 @@ import psycopg
 
 from shared.bootstrap import Services, install_services
 from shared.db.dead_letters import DeadLetter, StoredDeadLetter
-from shared.db.tasks import TaskFailure, TaskForProcessing, TaskRow
+from shared.db.tasks import KeyedTask, TaskFailure, TaskForProcessing, TaskRow
 from shared.domain import Ad, BatchVerdicts, Verdict
 from shared.errors import (
     BrokerUnavailable,
@@ -41,6 +41,7 @@ class _State:
     ads: dict[int, Ad] = field(default_factory=dict)
     tasks: dict[int, TaskRow] = field(default_factory=dict)
     published: set[int] = field(default_factory=set)
+    idempotency_keys: dict[str, int] = field(default_factory=dict)
     first_failures: dict[int, datetime] = field(default_factory=dict)
     letters: dict[int, DeadLetter] = field(default_factory=dict)
     letters_published: set[int] = field(default_factory=set)
@@ -102,6 +103,16 @@ class InMemoryTransaction:
             task_id, item_id, "pending", None, None, None, None, 0, datetime.now(UTC), None
         )
         return task_id
+
+    def create_keyed_task(self, item_id: int, key: str) -> KeyedTask | None:
+        if key in self.s.idempotency_keys:
+            task_id = self.s.idempotency_keys[key]
+            return KeyedTask(task_id, self.s.tasks[task_id].item_id, created=False)
+        task_id = self.create_task_for_existing_ad(item_id)
+        if task_id is None:
+            return None
+        self.s.idempotency_keys[key] = task_id
+        return KeyedTask(task_id, item_id, created=True)
 
     def mark_tasks_published(self, task_ids: Sequence[int]) -> None:
         self.s.published.update(task_ids)

@@ -8,9 +8,15 @@ import flask
 import functions_framework
 
 from shared.bootstrap import get_services
-from shared.http import JsonResult, json_endpoint, parse_query, register_json_errors
+from shared.http import (
+    JsonResult,
+    json_endpoint,
+    parse_headers,
+    parse_query,
+    register_json_errors,
+)
 from shared.moderation.tasks import submit_moderation_task
-from shared.schemas import AsyncPredictResponse, ItemIdQuery
+from shared.schemas import AsyncPredictHeaders, AsyncPredictResponse, ItemIdQuery
 
 # Errors Flask raises before a handler runs (an unroutable path) are JSON too.
 register_json_errors(functions_framework.errorhandler)
@@ -20,9 +26,11 @@ register_json_errors(functions_framework.errorhandler)
 @json_endpoint("async_predict", methods=("POST",))
 def async_predict(request: flask.Request) -> JsonResult:
     query = parse_query(request, ItemIdQuery)
-    task_id = submit_moderation_task(get_services(), query.item_id)
+    headers = parse_headers(request, AsyncPredictHeaders)
+    submitted = submit_moderation_task(get_services(), query.item_id, headers.idempotency_key)
+    replayed = {"Idempotent-Replayed": "true"} if submitted.replayed else {}
     return JsonResult(
-        AsyncPredictResponse(task_id=task_id),
+        AsyncPredictResponse(task_id=submitted.task_id),
         status=202,
-        headers={"Location": f"/moderation_result/{task_id}"},
+        headers={"Location": f"/moderation_result/{submitted.task_id}", **replayed},
     )

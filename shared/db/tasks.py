@@ -70,6 +70,35 @@ def create_task_for_existing_ad(conn: psycopg.Connection, item_id: int) -> int |
     return row[0] if row else None
 
 
+class KeyedTask(NamedTuple):
+    task_id: int
+    item_id: int
+    created: bool  # False: an earlier request made it under the same key
+
+
+def create_keyed_task(conn: psycopg.Connection, item_id: int, key: str) -> KeyedTask | None:
+    """The task made under `key`: inserted now if the ad exists and no task has the key
+    yet, else the one an earlier request made (for whichever ad). None if neither."""
+    inserted = conn.execute(
+        """
+        INSERT INTO moderation_results (item_id, idempotency_key)
+        SELECT id, %s FROM ads WHERE id = %s
+        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING id
+        """,
+        (key, item_id),
+    ).fetchone()
+    if inserted is not None:
+        return KeyedTask(inserted[0], item_id, created=True)
+    # A statement of its own, so a snapshot of its own: a request racing this one may
+    # have committed the key after the INSERT's snapshot was taken (the INSERT waited
+    # for that commit, then did nothing), and only a later snapshot sees its row.
+    earlier = conn.execute(
+        "SELECT id, item_id FROM moderation_results WHERE idempotency_key = %s", (key,)
+    ).fetchone()
+    return None if earlier is None else KeyedTask(earlier[0], earlier[1], created=False)
+
+
 def mark_tasks_published(conn: psycopg.Connection, task_ids: Sequence[int]) -> None:
     conn.execute(
         "UPDATE moderation_results SET published_at = now()"

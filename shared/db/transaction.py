@@ -34,6 +34,9 @@ class Transaction:
     def create_task_for_existing_ad(self, item_id: int) -> int | None:
         return tasks.create_task_for_existing_ad(self.conn, item_id)
 
+    def create_keyed_task(self, item_id: int, key: str) -> tasks.KeyedTask | None:
+        return tasks.create_keyed_task(self.conn, item_id, key)
+
     def mark_tasks_published(self, task_ids: Sequence[int]) -> None:
         tasks.mark_tasks_published(self.conn, task_ids)
 

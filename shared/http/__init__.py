@@ -2,11 +2,12 @@
 
 from shared.http.endpoint import JsonResult, json_endpoint
 from shared.http.errors import register_json_errors
-from shared.http.parsing import parse_json_body, parse_path_id, parse_query
+from shared.http.parsing import parse_headers, parse_json_body, parse_path_id, parse_query
 
 __all__ = [
     "JsonResult",
     "json_endpoint",
+    "parse_headers",
     "parse_json_body",
     "parse_path_id",
     "parse_query",

@@ -17,7 +17,13 @@ from pydantic import BaseModel
 
 from shared import metrics
 from shared.bootstrap import get_services
-from shared.errors import AdNotFound, InvalidFeatures, TaskNotFound, TemporaryError
+from shared.errors import (
+    AdNotFound,
+    IdempotencyKeyReused,
+    InvalidFeatures,
+    TaskNotFound,
+    TemporaryError,
+)
 from shared.http.auth import require_api_key
 from shared.http.errors import BodyLeftUnread, HttpError, json_error, unavailable
 
@@ -66,6 +72,8 @@ def _respond(handler: Handler, request: flask.Request, methods: tuple[str, ...])
         return json_error(error.status, error.detail, error.headers)
     except (AdNotFound, TaskNotFound) as error:
         return json_error(404, str(error))
+    except IdempotencyKeyReused as error:
+        return json_error(422, str(error))
     except InvalidFeatures as error:
         # A stored ad the model cannot score (a body's fields are refused before this):
         # the request is fine, the ad it names is not.

@@ -57,6 +57,17 @@ def parse_query(request: flask.Request, model: type[Model]) -> Model:
     return _validate(model, request.args.to_dict(flat=True))
 
 
+def parse_headers(request: flask.Request, model: type[Model]) -> Model:
+    """The model's fields from the headers their aliases name (case-insensitive); 422
+    for bad ones."""
+    present = {}
+    for name, info in model.model_fields.items():
+        header = info.alias or name
+        if (value := request.headers.get(header)) is not None:
+            present[header] = value
+    return _validate(model, present)
+
+
 def parse_path_id(request: flask.Request, model: type[Model], field: str) -> Model:
     """The last path segment as `field`: `/moderation_result/42` or, deployed alone, `/42`."""
     segment = request.path.rstrip("/").rsplit("/", 1)[-1]

@@ -3,28 +3,58 @@
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 from shared.bootstrap import Services
-from shared.db.tasks import TaskRow
-from shared.errors import AdNotFound, BrokerUnavailable, DatabaseUnavailable, TaskNotFound
+from shared.db.tasks import KeyedTask, TaskRow
+from shared.errors import (
+    AdNotFound,
+    BrokerUnavailable,
+    DatabaseUnavailable,
+    IdempotencyKeyReused,
+    TaskNotFound,
+)
 from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import OutgoingRecord
 
 log = logging.getLogger(__name__)
 
 
-def submit_moderation_task(services: Services, item_id: int) -> int:
-    """Create a pending task for an existing ad and publish it; returns the task id.
+class Submitted(NamedTuple):
+    task_id: int
+    replayed: bool  # an earlier request with the same Idempotency-Key made the task
+
+
+def submit_moderation_task(
+    services: Services, item_id: int, idempotency_key: str | None = None
+) -> Submitted:
+    """Create a pending task for an existing ad and publish it.
 
     The task row is committed before the publish and doubles as its outbox entry:
     if Kafka is down or this process dies right after the commit, the row stays
     unpublished and the relay publishes it later. So an accepted task (a 202) is
     never lost; while Kafka is down a caller just sees it `pending` for longer.
+
+    With an `idempotency_key` that an earlier request used for the same ad, that
+    request's task is returned and nothing is made or published (the relay publishes
+    it if the first request could not); for another ad, IdempotencyKeyReused.
     """
     with services.db.autocommit() as tx:
-        task_id = tx.create_task_for_existing_ad(item_id)
-    if task_id is None:
+        if idempotency_key is None:
+            task_id = tx.create_task_for_existing_ad(item_id)
+            keyed = None if task_id is None else KeyedTask(task_id, item_id, created=True)
+        else:
+            keyed = tx.create_keyed_task(item_id, idempotency_key)
+    if keyed is None:
         raise AdNotFound(item_id)
+    if keyed.item_id != item_id:
+        raise IdempotencyKeyReused(keyed.task_id, keyed.item_id)
+    if keyed.created:
+        _publish_task(services, keyed.task_id, item_id)
+    return Submitted(keyed.task_id, replayed=not keyed.created)
+
+
+def _publish_task(services: Services, task_id: int, item_id: int) -> None:
     key, value = encode_task_message(task_id, item_id)
     topic = services.settings.kafka_moderation_topic
     try:
@@ -45,7 +75,6 @@ def submit_moderation_task(services: Services, item_id: int) -> int:
             "task accepted, but its publish failed unexpectedly; left to the outbox relay",
             extra={"task_id": task_id, "item_id": item_id},
         )
-    return task_id
 
 
 def get_moderation_result(services: Services, task_id: int) -> TaskRow:

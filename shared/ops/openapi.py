@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from shared.schemas import (
+    AsyncPredictHeaders,
     AsyncPredictResponse,
     ErrorResponse,
     ItemIdQuery,
@@ -143,12 +144,26 @@ def _simple_predict() -> dict[str, Any]:
 def _async_predict() -> dict[str, Any]:
     accepted = _json_response("Task accepted; poll its result", AsyncPredictResponse)
     accepted["headers"] = {
-        "Location": {"description": "/moderation_result/{task_id}", "schema": {"type": "string"}}
+        "Location": {"description": "/moderation_result/{task_id}", "schema": {"type": "string"}},
+        "Idempotent-Replayed": {
+            "description": "true when an earlier request with this Idempotency-Key made the task",
+            "schema": {"type": "string", "enum": ["true"]},
+        },
     }
     return {
         "operationId": "async_predict",
         "summary": "Queue a stored ad for moderation",
-        "parameters": [_parameter(ItemIdQuery, "item_id", "query", _ITEM_ID)],
+        "parameters": [
+            _parameter(ItemIdQuery, "item_id", "query", _ITEM_ID),
+            _parameter(
+                AsyncPredictHeaders,
+                "Idempotency-Key",
+                "header",
+                "Optional. A request retried with the same key gets the first one's task"
+                " back instead of a second task; the same key for another ad is a 422."
+                " A UUID per request is a good key",
+            ),
+        ],
         "responses": {"202": accepted, **_errors(401, 404, 405, 413, 422, 503)},
     }
 

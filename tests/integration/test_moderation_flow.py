@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -316,6 +317,42 @@ def test_fifty_concurrent_async_predict_calls_give_fifty_distinct_completed_task
         with running_consumer(services):
             wait_until(lambda: _all_finished(services, 50), timeout_s=60, what="50 tasks")
         assert set(_statuses(services).values()) == {"completed"}
+
+
+def test_twenty_concurrent_retries_with_one_idempotency_key_make_one_task_published_once(
+    settings,
+):
+    with wired_services(settings) as services:
+        [item_id, other_item] = seed_ads(services, 2)
+        app = create_app("async_predict", "functions/async_predict/main.py")
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{server.server_port}/async_predict"
+        key = {"Idempotency-Key": f"retry-{uuid.uuid4()}"}
+        try:
+            with ThreadPoolExecutor(max_workers=20) as pool:
+                responses = list(
+                    pool.map(
+                        lambda _: requests.post(
+                            url, params={"item_id": item_id}, headers=key, timeout=10
+                        ),
+                        range(20),
+                    )
+                )
+            reused = requests.post(url, params={"item_id": other_item}, headers=key, timeout=10)
+        finally:
+            server.shutdown()
+
+        assert [r.status_code for r in responses] == [202] * 20
+        assert len({r.json()["task_id"] for r in responses}) == 1
+        # Exactly one request made the task; every other one was told it was a replay.
+        assert sum(r.headers.get("Idempotent-Replayed") != "true" for r in responses) == 1
+        assert reused.status_code == 422 and "item_id" in reused.json()["detail"]
+        assert [row[:2] for row in task_rows(services)] == [
+            (responses[0].json()["task_id"], item_id)
+        ]
+        assert records_on(settings, settings.kafka_moderation_topic) == 1
 
 
 @pytest.mark.parametrize("item_id", ["abc", "1.5", "0", "-1", str(2**63)])

@@ -447,6 +447,51 @@ def test_an_item_id_that_is_not_plain_decimal_digits_is_a_422(services, item_id)
     assert services.db.state.tasks == {}
 
 
+def test_a_retry_with_the_same_idempotency_key_gets_the_same_task_and_publishes_nothing(services):
+    key = {"Idempotency-Key": "3f0c2a6e-8d1b-4f5e-9a7c-2b6d1e0f4a11"}
+
+    first = client("async_predict").post("/async_predict?item_id=1", headers=key)
+    retry = client("async_predict").post("/async_predict?item_id=1", headers=key)
+
+    assert (first.status_code, retry.status_code) == (202, 202)
+    assert first.get_json() == retry.get_json()
+    assert retry.headers["Location"] == first.headers["Location"]
+    assert "Idempotent-Replayed" not in first.headers
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert len(services.db.state.tasks) == 1
+    assert len(services.publisher.on_topic("moderation")) == 1
+
+
+def test_an_idempotency_key_reused_for_another_ad_is_a_422_and_creates_nothing(services):
+    services.db.add_ad(Ad(2, 1, False, "Chair", "A chair", 3, 1))
+    key = {"Idempotency-Key": "order-17"}
+    client("async_predict").post("/async_predict?item_id=1", headers=key)
+
+    response = client("async_predict").post("/async_predict?item_id=2", headers=key)
+
+    detail = _assert_json_error(response, 422)
+    assert "used for item_id 1" in detail
+    assert len(services.db.state.tasks) == 1
+
+
+def test_requests_without_an_idempotency_key_each_make_a_task(services):
+    first = client("async_predict").post("/async_predict?item_id=1")
+    second = client("async_predict").post("/async_predict?item_id=1")
+
+    assert first.get_json()["task_id"] != second.get_json()["task_id"]
+
+
+@pytest.mark.parametrize("key", ["", "has space", "x" * 256, "ключ"])
+def test_an_idempotency_key_that_is_not_1_to_255_visible_ascii_characters_is_a_422(services, key):
+    response = client("async_predict").post(
+        "/async_predict?item_id=1", headers={"Idempotency-Key": key}
+    )
+
+    detail = _assert_json_error(response, 422)
+    assert detail[0]["loc"] == ["Idempotency-Key"]
+    assert services.db.state.tasks == {}
+
+
 def test_an_item_id_given_twice_is_a_422_and_creates_nothing(services):
     for target, folder in (("async_predict", "async_predict"), ("simple_predict", "predict")):
         response = client(target, folder).post("/?item_id=1&item_id=2")

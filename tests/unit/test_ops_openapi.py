@@ -104,12 +104,21 @@ def test_predict_takes_the_predict_request_body_and_documents_bad_json(document)
     ],
 )
 def test_parameters_carry_the_models_constraints(document, path, method, name, location):
-    [parameter] = document["paths"][path][method]["parameters"]
+    [parameter] = [p for p in document["paths"][path][method]["parameters"] if p["name"] == name]
 
     assert (parameter["name"], parameter["in"], parameter["required"]) == (name, location, True)
     assert parameter["schema"]["minimum"] == 0
     assert parameter["schema"]["exclusiveMinimum"] is True
     assert parameter["schema"]["maximum"] == schemas.BIGINT_MAX
+
+
+def test_async_predict_documents_its_optional_idempotency_key_header(document):
+    operation = document["paths"]["/async_predict"]["post"]
+    [header] = [p for p in operation["parameters"] if p["in"] == "header"]
+
+    assert (header["name"], header["required"]) == ("Idempotency-Key", False)
+    assert (header["schema"]["minLength"], header["schema"]["maxLength"]) == (1, 255)
+    assert "Idempotent-Replayed" in operation["responses"]["202"]["headers"]
 
 
 def test_nullable_fields_are_written_the_openapi_30_way(document):

@@ -26,7 +26,7 @@ def services():
 
 def test_a_sweep_publishes_a_task_whose_first_publish_failed(services):
     services.publisher.fail_times = 1
-    task_id = submit_moderation_task(services, 1)
+    task_id = submit_moderation_task(services, 1).task_id
 
     published = RelayWorker(services).sweep_once()
 
@@ -65,7 +65,7 @@ def test_the_relay_thread_sweeps_on_its_interval_and_stops_promptly(services):
 
 
 def test_the_consumer_handler_is_the_deployed_process_records(services):
-    task_id = submit_moderation_task(services, 1)
+    task_id = submit_moderation_task(services, 1).task_id
     key, value = encode_task_message(task_id, 1)
     process_records = load_consumer_handler()
 
