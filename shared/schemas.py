@@ -97,6 +97,11 @@ class PredictResponse(BaseModel):
 
 
 class AsyncPredictResponse(BaseModel):
+    # Documented as the response it is: every field always present, defaults included.
+    model_config = ConfigDict(
+        json_schema_mode_override="serialization", json_schema_serialization_defaults_required=True
+    )
+
     task_id: int
     status: Literal["pending"] = "pending"
     message: str = "Moderation request accepted"

@@ -35,7 +35,7 @@ COMPONENT_MODELS: tuple[type[BaseModel], ...] = (
 )
 
 _ERRORS = {
-    400: "The body is not valid JSON",
+    400: "The body is not valid JSON, or ends before its Content-Length",
     401: "Missing or invalid API key (only when API_KEYS is set)",
     404: "No such ad or task",
     405: "Method not allowed; the Allow header lists the right one",
@@ -136,7 +136,7 @@ def _simple_predict() -> dict[str, Any]:
         "parameters": [_parameter(ItemIdQuery, "item_id", "query", _ITEM_ID)],
         "responses": {
             "200": _json_response("The verdict", PredictResponse),
-            **_errors(401, 404, 405, 413, 422, 503),
+            **_errors(400, 401, 404, 405, 413, 422, 503),
         },
     }
 
@@ -164,7 +164,7 @@ def _async_predict() -> dict[str, Any]:
                 " A UUID per request is a good key",
             ),
         ],
-        "responses": {"202": accepted, **_errors(401, 404, 405, 413, 422, 503)},
+        "responses": {"202": accepted, **_errors(400, 401, 404, 405, 413, 422, 503)},
     }
 
 
@@ -175,7 +175,7 @@ def _moderation_result() -> dict[str, Any]:
         "parameters": [_parameter(TaskIdPath, "task_id", "path", "The id async_predict returned")],
         "responses": {
             "200": _json_response("The task", ModerationResultResponse),
-            **_errors(401, 404, 405, 413, 422, 503),
+            **_errors(400, 401, 404, 405, 413, 422, 503),
         },
     }
 

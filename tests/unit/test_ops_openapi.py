@@ -69,6 +69,26 @@ def test_each_component_schema_is_the_pydantic_models_own(document, model):
     assert document["components"]["schemas"][model.__name__] == expected
 
 
+def test_every_field_of_the_202_is_required_since_every_answer_carries_it(document):
+    schema = document["components"]["schemas"]["AsyncPredictResponse"]
+
+    assert schema["required"] == ["task_id", "status", "message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "method"),
+    [
+        ("/simple_predict", "post"),
+        ("/async_predict", "post"),
+        ("/moderation_result/{task_id}", "get"),
+    ],
+)
+def test_a_body_cut_short_is_documented_for_every_operation_that_reads_one(document, path, method):
+    # The endpoint wrapper reads any body sent, and one shorter than its
+    # Content-Length is a 400 on every operation, not only on /predict.
+    assert "400" in document["paths"][path][method]["responses"]
+
+
 def test_every_reference_resolves_to_a_component(document):
     names = set(document["components"]["schemas"])
 
