@@ -77,7 +77,8 @@ class FixedRate:
     late_sends: int  # sends more than 5 ms behind the schedule (the generator fell behind)
     latencies_ms: list[float] = field(default_factory=list)
     # (wall-clock time the request was due, time its answer arrived, body): with keep_bodies.
-    responses: list[tuple[float, float, bytes]] = field(default_factory=list)
+    # (due, answered, status, body) of each 2xx answer, wall clock, when bodies are kept
+    responses: list[tuple[float, float, int, bytes]] = field(default_factory=list)
 
     def percentile(self, q: float) -> float:
         return percentile(sorted(self.latencies_ms), q)
@@ -294,7 +295,7 @@ class _Share:
         self.slot = asyncio.Semaphore(MAX_CONNECTIONS_PER_PROCESS)
         self.sent = self.errors = self.late = 0
         self.latencies_ms: list[float] = []
-        self.responses: list[tuple[float, float, bytes]] = []
+        self.responses: list[tuple[float, float, int, bytes]] = []
 
     async def open_loop(self, rate: float, total: int, start_at: float) -> None:
         loop = asyncio.get_running_loop()
@@ -349,7 +350,7 @@ class _Share:
             return
         self.latencies_ms.append((finished - due) * 1000)
         if self.keep_bodies:
-            self.responses.append((due_wall, time.time(), body))
+            self.responses.append((due_wall, time.time(), status, body))
 
     async def _exchange(self, request: bytes) -> tuple[int, bytes]:
         """On a kept-alive connection if one is idle; again on a new one if the server had
