@@ -7,6 +7,7 @@ treat it as temporary without knowing psycopg's exception tree.
 
 from __future__ import annotations
 
+import math
 import time
 import weakref
 from collections.abc import Iterator
@@ -58,7 +59,9 @@ class Database:
             max_size=max_size,
             timeout=connect_timeout_s,
             kwargs={
-                "connect_timeout": max(1, int(connect_timeout_s)),
+                # libpq takes whole seconds (and reads 1 as 2): rounded up, so a
+                # connection is never given up on sooner than the setting says.
+                "connect_timeout": math.ceil(connect_timeout_s),
                 # Repeated statements are prepared (psycopg's default), so a lookup by
                 # key is planned once; batch statements opt out (see shared/db/arrays.py).
                 "options": f"-c statement_timeout={statement_timeout_ms}",
