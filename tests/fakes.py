@@ -185,7 +185,7 @@ class InMemoryTransaction:
                     task,
                     status="failed",
                     error_message=failure.reason,
-                    attempts=failure.attempts,
+                    attempts=max(task.attempts, failure.attempts),
                     processed_at=datetime.now(UTC),
                 )
                 changed.add(failure.task_id)

@@ -239,7 +239,10 @@ def fail_tasks(conn: psycopg.Connection, failures: Sequence[TaskFailure]) -> set
     rows = conn.execute(
         """
         UPDATE moderation_results t
-        SET status = 'failed', error_message = f.reason, attempts = f.attempts,
+        SET status = 'failed', error_message = f.reason,
+            -- Never below the row's own count: attempts counted in memory while the database
+            -- was down may be fewer than an earlier owner of the task already recorded.
+            attempts = greatest(t.attempts, f.attempts),
             first_failure_at = coalesce(t.first_failure_at, now()),
             last_failure_at = now(), processed_at = now(),
             published_at = coalesce(t.published_at, now())

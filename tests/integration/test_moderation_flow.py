@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from functions_framework import create_app
 from werkzeug.serving import make_server
 
+from shared.db.tasks import TaskFailure
 from shared.kafka.config import consumer_config
 from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import ConsumedRecord
@@ -415,3 +416,16 @@ def test_a_batch_waiting_out_a_retry_stalls_only_its_own_partition(settings):
             assert statuses[free_task] == "completed" and statuses[blocked_task] == "pending"
             release.set()
             wait_until(lambda: _all_finished(services, 2), timeout_s=30, what="both tasks")
+
+
+def test_failing_a_task_never_lowers_the_attempts_its_row_already_counts(settings):
+    with wired_services(settings) as services:
+        [item_id] = seed_ads(services, 1)
+        with services.db.transaction() as tx:
+            task_id = tx.create_task_for_existing_ad(item_id)
+            # An earlier owner counted six attempts; this one counted four in memory.
+            tx.conn.execute("UPDATE moderation_results SET attempts = 6 WHERE id = %s", (task_id,))
+            failed = tx.fail_tasks([TaskFailure(task_id, "gave up after 4 attempts: x", 4)])
+
+        assert failed == {task_id}
+        assert task_rows(services)[0][2:4] == ("failed", 6)
