@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -12,6 +13,8 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from shared.errors import BrokerUnavailable, PartlyAcknowledged
 from shared.kafka.record import OutgoingRecord
 from shared.settings import DELIVERY_REPORT_GRACE_S
+
+log = logging.getLogger(__name__)
 
 
 class KafkaPublisher:
@@ -58,17 +61,21 @@ class KafkaPublisher:
         if not records:
             return
         producer = self._get_producer()
+        # A little longer than librdkafka's own message timeout, so each record's fate
+        # is known (acknowledged or timed out) when this returns; a full local queue
+        # waits within the same deadline.
+        deadline = time.monotonic() + self._timeout_s + DELIVERY_REPORT_GRACE_S
         pending = _PendingDeliveries(len(records))
         for index, record in enumerate(records):
             try:
-                self._produce(producer, record, functools.partial(pending.on_delivery, index))
+                self._produce(
+                    producer, record, functools.partial(pending.on_delivery, index), deadline
+                )
             except KafkaException as error:
-                # Refused before it left (over message.max.bytes, say): that record
-                # alone is not acknowledged, and the others still go.
+                # Refused before it left (over message.max.bytes, or the local queue
+                # full until the deadline): that record alone is not acknowledged.
                 pending.on_delivery(index, error.args[0], None)
-        # A little longer than librdkafka's own message timeout, so each record's fate
-        # is known (acknowledged or timed out) when this returns.
-        done = pending.done.wait(self._timeout_s + DELIVERY_REPORT_GRACE_S)
+        done = pending.done.wait(max(0.0, deadline - time.monotonic()))
         if any(_is_fatal(error) for error in pending.errors):
             self._replace_after_fatal_error(producer)
         if not done:
@@ -85,7 +92,11 @@ class KafkaPublisher:
             )
 
     def _produce(
-        self, producer: Producer, record: OutgoingRecord, on_delivery: Callable[..., None]
+        self,
+        producer: Producer,
+        record: OutgoingRecord,
+        on_delivery: Callable[..., None],
+        deadline: float,
     ) -> None:
         while True:
             try:
@@ -98,6 +109,10 @@ class KafkaPublisher:
                 )
                 return
             except BufferError:
+                if time.monotonic() >= deadline:
+                    raise KafkaException(
+                        KafkaError(KafkaError._QUEUE_FULL, "local producer queue full")
+                    ) from None
                 # The local queue is full: give deliveries a moment to drain it.
                 time.sleep(0.01)
 
@@ -126,7 +141,12 @@ def _serve_delivery_reports(producer: Producer, stop: threading.Event) -> None:
     # One thread serves every delivery callback, so a publishing thread just waits for
     # its own event instead of sleeping in poll() while another thread serves it.
     while not stop.is_set():
-        producer.poll(0.05)
+        try:
+            producer.poll(0.05)
+        except Exception:
+            # A callback that raised: this thread serves every publish of the process,
+            # and ending it would leave each of them waiting out its deadline.
+            log.exception("a delivery report callback failed")
 
 
 class _PendingDeliveries:

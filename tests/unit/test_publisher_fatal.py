@@ -68,3 +68,22 @@ def test_an_error_of_a_record_alone_keeps_the_producer(publisher):
         publisher.publish([RECORD])
 
     assert len(_Producer.made) == 1
+
+
+class _ProducerWithAFullQueue(_Producer):
+    def produce(self, topic, *, value, key, headers, on_delivery) -> None:
+        raise BufferError("Local: Queue full")
+
+
+def test_a_queue_that_stays_full_fails_the_publish_within_its_deadline(monkeypatch):
+    monkeypatch.setattr(publisher_module, "Producer", _ProducerWithAFullQueue)
+    publisher = KafkaPublisher({}, timeout_s=0.2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(PartlyAcknowledged, match="queue full"):
+            publisher.publish([RECORD, RECORD])
+    finally:
+        publisher.close()
+
+    # Before, a full queue was retried for as long as it stayed full.
+    assert time.monotonic() - started < 0.2 + publisher_module.DELIVERY_REPORT_GRACE_S + 0.5
