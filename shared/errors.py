@@ -31,10 +31,9 @@ class IdempotencyKeyReused(PermanentError):
     """An Idempotency-Key already names a task for another ad than this request's."""
 
     def __init__(self, task_id: int, item_id: int) -> None:
-        super().__init__(
-            f"This Idempotency-Key was used for item_id {item_id} (task {task_id});"
-            " use a new key for another ad"
-        )
+        # Keys are global: the message names neither the task nor the ad, which may be
+        # another caller's.
+        super().__init__("This Idempotency-Key was used for another ad; use a new key")
         self.task_id = task_id
         self.item_id = item_id
 

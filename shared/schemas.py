@@ -67,12 +67,13 @@ class ItemIdQuery(BaseModel):
 
 class AsyncPredictHeaders(BaseModel):
     """`Idempotency-Key`, optional: a retry of a request that sent one gets that request's
-    task back instead of a second task. Printable ASCII without spaces, as a UUID is."""
+    task back instead of a second task. Visible ASCII, as a UUID is, and no comma: a
+    header sent twice reaches the function as one, its values joined by commas."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=False)
 
     idempotency_key: (
-        Annotated[StrictStr, Field(min_length=1, max_length=255, pattern=r"^[!-~]+$")] | None
+        Annotated[StrictStr, Field(min_length=1, max_length=255, pattern=r"^[!-+\--~]+$")] | None
     ) = Field(default=None, alias="Idempotency-Key")
 
 

@@ -36,7 +36,7 @@ for _field in Settings.model_fields:
     if _field.upper() not in SETTINGS_FROM_THE_ENVIRONMENT:
         os.environ.pop(_field.upper(), None)
 TIER_MARKERS = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
-TABLES = "ads, sellers, moderation_results, dead_letters"
+TABLES = "ads, sellers, moderation_results, idempotency_keys, dead_letters"
 KEPT_LOGS = pytest.StashKey[Path]()
 
 

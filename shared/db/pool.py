@@ -35,6 +35,13 @@ _UNAVAILABLE = (
     pg_errors.ReadOnlySqlTransaction,
 )
 
+# Outages that leave the connections as they were: no connection free in time, a
+# statement that ran out of time, a server refusing writes.
+_CONNECTIONS_INTACT = (
+    psycopg_pool.PoolTimeout,
+    pg_errors.QueryCanceled,
+    pg_errors.ReadOnlySqlTransaction,
+)
 
 # A pooled connection idle for longer than this is pinged before it is reused.
 IDLE_CHECK_AFTER_S = 2.0
@@ -80,6 +87,7 @@ class Database:
         self._returned_at: weakref.WeakKeyDictionary[psycopg.Connection, float] = (
             weakref.WeakKeyDictionary()
         )
+        self._broken_seen_at = -math.inf
 
     def _ensure_open(self) -> None:
         if not self._opened:
@@ -118,16 +126,22 @@ class Database:
                 self._returned_at[conn] = time.monotonic()
                 self._pool.putconn(conn)
         except _UNAVAILABLE as error:
-            # What broke this connection (a restart, a failover, backends terminated) has
-            # most likely broken the idle ones too: each is pinged before its next use,
-            # instead of failing one more request apiece.
-            self._returned_at.clear()
+            if not isinstance(error, _CONNECTIONS_INTACT):
+                # What broke this connection (a restart, a failover, backends terminated)
+                # has most likely broken the idle ones too: each is pinged before its next
+                # use, instead of failing one more request apiece.
+                self._broken_seen_at = time.monotonic()
             raise DatabaseUnavailable(f"PostgreSQL unavailable: {error}") from error
 
     def _check_if_idle(self, conn: psycopg.Connection) -> None:
         # A busy connection is not pinged (a round trip per use); one that sat idle
-        # may have been cut by a server restart, and is checked before it is handed out.
-        if time.monotonic() - self._returned_at.get(conn, 0.0) > IDLE_CHECK_AFTER_S:
+        # may have been cut by a server restart, and one returned before another
+        # connection broke may have been cut with it: those are checked first.
+        returned_at = self._returned_at.get(conn, -math.inf)
+        if (
+            returned_at <= self._broken_seen_at
+            or time.monotonic() - returned_at > IDLE_CHECK_AFTER_S
+        ):
             psycopg_pool.ConnectionPool.check_connection(conn)
 
     def ping(self) -> None:

@@ -79,22 +79,31 @@ class KeyedTask(NamedTuple):
 def create_keyed_task(conn: psycopg.Connection, item_id: int, key: str) -> KeyedTask | None:
     """The task made under `key`: inserted now if the ad exists and no task has the key
     yet, else the one an earlier request made (for whichever ad). None if neither."""
+    # The key is claimed first, with the task's id drawn ahead, and the task inserted
+    # only if the claim went in: a request racing this one under the same key waits on
+    # the key's row, and finds it taken once this one commits.
     inserted = conn.execute(
         """
-        INSERT INTO moderation_results (item_id, idempotency_key)
-        SELECT id, %s FROM ads WHERE id = %s
-        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        WITH claimed AS (
+            INSERT INTO idempotency_keys (key, task_id, item_id)
+            SELECT %(key)s, nextval(pg_get_serial_sequence('moderation_results', 'id')), a.id
+            FROM ads a WHERE a.id = %(item_id)s
+            ON CONFLICT (key) DO NOTHING
+            RETURNING task_id, item_id
+        )
+        INSERT INTO moderation_results (id, item_id)
+        SELECT task_id, item_id FROM claimed
         RETURNING id
         """,
-        (key, item_id),
+        {"key": key, "item_id": item_id},
     ).fetchone()
     if inserted is not None:
         return KeyedTask(inserted[0], item_id, created=True)
-    # A statement of its own, so a snapshot of its own: a request racing this one may
-    # have committed the key after the INSERT's snapshot was taken (the INSERT waited
-    # for that commit, then did nothing), and only a later snapshot sees its row.
+    # A statement of its own, so a snapshot of its own: the request that took the key
+    # may have committed after this INSERT's snapshot was taken (the INSERT waited for
+    # that commit, then did nothing), and only a later snapshot sees its row.
     earlier = conn.execute(
-        "SELECT id, item_id FROM moderation_results WHERE idempotency_key = %s", (key,)
+        "SELECT task_id, item_id FROM idempotency_keys WHERE key = %s", (key,)
     ).fetchone()
     return None if earlier is None else KeyedTask(earlier[0], earlier[1], created=False)
 

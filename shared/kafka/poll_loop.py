@@ -222,10 +222,13 @@ class PartitionedPollLoop:
 
     def _orphan_running(self, key: PartitionKey) -> bool:
         orphan = self._orphans.get(key)
-        if orphan is not None and orphan.done():
+        return orphan is not None and not orphan.done()
+
+    def _forget_finished_orphans(self) -> None:
+        # Whether or not their partitions come back: a finished future holds its batch
+        # (through a traceback) for nothing.
+        for key in [key for key, orphan in self._orphans.items() if orphan.done()]:
             del self._orphans[key]
-            return False
-        return orphan is not None
 
     def _handle_messages(self, messages: list[Message], let_go: threading.Event) -> object:
         # Copied on the worker's thread, not the loop's, which has the other partitions to feed.
@@ -250,6 +253,7 @@ class PartitionedPollLoop:
         failed batch is only left unstored, for the next owner to redeliver; there is
         nothing to replay here, and a seek could fail on a partition on its way out.
         """
+        self._forget_finished_orphans()
         for key in list(keys if keys is not None else self._partitions):
             partition = self._partitions.get(key)
             if partition is None or partition.inflight is None:

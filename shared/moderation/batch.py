@@ -336,10 +336,14 @@ def _score(
             failed_on_ads.append((task, row, error))
         else:
             task_ids.append(row.id)
-    if failed_on_ads and not parts:
-        # Not one ad scored: the model itself is failing, not an input. The whole batch
-        # is retried on the schedule like an outage (see `_attempt_batch`).
-        raise batch_error
+    if failed_on_ads and not parts and not invalid:
+        # Not one ad scored or was refused: the model itself is failing, not an input.
+        # The whole batch is retried on the schedule like an outage (`_attempt_batch`).
+        raise failed_on_ads[0][2]
+    if not failed_on_ads and not isinstance(batch_error, InvalidFeatures):
+        # Each ad scored alone, so the batch goes on, but every batch would cost a model
+        # call per ad for as long as this lasts: it must show.
+        log.error("the model failed on a batch, and on none of its ads alone", exc_info=batch_error)
     for task, row, error in failed_on_ads:
         # The others of the batch scored, so this ad is what the model chokes on: it is
         # failed and dead-lettered at once, and its neighbours complete.

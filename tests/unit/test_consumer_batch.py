@@ -152,6 +152,48 @@ def test_an_ad_the_model_crashes_on_fails_alone_at_once_and_the_rest_of_its_batc
     assert services.sleeper.waits == []
 
 
+class _ModelRefusingOneAndCrashingOnAnother(_ModelCrashing):
+    def predict(self, ads: list[Ad]) -> list[Verdict]:
+        if any(ad.name == "UNSCORABLE" for ad in ads):
+            raise InvalidFeatures("ad has a field the model cannot score")
+        return super().predict(ads)
+
+
+def test_a_batch_of_an_ad_the_model_refuses_and_one_it_crashes_on_fails_both_at_once():
+    services = fake_services()
+    services.model = FakeModelLoader(_ModelRefusingOneAndCrashingOnAnother())
+    records = [_accepted_task(services, 1, "UNSCORABLE"), _accepted_task(services, 2, "POISON")]
+
+    report = process_moderation_batch(services, records)
+
+    assert services.sleeper.waits == []
+    tasks = services.db.state.tasks
+    assert "cannot score" in tasks[1].error_message
+    assert "the model failed on this ad" in tasks[2].error_message
+    assert (report.failed, report.dead_lettered, report.retries) == (2, 2, 0)
+
+
+class _ModelFailingOnBatchesOnly(FakeModel):
+    def predict(self, ads: list[Ad]) -> list[Verdict]:
+        if len(ads) > 1:
+            raise MemoryError("cannot allocate the batch's arrays")
+        return super().predict(ads)
+
+
+def test_a_model_failing_on_whole_batches_only_scores_ad_by_ad_and_says_so(caplog):
+    services = fake_services()
+    services.model = FakeModelLoader(_ModelFailingOnBatchesOnly())
+    records = [_accepted_task(services, item_id) for item_id in (1, 2, 3)]
+
+    report = process_moderation_batch(services, records)
+
+    # The batch call raised before it counted; then one call per ad.
+    assert report.completed == 3 and services.model.model.calls == [1, 1, 1]
+    [logged] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "on none of its ads alone" in logged.getMessage()
+    assert logged.exc_info is not None and logged.exc_info[0] is MemoryError
+
+
 def test_a_model_crashing_on_every_ad_is_retried_like_an_outage_then_fails_the_batch():
     services = fake_services()
     services.model = FakeModelLoader(_ModelCrashing(poison=""))  # every name holds ""

@@ -108,3 +108,18 @@ def test_a_partition_lost_and_given_back_waits_for_its_old_batch_before_the_next
     old_batch.result(timeout=5)
     loop._dispatch()
     assert loop._partitions[(TOPIC, 0)].inflight is not None
+
+
+def test_a_lost_partitions_finished_batch_is_forgotten_even_if_it_never_comes_back(loop):
+    loop, consumer, handler = loop
+    release = threading.Event()
+    handler.services.sleep = lambda seconds: release.wait(seconds)
+    _dispatch_batches(loop, handler, [0])
+    loop._on_lost(consumer, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
+    orphan = loop._orphans[(TOPIC, 0)]
+
+    release.set()
+    orphan.result(timeout=5)
+    loop._reap_finished()
+
+    assert loop._orphans == {}
