@@ -62,8 +62,8 @@ def start_backends(
         updates["database_url"] = _start_embedded_postgres(state_dir / "postgres", stack)
     if in_memory_kafka:
         cluster = MockKafkaCluster()
-        updates["kafka_bootstrap_servers"] = cluster.start()
         stack.callback(cluster.close)
+        updates["kafka_bootstrap_servers"] = cluster.start()
         cluster.create_topics([settings.kafka_moderation_topic, settings.kafka_dlq_topic])
     return Backends(
         settings=settings.model_copy(update=updates),
@@ -80,8 +80,10 @@ def _start_embedded_postgres(base_dir: Path, stack: ExitStack) -> str:
     _claim(base_dir, stack)
     log.info("starting embedded PostgreSQL", extra={"data_dir": str(base_dir)})
     server = PostgresServer(base_dir)
-    server.start()
+    # Registered before the start: a stop signal while it waits for the server to be
+    # ready (StartUpInterrupted) must still stop the server it spawned.
     stack.callback(server.stop)
+    server.start()
     return server.url
 
 

@@ -29,7 +29,14 @@ from shared.runner.cli import RunnerOptions, parse_options
 from shared.runner.demo_data import seed_demo_data
 from shared.runner.embedded import Backends, start_backends
 from shared.runner.http_server import HttpServer
-from shared.runner.shutdown import SHUTDOWN_BUDGET_S, Deadline, StopSignal, skip_exit_collection
+from shared.runner.shutdown import (
+    SHUTDOWN_BUDGET_S,
+    Deadline,
+    StartUpInterrupted,
+    StopSignal,
+    interrupt_start_up_on_stop_signals,
+    skip_exit_collection,
+)
 from shared.runner.workers import ConsumerWorker, RelayWorker, load_consumer_handler
 from shared.settings import Settings
 
@@ -56,12 +63,18 @@ def run(argv: Sequence[str]) -> int:
     options = parse_options(argv)
     configure_logging(options.settings.log_level)
     stop = StopSignal()
-    stop.install()
+    interrupt_start_up_on_stop_signals()
     with ExitStack() as stack:
         try:
             backends = start_backends(options.settings, os.environ, stack, options.state_dir)
             prepare_data(backends, options)
             running = start(backends, options)
+            stop.install()
+        except StartUpInterrupted as interrupted:
+            # The ExitStack stops whatever of the backends had started.
+            log.info("stopped during start-up", extra={"signal": str(interrupted)})
+            print(f"local_runner: stopped during start-up ({interrupted})", file=sys.stderr)
+            return 1
         except START_UP_ERRORS as error:
             log.error("start-up failed", extra={"error": str(error)})
             print(f"local_runner: start-up failed: {error}", file=sys.stderr)

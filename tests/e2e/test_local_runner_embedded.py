@@ -20,6 +20,7 @@ from tests.e2e.processes import (
     wait_for_status,
     wait_until_answering,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -70,3 +71,27 @@ def test_runner_needs_no_servers_and_keeps_its_database_between_runs(tmp_path):
     assert status == 200, kept
     assert kept["status"] == "completed"
     assert second_code == 0, second.log_tail()
+
+
+def test_a_hangup_during_start_up_stops_the_runner_and_its_embedded_postgres(tmp_path):
+    # Kafka named but unreachable: start-up waits on it (15 s for the topics), well past
+    # the embedded PostgreSQL's start, and a closed terminal's SIGHUP comes meanwhile.
+    env = {**clean_env(), "MODEL_URI": model_uri(), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    state = tmp_path / "state"
+    command = [sys.executable, "local_runner.py", f"--port={free_port()}", f"--state-dir={state}"]
+    runner = start_process("hung_up", command, cwd=REPO_ROOT, env=env, log_dir=tmp_path)
+    postmaster_pid = state / "postgres" / "data" / "postmaster.pid"
+    try:
+        wait_until(postmaster_pid.exists, timeout_s=60, what="the embedded PostgreSQL")
+        runner.process.send_signal(signal.SIGHUP)
+        try:
+            code = runner.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the runner still ran 5 s after SIGHUP:\n{runner.log_tail()}")
+    finally:
+        runner.stop()
+
+    assert code == 1, runner.log_tail()
+    assert "stopped during start-up (SIGHUP)" in runner.log_tail(), runner.log_tail()
+    # PostgreSQL removes its pid file when it has shut down.
+    assert not postmaster_pid.exists(), "the embedded PostgreSQL was left running"
