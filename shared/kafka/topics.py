@@ -53,7 +53,11 @@ def ensure_topics(settings: Settings, timeout_s: float = TIMEOUT_S) -> dict[str,
     )
     servers = settings.kafka_bootstrap_servers
     for name, future in futures.items():
-        error = _outcome(future, timeout_s, f"Kafka at {servers} did not create topic {name!r}")
+        error = _outcome(
+            future,
+            timeout_s,
+            f"Kafka at {servers} did not create topic {name!r} (is the broker reachable there?)",
+        )
         if error is not None and error.code() != KafkaError.TOPIC_ALREADY_EXISTS:
             raise TopicSetupError(
                 f"could not create topic {name!r} with {wanted[name]} partitions "
