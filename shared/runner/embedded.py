@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import fcntl
 import logging
-from collections.abc import Mapping
-from contextlib import ExitStack
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,14 +52,23 @@ def env_is_set(name: str, environ: Mapping[str, str]) -> bool:
 
 
 def start_backends(
-    settings: Settings, environ: Mapping[str, str], stack: ExitStack, state_dir: Path
+    settings: Settings,
+    environ: Mapping[str, str],
+    stack: ExitStack,
+    state_dir: Path,
+    *,
+    uninterrupted: Callable[[], AbstractContextManager[None]] = nullcontext,
 ) -> Backends:
-    """Start what is not configured; `stack` stops it again, after its clients are closed."""
+    """Start what is not configured; `stack` stops it again, after its clients are closed.
+
+    The embedded PostgreSQL starts inside `uninterrupted()`: a first start runs initdb,
+    which, cut short, would leave a data directory no later start can use."""
     updates: dict[str, str] = {}
     embedded_database = not env_is_set("DATABASE_URL", environ)
     in_memory_kafka = not env_is_set("KAFKA_BOOTSTRAP_SERVERS", environ)
     if embedded_database:
-        updates["database_url"] = _start_embedded_postgres(state_dir / "postgres", stack)
+        with uninterrupted():
+            updates["database_url"] = _start_embedded_postgres(state_dir / "postgres", stack)
     if in_memory_kafka:
         cluster = MockKafkaCluster()
         stack.callback(cluster.close)
@@ -80,10 +89,8 @@ def _start_embedded_postgres(base_dir: Path, stack: ExitStack) -> str:
     _claim(base_dir, stack)
     log.info("starting embedded PostgreSQL", extra={"data_dir": str(base_dir)})
     server = PostgresServer(base_dir)
-    # Registered before the start: a stop signal while it waits for the server to be
-    # ready (StartUpInterrupted) must still stop the server it spawned.
-    stack.callback(server.stop)
     server.start()
+    stack.callback(server.stop)
     return server.url
 
 

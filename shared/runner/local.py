@@ -33,8 +33,8 @@ from shared.runner.shutdown import (
     SHUTDOWN_BUDGET_S,
     Deadline,
     StartUpInterrupted,
+    StartUpInterruption,
     StopSignal,
-    interrupt_start_up_on_stop_signals,
     skip_exit_collection,
 )
 from shared.runner.workers import ConsumerWorker, RelayWorker, load_consumer_handler
@@ -63,18 +63,27 @@ def run(argv: Sequence[str]) -> int:
     options = parse_options(argv)
     configure_logging(options.settings.log_level)
     stop = StopSignal()
-    interrupt_start_up_on_stop_signals()
+    # Until the service itself starts, a stop signal cuts start-up short (it may wait a
+    # minute on a broker that does not answer), and the ExitStack stops what had started.
+    interruption = StartUpInterruption()
+    interruption.install()
     with ExitStack() as stack:
         try:
-            backends = start_backends(options.settings, os.environ, stack, options.state_dir)
+            backends = start_backends(
+                options.settings,
+                os.environ,
+                stack,
+                options.state_dir,
+                uninterrupted=interruption.deferred,
+            )
             prepare_data(backends, options)
-            running = start(backends, options)
+            # From here a stop signal is a request the running service answers in order.
             stop.install()
+            running = start(backends, options)
         except StartUpInterrupted as interrupted:
-            # The ExitStack stops whatever of the backends had started.
             log.info("stopped during start-up", extra={"signal": str(interrupted)})
             print(f"local_runner: stopped during start-up ({interrupted})", file=sys.stderr)
-            return 1
+            return 0
         except START_UP_ERRORS as error:
             log.error("start-up failed", extra={"error": str(error)})
             print(f"local_runner: start-up failed: {error}", file=sys.stderr)

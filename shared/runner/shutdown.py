@@ -8,7 +8,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 
 log = logging.getLogger(__name__)
@@ -27,14 +28,36 @@ class StartUpInterrupted(KeyboardInterrupt):
     started so far is undone on the way out instead of waiting for start-up to end."""
 
 
-def interrupt_start_up_on_stop_signals() -> None:
-    """Until `StopSignal.install()`, each stop signal raises StartUpInterrupted."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _interrupt_start_up)
+class StartUpInterruption:
+    """Until `StopSignal.install()`, each stop signal raises StartUpInterrupted, except
+    inside `deferred()`, which it outlasts; install() on the main thread only."""
 
+    def __init__(self) -> None:
+        self._deferring = False
+        self._pending: str | None = None
 
-def _interrupt_start_up(signum: int, _frame: FrameType | None) -> None:
-    raise StartUpInterrupted(signal.Signals(signum).name)
+    def install(self) -> None:
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._handle)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """A step that must not be cut half-way (initdb, which a second try cannot finish
+        over its own remains): a stop signal meanwhile takes effect when it is over."""
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+        if self._pending is not None:
+            raise StartUpInterrupted(self._pending)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self._deferring:
+            self._pending = name
+            return
+        raise StartUpInterrupted(name)
 
 
 class StopSignal:
