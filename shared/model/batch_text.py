@@ -87,7 +87,10 @@ class CodePoints:
 
     @classmethod
     def of(cls, batch: JoinedBatch) -> CodePoints:
-        values = np.frombuffer(batch.cased_joined.encode("utf-32-le"), dtype=np.uint32)
+        # surrogatepass: a lone surrogate (valid in a Python str, and in JSON's \ud800) is
+        # one code unit like any other character, so offsets still line up.
+        raw = batch.cased_joined.encode("utf-32-le", "surrogatepass")
+        values = np.frombuffer(raw, dtype=np.uint32)
         return cls(values=values, starts=batch.cased_starts)
 
     def documents_with_digit_chain(self, chain: DigitChain) -> set[int]:

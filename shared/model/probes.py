@@ -56,6 +56,8 @@ def non_ascii_ads() -> list[Ad]:
         ),
         _ad(21, "Café crème", "naïve façade — 100 € · «ёлка» ЁЛКА Ёж", images_qty=0),
         _ad(22, "İstanbul KİLİM", "ß ǅ ﬁ Ω ω ½ ² ٣ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 😀 emoji", category=61),
+        # A lone surrogate, which a JSON body may carry ("\ud800").
+        _ad(23, "Bike \ud800", "CALL 8 912 345 67 89 \udfff now"),
     ]
 
 

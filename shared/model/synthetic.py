@@ -28,7 +28,7 @@ Honest ads contain the traps a moderator knows: phone models ("Samsung Galaxy"),
 and a share of short, image-less ads from unverified sellers that are fine.
 
 Ambiguous cases keep the task honest: an honest-looking ad that only says "write me
-in messenger" is a violation half of the time, a bare low-effort ad a third of the
+in messenger" is a violation half of the time, a bare low-effort ad 15 % of the
 time, and 1.5 % of all labels are flipped (moderators disagree). The seed's four
 features (verified, images, description length, category) see only part of this.
 """

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+import numpy as np
+
 from shared.bootstrap import Services, ShutdownRequested
 from shared.db.dead_letters import DeadLetter, StoredDeadLetter
 from shared.db.tasks import (
@@ -315,7 +317,7 @@ def _score(
         return None, []
     model = services.model.get()
     try:
-        verdicts = model.predict_batch([row.ad for _, row in to_score])
+        verdicts = _checked(model.predict_batch([row.ad for _, row in to_score]))
         return _Scored([row.id for _, row in to_score], verdicts), []
     except (TemporaryError, ShutdownRequested):
         raise
@@ -327,7 +329,7 @@ def _score(
     failed_on_ads = []
     for task, row in to_score:
         try:
-            parts.append(model.predict_batch([row.ad]))
+            parts.append(_checked(model.predict_batch([row.ad])))
         except InvalidFeatures as error:
             invalid.append((task, row, error))
         except (TemporaryError, ShutdownRequested):
@@ -356,6 +358,15 @@ def _score(
         invalid.append((task, row, reason))
     scored = _Scored(task_ids, BatchVerdicts.joined(parts, model.version)) if parts else None
     return scored, invalid
+
+
+def _checked(verdicts: BatchVerdicts) -> BatchVerdicts:
+    """The verdicts, or ValueError for a probability outside [0, 1] (NaN included): written,
+    it would fail the CHECK on the column, and with it the UPDATE of the whole batch."""
+    probability = verdicts.probability
+    if not np.all((probability >= 0) & (probability <= 1)):  # NaN compares false
+        raise ValueError("the model gave a probability outside [0, 1]")
+    return verdicts
 
 
 def _count_failed_attempt(

@@ -42,7 +42,8 @@ def build_dead_letter(
         "x-source-offset": str(record.offset),
         "x-consumer-group": consumer_group,
         "x-task-id": "" if task_id is None else str(task_id),
-        "x-first-failure-at": (first_failure_at or now).isoformat(),
+        # In UTC like the other: the row's time comes in the session's time zone.
+        "x-first-failure-at": (first_failure_at or now).astimezone(UTC).isoformat(),
         "x-last-failure-at": now.isoformat(),
     }
     return DeadLetter(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -121,3 +123,35 @@ def test_migrations_run_from_several_processes_at_once_all_succeed(empty_databas
 
     assert outcomes == [None, None, None]
     assert sorted(_applied_versions(empty_database)) == [str(v) for v in _versions_on_disk()]
+
+
+def test_v0006_marks_tasks_finished_before_their_publish_was_acknowledged_as_published(
+    empty_database: str, tmp_path
+) -> None:
+    # The schema as it stood before V0006, with a task an earlier consumer finished
+    # without marking it published.
+    before = tmp_path / "db"
+    shutil.copytree(MIGRATIONS_DIR, before)
+    for later in (before / "migrations").glob("V*__*.sql"):
+        if int(re.match(r"V(\d+)__", later.name).group(1)) >= 6:
+            later.unlink()
+    apply_migrations(empty_database, before)
+    with psycopg.connect(empty_database, autocommit=True, connect_timeout=5) as conn:
+        ad_id = _insert_seller_and_ad(conn)
+        finished, pending = (
+            conn.execute(
+                "INSERT INTO moderation_results (item_id, status, error_message, processed_at)"
+                " VALUES (%s, %s, %s, %s) RETURNING id",
+                (ad_id, status, reason, processed),
+            ).fetchone()[0]
+            for status, reason, processed in (
+                ("failed", "Ad not found", datetime(2026, 1, 2, tzinfo=UTC)),
+                ("pending", None, None),
+            )
+        )
+
+    apply_migrations(empty_database)
+
+    with psycopg.connect(empty_database, connect_timeout=5) as conn:
+        rows = dict(conn.execute("SELECT id, published_at FROM moderation_results").fetchall())
+    assert rows == {finished: datetime(2026, 1, 2, tzinfo=UTC), pending: None}

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from shared.domain import Ad, Verdict
+from shared.domain import Ad, BatchVerdicts, Verdict
 from shared.errors import (
     DatabaseUnavailable,
     InvalidFeatures,
@@ -150,6 +151,27 @@ def test_an_ad_the_model_crashes_on_fails_alone_at_once_and_the_rest_of_its_batc
     assert headers["x-exception-type"] == "ModelFailedOnAd"
     assert (report.completed, report.failed, report.dead_lettered, report.retries) == (2, 1, 1, 0)
     assert services.sleeper.waits == []
+
+
+class _ModelGivingNaN(FakeModel):
+    def predict_batch(self, ads: list[Ad]) -> BatchVerdicts:
+        verdicts = super().predict_batch(ads)
+        probability = verdicts.probability.copy()
+        probability[[ad.name == "NAN" for ad in ads]] = float("nan")
+        return BatchVerdicts(verdicts.is_violation, probability, verdicts.model_version)
+
+
+def test_an_ad_the_model_scores_nan_fails_alone_and_the_rest_of_its_batch_completes():
+    services = fake_services()
+    services.model = FakeModelLoader(_ModelGivingNaN())
+    records = [_accepted_task(services, 1), _accepted_task(services, 2, name="NAN")]
+
+    report = process_moderation_batch(services, records)
+
+    tasks = services.db.state.tasks
+    assert (tasks[1].status, tasks[2].status) == ("completed", "failed")
+    assert "probability outside [0, 1]" in tasks[2].error_message
+    assert (report.completed, report.failed, report.retries) == (1, 1, 0)
 
 
 class _ModelRefusingOneAndCrashingOnAnother(_ModelCrashing):
@@ -665,3 +687,22 @@ def test_a_dead_letter_header_never_carries_a_nul_which_postgresql_refuses_in_js
 
     assert all("\x00" not in value for value in letter.headers.values())
     assert letter.headers["x-exception-message"] == "value is not JSON: \\x00 found"
+
+
+def test_a_letters_failure_times_are_both_in_utc_whatever_the_databases_time_zone():
+    tokyo = timezone(timedelta(hours=9))
+    first = datetime(2026, 12, 5, 7, 57, 57, tzinfo=tokyo)  # as a session in Tokyo reads it
+
+    letter = build_dead_letter(
+        _record(b"{}", offset=1),
+        error=MalformedMessage("bad"),
+        error_class="permanent",
+        attempts=1,
+        consumer_group="group",
+        task_id=None,
+        task_exists=False,
+        first_failure_at=first,
+    )
+
+    assert letter.headers["x-first-failure-at"] == "2026-12-04T22:57:57+00:00"
+    assert letter.headers["x-last-failure-at"].endswith("+00:00")
