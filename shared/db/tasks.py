@@ -117,15 +117,19 @@ def mark_tasks_published(conn: psycopg.Connection, task_ids: Sequence[int]) -> N
     )
 
 
-def republish_pending_tasks(conn: psycopg.Connection) -> int:
-    """Hand every pending task back to the relay, as if its publish had never been
-    acknowledged; returns how many. For a broker known to have lost its records (the
-    local runner's in-memory Kafka after a restart): a task whose record is gone would
-    otherwise stay pending for good. A task that is still on a live topic is at worst
-    published twice, which the consumer handles as a duplicate."""
+def republish_pending_tasks(conn: psycopg.Connection, *, published_before_s: float = 0) -> int:
+    """Hand every pending task published at least `published_before_s` ago back to the
+    relay, as if its publish had never been acknowledged; returns how many. For a broker
+    known to have lost records (the local runner's in-memory Kafka after a restart, a
+    topic whose retention ran out before a consumer read it): a task whose record is
+    gone would otherwise stay pending for good. A task that is still on a live topic is
+    at worst published twice, which the consumer handles as a duplicate. It reads the
+    whole table (no index serves it: see migration V0002), so it is for rare use."""
     return conn.execute(
         "UPDATE moderation_results SET published_at = NULL"
         " WHERE status = 'pending' AND published_at IS NOT NULL"
+        " AND published_at <= now() - make_interval(secs => %s)",
+        (published_before_s,),
     ).rowcount
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -429,3 +432,43 @@ def test_failing_a_task_never_lowers_the_attempts_its_row_already_counts(setting
 
         assert failed == {task_id}
         assert task_rows(services)[0][2:4] == ("failed", 6)
+
+
+def test_republish_hands_back_only_pending_tasks_published_before_the_cutoff(
+    settings, database_url
+):
+    with wired_services(settings) as services:
+        item_ids = seed_ads(services, 4)
+        with services.db.transaction() as tx:
+            old, fresh, finished, unpublished = (
+                tx.create_task_for_existing_ad(item_id) for item_id in item_ids
+            )
+            tx.conn.execute(
+                "UPDATE moderation_results SET published_at = now() - interval '1 hour'"
+                " WHERE id = ANY(%s)",
+                ([old, finished],),
+            )
+            tx.conn.execute(
+                "UPDATE moderation_results SET published_at = now() WHERE id = %s", (fresh,)
+            )
+            tx.fail_tasks([TaskFailure(finished, "Ad not found", 1)])
+
+        result = subprocess.run(
+            [sys.executable, "-m", "shared.moderation.republish", "--published-before-s", "600"],
+            env={**os.environ, "DATABASE_URL": database_url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+        assert result.returncode == 0, result.stderr
+        assert "1 pending task(s) handed to the outbox relay" in result.stdout
+        with services.db.transaction() as tx:
+            unpublished_now = {
+                row[0]
+                for row in tx.conn.execute(
+                    "SELECT id FROM moderation_results WHERE published_at IS NULL"
+                )
+            }
+        assert unpublished_now == {old, unpublished}
