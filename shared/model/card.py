@@ -105,3 +105,10 @@ def _check_types(card: ModelCard) -> None:
         raise InvalidCard(
             f"expected the artifact file to be a plain name, got {artifact['file']!r}"
         )
+    expected_version = model_version(str(card.created), artifact["sha256"])
+    if card.version != expected_version:
+        # Every verdict carries this version: it must name the very artifact that made it.
+        raise InvalidCard(
+            f"expected version {expected_version!r} (its date and artifact hash), got"
+            f" {card.version!r}"
+        )

@@ -17,7 +17,7 @@ from shared.errors import ModelUnavailable, TemporaryError
 from shared.model import load_model
 from shared.model.artifact import TRUSTED_TYPES, save_model, sha256_hex
 from shared.model.canonical_skops import canonical_skops_bytes
-from shared.model.card import ARTIFACT_FILE, CARD_FILE, ModelCard
+from shared.model.card import ARTIFACT_FILE, CARD_FILE, ModelCard, model_version
 from shared.model.features import ads_to_rows
 from shared.model.pipeline import build_moderation_pipeline
 from shared.model.synthetic import generate_ads
@@ -35,16 +35,17 @@ def model_dir(tmp_path: Path, trained) -> Path:
     return tmp_path
 
 
-def _save_with_a_matching_card(directory: Path, pipeline, trained, version: str) -> None:
-    """`pipeline` as the artifact, under a card whose hash matches it: what the hash
-    check lets through, for the checks after it."""
+def _save_with_a_matching_card(directory: Path, pipeline, trained) -> str:
+    """`pipeline` as the artifact, under a card whose hash and version match it: what the
+    card's checks let through, for the checks after them. Returns the version."""
     data = skops.io.dumps(pipeline)
     (directory / ARTIFACT_FILE).write_bytes(data)
     card = trained.draft.complete(
-        version=version,
+        version=model_version(trained.draft.created, sha256_hex(data)),
         artifact={"file": ARTIFACT_FILE, "format": "skops", "sha256": sha256_hex(data)},
     )
     (directory / CARD_FILE).write_text(card.to_json())
+    return card.version
 
 
 def _edit_card(directory: Path, **changes: object) -> None:
@@ -113,10 +114,18 @@ def test_an_artifact_naming_a_callable_outside_the_allow_list_is_refused(tmp_pat
     hostile = Pipeline(
         [("features", FunctionTransformer(os.system)), ("classifier", LogisticRegression())]
     )
-    _save_with_a_matching_card(tmp_path, hostile, trained, "moderation-hostile")
+    _save_with_a_matching_card(tmp_path, hostile, trained)
 
     with pytest.raises(ModelUnavailable, match=r"allow-list: .*system"):
         load_model(str(tmp_path))
+
+
+def test_a_card_whose_version_does_not_name_its_artifact_is_refused(model_dir):
+    # Every verdict carries the card's version, so it must be the artifact's own.
+    _edit_card(model_dir, version="moderation-2099-01-01-deadbeef")
+
+    with pytest.raises(ModelUnavailable, match=r"expected version 'moderation-.*got"):
+        load_model(str(model_dir))
 
 
 def test_a_card_that_is_not_json_makes_the_model_unavailable(model_dir):
@@ -167,9 +176,7 @@ def test_canonical_bytes_load_to_the_same_predictions(trained):
 def test_an_unfitted_pipeline_whose_hash_matches_its_card_makes_the_model_unavailable(
     tmp_path, trained
 ):
-    _save_with_a_matching_card(
-        tmp_path, build_moderation_pipeline(), trained, "moderation-unfitted"
-    )
+    version = _save_with_a_matching_card(tmp_path, build_moderation_pipeline(), trained)
 
-    with pytest.raises(ModelUnavailable, match="refusing model moderation-unfitted"):
+    with pytest.raises(ModelUnavailable, match=f"refusing model {version}"):
         load_model(str(tmp_path))
