@@ -14,8 +14,8 @@ from types import FrameType
 
 log = logging.getLogger(__name__)
 
-# A stop is promised within 5 s (README, "Development"); a margin is kept for the
-# interpreter's own exit.
+# What the README promises a stop takes (Delivery guarantees, "Shutdown"), the
+# interpreter's own exit left out.
 SHUTDOWN_BUDGET_S = 4.5
 
 # SIGHUP too: a closed terminal sends it, and with no handler the process would die
