@@ -91,7 +91,12 @@ def run_to_completion(
     run_as: RunAs | None = None,
     env: dict[str, str] | None = None,
 ) -> str:
-    """Run a one-shot tool and return its output; fail with that output if it fails."""
+    """Run a one-shot tool and return its output; fail with that output if it fails.
+
+    In a session of its own, so a Ctrl-C in the terminal reaches the caller alone, which
+    decides: the runner lets initdb finish (cut short, it leaves a data directory no
+    later start can use), and any other caller interrupted kills the tool on its way out
+    (subprocess.run does)."""
     try:
         result = subprocess.run(
             list(command),
@@ -102,6 +107,7 @@ def run_to_completion(
             text=True,
             timeout=timeout_s,
             check=False,
+            start_new_session=True,
             user=run_as.uid if run_as else None,
             group=run_as.gid if run_as else None,
             extra_groups=[] if run_as else None,

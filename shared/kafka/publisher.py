@@ -61,21 +61,22 @@ class KafkaPublisher:
         if not records:
             return
         producer = self._get_producer()
-        # A little longer than librdkafka's own message timeout, so each record's fate
-        # is known (acknowledged or timed out) when this returns; a full local queue
-        # waits within the same deadline.
-        deadline = time.monotonic() + self._timeout_s + DELIVERY_REPORT_GRACE_S
+        # A local queue that stays full is waited on for one timeout at most.
+        queue_deadline = time.monotonic() + self._timeout_s
         pending = _PendingDeliveries(len(records))
         for index, record in enumerate(records):
             try:
                 self._produce(
-                    producer, record, functools.partial(pending.on_delivery, index), deadline
+                    producer, record, functools.partial(pending.on_delivery, index), queue_deadline
                 )
             except KafkaException as error:
                 # Refused before it left (over message.max.bytes, or the local queue
-                # full until the deadline): that record alone is not acknowledged.
+                # still full): that record alone is not acknowledged.
                 pending.on_delivery(index, error.args[0], None)
-        done = pending.done.wait(max(0.0, deadline - time.monotonic()))
+        # A little longer than librdkafka's own message timeout, counted from the last
+        # record queued, so each record's fate is known (acknowledged or timed out) when
+        # this returns.
+        done = pending.done.wait(self._timeout_s + DELIVERY_REPORT_GRACE_S)
         if any(_is_fatal(error) for error in pending.errors):
             self._replace_after_fatal_error(producer)
         if not done:

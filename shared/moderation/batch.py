@@ -227,11 +227,14 @@ def _score_and_write(
             else:
                 _sort_out(services, task, row, report, work)
         work.tasks = [task for task, _ in to_score]  # what was sorted out is settled now
-        scored, invalid = _score(services, to_score)
+        scored, invalid, model_failing = _score(services, to_score)
         if invalid:
             work.failures += [_failure_with_letter(services, *refusal) for refusal in invalid]
             refused = {task.task_id for task, _, _ in invalid}
             work.tasks = [task for task in work.tasks if task.task_id not in refused]
+        if model_failing is not None:
+            # The refusals, settled, are written with the failed attempt's own write.
+            raise model_failing
         completed, failed, stored = _write_outcomes(db, scored, work.failures, work.letters)
     # Scored, but finished by another consumer before our UPDATE reached them.
     report.duplicates += (0 if scored is None else len(scored.task_ids)) - len(completed)
@@ -309,23 +312,29 @@ def _permanent_problem(task: _Task, row: TaskForProcessing | None) -> PermanentE
     return None
 
 
+Refusals = list[tuple[_Task, TaskForProcessing, PermanentError]]
+
+
 def _score(
     services: Services, to_score: list[tuple[_Task, TaskForProcessing]]
-) -> tuple[_Scored | None, list[tuple[_Task, TaskForProcessing, PermanentError]]]:
-    """One vectorised call; if the model refuses or fails the batch, the ads one by one."""
+) -> tuple[_Scored | None, Refusals, Exception | None]:
+    """One vectorised call; if the model refuses or fails the batch, the ads one by one.
+
+    (verdicts, ads refused for good, the model's own failure): the last is not None when
+    no ad scored, and then every ad not refused is to be retried like an outage."""
     if not to_score:
-        return None, []
+        return None, [], None
     model = services.model.get()
     try:
         verdicts = _checked(model.predict_batch([row.ad for _, row in to_score]))
-        return _Scored([row.id for _, row in to_score], verdicts), []
+        return _Scored([row.id for _, row in to_score], verdicts), [], None
     except (TemporaryError, ShutdownRequested):
         raise
     except Exception as error:  # InvalidFeatures, or a bug the model has on some ad
         batch_error = error
     task_ids: list[int] = []
     parts: list[BatchVerdicts] = []
-    invalid = []
+    invalid: Refusals = []
     failed_on_ads = []
     for task, row in to_score:
         try:
@@ -338,11 +347,12 @@ def _score(
             failed_on_ads.append((task, row, error))
         else:
             task_ids.append(row.id)
-    if failed_on_ads and not parts and not invalid:
-        # Not one ad scored or was refused: the model itself is failing, not an input.
-        # The whole batch is retried on the schedule like an outage (`_attempt_batch`).
-        raise failed_on_ads[0][2]
-    if not failed_on_ads and not isinstance(batch_error, InvalidFeatures):
+    if failed_on_ads and not parts:
+        # Not one ad scored: the model itself is failing, not an input (a refusal says
+        # nothing of that, being about an ad's fields). The refusals are settled; the rest
+        # is retried on the schedule like an outage (`_attempt_batch`).
+        return None, invalid, failed_on_ads[0][2]
+    if not failed_on_ads and not invalid and not isinstance(batch_error, InvalidFeatures):
         # Each ad scored alone, so the batch goes on, but every batch would cost a model
         # call per ad for as long as this lasts: it must show.
         log.error("the model failed on a batch, and on none of its ads alone", exc_info=batch_error)
@@ -357,7 +367,7 @@ def _score(
         reason = ModelFailedOnAd(f"the model failed on this ad: {type(error).__name__}: {error}")
         invalid.append((task, row, reason))
     scored = _Scored(task_ids, BatchVerdicts.joined(parts, model.version)) if parts else None
-    return scored, invalid
+    return scored, invalid, None
 
 
 def _checked(verdicts: BatchVerdicts) -> BatchVerdicts:

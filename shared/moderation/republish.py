@@ -7,6 +7,7 @@ the topic is at worst handled twice, which the consumer recognises as a duplicat
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 
@@ -30,7 +31,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.published_before_s >= 0:
         parser.error("--published-before-s must be 0 or more")
-    with psycopg.connect(get_settings().database_url, autocommit=True) as conn:
+    settings = get_settings()
+    with psycopg.connect(
+        settings.database_url,
+        autocommit=True,
+        connect_timeout=math.ceil(settings.db_connect_timeout_s),
+    ) as conn:
         count = republish_pending_tasks(conn, published_before_s=args.published_before_s)
     print(f"{count} pending task(s) handed to the outbox relay")
     return 0

@@ -6,6 +6,8 @@ moved past them so ads created later do not collide.
 
 from __future__ import annotations
 
+import math
+
 import psycopg
 
 SELLERS = [(1, True), (2, False), (3, True)]
@@ -21,7 +23,8 @@ ADS = [
 
 def seed_demo_data(database_url: str, *, connect_timeout_s: float = 5.0) -> int:
     """Insert the demo rows that are missing; returns how many ads were added."""
-    with psycopg.connect(database_url, connect_timeout=max(1, int(connect_timeout_s))) as conn:
+    # libpq counts whole seconds: rounded up, as the pool does.
+    with psycopg.connect(database_url, connect_timeout=math.ceil(connect_timeout_s)) as conn:
         conn.cursor().executemany(
             "INSERT INTO sellers (id, is_verified) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
             SELLERS,

@@ -81,6 +81,8 @@ def run(argv: Sequence[str]) -> int:
             stop.install()
             running = start(backends, options)
         except StartUpInterrupted as interrupted:
+            # A second signal must not cut short the ExitStack stopping what had started.
+            stop.install()
             log.info("stopped during start-up", extra={"signal": str(interrupted)})
             print(f"local_runner: stopped during start-up ({interrupted})", file=sys.stderr)
             return 0

@@ -181,18 +181,23 @@ class _ModelRefusingOneAndCrashingOnAnother(_ModelCrashing):
         return super().predict(ads)
 
 
-def test_a_batch_of_an_ad_the_model_refuses_and_one_it_crashes_on_fails_both_at_once():
+def test_a_model_crashing_on_every_ad_but_one_it_refuses_fails_that_one_and_retries_the_rest():
+    # A refusal is about one ad's fields, and says nothing of whether the model works.
     services = fake_services()
-    services.model = FakeModelLoader(_ModelRefusingOneAndCrashingOnAnother())
-    records = [_accepted_task(services, 1, "UNSCORABLE"), _accepted_task(services, 2, "POISON")]
+    services.model = FakeModelLoader(_ModelRefusingOneAndCrashingOnAnother(poison=""))
+    records = [_accepted_task(services, 1, "UNSCORABLE")] + [
+        _accepted_task(services, item_id) for item_id in (2, 3, 4)
+    ]
 
     report = process_moderation_batch(services, records)
 
-    assert services.sleeper.waits == []
     tasks = services.db.state.tasks
-    assert "cannot score" in tasks[1].error_message
-    assert "the model failed on this ad" in tasks[2].error_message
-    assert (report.failed, report.dead_lettered, report.retries) == (2, 2, 0)
+    assert "cannot score" in tasks[1].error_message and tasks[1].attempts == 1
+    assert services.sleeper.waits == [5.0, 10.0, 20.0]
+    for task_id in (2, 3, 4):
+        assert tasks[task_id].status == "failed" and tasks[task_id].attempts == 4
+        assert "gave up after 4 attempts: unexpected ValueError" in tasks[task_id].error_message
+    assert (report.failed, report.dead_lettered, report.retries) == (4, 4, 3)
 
 
 class _ModelFailingOnBatchesOnly(FakeModel):

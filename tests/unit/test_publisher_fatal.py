@@ -13,6 +13,7 @@ from shared.errors import PartlyAcknowledged
 from shared.kafka import publisher as publisher_module
 from shared.kafka.publisher import KafkaPublisher
 from shared.kafka.record import OutgoingRecord
+from tests.waiting import wait_until
 
 RECORD = OutgoingRecord("moderation", b"1", b'{"task_id":1,"item_id":1}')
 
@@ -85,5 +86,33 @@ def test_a_queue_that_stays_full_fails_the_publish_within_its_deadline(monkeypat
     finally:
         publisher.close()
 
-    # Before, a full queue was retried for as long as it stayed full.
-    assert time.monotonic() - started < 0.2 + publisher_module.DELIVERY_REPORT_GRACE_S + 0.5
+    # Before, a full queue was retried for as long as it stayed full; now one timeout,
+    # then the usual wait for deliveries.
+    assert time.monotonic() - started < 2 * 0.2 + publisher_module.DELIVERY_REPORT_GRACE_S + 0.5
+
+
+class _ProducerWhoseFirstPollRaises(_Producer):
+    polls = 0
+
+    def poll(self, timeout: float) -> int:
+        type(self).polls += 1
+        if type(self).polls == 1:
+            raise RuntimeError("a delivery callback raised")
+        return super().poll(timeout)
+
+
+def test_the_delivery_report_thread_goes_on_after_a_callback_raises(monkeypatch):
+    _ProducerWhoseFirstPollRaises.polls = 0
+    monkeypatch.setattr(publisher_module, "Producer", _ProducerWhoseFirstPollRaises)
+    publisher = KafkaPublisher({}, timeout_s=0.2)
+    try:
+        publisher.publish([RECORD])  # starts the thread that serves the reports
+
+        # It polls on after the first poll raised: every later publish is still served.
+        wait_until(
+            lambda: _ProducerWhoseFirstPollRaises.polls >= 3,
+            timeout_s=5,
+            what="the delivery report thread to poll again after a callback raised",
+        )
+    finally:
+        publisher.close()
