@@ -12,16 +12,16 @@ writes run as one transaction instead, so each write is all or nothing. Only a t
 this attempt moved out of pending is counted and dead-lettered as its own: another
 consumer may finish one meanwhile (see shared/db/tasks.py).
 
-What the read sorts out (a redelivered finished task, a record naming no task or
-another ad than its task's, a task whose ad is gone) and what the model refuses is
-settled there and then: it is no longer retried, and it is written with the batch's
-next write, whichever that is. A temporary error leaves the rest unwritten; the
-attempt is counted on the rows of the tasks still to be scored (those alone, so a
-corrupt copy never counts against a real task), and the batch is retried on the
-shared 5/10/20 s schedule. When the schedule runs out, the transaction that fails the
-tasks reads them first, so what no read got to sort out (the database was down all
-along) is sorted out then, not failed. The wait blocks only the caller's thread,
-which the poll loop runs per partition.
+What the read sorts out (a redelivered finished task, a record naming no task or another
+ad than its task's, a task whose ad is gone) and what the model refuses, or fails on
+while it scores the rest of the batch, is settled there and then: it is no longer
+retried, and it is written with the batch's next write, whichever that is. A temporary
+error leaves the rest unwritten; the attempt is counted on the rows of the tasks still
+to be scored (those alone, so a corrupt copy never counts against a real task), and the
+batch is retried on the shared 5/10/20 s schedule. When the schedule runs out, the
+transaction that fails the tasks reads them first, so what no read got to sort out (the
+database was down all along) is sorted out then, not failed. The wait blocks only the
+caller's thread, which the poll loop runs per partition.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from shared.bootstrap import Services, ShutdownRequested
+from shared.bootstrap import Model, Services, ShutdownRequested
 from shared.db.dead_letters import DeadLetter, StoredDeadLetter
 from shared.db.tasks import (
     TaskFailure,
@@ -331,7 +331,13 @@ def _score(
     except (TemporaryError, ShutdownRequested):
         raise
     except Exception as error:  # InvalidFeatures, or a bug the model has on some ad
-        batch_error = error
+        return _score_one_by_one(model, to_score, batch_error=error)
+
+
+def _score_one_by_one(
+    model: Model, to_score: list[tuple[_Task, TaskForProcessing]], *, batch_error: Exception
+) -> tuple[_Scored | None, Refusals, Exception | None]:
+    """What `_score` returns, from a model call per ad: after the batch's call failed."""
     task_ids: list[int] = []
     parts: list[BatchVerdicts] = []
     invalid: Refusals = []
