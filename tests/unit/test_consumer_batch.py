@@ -174,11 +174,8 @@ def test_an_ad_the_model_scores_nan_fails_alone_and_the_rest_of_its_batch_comple
     assert (report.completed, report.failed, report.retries) == (1, 1, 0)
 
 
-class _ModelRefusingOneAndCrashingOnAnother(_ModelCrashing):
-    def predict(self, ads: list[Ad]) -> list[Verdict]:
-        if any(ad.name == "UNSCORABLE" for ad in ads):
-            raise InvalidFeatures("ad has a field the model cannot score")
-        return super().predict(ads)
+class _ModelRefusingOneAndCrashingOnAnother(_ModelRejecting, _ModelCrashing):
+    """Refuses an UNSCORABLE ad first (_ModelRejecting), then crashes on its poison."""
 
 
 def test_a_model_crashing_on_every_ad_but_one_it_refuses_fails_that_one_and_retries_the_rest():
