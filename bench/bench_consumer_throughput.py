@@ -13,6 +13,9 @@ Ours and the floor run ROUNDS times, alternately, and each side's median is comp
   cost on their own, one batch at a time (ours runs a worker per partition).
 - seed-style: one message at a time, a new connection per message, one SELECT of
   the ad, the same (fast) model on that one ad, one single-row UPDATE.
+- ours without the model's cost: ours as it is, but a constant verdict in place of the
+  model, taking turns with the other two. Not a target: the most that any speed-up of
+  the model could give, so a run shows how much of the gap to the floor the model is.
 """
 
 from __future__ import annotations
@@ -22,16 +25,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from bench import _infra
 from bench.figures import ratio
-from shared.bootstrap import build_services
-from shared.domain import Ad
+from shared.bootstrap import Model, build_services
+from shared.domain import Ad, BatchVerdicts, Verdict
 from shared.kafka.config import consumer_config
 from shared.kafka.envelope import parse_canonical_batch
 from shared.kafka.poll_loop import BatchHandler, PartitionedPollLoop
@@ -87,19 +91,23 @@ def run() -> dict[str, dict[str, Any]]:
     _infra.seed_ads(stack.database_url, ADS)
     ours_rounds: list[Drain] = []
     floor_rounds: list[Drain] = []
+    model_free_rounds: list[Drain] = []
     for _ in range(ROUNDS):
         ours_rounds.append(measure(stack, TASKS, ADS, drain_ours))
         floor_rounds.append(measure(stack, TASKS, ADS, drain_floor))
+        model_free_rounds.append(measure(stack, TASKS, ADS, drain_ours_without_model_cost))
     ours, floor = median_drain(ours_rounds), median_drain(floor_rounds)
+    model_free = median_drain(model_free_rounds)
     seed = measure(stack, SEED_STYLE_TASKS, ADS, drain_seed_style)
     _infra.print_table(
-        f"consumer_throughput (ours and floor: median of {ROUNDS} alternating rounds)",
+        f"consumer_throughput (all but seed-style: median of {ROUNDS} rounds, taking turns)",
         [("pipeline", "rows", "seconds", "rows/s", "each round, rows/s")]
         + [
             (name, f"{d.rows:,}", f"{d.seconds:.2f}", f"{d.rate:,.0f}", rounds)
             for name, d, rounds in (
                 ("ours", ours, _rates(ours_rounds)),
                 ("floor", floor, _rates(floor_rounds)),
+                ("ours, constant verdicts", model_free, _rates(model_free_rounds)),
                 ("seed-style", seed, ""),
             )
         ],
@@ -111,6 +119,14 @@ def run() -> dict[str, dict[str, Any]]:
             "baseline": round(floor.rate),
             "ratio": ratio(ours.rate, floor.rate),
             "target": f">= {FLOOR_TARGET} (floor: consume + one batched UPDATE, no model)",
+        },
+        "consumer_throughput.model_free_vs_floor": {
+            "value": round(model_free.rate),
+            "unit": "rows/s",
+            "baseline": round(floor.rate),
+            "ratio": ratio(model_free.rate, floor.rate),
+            "target": "report only; ours with a constant verdict in place of the model: the"
+            " most a faster model could give",
         },
         "consumer_throughput.vs_seed_worker": {
             "value": round(ours.rate),
@@ -186,9 +202,20 @@ class _Progress:
 
 
 def drain_ours(settings: Settings, expected: int) -> Drain:
+    return _drain_by_our_consumer(settings, expected, constant_verdicts=False)
+
+
+def drain_ours_without_model_cost(settings: Settings, expected: int) -> Drain:
+    return _drain_by_our_consumer(settings, expected, constant_verdicts=True)
+
+
+def _drain_by_our_consumer(settings: Settings, expected: int, *, constant_verdicts: bool) -> Drain:
     services = build_services(settings)
     try:
-        services.model.get()  # loaded before the clock starts, as in a running consumer
+        model = services.model.get()  # loaded before the clock starts, as in a running consumer
+        if constant_verdicts:
+            # Same pool and publisher (closed below), another model.
+            services = replace(services, model=_ConstantModelSource(model))
         services.db.ping()
         progress = _Progress(expected)
 
@@ -203,6 +230,33 @@ def drain_ours(settings: Settings, expected: int) -> Drain:
             return progress.result("ours")
     finally:
         services.close()
+
+
+class _ConstantModel:
+    """The real model's version and threshold, and a verdict that costs nothing."""
+
+    def __init__(self, model: Model) -> None:
+        self.version, self.threshold = model.version, model.threshold
+
+    def predict(self, ads: list[Ad]) -> list[Verdict]:
+        return [Verdict(ad.item_id, False, 0.0, self.version) for ad in ads]
+
+    def predict_batch(self, ads: list[Ad]) -> BatchVerdicts:
+        return BatchVerdicts(np.zeros(len(ads), np.bool_), np.zeros(len(ads)), self.version)
+
+
+class _ConstantModelSource:
+    def __init__(self, model: Model) -> None:
+        self._model = _ConstantModel(model)
+
+    def get(self) -> Model:
+        return self._model
+
+    def ready(self) -> bool:
+        return True
+
+    def loaded(self) -> Model | None:
+        return self._model
 
 
 @contextmanager

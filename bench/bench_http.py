@@ -12,14 +12,17 @@ the same settings and gets exactly the same requests. Load comes from other proc
   p50 and p99 counted from when each request was due; hello world is run at the
   same rate for comparison.
 
-`simple_predict` reads ads 1..ADS, drawn at random, from PostgreSQL.
+`simple_predict` reads ads 1..ADS, drawn at random, from PostgreSQL. Its maximum rate is
+also measured, in the same turns, without some of its pieces (bench/bare/main.py): the
+lookup and the model without the endpoint wrapper, and the lookup alone. Those are not
+targets; they show how much of the gap to hello world each piece is.
 """
 
 from __future__ import annotations
 
 import contextlib
 import statistics
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,12 @@ P99_TARGET_MS = 10.0
 MAX_ERROR_SHARE = 0.001
 PREDICT_SOURCE = _infra.REPO_ROOT / "functions" / "predict" / "main.py"
 HELLO_SOURCE = _infra.REPO_ROOT / "bench" / "hello" / "main.py"
+BARE_SOURCE = _infra.REPO_ROOT / "bench" / "bare" / "main.py"
+# bench/bare/main.py's functions, and what each leaves out of simple_predict.
+BARE_FUNCTIONS = {
+    "lookup_and_model": "the endpoint wrapper",
+    "lookup_only": "the endpoint wrapper and the model",
+}
 
 
 @dataclass(frozen=True)
@@ -56,34 +65,58 @@ def run() -> dict[str, dict[str, Any]]:
     _infra.seed_ads(stack.database_url, ADS)
     env = _infra.settings_env(_infra.bench_settings(stack))
     cases = {
-        "predict_http": ("predict", loadgen.RequestMix("POST", "/", bodies=_infra.ad_bodies(500))),
+        "predict_http": (
+            "predict",
+            loadgen.RequestMix("POST", "/", bodies=_infra.ad_bodies(500)),
+            (),
+        ),
         "simple_predict_http": (
             "simple_predict",
             loadgen.RequestMix("POST", "/?item_id={id}", max_id=ADS),
+            tuple(BARE_FUNCTIONS),
         ),
     }
     results: dict[str, dict[str, Any]] = {}
     rows = [("function", "max req/s", "at req/s", "p50 ms", "p99 ms", "late sends")]
-    for name, (target, mix) in cases.items():
-        ours, hello = compare_with_hello(stack, env, target, mix)
+    for name, (target, mix, bare) in cases.items():
+        ours, hello, bare_rates = compare_with_hello(stack, env, target, mix, bare)
         results.update(_entries(name, ours, hello))
         rows += [_row(name, ours), _row(f"  hello world ({name})", hello)]
+        for function, rate in bare_rates.items():
+            results[f"{name}.{function}_max_rate"] = _bare_entry(function, rate, hello)
+            label = f"  {target} without {BARE_FUNCTIONS[function]}"
+            rows.append((label, f"{rate:,.0f}", "", "", "", ""))
     _infra.print_table("predict_http / simple_predict_http (gunicorn, same settings)", rows)
     return results
 
 
 def compare_with_hello(
-    stack: _infra.Stack, env: dict[str, str], target: str, mix: loadgen.RequestMix
-) -> tuple[HttpFigures, HttpFigures]:
-    """The function's figures and hello world's, the latter at the function's fixed rate."""
-    with (
-        serve(stack, PREDICT_SOURCE, target, env, mix) as ours_url,
-        serve(stack, HELLO_SOURCE, "hello", env, mix, server_as=target) as hello_url,
-    ):
-        hello_max, ours_max = alternating_max_rates(hello_url, ours_url, mix)
+    stack: _infra.Stack,
+    env: dict[str, str],
+    target: str,
+    mix: loadgen.RequestMix,
+    bare_functions: Sequence[str] = (),
+) -> tuple[HttpFigures, HttpFigures, dict[str, float]]:
+    """The function's figures and hello world's, the latter at the function's fixed rate,
+    and the maximum rate of each of `bare_functions` (bench/bare/main.py)."""
+    with contextlib.ExitStack() as servers:
+        ours_url = servers.enter_context(serve(stack, PREDICT_SOURCE, target, env, mix))
+        hello_url = servers.enter_context(
+            serve(stack, HELLO_SOURCE, "hello", env, mix, server_as=target)
+        )
+        bare_urls = {
+            function: servers.enter_context(
+                serve(stack, BARE_SOURCE, function, env, mix, server_as=target)
+            )
+            for function in bare_functions
+        }
+        max_rates = alternating_max_rates(
+            {"hello world": hello_url, target: ours_url, **bare_urls}, mix
+        )
+        hello_max, ours_max = max_rates.pop("hello world"), max_rates.pop(target)
         ours = _latency(ours_url, mix, ours_max, rate=ours_max / 2)
         hello = _latency(hello_url, mix, hello_max, rate=ours_max / 2)
-    return ours, hello
+    return ours, hello, max_rates
 
 
 @contextlib.contextmanager
@@ -107,17 +140,15 @@ def serve(
         yield server.url
 
 
-def alternating_max_rates(
-    hello_url: str, ours_url: str, mix: loadgen.RequestMix
-) -> tuple[float, float]:
-    """Each side's median over MAX_RATE_ROUNDS turns, so a slow spell hits both sides."""
-    hello: list[float] = []
-    ours: list[float] = []
+def alternating_max_rates(urls: dict[str, str], mix: loadgen.RequestMix) -> dict[str, float]:
+    """Each server's median over MAX_RATE_ROUNDS turns, taken in order, so that a slow
+    spell of the machine hits every side."""
+    rates: dict[str, list[float]] = {name: [] for name in urls}
     for _ in range(MAX_RATE_ROUNDS):
-        hello.append(measure_max_rate(hello_url, mix))
-        ours.append(measure_max_rate(ours_url, mix))
-    _infra.log(f"max rates, hello world: {_rounded(hello)}; ours: {_rounded(ours)}")
-    return statistics.median(hello), statistics.median(ours)
+        for name, url in urls.items():
+            rates[name].append(measure_max_rate(url, mix))
+    _infra.log("max rates, " + "; ".join(f"{name}: {_rounded(r)}" for name, r in rates.items()))
+    return {name: statistics.median(rounds) for name, rounds in rates.items()}
 
 
 def _rounded(rates: list[float]) -> str:
@@ -164,6 +195,17 @@ def _entries(name: str, ours: HttpFigures, hello: HttpFigures) -> dict[str, dict
             "ratio": ratio(hello.p99_ms, ours.p99_ms),
             "target": f"<= {P99_TARGET_MS:g} ms {at}",
         },
+    }
+
+
+def _bare_entry(function: str, rate: float, hello: HttpFigures) -> dict[str, Any]:
+    return {
+        "value": round(rate),
+        "unit": "req/s",
+        "baseline": round(hello.max_rate),
+        "ratio": ratio(rate, hello.max_rate),
+        "target": f"report only; simple_predict without {BARE_FUNCTIONS[function]}"
+        " (bench/bare/main.py), in the same turns",
     }
 
 
