@@ -2,9 +2,11 @@
 
 `ads` and `moderation_results` hold 10k rows in one database and 1M in a second one on
 the same server (bulk-loaded with generate_series; the tasks table is moderation
-history plus the tasks being drained), so the two sizes can take turns: ROUNDS turns
-each, each side's median compared, as in the other benches. One size after the other,
-a slow spell of the machine during either side moved the figure between 0.63 and 1.02.
+history plus the tasks being drained), so the two sizes can take turns, each side's
+median compared, as in the other benches: CONSUMER_ROUNDS turns for the consumer, whose
+drains of 10k tasks last ~0.2 s each, and HTTP_ROUNDS for simple_predict. One size
+after the other, a slow spell of the machine during either side moved the figure
+between 0.63 and 1.02.
 
 - consumer: the real poll loop, batch handler and model drain the same number of
   fresh tasks (DRAIN_TASKS) at each size.
@@ -29,7 +31,10 @@ RESULT_GROUPS = ("cost_growth",)  # see bench/__main__.py
 
 SIZES = (10_000, 1_000_000)
 DRAIN_TASKS = 10_000
-ROUNDS = 5
+# Five turns left the consumer's figure at the mercy of one slow spell (0.73 and 0.83 in
+# two runs the same day, each side's rounds spread by a quarter); a turn costs ~2.5 s.
+CONSUMER_ROUNDS = 9
+HTTP_ROUNDS = 5
 KEPT_SHARE = 0.8
 
 
@@ -44,7 +49,7 @@ def run() -> dict[str, dict[str, Any]]:
         consumer = _consumer_rates(stacks)
         http = _simple_predict_rates(stacks)
     _infra.print_table(
-        f"cost_growth (median of {ROUNDS} alternating rounds)",
+        f"cost_growth (medians of {CONSUMER_ROUNDS} and {HTTP_ROUNDS} alternating rounds)",
         [("rows in ads and moderation_results", "consumer rows/s", "simple_predict req/s")]
         + [
             (f"{size:,}", _median_and_rounds(consumer[size]), _median_and_rounds(http[size]))
@@ -89,7 +94,7 @@ def _grow_tables(database_url: str, size: int) -> None:
 
 def _consumer_rates(stacks: dict[int, _infra.Stack]) -> dict[int, list[float]]:
     rates: dict[int, list[float]] = {size: [] for size in stacks}
-    for _ in range(ROUNDS):
+    for _ in range(CONSUMER_ROUNDS):
         for size, stack in stacks.items():
             rates[size].append(_drain_rate(stack, size))
     return rates
@@ -120,7 +125,7 @@ def _simple_predict_rates(stacks: dict[int, _infra.Stack]) -> dict[int, list[flo
             )
             for size, stack in stacks.items()
         }
-        for _ in range(ROUNDS):
+        for _ in range(HTTP_ROUNDS):
             for size, url in urls.items():
                 rates[size].append(measure_max_rate(url, mixes[size], duration_s=MAX_RATE_S))
     return rates
