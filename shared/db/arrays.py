@@ -37,7 +37,9 @@ class BinaryArray:
     data: bytes
 
 
-def bigint_array(values: Iterable[int]) -> BinaryArray:
+def bigint_array(values: Iterable[int] | np.ndarray) -> BinaryArray:
+    if isinstance(values, np.ndarray):
+        return _binary(values.astype(np.int64, copy=False), _INT8)
     # Raises OverflowError past the bigint range instead of wrapping.
     return _binary(np.fromiter(values, dtype=np.int64), _INT8)
 

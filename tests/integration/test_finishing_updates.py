@@ -1,0 +1,134 @@
+"""The UPDATEs that finish a batch's tasks, against a real PostgreSQL: every verdict and
+failure lands on its own task whatever the order, and their plans stay linear when the
+table's statistics predate the batch (shared/db/tasks.py, `_COMPLETE`)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+
+from shared.db import tasks
+from shared.db.blocking import fetch_all
+from shared.db.tasks import TaskFailure, complete_tasks, fail_tasks
+from shared.domain import BatchVerdicts
+
+# Finished tasks of history. With the statements' former join, PostgreSQL 15 and 18 both
+# rescanned the verdicts once per row from about 150k finished tasks on.
+HISTORY = 300_000
+BATCH = 500
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        yield connection
+
+
+def add_pending_tasks(conn: psycopg.Connection, count: int) -> list[int]:
+    rows = conn.execute(
+        "INSERT INTO moderation_results (item_id, published_at)"
+        " SELECT 1 + n %% 100, now() FROM generate_series(1, %s) AS n RETURNING id",
+        (count,),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def test_each_verdict_lands_on_its_own_task_whatever_the_order(conn: psycopg.Connection) -> None:
+    ids = add_pending_tasks(conn, 50)
+    shuffled = random.Random(7).sample(ids, len(ids))
+    probabilities = np.linspace(0.01, 0.99, len(ids))
+    verdicts = BatchVerdicts(probabilities >= 0.5, probabilities, "model-1")
+
+    assert complete_tasks(conn, shuffled, verdicts) == set(ids)
+
+    stored = {
+        row[0]: row[1:]
+        for row in conn.execute(
+            "SELECT id, status, is_violation, probability, model_version FROM moderation_results"
+        )
+    }
+    for task_id, flag, probability in zip(
+        shuffled, verdicts.is_violation, probabilities, strict=True
+    ):
+        assert stored[task_id] == ("completed", bool(flag), float(probability), "model-1")
+
+
+def test_a_task_given_twice_gets_the_verdict_given_last(conn: psycopg.Connection) -> None:
+    first, second = add_pending_tasks(conn, 2)
+    verdicts = BatchVerdicts(np.array([False, False, True]), np.array([0.1, 0.2, 0.9]), "m")
+
+    assert complete_tasks(conn, [first, second, first], verdicts) == {first, second}
+
+    stored = dict(
+        conn.execute("SELECT id, probability FROM moderation_results ORDER BY id").fetchall()
+    )
+    assert stored == {first: 0.9, second: 0.2}
+
+
+def test_each_failure_lands_on_its_own_task_whatever_the_order(conn: psycopg.Connection) -> None:
+    ids = add_pending_tasks(conn, 30)
+    failures = [TaskFailure(task_id, f"reason of {task_id}", 1 + task_id % 4) for task_id in ids]
+    random.Random(11).shuffle(failures)
+
+    assert fail_tasks(conn, failures) == set(ids)
+
+    stored = {
+        row[0]: row[1:]
+        for row in conn.execute(
+            "SELECT id, status, error_message, attempts FROM moderation_results"
+        )
+    }
+    assert stored == {
+        task_id: ("failed", f"reason of {task_id}", 1 + task_id % 4) for task_id in ids
+    }
+
+
+def test_no_step_of_either_plan_runs_once_per_row_when_the_statistics_predate_the_batch(
+    conn: psycopg.Connection,
+) -> None:
+    # What a backlog meets: statistics that saw only finished tasks, then 2 x 500 pending.
+    conn.execute(
+        "INSERT INTO moderation_results (item_id, status, is_violation, probability,"
+        " model_version, attempts, published_at, processed_at)"
+        " SELECT 1 + n %% 100, 'completed', false, 0.1, 'old', 1, now(), now()"
+        " FROM generate_series(1, %s) AS n",
+        (HISTORY,),
+    )
+    conn.execute("ANALYZE moderation_results")
+    try:
+        to_complete = add_pending_tasks(conn, BATCH)
+        to_fail = add_pending_tasks(conn, BATCH)
+        probabilities = np.full(BATCH, 0.25)
+        verdicts = BatchVerdicts(probabilities > 0.5, probabilities, "model-1")
+        completion_plan = fetch_all(
+            conn,
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + tasks._COMPLETE,
+            tasks.completion_parameters(to_complete[::-1], verdicts),
+        )[0][0]
+        failures = [TaskFailure(task_id, "Ad not found", 1) for task_id in to_fail]
+        failure_plan = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + tasks._FAIL, tasks.failure_parameters(failures)
+        ).fetchone()[0]
+
+        assert steps_run_more_than_once(completion_plan[0]["Plan"]) == []
+        assert steps_run_more_than_once(failure_plan[0]["Plan"]) == []
+        # EXPLAIN ANALYZE ran them: each did its whole work.
+        assert completion_plan[0]["Plan"]["Actual Rows"] == BATCH
+        assert failure_plan[0]["Plan"]["Actual Rows"] == BATCH
+    finally:
+        # Statistics that describe rows no longer there would steer later tests' plans.
+        conn.execute("TRUNCATE moderation_results RESTART IDENTITY CASCADE")
+        conn.execute("ANALYZE moderation_results")
+
+
+def steps_run_more_than_once(node: dict[str, Any]) -> list[str]:
+    """Each plan node that ran more than once, as 'type x loops'."""
+    found = [f"{node['Node Type']} x{node['Actual Loops']}"] if node["Actual Loops"] > 1 else []
+    for child in node.get("Plans", []):
+        found += steps_run_more_than_once(child)
+    return found
