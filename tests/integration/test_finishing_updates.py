@@ -70,6 +70,19 @@ def test_a_task_given_twice_gets_the_verdict_given_last(conn: psycopg.Connection
     assert stored == {first: 0.9, second: 0.2}
 
 
+def test_verdicts_that_do_not_pair_up_with_the_tasks_are_refused(conn: psycopg.Connection) -> None:
+    ids = add_pending_tasks(conn, 3)
+    short = BatchVerdicts(np.array([True, False]), np.array([0.9, 0.1]), "m")
+
+    with pytest.raises(ValueError, match="3 task ids for verdicts of shapes"):
+        complete_tasks(conn, ids, short)
+
+    pending = conn.execute(
+        "SELECT count(*) FROM moderation_results WHERE status = 'pending'"
+    ).fetchone()
+    assert pending == (3,)
+
+
 def test_each_failure_lands_on_its_own_task_whatever_the_order(conn: psycopg.Connection) -> None:
     ids = add_pending_tasks(conn, 30)
     failures = [TaskFailure(task_id, f"reason of {task_id}", 1 + task_id % 4) for task_id in ids]
