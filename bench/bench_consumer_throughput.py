@@ -1,10 +1,11 @@
 """Draining `moderation`: our consumer against a floor pipeline and a seed-style worker, same run.
 
-All three read pre-produced task records from a fresh 3-partition topic whose
+All four read pre-produced task records from a fresh 3-partition topic whose
 tasks are pending rows in moderation_results, and the clock runs from the first
 batch handed over to the moment every task is durable (the group join is left out).
 
-Ours and the floor run ROUNDS times, alternately, and each side's median is compared.
+Ours, the floor and ours without the model's cost run ROUNDS times each, taking turns,
+and each side's median is compared.
 
 - ours: the real `PartitionedPollLoop` + `process_moderation_batch` + the default
   model, at the default batch size (CONSUMER_BATCH_SIZE).

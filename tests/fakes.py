@@ -157,10 +157,15 @@ class InMemoryTransaction:
     def complete_tasks(self, task_ids: Sequence[int], verdicts: BatchVerdicts) -> set[int]:
         assert len(task_ids) == verdicts.probability.size
         changed = set()
-        columns = zip(
-            task_ids, verdicts.is_violation.tolist(), verdicts.probability.tolist(), strict=True
+        # A dict, so that a task given twice gets its last verdict, as the SQL gives it.
+        columns = dict(
+            zip(
+                task_ids,
+                zip(verdicts.is_violation.tolist(), verdicts.probability.tolist(), strict=True),
+                strict=True,
+            )
         )
-        for task_id, is_violation, probability in columns:
+        for task_id, (is_violation, probability) in columns.items():
             task = self.s.tasks[task_id]
             if task.status == "pending":
                 self.s.tasks[task_id] = replace(
@@ -178,7 +183,8 @@ class InMemoryTransaction:
 
     def fail_tasks(self, failures: Sequence[TaskFailure]) -> set[int]:
         changed = set()
-        for failure in failures:
+        # The last failure given for a task is the one written, as the SQL writes it.
+        for failure in {failure.task_id: failure for failure in failures}.values():
             task = self.s.tasks.get(failure.task_id)
             if task is not None and task.status == "pending":
                 self.s.tasks[failure.task_id] = replace(

@@ -39,7 +39,8 @@ class BinaryArray:
 
 def bigint_array(values: Iterable[int] | np.ndarray) -> BinaryArray:
     if isinstance(values, np.ndarray):
-        return _binary(values.astype(np.int64, copy=False), _INT8)
+        # "safe": a dtype that may not fit (uint64, floats) raises instead of wrapping.
+        return _binary(values.astype(np.int64, casting="safe", copy=False), _INT8)
     # Raises OverflowError past the bigint range instead of wrapping.
     return _binary(np.fromiter(values, dtype=np.int64), _INT8)
 
