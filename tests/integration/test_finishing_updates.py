@@ -5,6 +5,7 @@ table's statistics predate the batch (shared/db/tasks.py, `_COMPLETE`)."""
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -133,7 +134,7 @@ def tasks_table_of_its_own(conn: psycopg.Connection) -> Iterator[None]:
     """moderation_results in a schema of its own for this connection, dropped afterwards:
     statistics cannot be taken back (an ANALYZE of an emptied table keeps the old ones),
     and those of 300k finished tasks must not steer the plans of later tests."""
-    schema = "finishing_updates_test"
+    schema = f"finishing_updates_{uuid.uuid4().hex[:8]}"
     conn.execute(f"CREATE SCHEMA {schema}")
     try:
         conn.execute(
