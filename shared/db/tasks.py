@@ -247,10 +247,10 @@ def complete_tasks(
 ) -> set[int]:
     """Write the verdicts (in the order of `task_ids`) of the tasks still pending, in one
     statement; returns the ids it changed. A task given twice gets its last verdict."""
+    parameters = completion_parameters(task_ids, verdicts)  # checks the shapes first
     if not task_ids:
-        _check_shapes(task_ids, verdicts)
         return set()
-    rows = fetch_all(conn, _COMPLETE, completion_parameters(task_ids, verdicts))
+    rows = fetch_all(conn, _COMPLETE, parameters)
     return {row[0] for row in rows}
 
 
