@@ -18,27 +18,24 @@ from tests.integration.helpers import records_on, seed_ads, wired_services
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
 KILLS = 3
+TASKS = 5000
 # Each consumer, the last included, is started on a fresh share of the records, so
 # each killed one has new tasks to commit and the last one is left work of its own,
-# however fast the ones before it drained theirs. A share is more than a consumer
-# gets through between its first commit and its kill (about 1,600 here), so the
-# kill lands with batches in flight.
-RECORDS_PER_CONSUMER = 5000
-TASKS = RECORDS_PER_CONSUMER * (KILLS + 1)
+# however fast the ones before it drained theirs.
+SHARES = KILLS + 1
 # Small batches: many commits in flight at any moment, so a kill lands between a
-# batch's database commit and its offset commit.
-BATCH_SIZE = 100
+# batch's database commit and its offset commit. At this size a consumer gets through
+# a few hundred records between its first commit and its kill, well short of a share,
+# so each kill lands with batches in flight.
+BATCH_SIZE = 20
 
 
-def test_consumer_sigkilled_three_times_mid_batch_completes_each_of_20000_tasks_exactly_once(
+def test_consumer_sigkilled_three_times_mid_batch_completes_each_of_5000_tasks_exactly_once(
     settings, start_consumer
 ):
     with wired_services(settings) as services, ConsumerGroupProbe(settings) as group:
         tasks = create_published_tasks(services, seed_ads(services, TASKS))
-        shares = [
-            tasks[start : start + RECORDS_PER_CONSUMER]
-            for start in range(0, TASKS, RECORDS_PER_CONSUMER)
-        ]
+        shares = [tasks[share::SHARES] for share in range(SHARES)]
         redelivered = 0.0
 
         for kill, share in enumerate(shares[:KILLS], start=1):
