@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from shared.db.dead_letters import DeadLetter
 from shared.domain import Ad, BatchVerdicts, Verdict
 from shared.errors import (
     DatabaseUnavailable,
@@ -677,15 +678,7 @@ def test_a_letter_the_broker_keeps_refusing_holds_back_no_other_letter():
 def test_a_dead_letter_header_never_carries_a_nul_which_postgresql_refuses_in_jsonb():
     record = ConsumedRecord("moderation", 0, 3, None, b"x")
 
-    letter = build_dead_letter(
-        record,
-        error=MalformedMessage("value is not JSON: \x00 found"),
-        error_class="permanent",
-        attempts=1,
-        consumer_group="g",
-        task_id=None,
-        task_exists=False,
-    )
+    letter = _malformed_record_letter(record, "value is not JSON: \x00 found")
 
     assert all("\x00" not in value for value in letter.headers.values())
     assert letter.headers["x-exception-message"] == "value is not JSON: \\x00 found"
@@ -695,16 +688,23 @@ def test_a_letters_failure_times_are_both_in_utc_whatever_the_databases_time_zon
     tokyo = timezone(timedelta(hours=9))
     first = datetime(2026, 12, 5, 7, 57, 57, tzinfo=tokyo)  # as a session in Tokyo reads it
 
-    letter = build_dead_letter(
-        _record(b"{}", offset=1),
-        error=MalformedMessage("bad"),
+    letter = _malformed_record_letter(_record(b"{}", offset=1), "bad", first_failure_at=first)
+
+    assert letter.headers["x-first-failure-at"] == "2026-12-04T22:57:57+00:00"
+    assert letter.headers["x-last-failure-at"].endswith("+00:00")
+
+
+def _malformed_record_letter(
+    record: ConsumedRecord, reason: str, *, first_failure_at: datetime | None = None
+) -> DeadLetter:
+    """The letter of a record dead-lettered at once, with no task, for `reason`."""
+    return build_dead_letter(
+        record,
+        error=MalformedMessage(reason),
         error_class="permanent",
         attempts=1,
         consumer_group="group",
         task_id=None,
         task_exists=False,
-        first_failure_at=first,
+        first_failure_at=first_failure_at,
     )
-
-    assert letter.headers["x-first-failure-at"] == "2026-12-04T22:57:57+00:00"
-    assert letter.headers["x-last-failure-at"].endswith("+00:00")
