@@ -6,7 +6,7 @@ import copy
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import psycopg
@@ -46,7 +46,13 @@ class _State:
     letters: dict[int, DeadLetter] = field(default_factory=dict)
     letters_published: set[int] = field(default_factory=set)
     letter_publish_tries: dict[int, int] = field(default_factory=dict)
+    letters_created_at: dict[int, datetime] = field(default_factory=dict)
     next_task_id: int = 1
+
+
+def _older_than(created_at: datetime, seconds: float) -> bool:
+    """As the SQL's `created_at < now() - make_interval(secs => ...)`."""
+    return created_at < datetime.now(UTC) - timedelta(seconds=seconds)
 
 
 class InMemoryDatabase:
@@ -121,7 +127,9 @@ class InMemoryTransaction:
         return [
             (t.id, t.item_id)
             for t in self.s.tasks.values()
-            if t.status == "pending" and t.id not in self.s.published
+            if t.status == "pending"
+            and t.id not in self.s.published
+            and _older_than(t.created_at, older_than_s)
         ][:limit]
 
     def get_task(self, task_id: int) -> TaskRow | None:
@@ -240,6 +248,7 @@ class InMemoryTransaction:
             if not duplicate:
                 letter_id = len(self.s.letters) + 1
                 self.s.letters[letter_id] = letter
+                self.s.letters_created_at[letter_id] = datetime.now(UTC)
                 stored.append(StoredDeadLetter(letter_id, letter))
         return stored
 
@@ -252,7 +261,12 @@ class InMemoryTransaction:
     def claim_unpublished_dead_letters(
         self, *, older_than_s: float, limit: int
     ) -> list[StoredDeadLetter]:
-        unpublished = [i for i in self.s.letters if i not in self.s.letters_published]
+        unpublished = [
+            i
+            for i in self.s.letters
+            if i not in self.s.letters_published
+            and _older_than(self.s.letters_created_at[i], older_than_s)
+        ]
         unpublished.sort(key=lambda i: (self.s.letter_publish_tries.get(i, 0), i))
         return [StoredDeadLetter(i, self.s.letters[i]) for i in unpublished[:limit]]
 

@@ -61,9 +61,12 @@ def test_the_ad_lookup_reads_the_ad_and_its_sellers_flag(settings: Settings) -> 
         with services.db.autocommit() as tx:
             ad = load_ad_with_seller(tx.conn, item_id)
             missing = load_ad_with_seller(tx.conn, item_id + 1)
+            [seller_id] = tx.conn.execute(
+                "SELECT seller_id FROM ads WHERE id = %s", (item_id,)
+            ).fetchone()
     assert ad == Ad(
         item_id=item_id,
-        seller_id=ad.seller_id,
+        seller_id=seller_id,
         is_verified_seller=True,
         name="Road bike 1",
         description="Aluminium frame, 21 gears, barely used.",

@@ -1,5 +1,6 @@
-"""The relay's DLQ sweep on the real database and broker: letters Kafka refuses for good
-never hold back the letters after them, however many there are."""
+"""The relay's sweeps on the real database and broker: letters Kafka refuses for good
+never hold back the letters after them, however many there are, and nothing younger
+than the grace period is taken."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 from shared.db.dead_letters import DeadLetter, insert_dead_letters
 from shared.errors import BrokerUnavailable
 from shared.kafka.config import MAX_RECORD_BYTES
-from shared.moderation.relay import relay_unpublished_dead_letters
-from tests.integration.helpers import read_topic, wired_services
+from shared.moderation.relay import relay_unpublished_dead_letters, relay_unpublished_tasks
+from tests.integration.helpers import read_topic, seed_ads, wired_services
 
 SWEEP = 2
 
@@ -83,3 +84,47 @@ def test_an_outage_rotates_the_order_and_loses_no_letter(settings):
         ).fetchall()
     # Three sweeps of two over three letters: each was claimed twice, none skipped.
     assert [count for (count,) in tries] == [2, 2, 2]
+
+
+def test_the_relay_leaves_alone_tasks_and_letters_younger_than_the_grace_period(settings):
+    # Their own publish may still be on its way; a sweep takes only what is past it.
+    settings = settings.model_copy(update={"outbox_grace_s": 60})
+    with wired_services(settings) as services:
+        young_item, old_item = seed_ads(services, 2)
+        with services.db.transaction() as tx:
+            young_task = tx.create_task_for_existing_ad(young_item)
+            old_task = tx.create_task_for_existing_ad(old_item)
+            young_letter, old_letter = (
+                stored.id
+                for stored in tx.insert_dead_letters([_letter(10, b"young"), _letter(11, b"old")])
+            )
+            tx.conn.execute(
+                "UPDATE moderation_results SET created_at = now() - interval '61 seconds'"
+                " WHERE id = %s",
+                (old_task,),
+            )
+            tx.conn.execute(
+                "UPDATE dead_letters SET created_at = now() - interval '61 seconds' WHERE id = %s",
+                (old_letter,),
+            )
+
+        assert relay_unpublished_tasks(services) == 1
+        assert relay_unpublished_dead_letters(services) == 1
+
+        with services.db.transaction() as tx:
+            published_tasks = {
+                row[0]
+                for row in tx.conn.execute(
+                    "SELECT id FROM moderation_results WHERE published_at IS NOT NULL"
+                )
+            }
+            published_letters = {
+                row[0]
+                for row in tx.conn.execute(
+                    "SELECT id FROM dead_letters WHERE published_at IS NOT NULL"
+                )
+            }
+    assert published_tasks == {old_task}
+    assert published_letters == {old_letter}
+    assert young_task not in published_tasks
+    assert young_letter not in published_letters

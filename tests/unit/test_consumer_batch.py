@@ -623,8 +623,12 @@ def test_database_outage_is_retried_and_the_task_completes_once_it_is_back():
     record = _accepted_task(services, 1)
     services.db.unavailable_for = 3  # the attempt, and the two follow-ups that try to count it
 
-    process_moderation_batch(services, [record])
+    report = process_moderation_batch(services, [record])
 
+    assert services.db.unavailable_for == 0  # the outage was met, not stepped around
+    assert report.retries == 2
+    assert services.sleeper.waits == [5.0, 10.0]
+    assert (report.completed, report.failed, report.dead_lettered) == (1, 0, 0)
     task = services.db.state.tasks[1]
     assert task.status == "completed"
     assert services.publisher.on_topic("moderation_dlq") == []

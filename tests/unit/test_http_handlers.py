@@ -326,7 +326,14 @@ def test_with_api_keys_set_either_header_form_is_accepted(services, headers):
     assert response.status_code == 200
 
 
+def _relay_without_grace(services) -> None:
+    # The relay leaves alone a task younger than OUTBOX_GRACE_S, whose own publish may
+    # still be on its way; these tests are about a task past it.
+    services.settings = services.settings.model_copy(update={"outbox_grace_s": 0})
+
+
 def test_outbox_relay_publishes_a_task_whose_publish_was_never_acknowledged(services):
+    _relay_without_grace(services)
     with services.db.transaction() as tx:
         task_id = tx.create_task_for_existing_ad(1)  # no publish marked: left to the relay
 
@@ -338,7 +345,19 @@ def test_outbox_relay_publishes_a_task_whose_publish_was_never_acknowledged(serv
     assert json.loads(record.value) == {"task_id": task_id, "item_id": 1}
 
 
+def test_outbox_relay_leaves_alone_a_task_younger_than_the_grace_period(services):
+    with services.db.transaction() as tx:
+        tx.create_task_for_existing_ad(1)  # just created: its own publish may be on its way
+
+    response = client("outbox_relay").post("/")
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json() == {"published": 0}
+    assert services.publisher.on_topic("moderation") == []
+
+
 def test_outbox_relay_answers_503_with_retry_after_while_kafka_is_down(services):
+    _relay_without_grace(services)
     with services.db.transaction() as tx:
         tx.create_task_for_existing_ad(1)
     services.publisher.fail_times = 1
@@ -516,10 +535,14 @@ def test_a_head_request_for_a_result_gets_its_status_and_no_body(services):
     with services.db.transaction() as tx:
         task_id = tx.create_task_for_existing_ad(1)
 
-    response = client("moderation_result").head(f"/moderation_result/{task_id}")
+    result = client("moderation_result")
+    response = result.head(f"/moderation_result/{task_id}")
+    full = result.get(f"/moderation_result/{task_id}")
 
+    # The headers of the GET, its JSON body's type and length included.
     assert response.status_code == 200
-    assert response.get_data() == b""
+    assert response.mimetype == "application/json"
+    assert response.content_length == len(full.get_data()) > 0
 
 
 def test_a_publish_failing_unexpectedly_after_the_commit_still_answers_202(services):

@@ -18,7 +18,8 @@ from tests.fakes import fake_services, installed
 
 @pytest.fixture
 def services():
-    services = fake_services(outbox_relay_interval_s=0.01)
+    # No grace period: these tests relay a task at once, whose publish has failed.
+    services = fake_services(outbox_relay_interval_s=0.01, outbox_grace_s=0)
     services.db.add_ad(Ad(1, 1, True, "Road bike", "Serviced", 3, 2))
     with installed(services):
         yield services
