@@ -68,7 +68,7 @@ def _record_of(event: CloudEvent, *, default_topic: str) -> ConsumedRecord:
         key=_key_bytes(key),
         value=_as_bytes(event.get_data()),
         headers=tuple(
-            (name[len(_HEADER_PREFIX) :], str(value).encode())
+            (name[len(_HEADER_PREFIX) :], _utf8(str(value)))
             for name, value in sorted(attributes.items())
             if name.startswith(_HEADER_PREFIX) and len(name) > len(_HEADER_PREFIX)
         ),
@@ -97,7 +97,7 @@ def _kafka_position(subject: str) -> tuple[int, int] | None:
 def _key_bytes(key: object) -> bytes | None:
     if key is None or isinstance(key, bytes):
         return key
-    return str(key).encode()  # structured mode may carry it as a JSON number
+    return _utf8(str(key))  # structured mode may carry it as a JSON number
 
 
 def _unchanged(data: object) -> object:
@@ -109,7 +109,14 @@ def _as_bytes(data: object) -> bytes | None:
         return data
     if isinstance(data, bytearray):
         return bytes(data)
-    return str(data).encode()
+    return _utf8(str(data))
+
+
+def _utf8(text: str) -> bytes:
+    """Bytes of a JSON string, which may hold a lone surrogate (`"\\ud800"`): kept as it
+    came, so that the record is handled (and dead-lettered, if malformed) rather than
+    a UnicodeEncodeError making the push a 500 the platform redelivers for good."""
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _stable_number(text: str) -> int:

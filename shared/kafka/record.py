@@ -3,8 +3,11 @@ confluent-kafka's Message type (the CloudEvent entry point and tests build these
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+log = logging.getLogger(__name__)
 
 
 class ConsumedRecord(NamedTuple):
@@ -20,7 +23,23 @@ class ConsumedRecord(NamedTuple):
     @classmethod
     def from_message(cls, message: Any) -> ConsumedRecord:
         """Copy a confluent_kafka.Message."""
-        raw_headers = message.headers()
+        try:
+            raw_headers = message.headers()
+        except Exception:
+            # A header name that is not UTF-8 (any client but Java's can write one) makes
+            # confluent-kafka raise SystemError, here, outside the handler's per-record
+            # checks: the whole batch would fail and be replayed for good, stalling its
+            # partition. No handler reads headers, so the record goes on without them;
+            # calling headers() again is no way out (it returns a NULL item).
+            log.warning(
+                "a record's headers cannot be decoded; it is handled without them",
+                extra={
+                    "topic": message.topic(),
+                    "partition": message.partition(),
+                    "offset": message.offset(),
+                },
+            )
+            raw_headers = None
         headers = tuple((name, value or b"") for name, value in raw_headers) if raw_headers else ()
         # Positional, in field order: keywords made this copy nearly twice as slow.
         return cls(

@@ -16,6 +16,7 @@ from shared.moderation.relay import relay_once
 from shared.settings import Settings
 from tests.fault.load import create_published_tasks, dead_letter_rows, status_counts
 from tests.fault.poison_corpus import CORPUS, PoisonRecord
+from tests.fault.raw_producer import produce_with_raw_header
 from tests.fault.waiting import wait_for
 from tests.integration.helpers import read_topic, seed_ads, wired_services
 
@@ -153,6 +154,42 @@ def test_deeply_nested_json_record_is_dead_lettered_instead_of_stalling_its_part
         (letter,) = read_topic(settings, settings.kafka_dlq_topic, expected=1)
         assert letter.value() == deep
         assert _headers(letter)["x-exception-type"] == "MalformedMessage"
+
+
+def test_records_whose_header_name_is_not_utf8_are_handled_without_stalling_their_partition(
+    settings, start_consumer
+):
+    # confluent-kafka cannot decode such a header name, and used to fail the whole batch
+    # before the handler saw it, replaying it for good.
+    with wired_services(settings) as services:
+        (first, behind) = create_published_tasks(services, seed_ads(services, 2))
+        bad_header = (b"\xff\xfe-trace", b"anything")
+        records = [
+            (*encode_task_message(*first), bad_header),  # a valid task: it completes
+            (b"1", b"not json", bad_header),  # malformed: dead-lettered with its reason
+            (*encode_task_message(*behind), None),  # the record behind them
+        ]
+        consumer = start_consumer()
+
+        produce_with_raw_header(
+            settings.kafka_bootstrap_servers, settings.kafka_moderation_topic, records, partition=0
+        )
+        wait_for(
+            lambda: status_counts(services)["completed"] == 2 and dead_letter_rows(services) == 1,
+            timeout_s=20,
+            what="both tasks completed and the malformed record dead-lettered",
+            seen=lambda: (
+                f"{status_counts(services)}, {dead_letter_rows(services)} dead letter(s)"
+                f"\n{consumer.log_tail()}"
+            ),
+            watch=[consumer],
+        )
+
+        (letter,) = read_topic(settings, settings.kafka_dlq_topic, expected=1)
+        assert letter.value() == b"not json"
+        assert _headers(letter)["x-exception-type"] == "MalformedMessage"
+        assert "headers cannot be decoded" in consumer.log_path.read_text(errors="replace")
+        assert consumer.is_alive(), consumer.log_tail()
 
 
 def _unpublished_dead_letters(services) -> int:

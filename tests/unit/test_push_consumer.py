@@ -192,3 +192,26 @@ def test_a_source_naming_no_legal_topic_falls_back_to_the_configured_one(source)
     )
 
     assert record.topic == "moderation"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [b'"key": "\\ud800", "data": "{}"', b'"kafkaheadertrace": "\\ud800", "data": "{}"'],
+    ids=["key", "kafka-header"],
+)
+def test_a_lone_surrogate_in_a_structured_event_is_dead_lettered_not_a_500(services, fields):
+    # JSON allows "\ud800"; UTF-8 has no encoding of it. The record is malformed ("{}"
+    # names no task) and must reach the DLQ, not come back for good as a 500.
+    envelope = (
+        b'{"specversion": "1.0", "type": "t", "source": "s#moderation", "id": "1",'
+        b' "subject": "partition:0#5", ' + fields + b"}"
+    )
+
+    response = _client().post(
+        "/", data=envelope, headers={"content-type": "application/cloudevents+json"}
+    )
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["dead_lettered"] == 1
+    (letter,) = services.publisher.on_topic("moderation_dlq")
+    assert dict(letter.headers)["x-exception-type"] == b"MalformedMessage"
