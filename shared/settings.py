@@ -6,6 +6,7 @@ their defaults. Nothing reads settings at import time: call `get_settings()`.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,6 +19,16 @@ DELIVERY_REPORT_GRACE_S = 1.0
 # The producer's linger.ms (shared/kafka/config.py). librdkafka refuses to build a
 # producer whose message.timeout.ms is not above it.
 PRODUCER_LINGER_MS = 2
+
+
+# The longest any duration setting may be. Far past any sensible value, and within what
+# each consumer of one takes: librdkafka's and PostgreSQL's millisecond settings are
+# 32-bit (24.8 days), PostgreSQL's make_interval overflows near 1e15 s, and Python's
+# waits raise OverflowError past ~9e9 s. A larger value is refused by its name, instead
+# of being accepted and failing every publish, claim or wait later.
+MAX_DURATION_S = 86_400
+# Attempts beyond this would make the last retry wait, base * 2**(n-2), overflow too.
+MAX_RETRY_ATTEMPTS = 10
 
 
 # The project's own model (`make model`), named absolutely: relative to the working
@@ -36,8 +47,8 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/moderation"
     db_pool_min_size: int = Field(default=1, ge=0)
     db_pool_max_size: int = Field(default=10, ge=1)
-    db_connect_timeout_s: float = Field(default=5.0, gt=0)
-    db_statement_timeout_ms: int = Field(default=5000, ge=0)
+    db_connect_timeout_s: float = Field(default=5.0, gt=0, le=MAX_DURATION_S)
+    db_statement_timeout_ms: int = Field(default=5000, ge=0, le=MAX_DURATION_S * 1000)
 
     # Kafka
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
@@ -48,19 +59,19 @@ class Settings(BaseSettings):
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_consumer_group: str = "moderation-consumer"
     # In whole milliseconds above the producer's linger (see `publish_timeout_ms`).
-    kafka_publish_timeout_s: float = Field(default=2.0, gt=0)
+    kafka_publish_timeout_s: float = Field(default=2.0, gt=0, le=MAX_DURATION_S)
 
     # Consumer
     consumer_batch_size: int = Field(default=500, ge=1)
-    consumer_poll_timeout_s: float = Field(default=1.0, gt=0)
+    consumer_poll_timeout_s: float = Field(default=1.0, gt=0, le=MAX_DURATION_S)
 
     # Retries of temporary errors: attempt n waits retry_base_delay_s * 2**(n-1).
-    retry_base_delay_s: float = Field(default=5.0, ge=0)
-    retry_max_attempts: int = Field(default=4, ge=1)
+    retry_base_delay_s: float = Field(default=5.0, ge=0, le=MAX_DURATION_S)
+    retry_max_attempts: int = Field(default=4, ge=1, le=MAX_RETRY_ATTEMPTS)
 
     # Outbox relay: republishes tasks whose immediate publish did not get through.
-    outbox_relay_interval_s: float = Field(default=1.0, gt=0)
-    outbox_grace_s: float = Field(default=5.0, ge=0)
+    outbox_relay_interval_s: float = Field(default=1.0, gt=0, le=MAX_DURATION_S)
+    outbox_grace_s: float = Field(default=5.0, ge=0, le=MAX_DURATION_S)
     outbox_batch_size: int = Field(default=500, ge=1)
 
     # Model
@@ -71,7 +82,7 @@ class Settings(BaseSettings):
     # Room for the largest ad PredictRequest accepts in any JSON encoding: 21,000
     # characters of name and description, each up to 12 bytes as an escaped surrogate pair.
     max_body_bytes: int = Field(default=256 * 1024, ge=1)
-    retry_after_s: int = Field(default=5, ge=1)
+    retry_after_s: int = Field(default=5, ge=1, le=MAX_DURATION_S)
 
     # Process
     log_level: str = "INFO"
@@ -91,9 +102,14 @@ class Settings(BaseSettings):
     @field_validator("api_keys")
     @classmethod
     def _keys_or_nothing(cls, value: str) -> str:
-        if value.strip() and not _keys_in(value):
+        keys = _keys_in(value)
+        if value.strip() and not keys:
             # " , " would otherwise leave the API open while it reads as configured.
             raise ValueError("API_KEYS holds separators but no key; leave it empty for none")
+        if any(not _PRINTABLE_ASCII.fullmatch(key) for key in keys):
+            # HTTP servers hand header values over as Latin-1, so a key with any other
+            # character could never match: every request would get a 401.
+            raise ValueError("API_KEYS may hold only printable ASCII without spaces")
         return value
 
     @model_validator(mode="after")
@@ -140,6 +156,9 @@ class Settings(BaseSettings):
     def retry_delays(self) -> list[float]:
         """The waits before each retry: 5, 10, 20 s with the defaults."""
         return [self.retry_base_delay_s * 2**n for n in range(self.retry_max_attempts - 1)]
+
+
+_PRINTABLE_ASCII = re.compile(r"[!-~]+")
 
 
 def _keys_in(api_keys: str) -> list[str]:

@@ -10,6 +10,7 @@ flush the producer, close the pool, stop the embedded servers.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -126,7 +127,9 @@ def prepare_data(backends: Backends, options: RunnerOptions) -> None:
         _republish_tasks_lost_with_the_last_broker(settings)
     seed = backends.embedded_database if options.seed_demo is None else options.seed_demo
     if seed:
-        added = seed_demo_data(settings.database_url)
+        added = seed_demo_data(
+            settings.database_url, connect_timeout_s=settings.db_connect_timeout_s
+        )
         log.info("demo data seeded", extra={"ads_added": added})
 
 
@@ -134,7 +137,11 @@ def _republish_tasks_lost_with_the_last_broker(settings: Settings) -> None:
     """The in-memory Kafka of the last run took its records with it, while the tasks it
     had acknowledged are still pending in the (kept) database: the relay publishes them
     again, instead of their waiting for good."""
-    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+    with psycopg.connect(
+        settings.database_url,
+        autocommit=True,
+        connect_timeout=math.ceil(settings.db_connect_timeout_s),
+    ) as conn:
         count = republish_pending_tasks(conn)
     if count:
         log.info("pending tasks of an earlier run handed to the relay", extra={"tasks": count})

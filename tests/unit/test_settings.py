@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from confluent_kafka import Producer
 from pydantic import ValidationError
 
 from shared.kafka.config import producer_config
-from shared.settings import Settings
+from shared.settings import MAX_DURATION_S, MAX_RETRY_ATTEMPTS, Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,6 +59,49 @@ def test_a_duration_of_inf_or_nan_is_refused(name, value):
     # pydantic reads both as floats; an infinite wait hangs, or fails far from its setting.
     with pytest.raises(ValidationError, match=name):
         Settings(**{name: value})
+
+
+DURATIONS = {
+    "db_connect_timeout_s": MAX_DURATION_S,
+    "db_statement_timeout_ms": MAX_DURATION_S * 1000,
+    "kafka_publish_timeout_s": MAX_DURATION_S,
+    "consumer_poll_timeout_s": MAX_DURATION_S,
+    "retry_base_delay_s": MAX_DURATION_S,
+    "outbox_relay_interval_s": MAX_DURATION_S,
+    "outbox_grace_s": MAX_DURATION_S,
+    "retry_after_s": MAX_DURATION_S,
+}
+
+
+@pytest.mark.parametrize(("name", "longest"), DURATIONS.items())
+def test_a_duration_past_its_longest_is_refused_by_name(name, longest):
+    # No statement timeout, which a long publish timeout would otherwise have to stay under.
+    Settings(**{"db_statement_timeout_ms": 0, name: longest})
+    with pytest.raises(ValidationError, match=name):
+        Settings(**{"db_statement_timeout_ms": 0, name: longest + 1})
+
+
+def test_the_longest_publish_timeout_accepted_builds_a_producer():
+    # Past librdkafka's 32-bit message.timeout.ms, every publish used to fail instead.
+    settings = Settings(kafka_publish_timeout_s=MAX_DURATION_S, db_statement_timeout_ms=0)
+
+    Producer(producer_config(settings)).flush(0)
+
+
+def test_the_longest_retry_schedule_accepted_can_be_waited_out():
+    settings = Settings(retry_base_delay_s=MAX_DURATION_S, retry_max_attempts=MAX_RETRY_ATTEMPTS)
+
+    # Each wait is one a threading.Event can be asked to wait for.
+    assert max(settings.retry_delays()) < threading.TIMEOUT_MAX
+    with pytest.raises(ValidationError, match="retry_max_attempts"):
+        Settings(retry_max_attempts=MAX_RETRY_ATTEMPTS + 1)
+
+
+@pytest.mark.parametrize("keys", ["clé", "good,ba d", "tab\tkey"])
+def test_api_keys_a_header_cannot_carry_are_refused(keys):
+    # A server hands header values over as Latin-1: such a key would never match.
+    with pytest.raises(ValidationError, match="printable ASCII"):
+        Settings(api_keys=keys)
 
 
 def test_api_keys_of_separators_alone_are_refused():
