@@ -46,6 +46,7 @@ class _State:
     letters: dict[int, DeadLetter] = field(default_factory=dict)
     letters_published: set[int] = field(default_factory=set)
     letter_publish_tries: dict[int, int] = field(default_factory=dict)
+    task_publish_tries: dict[int, int] = field(default_factory=dict)
     letters_created_at: dict[int, datetime] = field(default_factory=dict)
     next_task_id: int = 1
 
@@ -124,13 +125,20 @@ class InMemoryTransaction:
         self.s.published.update(task_ids)
 
     def claim_unpublished_tasks(self, *, older_than_s: float, limit: int) -> list[tuple[int, int]]:
-        return [
-            (t.id, t.item_id)
+        unpublished = [
+            t
             for t in self.s.tasks.values()
             if t.status == "pending"
             and t.id not in self.s.published
             and _older_than(t.created_at, older_than_s)
-        ][:limit]
+        ]
+        unpublished.sort(key=lambda t: (self.s.task_publish_tries.get(t.id, 0), t.created_at))
+        return [(t.id, t.item_id) for t in unpublished[:limit]]
+
+    def count_task_publish_tries(self, task_ids: Sequence[int]) -> None:
+        for task_id in task_ids:
+            if task_id not in self.s.published:
+                self.s.task_publish_tries[task_id] = self.s.task_publish_tries.get(task_id, 0) + 1
 
     def get_task(self, task_id: int) -> TaskRow | None:
         return self.s.tasks.get(task_id)
@@ -270,7 +278,7 @@ class InMemoryTransaction:
         unpublished.sort(key=lambda i: (self.s.letter_publish_tries.get(i, 0), i))
         return [StoredDeadLetter(i, self.s.letters[i]) for i in unpublished[:limit]]
 
-    def count_publish_tries(self, ids: Sequence[int]) -> None:
+    def count_dead_letter_publish_tries(self, ids: Sequence[int]) -> None:
         for i in ids:
             if i not in self.s.letters_published:
                 self.s.letter_publish_tries[i] = self.s.letter_publish_tries.get(i, 0) + 1

@@ -138,7 +138,8 @@ def republish_pending_tasks(conn: psycopg.Connection, *, published_before_s: flo
 def claim_unpublished_tasks(
     conn: psycopg.Connection, *, older_than_s: float, limit: int
 ) -> list[tuple[int, int]]:
-    """(task_id, item_id) of pending tasks whose publish was never acknowledged.
+    """(task_id, item_id) of pending tasks whose publish was never acknowledged, past
+    the grace period, the least tried first (then the oldest): see `count_publish_tries`.
 
     SKIP LOCKED lets any number of relays sweep at once without publishing a
     task twice in the same sweep.
@@ -148,13 +149,25 @@ def claim_unpublished_tasks(
         SELECT id, item_id FROM moderation_results
         WHERE published_at IS NULL AND status = 'pending'
           AND created_at < now() - make_interval(secs => %s)
-        ORDER BY created_at
+        ORDER BY publish_tries, created_at
         LIMIT %s
         FOR UPDATE SKIP LOCKED
         """,
         (older_than_s, limit),
     ).fetchall()
     return [(row[0], row[1]) for row in rows]
+
+
+def count_publish_tries(conn: psycopg.Connection, task_ids: Sequence[int]) -> None:
+    """One more failed relay publish of each task: the next claims put it behind those
+    tried less, so tasks of a partition Kafka cannot take hold back no other (V0007)."""
+    if task_ids:
+        conn.execute(
+            "UPDATE moderation_results SET publish_tries = publish_tries + 1"
+            " WHERE id = ANY(%s) AND published_at IS NULL",
+            (list(task_ids),),
+            prepare=False,
+        )
 
 
 def get_task(conn: psycopg.Connection, task_id: int) -> TaskRow | None:

@@ -43,6 +43,9 @@ class Transaction:
     def claim_unpublished_tasks(self, *, older_than_s: float, limit: int) -> list[tuple[int, int]]:
         return tasks.claim_unpublished_tasks(self.conn, older_than_s=older_than_s, limit=limit)
 
+    def count_task_publish_tries(self, task_ids: Sequence[int]) -> None:
+        tasks.count_publish_tries(self.conn, task_ids)
+
     def get_task(self, task_id: int) -> TaskRow | None:
         return tasks.get_task(self.conn, task_id)
 
@@ -78,5 +81,5 @@ class Transaction:
             self.conn, older_than_s=older_than_s, limit=limit
         )
 
-    def count_publish_tries(self, ids: Sequence[int]) -> None:
+    def count_dead_letter_publish_tries(self, ids: Sequence[int]) -> None:
         dead_letters.count_publish_tries(self.conn, ids)

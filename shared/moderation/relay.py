@@ -15,23 +15,32 @@ from shared.moderation.outbox import publish_for_outbox
 
 
 def relay_unpublished_tasks(services: Services) -> int:
-    """Publish pending tasks older than the grace period that Kafka never acknowledged."""
+    """Publish pending tasks older than the grace period that Kafka never acknowledged,
+    the least tried first; raises, once the tries are counted, if Kafka took none."""
     settings = services.settings
+    refused: TemporaryError | None = None
     with services.db.transaction() as tx:
         claimed = tx.claim_unpublished_tasks(
             older_than_s=settings.outbox_grace_s, limit=settings.outbox_batch_size
         )
         if not claimed:
             return 0
+        task_ids = [task_id for task_id, _ in claimed]
         records = []
         for task_id, item_id in claimed:
             key, value = encode_task_message(task_id, item_id)
             records.append(OutgoingRecord(settings.kafka_moderation_topic, key, value))
         # Published while the rows are locked: what Kafka did not take stays claimable.
-        published = publish_for_outbox(
-            services.publisher, records, [task_id for task_id, _ in claimed]
-        )
+        try:
+            published = publish_for_outbox(services.publisher, records, task_ids)
+        except TemporaryError as error:
+            # Committed all the same, so that the next sweep claims other tasks first.
+            published, refused = [], error
         tx.mark_tasks_published(published)
+        taken = set(published)
+        tx.count_task_publish_tries([task_id for task_id in task_ids if task_id not in taken])
+    if refused is not None:
+        raise refused
     return len(published)
 
 
@@ -57,11 +66,24 @@ def relay_unpublished_dead_letters(services: Services) -> int:
             published, refused = [], error
         tx.mark_dead_letters_published(published)
         taken = set(published)
-        tx.count_publish_tries([letter_id for letter_id in ids if letter_id not in taken])
+        tx.count_dead_letter_publish_tries(
+            [letter_id for letter_id in ids if letter_id not in taken]
+        )
     if refused is not None:
         raise refused
     return len(published)
 
 
 def relay_once(services: Services) -> int:
-    return relay_unpublished_tasks(services) + relay_unpublished_dead_letters(services)
+    """Both sweeps, the second even if the first failed (the `moderation` topic refusing
+    its tasks says nothing of `moderation_dlq`); then the first failure, if any."""
+    published = 0
+    failure: Exception | None = None
+    for sweep in (relay_unpublished_tasks, relay_unpublished_dead_letters):
+        try:
+            published += sweep(services)
+        except Exception as error:
+            failure = failure or error
+    if failure is not None:
+        raise failure
+    return published

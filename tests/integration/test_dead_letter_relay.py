@@ -1,8 +1,10 @@
-"""The relay's sweeps on the real database and broker: letters Kafka refuses for good
-never hold back the letters after them, however many there are, and nothing younger
-than the grace period is taken."""
+"""The relay's sweeps on the real database and broker: letters and tasks Kafka refuses
+never hold back the ones after them, however many there are, and nothing younger than
+the grace period is taken."""
 
 from __future__ import annotations
+
+import json
 
 import psycopg
 import pytest
@@ -11,6 +13,7 @@ from shared.db.dead_letters import DeadLetter, insert_dead_letters
 from shared.errors import BrokerUnavailable
 from shared.kafka.config import MAX_RECORD_BYTES
 from shared.moderation.relay import relay_unpublished_dead_letters, relay_unpublished_tasks
+from tests.fakes import FakePublisher
 from tests.integration.helpers import read_topic, seed_ads, wired_services
 
 SWEEP = 2
@@ -128,3 +131,42 @@ def test_the_relay_leaves_alone_tasks_and_letters_younger_than_the_grace_period(
     assert published_letters == {old_letter}
     assert young_task not in published_tasks
     assert young_letter not in published_letters
+
+
+def test_tasks_kafka_refuses_hold_back_no_newer_task(settings):
+    # One partition offline: every publish of its tasks fails, and they fill the backlog
+    # ahead of a task of a healthy partition whose own publish missed.
+    settings = settings.model_copy(update={"outbox_grace_s": 0, "outbox_batch_size": SWEEP})
+    publisher = FakePublisher()  # the broker's side; the claims are PostgreSQL's
+    with wired_services(settings, publisher=publisher) as services:
+        *offline_items, healthy_item = seed_ads(services, 4)
+        offline_keys = {str(item_id).encode() for item_id in offline_items}
+        publisher.refuses = lambda record: record.key in offline_keys
+        with services.db.transaction() as tx:
+            offline = [tx.create_task_for_existing_ad(item_id) for item_id in offline_items]
+            healthy = tx.create_task_for_existing_ad(healthy_item)
+            # One transaction gives them one created_at: the healthy one is the newest.
+            tx.conn.execute(
+                "UPDATE moderation_results SET created_at = created_at - interval '1 minute'"
+                " WHERE id = ANY(%s)",
+                (offline,),
+            )
+
+        outcomes = []
+        for _ in range(3):
+            try:
+                outcomes.append(relay_unpublished_tasks(services))
+            except BrokerUnavailable:
+                outcomes.append("refused")
+
+        with services.db.transaction() as tx:
+            rows = dict(
+                tx.conn.execute(
+                    "SELECT id, publish_tries FROM moderation_results WHERE published_at IS NULL"
+                ).fetchall()
+            )
+    # The first sweep's two oldest were refused and counted; the next claimed past them.
+    assert outcomes[0] == "refused"
+    assert [json.loads(record.value)["task_id"] for record in publisher.published] == [healthy]
+    assert set(rows) == set(offline)
+    assert all(tries >= 1 for tries in rows.values())

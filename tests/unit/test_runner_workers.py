@@ -7,9 +7,12 @@ import time
 
 import pytest
 
+from shared.db.dead_letters import DeadLetter
 from shared.domain import Ad
+from shared.errors import BrokerUnavailable
 from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import ConsumedRecord
+from shared.moderation.relay import relay_once
 from shared.moderation.tasks import submit_moderation_task
 from shared.runner.shutdown import StopSignal
 from shared.runner.workers import RelayWorker, load_consumer_handler
@@ -92,3 +95,20 @@ def test_waiting_for_a_stop_signal_returns_once_one_is_received():
     stop.requested.set()
 
     assert stop.wait(healthy=lambda: False) is True
+
+
+def test_a_sweep_whose_tasks_kafka_refuses_still_publishes_the_dead_letters(services):
+    # `moderation` refusing every task says nothing of `moderation_dlq`.
+    services.publisher.refuses = lambda record: record.topic == "moderation"
+    submit_moderation_task(services, 1)  # accepted, its publish left to the relay
+    letter = DeadLetter(None, "moderation", 0, 7, b"k", b"not json", {"x-error-class": "permanent"})
+    with services.db.transaction() as tx:
+        tx.insert_dead_letters([letter])
+
+    with pytest.raises(BrokerUnavailable):
+        relay_once(services)
+
+    [published] = services.publisher.published
+    assert (published.topic, published.value) == ("moderation_dlq", b"not json")
+    assert services.db.state.letters_published == {1}
+    assert services.db.state.published == set()  # the task stays for the next sweep
