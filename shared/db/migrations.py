@@ -5,6 +5,12 @@ the local runner call `apply_migrations` with their own URL. Any number of proce
 may call it at once (every runner start does): pgmigrate takes no lock of its own, so
 each call holds a PostgreSQL advisory lock around it, and the later ones find the
 schema already there.
+
+The lock is waited for by asking again, not by a blocking `pg_advisory_lock`: a
+migrator blocked in that SELECT holds a snapshot, and a CREATE INDEX CONCURRENTLY of
+the migrator holding the lock waits for every older snapshot to end, which that one
+never would: the two would wait on each other for good, unseen by PostgreSQL's
+deadlock detection, since the lock is held by another session than pgmigrate's.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -23,6 +30,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "db"
 _MIGRATIONS_LOCK = 0x61645F6D6F64  # "ad_mod"
 CONNECT_TIMEOUT_S = 10
 MIGRATE_TIMEOUT_S = 600
+LOCK_POLL_INTERVAL_S = 0.1
 
 
 def apply_migrations(database_url: str, migrations_dir: Path = MIGRATIONS_DIR) -> None:
@@ -30,10 +38,7 @@ def apply_migrations(database_url: str, migrations_dir: Path = MIGRATIONS_DIR) -
     with psycopg.connect(
         database_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
     ) as lock_holder:
-        # Waiting for another migrator is no statement to time out (DATABASE_URL may set
-        # statement_timeout in its options).
-        lock_holder.execute("SET statement_timeout = 0")
-        lock_holder.execute("SELECT pg_advisory_lock(%s)", (_MIGRATIONS_LOCK,))
+        _wait_for_the_lock(lock_holder)
         try:
             _run_pgmigrate(database_url, migrations_dir)
         finally:
@@ -41,6 +46,14 @@ def apply_migrations(database_url: str, migrations_dir: Path = MIGRATIONS_DIR) -
             # connection dropped) must not hide pgmigrate's own error.
             with contextlib.suppress(psycopg.Error):
                 lock_holder.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATIONS_LOCK,))
+
+
+def _wait_for_the_lock(conn: psycopg.Connection) -> None:
+    deadline = time.monotonic() + MIGRATE_TIMEOUT_S
+    while not conn.execute("SELECT pg_try_advisory_lock(%s)", (_MIGRATIONS_LOCK,)).fetchone()[0]:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"another migrator held the lock for over {MIGRATE_TIMEOUT_S} s")
+        time.sleep(LOCK_POLL_INTERVAL_S)
 
 
 def _run_pgmigrate(database_url: str, migrations_dir: Path) -> None:
@@ -62,6 +75,11 @@ def _run_pgmigrate(database_url: str, migrations_dir: Path) -> None:
         str(migrations_dir),
         "--target",
         "latest",
+        # NONTRANSACTIONAL migrations (CREATE INDEX CONCURRENTLY) need both: the schema
+        # check (that migrations touch one schema) runs only inside a transaction, and
+        # a database that has some versions applied gets the rest in mixed steps.
+        "--disable_schema_check",
+        "--force_mixed",
         "migrate",
     ]
     try:

@@ -72,6 +72,15 @@ def _insert_seller_and_ad(conn: psycopg.Connection, images_qty: int = 1) -> int:
     ).fetchone()[0]
 
 
+def _apply_up_to(database_url: str, version: int, tmp_path) -> None:
+    before = tmp_path / "db"
+    shutil.copytree(MIGRATIONS_DIR, before)
+    for later in (before / "migrations").glob("V*__*.sql"):
+        if int(re.match(r"V(\d+)__", later.name).group(1)) > version:
+            later.unlink()
+    apply_migrations(database_url, before)
+
+
 def test_migrations_build_a_schema_that_enforces_its_constraints(empty_database: str) -> None:
     apply_migrations(empty_database)
 
@@ -130,12 +139,7 @@ def test_v0006_marks_tasks_finished_before_their_publish_was_acknowledged_as_pub
 ) -> None:
     # The schema as it stood before V0006, with a task an earlier consumer finished
     # without marking it published.
-    before = tmp_path / "db"
-    shutil.copytree(MIGRATIONS_DIR, before)
-    for later in (before / "migrations").glob("V*__*.sql"):
-        if int(re.match(r"V(\d+)__", later.name).group(1)) >= 6:
-            later.unlink()
-    apply_migrations(empty_database, before)
+    _apply_up_to(empty_database, 5, tmp_path)
     with psycopg.connect(empty_database, autocommit=True, connect_timeout=5) as conn:
         ad_id = _insert_seller_and_ad(conn)
         finished, pending = (
@@ -155,3 +159,42 @@ def test_v0006_marks_tasks_finished_before_their_publish_was_acknowledged_as_pub
     with psycopg.connect(empty_database, connect_timeout=5) as conn:
         rows = dict(conn.execute("SELECT id, published_at FROM moderation_results").fetchall())
     assert rows == {finished: datetime(2026, 1, 2, tzinfo=UTC), pending: None}
+
+
+def test_v0008_builds_the_relays_index_over_a_build_that_was_interrupted(
+    empty_database: str, tmp_path
+) -> None:
+    _apply_up_to(empty_database, 7, tmp_path)
+    with psycopg.connect(empty_database, autocommit=True, connect_timeout=5) as conn:
+        ad_id = _insert_seller_and_ad(conn)
+        for _ in range(2):
+            conn.execute("INSERT INTO moderation_results (item_id) VALUES (%s)", (ad_id,))
+        # A CONCURRENTLY build that fails leaves an invalid index of its name behind, as
+        # an interrupted V0008 would: this one fails on the two tasks of one ad.
+        with pytest.raises(errors.UniqueViolation):
+            conn.execute(
+                "CREATE UNIQUE INDEX CONCURRENTLY moderation_results_unpublished_by_tries_idx"
+                " ON moderation_results (item_id)"
+            )
+
+    apply_migrations(empty_database)
+
+    with psycopg.connect(empty_database, connect_timeout=5) as conn:
+        indexes = conn.execute(
+            "SELECT c.relname, i.indisvalid, pg_get_indexdef(i.indexrelid)"
+            " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE i.indrelid = 'moderation_results'::regclass AND i.indpred IS NOT NULL"
+        ).fetchall()
+        conn.execute("SET enable_seqscan = off")  # two rows: the plan, not its cost
+        plan = "\n".join(
+            row[0]
+            for row in conn.execute(
+                "EXPLAIN SELECT id FROM moderation_results WHERE published_at IS NULL"
+                " ORDER BY publish_tries, created_at LIMIT 500"
+            )
+        )
+    # The relay's index alone, valid, in its claim order; the one before V0008 is gone.
+    [(name, valid, definition)] = indexes
+    assert (name, valid) == ("moderation_results_unpublished_by_tries_idx", True)
+    assert "(publish_tries, created_at) WHERE (published_at IS NULL)" in definition
+    assert "Index Scan using moderation_results_unpublished_by_tries_idx" in plan

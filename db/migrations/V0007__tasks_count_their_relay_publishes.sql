@@ -4,10 +4,9 @@
 -- refused, and every sweep claimed those same tasks again: a task of a healthy
 -- partition whose own publish missed waited behind them for the whole outage. As for
 -- dead letters (V0004), each sweep now counts one more try on the tasks it claimed and
--- could not publish, and claims the least tried first; an outage of the whole broker,
--- which every claimed task goes through alike, only rotates the order.
+-- could not publish, and claims the least tried first (the index for that order is
+-- V0008's); an outage of the whole broker, which every claimed task goes through
+-- alike, only rotates the order.
 -- Only the relay changes publish_tries, so finishing a task stays a HOT update (V0002).
+-- A column with a constant default is added without rewriting the table.
 ALTER TABLE moderation_results ADD COLUMN publish_tries INTEGER NOT NULL DEFAULT 0;
-DROP INDEX moderation_results_unpublished_idx;
-CREATE INDEX moderation_results_unpublished_idx ON moderation_results (publish_tries, created_at)
-    WHERE published_at IS NULL;
