@@ -107,9 +107,11 @@ class Settings(BaseSettings):
             # " , " would otherwise leave the API open while it reads as configured.
             raise ValueError("API_KEYS holds separators but no key; leave it empty for none")
         if any(not _PRINTABLE_ASCII.fullmatch(key) for key in keys):
-            # HTTP servers hand header values over as Latin-1, so a key with any other
-            # character could never match: every request would get a 401.
-            raise ValueError("API_KEYS may hold only printable ASCII without spaces")
+            # A header value reaches the handler decoded as Latin-1 and is compared as
+            # UTF-8, so a key beyond ASCII never matches what a client sends for it, and
+            # a control character cannot be sent in a header at all: every request
+            # would get a 401 while the setting reads as configured.
+            raise ValueError("API_KEYS may hold only printable ASCII")
         return value
 
     @model_validator(mode="after")
@@ -158,7 +160,7 @@ class Settings(BaseSettings):
         return [self.retry_base_delay_s * 2**n for n in range(self.retry_max_attempts - 1)]
 
 
-_PRINTABLE_ASCII = re.compile(r"[!-~]+")
+_PRINTABLE_ASCII = re.compile(r"[ -~]+")
 
 
 def _keys_in(api_keys: str) -> list[str]:

@@ -128,7 +128,8 @@ def republish_pending_tasks(conn: psycopg.Connection, *, published_before_s: flo
     at worst published twice, which the consumer handles as a duplicate. It reads the
     whole table (no index serves it: see migration V0002), so it is for rare use."""
     return conn.execute(
-        "UPDATE moderation_results SET published_at = NULL"
+        # Its tries from before it was published say nothing of this broker's state.
+        "UPDATE moderation_results SET published_at = NULL, publish_tries = 0"
         " WHERE status = 'pending' AND published_at IS NOT NULL"
         " AND published_at <= now() - make_interval(secs => %s)",
         (published_before_s,),

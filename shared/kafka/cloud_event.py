@@ -120,4 +120,4 @@ def _utf8(text: str) -> bytes:
 
 
 def _stable_number(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 2
+    return int.from_bytes(hashlib.sha256(_utf8(text)).digest()[:8], "big") >> 2

@@ -25,7 +25,7 @@ class ConsumedRecord(NamedTuple):
         """Copy a confluent_kafka.Message."""
         try:
             raw_headers = message.headers()
-        except Exception:
+        except (SystemError, UnicodeDecodeError):
             # A header name that is not UTF-8 (any client but Java's can write one) makes
             # confluent-kafka raise SystemError, here, outside the handler's per-record
             # checks: the whole batch would fail and be replayed for good, stalling its

@@ -6,12 +6,16 @@ LOCKED), and a task published twice is harmless: the consumer is idempotent.
 
 from __future__ import annotations
 
+import logging
+
 from shared.bootstrap import Services
-from shared.errors import TemporaryError
+from shared.errors import TemporaryError, is_temporary
 from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import OutgoingRecord
 from shared.moderation.dead_letters import dead_letter_records
 from shared.moderation.outbox import publish_for_outbox
+
+log = logging.getLogger(__name__)
 
 
 def relay_unpublished_tasks(services: Services) -> int:
@@ -76,14 +80,22 @@ def relay_unpublished_dead_letters(services: Services) -> int:
 
 def relay_once(services: Services) -> int:
     """Both sweeps, the second even if the first failed (the `moderation` topic refusing
-    its tasks says nothing of `moderation_dlq`); then the first failure, if any."""
+    its tasks says nothing of `moderation_dlq`), unless the process is stopping; then
+    the failure, if any: a bug before an outage, so that it is reported as one."""
     published = 0
-    failure: Exception | None = None
+    failures: list[Exception] = []
     for sweep in (relay_unpublished_tasks, relay_unpublished_dead_letters):
+        if failures and services.stopping.is_set():
+            break
         try:
             published += sweep(services)
         except Exception as error:
-            failure = failure or error
-    if failure is not None:
-        raise failure
-    return published
+            failures.append(error)
+    if not failures:
+        return published
+    failures.sort(key=is_temporary)  # False first: a bug outranks an outage
+    for other in failures[1:]:
+        log.warning(
+            "the other outbox sweep failed too", extra={"error": f"{type(other).__name__}: {other}"}
+        )
+    raise failures[0]

@@ -12,9 +12,19 @@ import glob
 import os
 
 import confluent_kafka
+import pytest
 
 _RD_KAFKA_PRODUCER = 0
-_VTYPE_TOPIC, _VTYPE_PARTITION, _VTYPE_VALUE, _VTYPE_KEY, _VTYPE_HEADER = 1, 3, 4, 5, 9
+# rd_kafka_vtype_t, as rdkafka.h numbers them.
+_VTYPE_TOPIC = 1
+_VTYPE_PARTITION = 3
+_VTYPE_VALUE = 4
+_VTYPE_KEY = 5
+_VTYPE_MSGFLAGS = 7
+_VTYPE_HEADER = 9
+# librdkafka copies the value on produce; without it, it would point into our buffer
+# until the record is delivered.
+_RD_KAFKA_MSG_F_COPY = 0x2
 
 
 class _Memory(ctypes.Structure):
@@ -29,6 +39,7 @@ class _Value(ctypes.Union):
     # rd_kafka_vu_t's union, padded to its declared 64 bytes.
     _fields_ = [
         ("cstr", ctypes.c_char_p),
+        ("i", ctypes.c_int),
         ("i32", ctypes.c_int32),
         ("mem", _Memory),
         ("header", _Header),
@@ -42,9 +53,12 @@ class _Field(ctypes.Structure):
 
 def _librdkafka() -> ctypes.CDLL:
     libs = os.path.dirname(confluent_kafka.__file__) + ".libs"
-    [path] = glob.glob(os.path.join(libs, "librdkafka*.so*"))
-    lib = ctypes.CDLL(path)
+    paths = glob.glob(os.path.join(libs, "librdkafka*.so*"))
+    if len(paths) != 1:
+        pytest.skip(f"no single librdkafka in {libs} (confluent-kafka not from its wheel)")
+    lib = ctypes.CDLL(paths[0])
     lib.rd_kafka_conf_new.restype = ctypes.c_void_p
+    lib.rd_kafka_conf_destroy.argtypes = [ctypes.c_void_p]
     lib.rd_kafka_conf_set.argtypes = [
         ctypes.c_void_p,
         ctypes.c_char_p,
@@ -82,16 +96,20 @@ def produce_with_raw_header(
     conf = lib.rd_kafka_conf_new()
     for name, value in ((b"bootstrap.servers", bootstrap_servers.encode()), (b"acks", b"all")):
         if lib.rd_kafka_conf_set(conf, name, value, error, len(error)) != 0:
+            lib.rd_kafka_conf_destroy(conf)
             raise RuntimeError(error.value.decode())
+    # On success the producer owns the configuration; on failure it is still ours.
     producer = lib.rd_kafka_new(_RD_KAFKA_PRODUCER, conf, error, len(error))
     if not producer:
+        lib.rd_kafka_conf_destroy(conf)
         raise RuntimeError(error.value.decode())
-    buffers = []  # kept alive until the flush: librdkafka copies them on produce, but only then
+    buffers = []  # alive until rd_kafka_produceva has returned, which copies them all
     try:
         for key, value, header in records:
             fields = [
                 _field(_VTYPE_TOPIC, cstr=topic.encode()),
                 _field(_VTYPE_PARTITION, i32=partition),
+                _field(_VTYPE_MSGFLAGS, i=_RD_KAFKA_MSG_F_COPY),
             ]
             for vtype, data in ((_VTYPE_KEY, key), (_VTYPE_VALUE, value)):
                 buffer = ctypes.create_string_buffer(data, len(data))

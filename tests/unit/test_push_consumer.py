@@ -215,3 +215,15 @@ def test_a_lone_surrogate_in_a_structured_event_is_dead_lettered_not_a_500(servi
     assert response.get_json()["dead_lettered"] == 1
     (letter,) = services.publisher.on_topic("moderation_dlq")
     assert dict(letter.headers)["x-exception-type"] == b"MalformedMessage"
+
+
+def test_an_event_id_with_a_lone_surrogate_and_no_kafka_position_is_dead_lettered(services):
+    # Without a subject the record's position is derived from the id, as bytes.
+    envelope = b'{"specversion": "1.0", "type": "t", "source": "s", "id": "\\ud800", "data": "{}"}'
+
+    response = _client().post(
+        "/", data=envelope, headers={"content-type": "application/cloudevents+json"}
+    )
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["dead_lettered"] == 1

@@ -16,7 +16,7 @@ from shared.moderation.relay import relay_once
 from shared.moderation.tasks import submit_moderation_task
 from shared.runner.shutdown import StopSignal
 from shared.runner.workers import RelayWorker, load_consumer_handler
-from tests.fakes import fake_services, installed
+from tests.fakes import InMemoryTransaction, fake_services, installed
 
 
 @pytest.fixture
@@ -112,3 +112,18 @@ def test_a_sweep_whose_tasks_kafka_refuses_still_publishes_the_dead_letters(serv
     assert (published.topic, published.value) == ("moderation_dlq", b"not json")
     assert services.db.state.letters_published == {1}
     assert services.db.state.published == set()  # the task stays for the next sweep
+
+
+def test_a_bug_in_one_sweep_is_raised_over_an_outage_in_the_other(services, monkeypatch, caplog):
+    # During an outage of `moderation` the task sweep fails every time: a bug in the
+    # letter sweep must still surface as a bug, not hide behind that outage.
+    def broken(self, *, older_than_s, limit):
+        raise TypeError("a bug in the letter sweep")
+
+    monkeypatch.setattr(InMemoryTransaction, "claim_unpublished_dead_letters", broken)
+    services.publisher.refuses = lambda record: record.topic == "moderation"
+    submit_moderation_task(services, 1)
+
+    with pytest.raises(TypeError, match="a bug in the letter sweep"):
+        relay_once(services)
+    assert "the other outbox sweep failed too" in caplog.text

@@ -97,11 +97,15 @@ def test_the_longest_retry_schedule_accepted_can_be_waited_out():
         Settings(retry_max_attempts=MAX_RETRY_ATTEMPTS + 1)
 
 
-@pytest.mark.parametrize("keys", ["clé", "good,ba d", "tab\tkey"])
+@pytest.mark.parametrize("keys", ["clé", "good,tab\tkey", "bell\x07"])
 def test_api_keys_a_header_cannot_carry_are_refused(keys):
     # A server hands header values over as Latin-1: such a key would never match.
     with pytest.raises(ValidationError, match="printable ASCII"):
         Settings(api_keys=keys)
+
+
+def test_an_api_key_with_a_space_inside_is_kept_whole():
+    assert Settings(api_keys=" a key , other ").api_key_list == ["a key", "other"]
 
 
 def test_api_keys_of_separators_alone_are_refused():
