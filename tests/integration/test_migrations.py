@@ -72,13 +72,16 @@ def _insert_seller_and_ad(conn: psycopg.Connection, images_qty: int = 1) -> int:
     ).fetchone()[0]
 
 
-def _apply_up_to(database_url: str, version: int, tmp_path) -> None:
+def _an_ad_on_the_schema_up_to(version: int, database_url: str, tmp_path) -> int:
+    """The schema as migrations up to `version` left it, with one seller and ad; the ad's id."""
     before = tmp_path / "db"
     shutil.copytree(MIGRATIONS_DIR, before)
     for later in (before / "migrations").glob("V*__*.sql"):
         if int(re.match(r"V(\d+)__", later.name).group(1)) > version:
             later.unlink()
     apply_migrations(database_url, before)
+    with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as conn:
+        return _insert_seller_and_ad(conn)
 
 
 def test_migrations_build_a_schema_that_enforces_its_constraints(empty_database: str) -> None:
@@ -139,9 +142,8 @@ def test_v0006_marks_tasks_finished_before_their_publish_was_acknowledged_as_pub
 ) -> None:
     # The schema as it stood before V0006, with a task an earlier consumer finished
     # without marking it published.
-    _apply_up_to(empty_database, 5, tmp_path)
+    ad_id = _an_ad_on_the_schema_up_to(5, empty_database, tmp_path)
     with psycopg.connect(empty_database, autocommit=True, connect_timeout=5) as conn:
-        ad_id = _insert_seller_and_ad(conn)
         finished, pending = (
             conn.execute(
                 "INSERT INTO moderation_results (item_id, status, error_message, processed_at)"
@@ -164,9 +166,8 @@ def test_v0006_marks_tasks_finished_before_their_publish_was_acknowledged_as_pub
 def test_v0008_builds_the_relays_index_over_a_build_that_was_interrupted(
     empty_database: str, tmp_path
 ) -> None:
-    _apply_up_to(empty_database, 7, tmp_path)
+    ad_id = _an_ad_on_the_schema_up_to(7, empty_database, tmp_path)
     with psycopg.connect(empty_database, autocommit=True, connect_timeout=5) as conn:
-        ad_id = _insert_seller_and_ad(conn)
         for _ in range(2):
             conn.execute("INSERT INTO moderation_results (item_id) VALUES (%s)", (ad_id,))
         # A CONCURRENTLY build that fails leaves an invalid index of its name behind, as
