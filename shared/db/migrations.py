@@ -9,8 +9,10 @@ schema already there.
 The lock is waited for by asking again, not by a blocking `pg_advisory_lock`: a
 migrator blocked in that SELECT holds a snapshot, and a CREATE INDEX CONCURRENTLY of
 the migrator holding the lock waits for every older snapshot to end, which that one
-never would: the two would wait on each other for good, unseen by PostgreSQL's
-deadlock detection, since the lock is held by another session than pgmigrate's.
+does not until it gets the lock. PostgreSQL's deadlock detection cannot see the cycle
+(the lock is held by another session than pgmigrate's), so the build would wait out
+its lock_timeout and fail, leaving an invalid index, on every start that two
+migrators share.
 """
 
 from __future__ import annotations
@@ -75,10 +77,10 @@ def _run_pgmigrate(database_url: str, migrations_dir: Path) -> None:
         str(migrations_dir),
         "--target",
         "latest",
-        # NONTRANSACTIONAL migrations (CREATE INDEX CONCURRENTLY) need both: the schema
-        # check (that migrations touch one schema) runs only inside a transaction, and
-        # a database that has some versions applied gets the rest in mixed steps.
-        "--disable_schema_check",
+        # A database that has some versions applied, and lacks both transactional and
+        # NONTRANSACTIONAL ones (one at V0006 or older, say), gets them in mixed steps
+        # only with this; pgmigrate refuses otherwise. (Its schema check, which cannot
+        # run for NONTRANSACTIONAL migrations, is already off without --schema.)
         "--force_mixed",
         "migrate",
     ]

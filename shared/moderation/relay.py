@@ -96,6 +96,8 @@ def relay_once(services: Services) -> int:
     failures.sort(key=is_temporary)  # False first: a bug outranks an outage
     for other in failures[1:]:
         log.warning(
-            "the other outbox sweep failed too", extra={"error": f"{type(other).__name__}: {other}"}
+            "the other outbox sweep failed too",
+            extra={"error": f"{type(other).__name__}: {other}"},
+            exc_info=None if is_temporary(other) else other,
         )
     raise failures[0]

@@ -127,3 +127,21 @@ def test_a_bug_in_one_sweep_is_raised_over_an_outage_in_the_other(services, monk
     with pytest.raises(TypeError, match="a bug in the letter sweep"):
         relay_once(services)
     assert "the other outbox sweep failed too" in caplog.text
+
+
+def test_a_stopping_process_does_not_start_the_letter_sweep_after_a_failed_task_sweep(
+    services,
+):
+    # Its publish could outlast the shutdown's budget; the letters wait for the next start.
+    services.publisher.refuses = lambda record: record.topic == "moderation"
+    submit_moderation_task(services, 1)
+    letter = DeadLetter(None, "moderation", 0, 7, b"k", b"not json", {"x-error-class": "permanent"})
+    with services.db.transaction() as tx:
+        tx.insert_dead_letters([letter])
+    services.stopping.set()
+
+    with pytest.raises(BrokerUnavailable):
+        relay_once(services)
+
+    assert services.publisher.published == []
+    assert services.db.state.letters_published == set()
