@@ -3,6 +3,7 @@ generated from them, so the documentation cannot drift from what is enforced."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -28,6 +29,19 @@ def _decimal_digits(value: object) -> object:
 
 
 TextDbId = Annotated[DbId, BeforeValidator(_decimal_digits)]
+
+# Visible ASCII but the comma: the pattern /openapi.json documents.
+_IDEMPOTENCY_KEY_PATTERN = r"^[!-+\--~]+$"
+
+
+def _visible_ascii_without_commas(value: object) -> object:
+    """The pattern's check, first, with a reason a client can act on: pydantic's own
+    says only that the key should match `^[!-+\\--~]+$`."""
+    if isinstance(value, str) and value and not re.fullmatch(_IDEMPOTENCY_KEY_PATTERN, value):
+        raise ValueError("expected visible ASCII characters (a UUID, say) and no comma")
+    return value
+
+
 TaskStatus = Literal["pending", "completed", "failed"]
 
 
@@ -73,7 +87,12 @@ class AsyncPredictHeaders(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=False)
 
     idempotency_key: (
-        Annotated[StrictStr, Field(min_length=1, max_length=255, pattern=r"^[!-+\--~]+$")] | None
+        Annotated[
+            StrictStr,
+            Field(min_length=1, max_length=255, pattern=_IDEMPOTENCY_KEY_PATTERN),
+            BeforeValidator(_visible_ascii_without_commas),
+        ]
+        | None
     ) = Field(default=None, alias="Idempotency-Key")
 
 

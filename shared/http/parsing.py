@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import TypeVar
 
 import flask
@@ -25,10 +26,15 @@ def parse_json_body(request: flask.Request, model: type[Model]) -> Model:
         document = _DECODER.decode(raw.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise HttpError(400, f"Request body is not valid JSON: {error}") from None
-    except ValueError as error:
-        # An integer of more digits than Python converts (4,300), or NaN / Infinity,
-        # which Python's json reads but JSON does not have.
+    except _NotJson as error:
         raise HttpError(400, f"Request body is not valid JSON: {error}") from None
+    except ValueError:
+        # What is left: an integer of more digits than Python converts, whose own
+        # message advises sys.set_int_max_str_digits(), which a client cannot use.
+        limit = sys.get_int_max_str_digits()
+        raise HttpError(
+            400, f"Request body is not valid JSON: an integer of more than {limit:,} digits"
+        ) from None
     except RecursionError:
         # `[[[[...]]]]` a few thousand deep fits in the body limit but not in the stack.
         raise HttpError(400, "Request body is JSON nested too deeply") from None
@@ -37,8 +43,12 @@ def parse_json_body(request: flask.Request, model: type[Model]) -> Model:
     return _validate(model, document)
 
 
+class _NotJson(ValueError):
+    """NaN, Infinity or -Infinity, which Python's json reads but JSON does not have."""
+
+
 def _refuse_constant(name: str) -> object:
-    raise ValueError(f"{name} is not a JSON value")
+    raise _NotJson(f"{name} is not a JSON value")
 
 
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)

@@ -104,7 +104,8 @@ def _claim(base_dir: Path, stack: ExitStack) -> None:
     except BlockingIOError:
         raise RuntimeError(
             f"another local runner uses the embedded database in {_shown(base_dir)}; stop it "
-            "first, or give this one --state-dir or DATABASE_URL"
+            "first, or give this one --state-dir, or DATABASE_URL together with"
+            " KAFKA_BOOTSTRAP_SERVERS"
         ) from None
 
 
