@@ -36,6 +36,7 @@ from shared.runner.shutdown import (
     StartUpInterrupted,
     StartUpInterruption,
     StopSignal,
+    exit_now_if_late,
     skip_exit_collection,
 )
 from shared.runner.workers import ConsumerWorker, RelayWorker, load_consumer_handler
@@ -97,11 +98,13 @@ def run(argv: Sequence[str]) -> int:
             log.error("the poll loop stopped on its own; shutting down")
         log.info("stopping", extra={"signal": stop.signal_name})
         deadline = Deadline(SHUTDOWN_BUDGET_S)
-        shut_down(running, deadline)
+        late = not shut_down(running, deadline)
         stack.close()
         log.info("stopped", extra={"seconds": round(deadline.elapsed(), 3)})
+    code = 0 if signalled else 1
+    exit_now_if_late(late, code)
     skip_exit_collection()
-    return 0 if signalled else 1
+    return code
 
 
 def prepare_data(backends: Backends, options: RunnerOptions) -> None:
@@ -169,17 +172,20 @@ def start(backends: Backends, options: RunnerOptions) -> _Running:
     return _Running(services, server, consumer, relay)
 
 
-def shut_down(running: _Running, deadline: Deadline) -> None:
-    """Each step bounded by what is left of the budget; a late step is logged, not waited for."""
+def shut_down(running: _Running, deadline: Deadline) -> bool:
+    """Each step bounded by what is left of the budget; a late step is logged, not waited
+    for. False if the poll loop or the relay was still running at the end."""
     services = running.services
     # Retry waits end now (ShutdownRequested): such a batch is redelivered after a restart.
     services.stopping.set()
     # Requests being answered get a moment to finish while their services are still open.
     if not running.server.stop(timeout_s=min(deadline.remaining(), HTTP_DRAIN_S)):
         log.warning("HTTP requests were still running at shutdown")
-    if not running.consumer.stop(timeout_s=deadline.remaining()):
+    consumer_stopped = running.consumer.stop(timeout_s=deadline.remaining())
+    if not consumer_stopped:
         log.warning("the poll loop did not stop in time")
-    if not running.relay.stop(timeout_s=deadline.remaining()):
+    relay_stopped = running.relay.stop(timeout_s=deadline.remaining())
+    if not relay_stopped:
         log.warning("the outbox relay did not stop in time")
     services.publisher.close(timeout_s=deadline.remaining())
     services.db.close()
@@ -187,6 +193,7 @@ def shut_down(running: _Running, deadline: Deadline) -> None:
     # needs the database gets a 503 from them, where with none installed
     # it would have built new ones from the environment, pointing at other servers than
     # this runner's.
+    return consumer_stopped and relay_stopped
 
 
 def print_banner(backends: Backends, options: RunnerOptions, running: _Running) -> None:

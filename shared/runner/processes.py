@@ -11,7 +11,13 @@ from shared.bootstrap import Services, build_services, install_services
 from shared.logging_setup import configure_logging
 from shared.ops.app import create_ops_app
 from shared.runner.http_server import HttpServer
-from shared.runner.shutdown import SHUTDOWN_BUDGET_S, Deadline, StopSignal, skip_exit_collection
+from shared.runner.shutdown import (
+    SHUTDOWN_BUDGET_S,
+    Deadline,
+    StopSignal,
+    exit_now_if_late,
+    skip_exit_collection,
+)
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -52,11 +58,14 @@ def run_worker_process(
         log.error(f"{name} stopped on its own; exiting so that it is restarted")
     deadline = Deadline(SHUTDOWN_BUDGET_S)
     services.stopping.set()
-    if not worker.stop(timeout_s=deadline.remaining()):
-        log.warning(f"{name} did not stop in time")
+    late = not worker.stop(timeout_s=deadline.remaining())
+    if late:
+        log.warning(f"{name} did not stop in time; its batch is left to the next owner")
     ops.stop(timeout_s=deadline.remaining())
     services.publisher.close(timeout_s=deadline.remaining())
     services.db.close()
     log.info(f"{name} stopped", extra={"seconds": round(deadline.elapsed(), 3)})
+    code = 0 if signalled else 1
+    exit_now_if_late(late, code)
     skip_exit_collection()
-    return 0 if signalled else 1
+    return code

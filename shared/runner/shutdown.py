@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -85,6 +87,23 @@ class StopSignal:
             return
         self.signal_name = signal.Signals(signum).name
         self.requested.set()
+
+
+def exit_now_if_late(late: bool, code: int) -> None:
+    """End the process at once when a worker missed the shutdown budget.
+
+    Its batch (or readiness check) still runs on an executor thread, and the
+    interpreter joins those at exit: a statement waiting on a frozen database would
+    hold the process up for as long as it waits, past the budget the platform's
+    SIGKILL is timed against. Ending it here is what that SIGKILL would do a little
+    later: the batch's offsets were never stored, so the partition's next owner starts
+    from it, and what it wrote is recognised there (README, "Delivery guarantees").
+    """
+    if late:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def skip_exit_collection() -> None:

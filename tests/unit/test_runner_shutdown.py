@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from shared.runner.shutdown import STOP_SIGNALS, StartUpInterrupted, StartUpInterruption
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -45,3 +51,52 @@ def test_a_stop_signal_inside_a_deferred_step_takes_effect_when_the_step_is_over
 def test_a_deferred_step_without_a_signal_raises_nothing(interruption):
     with interruption.deferred():
         pass
+
+
+# A worker process whose batch outlasts any budget: the interpreter would join its
+# executor thread at exit, for the whole minute.
+_STUCK_WORKER = """
+import sys, time
+from concurrent.futures import ThreadPoolExecutor
+from shared.runner.processes import run_worker_process
+
+class StuckWorker:
+    def __init__(self, services):
+        self._batches = ThreadPoolExecutor(1)
+
+    def start(self):
+        self._batches.submit(time.sleep, 60)
+        print("started", flush=True)
+
+    def is_alive(self):
+        return True
+
+    def stop(self, timeout_s):
+        return False
+
+sys.exit(run_worker_process("stuck", StuckWorker, needs=()))
+"""
+
+
+def test_a_worker_process_whose_batch_outlasts_the_budget_still_exits_on_time(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PORT": str(port), "OPS_HOST": "127.0.0.1", "LOG_LEVEL": "INFO"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", _STUCK_WORKER],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout.readline().strip() == "started", process.stderr.read()
+        process.send_signal(signal.SIGTERM)
+        # Well past the 4.5 s budget, well short of the minute the batch would hold it.
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    assert "did not stop in time" in stderr
