@@ -47,6 +47,14 @@ _CONNECTIONS_INTACT = (
 IDLE_CHECK_AFTER_S = 2.0
 
 
+# How long psycopg_pool keeps retrying one failed connect (at 0, 1, 3 s, ... doubling)
+# before giving up; the next request that wants a connection then starts again at once.
+# Its default, 5 minutes, let the delay double to 64 s and beyond: a server back after
+# an outage of a minute went unnoticed for up to another minute of 503s and stalled
+# batches. With 5 s, attempts are at most 2 s apart while anything wants one.
+RECONNECT_WINDOW_S = 5.0
+
+
 class Database:
     """A lazily opened pool; `transaction()` commits on success and rolls back otherwise."""
 
@@ -65,6 +73,7 @@ class Database:
             min_size=min_size,
             max_size=max_size,
             timeout=connect_timeout_s,
+            reconnect_timeout=RECONNECT_WINDOW_S,
             kwargs={
                 # libpq takes whole seconds (and reads 1 as 2): rounded up, so a
                 # connection is never given up on sooner than the setting says.

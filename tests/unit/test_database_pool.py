@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import socket
+import threading
+import time
+
 import pytest
 
 from shared.db.pool import Database
@@ -17,3 +23,55 @@ def test_a_pool_closed_at_shutdown_answers_as_an_outage_not_a_bug():
 
     with pytest.raises(DatabaseUnavailable, match="PostgreSQL unavailable"), db.autocommit():
         pass
+
+
+def test_connects_keep_being_tried_every_few_seconds_however_long_the_outage(
+    refusing_server,
+):
+    # A server that accepts and hangs up: each connect attempt is one accepted socket.
+    port, attempts = refusing_server
+    db = Database(
+        f"postgresql://127.0.0.1:{port}/unused?sslmode=disable&gssencmode=disable",
+        connect_timeout_s=1,
+    )
+    started = time.monotonic()
+    try:
+        while time.monotonic() < started + 11:
+            with contextlib.suppress(DatabaseUnavailable), db.autocommit():
+                pass
+    finally:
+        db.close()
+
+    # Retried with psycopg_pool's doubling delay for its default 5 minutes, the attempts
+    # would be at 0, 1, 3 and 7 s, the next at 15, then 31, 63, ...: none in the last
+    # 4 s of these 11, and gaps of 4 s and more.
+    seconds = [round(attempt - started, 2) for attempt in attempts]
+    assert any(second > 8 for second in seconds), seconds
+    gaps = [later - earlier for earlier, later in itertools.pairwise(seconds)]
+    assert max(gaps) < 3.5, seconds
+
+
+@pytest.fixture
+def refusing_server():
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    attempts: list[float] = []
+    stop = threading.Event()
+
+    def accept_and_hang_up() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            attempts.append(time.monotonic())
+            conn.close()
+
+    thread = threading.Thread(target=accept_and_hang_up, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], attempts
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
