@@ -91,7 +91,7 @@ class ModelLoader:
         failure = self._failure
         if failure is not None:
             if not self._lock.acquire(blocking=False):
-                raise failure[0]
+                raise _again(failure[0])
         elif not self._lock.acquire(timeout=LOAD_WAIT_S):
             raise ModelUnavailable(f"the model is still loading after {LOAD_WAIT_S:g} s")
         try:
@@ -113,7 +113,7 @@ class ModelLoader:
     def _raise_recent_failure(self) -> None:
         failure = self._failure
         if failure is not None and self._clock() - failure[1] < self._retry_failed_load_s:
-            raise failure[0]
+            raise _again(failure[0])
 
     def loaded(self) -> ModerationModel | None:
         """The model if it is loaded, without loading it."""
@@ -126,3 +126,10 @@ class ModelLoader:
         except ModelUnavailable:
             return False
         return True
+
+
+def _again(failure: ModelUnavailable) -> ModelUnavailable:
+    """The remembered failure as a new exception. Raising the one object again would add
+    each caller's frames to its traceback, and with them every request's body, until the
+    next load attempt replaced it."""
+    return ModelUnavailable(str(failure))

@@ -78,6 +78,21 @@ def test_a_failed_load_answers_for_itself_a_while_and_is_then_tried_again():
     assert len(load.calls) == 2
 
 
+def test_a_remembered_failure_keeps_no_callers_frames_alive():
+    # Raised again as the same object, it gathered every caller's frames in its
+    # traceback, and with them each request's body, until the next load attempt.
+    loader = ModelLoader("var/models/default", load=FakeLoad(failures=1), clock=_Clock())
+    raised = []
+    for _ in range(3):
+        try:
+            loader.get()
+        except ModelUnavailable as error:
+            raised.append(error)
+
+    assert len({id(error) for error in raised}) == 3
+    assert {str(error) for error in raised} == {"fake storage is down"}
+
+
 def test_ready_is_false_while_the_model_cannot_load_and_true_once_it_does():
     load = FakeLoad(failures=2)
     clock = _Clock()
