@@ -51,6 +51,16 @@ CONSUMER_LAG = Gauge(
     "Records behind the partition's high watermark, by partition",
     ["topic", "partition"],
 )
+OUTBOX_SWEEPS = Counter(
+    "moderation_outbox_sweeps_total",
+    "Relay sweeps by what they publish (task, dead_letter) and result (ok, failed)",
+    ["kind", "result"],
+)
+OUTBOX_PUBLISHED = Counter(
+    "moderation_outbox_published_total",
+    "Outbox rows the relay published, by kind (task, dead_letter)",
+    ["kind"],
+)
 MODEL_INFO = Gauge(
     "moderation_model_info", "The loaded model: 1 for its version, the label", ["version"]
 )
@@ -116,3 +126,10 @@ def record_model_version(version: str) -> None:
         MODEL_INFO.clear()
         MODEL_INFO.labels(version=version).set(1)
         _model_version = version
+
+
+def observe_outbox_sweep(kind: str, published: int | None) -> None:
+    """One relay sweep of `kind`: how many rows it published, or None if it failed."""
+    OUTBOX_SWEEPS.labels(kind=kind, result="failed" if published is None else "ok").inc()
+    if published:
+        OUTBOX_PUBLISHED.labels(kind=kind).inc(published)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from shared import metrics
 from shared.bootstrap import Services
 from shared.errors import TemporaryError, is_temporary
 from shared.kafka.envelope import encode_task_message
@@ -84,13 +85,20 @@ def relay_once(services: Services) -> int:
     the failure, if any: a bug before an outage, so that it is reported as one."""
     published = 0
     failures: list[Exception] = []
-    for sweep in (relay_unpublished_tasks, relay_unpublished_dead_letters):
+    for kind, sweep in (
+        ("task", relay_unpublished_tasks),
+        ("dead_letter", relay_unpublished_dead_letters),
+    ):
         if failures and services.stopping.is_set():
             break
         try:
-            published += sweep(services)
+            swept = sweep(services)
         except Exception as error:
+            metrics.observe_outbox_sweep(kind, None)
             failures.append(error)
+        else:
+            metrics.observe_outbox_sweep(kind, swept)
+            published += swept
     if not failures:
         return published
     failures.sort(key=is_temporary)  # False first: a bug outranks an outage

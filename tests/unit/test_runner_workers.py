@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 
 from shared.db.dead_letters import DeadLetter
 from shared.domain import Ad
@@ -105,6 +106,8 @@ def test_a_sweep_whose_tasks_kafka_refuses_still_publishes_the_dead_letters(serv
     with services.db.transaction() as tx:
         tx.insert_dead_letters([letter])
 
+    before = _outbox_metrics()
+
     with pytest.raises(BrokerUnavailable):
         relay_once(services)
 
@@ -112,6 +115,30 @@ def test_a_sweep_whose_tasks_kafka_refuses_still_publishes_the_dead_letters(serv
     assert (published.topic, published.value) == ("moderation_dlq", b"not json")
     assert services.db.state.letters_published == {1}
     assert services.db.state.published == set()  # the task stays for the next sweep
+    # /metrics tells the two sweeps apart.
+    after = _outbox_metrics()
+    assert {name: after[name] - before[name] for name in after} == {
+        ("sweeps", "task", "failed"): 1,
+        ("sweeps", "task", "ok"): 0,
+        ("sweeps", "dead_letter", "failed"): 0,
+        ("sweeps", "dead_letter", "ok"): 1,
+        ("published", "task"): 0,
+        ("published", "dead_letter"): 1,
+    }
+
+
+def _outbox_metrics() -> dict[tuple[str, ...], float]:
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    counts = {}
+    for kind in ("task", "dead_letter"):
+        for result in ("failed", "ok"):
+            counts["sweeps", kind, result] = value(
+                "moderation_outbox_sweeps_total", kind=kind, result=result
+            )
+        counts["published", kind] = value("moderation_outbox_published_total", kind=kind)
+    return counts
 
 
 def test_a_bug_in_one_sweep_is_raised_over_an_outage_in_the_other(services, monkeypatch, caplog):
