@@ -79,9 +79,10 @@ def run(argv: Sequence[str]) -> int:
                 uninterrupted=interruption.deferred,
             )
             prepare_data(backends, options)
+            services = load_services(backends.settings)
             # From here a stop signal is a request the running service answers in order.
             stop.install()
-            running = start(backends, options)
+            running = start(services, options, stop)
         except StartUpInterrupted as interrupted:
             # A second signal must not cut short the ExitStack stopping what had started.
             stop.install()
@@ -150,26 +151,40 @@ def _republish_tasks_lost_with_the_last_broker(settings: Settings) -> None:
         log.info("pending tasks of an earlier run handed to the relay", extra={"tasks": count})
 
 
-def start(backends: Backends, options: RunnerOptions) -> _Running:
-    settings = backends.settings
+def load_services(settings: Settings) -> Services:
+    """The services, with the model loaded and the broker reached now, so that the first
+    request does not pay for it and a missing model or an unreachable broker fails here,
+    with its reason (and a stop signal meanwhile cuts it short)."""
     services = build_services(settings)
     install_services(services)
-    # Loaded and connected now, so the first request does not pay for it and a
-    # missing model or an unreachable broker fails here, with its reason.
     metrics.record_model_version(services.model.get().version)
     services.publisher.ping()
+    return services
+
+
+def start(services: Services, options: RunnerOptions, stop: StopSignal) -> _Running:
+    settings = services.settings
     server = HttpServer(build_runner_app(), options.host, settings.port)
     consumer = ConsumerWorker(settings, load_consumer_handler())
     relay = RelayWorker(services)
     server.start()
     consumer.start()
     relay.start()
-    if not consumer.wait_for_assignment(ASSIGNMENT_TIMEOUT_S):
+    if not _wait_for_assignment(consumer, stop) and not stop.requested.is_set():
         log.warning(
             "the consumer has no partitions yet; tasks stay pending until it joins its group",
             extra={"waited_s": ASSIGNMENT_TIMEOUT_S},
         )
     return _Running(services, server, consumer, relay)
+
+
+def _wait_for_assignment(consumer: ConsumerWorker, stop: StopSignal) -> bool:
+    """Up to ASSIGNMENT_TIMEOUT_S, and no longer once a stop signal came."""
+    deadline = Deadline(ASSIGNMENT_TIMEOUT_S)
+    while not stop.requested.is_set() and deadline.remaining(floor_s=0) > 0:
+        if consumer.wait_for_assignment(min(0.1, deadline.remaining())):
+            return True
+    return False
 
 
 def shut_down(running: _Running, deadline: Deadline) -> bool:

@@ -14,6 +14,8 @@ from shared.runner.http_server import HttpServer
 from shared.runner.shutdown import (
     SHUTDOWN_BUDGET_S,
     Deadline,
+    StartUpInterrupted,
+    StartUpInterruption,
     StopSignal,
     exit_now_if_late,
     skip_exit_collection,
@@ -42,12 +44,20 @@ def run_worker_process(
     """
     settings = get_settings()
     configure_logging(settings.log_level)
+    # Until the worker starts, a stop signal cuts start-up short: a model load from S3
+    # may take its retries' minute and more, and has nothing to hand over.
+    interruption = StartUpInterruption()
+    interruption.install()
+    try:
+        services = build_services(settings)
+        install_services(services)
+        if "model" in needs:
+            metrics.record_model_version(services.model.get().version)
+    except StartUpInterrupted as interrupted:
+        log.info(f"{name} stopped during start-up", extra={"signal": str(interrupted)})
+        return 0
     stop = StopSignal()
     stop.install()
-    services = build_services(settings)
-    install_services(services)
-    if "model" in needs:
-        metrics.record_model_version(services.model.get().version)
     ops = HttpServer(create_ops_app(lambda: services, needs), settings.ops_host, settings.port)
     worker = make_worker(services)
     ops.start()

@@ -79,10 +79,7 @@ sys.exit(run_worker_process("stuck", StuckWorker, needs=()))
 
 
 def test_a_worker_process_whose_batch_outlasts_the_budget_still_exits_on_time(tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "PORT": str(port), "OPS_HOST": "127.0.0.1", "LOG_LEVEL": "INFO"}
+    env = {**os.environ, "PORT": str(_free_port()), "OPS_HOST": "127.0.0.1"}
     process = subprocess.Popen(
         [sys.executable, "-c", _STUCK_WORKER],
         cwd=REPO_ROOT,
@@ -100,3 +97,38 @@ def test_a_worker_process_whose_batch_outlasts_the_budget_still_exits_on_time(tm
         process.kill()
     assert process.returncode == 0, stderr
     assert "did not stop in time" in stderr
+
+
+def test_a_worker_process_stopped_while_its_model_loads_ends_at_once(tmp_path):
+    # Each of the model's files a named pipe nobody writes: reading one blocks, as a
+    # load from a storage that does not answer would.
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    for name in os.listdir(REPO_ROOT / "var" / "models" / "default"):
+        os.mkfifo(model_dir / name)
+    env = {**os.environ, "PORT": str(_free_port()), "OPS_HOST": "127.0.0.1"}
+    env["MODEL_URI"] = str(model_dir)
+    process = subprocess.Popen(
+        [sys.executable, "-c", _STUCK_WORKER.replace("needs=()", "needs=('model',)")],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(2)  # well into the load, which never ends on its own
+        assert process.poll() is None, process.stderr.read()
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=15)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    assert "stopped during start-up" in stderr
+    assert "started" not in stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
