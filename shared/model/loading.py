@@ -100,7 +100,8 @@ class ModelLoader:
                 try:
                     self._model = self._load(self._uri)
                 except ModelUnavailable as error:
-                    self._failure = (error, self._clock())
+                    # Without its traceback, which holds this caller's frames (its request).
+                    self._failure = (_again(error), self._clock())
                     raise
                 self._failure = None
                 # The loaded model's objects live as long as the process: freezing them

@@ -48,16 +48,18 @@ def run_worker_process(
     # may take its retries' minute and more, and has nothing to hand over.
     interruption = StartUpInterruption()
     interruption.install()
+    stop = StopSignal()
     try:
         services = build_services(settings)
         install_services(services)
         if "model" in needs:
             metrics.record_model_version(services.model.get().version)
+        # Inside the try: a signal up to this line still ends start-up here.
+        stop.install()
     except StartUpInterrupted as interrupted:
+        stop.install()  # a second signal must not cut this exit short with a traceback
         log.info(f"{name} stopped during start-up", extra={"signal": str(interrupted)})
         return 0
-    stop = StopSignal()
-    stop.install()
     ops = HttpServer(create_ops_app(lambda: services, needs), settings.ops_host, settings.port)
     worker = make_worker(services)
     ops.start()

@@ -3,6 +3,7 @@ not be cut half-way, which they outlast."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -116,13 +117,16 @@ def test_a_worker_process_stopped_while_its_model_loads_ends_at_once(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
+    writer = None
     try:
-        time.sleep(2)  # well into the load, which never ends on its own
-        assert process.poll() is None, process.stderr.read()
+        # Once the load has opened one of the pipes, the stop handler is in place.
+        writer = _open_once_read(model_dir, process)
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=15)
     finally:
         process.kill()
+        if writer is not None:
+            os.close(writer)
     assert process.returncode == 0, stderr
     assert "stopped during start-up" in stderr
     assert "started" not in stdout
@@ -132,3 +136,20 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _open_once_read(fifo_dir: Path, process: subprocess.Popen, timeout_s: float = 30) -> int:
+    """A write end of whichever pipe in `fifo_dir` the process has opened to read: opening
+    one without a reader fails (ENXIO), so success means the reader is there. Kept open
+    (and unwritten) so that the read goes on blocking."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read()
+        for fifo in fifo_dir.iterdir():
+            try:
+                return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as error:
+                if error.errno != errno.ENXIO:
+                    raise
+        time.sleep(0.05)
+    pytest.fail(f"the process opened none of {sorted(p.name for p in fifo_dir.iterdir())}")
