@@ -90,7 +90,7 @@ class InMemoryDatabase:
         if self.unavailable_for:
             raise DatabaseUnavailable("fake outage")
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 5.0) -> None:
         pass
 
 

@@ -157,7 +157,8 @@ class Database:
         with self.autocommit() as tx:
             tx.conn.execute("SELECT 1")
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Close every connection; the pool's own threads get `timeout_s` to end."""
         if self._opened:
-            self._pool.close()
+            self._pool.close(timeout=timeout_s)
             self._opened = False

@@ -93,7 +93,8 @@ def run(argv: Sequence[str]) -> int:
             log.error("start-up failed", extra={"error": str(error)})
             print(f"local_runner: start-up failed: {error}", file=sys.stderr)
             return 1
-        print_banner(backends, options, running)
+        if not stop.requested.is_set():  # a stop during the wait for partitions
+            print_banner(backends, options, running)
         signalled = stop.wait(healthy=lambda: running.consumer.is_alive())
         if not signalled:
             log.error("the poll loop stopped on its own; shutting down")
@@ -203,7 +204,7 @@ def shut_down(running: _Running, deadline: Deadline) -> bool:
     if not relay_stopped:
         log.warning("the outbox relay did not stop in time")
     services.publisher.close(timeout_s=deadline.remaining())
-    services.db.close()
+    services.db.close(timeout_s=deadline.remaining())
     # The closed services stay installed: a request still running after the drain that
     # needs the database gets a 503 from them, where with none installed
     # it would have built new ones from the environment, pointing at other servers than

@@ -75,7 +75,7 @@ def run_worker_process(
         log.warning(f"{name} did not stop in time; its batch is left to the next owner")
     ops.stop(timeout_s=deadline.remaining())
     services.publisher.close(timeout_s=deadline.remaining())
-    services.db.close()
+    services.db.close(timeout_s=deadline.remaining())
     log.info(f"{name} stopped", extra={"seconds": round(deadline.elapsed(), 3)})
     code = 0 if signalled else 1
     exit_now_if_late(late, code)
