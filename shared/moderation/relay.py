@@ -10,11 +10,11 @@ import logging
 
 from shared import metrics
 from shared.bootstrap import Services
-from shared.errors import TemporaryError, is_temporary
+from shared.errors import is_temporary
 from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import OutgoingRecord
 from shared.moderation.dead_letters import dead_letter_records
-from shared.moderation.outbox import publish_for_outbox
+from shared.moderation.outbox import settle_sweep
 
 log = logging.getLogger(__name__)
 
@@ -23,60 +23,44 @@ def relay_unpublished_tasks(services: Services) -> int:
     """Publish pending tasks older than the grace period that Kafka never acknowledged,
     the least tried first; raises, once the tries are counted, if Kafka took none."""
     settings = services.settings
-    refused: TemporaryError | None = None
     with services.db.transaction() as tx:
         claimed = tx.claim_unpublished_tasks(
             older_than_s=settings.outbox_grace_s, limit=settings.outbox_batch_size
         )
         if not claimed:
             return 0
-        task_ids = [task_id for task_id, _ in claimed]
-        records = []
-        for task_id, item_id in claimed:
-            key, value = encode_task_message(task_id, item_id)
-            records.append(OutgoingRecord(settings.kafka_moderation_topic, key, value))
-        # Published while the rows are locked: what Kafka did not take stays claimable.
-        try:
-            published = publish_for_outbox(services.publisher, records, task_ids)
-        except TemporaryError as error:
-            # Committed all the same, so that the next sweep claims other tasks first.
-            published, refused = [], error
-        tx.mark_tasks_published(published)
-        taken = set(published)
-        tx.count_task_publish_tries([task_id for task_id in task_ids if task_id not in taken])
-    if refused is not None:
-        raise refused
-    return len(published)
+        records = [
+            OutgoingRecord(settings.kafka_moderation_topic, *encode_task_message(*task))
+            for task in claimed
+        ]
+        outcome = settle_sweep(
+            services.publisher,
+            records,
+            [task_id for task_id, _ in claimed],
+            mark_published=tx.mark_tasks_published,
+            count_tries=tx.count_task_publish_tries,
+        )
+    return outcome.count()
 
 
 def relay_unpublished_dead_letters(services: Services) -> int:
     """Publish unpublished DLQ letters, the least tried first; raises, once the tries
     are counted, if Kafka took none of them."""
     settings = services.settings
-    refused: TemporaryError | None = None
     with services.db.transaction() as tx:
         claimed = tx.claim_unpublished_dead_letters(
             older_than_s=settings.outbox_grace_s, limit=settings.outbox_batch_size
         )
         if not claimed:
             return 0
-        ids = [item.id for item in claimed]
-        try:
-            published = publish_for_outbox(
-                services.publisher, dead_letter_records(settings.kafka_dlq_topic, claimed), ids
-            )
-        except TemporaryError as error:
-            # Committed all the same: a sweep of letters Kafka refuses for good would
-            # otherwise roll back its count and claim those same letters every time.
-            published, refused = [], error
-        tx.mark_dead_letters_published(published)
-        taken = set(published)
-        tx.count_dead_letter_publish_tries(
-            [letter_id for letter_id in ids if letter_id not in taken]
+        outcome = settle_sweep(
+            services.publisher,
+            dead_letter_records(settings.kafka_dlq_topic, claimed),
+            [letter.id for letter in claimed],
+            mark_published=tx.mark_dead_letters_published,
+            count_tries=tx.count_dead_letter_publish_tries,
         )
-    if refused is not None:
-        raise refused
-    return len(published)
+    return outcome.count()
 
 
 def relay_once(services: Services) -> int:

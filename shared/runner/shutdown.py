@@ -92,8 +92,8 @@ class StopSignal:
 def exit_now_if_late(late: bool, code: int) -> None:
     """End the process at once when a worker missed the shutdown budget.
 
-    Its batch (or readiness check) still runs on an executor thread, and the
-    interpreter joins those at exit: a statement waiting on a frozen database would
+    Its batch still runs on an executor thread, and the interpreter joins those at
+    exit: a statement waiting on a frozen database would
     hold the process up for as long as it waits, past the budget the platform's
     SIGKILL is timed against. Ending it here is what that SIGKILL would do a little
     later: the batch's offsets were never stored, so the partition's next owner starts
