@@ -2,13 +2,18 @@
 
 The checks run side by side, each bounded, so a probe answers within about
 CHECK_TIMEOUT_S even when a dependency hangs.
+
+What a probe is told is deliberately short: the ops port is unauthenticated and
+listens on every interface by default, and a driver's error text names hosts,
+ports, users and bucket paths. The full reason goes to this process's log.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from shared.bootstrap import Services
@@ -48,34 +53,50 @@ CHECKS: dict[str, Callable[[Services], str]] = {
     "model": check_model,
 }
 
+# What a probe is told when a check fails; the error itself is logged.
+FAILED_DETAIL = {
+    "database": "PostgreSQL unavailable",
+    "kafka": "Kafka unavailable",
+    "model": "model not loaded",
+}
+
 
 def check_readiness(
     services: Services,
     timeout_s: float = CHECK_TIMEOUT_S,
     names: Collection[str] = tuple(CHECKS),
 ) -> dict[str, CheckResult]:
-    """Each dependency in `names`, with what it answered or why it did not."""
-    executor = ThreadPoolExecutor(max_workers=len(CHECKS), thread_name_prefix="readyz")
-    try:
-        futures = {name: executor.submit(_run, CHECKS[name], services) for name in names}
-        wait(futures.values(), timeout=timeout_s)
-        return {
-            name: future.result()
-            if future.done()
-            else CheckResult(False, f"no answer within {timeout_s:g} s")
-            for name, future in futures.items()
-        }
-    finally:
-        # A hung check keeps its thread until its own timeout; the probe does not wait for it.
-        executor.shutdown(wait=False, cancel_futures=True)
+    """Each dependency in `names`, with what it answered or a short reason it did not."""
+    results: dict[str, CheckResult] = {}
+    threads = [
+        # Daemon threads: a check hung on a dependency (a model load from storage that
+        # does not answer) must not hold the process at exit, as an executor's worker
+        # threads would, since the interpreter joins those.
+        threading.Thread(
+            target=_run_into, args=(results, name, services), name=f"readyz-{name}", daemon=True
+        )
+        for name in names
+    ]
+    deadline = time.monotonic() + timeout_s
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    unanswered = CheckResult(False, f"no answer within {timeout_s:g} s")
+    # A check that answers after the deadline writes into `results` too late to be read.
+    return {name: results.get(name, unanswered) for name in names}
 
 
-def _run(check: Callable[[Services], str], services: Services) -> CheckResult:
+def _run_into(results: dict[str, CheckResult], name: str, services: Services) -> None:
+    results[name] = _run(name, services)
+
+
+def _run(name: str, services: Services) -> CheckResult:
     try:
-        return CheckResult(True, check(services))
+        return CheckResult(True, CHECKS[name](services))
     except TemporaryError as error:
-        return CheckResult(False, str(error))
-    except Exception as error:
-        # An unexpected failure still means "not ready", and it is reported, not hidden.
-        log.exception("readiness check crashed")
-        return CheckResult(False, f"{type(error).__name__}: {error}")
+        log.warning("readiness check %s failed: %s", name, error)
+    except Exception:
+        # An unexpected failure still means "not ready", and it is logged, not hidden.
+        log.exception("readiness check %s crashed", name)
+    return CheckResult(False, f"{FAILED_DETAIL[name]}: see the process's log")

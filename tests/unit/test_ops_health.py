@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from shared.errors import BrokerUnavailable
 from shared.ops.app import create_ops_app
-from shared.ops.health import check_readiness
+from shared.ops.health import CheckResult, check_readiness
 from tests.fakes import FakeModelLoader, FakePublisher, fake_services
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class UnreachablePublisher(FakePublisher):
@@ -72,6 +77,41 @@ def test_readyz_is_503_and_says_which_dependency_is_down(broken):
     assert checks[broken]["detail"]
 
 
+class LeakyPublisher(FakePublisher):
+    def ping(self, timeout_s: float = 2.0) -> None:
+        raise BrokerUnavailable("Kafka unreachable: broker-7.internal:9093 refused user ops-admin")
+
+
+def test_a_failed_check_tells_the_probe_a_short_reason_and_logs_the_error(caplog):
+    # The ops port is unauthenticated: hosts, ports and users stay in the log.
+    services = fake_services()
+    services.publisher = LeakyPublisher()
+
+    response = _client(services).get("/readyz")
+
+    assert response.status_code == 503
+    detail = response.get_json()["checks"]["kafka"]["detail"]
+    assert detail == "Kafka unavailable: see the process's log"
+    assert "broker-7.internal" not in response.get_data(as_text=True)
+    assert any("broker-7.internal:9093" in r.getMessage() for r in caplog.records)
+
+
+def test_a_check_that_crashes_is_not_ready_and_logged_with_its_traceback(caplog):
+    class CrashingPublisher(FakePublisher):
+        def ping(self, timeout_s: float = 2.0) -> None:
+            raise KeyError("secret-token-in-a-bug")
+
+    services = fake_services()
+    services.publisher = CrashingPublisher()
+
+    checks = check_readiness(services, names=("kafka",))
+
+    assert checks["kafka"] == CheckResult(False, "Kafka unavailable: see the process's log")
+    crashed = [r for r in caplog.records if "crashed" in r.getMessage()]
+    assert crashed and crashed[0].exc_info
+    assert "secret-token-in-a-bug" in str(crashed[0].exc_info[1])
+
+
 def test_a_check_that_hangs_is_reported_as_not_answering_within_the_timeout():
     services = fake_services()
     publisher = HangingPublisher()
@@ -84,6 +124,37 @@ def test_a_check_that_hangs_is_reported_as_not_answering_within_the_timeout():
     assert checks["kafka"].ok is False
     assert "no answer within 0.2 s" in checks["kafka"].detail
     assert checks["database"].ok and checks["model"].ok
+
+
+_HUNG_CHECK_THEN_EXIT = """
+import threading, time
+from shared.ops.health import check_readiness
+from tests.fakes import FakePublisher, fake_services
+
+class Frozen(FakePublisher):
+    def ping(self, timeout_s=2.0):
+        threading.Event().wait()  # never answers, as a dependency that froze
+
+services = fake_services()
+services.publisher = Frozen()
+checks = check_readiness(services, timeout_s=0.2)
+print(checks["kafka"].ok, flush=True)
+"""
+
+
+def test_a_check_that_never_answers_does_not_hold_the_process_at_exit():
+    # An executor's worker threads are joined at interpreter exit: a probe that met a
+    # frozen dependency would keep a stopping consumer alive until it was killed.
+    finished = subprocess.run(
+        [sys.executable, "-c", _HUNG_CHECK_THEN_EXIT],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=15,  # a process held at exit never ends: TimeoutExpired
+    )
+
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.strip() == "False"
 
 
 def test_metrics_reports_the_model_version_and_the_service_metrics():
