@@ -61,6 +61,10 @@ OUTBOX_PUBLISHED = Counter(
     "Outbox rows the relay published, by kind (task, dead_letter)",
     ["kind"],
 )
+EXPIRED_IDEMPOTENCY_KEYS = Counter(
+    "moderation_idempotency_keys_expired_total",
+    "Idempotency keys the relay deleted at the end of their lifetime (IDEMPOTENCY_KEY_TTL_S)",
+)
 MODEL_INFO = Gauge(
     "moderation_model_info", "The loaded model: 1 for its version, the label", ["version"]
 )
@@ -126,6 +130,10 @@ def record_model_version(version: str) -> None:
         MODEL_INFO.clear()
         MODEL_INFO.labels(version=version).set(1)
         _model_version = version
+
+
+def count_expired_idempotency_keys(deleted: int) -> None:
+    EXPIRED_IDEMPOTENCY_KEYS.inc(deleted)
 
 
 def observe_outbox_sweep(kind: str, published: int | None) -> None:

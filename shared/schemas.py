@@ -81,7 +81,8 @@ class ItemIdQuery(BaseModel):
 
 class AsyncPredictHeaders(BaseModel):
     """`Idempotency-Key`, optional: a retry of a request that sent one gets that request's
-    task back instead of a second task. Visible ASCII, as a UUID is, and no comma: a
+    task back instead of a second task, within the key's lifetime (IDEMPOTENCY_KEY_TTL_S).
+    Visible ASCII, as a UUID is, and no comma: a
     header sent twice reaches the function as one, its values joined by commas."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=False)

@@ -29,6 +29,10 @@ PRODUCER_LINGER_MS = 2
 MAX_DURATION_S = 86_400
 # Attempts beyond this would make the last retry wait, base * 2**(n-2), overflow too.
 MAX_RETRY_ATTEMPTS = 10
+# An idempotency key's lifetime goes only into PostgreSQL's make_interval, so it may be
+# longer than other durations: up to 30 days, twice the longest lifetime clients are
+# commonly promised.
+MAX_IDEMPOTENCY_KEY_TTL_S = 30 * 86_400
 
 
 # The project's own model (`make model`), named absolutely: relative to the working
@@ -73,6 +77,10 @@ class Settings(BaseSettings):
     outbox_relay_interval_s: float = Field(default=1.0, gt=0, le=MAX_DURATION_S)
     outbox_grace_s: float = Field(default=5.0, ge=0, le=MAX_DURATION_S)
     outbox_batch_size: int = Field(default=500, ge=1)
+
+    # How long an Idempotency-Key names its task; after it, the key may name a new one
+    # and the relay deletes it.
+    idempotency_key_ttl_s: float = Field(default=86_400, gt=0, le=MAX_IDEMPOTENCY_KEY_TTL_S)
 
     # Model
     model_uri: str = DEFAULT_MODEL_URI

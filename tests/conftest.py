@@ -137,6 +137,13 @@ def database_url(infra: Infrastructure) -> str:
 
 
 @pytest.fixture
+def conn(database_url: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to the emptied database, for tests of our SQL itself."""
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        yield connection
+
+
+@pytest.fixture
 def settings(infra: Infrastructure, database_url: str) -> Iterator[Settings]:
     """Settings for one test: its own topics and consumer group, short delays."""
     suffix = uuid.uuid4().hex[:8]

@@ -41,7 +41,7 @@ class _State:
     ads: dict[int, Ad] = field(default_factory=dict)
     tasks: dict[int, TaskRow] = field(default_factory=dict)
     published: set[int] = field(default_factory=set)
-    idempotency_keys: dict[str, int] = field(default_factory=dict)
+    idempotency_keys: dict[str, tuple[int, datetime]] = field(default_factory=dict)
     first_failures: dict[int, datetime] = field(default_factory=dict)
     letters: dict[int, DeadLetter] = field(default_factory=dict)
     letters_published: set[int] = field(default_factory=set)
@@ -111,15 +111,26 @@ class InMemoryTransaction:
         )
         return task_id
 
-    def create_keyed_task(self, item_id: int, key: str) -> KeyedTask | None:
-        if key in self.s.idempotency_keys:
-            task_id = self.s.idempotency_keys[key]
+    def create_keyed_task(self, item_id: int, key: str, *, key_ttl_s: float) -> KeyedTask | None:
+        earlier = self.s.idempotency_keys.get(key)
+        if earlier is not None and not _older_than(earlier[1], key_ttl_s):
+            task_id = earlier[0]
             return KeyedTask(task_id, self.s.tasks[task_id].item_id, created=False)
         task_id = self.create_task_for_existing_ad(item_id)
         if task_id is None:
             return None
-        self.s.idempotency_keys[key] = task_id
+        self.s.idempotency_keys[key] = (task_id, datetime.now(UTC))
         return KeyedTask(task_id, item_id, created=True)
+
+    def delete_expired_idempotency_keys(self, *, older_than_s: float, limit: int) -> int:
+        expired = sorted(
+            (created_at, key)
+            for key, (_, created_at) in self.s.idempotency_keys.items()
+            if _older_than(created_at, older_than_s)
+        )[:limit]
+        for _, key in expired:
+            del self.s.idempotency_keys[key]
+        return len(expired)
 
     def mark_tasks_published(self, task_ids: Sequence[int]) -> None:
         self.s.published.update(task_ids)

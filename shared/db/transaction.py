@@ -34,8 +34,15 @@ class Transaction:
     def create_task_for_existing_ad(self, item_id: int) -> int | None:
         return tasks.create_task_for_existing_ad(self.conn, item_id)
 
-    def create_keyed_task(self, item_id: int, key: str) -> tasks.KeyedTask | None:
-        return tasks.create_keyed_task(self.conn, item_id, key)
+    def create_keyed_task(
+        self, item_id: int, key: str, *, key_ttl_s: float
+    ) -> tasks.KeyedTask | None:
+        return tasks.create_keyed_task(self.conn, item_id, key, key_ttl_s=key_ttl_s)
+
+    def delete_expired_idempotency_keys(self, *, older_than_s: float, limit: int) -> int:
+        return tasks.delete_expired_idempotency_keys(
+            self.conn, older_than_s=older_than_s, limit=limit
+        )
 
     def mark_tasks_published(self, task_ids: Sequence[int]) -> None:
         tasks.mark_tasks_published(self.conn, task_ids)

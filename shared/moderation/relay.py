@@ -1,4 +1,5 @@
-"""The outbox relay: publishes what an immediate publish left behind.
+"""The outbox relay: publishes what an immediate publish left behind, and deletes
+expired idempotency keys (the one periodic job the service has, so it runs here).
 
 Safe to run in any number of processes at once (rows are claimed with SKIP
 LOCKED), and a task published twice is harmless: the consumer is idempotent.
@@ -15,6 +16,7 @@ from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import OutgoingRecord
 from shared.moderation.dead_letters import dead_letter_records
 from shared.moderation.outbox import settle_sweep
+from shared.moderation.tasks import purge_expired_idempotency_keys
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,9 @@ def relay_unpublished_dead_letters(services: Services) -> int:
 
 def relay_once(services: Services) -> int:
     """Both sweeps, the second even if the first failed (the `moderation` topic refusing
-    its tasks says nothing of `moderation_dlq`), unless the process is stopping; then
-    the failure, if any: a bug before an outage, so that it is reported as one."""
+    its tasks says nothing of `moderation_dlq`), then the purge of expired keys, unless
+    the process is stopping; returns how many rows were published, or raises the
+    failure, if any: a bug before an outage, so that it is reported as one."""
     published = 0
     failures: list[Exception] = []
     for kind, sweep in (
@@ -83,12 +86,17 @@ def relay_once(services: Services) -> int:
         else:
             metrics.observe_outbox_sweep(kind, swept)
             published += swept
+    if not (failures and services.stopping.is_set()):
+        try:
+            metrics.count_expired_idempotency_keys(purge_expired_idempotency_keys(services))
+        except Exception as error:
+            failures.append(error)
     if not failures:
         return published
     failures.sort(key=is_temporary)  # False first: a bug outranks an outage
     for other in failures[1:]:
         log.warning(
-            "the other outbox sweep failed too",
+            "another relay step failed too",
             extra={"error": f"{type(other).__name__}: {other}"},
             exc_info=None if is_temporary(other) else other,
         )

@@ -35,16 +35,19 @@ def submit_moderation_task(
     unpublished and the relay publishes it later. So an accepted task (a 202) is
     never lost; while Kafka is down a caller just sees it `pending` for longer.
 
-    With an `idempotency_key` that an earlier request used for the same ad, that
-    request's task is returned and nothing is made or published (the relay publishes
-    it if the first request could not); for another ad, IdempotencyKeyReused.
+    With an `idempotency_key` that an earlier request used for the same ad within the
+    key's lifetime (IDEMPOTENCY_KEY_TTL_S), that request's task is returned and nothing
+    is made or published (the relay publishes it if the first request could not); for
+    another ad, IdempotencyKeyReused. An expired key makes a new task, as a new key would.
     """
     with services.db.autocommit() as tx:
         if idempotency_key is None:
             task_id = tx.create_task_for_existing_ad(item_id)
             keyed = None if task_id is None else KeyedTask(task_id, item_id, created=True)
         else:
-            keyed = tx.create_keyed_task(item_id, idempotency_key)
+            keyed = tx.create_keyed_task(
+                item_id, idempotency_key, key_ttl_s=services.settings.idempotency_key_ttl_s
+            )
     if keyed is None:
         raise AdNotFound(item_id)
     if keyed.item_id != item_id:
@@ -83,3 +86,17 @@ def get_moderation_result(services: Services, task_id: int) -> TaskRow:
     if task is None:
         raise TaskNotFound(task_id)
     return task
+
+
+# Expired keys deleted per call: ten of the relay's default sweeps' worth, so that one
+# relay sweeping every second keeps up with 5,000 keyed requests a second.
+EXPIRED_KEYS_PER_PURGE = 5000
+
+
+def purge_expired_idempotency_keys(services: Services) -> int:
+    """Delete idempotency keys past their lifetime, the oldest first; returns how many.
+    Their tasks stay: only the key's hold on them ends."""
+    with services.db.autocommit() as tx:
+        return tx.delete_expired_idempotency_keys(
+            older_than_s=services.settings.idempotency_key_ttl_s, limit=EXPIRED_KEYS_PER_PURGE
+        )

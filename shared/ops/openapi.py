@@ -161,7 +161,8 @@ def _async_predict() -> dict[str, Any]:
                 "header",
                 "Optional. A request retried with the same key gets the first one's task"
                 " back instead of a second task; the same key for another ad is a 422."
-                " A UUID per request is a good key",
+                " A key names its task for IDEMPOTENCY_KEY_TTL_S (a day by default), then"
+                " makes a new one. A UUID per request is a good key",
             ),
         ],
         "responses": {"202": accepted, **_errors(400, 401, 404, 405, 413, 422, 503)},

@@ -24,12 +24,6 @@ HISTORY = 300_000
 BATCH = 500
 
 
-@pytest.fixture
-def conn(database_url: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(database_url, autocommit=True) as connection:
-        yield connection
-
-
 def add_pending_tasks(conn: psycopg.Connection, count: int) -> list[int]:
     rows = conn.execute(
         "INSERT INTO moderation_results (item_id, published_at)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import REGISTRY
@@ -153,7 +154,7 @@ def test_a_bug_in_one_sweep_is_raised_over_an_outage_in_the_other(services, monk
 
     with pytest.raises(TypeError, match="a bug in the letter sweep"):
         relay_once(services)
-    assert "the other outbox sweep failed too" in caplog.text
+    assert "another relay step failed too" in caplog.text
 
 
 def test_a_stopping_process_does_not_start_the_letter_sweep_after_a_failed_task_sweep(
@@ -172,3 +173,32 @@ def test_a_stopping_process_does_not_start_the_letter_sweep_after_a_failed_task_
 
     assert services.publisher.published == []
     assert services.db.state.letters_published == set()
+
+
+def test_the_relay_purges_expired_keys_after_its_sweeps_even_when_one_failed(services):
+    # Kafka refusing `moderation` says nothing of PostgreSQL: keys still expire.
+    services.publisher.refuses = lambda record: record.topic == "moderation"
+    services.settings = services.settings.model_copy(update={"idempotency_key_ttl_s": 60})
+    submit_moderation_task(services, 1, idempotency_key="old")
+    submit_moderation_task(services, 1, idempotency_key="young")
+    task_id, _ = services.db.state.idempotency_keys["old"]
+    services.db.state.idempotency_keys["old"] = (task_id, datetime.now(UTC) - timedelta(hours=1))
+
+    with pytest.raises(BrokerUnavailable):
+        relay_once(services)
+
+    assert set(services.db.state.idempotency_keys) == {"young"}
+    assert len(services.db.state.tasks) == 2
+
+
+def test_a_bug_in_the_key_purge_is_raised_after_both_sweeps_ran(services, monkeypatch):
+    def broken(self, *, older_than_s, limit):
+        raise TypeError("a bug in the purge")
+
+    monkeypatch.setattr(InMemoryTransaction, "delete_expired_idempotency_keys", broken)
+    submit_moderation_task(services, 1)
+    services.db.state.published.clear()  # as if its publish had not been acknowledged
+
+    with pytest.raises(TypeError, match="a bug in the purge"):
+        relay_once(services)
+    assert len(services.publisher.published) == 2  # the task's first publish and the relay's

@@ -13,7 +13,12 @@ from confluent_kafka import Producer
 from pydantic import ValidationError
 
 from shared.kafka.config import producer_config
-from shared.settings import MAX_DURATION_S, MAX_RETRY_ATTEMPTS, Settings
+from shared.settings import (
+    MAX_DURATION_S,
+    MAX_IDEMPOTENCY_KEY_TTL_S,
+    MAX_RETRY_ATTEMPTS,
+    Settings,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,6 +75,7 @@ DURATIONS = {
     "outbox_relay_interval_s": MAX_DURATION_S,
     "outbox_grace_s": MAX_DURATION_S,
     "retry_after_s": MAX_DURATION_S,
+    "idempotency_key_ttl_s": MAX_IDEMPOTENCY_KEY_TTL_S,
 }
 
 

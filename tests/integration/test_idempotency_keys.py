@@ -1,0 +1,160 @@
+"""Idempotency keys' lifetime against a real PostgreSQL: a key names its task for
+IDEMPOTENCY_KEY_TTL_S, then may name a new one, and the relay deletes it (V0009)."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+from functions_framework import create_app
+
+from shared import metrics
+from shared.db.tasks import KeyedTask, create_keyed_task, delete_expired_idempotency_keys
+from shared.moderation.relay import relay_once
+from tests.integration.helpers import records_on, seed_ads, wired_services
+
+DAY_S = 86_400.0
+
+
+def _ads(conn: psycopg.Connection, count: int) -> list[int]:
+    seller = conn.execute("INSERT INTO sellers (is_verified) VALUES (true) RETURNING id")
+    seller_id = seller.fetchone()[0]
+    rows = conn.execute(
+        "INSERT INTO ads (seller_id, name, description, category, images_qty)"
+        " SELECT %s, 'Bike', 'A bike', 1, 1 FROM generate_series(1, %s) RETURNING id",
+        (seller_id, count),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _age(conn: psycopg.Connection, key: str, days: float) -> None:
+    conn.execute(
+        "UPDATE idempotency_keys SET created_at = now() - make_interval(days => %s) WHERE key = %s",
+        (days, key),
+    )
+
+
+def _keys(conn: psycopg.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT key, task_id FROM idempotency_keys").fetchall())
+
+
+def _tasks(conn: psycopg.Connection) -> list[tuple[int, int]]:
+    return conn.execute("SELECT id, item_id FROM moderation_results ORDER BY id").fetchall()
+
+
+def test_a_key_within_its_lifetime_names_its_task_and_an_expired_one_a_new_task(conn):
+    [ad] = _ads(conn, 1)
+    first = create_keyed_task(conn, ad, "k", key_ttl_s=DAY_S)
+    replay = create_keyed_task(conn, ad, "k", key_ttl_s=DAY_S)
+    _age(conn, "k", 2)
+
+    after_expiry = create_keyed_task(conn, ad, "k", key_ttl_s=DAY_S)
+
+    assert first == KeyedTask(first.task_id, ad, created=True)
+    assert replay == KeyedTask(first.task_id, ad, created=False)
+    assert after_expiry.created and after_expiry.task_id != first.task_id
+    # The first task stays; the key now names the second, and its lifetime starts again.
+    assert _tasks(conn) == [(first.task_id, ad), (after_expiry.task_id, ad)]
+    assert _keys(conn) == {"k": after_expiry.task_id}
+    assert create_keyed_task(conn, ad, "k", key_ttl_s=DAY_S).created is False
+
+
+def test_an_expired_key_may_name_another_ad_and_names_nothing_for_a_missing_one(conn):
+    [ad, other_ad] = _ads(conn, 2)
+    first = create_keyed_task(conn, ad, "k", key_ttl_s=DAY_S)
+    _age(conn, "k", 2)
+
+    missing = create_keyed_task(conn, 10**9, "k", key_ttl_s=DAY_S)
+    other = create_keyed_task(conn, other_ad, "k", key_ttl_s=DAY_S)
+
+    # Expired, the key no longer holds the first ad's task: no 422 "used for another
+    # ad", and no replay of that task for an ad that does not exist (a 404).
+    assert missing is None
+    assert other == KeyedTask(other.task_id, other_ad, created=True)
+    assert _tasks(conn) == [(first.task_id, ad), (other.task_id, other_ad)]
+
+
+def test_concurrent_requests_taking_over_one_expired_key_make_one_task(database_url, conn):
+    [ad] = _ads(conn, 1)
+    first = create_keyed_task(conn, ad, "k", key_ttl_s=DAY_S)
+    _age(conn, "k", 2)
+
+    def take_over(_: int) -> KeyedTask | None:
+        with psycopg.connect(database_url, autocommit=True) as own:
+            return create_keyed_task(own, ad, "k", key_ttl_s=DAY_S)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(take_over, range(16)))
+
+    made = [result for result in results if result.created]
+    assert len(made) == 1
+    assert {result.task_id for result in results} == {made[0].task_id}
+    assert _tasks(conn) == [(first.task_id, ad), (made[0].task_id, ad)]
+
+
+def test_deleting_expired_keys_takes_the_oldest_first_and_leaves_their_tasks(conn):
+    ads = _ads(conn, 5)
+    for number, ad in enumerate(ads):
+        create_keyed_task(conn, ad, f"k{number}", key_ttl_s=DAY_S)
+        _age(conn, f"k{number}", 5 - number)  # k0 the oldest; k4 one day old, still alive
+    tasks_before = _tasks(conn)
+
+    first = delete_expired_idempotency_keys(conn, older_than_s=DAY_S + 3600, limit=2)
+    second = delete_expired_idempotency_keys(conn, older_than_s=DAY_S + 3600, limit=2)
+    third = delete_expired_idempotency_keys(conn, older_than_s=DAY_S + 3600, limit=2)
+
+    assert (first, second, third) == (2, 2, 0)
+    assert set(_keys(conn)) == {"k4"}
+    assert _tasks(conn) == tasks_before
+
+
+def test_the_purge_reads_the_keys_index_not_the_whole_table(conn):
+    conn.execute("SET enable_seqscan = off")  # an empty table: the plan, not its cost
+    plan = "\n".join(
+        row[0]
+        for row in conn.execute(
+            "EXPLAIN SELECT key FROM idempotency_keys"
+            " WHERE created_at < now() - interval '1 day' ORDER BY created_at LIMIT 5000"
+        )
+    )
+    valid = conn.execute(
+        "SELECT indisvalid FROM pg_index"
+        " WHERE indexrelid = 'idempotency_keys_created_at_idx'::regclass"
+    ).fetchone()
+
+    assert valid == (True,)
+    assert "idempotency_keys_created_at_idx" in plan
+
+
+def test_the_relay_deletes_expired_keys_and_counts_them(settings):
+    counted_before = metrics.EXPIRED_IDEMPOTENCY_KEYS._value.get()
+    with wired_services(settings) as services, services.db.autocommit() as tx:
+        [old_ad, young_ad] = _ads(tx.conn, 2)
+        old_key, young_key = f"old-{uuid.uuid4()}", f"young-{uuid.uuid4()}"
+        create_keyed_task(tx.conn, old_ad, old_key, key_ttl_s=DAY_S)
+        create_keyed_task(tx.conn, young_ad, young_key, key_ttl_s=DAY_S)
+        _age(tx.conn, old_key, 2)
+
+        relay_once(services)
+
+        assert set(_keys(tx.conn)) == {young_key}
+        assert len(_tasks(tx.conn)) == 2
+    assert metrics.EXPIRED_IDEMPOTENCY_KEYS._value.get() - counted_before == 1
+
+
+def test_async_predict_answers_a_key_past_its_lifetime_with_a_new_task_it_publishes(settings):
+    key = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
+    with wired_services(settings) as services:
+        [ad] = seed_ads(services, 1)
+        client = create_app("async_predict", "functions/async_predict/main.py").test_client()
+        first = client.post(f"/async_predict?item_id={ad}", headers=key)
+        with services.db.autocommit() as tx:
+            _age(tx.conn, key["Idempotency-Key"], 2)
+
+        again = client.post(f"/async_predict?item_id={ad}", headers=key)
+
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert "Idempotent-Replayed" not in again.headers
+    assert again.get_json()["task_id"] != first.get_json()["task_id"]
+    assert records_on(settings, settings.kafka_moderation_topic) == 2
