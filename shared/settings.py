@@ -78,8 +78,8 @@ class Settings(BaseSettings):
     outbox_grace_s: float = Field(default=5.0, ge=0, le=MAX_DURATION_S)
     outbox_batch_size: int = Field(default=500, ge=1)
 
-    # How long an Idempotency-Key names its task; after it, the key may name a new one
-    # and the relay deletes it.
+    # How long an Idempotency-Key names its task, written into the key's row when the key
+    # is; after it, the key may name a new task, and the relay deletes it.
     idempotency_key_ttl_s: float = Field(default=86_400, gt=0, le=MAX_IDEMPOTENCY_KEY_TTL_S)
 
     # Model

@@ -41,6 +41,7 @@ class _State:
     ads: dict[int, Ad] = field(default_factory=dict)
     tasks: dict[int, TaskRow] = field(default_factory=dict)
     published: set[int] = field(default_factory=set)
+    # key: (task_id, expires_at)
     idempotency_keys: dict[str, tuple[int, datetime]] = field(default_factory=dict)
     first_failures: dict[int, datetime] = field(default_factory=dict)
     letters: dict[int, DeadLetter] = field(default_factory=dict)
@@ -112,21 +113,23 @@ class InMemoryTransaction:
         return task_id
 
     def create_keyed_task(self, item_id: int, key: str, *, key_ttl_s: float) -> KeyedTask | None:
+        now = datetime.now(UTC)
         earlier = self.s.idempotency_keys.get(key)
-        if earlier is not None and not _older_than(earlier[1], key_ttl_s):
+        if earlier is not None and earlier[1] > now:
             task_id = earlier[0]
             return KeyedTask(task_id, self.s.tasks[task_id].item_id, created=False)
         task_id = self.create_task_for_existing_ad(item_id)
         if task_id is None:
             return None
-        self.s.idempotency_keys[key] = (task_id, datetime.now(UTC))
+        self.s.idempotency_keys[key] = (task_id, now + timedelta(seconds=key_ttl_s))
         return KeyedTask(task_id, item_id, created=True)
 
-    def delete_expired_idempotency_keys(self, *, older_than_s: float, limit: int) -> int:
+    def delete_expired_idempotency_keys(self, *, limit: int) -> int:
+        now = datetime.now(UTC)
         expired = sorted(
-            (created_at, key)
-            for key, (_, created_at) in self.s.idempotency_keys.items()
-            if _older_than(created_at, older_than_s)
+            (expires_at, key)
+            for key, (_, expires_at) in self.s.idempotency_keys.items()
+            if expires_at <= now
         )[:limit]
         for _, key in expired:
             del self.s.idempotency_keys[key]

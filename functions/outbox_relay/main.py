@@ -2,7 +2,8 @@
 calls it every few seconds (Cloud Scheduler, a Kubernetes CronJob, ...).
 
 Each call is one sweep: it publishes the pending tasks whose immediate publish never
-got an acknowledgement and the DLQ records not yet sent, and answers how many. Any
+got an acknowledgement and the DLQ records not yet sent, and answers how many; then it
+deletes expired idempotency keys. Any
 number of copies may run at once (rows are claimed with SKIP LOCKED). Elsewhere the
 relay runs as a long-lived process instead (`python -m shared.runner.relay`).
 

@@ -39,10 +39,8 @@ class Transaction:
     ) -> tasks.KeyedTask | None:
         return tasks.create_keyed_task(self.conn, item_id, key, key_ttl_s=key_ttl_s)
 
-    def delete_expired_idempotency_keys(self, *, older_than_s: float, limit: int) -> int:
-        return tasks.delete_expired_idempotency_keys(
-            self.conn, older_than_s=older_than_s, limit=limit
-        )
+    def delete_expired_idempotency_keys(self, *, limit: int) -> int:
+        return tasks.delete_expired_idempotency_keys(self.conn, limit=limit)
 
     def mark_tasks_published(self, task_ids: Sequence[int]) -> None:
         tasks.mark_tasks_published(self.conn, task_ids)

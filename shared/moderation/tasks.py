@@ -94,9 +94,8 @@ EXPIRED_KEYS_PER_PURGE = 5000
 
 
 def purge_expired_idempotency_keys(services: Services) -> int:
-    """Delete idempotency keys past their lifetime, the oldest first; returns how many.
-    Their tasks stay: only the key's hold on them ends."""
+    """Delete idempotency keys past their lifetime, the soonest expired first; returns
+    how many. Each key carries its own expiry, so this process's IDEMPOTENCY_KEY_TTL_S
+    plays no part. Their tasks stay: only the key's hold on them ends."""
     with services.db.autocommit() as tx:
-        return tx.delete_expired_idempotency_keys(
-            older_than_s=services.settings.idempotency_key_ttl_s, limit=EXPIRED_KEYS_PER_PURGE
-        )
+        return tx.delete_expired_idempotency_keys(limit=EXPIRED_KEYS_PER_PURGE)

@@ -1,8 +1,10 @@
-"""Idempotency keys' lifetime against a real PostgreSQL: a key names its task for
-IDEMPOTENCY_KEY_TTL_S, then may name a new one, and the relay deletes it (V0009)."""
+"""Idempotency keys' lifetime against a real PostgreSQL: a key names its task until the
+expiry it was written with (IDEMPOTENCY_KEY_TTL_S on), then may name a new one, and the
+relay deletes it (V0009)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,10 +30,10 @@ def _ads(conn: psycopg.Connection, count: int) -> list[int]:
     return [row[0] for row in rows]
 
 
-def _age(conn: psycopg.Connection, key: str, days: float) -> None:
+def _expire(conn: psycopg.Connection, key: str, *, days_ago: float = 1) -> None:
     conn.execute(
-        "UPDATE idempotency_keys SET created_at = now() - make_interval(days => %s) WHERE key = %s",
-        (days, key),
+        "UPDATE idempotency_keys SET expires_at = now() - make_interval(days => %s) WHERE key = %s",
+        (days_ago, key),
     )
 
 
@@ -47,7 +49,7 @@ def test_a_key_within_its_lifetime_names_its_task_and_an_expired_one_a_new_task(
     [ad] = _ads(conn, 1)
     first = create_keyed_task(conn, ad, "k", key_ttl_s=DAY_S)
     replay = create_keyed_task(conn, ad, "k", key_ttl_s=DAY_S)
-    _age(conn, "k", 2)
+    _expire(conn, "k")
 
     after_expiry = create_keyed_task(conn, ad, "k", key_ttl_s=DAY_S)
 
@@ -58,12 +60,14 @@ def test_a_key_within_its_lifetime_names_its_task_and_an_expired_one_a_new_task(
     assert _tasks(conn) == [(first.task_id, ad), (after_expiry.task_id, ad)]
     assert _keys(conn) == {"k": after_expiry.task_id}
     assert create_keyed_task(conn, ad, "k", key_ttl_s=DAY_S).created is False
+    [(lifetime,)] = conn.execute("SELECT expires_at - created_at FROM idempotency_keys")
+    assert lifetime.total_seconds() == DAY_S
 
 
 def test_an_expired_key_may_name_another_ad_and_names_nothing_for_a_missing_one(conn):
     [ad, other_ad] = _ads(conn, 2)
     first = create_keyed_task(conn, ad, "k", key_ttl_s=DAY_S)
-    _age(conn, "k", 2)
+    _expire(conn, "k")
 
     missing = create_keyed_task(conn, 10**9, "k", key_ttl_s=DAY_S)
     other = create_keyed_task(conn, other_ad, "k", key_ttl_s=DAY_S)
@@ -78,7 +82,7 @@ def test_an_expired_key_may_name_another_ad_and_names_nothing_for_a_missing_one(
 def test_concurrent_requests_taking_over_one_expired_key_make_one_task(database_url, conn):
     [ad] = _ads(conn, 1)
     first = create_keyed_task(conn, ad, "k", key_ttl_s=DAY_S)
-    _age(conn, "k", 2)
+    _expire(conn, "k")
 
     def take_over(_: int) -> KeyedTask | None:
         with psycopg.connect(database_url, autocommit=True) as own:
@@ -93,38 +97,105 @@ def test_concurrent_requests_taking_over_one_expired_key_make_one_task(database_
     assert _tasks(conn) == [(first.task_id, ad), (made[0].task_id, ad)]
 
 
-def test_deleting_expired_keys_takes_the_oldest_first_and_leaves_their_tasks(conn):
+def test_deleting_expired_keys_takes_the_soonest_expired_first_and_leaves_their_tasks(conn):
     ads = _ads(conn, 5)
     for number, ad in enumerate(ads):
         create_keyed_task(conn, ad, f"k{number}", key_ttl_s=DAY_S)
-        _age(conn, f"k{number}", 5 - number)  # k0 the oldest; k4 one day old, still alive
+    for number in range(4):  # k0 expired the longest ago; k4 still alive
+        _expire(conn, f"k{number}", days_ago=4 - number)
     tasks_before = _tasks(conn)
 
-    first = delete_expired_idempotency_keys(conn, older_than_s=DAY_S + 3600, limit=2)
-    second = delete_expired_idempotency_keys(conn, older_than_s=DAY_S + 3600, limit=2)
-    third = delete_expired_idempotency_keys(conn, older_than_s=DAY_S + 3600, limit=2)
+    first = delete_expired_idempotency_keys(conn, limit=2)
+    left_after_first = set(_keys(conn))
+    second = delete_expired_idempotency_keys(conn, limit=2)
+    third = delete_expired_idempotency_keys(conn, limit=2)
 
     assert (first, second, third) == (2, 2, 0)
+    assert left_after_first == {"k2", "k3", "k4"}
     assert set(_keys(conn)) == {"k4"}
     assert _tasks(conn) == tasks_before
 
 
-def test_the_purge_reads_the_keys_index_not_the_whole_table(conn):
+class _Explaining:
+    """A connection whose statements are EXPLAINed instead of run: the plan of the
+    statement our code sends, not of a copy of it."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        self.plan = ""
+
+    def execute(self, sql: str, params: object) -> psycopg.Cursor:
+        cursor = self.conn.execute(f"EXPLAIN {sql}", params)
+        self.plan = "\n".join(row[0] for row in cursor)
+        return cursor
+
+
+def test_the_purge_reads_the_expiry_index_not_the_whole_table(conn):
     conn.execute("SET enable_seqscan = off")  # an empty table: the plan, not its cost
-    plan = "\n".join(
-        row[0]
-        for row in conn.execute(
-            "EXPLAIN SELECT key FROM idempotency_keys"
-            " WHERE created_at < now() - interval '1 day' ORDER BY created_at LIMIT 5000"
-        )
-    )
+    explaining = _Explaining(conn)
+
+    delete_expired_idempotency_keys(explaining, limit=5000)  # type: ignore[arg-type]
+
     valid = conn.execute(
         "SELECT indisvalid FROM pg_index"
-        " WHERE indexrelid = 'idempotency_keys_created_at_idx'::regclass"
+        " WHERE indexrelid = 'idempotency_keys_expires_at_idx'::regclass"
     ).fetchone()
-
     assert valid == (True,)
-    assert "idempotency_keys_created_at_idx" in plan
+    # The expired keys through their index, then each deleted through the primary key.
+    # (plain or bitmap index scans, as the table's statistics have it)
+    assert "Index Scan on idempotency_keys_expires_at_idx" in explaining.plan.replace(
+        "Index Scan using", "Index Scan on"
+    ), explaining.plan
+    assert "Index Scan on idempotency_keys_pkey" in explaining.plan.replace(
+        "Index Scan using", "Index Scan on"
+    ), explaining.plan
+    assert "Seq Scan" not in explaining.plan, explaining.plan
+
+
+class _PausingBetweenStatements:
+    """A connection that runs `between` after its first statement: what another session
+    or the clock may do while a request is between the two statements of a keyed create."""
+
+    def __init__(self, conn: psycopg.Connection, between) -> None:
+        self.conn = conn
+        self.between = between
+        self.statements = 0
+
+    def transaction(self):
+        return self.conn.transaction()
+
+    def execute(self, sql: str, params: object) -> psycopg.Cursor:
+        cursor = self.conn.execute(sql, params)
+        self.statements += 1
+        if self.statements == 1:
+            self.between()
+        return cursor
+
+
+def test_a_key_that_expires_while_a_retry_reads_it_is_still_a_replay(database_url, conn):
+    # The retry found the key alive: it must get the key's task, not a 404 because the
+    # key expired, and the relay deleted it, before the retry's second statement.
+    [ad] = _ads(conn, 1)
+    first = create_keyed_task(conn, ad, "k", key_ttl_s=DAY_S)
+    conn.execute("UPDATE idempotency_keys SET expires_at = now() + interval '300 milliseconds'")
+    deleted: list[int] = []
+
+    def expire_and_purge() -> None:
+        time.sleep(0.5)
+        with psycopg.connect(database_url, autocommit=True) as relay:
+            deleted.append(delete_expired_idempotency_keys(relay, limit=10))
+
+    with psycopg.connect(database_url, autocommit=True) as request:
+        retry = create_keyed_task(
+            _PausingBetweenStatements(request, expire_and_purge),  # type: ignore[arg-type]
+            ad,
+            "k",
+            key_ttl_s=DAY_S,
+        )
+
+    assert retry == KeyedTask(first.task_id, ad, created=False)
+    assert deleted == [0]  # the key was held by the retry: skipped, not waited on
+    assert delete_expired_idempotency_keys(conn, limit=10) == 1  # and expired afterwards
 
 
 def test_the_relay_deletes_expired_keys_and_counts_them(settings):
@@ -134,7 +205,7 @@ def test_the_relay_deletes_expired_keys_and_counts_them(settings):
         old_key, young_key = f"old-{uuid.uuid4()}", f"young-{uuid.uuid4()}"
         create_keyed_task(tx.conn, old_ad, old_key, key_ttl_s=DAY_S)
         create_keyed_task(tx.conn, young_ad, young_key, key_ttl_s=DAY_S)
-        _age(tx.conn, old_key, 2)
+        _expire(tx.conn, old_key)
 
         relay_once(services)
 
@@ -150,7 +221,7 @@ def test_async_predict_answers_a_key_past_its_lifetime_with_a_new_task_it_publis
         client = create_app("async_predict", "functions/async_predict/main.py").test_client()
         first = client.post(f"/async_predict?item_id={ad}", headers=key)
         with services.db.autocommit() as tx:
-            _age(tx.conn, key["Idempotency-Key"], 2)
+            _expire(tx.conn, key["Idempotency-Key"])
 
         again = client.post(f"/async_predict?item_id={ad}", headers=key)
 

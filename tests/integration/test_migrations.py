@@ -199,3 +199,30 @@ def test_v0008_builds_the_relays_index_over_a_build_that_was_interrupted(
     assert (name, valid) == ("moderation_results_unpublished_by_tries_idx", True)
     assert "(publish_tries, created_at) WHERE (published_at IS NULL)" in definition
     assert "Index Scan using moderation_results_unpublished_by_tries_idx" in plan
+
+
+def test_v0009_gives_keys_from_before_it_a_day_and_still_takes_keys_written_without_expiry(
+    empty_database: str, tmp_path
+) -> None:
+    ad_id = _an_ad_on_the_schema_up_to(8, empty_database, tmp_path)
+    # A key of the release before, and its writer, which knows no expiry.
+    write_as_before = (
+        "WITH task AS (INSERT INTO moderation_results (item_id) VALUES (%s) RETURNING id)"
+        " INSERT INTO idempotency_keys (key, task_id, item_id) SELECT %s, id, %s FROM task"
+    )
+    with psycopg.connect(empty_database, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(write_as_before, (ad_id, "before", ad_id))
+
+    apply_migrations(empty_database)
+
+    with psycopg.connect(empty_database, autocommit=True, connect_timeout=5) as conn:
+        # A process of the release before, still running during a rolling upgrade.
+        conn.execute(write_as_before, (ad_id, "during", ad_id))
+        lifetimes = dict(
+            conn.execute(
+                "SELECT key, round(extract(epoch FROM expires_at - now()) / 3600)"
+                " FROM idempotency_keys"
+            ).fetchall()
+        )
+    # Neither expires sooner than a day from now: as long as the new setting's default.
+    assert lifetimes == {"before": 24, "during": 24}

@@ -166,6 +166,9 @@ def test_a_stopping_process_does_not_start_the_letter_sweep_after_a_failed_task_
     letter = DeadLetter(None, "moderation", 0, 7, b"k", b"not json", {"x-error-class": "permanent"})
     with services.db.transaction() as tx:
         tx.insert_dead_letters([letter])
+    submit_moderation_task(services, 1, idempotency_key="expired")
+    task_id, _ = services.db.state.idempotency_keys["expired"]
+    services.db.state.idempotency_keys["expired"] = (task_id, datetime.now(UTC) - timedelta(1))
     services.stopping.set()
 
     with pytest.raises(BrokerUnavailable):
@@ -173,16 +176,17 @@ def test_a_stopping_process_does_not_start_the_letter_sweep_after_a_failed_task_
 
     assert services.publisher.published == []
     assert services.db.state.letters_published == set()
+    assert "expired" in services.db.state.idempotency_keys  # the purge waits too
 
 
 def test_the_relay_purges_expired_keys_after_its_sweeps_even_when_one_failed(services):
     # Kafka refusing `moderation` says nothing of PostgreSQL: keys still expire.
     services.publisher.refuses = lambda record: record.topic == "moderation"
-    services.settings = services.settings.model_copy(update={"idempotency_key_ttl_s": 60})
     submit_moderation_task(services, 1, idempotency_key="old")
     submit_moderation_task(services, 1, idempotency_key="young")
     task_id, _ = services.db.state.idempotency_keys["old"]
-    services.db.state.idempotency_keys["old"] = (task_id, datetime.now(UTC) - timedelta(hours=1))
+    expired_an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    services.db.state.idempotency_keys["old"] = (task_id, expired_an_hour_ago)
 
     with pytest.raises(BrokerUnavailable):
         relay_once(services)
@@ -192,7 +196,7 @@ def test_the_relay_purges_expired_keys_after_its_sweeps_even_when_one_failed(ser
 
 
 def test_a_bug_in_the_key_purge_is_raised_after_both_sweeps_ran(services, monkeypatch):
-    def broken(self, *, older_than_s, limit):
+    def broken(self, *, limit):
         raise TypeError("a bug in the purge")
 
     monkeypatch.setattr(InMemoryTransaction, "delete_expired_idempotency_keys", broken)
