@@ -10,9 +10,13 @@
 --
 -- The default is evaluated once for the rows already there (a day from now: the
 -- setting's default, and no key expires sooner than its writer could have known), so
--- adding the column changes only the catalogue, under a brief lock and the session's
--- 10 s lock_timeout. It stays for writers that do not set the column: the processes of
--- the release before, during a rolling upgrade.
+-- adding the column changes only the catalogue, under a brief lock. Keyed requests
+-- queue behind the ALTER while it waits for that lock, so it waits 2 s at most, under
+-- the 5 s statement timeout of those requests; a longer holder (a pg_dump, say) fails
+-- the migration instead, and the next start tries again. The default stays for writers
+-- that do not set the column: the processes of the release before, during a rolling
+-- upgrade.
+SET lock_timeout = '2s';
 ALTER TABLE idempotency_keys ADD COLUMN IF NOT EXISTS expires_at TIMESTAMPTZ NOT NULL
     DEFAULT now() + interval '1 day';
 SET lock_timeout = '1min';

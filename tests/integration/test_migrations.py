@@ -212,10 +212,14 @@ def test_v0009_gives_keys_from_before_it_a_day_and_still_takes_keys_written_with
     )
     with psycopg.connect(empty_database, autocommit=True, connect_timeout=5) as conn:
         conn.execute(write_as_before, (ad_id, "before", ad_id))
+        # Made 20 hours ago: a day from the migration, not from its creation.
+        conn.execute("UPDATE idempotency_keys SET created_at = now() - interval '20 hours'")
+        [(file_before,)] = conn.execute("SELECT pg_relation_filenode('idempotency_keys')")
 
     apply_migrations(empty_database)
 
     with psycopg.connect(empty_database, autocommit=True, connect_timeout=5) as conn:
+        [(file_after,)] = conn.execute("SELECT pg_relation_filenode('idempotency_keys')")
         # A process of the release before, still running during a rolling upgrade.
         conn.execute(write_as_before, (ad_id, "during", ad_id))
         lifetimes = dict(
@@ -226,3 +230,4 @@ def test_v0009_gives_keys_from_before_it_a_day_and_still_takes_keys_written_with
         )
     # Neither expires sooner than a day from now: as long as the new setting's default.
     assert lifetimes == {"before": 24, "during": 24}
+    assert file_after == file_before  # the column came without rewriting the table
