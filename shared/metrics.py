@@ -63,7 +63,7 @@ OUTBOX_PUBLISHED = Counter(
 )
 EXPIRED_IDEMPOTENCY_KEYS = Counter(
     "moderation_idempotency_keys_expired_total",
-    "Idempotency keys the relay deleted at the end of their lifetime (IDEMPOTENCY_KEY_TTL_S)",
+    "Idempotency keys the relay deleted once expired (IDEMPOTENCY_KEY_TTL_S after their write)",
 )
 MODEL_INFO = Gauge(
     "moderation_model_info", "The loaded model: 1 for its version, the label", ["version"]
