@@ -47,17 +47,16 @@ def check_model(services: Services) -> str:
     return f"model {model.version} loaded (threshold {model.threshold:g})"
 
 
-CHECKS: dict[str, Callable[[Services], str]] = {
-    "database": check_database,
-    "kafka": check_kafka,
-    "model": check_model,
-}
+@dataclass(frozen=True, slots=True)
+class Check:
+    run: Callable[[Services], str]  # what the dependency answered; raises if it did not
+    failed: str  # what a probe is told when it fails; the error itself is logged
 
-# What a probe is told when a check fails; the error itself is logged.
-FAILED_DETAIL = {
-    "database": "PostgreSQL unavailable",
-    "kafka": "Kafka unavailable",
-    "model": "model not loaded",
+
+CHECKS: dict[str, Check] = {
+    "database": Check(check_database, "PostgreSQL unavailable"),
+    "kafka": Check(check_kafka, "Kafka unavailable"),
+    "model": Check(check_model, "model not loaded"),
 }
 
 
@@ -92,11 +91,12 @@ def _run_into(results: dict[str, CheckResult], name: str, services: Services) ->
 
 
 def _run(name: str, services: Services) -> CheckResult:
+    check = CHECKS[name]
     try:
-        return CheckResult(True, CHECKS[name](services))
+        return CheckResult(True, check.run(services))
     except TemporaryError as error:
         log.warning("readiness check %s failed: %s", name, error)
     except Exception:
         # An unexpected failure still means "not ready", and it is logged, not hidden.
         log.exception("readiness check %s crashed", name)
-    return CheckResult(False, f"{FAILED_DETAIL[name]}: see the process's log")
+    return CheckResult(False, f"{check.failed}: see the process's log")
