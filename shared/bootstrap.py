@@ -123,7 +123,9 @@ def build_services(settings: Settings | None = None) -> Services:
             retry_failed_load_s=min(RETRY_FAILED_LOAD_S, settings.retry_base_delay_s),
         ),
         publisher=KafkaPublisher(
-            producer_config(settings), timeout_s=settings.kafka_publish_timeout_s
+            producer_config(settings),
+            timeout_s=settings.kafka_publish_timeout_s,
+            queue_full_wait_s=settings.queue_full_wait_s,
         ),
     )
 

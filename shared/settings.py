@@ -16,6 +16,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # How much longer than librdkafka's message timeout a publish waits for the delivery
 # reports, so that each record's fate (acknowledged or timed out) is known on return.
 DELIVERY_REPORT_GRACE_S = 1.0
+# The longest a publish waits for room in the producer's local queue before it gives the
+# records up (they stay in the outbox). The queue fills only when the broker has stopped
+# taking records, so waiting longer would mostly hold the relay's row locks longer.
+QUEUE_FULL_WAIT_S = 0.5
 # The producer's linger.ms (shared/kafka/config.py). librdkafka refuses to build a
 # producer whose message.timeout.ms is not above it.
 PRODUCER_LINGER_MS = 2
@@ -143,8 +147,9 @@ class Settings(BaseSettings):
             # UPDATE waiting on such a lock must not time out first, or a healthy batch
             # counts a failed attempt for every sweep of a slow broker.
             raise ValueError(
-                f"KAFKA_PUBLISH_TIMEOUT_S + {DELIVERY_REPORT_GRACE_S:g} s"
-                f" ({self.publish_wait_s:g} s) must stay below DB_STATEMENT_TIMEOUT_MS"
+                f"KAFKA_PUBLISH_TIMEOUT_S + up to {QUEUE_FULL_WAIT_S:g} s for a full local"
+                f" queue + {DELIVERY_REPORT_GRACE_S:g} s ({self.publish_wait_s:g} s) must"
+                " stay below DB_STATEMENT_TIMEOUT_MS"
                 f" ({self.db_statement_timeout_ms} ms)"
             )
         return self
@@ -155,9 +160,14 @@ class Settings(BaseSettings):
         return int(self.kafka_publish_timeout_s * 1000)
 
     @property
+    def queue_full_wait_s(self) -> float:
+        """The longest a publish waits for room in the producer's local queue."""
+        return min(self.kafka_publish_timeout_s, QUEUE_FULL_WAIT_S)
+
+    @property
     def publish_wait_s(self) -> float:
-        """The longest a publish waits for the broker."""
-        return self.kafka_publish_timeout_s + DELIVERY_REPORT_GRACE_S
+        """The longest a publish takes: room in the local queue, then the acknowledgements."""
+        return self.queue_full_wait_s + self.kafka_publish_timeout_s + DELIVERY_REPORT_GRACE_S
 
     @property
     def api_key_list(self) -> list[str]:

@@ -22,9 +22,12 @@ class KafkaPublisher:
     fatal error: an idempotent producer that hit one (its sequence numbers out of step
     with the broker's, say) refuses every later record until it is replaced."""
 
-    def __init__(self, config: dict[str, object], *, timeout_s: float) -> None:
+    def __init__(
+        self, config: dict[str, object], *, timeout_s: float, queue_full_wait_s: float
+    ) -> None:
         self._config = config
         self._timeout_s = timeout_s
+        self._queue_full_wait_s = queue_full_wait_s
         self._producer: Producer | None = None
         self._stop_serving: threading.Event | None = None
         self._lock = threading.Lock()
@@ -61,8 +64,10 @@ class KafkaPublisher:
         if not records:
             return
         producer = self._get_producer()
-        # A local queue that stays full is waited on for one timeout at most.
-        queue_deadline = time.monotonic() + self._timeout_s
+        # A local queue that stays full is waited on briefly: it fills when the broker
+        # takes nothing, and the relay holds its rows' locks meanwhile (Settings checks
+        # the whole wait against the statement timeout).
+        queue_deadline = time.monotonic() + self._queue_full_wait_s
         pending = _PendingDeliveries(len(records))
         for index, record in enumerate(records):
             try:

@@ -20,7 +20,9 @@ def test_a_record_the_producer_refuses_is_the_only_one_not_acknowledged(settings
         OutgoingRecord(topic, b"3", b"third"),
     ]
     publisher = KafkaPublisher(
-        producer_config(settings), timeout_s=settings.kafka_publish_timeout_s
+        producer_config(settings),
+        timeout_s=settings.kafka_publish_timeout_s,
+        queue_full_wait_s=settings.queue_full_wait_s,
     )
     try:
         with pytest.raises(PartlyAcknowledged, match="rejected 1 of 3") as partly:

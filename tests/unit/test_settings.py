@@ -26,7 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def test_the_defaults_are_consistent():
     settings = Settings()
 
-    assert settings.publish_wait_s == 3.0
+    # 0.5 s for room in a full local queue, 2 s for the broker, 1 s for the reports.
+    assert settings.publish_wait_s == 3.5
     assert settings.publish_wait_s < settings.db_statement_timeout_ms / 1000
 
 
@@ -41,8 +42,15 @@ def test_a_publish_that_may_outwait_the_statement_timeout_is_refused():
         Settings(kafka_publish_timeout_s=4.5, db_statement_timeout_ms=5000)
 
 
+def test_the_wait_for_a_full_local_queue_counts_against_the_statement_timeout():
+    # 3.6 s for the broker and 1 s for the reports fit in 5 s; the 0.5 s a publish may
+    # first wait for room in its local queue does not.
+    with pytest.raises(ValidationError, match=r"up to 0\.5 s for a full local queue"):
+        Settings(kafka_publish_timeout_s=3.6, db_statement_timeout_ms=5000)
+
+
 def test_no_statement_timeout_allows_any_publish_timeout():
-    assert Settings(kafka_publish_timeout_s=30, db_statement_timeout_ms=0).publish_wait_s == 31
+    assert Settings(kafka_publish_timeout_s=30, db_statement_timeout_ms=0).publish_wait_s == 31.5
 
 
 @pytest.mark.parametrize("timeout_s", [0.0001, 0.001, 0.0029])
