@@ -27,30 +27,10 @@ def ensure_topics(settings: Settings, timeout_s: float = TIMEOUT_S) -> dict[str,
 
     Returns each topic's partition count as the broker has it: a topic that existed keeps
     its own, whatever the settings ask for."""
-    wanted = {
-        settings.kafka_moderation_topic: settings.kafka_moderation_partitions,
-        settings.kafka_dlq_topic: settings.kafka_dlq_partitions,
-    }
-    max_bytes = {
-        settings.kafka_moderation_topic: MAX_TASK_RECORD_BYTES,
-        settings.kafka_dlq_topic: MAX_RECORD_BYTES,
-    }
+    topics = new_topics(settings)
+    wanted = {topic.topic: topic.num_partitions for topic in topics}
     admin = _admin(settings)
-    futures = admin.create_topics(
-        [
-            NewTopic(
-                name,
-                num_partitions=partitions,
-                replication_factor=settings.kafka_replication_factor,
-                # The DLQ takes more than `moderation` lets in, so a poison record is
-                # always dead-lettered as it came, plus our headers.
-                config={"max.message.bytes": str(max_bytes[name])},
-            )
-            for name, partitions in wanted.items()
-        ],
-        request_timeout=timeout_s,
-        operation_timeout=timeout_s,
-    )
+    futures = admin.create_topics(topics, request_timeout=timeout_s, operation_timeout=timeout_s)
     servers = settings.kafka_bootstrap_servers
     for name, future in futures.items():
         error = _outcome(
@@ -64,6 +44,37 @@ def ensure_topics(settings: Settings, timeout_s: float = TIMEOUT_S) -> dict[str,
                 f"on {servers}: {error.str()}"
             )
     return _wait_until_led(admin, list(wanted), settings.kafka_bootstrap_servers, timeout_s)
+
+
+def new_topics(settings: Settings) -> list[NewTopic]:
+    """Both topics as the settings ask for them."""
+    replicas = settings.kafka_replication_factor
+    return [
+        NewTopic(
+            name,
+            num_partitions=partitions,
+            replication_factor=replicas,
+            config={
+                # The DLQ takes more than `moderation` lets in, so a poison record is
+                # always dead-lettered as it came, plus our headers.
+                "max.message.bytes": str(max_bytes),
+                # With acks=all a record is acknowledged once every replica in sync has
+                # it, and with Kafka's default of 1 that may be the leader alone: a task
+                # marked published would be lost with one disk. Two copies, as soon as
+                # there are two replicas; with fewer in sync a publish fails and the
+                # task waits in the outbox (its 202 was sent all the same).
+                "min.insync.replicas": str(min(2, replicas)),
+            },
+        )
+        for name, partitions, max_bytes in (
+            (
+                settings.kafka_moderation_topic,
+                settings.kafka_moderation_partitions,
+                MAX_TASK_RECORD_BYTES,
+            ),
+            (settings.kafka_dlq_topic, settings.kafka_dlq_partitions, MAX_RECORD_BYTES),
+        )
+    ]
 
 
 def delete_topics(settings: Settings, timeout_s: float = TIMEOUT_S) -> None:

@@ -8,7 +8,13 @@ import uuid
 import psycopg
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+from confluent_kafka.admin import (
+    AdminClient,
+    ConfigResource,
+    ConfigSource,
+    NewTopic,
+    ResourceType,
+)
 
 from shared.kafka.topics import describe, ensure_topics
 from shared.settings import Settings
@@ -101,6 +107,23 @@ def test_ensure_topics_creates_both_topics_with_their_partition_counts_and_can_r
 
     assert len(topics[settings.kafka_moderation_topic].partitions) == 3
     assert len(topics[settings.kafka_dlq_topic].partitions) == settings.kafka_dlq_partitions
+
+
+def test_ensure_topics_sets_each_topics_own_configs_on_the_broker(settings: Settings) -> None:
+    names = [settings.kafka_moderation_topic, settings.kafka_dlq_topic]
+    resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
+
+    admin = _admin(settings.kafka_bootstrap_servers)  # held: its futures die with it
+    futures = admin.describe_configs(resources)
+    configs = {
+        resource.name: future.result(timeout=TIMEOUT_S) for resource, future in futures.items()
+    }
+
+    for name in names:
+        in_sync = configs[name]["min.insync.replicas"]
+        # Set on the topic, not inherited: a broker default would not follow the topic.
+        assert (in_sync.value, in_sync.source) == ("1", ConfigSource.DYNAMIC_TOPIC_CONFIG.value)
+        assert configs[name]["max.message.bytes"].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
 
 
 def test_an_existing_topic_keeps_its_partitions_and_the_report_says_so(settings: Settings) -> None:

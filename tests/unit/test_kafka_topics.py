@@ -1,0 +1,32 @@
+"""The topics as `ensure_topics` asks the broker for them."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.kafka.config import MAX_RECORD_BYTES, MAX_TASK_RECORD_BYTES
+from shared.kafka.topics import new_topics
+from shared.settings import Settings
+
+
+@pytest.mark.parametrize(("replicas", "in_sync"), [(1, "1"), (2, "2"), (3, "2"), (5, "2")])
+def test_an_acknowledged_record_is_on_two_replicas_once_there_are_two(replicas, in_sync):
+    settings = Settings(kafka_replication_factor=replicas)
+
+    topics = new_topics(settings)
+
+    assert [topic.replication_factor for topic in topics] == [replicas, replicas]
+    assert [topic.config["min.insync.replicas"] for topic in topics] == [in_sync, in_sync]
+
+
+def test_each_topic_gets_its_name_partitions_and_record_limit():
+    settings = Settings(kafka_moderation_partitions=6, kafka_dlq_partitions=2)
+
+    moderation, dlq = new_topics(settings)
+
+    assert (moderation.topic, moderation.num_partitions) == ("moderation", 6)
+    assert (dlq.topic, dlq.num_partitions) == ("moderation_dlq", 2)
+    # The DLQ must take any record `moderation` let in, plus our headers.
+    assert moderation.config["max.message.bytes"] == str(MAX_TASK_RECORD_BYTES)
+    assert dlq.config["max.message.bytes"] == str(MAX_RECORD_BYTES)
+    assert MAX_RECORD_BYTES > MAX_TASK_RECORD_BYTES
