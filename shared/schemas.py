@@ -157,7 +157,7 @@ class ModerationResultResponse(BaseModel):
 
 
 class RelaySweepResponse(BaseModel):
-    published: int = Field(description="tasks and DLQ records this sweep published")
+    published: int = Field(description="tasks and DLQ records this call published")
 
 
 class ErrorResponse(BaseModel):

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     outbox_relay_interval_s: float = Field(default=1.0, gt=0, le=MAX_DURATION_S)
     outbox_grace_s: float = Field(default=5.0, ge=0, le=MAX_DURATION_S)
     outbox_batch_size: int = Field(default=500, ge=1)
+    # How long one call of the `outbox_relay` function may go on sweeping a backlog: under
+    # the shortest request timeout common platforms give a function (60 s).
+    outbox_relay_call_budget_s: float = Field(default=30.0, gt=0, le=MAX_DURATION_S)
 
     # How long an Idempotency-Key names its task, written into the key's row when the key
     # is; after it, the key may name a new task, and the relay deletes it.

@@ -8,6 +8,8 @@ LOCKED), and a task published twice is harmless: the consumer is idempotent.
 from __future__ import annotations
 
 import logging
+import time
+from typing import NamedTuple
 
 from shared import metrics
 from shared.bootstrap import Services
@@ -16,7 +18,7 @@ from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import OutgoingRecord
 from shared.moderation.dead_letters import dead_letter_records
 from shared.moderation.outbox import settle_sweep
-from shared.moderation.tasks import purge_expired_idempotency_keys
+from shared.moderation.tasks import EXPIRED_KEYS_PER_PURGE, purge_expired_idempotency_keys
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,34 @@ def relay_once(services: Services) -> int:
     its tasks says nothing of `moderation_dlq`), then the purge of expired keys, unless
     the process is stopping; returns how many rows were published, or raises the
     failure, if any: a bug before an outage, so that it is reported as one."""
+    return _relay_pass(services).published
+
+
+def relay_until_caught_up(services: Services, *, budget_s: float) -> int:
+    """`relay_once` again and again while a pass found more than it may take at once (a
+    backlog after an outage), for `budget_s` at most; returns how many rows were published.
+
+    For a relay that runs only when a scheduler calls it, as seldom as once a minute: one
+    pass a call would drain a backlog at a batch a minute."""
+    deadline = time.monotonic() + budget_s
     published = 0
+    while True:
+        done = _relay_pass(services)
+        published += done.published
+        if not done.more_left or services.stopping.is_set() or time.monotonic() >= deadline:
+            return published
+
+
+class _Pass(NamedTuple):
+    published: int
+    more_left: bool  # a step took all it may take at once, so more may be waiting
+
+
+def _relay_pass(services: Services) -> _Pass:
+    """What `relay_once` does, and whether a step found more than one pass takes."""
+    limit = services.settings.outbox_batch_size
+    published = 0
+    more_left = False
     failures: list[Exception] = []
     for kind, sweep in (
         ("task", relay_unpublished_tasks),
@@ -86,13 +115,17 @@ def relay_once(services: Services) -> int:
         else:
             metrics.observe_outbox_sweep(kind, swept)
             published += swept
+            more_left |= swept >= limit
     if not (failures and services.stopping.is_set()):
         try:
-            metrics.count_expired_idempotency_keys(purge_expired_idempotency_keys(services))
+            expired = purge_expired_idempotency_keys(services)
         except Exception as error:
             failures.append(error)
+        else:
+            metrics.count_expired_idempotency_keys(expired)
+            more_left |= expired >= EXPIRED_KEYS_PER_PURGE
     if not failures:
-        return published
+        return _Pass(published, more_left)
     failures.sort(key=is_temporary)  # False first: a bug outranks an outage
     for other in failures[1:]:
         log.warning(

@@ -89,7 +89,8 @@ def get_moderation_result(services: Services, task_id: int) -> TaskRow:
 
 
 # Expired keys deleted per call: ten of the relay's default sweeps' worth, so that one
-# relay sweeping every second keeps up with 5,000 keyed requests a second.
+# relay sweeping every second keeps up with 5,000 keyed requests a second (a relay called
+# by a scheduler sweeps again while a purge finds this many).
 EXPIRED_KEYS_PER_PURGE = 5000
 
 

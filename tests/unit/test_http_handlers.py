@@ -345,6 +345,37 @@ def test_outbox_relay_publishes_a_task_whose_publish_was_never_acknowledged(serv
     assert json.loads(record.value) == {"task_id": task_id, "item_id": 1}
 
 
+def test_outbox_relay_sweeps_again_while_a_sweep_finds_a_full_batch(services):
+    # Called as seldom as once a minute, one sweep a call would drain a backlog at a batch
+    # a minute.
+    _relay_without_grace(services)
+    services.settings = services.settings.model_copy(update={"outbox_batch_size": 2})
+    with services.db.transaction() as tx:
+        task_ids = [tx.create_task_for_existing_ad(1) for _ in range(5)]
+
+    response = client("outbox_relay").post("/")
+
+    assert response.get_json() == {"published": 5}
+    published = [json.loads(record.value)["task_id"] for record in services.publisher.published]
+    assert sorted(published) == task_ids
+
+
+def test_outbox_relay_stops_sweeping_a_backlog_when_its_budget_is_spent(services):
+    _relay_without_grace(services)
+    services.settings = services.settings.model_copy(
+        update={"outbox_batch_size": 2, "outbox_relay_call_budget_s": 1e-9}
+    )
+    with services.db.transaction() as tx:
+        for _ in range(5):
+            tx.create_task_for_existing_ad(1)
+
+    response = client("outbox_relay").post("/")
+
+    # One sweep, then the budget is gone: the rest waits for the next call.
+    assert response.get_json() == {"published": 2}
+    assert len(services.publisher.published) == 2
+
+
 def test_outbox_relay_leaves_alone_a_task_younger_than_the_grace_period(services):
     with services.db.transaction() as tx:
         tx.create_task_for_existing_ad(1)  # just created: its own publish may be on its way
