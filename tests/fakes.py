@@ -228,12 +228,12 @@ class InMemoryTransaction:
         return changed
 
     def record_failed_attempt(
-        self, task_ids: Sequence[int], reason: str
+        self, tasks_as_named: Sequence[tuple[int, int]], reason: str
     ) -> dict[int, tuple[int, datetime]]:
         counts = {}
-        for task_id in task_ids:
+        for task_id, item_id in tasks_as_named:
             task = self.s.tasks.get(task_id)
-            if task is None or task.status != "pending":
+            if task is None or task.status != "pending" or task.item_id != item_id:
                 continue
             first = self.s.first_failures.setdefault(task_id, datetime.now(UTC))
             self.s.tasks[task_id] = replace(task, attempts=task.attempts + 1, error_message=reason)

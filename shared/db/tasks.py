@@ -355,22 +355,26 @@ def failure_parameters(failures: Sequence[TaskFailure]) -> dict[str, list[object
 
 
 def record_failed_attempt(
-    conn: psycopg.Connection, task_ids: Sequence[int], reason: str
+    conn: psycopg.Connection, tasks: Sequence[tuple[int, int]], reason: str
 ) -> dict[int, tuple[int, datetime]]:
     """Count one more failed attempt on each pending task: task_id -> (attempts, first failure).
 
-    The count lives on the row so that a restart or a rebalance continues the
-    retry schedule instead of starting it again.
+    `tasks` are (task_id, item_id) as the records name them: a task is counted only when
+    its row names the same ad, so a corrupt copy never counts against the real task. The
+    count lives on the row so that a restart or a rebalance continues the retry schedule
+    instead of starting it again.
     """
+    task_ids, item_ids = zip(*tasks, strict=True) if tasks else ((), ())
     rows = conn.execute(
         """
         UPDATE moderation_results
         SET attempts = attempts + 1, error_message = %s,
             first_failure_at = coalesce(first_failure_at, now()), last_failure_at = now()
         WHERE id = ANY(%s) AND status = 'pending'
+          AND (id, item_id) IN (SELECT * FROM unnest(%s::bigint[], %s::bigint[]))
         RETURNING id, attempts, first_failure_at
         """,
-        (reason, list(task_ids)),
+        (reason, list(task_ids), list(task_ids), list(item_ids)),
         prepare=False,
     ).fetchall()
     return {row[0]: (row[1], row[2]) for row in rows}

@@ -66,9 +66,9 @@ class Transaction:
         return tasks.fail_tasks(self.conn, failures)
 
     def record_failed_attempt(
-        self, task_ids: Sequence[int], reason: str
+        self, tasks_as_named: Sequence[tuple[int, int]], reason: str
     ) -> dict[int, tuple[int, datetime]]:
-        return tasks.record_failed_attempt(self.conn, task_ids, reason)
+        return tasks.record_failed_attempt(self.conn, tasks_as_named, reason)
 
     def insert_dead_letters(self, letters: Sequence[DeadLetter]) -> list[StoredDeadLetter]:
         return dead_letters.insert_dead_letters(self.conn, letters)

@@ -111,6 +111,10 @@ class _Work:
         """Each task still to be scored, once: two records may name it (a corrupt copy)."""
         return list(dict.fromkeys(task.task_id for task in self.tasks))
 
+    def tasks_as_named(self) -> list[tuple[int, int]]:
+        """Each (task_id, item_id) still to be scored, once, as the records name them."""
+        return list(dict.fromkeys((task.task_id, task.item_id) for task in self.tasks))
+
     def count_failure(self, task_id: int, durable: tuple[int, datetime] | None) -> int:
         count = self.attempts.get(task_id, 0) + 1
         first = self.first_failure_at.setdefault(task_id, datetime.now(UTC))
@@ -244,10 +248,17 @@ def _score_and_write(
 
 
 def _sort_out(
-    services: Services, task: _Task, row: TaskForProcessing | None, report: BatchReport, work: _Work
+    services: Services,
+    task: _Task,
+    row: TaskForProcessing | None,
+    report: BatchReport,
+    work: _Work,
+    *,
+    attempt_counted: bool = False,
 ) -> None:
     """A task that cannot be scored as it is: a duplicate, a letter or a failure, settled
-    for good (the caller takes it out of the tasks to score)."""
+    for good (the caller takes it out of the tasks to score). `attempt_counted`: `row` was
+    read after the last failed attempt was counted, not by an attempt of its own."""
     if row is not None and row.status != "pending" and row.item_id == task.item_id:
         # Redelivered after it finished: never move it back, never dead-letter again.
         report.duplicates += 1
@@ -258,6 +269,11 @@ def _sort_out(
         # No task, or the row is the truth and this record a corrupt copy (failing
         # the task would lose a valid request): only the record is dead-lettered.
         work.letters.append(_task_letter(services, task, None, problem))
+    elif attempt_counted:
+        # The failed attempt that brought us here is already on the row (or, with the
+        # database down then, in memory): this read is no attempt of its own.
+        attempts = max(row.attempts, work.attempts.get(task.task_id, 0))
+        work.failures.append(_failure_with_letter(services, task, row, problem, attempts))
     else:
         work.failures.append(_failure_with_letter(services, task, row, problem))
 
@@ -393,9 +409,10 @@ def _count_failed_attempt(
     counted_before = dict(work.attempts)
     try:
         with services.db.transaction() as tx:
-            task_ids = work.task_ids()
-            durable = tx.record_failed_attempt(task_ids, str(error))
-            for task_id in task_ids:
+            # By task and item: a corrupt copy naming another ad, not yet told apart
+            # when the read failed, must not count an attempt against the real task.
+            durable = tx.record_failed_attempt(work.tasks_as_named(), str(error))
+            for task_id in work.task_ids():
                 work.count_failure(task_id, durable.get(task_id))
             exhausted = [t for t in work.tasks if work.attempts[t.task_id] >= limit]
             if exhausted:
@@ -455,15 +472,21 @@ def _still_to_fail(
         if row is not None and row.status == "pending" and _permanent_problem(task, row) is None:
             to_fail.append(task)
         else:
-            _sort_out(services, task, row, report, work)
+            _sort_out(services, task, row, report, work, attempt_counted=True)
     return to_fail
 
 
 def _failure_with_letter(
-    services: Services, task: _Task, row: TaskForProcessing, problem: PermanentError
+    services: Services,
+    task: _Task,
+    row: TaskForProcessing,
+    problem: PermanentError,
+    attempts: int | None = None,
 ) -> tuple[TaskFailure, DeadLetter]:
-    failure = TaskFailure(task_id=row.id, reason=str(problem), attempts=row.attempts + 1)
-    return failure, _task_letter(services, task, row, problem)
+    """`attempts` in all; by default this one, which read `row`, is counted on top of its."""
+    attempts = row.attempts + 1 if attempts is None else attempts
+    failure = TaskFailure(task_id=row.id, reason=str(problem), attempts=attempts)
+    return failure, _task_letter(services, task, row, problem, attempts)
 
 
 def _exhausted_failures(
@@ -485,9 +508,14 @@ def _exhausted(task: _Task, work: _Work, error: TemporaryError) -> TaskFailure:
 
 
 def _task_letter(
-    services: Services, task: _Task, row: TaskForProcessing | None, problem: PermanentError
+    services: Services,
+    task: _Task,
+    row: TaskForProcessing | None,
+    problem: PermanentError,
+    attempts: int | None = None,
 ) -> DeadLetter:
-    attempts = 1 if row is None else row.attempts + 1
+    if attempts is None:
+        attempts = 1 if row is None else row.attempts + 1
     return _letter(
         services,
         task.record,

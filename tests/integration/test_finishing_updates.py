@@ -1,6 +1,7 @@
-"""The UPDATEs that finish a batch's tasks, against a real PostgreSQL: every verdict and
-failure lands on its own task whatever the order, and their plans stay linear when the
-table's statistics predate the batch (shared/db/tasks.py, `_COMPLETE`)."""
+"""The UPDATEs that finish a batch's tasks, or count a failed attempt on them, against a
+real PostgreSQL: every verdict and failure lands on its own task whatever the order, and
+their plans stay linear when the table's statistics predate the batch
+(shared/db/tasks.py, `_COMPLETE`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 from shared.db import tasks
 from shared.db.blocking import fetch_all
-from shared.db.tasks import TaskFailure, complete_tasks, fail_tasks
+from shared.db.tasks import TaskFailure, complete_tasks, fail_tasks, record_failed_attempt
 from shared.domain import BatchVerdicts
 
 # Finished tasks of history. With the statements' former join, PostgreSQL 15 and 18 both
@@ -105,6 +106,24 @@ def test_a_task_failed_twice_gets_the_failure_given_last(conn: psycopg.Connectio
     assert conn.execute("SELECT error_message, attempts FROM moderation_results").fetchall() == [
         ("last", 3)
     ]
+
+
+def test_a_failed_attempt_counts_only_where_the_record_names_the_tasks_own_ad(
+    conn: psycopg.Connection,
+) -> None:
+    first, second = add_pending_tasks(conn, 2)
+    items = dict(conn.execute("SELECT id, item_id FROM moderation_results").fetchall())
+
+    # The second as a corrupt copy would name it: the task, but another ad.
+    counted = record_failed_attempt(
+        conn, [(first, items[first]), (second, items[second] + 1000)], "read timed out"
+    )
+
+    assert set(counted) == {first}
+    stored = conn.execute(
+        "SELECT id, attempts, error_message FROM moderation_results ORDER BY id"
+    ).fetchall()
+    assert stored == [(first, 1, "read timed out"), (second, 0, None)]
 
 
 def test_ids_no_task_has_take_nothing_from_the_others(conn: psycopg.Connection) -> None:

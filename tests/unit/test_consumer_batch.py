@@ -249,9 +249,9 @@ def test_an_attempt_whose_dead_letter_cannot_be_written_writes_nothing_at_all(mo
             raise DatabaseUnavailable("PostgreSQL unavailable: connection lost mid-write")
         return insert(tx, letters)
 
-    def record_and_look(tx, task_ids, reason):
+    def record_and_look(tx, tasks_as_named, reason):
         seen_between_attempts.append([t.status for t in tx.s.tasks.values()])
-        return record_attempt(tx, task_ids, reason)
+        return record_attempt(tx, tasks_as_named, reason)
 
     monkeypatch.setattr(InMemoryTransaction, "insert_dead_letters", insert_fails_once)
     monkeypatch.setattr(InMemoryTransaction, "record_failed_attempt", record_and_look)
@@ -508,6 +508,65 @@ def test_records_never_read_before_the_schedule_ran_out_are_sorted_out_before_fa
     assert (report.failed, report.dead_lettered) == (1, 3)
 
 
+def test_a_corrupt_copy_whose_read_failed_counts_no_attempt_against_the_real_task(monkeypatch):
+    services = fake_services()
+    _accepted_task(services, 5)  # task 1; its own record is in another batch
+    _, copy_value = encode_task_message(1, 6)  # task 1, but another ad
+    read = InMemoryTransaction.load_tasks_with_ads
+    reads = []
+
+    def read_failing_once(self, tasks):
+        reads.append(len(tasks))
+        if len(reads) == 1:  # the count UPDATE after it still gets through
+            raise DatabaseUnavailable("PostgreSQL unavailable: read timed out")
+        return read(self, tasks)
+
+    monkeypatch.setattr(InMemoryTransaction, "load_tasks_with_ads", read_failing_once)
+
+    process_moderation_batch(services, [_record(copy_value, offset=40)])
+
+    # The failed read could not tell the copy from the task's own record; the count
+    # told them apart by the ad.
+    task = services.db.state.tasks[1]
+    assert (task.status, task.attempts, task.error_message) == ("pending", 0, None)
+    (letter,) = services.publisher.on_topic("moderation_dlq")
+    assert _headers(letter)["x-exception-type"] == "RecordDoesNotMatchTask"
+
+
+def test_an_ad_deleted_during_the_retries_fails_its_task_with_the_attempts_it_had(monkeypatch):
+    services = fake_services()
+    services.model = FakeModelLoader(fail_times=3)
+    record = _accepted_task(services, 1)
+    read = InMemoryTransaction.load_tasks_with_ads
+    outage = {"reads_to_fail": 0}
+
+    def read_failing_when_told(self, tasks):
+        if outage["reads_to_fail"]:
+            outage["reads_to_fail"] -= 1
+            raise DatabaseUnavailable("PostgreSQL unavailable: read timed out")
+        return read(self, tasks)
+
+    waits = []
+
+    def before_each_retry(seconds):
+        if len(waits) == 2:  # before the fourth attempt, the last
+            services.db.state.ads.pop(1)
+            outage["reads_to_fail"] = 1  # its read fails; the count and re-read do not
+        waits.append(seconds)
+
+    services.sleeper = before_each_retry
+    monkeypatch.setattr(InMemoryTransaction, "load_tasks_with_ads", read_failing_when_told)
+
+    process_moderation_batch(services, [record])
+
+    task = services.db.state.tasks[1]
+    assert (task.status, task.attempts, task.error_message) == ("failed", 4, "Ad not found")
+    (letter,) = services.publisher.on_topic("moderation_dlq")
+    headers = _headers(letter)
+    assert (headers["x-error-class"], headers["x-attempts"]) == ("permanent", "4")
+    assert waits == [5.0, 10.0, 20.0]
+
+
 def test_a_corrupt_copy_of_a_finished_task_is_dead_lettered_not_taken_for_a_duplicate():
     services = fake_services()
     done = _accepted_task(services, 5)
@@ -608,8 +667,8 @@ def test_attempts_already_on_the_row_count_towards_the_limit_after_a_restart():
     services.model = FakeModelLoader(fail_times=100)
     record = _accepted_task(services, 1)
     with services.db.transaction() as tx:
-        tx.record_failed_attempt([1], "before the restart")
-        tx.record_failed_attempt([1], "before the restart")
+        tx.record_failed_attempt([(1, 1)], "before the restart")
+        tx.record_failed_attempt([(1, 1)], "before the restart")
 
     process_moderation_batch(services, [record])
 
