@@ -8,10 +8,12 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
@@ -22,6 +24,8 @@ from schemathesis.checks import (
 )
 from werkzeug.test import Client
 
+from shared.db.tasks import TaskFailure
+from shared.domain import BatchVerdicts
 from shared.runner.app import build_runner_app
 from tests.integration.helpers import seed_ads, wired_services
 
@@ -45,12 +49,27 @@ CONFORMANCE_CHECKS = [
     response_headers_conformance,
 ]
 SHOWN_PROBLEMS = 5
+# Each operation must also succeed often enough, on rows that exist: ids drawn at large
+# almost never name one, and a 5xx on a real row would then go unseen.
+MINIMUM_SUCCESSES_PER_OPERATION = 20
+SUCCESS = (200, 202)
+RESULTS_OPERATION = "GET /moderation_result/{task_id}"
+
+
+@dataclass(frozen=True)
+class ExistingRows:
+    """Ids the generated requests are aimed at half the time in positive mode."""
+
+    ad_ids: list[int]
+    task_ids: list[int]  # pending, completed and failed ones
 
 
 @dataclass
 class FuzzLog:
     statuses: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
+    # The `status` of each result `moderation_result` answered 200 with.
+    result_statuses: Counter[str] = field(default_factory=Counter)
 
     @property
     def requests(self) -> int:
@@ -76,8 +95,26 @@ def _error_body_problem(response) -> str | None:
     return None
 
 
-def _fuzz(operation, mode: GenerationMode, log: FuzzLog) -> None:
-    @given(case=operation.as_strategy(generation_mode=mode))
+def _cases(operation, mode: GenerationMode, rows: ExistingRows):
+    """The operation's generated cases; in positive mode, half of them aimed at a row that
+    exists (the other fields as generated)."""
+    cases = operation.as_strategy(generation_mode=mode)
+    if mode is not GenerationMode.POSITIVE:
+        return cases
+    aimed = st.tuples(cases, st.sampled_from(rows.ad_ids), st.sampled_from(rows.task_ids))
+    return st.one_of(cases, aimed.map(lambda drawn: _aimed_at(*drawn)))
+
+
+def _aimed_at(case, ad_id: int, task_id: int):
+    if case.query and "item_id" in case.query:
+        case.query["item_id"] = ad_id
+    if case.path_parameters and "task_id" in case.path_parameters:
+        case.path_parameters["task_id"] = task_id
+    return case
+
+
+def _fuzz(operation, mode: GenerationMode, rows: ExistingRows, log: FuzzLog) -> None:
+    @given(case=_cases(operation, mode, rows))
     @hypothesis_settings(
         max_examples=EXAMPLES_PER_OPERATION_AND_MODE,
         deadline=None,
@@ -88,6 +125,8 @@ def _fuzz(operation, mode: GenerationMode, log: FuzzLog) -> None:
     def send(case) -> None:
         response = case.call()
         log.statuses[(operation.label, mode.value, response.status_code)] += 1
+        if operation.label == RESULTS_OPERATION and response.status_code == 200:
+            log.result_statuses[json.loads(response.content)["status"]] += 1
         if response.status_code >= 500:
             log.problem(case, f"{response.status_code}: {response.content[:300]!r}")
         elif response.status_code >= 400 and (problem := _error_body_problem(response)):
@@ -104,7 +143,7 @@ def test_500_generated_requests_across_all_endpoints_get_no_5xx_and_only_json_4x
     settings,
 ):
     with wired_services(settings) as services:
-        seed_ads(services, 20)  # a few ids that exist, so 200s and 202s are generated too
+        rows = _existing_rows(services)
         app = build_runner_app(lambda: services)
         schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
         operations = [result.ok() for result in schema.get_all_operations()]
@@ -112,7 +151,7 @@ def test_500_generated_requests_across_all_endpoints_get_no_5xx_and_only_json_4x
 
         for operation in operations:
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-                _fuzz(operation, mode, log)
+                _fuzz(operation, mode, rows, log)
 
         assert len(operations) == 4, [operation.label for operation in operations]
         assert log.requests >= MINIMUM_REQUESTS, dict(log.statuses)
@@ -128,6 +167,26 @@ def test_500_generated_requests_across_all_endpoints_get_no_5xx_and_only_json_4x
         )
         statuses = {status for (_, _, status) in log.statuses}
         assert {200, 202, 404, 422} <= statuses, dict(log.statuses)
+        successes = Counter()
+        for (label, _, status), count in log.statuses.items():
+            successes[label] += count if status in SUCCESS else 0
+        assert min(successes[o.label] for o in operations) >= MINIMUM_SUCCESSES_PER_OPERATION, dict(
+            successes
+        )
+        # Every kind of result went through the response's schema check.
+        assert set(log.result_statuses) == {"pending", "completed", "failed"}, log.result_statuses
+
+
+def _existing_rows(services) -> ExistingRows:
+    """20 ads, and tasks on them in each state a result can be in."""
+    ad_ids = seed_ads(services, 20)
+    with services.db.transaction() as tx:
+        task_ids = [tx.create_task_for_existing_ad(ad_id) for ad_id in ad_ids[:6]]
+        verdicts = BatchVerdicts(np.array([True, False]), np.array([0.93, 0.04]), "fuzz-model")
+        assert tx.complete_tasks(task_ids[:2], verdicts) == set(task_ids[:2])
+        failures = [TaskFailure(task_id, "Ad not found", 1) for task_id in task_ids[2:4]]
+        assert tx.fail_tasks(failures) == set(task_ids[2:4])
+    return ExistingRows(ad_ids, task_ids)
 
 
 def test_a_task_id_with_a_newline_in_the_path_gets_a_json_404_with_a_detail(settings):
