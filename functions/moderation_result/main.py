@@ -19,5 +19,5 @@ register_json_errors(functions_framework.errorhandler)
 @functions_framework.http
 @json_endpoint("moderation_result", methods=("GET", "HEAD"))
 def moderation_result(request: flask.Request) -> ModerationResultResponse:
-    task_id = parse_path_id(request, TaskIdPath, "task_id").task_id
+    task_id = parse_path_id(request, TaskIdPath, "task_id", route="moderation_result").task_id
     return ModerationResultResponse.from_task(get_moderation_result(get_services(), task_id))

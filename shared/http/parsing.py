@@ -78,12 +78,15 @@ def parse_headers(request: flask.Request, model: type[Model]) -> Model:
     return _validate(model, present)
 
 
-def parse_path_id(request: flask.Request, model: type[Model], field: str) -> Model:
-    """The last path segment as `field`: `/moderation_result/42` or, deployed alone, `/42`."""
-    segment = request.path.rstrip("/").rsplit("/", 1)[-1]
-    if segment in ("", "moderation_result"):
-        raise HttpError(404, f"Not found: expected a path ending in /{{{field}}}")
-    return _validate(model, {field: segment})
+def parse_path_id(request: flask.Request, model: type[Model], field: str, route: str) -> Model:
+    """The id in `/{route}/42` or, deployed alone behind a URL of its own, `/42`."""
+    segments = request.path.strip("/").split("/")
+    if len(segments) == 2 and segments[0] == route:
+        segments = segments[1:]
+    # Any other path is not ours: `/{route}/1/2` must not read as task 2.
+    if len(segments) != 1 or segments[0] in ("", route):
+        raise HttpError(404, f"Not found: expected /{route}/{{{field}}} or /{{{field}}}")
+    return _validate(model, {field: segments[0]})
 
 
 def _validate(model: type[Model], document: dict[str, object]) -> Model:

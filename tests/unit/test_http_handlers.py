@@ -557,6 +557,31 @@ def test_an_item_id_given_twice_is_a_422_and_creates_nothing(services):
     assert services.db.state.tasks == {}
 
 
+@pytest.mark.parametrize(
+    "path", ["/moderation_result/1/2", "/moderation_result/abc/2", "/x/y/2", "/other/2"]
+)
+def test_a_path_with_more_than_the_task_id_is_a_404_not_another_tasks_result(services, path):
+    with services.db.transaction() as tx:
+        tx.create_task_for_existing_ad(1)
+        tx.create_task_for_existing_ad(1)
+
+    response = client("moderation_result").get(path)
+
+    assert "expected /moderation_result/{task_id}" in _assert_json_error(response, 404)
+
+
+@pytest.mark.parametrize("path", ["/moderation_result/2", "/moderation_result/2/", "/2", "/2/"])
+def test_a_task_id_is_read_from_the_route_or_alone(services, path):
+    with services.db.transaction() as tx:
+        tx.create_task_for_existing_ad(1)
+        tx.create_task_for_existing_ad(1)
+
+    response = client("moderation_result").get(path)
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["task_id"] == 2
+
+
 def test_a_task_id_that_is_not_plain_decimal_digits_is_a_422(services):
     with services.db.transaction() as tx:
         tx.create_task_for_existing_ad(1)
