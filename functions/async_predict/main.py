@@ -11,8 +11,7 @@ from shared.bootstrap import get_services
 from shared.http import (
     JsonResult,
     json_endpoint,
-    parse_headers,
-    parse_query,
+    parse_query_and_headers,
     register_json_errors,
 )
 from shared.moderation.tasks import submit_moderation_task
@@ -25,8 +24,7 @@ register_json_errors(functions_framework.errorhandler)
 @functions_framework.http
 @json_endpoint("async_predict", methods=("POST",))
 def async_predict(request: flask.Request) -> JsonResult:
-    query = parse_query(request, ItemIdQuery)
-    headers = parse_headers(request, AsyncPredictHeaders)
+    query, headers = parse_query_and_headers(request, ItemIdQuery, AsyncPredictHeaders)
     submitted = submit_moderation_task(get_services(), query.item_id, headers.idempotency_key)
     replayed = {"Idempotent-Replayed": "true"} if submitted.replayed else {}
     return JsonResult(

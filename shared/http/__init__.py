@@ -2,7 +2,13 @@
 
 from shared.http.endpoint import JsonResult, json_endpoint
 from shared.http.errors import register_json_errors
-from shared.http.parsing import parse_headers, parse_json_body, parse_path_id, parse_query
+from shared.http.parsing import (
+    parse_headers,
+    parse_json_body,
+    parse_path_id,
+    parse_query,
+    parse_query_and_headers,
+)
 
 __all__ = [
     "JsonResult",
@@ -11,5 +17,6 @@ __all__ = [
     "parse_json_body",
     "parse_path_id",
     "parse_query",
+    "parse_query_and_headers",
     "register_json_errors",
 ]

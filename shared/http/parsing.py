@@ -78,6 +78,30 @@ def parse_headers(request: flask.Request, model: type[Model]) -> Model:
     return _validate(model, present)
 
 
+Query = TypeVar("Query", bound=BaseModel)
+Headers = TypeVar("Headers", bound=BaseModel)
+
+
+def parse_query_and_headers(
+    request: flask.Request, query_model: type[Query], headers_model: type[Headers]
+) -> tuple[Query, Headers]:
+    """Both, or one 422 listing the bad fields of both: a client fixing the query should
+    not learn of its bad header only on the next try."""
+    errors: list[object] = []
+    query = headers = None
+    try:
+        query = parse_query(request, query_model)
+    except HttpError as error:
+        errors += error.detail
+    try:
+        headers = parse_headers(request, headers_model)
+    except HttpError as error:
+        errors += error.detail
+    if query is None or headers is None:
+        raise HttpError(422, errors)
+    return query, headers
+
+
 def parse_path_id(request: flask.Request, model: type[Model], field: str, route: str) -> Model:
     """The id in `/{route}/42` or, deployed alone behind a URL of its own, `/42`."""
     segments = request.path.strip("/").split("/")

@@ -546,6 +546,16 @@ def test_an_idempotency_key_that_is_not_1_to_255_visible_ascii_characters_is_a_4
     assert services.db.state.tasks == {}
 
 
+def test_a_bad_item_id_and_a_bad_idempotency_key_are_both_named_in_one_422(services):
+    response = client("async_predict").post(
+        "/async_predict?item_id=abc", headers={"Idempotency-Key": "has space"}
+    )
+
+    detail = _assert_json_error(response, 422)
+    assert [error["loc"] for error in detail] == [["item_id"], ["Idempotency-Key"]]
+    assert services.db.state.tasks == {}
+
+
 def test_an_item_id_given_twice_is_a_422_and_creates_nothing(services):
     for target, folder in (("async_predict", "async_predict"), ("simple_predict", "predict")):
         response = client(target, folder).post("/?item_id=1&item_id=2")
