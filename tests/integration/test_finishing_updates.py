@@ -162,10 +162,10 @@ def tasks_table_of_its_own(conn: psycopg.Connection) -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("tasks_table_of_its_own")
-def test_no_step_of_either_plan_runs_once_per_row_when_the_statistics_predate_the_batch(
+def test_no_step_of_any_plan_runs_once_per_row_when_the_statistics_predate_the_batch(
     conn: psycopg.Connection,
 ) -> None:
-    # What a backlog meets: statistics that saw only finished tasks, then 2 x 500 pending.
+    # What a backlog meets: statistics that saw only finished tasks, then 3 x 500 pending.
     conn.execute(
         "INSERT INTO moderation_results (item_id, status, is_violation, probability,"
         " model_version, attempts, published_at, processed_at)"
@@ -176,6 +176,12 @@ def test_no_step_of_either_plan_runs_once_per_row_when_the_statistics_predate_th
     conn.execute("ANALYZE moderation_results")
     to_complete = add_pending_tasks(conn, BATCH)
     to_fail = add_pending_tasks(conn, BATCH)
+    to_count = add_pending_tasks(conn, BATCH)
+    items = dict(
+        conn.execute(
+            "SELECT id, item_id FROM moderation_results WHERE id = ANY(%s)", (to_count,)
+        ).fetchall()
+    )
     probabilities = np.full(BATCH, 0.25)
     verdicts = BatchVerdicts(probabilities > 0.5, probabilities, "model-1")
     completion_plan = fetch_all(
@@ -188,11 +194,19 @@ def test_no_step_of_either_plan_runs_once_per_row_when_the_statistics_predate_th
         "EXPLAIN (ANALYZE, FORMAT JSON) " + tasks._FAIL, tasks.failure_parameters(failures)
     ).fetchone()[0]
 
+    counted = [(task_id, items[task_id]) for task_id in to_count]
+    count_plan = conn.execute(
+        "EXPLAIN (ANALYZE, FORMAT JSON) " + tasks._COUNT_FAILED_ATTEMPT,
+        tasks.failed_attempt_parameters(counted, "read timed out"),
+    ).fetchone()[0]
+
     assert steps_run_more_than_once(completion_plan[0]["Plan"]) == []
     assert steps_run_more_than_once(failure_plan[0]["Plan"]) == []
+    assert steps_run_more_than_once(count_plan[0]["Plan"]) == []
     # EXPLAIN ANALYZE ran them: each did its whole work.
     assert completion_plan[0]["Plan"]["Actual Rows"] == BATCH
     assert failure_plan[0]["Plan"]["Actual Rows"] == BATCH
+    assert count_plan[0]["Plan"]["Actual Rows"] == BATCH
 
 
 def steps_run_more_than_once(node: dict[str, Any]) -> list[str]:
