@@ -46,6 +46,11 @@ def ensure_topics(settings: Settings, timeout_s: float = TIMEOUT_S) -> dict[str,
     return _wait_until_led(admin, list(wanted), settings.kafka_bootstrap_servers, timeout_s)
 
 
+def min_insync_replicas(replication_factor: int) -> int:
+    """All replicas but one, and at most two: 1 for 1 or 2 replicas, 2 for 3 or more."""
+    return max(1, min(2, replication_factor - 1))
+
+
 def new_topics(settings: Settings) -> list[NewTopic]:
     """Both topics as the settings ask for them."""
     replicas = settings.kafka_replication_factor
@@ -60,10 +65,11 @@ def new_topics(settings: Settings) -> list[NewTopic]:
                 "max.message.bytes": str(max_bytes),
                 # With acks=all a record is acknowledged once every replica in sync has
                 # it, and with Kafka's default of 1 that may be the leader alone: a task
-                # marked published would be lost with one disk. Two copies, as soon as
-                # there are two replicas; with fewer in sync a publish fails and the
-                # task waits in the outbox (its 202 was sent all the same).
-                "min.insync.replicas": str(min(2, replicas)),
+                # marked published would be lost with one disk. Two copies from three
+                # replicas on, so one broker may be down (a rolling restart) while
+                # publishes go on; with fewer in sync a publish fails and the task waits
+                # in the outbox (its 202 was sent all the same).
+                "min.insync.replicas": str(min_insync_replicas(replicas)),
             },
         )
         for name, partitions, max_bytes in (

@@ -77,10 +77,14 @@ def relay_once(services: Services) -> int:
 
 def relay_until_caught_up(services: Services, *, budget_s: float) -> int:
     """`relay_once` again and again while a pass found more than it may take at once (a
-    backlog after an outage), for `budget_s` at most; returns how many rows were published.
+    backlog after an outage), until `budget_s` has passed; returns how many rows were
+    published, or raises as `relay_once` does (what earlier passes published stays so).
 
     For a relay that runs only when a scheduler calls it, as seldom as once a minute: one
-    pass a call would drain a backlog at a batch a minute."""
+    pass a call would drain a backlog at a batch a minute. The budget is checked between
+    passes, so the last one may end a publish wait (~3.5 s) after it. A pass that Kafka
+    took only part of ends the call too: a broker refusing records is not pressed again
+    until the next call."""
     deadline = time.monotonic() + budget_s
     published = 0
     while True:

@@ -9,8 +9,8 @@ from shared.kafka.topics import new_topics
 from shared.settings import Settings
 
 
-@pytest.mark.parametrize(("replicas", "in_sync"), [(1, "1"), (2, "2"), (3, "2"), (5, "2")])
-def test_an_acknowledged_record_is_on_two_replicas_once_there_are_two(replicas, in_sync):
+@pytest.mark.parametrize(("replicas", "in_sync"), [(1, "1"), (2, "1"), (3, "2"), (5, "2")])
+def test_an_acknowledged_record_is_on_two_replicas_once_one_may_be_down(replicas, in_sync):
     settings = Settings(kafka_replication_factor=replicas)
 
     topics = new_topics(settings)
