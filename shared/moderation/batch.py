@@ -27,7 +27,8 @@ caller's thread, which the poll loop runs per partition.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -408,7 +409,7 @@ def _count_failed_attempt(
     limit = services.settings.retry_max_attempts
     counted_before = dict(work.attempts)
     try:
-        with services.db.transaction() as tx:
+        with _undone_with(work, report), services.db.transaction() as tx:
             # By task and item: a corrupt copy naming another ad, not yet told apart
             # when the read failed, must not count an attempt against the real task.
             durable = tx.record_failed_attempt(work.tasks_as_named(), str(error))
@@ -442,7 +443,7 @@ def _fail_exhausted(
     delay = max(services.settings.retry_delays() or [services.settings.retry_base_delay_s])
     while not work.done:
         try:
-            with services.db.transaction() as tx:
+            with _undone_with(work, report), services.db.transaction() as tx:
                 exhausted = _still_to_fail(services, tx, work.tasks, work, report)
                 failed, stored = _fail_and_dead_letter(
                     tx,
@@ -457,6 +458,18 @@ def _fail_exhausted(
         report.failed += failed
         publish_dead_letters(services, stored)
         report.dead_lettered += len(stored)
+
+
+@contextmanager
+def _undone_with(work: _Work, report: BatchReport) -> Iterator[None]:
+    """What the block's reads sort out (letters, failures, duplicates) is undone if its
+    transaction fails: the next try reads those tasks again and sorts them out anew."""
+    letters, failures, duplicates = list(work.letters), list(work.failures), report.duplicates
+    try:
+        yield
+    except DatabaseUnavailable:
+        work.letters, work.failures, report.duplicates = letters, failures, duplicates
+        raise
 
 
 def _still_to_fail(

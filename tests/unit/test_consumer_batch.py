@@ -567,6 +567,46 @@ def test_an_ad_deleted_during_the_retries_fails_its_task_with_the_attempts_it_ha
     assert waits == [5.0, 10.0, 20.0]
 
 
+def test_what_a_rolled_back_transaction_sorted_out_is_counted_once(monkeypatch):
+    services = fake_services()
+    services.model = FakeModelLoader(fail_times=100)
+    finished_elsewhere, exhausted = _accepted_task(services, 1), _accepted_task(services, 2)
+    read, write_failures = InMemoryTransaction.load_tasks_with_ads, InMemoryTransaction.fail_tasks
+    outage = {"reads": 0, "writes": 0}
+
+    def read_failing_when_told(self, tasks):
+        if outage["reads"]:
+            outage["reads"] -= 1
+            raise DatabaseUnavailable("PostgreSQL unavailable: read timed out")
+        return read(self, tasks)
+
+    def fail_tasks_failing_when_told(self, failures):
+        if failures and outage["writes"]:
+            outage["writes"] -= 1
+            raise DatabaseUnavailable("PostgreSQL unavailable: connection lost mid-write")
+        return write_failures(self, failures)
+
+    def before_each_retry(seconds):
+        if seconds == 20.0:
+            # Before the last attempt another consumer finishes task 1, and that attempt's
+            # read fails: what it would have sorted out is left to the transaction that
+            # fails the exhausted tasks, whose write fails once and is made again.
+            services.db.state.tasks[1] = replace(services.db.state.tasks[1], status="completed")
+            outage["reads"], outage["writes"] = 1, 1
+
+    services.sleeper = before_each_retry
+    monkeypatch.setattr(InMemoryTransaction, "load_tasks_with_ads", read_failing_when_told)
+    monkeypatch.setattr(InMemoryTransaction, "fail_tasks", fail_tasks_failing_when_told)
+
+    report = process_moderation_batch(services, [finished_elsewhere, exhausted])
+
+    assert outage == {"reads": 0, "writes": 0}
+    assert services.db.state.tasks[2].status == "failed"
+    # The rolled-back transaction's read found task 1 finished, and so did the next: one
+    # duplicate, not two.
+    assert (report.duplicates, report.failed, report.dead_lettered) == (1, 1, 1)
+
+
 def test_a_corrupt_copy_of_a_finished_task_is_dead_lettered_not_taken_for_a_duplicate():
     services = fake_services()
     done = _accepted_task(services, 5)
