@@ -8,6 +8,7 @@ treat it as temporary without knowing psycopg's exception tree.
 from __future__ import annotations
 
 import math
+import os
 import time
 import weakref
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
 
 from shared.db.transaction import Transaction
 from shared.errors import DatabaseUnavailable
@@ -55,6 +57,14 @@ IDLE_CHECK_AFTER_S = 2.0
 RECONNECT_WINDOW_S = 5.0
 
 
+def session_options(url: str, statement_timeout_ms: int) -> str:
+    """libpq's `options` for a pooled connection: the URL's own (or PGOPTIONS), then our
+    statement timeout, which wins over one they set. A keyword argument replaces the
+    URL's `options` whole, so a `search_path` given there was silently dropped."""
+    given = conninfo_to_dict(url).get("options") or os.environ.get("PGOPTIONS", "")
+    return f"{given} -c statement_timeout={statement_timeout_ms}".strip()
+
+
 class Database:
     """A lazily opened pool; `transaction()` commits on success and rolls back otherwise."""
 
@@ -80,7 +90,7 @@ class Database:
                 "connect_timeout": math.ceil(connect_timeout_s),
                 # Repeated statements are prepared (psycopg's default), so a lookup by
                 # key is planned once; batch statements opt out (see shared/db/arrays.py).
-                "options": f"-c statement_timeout={statement_timeout_ms}",
+                "options": session_options(url, statement_timeout_ms),
                 # Transactions are explicit (`transaction()`); a lone statement then
                 # costs one round trip instead of BEGIN, statement, COMMIT.
                 "autocommit": True,

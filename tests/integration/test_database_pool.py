@@ -67,3 +67,22 @@ def test_a_write_refused_by_a_read_only_server_is_a_temporary_error(database_url
             tx.conn.execute("CREATE TABLE refused_by_a_read_only_server (id int)")
     finally:
         db.close()
+
+
+def test_options_in_the_url_reach_the_pooled_connections_beside_the_statement_timeout(
+    database_url: str,
+) -> None:
+    # What a provider's URL or a schema of its own may carry: options= in the URL.
+    url = psycopg.conninfo.make_conninfo(
+        database_url, options="-c search_path=pg_catalog,public -c statement_timeout=1000"
+    )
+    db = Database(url, min_size=0, max_size=1, statement_timeout_ms=4321)
+    try:
+        with db.autocommit() as tx:
+            search_path = tx.conn.execute("SHOW search_path").fetchone()[0]
+            statement_timeout = tx.conn.execute("SHOW statement_timeout").fetchone()[0]
+    finally:
+        db.close()
+
+    assert search_path == "pg_catalog,public"
+    assert statement_timeout == "4321ms"  # the setting wins over the URL's
