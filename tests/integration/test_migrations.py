@@ -18,6 +18,7 @@ from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from shared.db.migrations import MIGRATIONS_DIR, apply_migrations
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -54,6 +55,12 @@ def _applied_versions(conninfo: str) -> dict:
     )
     assert result.returncode == 0, f"pgmigrate info failed: {result.stderr}"
     return json.loads(result.stdout)
+
+
+def _installed(conninfo: str) -> list[int]:
+    """The versions pgmigrate has applied (its `info` lists the others too)."""
+    versions = _applied_versions(conninfo).values()
+    return sorted(entry["version"] for entry in versions if entry["installed_on"] is not None)
 
 
 def _versions_on_disk() -> list[int]:
@@ -161,6 +168,43 @@ def test_v0006_marks_tasks_finished_before_their_publish_was_acknowledged_as_pub
     with psycopg.connect(empty_database, connect_timeout=5) as conn:
         rows = dict(conn.execute("SELECT id, published_at FROM moderation_results").fetchall())
     assert rows == {finished: datetime(2026, 1, 2, tzinfo=UTC), pending: None}
+
+
+def test_a_migration_gives_up_a_busy_tables_lock_before_the_writes_behind_it_time_out(
+    empty_database: str, tmp_path
+) -> None:
+    # V0007 alters moderation_results. While it waits for the lock, every statement of
+    # the service on the table queues behind it: the migration must give up first.
+    ad_id = _an_ad_on_the_schema_up_to(6, empty_database, tmp_path)
+    with (
+        psycopg.connect(empty_database, connect_timeout=5) as reader,
+        psycopg.connect(empty_database, autocommit=True, connect_timeout=5) as service,
+        ThreadPoolExecutor(1) as migrator,
+    ):
+        reader.execute("SELECT count(*) FROM moderation_results")  # a long read, still open
+        migrating = migrator.submit(apply_migrations, empty_database)
+        wait_until(
+            lambda: _waiting_for_a_lock(service),
+            timeout_s=30,
+            what="the migration to wait for moderation_results' lock",
+        )
+        # As the service writes: under its statement timeout, queued behind the migration.
+        service.execute("SET statement_timeout = 5000")
+        service.execute("INSERT INTO moderation_results (item_id) VALUES (%s)", (ad_id,))
+
+        with pytest.raises(RuntimeError, match="canceling statement due to lock timeout"):
+            migrating.result(timeout=60)
+        assert _installed(empty_database) == list(range(1, 7))
+    # The reader is gone: the next start applies the rest.
+    apply_migrations(empty_database)
+    assert _installed(empty_database) == _versions_on_disk()
+
+
+def _waiting_for_a_lock(conn: psycopg.Connection) -> bool:
+    return conn.execute(
+        "SELECT count(*) > 0 FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND query LIKE 'ALTER TABLE moderation_results%%'"
+    ).fetchone()[0]
 
 
 def test_v0008_builds_the_relays_index_over_a_build_that_was_interrupted(
