@@ -81,15 +81,26 @@ def lock_unpublished_dead_letters(conn: psycopg.Connection, ids: Sequence[int]) 
     return [row[0] for row in rows]
 
 
+# What one claim may read of letters' keys and values. A letter holds its record whole, up
+# to the topic's 1 MiB, so a sweep's 500 could be 500 MiB read, held and sent at once, and
+# again every sweep while the DLQ refuses them (a topic whose max.message.bytes is too
+# small, say): enough to get a memory-capped relay killed, or its claim timed out.
+MAX_BYTES_PER_CLAIM = 16 * 1024 * 1024
+
+
 def claim_unpublished_dead_letters(
-    conn: psycopg.Connection, *, older_than_s: float, limit: int
+    conn: psycopg.Connection,
+    *,
+    older_than_s: float,
+    limit: int,
+    max_bytes: int = MAX_BYTES_PER_CLAIM,
 ) -> list[StoredDeadLetter]:
     """Unpublished letters past the grace period, the least tried first (then the oldest):
-    see `count_publish_tries`."""
-    rows = conn.execute(
+    see `count_publish_tries`. At most `limit` of them, and as many of those as fit in
+    `max_bytes` of keys and values (one at least, whatever its size)."""
+    sizes = conn.execute(
         """
-        SELECT id, task_id, source_topic, source_partition, source_offset,
-               record_key, record_value, headers
+        SELECT id, coalesce(octet_length(record_key), 0) + coalesce(octet_length(record_value), 0)
         FROM dead_letters
         WHERE published_at IS NULL AND created_at < now() - make_interval(secs => %s)
         ORDER BY publish_tries, id
@@ -98,7 +109,34 @@ def claim_unpublished_dead_letters(
         """,
         (older_than_s, limit),
     ).fetchall()
+    ids = _within_bytes(sizes, max_bytes)
+    if not ids:
+        return []
+    # Those left out stay locked until the sweep commits, and are claimed by a later one.
+    rows = conn.execute(
+        """
+        SELECT id, task_id, source_topic, source_partition, source_offset,
+               record_key, record_value, headers
+        FROM dead_letters WHERE id = ANY(%s)
+        ORDER BY publish_tries, id
+        """,
+        (ids,),
+        prepare=False,
+    ).fetchall()
     return [StoredDeadLetter(row[0], DeadLetter(*row[1:])) for row in rows]
+
+
+def _within_bytes(sizes: Sequence[tuple[int, int]], max_bytes: int) -> list[int]:
+    """The ids of the longest run from the first whose sizes add up to `max_bytes` at
+    most, and the first alone when it is larger."""
+    ids: list[int] = []
+    total = 0
+    for letter_id, size in sizes:
+        total += size
+        if ids and total > max_bytes:
+            break
+        ids.append(letter_id)
+    return ids
 
 
 def count_publish_tries(conn: psycopg.Connection, ids: Sequence[int]) -> None:

@@ -9,7 +9,11 @@ import json
 import psycopg
 import pytest
 
-from shared.db.dead_letters import DeadLetter, insert_dead_letters
+from shared.db.dead_letters import (
+    DeadLetter,
+    claim_unpublished_dead_letters,
+    insert_dead_letters,
+)
 from shared.errors import BrokerUnavailable
 from shared.kafka.config import MAX_RECORD_BYTES
 from shared.moderation.relay import relay_unpublished_dead_letters, relay_unpublished_tasks
@@ -29,6 +33,24 @@ def _letter(offset: int, value: bytes) -> DeadLetter:
         value=value,
         headers={"x-error-class": "permanent"},
     )
+
+
+def test_a_claim_takes_the_letters_that_fit_in_its_bytes_and_at_least_one(settings):
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        # Keys of 1 byte and values of 1,000: 1,001 bytes a letter, the last without a value.
+        insert_dead_letters(conn, [_letter(offset, b"v" * 1000) for offset in range(4)])
+        insert_dead_letters(conn, [_letter(4, None)])
+
+        def claimed_offsets(max_bytes: int) -> list[int]:
+            with conn.transaction():
+                letters = claim_unpublished_dead_letters(
+                    conn, older_than_s=0, limit=10, max_bytes=max_bytes
+                )
+            return [letter.letter.source_offset for letter in letters]
+
+        assert claimed_offsets(2_500) == [0, 1]
+        assert claimed_offsets(4_005) == [0, 1, 2, 3, 4]  # the last, without a value: 1 byte
+        assert claimed_offsets(10) == [0]  # larger than the budget alone: taken all the same
 
 
 def test_a_full_sweep_of_refused_letters_holds_back_no_later_letter(settings):
