@@ -39,7 +39,7 @@ class Backends:
             f"IN-MEMORY mock Kafka (librdkafka test.mock.num.brokers) at "
             f"{self.settings.kafka_bootstrap_servers}: topics have {MOCK_PARTITIONS} "
             "partitions and every record is lost at exit; set KAFKA_BOOTSTRAP_SERVERS "
-            "for a real broker"
+            "and DATABASE_URL for a real broker and database (make infra-up)"
             if self.in_memory_kafka
             else f"Kafka at {self.settings.kafka_bootstrap_servers}"
         )

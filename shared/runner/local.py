@@ -109,6 +109,32 @@ def run(argv: Sequence[str]) -> int:
     return code
 
 
+# What a runner on its own embedded database must not share with other deployments on the
+# same broker.
+_SHARED_KAFKA_NAMES = ("kafka_moderation_topic", "kafka_dlq_topic", "kafka_consumer_group")
+
+
+def _refuse_shared_kafka_names(settings: Settings) -> None:
+    """Refuse the default topics and group on a real broker with the embedded database:
+    the runner's consumer would split `moderation` with every other deployment there and
+    take records whose tasks live in another database (dead-lettering them, and leaving
+    its own tasks to the others), and its dead letters would go to their DLQ."""
+    shared = [
+        name.upper()
+        for name in _SHARED_KAFKA_NAMES
+        if getattr(settings, name) == Settings.model_fields[name].default
+    ]
+    if shared:
+        raise RuntimeError(
+            "KAFKA_BOOTSTRAP_SERVERS names a broker other deployments may use, but the "
+            "database is the runner's own embedded one: with the default "
+            f"{', '.join(shared)} its consumer would take their records, whose tasks live in "
+            "another database. Set DATABASE_URL too (`make infra-up` starts both), or give "
+            "this runner names of its own: KAFKA_MODERATION_TOPIC, KAFKA_DLQ_TOPIC and "
+            "KAFKA_CONSUMER_GROUP"
+        )
+
+
 def prepare_data(backends: Backends, options: RunnerOptions) -> None:
     """Schema and topics always; demo data when asked, or by default on the embedded database."""
     settings = backends.settings
@@ -122,6 +148,8 @@ def prepare_data(backends: Backends, options: RunnerOptions) -> None:
             "unpublished tasks and dead letters and lose them at exit. Set "
             "KAFKA_BOOTSTRAP_SERVERS too, or leave DATABASE_URL unset for the embedded database"
         )
+    if backends.embedded_database and not backends.in_memory_kafka:
+        _refuse_shared_kafka_names(settings)
     apply_migrations(settings.database_url)
     if not backends.in_memory_kafka:
         # The mock cluster has no CreateTopics; start_backends created its topics.

@@ -76,7 +76,15 @@ def test_runner_needs_no_servers_and_keeps_its_database_between_runs(tmp_path):
 def test_a_hangup_during_start_up_stops_the_runner_and_its_embedded_postgres(tmp_path):
     # Kafka named but unreachable: start-up waits on it (15 s for the topics), well past
     # the embedded PostgreSQL's start, and a closed terminal's SIGHUP comes meanwhile.
-    env = {**clean_env(), "MODEL_URI": model_uri(), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    env = {
+        **clean_env(),
+        "MODEL_URI": model_uri(),
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        # Names of its own, which a runner on its embedded database needs on a real broker.
+        "KAFKA_MODERATION_TOPIC": "hangup-moderation",
+        "KAFKA_DLQ_TOPIC": "hangup-moderation-dlq",
+        "KAFKA_CONSUMER_GROUP": "hangup-consumer",
+    }
     state = tmp_path / "state"
     command = [sys.executable, "local_runner.py", f"--port={free_port()}", f"--state-dir={state}"]
     runner = start_process("hung_up", command, cwd=REPO_ROOT, env=env, log_dir=tmp_path)

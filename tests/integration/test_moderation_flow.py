@@ -269,6 +269,26 @@ def test_a_runner_refuses_the_in_memory_kafka_with_a_database_others_may_use(set
         prepare_data(backends, RunnerOptions(settings, "127.0.0.1", False, tmp_path))
 
 
+def test_a_runner_refuses_the_default_kafka_names_on_a_real_broker_with_its_own_database(
+    settings, tmp_path
+):
+    # The default group on a shared broker would split `moderation` with other deployments.
+    shared = settings.model_copy(update={"kafka_consumer_group": "moderation-consumer"})
+    backends = Backends(shared, embedded_database=True, in_memory_kafka=False, state_dir=tmp_path)
+
+    with pytest.raises(RuntimeError, match="default KAFKA_CONSUMER_GROUP its consumer would"):
+        prepare_data(backends, RunnerOptions(shared, "127.0.0.1", False, tmp_path))
+
+
+def test_a_runner_takes_a_real_broker_with_its_own_database_under_names_of_its_own(
+    settings, tmp_path
+):
+    # The test settings' topics and group are each test's own.
+    backends = Backends(settings, embedded_database=True, in_memory_kafka=False, state_dir=tmp_path)
+
+    prepare_data(backends, RunnerOptions(settings, "127.0.0.1", False, tmp_path))
+
+
 def test_malformed_records_around_valid_ones_are_dead_lettered_and_the_rest_complete(settings):
     with wired_services(settings) as services:
         seed_ads(services, 2)
