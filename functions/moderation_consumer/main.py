@@ -8,11 +8,12 @@ Two entry points over the same batch handler:
           --target moderation_consumer
   It answers 200 once the record is durable (completed, failed, dead-lettered or a
   known duplicate); 400 for a request that is not a CloudEvent, 405 for one that is not
-  a POST, 413 for one larger than any record of the topic; 500 for a bug, which
-  makes the platform redeliver. API_KEYS does not apply (a KafkaSource sends no such
-  header): deploy it where only the platform's trigger can reach it. The retry schedule
-  of a temporary error (5/10/20 s) runs inside the request: give the trigger a delivery
-  timeout above a minute.
+  a POST, 413 for one larger than any record our producers write; 500 for a bug, which
+  makes the platform redeliver (as its trigger's delivery policy says). API_KEYS does
+  not apply (a KafkaSource sends no such header): deploy it where only the platform's
+  trigger can reach it. The retry schedule of a temporary error (5/10/20 s) runs inside
+  the request: give the trigger a delivery timeout of two minutes or more, retries and
+  a dead-letter sink (README, "Scaling").
 """
 
 import dataclasses
@@ -50,8 +51,9 @@ def process_records(records: list[ConsumedRecord]) -> BatchReport:
 
 
 # `moderation` takes records up to 1 MiB; a structured-mode envelope carries one base64
-# encoded, a third bigger. Anything larger did not come from the topic, and refusing it
-# keeps every dead letter within what the producer sends (shared/kafka/config.py).
+# encoded, a third bigger. Anything larger came from no producer of ours (a compressed
+# batch of another's may hold a larger value), and refusing it keeps every dead letter
+# within what our producer sends (shared/kafka/config.py).
 MAX_PUSH_BYTES = 2 * MAX_TASK_RECORD_BYTES
 
 
