@@ -39,6 +39,11 @@ MAX_RETRY_ATTEMPTS = 10
 MAX_IDEMPOTENCY_KEY_TTL_S = 30 * 86_400
 
 
+# The poll loop notices a stop between polls, and a stop has 4.5 s in all
+# (shared/runner/shutdown.py): an idle poll may take under half of that.
+MAX_POLL_TIMEOUT_S = 2.0
+
+
 # The project's own model (`make model`), named absolutely: relative to the working
 # directory, it was missing (a 503 on every prediction) for a function started elsewhere.
 DEFAULT_MODEL_URI = str(Path(__file__).resolve().parents[1] / "var" / "models" / "default")
@@ -71,7 +76,7 @@ class Settings(BaseSettings):
 
     # Consumer
     consumer_batch_size: int = Field(default=500, ge=1)
-    consumer_poll_timeout_s: float = Field(default=1.0, gt=0, le=MAX_DURATION_S)
+    consumer_poll_timeout_s: float = Field(default=1.0, gt=0, le=MAX_POLL_TIMEOUT_S)
 
     # Retries of temporary errors: attempt n waits retry_base_delay_s * 2**(n-1).
     retry_base_delay_s: float = Field(default=5.0, ge=0, le=MAX_DURATION_S)

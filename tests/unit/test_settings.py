@@ -16,6 +16,7 @@ from shared.kafka.config import producer_config
 from shared.settings import (
     MAX_DURATION_S,
     MAX_IDEMPOTENCY_KEY_TTL_S,
+    MAX_POLL_TIMEOUT_S,
     MAX_RETRY_ATTEMPTS,
     Settings,
 )
@@ -78,7 +79,8 @@ DURATIONS = {
     "db_connect_timeout_s": MAX_DURATION_S,
     "db_statement_timeout_ms": MAX_DURATION_S * 1000,
     "kafka_publish_timeout_s": MAX_DURATION_S,
-    "consumer_poll_timeout_s": MAX_DURATION_S,
+    # A stop is noticed between polls, within the shutdown budget.
+    "consumer_poll_timeout_s": MAX_POLL_TIMEOUT_S,
     "retry_base_delay_s": MAX_DURATION_S,
     "outbox_relay_interval_s": MAX_DURATION_S,
     "outbox_grace_s": MAX_DURATION_S,
