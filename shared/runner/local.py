@@ -90,6 +90,8 @@ def run(argv: Sequence[str]) -> int:
             print(f"local_runner: stopped during start-up ({interrupted})", file=sys.stderr)
             return 0
         except START_UP_ERRORS as error:
+            # As above: a signal now must not cut short stopping the embedded PostgreSQL.
+            stop.install()
             log.error("start-up failed", extra={"error": str(error)})
             print(f"local_runner: start-up failed: {error}", file=sys.stderr)
             return 1
