@@ -12,7 +12,7 @@ import numpy as np
 import psycopg
 
 from shared.bootstrap import Services, install_services
-from shared.db.dead_letters import DeadLetter, StoredDeadLetter
+from shared.db.dead_letters import DeadLetter, LetterClaim, StoredDeadLetter
 from shared.db.tasks import KeyedTask, TaskFailure, TaskForProcessing, TaskRow
 from shared.domain import Ad, BatchVerdicts, Verdict
 from shared.errors import (
@@ -280,9 +280,7 @@ class InMemoryTransaction:
     def mark_dead_letters_published(self, ids: Sequence[int]) -> None:
         self.s.letters_published.update(ids)
 
-    def claim_unpublished_dead_letters(
-        self, *, older_than_s: float, limit: int
-    ) -> list[StoredDeadLetter]:
+    def claim_unpublished_dead_letters(self, *, older_than_s: float, limit: int) -> LetterClaim:
         unpublished = [
             i
             for i in self.s.letters
@@ -290,7 +288,8 @@ class InMemoryTransaction:
             and _older_than(self.s.letters_created_at[i], older_than_s)
         ]
         unpublished.sort(key=lambda i: (self.s.letter_publish_tries.get(i, 0), i))
-        return [StoredDeadLetter(i, self.s.letters[i]) for i in unpublished[:limit]]
+        claimed = [StoredDeadLetter(i, self.s.letters[i]) for i in unpublished[:limit]]
+        return LetterClaim(claimed, full=len(unpublished) >= limit)
 
     def count_dead_letter_publish_tries(self, ids: Sequence[int]) -> None:
         for i in ids:

@@ -5,7 +5,7 @@
 -- invalid index of the new name, which the first statement drops, and an interrupted
 -- run is run again whole, since pgmigrate records the version only at its end.
 -- Each CONCURRENTLY step first waits for the transactions on the table to end: longer
--- than the session's 10 s (db/migrations.yml) is allowed here, since this waiting
+-- than the session's lock_timeout (db/migrations.yml) is allowed here, since this waiting
 -- holds back no one else's reads or writes.
 SET lock_timeout = '1min';
 DROP INDEX CONCURRENTLY IF EXISTS moderation_results_unpublished_by_tries_idx;

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -88,13 +89,19 @@ def lock_unpublished_dead_letters(conn: psycopg.Connection, ids: Sequence[int]) 
 MAX_BYTES_PER_CLAIM = 16 * 1024 * 1024
 
 
+class LetterClaim(NamedTuple):
+    letters: list[StoredDeadLetter]
+    # The claim took all it could (`limit` letters, or `max_bytes`): more may be waiting.
+    full: bool
+
+
 def claim_unpublished_dead_letters(
     conn: psycopg.Connection,
     *,
     older_than_s: float,
     limit: int,
     max_bytes: int = MAX_BYTES_PER_CLAIM,
-) -> list[StoredDeadLetter]:
+) -> LetterClaim:
     """Unpublished letters past the grace period, the least tried first (then the oldest):
     see `count_publish_tries`. At most `limit` of them, and as many of those as fit in
     `max_bytes` of keys and values (one at least, whatever its size)."""
@@ -110,8 +117,9 @@ def claim_unpublished_dead_letters(
         (older_than_s, limit),
     ).fetchall()
     ids = _within_bytes(sizes, max_bytes)
+    full = len(sizes) >= limit or len(ids) < len(sizes)
     if not ids:
-        return []
+        return LetterClaim([], full)
     # Those left out stay locked until the sweep commits, and are claimed by a later one.
     rows = conn.execute(
         """
@@ -123,7 +131,7 @@ def claim_unpublished_dead_letters(
         (ids,),
         prepare=False,
     ).fetchall()
-    return [StoredDeadLetter(row[0], DeadLetter(*row[1:])) for row in rows]
+    return LetterClaim([StoredDeadLetter(row[0], DeadLetter(*row[1:])) for row in rows], full)
 
 
 def _within_bytes(sizes: Sequence[tuple[int, int]], max_bytes: int) -> list[int]:

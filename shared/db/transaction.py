@@ -81,7 +81,7 @@ class Transaction:
 
     def claim_unpublished_dead_letters(
         self, *, older_than_s: float, limit: int
-    ) -> list[StoredDeadLetter]:
+    ) -> dead_letters.LetterClaim:
         return dead_letters.claim_unpublished_dead_letters(
             self.conn, older_than_s=older_than_s, limit=limit
         )

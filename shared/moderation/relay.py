@@ -23,16 +23,31 @@ from shared.moderation.tasks import EXPIRED_KEYS_PER_PURGE, purge_expired_idempo
 log = logging.getLogger(__name__)
 
 
+class _Swept(NamedTuple):
+    published: int
+    full: bool  # it published all it claimed, and claimed all it may: more may be waiting
+
+
 def relay_unpublished_tasks(services: Services) -> int:
     """Publish pending tasks older than the grace period that Kafka never acknowledged,
     the least tried first; raises, once the tries are counted, if Kafka took none."""
+    return _sweep_tasks(services).published
+
+
+def relay_unpublished_dead_letters(services: Services) -> int:
+    """Publish unpublished DLQ letters, the least tried first; raises, once the tries
+    are counted, if Kafka took none of them."""
+    return _sweep_dead_letters(services).published
+
+
+def _sweep_tasks(services: Services) -> _Swept:
     settings = services.settings
     with services.db.transaction() as tx:
         claimed = tx.claim_unpublished_tasks(
             older_than_s=settings.outbox_grace_s, limit=settings.outbox_batch_size
         )
         if not claimed:
-            return 0
+            return _Swept(0, full=False)
         records = [
             OutgoingRecord(settings.kafka_moderation_topic, *encode_task_message(*task))
             for task in claimed
@@ -44,27 +59,28 @@ def relay_unpublished_tasks(services: Services) -> int:
             mark_published=tx.mark_tasks_published,
             count_tries=tx.count_task_publish_tries,
         )
-    return outcome.count()
+    published = outcome.count()
+    return _Swept(published, full=published >= settings.outbox_batch_size)
 
 
-def relay_unpublished_dead_letters(services: Services) -> int:
-    """Publish unpublished DLQ letters, the least tried first; raises, once the tries
-    are counted, if Kafka took none of them."""
+def _sweep_dead_letters(services: Services) -> _Swept:
     settings = services.settings
     with services.db.transaction() as tx:
-        claimed = tx.claim_unpublished_dead_letters(
+        claim = tx.claim_unpublished_dead_letters(
             older_than_s=settings.outbox_grace_s, limit=settings.outbox_batch_size
         )
-        if not claimed:
-            return 0
+        if not claim.letters:
+            return _Swept(0, full=False)
         outcome = settle_sweep(
             services.publisher,
-            dead_letter_records(settings.kafka_dlq_topic, claimed),
-            [letter.id for letter in claimed],
+            dead_letter_records(settings.kafka_dlq_topic, claim.letters),
+            [letter.id for letter in claim.letters],
             mark_published=tx.mark_dead_letters_published,
             count_tries=tx.count_dead_letter_publish_tries,
         )
-    return outcome.count()
+    published = outcome.count()
+    # Cut short by its bytes, a claim is full below the batch size.
+    return _Swept(published, full=claim.full and published == len(claim.letters))
 
 
 def relay_once(services: Services) -> int:
@@ -101,14 +117,10 @@ class _Pass(NamedTuple):
 
 def _relay_pass(services: Services) -> _Pass:
     """What `relay_once` does, and whether a step found more than one pass takes."""
-    limit = services.settings.outbox_batch_size
     published = 0
     more_left = False
     failures: list[Exception] = []
-    for kind, sweep in (
-        ("task", relay_unpublished_tasks),
-        ("dead_letter", relay_unpublished_dead_letters),
-    ):
+    for kind, sweep in (("task", _sweep_tasks), ("dead_letter", _sweep_dead_letters)):
         if failures and services.stopping.is_set():
             break
         try:
@@ -117,9 +129,9 @@ def _relay_pass(services: Services) -> _Pass:
             metrics.observe_outbox_sweep(kind, None)
             failures.append(error)
         else:
-            metrics.observe_outbox_sweep(kind, swept)
-            published += swept
-            more_left |= swept >= limit
+            metrics.observe_outbox_sweep(kind, swept.published)
+            published += swept.published
+            more_left |= swept.full
     if not (failures and services.stopping.is_set()):
         try:
             expired = purge_expired_idempotency_keys(services)

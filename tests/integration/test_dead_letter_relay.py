@@ -16,7 +16,11 @@ from shared.db.dead_letters import (
 )
 from shared.errors import BrokerUnavailable
 from shared.kafka.config import MAX_RECORD_BYTES
-from shared.moderation.relay import relay_unpublished_dead_letters, relay_unpublished_tasks
+from shared.moderation.relay import (
+    relay_unpublished_dead_letters,
+    relay_unpublished_tasks,
+    relay_until_caught_up,
+)
 from tests.fakes import FakePublisher
 from tests.integration.helpers import read_topic, seed_ads, wired_services
 
@@ -41,16 +45,34 @@ def test_a_claim_takes_the_letters_that_fit_in_its_bytes_and_at_least_one(settin
         insert_dead_letters(conn, [_letter(offset, b"v" * 1000) for offset in range(4)])
         insert_dead_letters(conn, [_letter(4, None)])
 
-        def claimed_offsets(max_bytes: int) -> list[int]:
+        def claimed_offsets(max_bytes: int, limit: int = 10) -> tuple[list[int], bool]:
             with conn.transaction():
-                letters = claim_unpublished_dead_letters(
-                    conn, older_than_s=0, limit=10, max_bytes=max_bytes
+                claim = claim_unpublished_dead_letters(
+                    conn, older_than_s=0, limit=limit, max_bytes=max_bytes
                 )
-            return [letter.letter.source_offset for letter in letters]
+            return [letter.letter.source_offset for letter in claim.letters], claim.full
 
-        assert claimed_offsets(2_500) == [0, 1]
-        assert claimed_offsets(4_005) == [0, 1, 2, 3, 4]  # the last, without a value: 1 byte
-        assert claimed_offsets(10) == [0]  # larger than the budget alone: taken all the same
+        # Cut short by its bytes, a claim says it is full: more letters are waiting.
+        assert claimed_offsets(2_500) == ([0, 1], True)
+        assert claimed_offsets(4_005) == ([0, 1, 2, 3, 4], False)  # the last has no value
+        assert claimed_offsets(10) == ([0], True)  # larger than the budget: taken all the same
+        assert claimed_offsets(4_005, limit=5) == ([0, 1, 2, 3, 4], True)
+
+
+def test_a_relay_call_goes_on_sweeping_letters_its_bytes_cut_short(settings):
+    # A scheduler calls the relay function once a minute: a backlog of large letters,
+    # more than one sweep's 16 MiB, must still drain within the call.
+    settings = settings.model_copy(update={"outbox_grace_s": 0})
+    large = b"x" * 900 * 1024
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        insert_dead_letters(conn, [_letter(offset, large) for offset in range(24)])
+
+    with wired_services(settings) as services:
+        published = relay_until_caught_up(services, budget_s=60)
+
+    assert published == 24
+    delivered = read_topic(settings, settings.kafka_dlq_topic, expected=24, timeout_s=30)
+    assert sorted(int(message.key()) for message in delivered) == list(range(24))
 
 
 def test_a_full_sweep_of_refused_letters_holds_back_no_later_letter(settings):
