@@ -10,7 +10,9 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # How much longer than librdkafka's message timeout a publish waits for the delivery
@@ -119,6 +121,17 @@ class Settings(BaseSettings):
             raise ValueError(f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}")
         return level
 
+    @field_validator("database_url")
+    @classmethod
+    def _a_connection_string(cls, value: str) -> str:
+        try:
+            conninfo_to_dict(value)
+        except psycopg.ProgrammingError as error:
+            # libpq quotes the part it cannot read, which may be the password.
+            reason = re.sub(r'"[^"]*"', '"..."', str(error).strip())
+            raise ValueError(f"not a connection string libpq can read: {reason}") from None
+        return value
+
     @field_validator("api_keys")
     @classmethod
     def _keys_or_nothing(cls, value: str) -> str:
@@ -193,7 +206,30 @@ def _keys_in(api_keys: str) -> list[str]:
     return [key.strip() for key in api_keys.split(",") if key.strip()]
 
 
+class InvalidSettings(ValueError):
+    """Settings that do not validate, named with what is wrong and without their values."""
+
+
+def describe_invalid(error: ValidationError) -> str:
+    """Each problem as `NAME: what is wrong`. Never the values: pydantic's own message
+    quotes them, and they include API_KEYS and DATABASE_URL's password, which would then
+    be logged on every request of a misconfigured function."""
+    return "; ".join(
+        f"{'.'.join(map(str, issue['loc'])).upper() or 'settings'}: {issue['msg']}"
+        for issue in error.errors(include_url=False, include_input=False)
+    )
+
+
+def read_settings(**overrides: object) -> Settings:
+    """Settings from the environment (`overrides` win), or InvalidSettings saying what is
+    wrong without quoting any value."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise InvalidSettings(f"invalid setting: {describe_invalid(error)}") from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Settings read once per process from the environment."""
-    return Settings()
+    return read_settings()

@@ -8,10 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from shared.runner.embedded import DEFAULT_STATE_DIR
-from shared.settings import Settings
+from shared.settings import InvalidSettings, Settings, read_settings
 
 # flag -> (Settings field, type, help)
 SETTING_FLAGS: dict[str, tuple[str, type, str]] = {
@@ -80,13 +78,9 @@ def parse_options(argv: Sequence[str]) -> RunnerOptions:
     }
     try:
         # Init arguments win over env vars in pydantic-settings: flag first, then env.
-        settings = Settings(**overrides)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, issue['loc'])).upper() or 'settings'}: {issue['msg']}"
-            for issue in error.errors(include_url=False)
-        )
-        parser.error(f"invalid setting: {problems}")
+        settings = read_settings(**overrides)
+    except InvalidSettings as error:
+        parser.error(str(error))
     return RunnerOptions(
         settings=settings,
         host=args.host,

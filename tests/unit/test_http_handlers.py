@@ -646,6 +646,43 @@ def test_outbox_relay_takes_only_posts_and_checks_api_keys(services):
     assert allowed.status_code == 200, allowed.get_data(as_text=True)
 
 
+@pytest.mark.parametrize(
+    ("environment", "named"),
+    [
+        # A key-level error: pydantic's message quotes the whole setting, every key in it.
+        ({"API_KEYS": "k_live_8f3a9c2d7e1b4a6f,k_new_\u00e9"}, "API_KEYS"),
+        # A cross-field one: pydantic's message quotes the start and end of every setting.
+        (
+            {
+                "API_KEYS": "k_live_8f3a9c2d7e1b4a6f",
+                "DB_POOL_MIN_SIZE": "5",
+                "DB_POOL_MAX_SIZE": "2",
+            },
+            "DB_POOL_MIN_SIZE",
+        ),
+        # A URL libpq cannot read: its message quotes the part, here the password.
+        ({"DATABASE_URL": "postgresql://app:p%zzk_live_8f3a9c2d7e1b4a6f@db/m"}, "DATABASE_URL"),
+    ],
+)
+def test_settings_that_do_not_validate_are_logged_without_their_values(
+    services, monkeypatch, caplog, environment, named
+):
+    install_services(None)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        response = client("predict").post("/", json={})
+    finally:
+        get_settings.cache_clear()
+
+    assert _assert_json_error(response, 500) == "Internal server error"
+    # What is wrong, by the setting's name, and none of the values.
+    assert "invalid setting: " in caplog.text
+    assert named in caplog.text
+    assert "8f3a9c2d" not in caplog.text
+
+
 def test_an_error_outside_every_handler_is_a_json_500(services, monkeypatch):
     # Settings that do not validate fail in get_services(), before any handler runs.
     install_services(None)

@@ -18,7 +18,9 @@ from shared.settings import (
     MAX_IDEMPOTENCY_KEY_TTL_S,
     MAX_POLL_TIMEOUT_S,
     MAX_RETRY_ATTEMPTS,
+    InvalidSettings,
     Settings,
+    read_settings,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -152,3 +154,22 @@ def test_the_default_model_is_found_from_any_working_directory(tmp_path):
 
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.strip()
+
+
+def test_a_database_url_libpq_cannot_read_is_refused_without_quoting_it():
+    with pytest.raises(InvalidSettings) as refused:
+        read_settings(database_url="postgresql://app:p%zzS3cret@db/moderation")
+
+    assert "DATABASE_URL: Value error, not a connection string libpq can read" in str(refused.value)
+    assert "S3cret" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:p%40ss@db:5432/moderation?options=-c%20search_path%3Dmod",
+        "host=db dbname=moderation user=app",
+    ],
+)
+def test_urls_and_key_value_connection_strings_are_taken(url):
+    assert read_settings(database_url=url).database_url == url
