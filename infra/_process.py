@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +26,51 @@ class RunAs:
     gid: int
 
 
+# Ports are picked below the range the kernel hands out itself (for bind to port 0 and
+# for every outgoing connection): a port picked for a server that starts a moment later
+# cannot meanwhile be given to someone else. From the ephemeral range, a runner's
+# in-memory Kafka once took the very port its HTTP server had been told to use.
+_LOWEST_PICKED_PORT = 10_000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port(host: str = LOCALHOST) -> int:
-    """A port nobody listens on right now (the kernel picks it)."""
+    """A port nobody listens on right now, outside the kernel's ephemeral range where
+    there is room below it; the kernel's pick otherwise."""
+    for port in _picked_ports():
+        if port_is_free(port, host):
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def _picked_ports() -> Iterator[int]:
+    """Candidates in turn from a random start, so that this process does not pick one
+    port twice in a row, nor two processes the same ones."""
+    first_ephemeral = _first_ephemeral_port()
+    if first_ephemeral - _LOWEST_PICKED_PORT < 1_000:
+        return
+    global _next_pick
+    span = first_ephemeral - _LOWEST_PICKED_PORT
+    for _ in range(100):
+        with _pick_lock:  # threads of one test session pick ports too
+            if _next_pick is None:
+                _next_pick = random.randrange(span)
+            _next_pick = (_next_pick + 1) % span
+            port = _LOWEST_PICKED_PORT + _next_pick
+        yield port
+
+
+_next_pick: int | None = None
+_pick_lock = threading.Lock()
+
+
+def _first_ephemeral_port() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
 
 
 def port_is_free(port: int, host: str = LOCALHOST) -> bool:

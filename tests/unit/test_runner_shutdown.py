@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from infra._process import free_port
 from shared.runner.shutdown import STOP_SIGNALS, StartUpInterrupted, StartUpInterruption
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -80,7 +80,7 @@ sys.exit(run_worker_process("stuck", StuckWorker, needs=()))
 
 
 def test_a_worker_process_whose_batch_outlasts_the_budget_still_exits_on_time(tmp_path):
-    env = {**os.environ, "PORT": str(_free_port()), "OPS_HOST": "127.0.0.1"}
+    env = {**os.environ, "PORT": str(free_port()), "OPS_HOST": "127.0.0.1"}
     process = subprocess.Popen(
         [sys.executable, "-c", _STUCK_WORKER],
         cwd=REPO_ROOT,
@@ -107,7 +107,7 @@ def test_a_worker_process_stopped_while_its_model_loads_ends_at_once(tmp_path):
     model_dir.mkdir()
     for name in os.listdir(REPO_ROOT / "var" / "models" / "default"):
         os.mkfifo(model_dir / name)
-    env = {**os.environ, "PORT": str(_free_port()), "OPS_HOST": "127.0.0.1"}
+    env = {**os.environ, "PORT": str(free_port()), "OPS_HOST": "127.0.0.1"}
     env["MODEL_URI"] = str(model_dir)
     process = subprocess.Popen(
         [sys.executable, "-c", _STUCK_WORKER.replace("needs=()", "needs=('model',)")],
@@ -130,12 +130,6 @@ def test_a_worker_process_stopped_while_its_model_loads_ends_at_once(tmp_path):
     assert process.returncode == 0, stderr
     assert "stopped during start-up" in stderr
     assert "started" not in stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _open_once_read(fifo_dir: Path, process: subprocess.Popen, timeout_s: float = 30) -> int:
