@@ -126,10 +126,13 @@ class Settings(BaseSettings):
     def _a_connection_string(cls, value: str) -> str:
         try:
             conninfo_to_dict(value)
-        except psycopg.ProgrammingError as error:
-            # libpq quotes the part it cannot read, which may be the password.
-            reason = re.sub(r'"[^"]*"', '"..."', str(error).strip())
-            raise ValueError(f"not a connection string libpq can read: {reason}") from None
+        except (psycopg.ProgrammingError, UnicodeDecodeError) as error:
+            # libpq quotes the part it cannot read, which may be the password (quotes
+            # and all): only its words before the first quote are kept, and a byte that
+            # is not UTF-8 is not shown at all.
+            reason = "not UTF-8" if isinstance(error, UnicodeDecodeError) else str(error)
+            reason = re.split(r'["«»„“”]', reason, maxsplit=1)[0].strip().rstrip(":")
+            raise ValueError(f"not a connection string libpq can read ({reason})") from None
         return value
 
     @field_validator("api_keys")
@@ -207,13 +210,15 @@ def _keys_in(api_keys: str) -> list[str]:
 
 
 class InvalidSettings(ValueError):
-    """Settings that do not validate, named with what is wrong and without their values."""
+    """Settings that do not validate, named with what is wrong; never quoting API_KEYS
+    or DATABASE_URL."""
 
 
 def describe_invalid(error: ValidationError) -> str:
-    """Each problem as `NAME: what is wrong`. Never the values: pydantic's own message
-    quotes them, and they include API_KEYS and DATABASE_URL's password, which would then
-    be logged on every request of a misconfigured function."""
+    """Each problem as `NAME: what is wrong`, without the input pydantic's own message
+    quotes: that includes API_KEYS and DATABASE_URL's password, which would then be
+    logged on every request of a misconfigured function. (Our own messages name only
+    values that are no secret: a log level, a pool size.)"""
     return "; ".join(
         f"{'.'.join(map(str, issue['loc'])).upper() or 'settings'}: {issue['msg']}"
         for issue in error.errors(include_url=False, include_input=False)
@@ -222,7 +227,7 @@ def describe_invalid(error: ValidationError) -> str:
 
 def read_settings(**overrides: object) -> Settings:
     """Settings from the environment (`overrides` win), or InvalidSettings saying what is
-    wrong without quoting any value."""
+    wrong without quoting a secret."""
     try:
         return Settings(**overrides)
     except ValidationError as error:

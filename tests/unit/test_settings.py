@@ -156,12 +156,24 @@ def test_the_default_model_is_found_from_any_working_directory(tmp_path):
     assert loaded.stdout.strip()
 
 
-def test_a_database_url_libpq_cannot_read_is_refused_without_quoting_it():
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:p%zzS3cret@db/moderation",
+        # A quote in the password, which libpq's own quotes around it would not hide.
+        'postgresql://app:p%zz"S3cret@db/m',
+        'postgresql://app:S3"cret@[::1/m',
+        'host=db password=x"S3cret z"w q',
+        "postgresql://app:p%ffS3cret@db/m",  # a byte that is not UTF-8
+    ],
+)
+def test_a_database_url_libpq_cannot_read_is_refused_without_quoting_it(url):
     with pytest.raises(InvalidSettings) as refused:
-        read_settings(database_url="postgresql://app:p%zzS3cret@db/moderation")
+        read_settings(database_url=url)
 
     assert "DATABASE_URL: Value error, not a connection string libpq can read" in str(refused.value)
     assert "S3cret" not in str(refused.value)
+    assert "cret" not in str(refused.value)
 
 
 @pytest.mark.parametrize(
