@@ -27,7 +27,8 @@ REQUEST_LATENCY = Histogram(
 )
 TASKS = Counter(
     "moderation_tasks_total",
-    "Consumed moderation records by outcome (completed, failed, duplicate, dead_lettered)",
+    "Consumed moderation records by outcome (completed, failed, duplicate), and the DLQ"
+    " letters written for them (dead_lettered: a failed task's record counts there too)",
     ["outcome"],
 )
 RETRIES = Counter(

@@ -45,9 +45,13 @@ register_json_errors(functions_framework.errorhandler)
 
 def process_records(records: list[ConsumedRecord]) -> BatchReport:
     started = time.perf_counter()
-    report = process_moderation_batch(get_services(), records)
-    metrics.observe_batch_report(report, time.perf_counter() - started)
-    return report
+    report = BatchReport(records=len(records))
+    try:
+        return process_moderation_batch(get_services(), records, report)
+    finally:
+        # Also for a batch abandoned in a retry wait: what it made durable (letters
+        # published, tasks failed) is not counted again when its records come back.
+        metrics.observe_batch_report(report, time.perf_counter() - started)
 
 
 # `moderation` takes records up to 1 MiB; a structured-mode envelope carries one base64

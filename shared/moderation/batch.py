@@ -130,9 +130,15 @@ class _Work:
         self.tasks, self.letters, self.failures = [], [], []
 
 
-def process_moderation_batch(services: Services, records: Sequence[ConsumedRecord]) -> BatchReport:
-    """Bring every record of the batch to a durable outcome (see the module docstring)."""
-    report = BatchReport(records=len(records))
+def process_moderation_batch(
+    services: Services, records: Sequence[ConsumedRecord], report: BatchReport | None = None
+) -> BatchReport:
+    """Bring every record of the batch to a durable outcome (see the module docstring).
+
+    `report`, when given, is filled in as outcomes become durable, so that a caller
+    still has what was written when the batch is abandoned (a stop or a revoke during a
+    retry wait), which raises instead of returning it."""
+    report = report if report is not None else BatchReport(records=len(records))
     work = _parse_records(services, records, report)
     policy = temporary_error_policy(services.settings, sleep=services.sleep)
     try:

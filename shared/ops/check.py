@@ -11,11 +11,24 @@ from shared.bootstrap import build_services
 from shared.ops.health import CHECKS, check_readiness
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def check_names(argv: Sequence[str] | None = None) -> list[str]:
+    """The checks the command line names, all of them when it names none."""
     parser = argparse.ArgumentParser(prog="python -m shared.ops.check")
-    parser.add_argument("names", nargs="*", choices=sorted(CHECKS), help="default: all")
-    args = parser.parse_args(argv)
-    names = args.names or sorted(CHECKS)
+    # No `choices`: with nargs="*", Python 3.11's argparse refuses the empty default too.
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="check",
+        help=f"any of {', '.join(sorted(CHECKS))}; default: all",
+    )
+    names = parser.parse_args(argv).names
+    if unknown := sorted(set(names) - set(CHECKS)):
+        parser.error(f"unknown check {', '.join(unknown)}: choose from {', '.join(sorted(CHECKS))}")
+    return names or sorted(CHECKS)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    names = check_names(argv)
     services = build_services()
     try:
         results = check_readiness(services, names=names)

@@ -11,6 +11,7 @@ import pytest
 
 from shared.errors import BrokerUnavailable
 from shared.ops.app import create_ops_app
+from shared.ops.check import check_names
 from shared.ops.health import CheckResult, check_readiness
 from tests.fakes import FakeModelLoader, FakePublisher, fake_services
 
@@ -222,3 +223,17 @@ def test_a_scrape_never_waits_for_a_model_load():
 
     assert response.status_code == 200
     assert services.model.loads == 0
+
+
+def test_the_check_command_runs_every_check_when_it_names_none():
+    # Python 3.11's argparse refused the empty default of nargs="*" with choices.
+    assert check_names([]) == ["database", "kafka", "model"]
+    assert check_names(["kafka", "database"]) == ["kafka", "database"]
+
+
+def test_the_check_command_refuses_a_check_it_does_not_know(capsys):
+    with pytest.raises(SystemExit) as refused:
+        check_names(["kafka", "redis"])
+
+    assert refused.value.code == 2
+    assert "unknown check redis: choose from database, kafka, model" in capsys.readouterr().err

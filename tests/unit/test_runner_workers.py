@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client import REGISTRY
 
+from shared.bootstrap import ShutdownRequested
 from shared.db.dead_letters import DeadLetter
 from shared.domain import Ad
 from shared.errors import BrokerUnavailable
@@ -18,7 +19,7 @@ from shared.moderation.relay import relay_once
 from shared.moderation.tasks import submit_moderation_task
 from shared.runner.shutdown import StopSignal
 from shared.runner.workers import RelayWorker, load_consumer_handler
-from tests.fakes import InMemoryTransaction, fake_services, installed
+from tests.fakes import FakeModelLoader, InMemoryTransaction, fake_services, installed
 
 
 @pytest.fixture
@@ -80,6 +81,31 @@ def test_the_consumer_handler_is_the_deployed_process_records(services):
     assert report.completed == 1
     assert process_records.__module__ == "moderation_consumer_main"
     assert services.db.state.tasks[task_id].status == "completed"
+
+
+def test_what_a_batch_abandoned_in_a_retry_wait_made_durable_is_counted(services):
+    # A valid task the model fails on once, and a record that is not JSON: the first
+    # attempt dead-letters the latter, then a stop comes during the retry wait.
+    task_id = submit_moderation_task(services, 1).task_id
+    key, value = encode_task_message(task_id, 1)
+    records = [ConsumedRecord("moderation", 0, 0, key, value)]
+    records.append(ConsumedRecord("moderation", 0, 1, b"k", b"not json"))
+    services.model = FakeModelLoader(fail_times=1)
+
+    def stop_during_the_wait(seconds):
+        raise ShutdownRequested()
+
+    services.sleeper = stop_during_the_wait
+    letters_before = REGISTRY.get_sample_value("moderation_dlq_records_total") or 0.0
+
+    with pytest.raises(ShutdownRequested):
+        load_consumer_handler()(records)
+
+    # The letter was published, and its record will not be counted when it comes back.
+    assert len(services.publisher.on_topic("moderation_dlq")) == 1
+    letters_after = REGISTRY.get_sample_value("moderation_dlq_records_total") or 0.0
+    assert letters_after - letters_before == 1
+    assert services.db.state.tasks[task_id].status == "pending"  # left for the redelivery
 
 
 def test_waiting_for_a_stop_signal_ends_early_when_a_worker_dies():
