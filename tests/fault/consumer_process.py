@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from infra._process import free_port
 from shared.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -30,18 +30,12 @@ def consumer_environment(settings: Settings, **overrides: object) -> dict[str, s
     env = {key: value for key, value in os.environ.items() if key.upper() not in names}
     values = settings.model_dump()
     values["model_uri"] = str(MODEL_DIR)
-    values["port"] = _free_loopback_port()  # the ops port; one per process
+    values["port"] = free_port()  # the ops port; one per process
     values["ops_host"] = "127.0.0.1"
     values.update({name.lower(): value for name, value in overrides.items()})
     env.update({name.upper(): str(value) for name, value in values.items()})
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def _free_loopback_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class ConsumerProcess:

@@ -165,7 +165,10 @@ def test_a_restarted_broker_keeps_its_address_and_its_records(infra) -> None:
         _produce(infra.kafka_bootstrap_servers, topic, b"k", b"before the restart")
         address, old_pid = infra.kafka.bootstrap_servers, infra.kafka.pid
 
-        infra.kafka.restart()
+        try:
+            infra.kafka.restart()
+        finally:
+            infra.kafka.start()  # a no-op when it runs; the session needs it either way
 
         assert infra.kafka.bootstrap_servers == address
         assert infra.kafka.pid not in (None, old_pid)
@@ -185,9 +188,11 @@ def test_a_stopped_and_started_postgres_keeps_its_address_and_its_rows(
         conn.execute("INSERT INTO sellers (is_verified) VALUES (true)")
 
     infra.postgres.stop()
-    with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(database_url, connect_timeout=2)
-    infra.postgres.start()
+    try:
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(database_url, connect_timeout=2)
+    finally:
+        infra.postgres.start()  # running again whatever happened: the session needs it
 
     assert infra.postgres.url == database_url
     with psycopg.connect(database_url, connect_timeout=5) as conn:
