@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 
 
 class _Swept(NamedTuple):
+    """What a sweep (or a pass of both sweeps and the purge) did."""
+
     published: int
-    full: bool  # it published all it claimed, and claimed all it may: more may be waiting
+    full: bool  # it took all it may take at once, and got it all out: more may be waiting
 
 
 def relay_unpublished_tasks(services: Services) -> int:
@@ -106,19 +108,14 @@ def relay_until_caught_up(services: Services, *, budget_s: float) -> int:
     while True:
         done = _relay_pass(services)
         published += done.published
-        if not done.more_left or services.stopping.is_set() or time.monotonic() >= deadline:
+        if not done.full or services.stopping.is_set() or time.monotonic() >= deadline:
             return published
 
 
-class _Pass(NamedTuple):
-    published: int
-    more_left: bool  # a step took all it may take at once, so more may be waiting
-
-
-def _relay_pass(services: Services) -> _Pass:
+def _relay_pass(services: Services) -> _Swept:
     """What `relay_once` does, and whether a step found more than one pass takes."""
     published = 0
-    more_left = False
+    full = False
     failures: list[Exception] = []
     for kind, sweep in (("task", _sweep_tasks), ("dead_letter", _sweep_dead_letters)):
         if failures and services.stopping.is_set():
@@ -131,7 +128,7 @@ def _relay_pass(services: Services) -> _Pass:
         else:
             metrics.observe_outbox_sweep(kind, swept.published)
             published += swept.published
-            more_left |= swept.full
+            full |= swept.full
     if not (failures and services.stopping.is_set()):
         try:
             expired = purge_expired_idempotency_keys(services)
@@ -139,9 +136,9 @@ def _relay_pass(services: Services) -> _Pass:
             failures.append(error)
         else:
             metrics.count_expired_idempotency_keys(expired)
-            more_left |= expired >= EXPIRED_KEYS_PER_PURGE
+            full |= expired >= EXPIRED_KEYS_PER_PURGE
     if not failures:
-        return _Pass(published, more_left)
+        return _Swept(published, full)
     failures.sort(key=is_temporary)  # False first: a bug outranks an outage
     for other in failures[1:]:
         log.warning(
