@@ -11,21 +11,26 @@ MODEL_DIR := var/models/default
 venv: $(STAMP)
 
 # A .venv whose python has no pip (a venv that failed half-way) is made again.
+# The constraints go in through PIP_CONSTRAINT rather than `-c`: pip passes its
+# environment on to the isolated environments it builds sdists in (psycopg2, this
+# project), so their setuptools is pinned too, which `-c` would not reach.
+PIP_PINNED := PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install --quiet --disable-pip-version-check
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(PIP_PINNED) -r requirements-dev.txt
+	$(PIP_PINNED) --no-deps -e .
 	@touch $@
 
 # constraints.txt again, from a venv of its own: the newest versions the requirements
-# allow, transitive ones included. Run `make test` after it, and commit both.
+# allow, transitive ones included, and the newest setuptools, which builds the sdists. Run `make test` after it, and commit both.
 LOCK_VENV := var/lock-venv
 lock:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
 		|| { echo "make lock pins for Python 3.11: run it as make lock PYTHON=python3.11" >&2; exit 1; }
 	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	{ sed -n '/^#/!q;p' constraints.txt; $(LOCK_VENV)/bin/python -m pip freeze; } > constraints.txt.new
+	$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade setuptools
+	{ sed -n '/^#/!q;p' constraints.txt; $(LOCK_VENV)/bin/python -m pip freeze --all --exclude pip; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt && rm -rf $(LOCK_VENV)
 
 # The default model is rebuilt reproducibly (same seed, same probabilities) when missing

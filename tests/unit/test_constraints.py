@@ -6,6 +6,7 @@ install quietly taking whatever its new dependencies' latest releases are.
 
 from __future__ import annotations
 
+import tomllib
 from importlib import metadata
 
 from packaging.requirements import Requirement
@@ -70,3 +71,21 @@ def test_every_installed_dependency_is_pinned_at_its_installed_version():
     assert not unpinned, f"installed but not in constraints.txt (run `make lock`): {unpinned}"
     drifted = {name: v for name, v in closure.items() if constraints[name] != v}
     assert not drifted, f"installed at other versions than constraints.txt pins: {drifted}"
+
+
+def test_setuptools_is_pinned_for_the_builds_and_every_install_hands_the_pins_to_them():
+    # psycopg2 and this project are built from source, in isolated environments that
+    # only PIP_CONSTRAINT reaches (`-c` does not): without both, a new setuptools
+    # release would change a fresh install's builds, or break them.
+    constraints = read_pins(CONSTRAINTS)
+    build_system = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["build-system"]
+    for line in build_system["requires"]:
+        requirement = Requirement(line)
+        pinned = constraints.get(canonicalize_name(requirement.name))
+        assert pinned is not None, f"constraints.txt does not pin {requirement.name}"
+        assert requirement.specifier.contains(pinned), f"{requirement} refuses the pinned {pinned}"
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert "PIP_CONSTRAINT=$(CURDIR)/constraints.txt" in makefile
+    assert "-c constraints.txt" not in makefile
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    assert "PIP_CONSTRAINT=/app/constraints.txt pip install" in dockerfile
