@@ -29,38 +29,32 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import NamedTuple
+from dataclasses import dataclass
 
-import numpy as np
-
-from shared.bootstrap import Model, Services, ShutdownRequested
+from shared.bootstrap import Services, ShutdownRequested
 from shared.db.dead_letters import DeadLetter, StoredDeadLetter
-from shared.db.tasks import (
-    TaskFailure,
-    TaskForProcessing,
-)
+from shared.db.tasks import TaskFailure, TaskForProcessing
 from shared.db.transaction import Transaction
-from shared.domain import BatchVerdicts
 from shared.errors import (
     AdNotFound,
     DatabaseUnavailable,
-    InvalidFeatures,
     MalformedMessage,
-    ModelFailedOnAd,
     PermanentError,
     TaskNotFound,
     TemporaryError,
 )
 from shared.kafka.envelope import TaskMessage, parse_canonical_batch, parse_task_message
 from shared.kafka.record import ConsumedRecord
-from shared.moderation.dead_letters import (
-    EXHAUSTED,
-    PERMANENT,
-    build_dead_letter,
-    publish_dead_letters,
+from shared.moderation.batch_work import (
+    BatchWork,
+    TaskRecord,
+    exhausted_failures,
+    failure_with_letter,
+    record_letter,
+    task_letter,
 )
+from shared.moderation.dead_letters import PERMANENT, publish_dead_letters
+from shared.moderation.scoring import Scored, score_ads
 from shared.retry import temporary_error_policy
 
 log = logging.getLogger(__name__)
@@ -74,60 +68,6 @@ class BatchReport:
     duplicates: int = 0
     dead_lettered: int = 0
     retries: int = 0
-
-
-class _Scored(NamedTuple):
-    task_ids: list[int]
-    verdicts: BatchVerdicts  # in the order of task_ids
-
-
-class _Task(NamedTuple):
-    # A tuple, not a frozen dataclass, whose __init__ costs several times more per record.
-    record: ConsumedRecord
-    task_id: int
-    item_id: int  # as the record names it
-
-
-@dataclass
-class _Work:
-    """What is still to be made durable, and the attempts counted so far.
-
-    `tasks` are still to be scored. `letters` and `failures` are settled outcomes
-    (sorted out by a read, or refused by the model) that only wait to be written, with
-    whichever write of the batch comes next: a temporary error later in the attempt
-    neither holds them back nor counts them as an attempt.
-    """
-
-    tasks: list[_Task]
-    letters: list[DeadLetter]
-    failures: list[tuple[TaskFailure, DeadLetter]] = field(default_factory=list)
-    attempts: dict[int, int] = field(default_factory=dict)
-    first_failure_at: dict[int, datetime] = field(default_factory=dict)
-
-    @property
-    def done(self) -> bool:
-        return not self.tasks and not self.letters and not self.failures
-
-    def task_ids(self) -> list[int]:
-        """Each task still to be scored, once: two records may name it (a corrupt copy)."""
-        return list(dict.fromkeys(task.task_id for task in self.tasks))
-
-    def tasks_as_named(self) -> list[tuple[int, int]]:
-        """Each (task_id, item_id) still to be scored, once, as the records name them."""
-        return list(dict.fromkeys((task.task_id, task.item_id) for task in self.tasks))
-
-    def count_failure(self, task_id: int, durable: tuple[int, datetime] | None) -> int:
-        count = self.attempts.get(task_id, 0) + 1
-        first = self.first_failure_at.setdefault(task_id, datetime.now(UTC))
-        if durable is not None:
-            count = max(count, durable[0])
-            first = min(first, durable[1])
-        self.attempts[task_id] = count
-        self.first_failure_at[task_id] = first
-        return count
-
-    def settled(self) -> None:
-        self.tasks, self.letters, self.failures = [], [], []
 
 
 def process_moderation_batch(
@@ -154,12 +94,12 @@ def process_moderation_batch(
 
 def _parse_records(
     services: Services, records: Sequence[ConsumedRecord], report: BatchReport
-) -> _Work:
+) -> BatchWork:
     canonical = parse_canonical_batch([record.value for record in records])
     if canonical is not None and len(set(canonical[0])) == len(records):
         # The usual batch, all produced by us and no task twice: no per-record parsing.
-        return _Work(tasks=list(map(_Task, records, *canonical)), letters=[])
-    work = _Work(tasks=[], letters=[])
+        return BatchWork(tasks=list(map(TaskRecord, records, *canonical)), letters=[])
+    work = BatchWork(tasks=[], letters=[])
     # By task and item: a corrupt copy naming another ad must not pass for the real record.
     seen: set[tuple[int, int]] = set()
     for record in records:
@@ -171,7 +111,7 @@ def _parse_records(
                 extra={"partition": record.partition, "offset": record.offset, "error": str(error)},
             )
             work.letters.append(
-                _letter(services, record, error, PERMANENT, 1, None, task_exists=False)
+                record_letter(services, record, error, PERMANENT, 1, None, task_exists=False)
             )
             continue
         if message in seen:
@@ -179,7 +119,7 @@ def _parse_records(
             report.duplicates += 1
             continue
         seen.add(message)
-        work.tasks.append(_Task(record, message.task_id, message.item_id))
+        work.tasks.append(TaskRecord(record, message.task_id, message.item_id))
     return work
 
 
@@ -195,7 +135,7 @@ def _parse_one(record: ConsumedRecord) -> TaskMessage:
         raise MalformedMessage(f"unparseable value: {type(error).__name__}: {error}") from error
 
 
-def _attempt_batch(services: Services, work: _Work, report: BatchReport) -> None:
+def _attempt_batch(services: Services, work: BatchWork, report: BatchReport) -> None:
     """One all-or-nothing attempt; on success nothing is left to do."""
     try:
         stored = _score_and_write(services, work, report)
@@ -221,11 +161,11 @@ def _attempt_batch(services: Services, work: _Work, report: BatchReport) -> None
 
 
 def _score_and_write(
-    services: Services, work: _Work, report: BatchReport
+    services: Services, work: BatchWork, report: BatchReport
 ) -> list[StoredDeadLetter]:
     with services.db.autocommit() as db:
         rows = db.load_tasks_with_ads([(task.task_id, task.item_id) for task in work.tasks])
-        to_score: list[tuple[_Task, TaskForProcessing]] = []
+        to_score: list[tuple[TaskRecord, TaskForProcessing]] = []
         for task in work.tasks:
             row = rows.get(task.task_id)
             if (
@@ -238,9 +178,9 @@ def _score_and_write(
             else:
                 _sort_out(services, task, row, report, work)
         work.tasks = [task for task, _ in to_score]  # what was sorted out is settled now
-        scored, invalid, model_failing = _score(services, to_score)
+        scored, invalid, model_failing = score_ads(services.model, to_score)
         if invalid:
-            work.failures += [_failure_with_letter(services, *refusal) for refusal in invalid]
+            work.failures += [failure_with_letter(services, *refusal) for refusal in invalid]
             refused = {task.task_id for task, _, _ in invalid}
             work.tasks = [task for task in work.tasks if task.task_id not in refused]
         if model_failing is not None:
@@ -256,10 +196,10 @@ def _score_and_write(
 
 def _sort_out(
     services: Services,
-    task: _Task,
+    task: TaskRecord,
     row: TaskForProcessing | None,
     report: BatchReport,
-    work: _Work,
+    work: BatchWork,
     *,
     attempt_counted: bool = False,
 ) -> None:
@@ -275,19 +215,19 @@ def _sort_out(
     if row is None or isinstance(problem, RecordDoesNotMatchTask):
         # No task, or the row is the truth and this record a corrupt copy (failing
         # the task would lose a valid request): only the record is dead-lettered.
-        work.letters.append(_task_letter(services, task, None, problem))
+        work.letters.append(task_letter(services, task, None, problem))
     elif attempt_counted:
         # The failed attempt that brought us here is already on the row (or, with the
         # database down then, in memory): this read is no attempt of its own.
         attempts = max(row.attempts, work.attempts.get(task.task_id, 0))
-        work.failures.append(_failure_with_letter(services, task, row, problem, attempts))
+        work.failures.append(failure_with_letter(services, task, row, problem, attempts))
     else:
-        work.failures.append(_failure_with_letter(services, task, row, problem))
+        work.failures.append(failure_with_letter(services, task, row, problem))
 
 
 def _write_outcomes(
     db: Transaction,
-    scored: _Scored | None,
+    scored: Scored | None,
     failures: Sequence[tuple[TaskFailure, DeadLetter]],
     letters: Sequence[DeadLetter],
 ) -> tuple[set[int], int, list[StoredDeadLetter]]:
@@ -301,7 +241,7 @@ def _write_outcomes(
     return completed, failed, stored
 
 
-def _complete(db: Transaction, scored: _Scored | None) -> set[int]:
+def _complete(db: Transaction, scored: Scored | None) -> set[int]:
     return set() if scored is None else db.complete_tasks(scored.task_ids, scored.verdicts)
 
 
@@ -323,7 +263,7 @@ class RecordDoesNotMatchTask(MalformedMessage):
     """The record names an existing task but another ad than the task's."""
 
 
-def _permanent_problem(task: _Task, row: TaskForProcessing | None) -> PermanentError | None:
+def _permanent_problem(task: TaskRecord, row: TaskForProcessing | None) -> PermanentError | None:
     if row is None:
         return TaskNotFound(task.task_id)
     if row.item_id != task.item_id:
@@ -335,81 +275,8 @@ def _permanent_problem(task: _Task, row: TaskForProcessing | None) -> PermanentE
     return None
 
 
-Refusals = list[tuple[_Task, TaskForProcessing, PermanentError]]
-
-
-def _score(
-    services: Services, to_score: list[tuple[_Task, TaskForProcessing]]
-) -> tuple[_Scored | None, Refusals, Exception | None]:
-    """One vectorised call; if the model refuses or fails the batch, the ads one by one.
-
-    (verdicts, ads refused for good, the model's own failure): the last is not None when
-    no ad scored, and then every ad not refused is to be retried like an outage."""
-    if not to_score:
-        return None, [], None
-    model = services.model.get()
-    try:
-        verdicts = _checked(model.predict_batch([row.ad for _, row in to_score]))
-        return _Scored([row.id for _, row in to_score], verdicts), [], None
-    except (TemporaryError, ShutdownRequested):
-        raise
-    except Exception as error:  # InvalidFeatures, or a bug the model has on some ad
-        return _score_one_by_one(model, to_score, batch_error=error)
-
-
-def _score_one_by_one(
-    model: Model, to_score: list[tuple[_Task, TaskForProcessing]], *, batch_error: Exception
-) -> tuple[_Scored | None, Refusals, Exception | None]:
-    """What `_score` returns, from a model call per ad: after the batch's call failed."""
-    task_ids: list[int] = []
-    parts: list[BatchVerdicts] = []
-    invalid: Refusals = []
-    failed_on_ads = []
-    for task, row in to_score:
-        try:
-            parts.append(_checked(model.predict_batch([row.ad])))
-        except InvalidFeatures as error:
-            invalid.append((task, row, error))
-        except (TemporaryError, ShutdownRequested):
-            raise
-        except Exception as error:
-            failed_on_ads.append((task, row, error))
-        else:
-            task_ids.append(row.id)
-    if failed_on_ads and not parts:
-        # Not one ad scored: the model itself is failing, not an input (a refusal says
-        # nothing of that, being about an ad's fields). The refusals are settled; the rest
-        # is retried on the schedule like an outage (`_attempt_batch`).
-        return None, invalid, failed_on_ads[0][2]
-    if not failed_on_ads and not invalid and not isinstance(batch_error, InvalidFeatures):
-        # Each ad scored alone, so the batch goes on, but every batch would cost a model
-        # call per ad for as long as this lasts: it must show.
-        log.error("the model failed on a batch, and on none of its ads alone", exc_info=batch_error)
-    for task, row, error in failed_on_ads:
-        # The others of the batch scored, so this ad is what the model chokes on: it is
-        # failed and dead-lettered at once, and its neighbours complete.
-        log.error(
-            "the model failed on one ad of its batch",
-            exc_info=error,
-            extra={"task_id": task.task_id, "item_id": task.item_id},
-        )
-        reason = ModelFailedOnAd(f"the model failed on this ad: {type(error).__name__}: {error}")
-        invalid.append((task, row, reason))
-    scored = _Scored(task_ids, BatchVerdicts.joined(parts, model.version)) if parts else None
-    return scored, invalid, None
-
-
-def _checked(verdicts: BatchVerdicts) -> BatchVerdicts:
-    """The verdicts, or ValueError for a probability outside [0, 1] (NaN included): written,
-    it would fail the CHECK on the column, and with it the UPDATE of the whole batch."""
-    probability = verdicts.probability
-    if not np.all((probability >= 0) & (probability <= 1)):  # NaN compares false
-        raise ValueError("the model gave a probability outside [0, 1]")
-    return verdicts
-
-
 def _count_failed_attempt(
-    services: Services, work: _Work, error: TemporaryError, report: BatchReport
+    services: Services, work: BatchWork, error: TemporaryError, report: BatchReport
 ) -> None:
     """Record the failed attempt on the rows and fail the tasks that reached the limit."""
     limit = services.settings.retry_max_attempts
@@ -426,7 +293,7 @@ def _count_failed_attempt(
                 exhausted = _still_to_fail(services, tx, exhausted, work, report)
             failed, stored = _fail_and_dead_letter(
                 tx,
-                [*work.failures, *_exhausted_failures(services, exhausted, work, error)],
+                [*work.failures, *exhausted_failures(services, exhausted, work, error)],
                 work.letters,
             )
     except DatabaseUnavailable:
@@ -443,7 +310,7 @@ def _count_failed_attempt(
 
 
 def _fail_exhausted(
-    services: Services, work: _Work, error: TemporaryError, report: BatchReport
+    services: Services, work: BatchWork, error: TemporaryError, report: BatchReport
 ) -> None:
     """The schedule ran out: fail what is left, waiting for the database if it is down too."""
     delay = max(services.settings.retry_delays() or [services.settings.retry_base_delay_s])
@@ -453,7 +320,7 @@ def _fail_exhausted(
                 exhausted = _still_to_fail(services, tx, work.tasks, work, report)
                 failed, stored = _fail_and_dead_letter(
                     tx,
-                    [*work.failures, *_exhausted_failures(services, exhausted, work, error)],
+                    [*work.failures, *exhausted_failures(services, exhausted, work, error)],
                     work.letters,
                 )
         except DatabaseUnavailable:
@@ -467,7 +334,7 @@ def _fail_exhausted(
 
 
 @contextmanager
-def _undone_with(work: _Work, report: BatchReport) -> Iterator[None]:
+def _undone_with(work: BatchWork, report: BatchReport) -> Iterator[None]:
     """What the block's reads sort out (letters, failures, duplicates) is undone if its
     transaction fails: the next try reads those tasks again and sorts them out anew."""
     letters, failures, duplicates = list(work.letters), list(work.failures), report.duplicates
@@ -479,8 +346,12 @@ def _undone_with(work: _Work, report: BatchReport) -> Iterator[None]:
 
 
 def _still_to_fail(
-    services: Services, tx: Transaction, tasks: Sequence[_Task], work: _Work, report: BatchReport
-) -> list[_Task]:
+    services: Services,
+    tx: Transaction,
+    tasks: Sequence[TaskRecord],
+    work: BatchWork,
+    report: BatchReport,
+) -> list[TaskRecord]:
     """Of the tasks that ran out of attempts, those their records still describe (pending,
     same ad, ad there); the others are sorted out as a read would have, had one succeeded
     before: a copy must not fail the real task, nor a record of no task lose its letter."""
@@ -493,93 +364,3 @@ def _still_to_fail(
         else:
             _sort_out(services, task, row, report, work, attempt_counted=True)
     return to_fail
-
-
-def _failure_with_letter(
-    services: Services,
-    task: _Task,
-    row: TaskForProcessing,
-    problem: PermanentError,
-    attempts: int | None = None,
-) -> tuple[TaskFailure, DeadLetter]:
-    """`attempts` in all; by default this one, which read `row`, is counted on top of its."""
-    attempts = row.attempts + 1 if attempts is None else attempts
-    failure = TaskFailure(task_id=row.id, reason=str(problem), attempts=attempts)
-    return failure, _task_letter(services, task, row, problem, attempts)
-
-
-def _exhausted_failures(
-    services: Services, tasks: Sequence[_Task], work: _Work, error: TemporaryError
-) -> list[tuple[TaskFailure, DeadLetter]]:
-    return [
-        (_exhausted(task, work, error), _exhausted_letter(services, task, work, error))
-        for task in tasks
-    ]
-
-
-def _exhausted(task: _Task, work: _Work, error: TemporaryError) -> TaskFailure:
-    attempts = work.attempts.get(task.task_id, 0)
-    return TaskFailure(
-        task_id=task.task_id,
-        reason=f"gave up after {attempts} attempts: {error}",
-        attempts=attempts,
-    )
-
-
-def _task_letter(
-    services: Services,
-    task: _Task,
-    row: TaskForProcessing | None,
-    problem: PermanentError,
-    attempts: int | None = None,
-) -> DeadLetter:
-    if attempts is None:
-        attempts = 1 if row is None else row.attempts + 1
-    return _letter(
-        services,
-        task.record,
-        problem,
-        PERMANENT,
-        attempts,
-        task.task_id,
-        task_exists=row is not None,
-        first_failure_at=None if row is None else row.first_failure_at,
-    )
-
-
-def _exhausted_letter(
-    services: Services, task: _Task, work: _Work, error: TemporaryError
-) -> DeadLetter:
-    return _letter(
-        services,
-        task.record,
-        error,
-        EXHAUSTED,
-        work.attempts.get(task.task_id, 0),
-        task.task_id,
-        task_exists=True,
-        first_failure_at=work.first_failure_at.get(task.task_id),
-    )
-
-
-def _letter(
-    services: Services,
-    record: ConsumedRecord,
-    error: BaseException,
-    error_class: str,
-    attempts: int,
-    task_id: int | None,
-    *,
-    task_exists: bool,
-    first_failure_at: datetime | None = None,
-) -> DeadLetter:
-    return build_dead_letter(
-        record,
-        error=error,
-        error_class=error_class,
-        attempts=attempts,
-        consumer_group=services.settings.kafka_consumer_group,
-        task_id=task_id,
-        task_exists=task_exists,
-        first_failure_at=first_failure_at,
-    )

@@ -1,0 +1,155 @@
+"""What a batch of `moderation` records still has to make durable, and the failures and
+DLQ records it settles on the way (shared/moderation/batch.py runs the batch)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from shared.bootstrap import Services
+from shared.db.dead_letters import DeadLetter
+from shared.db.tasks import TaskFailure, TaskForProcessing
+from shared.errors import PermanentError, TemporaryError
+from shared.kafka.record import ConsumedRecord
+from shared.moderation.dead_letters import EXHAUSTED, PERMANENT, build_dead_letter
+
+
+class TaskRecord(NamedTuple):
+    # A tuple, not a frozen dataclass, whose __init__ costs several times more per record.
+    record: ConsumedRecord
+    task_id: int
+    item_id: int  # as the record names it
+
+
+@dataclass
+class BatchWork:
+    """What is still to be made durable, and the attempts counted so far.
+
+    `tasks` are still to be scored. `letters` and `failures` are settled outcomes
+    (sorted out by a read, or refused by the model) that only wait to be written, with
+    whichever write of the batch comes next: a temporary error later in the attempt
+    neither holds them back nor counts them as an attempt.
+    """
+
+    tasks: list[TaskRecord]
+    letters: list[DeadLetter]
+    failures: list[tuple[TaskFailure, DeadLetter]] = field(default_factory=list)
+    attempts: dict[int, int] = field(default_factory=dict)
+    first_failure_at: dict[int, datetime] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return not self.tasks and not self.letters and not self.failures
+
+    def task_ids(self) -> list[int]:
+        """Each task still to be scored, once: two records may name it (a corrupt copy)."""
+        return list(dict.fromkeys(task.task_id for task in self.tasks))
+
+    def tasks_as_named(self) -> list[tuple[int, int]]:
+        """Each (task_id, item_id) still to be scored, once, as the records name them."""
+        return list(dict.fromkeys((task.task_id, task.item_id) for task in self.tasks))
+
+    def count_failure(self, task_id: int, durable: tuple[int, datetime] | None) -> int:
+        count = self.attempts.get(task_id, 0) + 1
+        first = self.first_failure_at.setdefault(task_id, datetime.now(UTC))
+        if durable is not None:
+            count = max(count, durable[0])
+            first = min(first, durable[1])
+        self.attempts[task_id] = count
+        self.first_failure_at[task_id] = first
+        return count
+
+    def settled(self) -> None:
+        self.tasks, self.letters, self.failures = [], [], []
+
+
+def failure_with_letter(
+    services: Services,
+    task: TaskRecord,
+    row: TaskForProcessing,
+    problem: PermanentError,
+    attempts: int | None = None,
+) -> tuple[TaskFailure, DeadLetter]:
+    """`attempts` in all; by default this one, which read `row`, is counted on top of its."""
+    attempts = row.attempts + 1 if attempts is None else attempts
+    failure = TaskFailure(task_id=row.id, reason=str(problem), attempts=attempts)
+    return failure, task_letter(services, task, row, problem, attempts)
+
+
+def exhausted_failures(
+    services: Services, tasks: Sequence[TaskRecord], work: BatchWork, error: TemporaryError
+) -> list[tuple[TaskFailure, DeadLetter]]:
+    return [
+        (_exhausted(task, work, error), _exhausted_letter(services, task, work, error))
+        for task in tasks
+    ]
+
+
+def _exhausted(task: TaskRecord, work: BatchWork, error: TemporaryError) -> TaskFailure:
+    attempts = work.attempts.get(task.task_id, 0)
+    return TaskFailure(
+        task_id=task.task_id,
+        reason=f"gave up after {attempts} attempts: {error}",
+        attempts=attempts,
+    )
+
+
+def task_letter(
+    services: Services,
+    task: TaskRecord,
+    row: TaskForProcessing | None,
+    problem: PermanentError,
+    attempts: int | None = None,
+) -> DeadLetter:
+    if attempts is None:
+        attempts = 1 if row is None else row.attempts + 1
+    return record_letter(
+        services,
+        task.record,
+        problem,
+        PERMANENT,
+        attempts,
+        task.task_id,
+        task_exists=row is not None,
+        first_failure_at=None if row is None else row.first_failure_at,
+    )
+
+
+def _exhausted_letter(
+    services: Services, task: TaskRecord, work: BatchWork, error: TemporaryError
+) -> DeadLetter:
+    return record_letter(
+        services,
+        task.record,
+        error,
+        EXHAUSTED,
+        work.attempts.get(task.task_id, 0),
+        task.task_id,
+        task_exists=True,
+        first_failure_at=work.first_failure_at.get(task.task_id),
+    )
+
+
+def record_letter(
+    services: Services,
+    record: ConsumedRecord,
+    error: BaseException,
+    error_class: str,
+    attempts: int,
+    task_id: int | None,
+    *,
+    task_exists: bool,
+    first_failure_at: datetime | None = None,
+) -> DeadLetter:
+    return build_dead_letter(
+        record,
+        error=error,
+        error_class=error_class,
+        attempts=attempts,
+        consumer_group=services.settings.kafka_consumer_group,
+        task_id=task_id,
+        task_exists=task_exists,
+        first_failure_at=first_failure_at,
+    )
