@@ -21,8 +21,11 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "acks": "all",
         "linger.ms": PRODUCER_LINGER_MS,
         "message.max.bytes": MAX_RECORD_BYTES,
-        # librdkafka gives up on a record when we stop waiting for it, so a record we
-        # reported as unpublished (left to the relay) is not delivered late as well.
+        # librdkafka stops retrying a record when we stop waiting for it. That does not
+        # make the record unpublished: a request already sent may still be written by a
+        # broker that stalled past the timeout, and the relay then sends the record again.
+        # A task's second copy is a duplicate the consumer skips; a dead letter's copies
+        # carry one `x-dead-letter-id` (shared/moderation/dead_letters.py).
         "message.timeout.ms": settings.publish_timeout_ms,
         "socket.connection.setup.timeout.ms": 5_000,
     }

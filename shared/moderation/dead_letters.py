@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 MAX_ERROR_MESSAGE_CHARS = 1000
 PERMANENT = "permanent"
 EXHAUSTED = "exhausted"
+DEAD_LETTER_ID_HEADER = "x-dead-letter-id"
 
 
 def build_dead_letter(
@@ -60,12 +61,19 @@ def build_dead_letter(
 
 
 def dead_letter_records(topic: str, stored: Sequence[StoredDeadLetter]) -> list[OutgoingRecord]:
+    """The letters as records, each with its outbox row's id (`x-dead-letter-id`): a letter
+    may reach the topic twice (see shared/kafka/config.py), and its copies share the id."""
     return [
         OutgoingRecord(
             topic,
             item.letter.key,
             item.letter.value,
-            tuple((name, value.encode()) for name, value in sorted(item.letter.headers.items())),
+            tuple(
+                (name, value.encode())
+                for name, value in sorted(
+                    {**item.letter.headers, DEAD_LETTER_ID_HEADER: str(item.id)}.items()
+                )
+            ),
         )
         for item in stored
     ]

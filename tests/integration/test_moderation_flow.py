@@ -104,6 +104,9 @@ def test_ad_deleted_before_processing_marks_task_failed_and_dead_letters_it_with
         assert headers["x-consumer-group"] == settings.kafka_consumer_group
         assert int(headers["x-source-offset"]) >= 0
         assert headers["x-first-failure-at"] <= headers["x-last-failure-at"]
+        with services.db.transaction() as tx:
+            (letter_id,) = tx.conn.execute("SELECT id FROM dead_letters").fetchone()
+        assert headers["x-dead-letter-id"] == str(letter_id)
         body = (
             create_app("moderation_result", "functions/moderation_result/main.py")
             .test_client()

@@ -325,7 +325,10 @@ def test_dlq_record_carries_the_whole_documented_envelope():
         "x-task-id",
         "x-first-failure-at",
         "x-last-failure-at",
+        "x-dead-letter-id",
     }
+    (letter_id,) = services.db.state.letters
+    assert headers["x-dead-letter-id"] == str(letter_id)
     assert headers["x-exception-type"] == "AdNotFound"
     assert headers["x-exception-message"] == "Ad not found"
     assert headers["x-attempts"] == "1"
