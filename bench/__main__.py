@@ -9,6 +9,7 @@ group's figures were measured, since one bench may be run again alone.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import importlib
 import json
@@ -38,10 +39,24 @@ def discover(only: list[str]) -> list[str]:
     wanted = {name if name.startswith(PREFIX) else PREFIX + name for name in only}
     unknown = wanted - set(names)
     if unknown:
+        # Named as the README and `--help` name them, without the module prefix.
         raise SystemExit(
-            f"unknown bench {', '.join(sorted(unknown))}; expected one of {', '.join(names)}"
+            f"unknown bench {', '.join(sorted(n.removeprefix(PREFIX) for n in unknown))};"
+            f" expected one of {', '.join(n.removeprefix(PREFIX) for n in names)}"
         )
     return [name for name in names if name in wanted]
+
+
+def parse_topics(argv: Sequence[str]) -> list[str]:
+    """The benches the command line names (all when none); exits on --help."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=(__doc__ or "").strip().split("\n\n", 1)[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    available = ", ".join(name.removeprefix(PREFIX) for name in discover([]))
+    parser.add_argument("topics", nargs="*", metavar="bench", help=f"any of {available}")
+    return parser.parse_args(argv).topics
 
 
 def run_module(name: str) -> dict[str, dict[str, Any]]:
@@ -150,7 +165,7 @@ def main(argv: list[str]) -> int:
     results: dict[str, dict[str, Any]] = {}
     measured_at: dict[str, str] = {}
     failed = []
-    for name in discover(argv):
+    for name in discover(parse_topics(argv)):
         print(f"running {name} ...", file=sys.stderr, flush=True)
         try:
             figures = run_module(name)

@@ -337,9 +337,6 @@ class FakeModelLoader:
         self.served = True
         return self.model
 
-    def ready(self) -> bool:
-        return self.fail_times == 0
-
     def loaded(self) -> FakeModel | None:
         """Loaded once a `get()` succeeded, as ModelLoader's model is."""
         return self.model if self.served else None
@@ -356,11 +353,8 @@ class ModelUnavailableAtFirst:
         self.outage.get()
         return self.real.get()
 
-    def ready(self) -> bool:
-        return self.outage.ready() and self.real.ready()
-
     def loaded(self):
-        return self.real.loaded() if self.outage.ready() else None
+        return self.real.loaded() if self.outage.fail_times == 0 else None
 
 
 class FakePublisher:

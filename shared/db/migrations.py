@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
@@ -96,12 +97,19 @@ def _run_pgmigrate(database_url: str, migrations_dir: Path) -> None:
         )
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    from shared.command_line import take_no_arguments
     from shared.settings import get_settings
 
-    apply_migrations(get_settings().database_url)
+    take_no_arguments("python -m shared.db.migrations", __doc__, argv)
+    try:
+        apply_migrations(get_settings().database_url)
+    except (RuntimeError, psycopg.Error) as error:  # pgmigrate's failure, or the server's
+        print(f"migrations failed: {error}", file=sys.stderr)
+        return 1
     print("migrations applied")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,7 +6,9 @@ and the test fixtures call `ensure_topics` with their own settings.
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
 
 from confluent_kafka import KafkaError, KafkaException
@@ -139,11 +141,17 @@ def _wait_until_led(
         time.sleep(0.1)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    from shared.command_line import take_no_arguments
     from shared.settings import get_settings
 
+    take_no_arguments("python -m shared.kafka.topics", __doc__, argv)
     settings = get_settings()
-    partitions = ensure_topics(settings)
+    try:
+        partitions = ensure_topics(settings)
+    except TopicSetupError as error:
+        print(f"topics not ready: {error}", file=sys.stderr)
+        return 1
     print(f"topics ready on {settings.kafka_bootstrap_servers}: {describe(settings, partitions)}")
 
 
@@ -170,4 +178,4 @@ def describe(settings: Settings, partitions: dict[str, int]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -120,14 +120,6 @@ class ModelLoader:
         """The model if it is loaded, without loading it."""
         return self._model
 
-    def ready(self) -> bool:
-        """Whether `get()` returns a model now (loading it if needed) instead of raising."""
-        try:
-            self.get()
-        except ModelUnavailable:
-            return False
-        return True
-
 
 def _again(failure: ModelUnavailable) -> ModelUnavailable:
     """The remembered failure as a new exception. Raising the one object again would add

@@ -52,7 +52,8 @@ def create_ops_app(
     def prometheus_metrics() -> flask.Response:
         if "model" in readiness_checks:
             _record_model_version(services())
-        return flask.Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+        # content_type, not mimetype: Flask would add a second charset to the one it has.
+        return flask.Response(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
     @app.get("/openapi.json")
     def openapi() -> flask.Response:

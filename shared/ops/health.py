@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from shared.bootstrap import Services
-from shared.errors import ModelUnavailable, TemporaryError
+from shared.errors import TemporaryError
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,8 @@ def check_kafka(services: Services) -> str:
 
 
 def check_model(services: Services) -> str:
-    if not services.model.ready():
-        raise ModelUnavailable("model not loaded yet")
+    # Its ModelUnavailable says why (no model_card.json, a bucket
+    # refusing access), and that reason is what the log needs.
     model = services.model.get()
     return f"model {model.version} loaded (threshold {model.threshold:g})"
 

@@ -2,12 +2,15 @@
 `process_records`, as a process of its own (one per replica; the group shares the partitions)."""
 
 import sys
+from collections.abc import Sequence
 
+from shared.command_line import take_no_arguments
 from shared.runner.processes import run_worker_process
 from shared.runner.workers import ConsumerWorker, load_consumer_handler
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    take_no_arguments("python -m shared.runner.consumer", __doc__, argv)
     return run_worker_process(
         "consumer",
         lambda services: ConsumerWorker(services.settings, load_consumer_handler()),

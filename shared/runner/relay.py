@@ -2,12 +2,15 @@
 run: rows are claimed with SKIP LOCKED)."""
 
 import sys
+from collections.abc import Sequence
 
+from shared.command_line import take_no_arguments
 from shared.runner.processes import run_worker_process
 from shared.runner.workers import RelayWorker
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    take_no_arguments("python -m shared.runner.relay", __doc__, argv)
     return run_worker_process("relay", RelayWorker, needs=("database", "kafka"))
 
 

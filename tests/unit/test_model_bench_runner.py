@@ -6,6 +6,8 @@ import importlib
 import json
 import math
 
+import pytest
+
 import bench.__main__ as runner
 from bench.__main__ import discover, format_table, merge_results, result_groups
 from bench.figures import ratio
@@ -57,6 +59,11 @@ def test_every_bench_module_is_discovered_and_topics_can_be_named():
 
     assert "bench_model_inference" in names
     assert discover(["model_inference"]) == ["bench_model_inference"]
+
+
+def test_an_unknown_bench_is_refused_by_the_name_a_user_types():
+    with pytest.raises(SystemExit, match=r"unknown bench http_typo; expected one of .*\bhttp\b"):
+        discover(["http_typo"])
 
 
 def test_a_failed_benchs_earlier_figures_are_dropped_not_left_to_pass_for_this_run(tmp_path):

@@ -93,14 +93,18 @@ def test_a_remembered_failure_keeps_no_callers_frames_alive():
     assert {str(error) for error in raised} == {"fake storage is down"}
 
 
-def test_ready_is_false_while_the_model_cannot_load_and_true_once_it_does():
+def test_get_fails_while_the_model_cannot_load_and_serves_it_once_it_does():
     load = FakeLoad(failures=2)
     clock = _Clock()
     loader = ModelLoader("var/models/default", load=load, clock=clock)
 
     readiness = []
     for _ in range(4):
-        readiness.append(loader.ready())
+        try:
+            loader.get()
+            readiness.append(True)
+        except ModelUnavailable:
+            readiness.append(False)
         clock.now += RETRY_FAILED_LOAD_S
 
     assert readiness == [False, False, True, True]
@@ -158,12 +162,9 @@ def test_concurrent_first_gets_share_one_load():
     assert len(load.calls) == 1
 
 
-def test_a_loader_of_a_missing_directory_is_not_ready(tmp_path):
+def test_a_loader_of_a_missing_directory_says_how_to_make_the_model(tmp_path):
     loader = ModelLoader(str(tmp_path / "absent"))
 
-    ready = loader.ready()
-
-    assert ready is False
     with pytest.raises(ModelUnavailable, match="make model"):
         loader.get()
 

@@ -97,6 +97,19 @@ def test_a_failed_check_tells_the_probe_a_short_reason_and_logs_the_error(caplog
     assert any("broker-7.internal:9093" in r.getMessage() for r in caplog.records)
 
 
+def test_a_model_that_fails_to_load_is_logged_with_the_loaders_reason(caplog):
+    services = fake_services()
+    services.model = FakeModelLoader(fail_times=1)
+
+    response = _client(services).get("/readyz")
+
+    assert response.get_json()["checks"]["model"] == {
+        "ok": False,
+        "detail": "model not loaded: see the process's log",
+    }
+    assert any("model unavailable: fake outage" in r.getMessage() for r in caplog.records)
+
+
 def test_a_check_that_crashes_is_not_ready_and_logged_with_its_traceback(caplog):
     class CrashingPublisher(FakePublisher):
         def ping(self, timeout_s: float = 2.0) -> None:
@@ -165,6 +178,8 @@ def test_metrics_reports_the_model_version_and_the_service_metrics():
     response = _client(services).get("/metrics")
 
     assert response.status_code == 200
+    # Prometheus's text format, its charset once.
+    assert response.headers["Content-Type"] == "text/plain; version=1.0.0; charset=utf-8"
     text = response.get_data(as_text=True)
     assert 'moderation_model_info{version="fake-model-1"} 1.0' in text
     for name in (

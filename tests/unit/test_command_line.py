@@ -1,0 +1,54 @@
+"""The entry points configured by the environment alone answer --help without doing their
+work, and refuse arguments they do not take."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from shared.runner.targets import REPO_ROOT
+
+COMMANDS = (
+    "shared.db.migrations",
+    "shared.kafka.topics",
+    "shared.runner.consumer",
+    "shared.runner.relay",
+)
+# Nothing listens on port 1: a command that ignored --help would fail on it, or, for the
+# long-running ones, keep trying until the timeout.
+UNREACHABLE = {
+    "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+    "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+}
+
+
+def run(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, **UNREACHABLE},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_help_prints_the_usage_and_exits_without_connecting(module):
+    result = run(module, "--help")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: python -m {module} [-h]")
+    assert "every setting comes from the environment" in result.stdout
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_an_argument_is_refused_rather_than_ignored(module):
+    result = run(module, "--batch-size=5")
+
+    assert result.returncode == 2
+    assert "unrecognized arguments: --batch-size=5" in result.stderr
