@@ -75,6 +75,21 @@ def test_a_relay_call_goes_on_sweeping_letters_its_bytes_cut_short(settings):
     assert sorted(int(message.key()) for message in delivered) == list(range(24))
 
 
+def test_a_relay_call_goes_on_sweeping_a_backlog_of_tasks_larger_than_a_sweep(settings):
+    # The backlog an outage leaves: five tasks whose publish failed, sweeps of two.
+    settings = settings.model_copy(update={"outbox_grace_s": 0, "outbox_batch_size": SWEEP})
+    with wired_services(settings) as services:
+        item_ids = seed_ads(services, 5)
+        with services.db.transaction() as tx:
+            task_ids = [tx.create_task_for_existing_ad(item_id) for item_id in item_ids]
+
+        published = relay_until_caught_up(services, budget_s=60)
+
+    assert published == 5
+    delivered = read_topic(settings, settings.kafka_moderation_topic, expected=5)
+    assert sorted(json.loads(message.value())["task_id"] for message in delivered) == task_ids
+
+
 def test_a_full_sweep_of_refused_letters_holds_back_no_later_letter(settings):
     settings = settings.model_copy(update={"outbox_grace_s": 0, "outbox_batch_size": SWEEP})
     too_large = b"x" * (MAX_RECORD_BYTES + 1)  # the producer refuses it, every time

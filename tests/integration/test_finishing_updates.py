@@ -126,6 +126,27 @@ def test_a_failed_attempt_counts_only_where_the_record_names_the_tasks_own_ad(
     assert stored == [(first, 1, "read timed out"), (second, 0, None)]
 
 
+def test_a_finished_task_is_neither_completed_nor_failed_again(conn: psycopg.Connection) -> None:
+    # Two consumers overlapping in a rebalance: one finished the task after the other
+    # read it as pending. The status guard, not the caller, keeps the first outcome.
+    completed, failed = add_pending_tasks(conn, 2)
+    assert complete_tasks(conn, [completed], BatchVerdicts(np.array([True]), np.array([0.9]), "m"))
+    assert fail_tasks(conn, [TaskFailure(failed, "Ad not found", 1)]) == {failed}
+
+    assert fail_tasks(conn, [TaskFailure(completed, "gave up after 4 attempts", 4)]) == set()
+    late_verdict = BatchVerdicts(np.array([False]), np.array([0.1]), "m-2")
+    assert complete_tasks(conn, [failed], late_verdict) == set()
+
+    rows = conn.execute(
+        "SELECT id, status, is_violation, probability, model_version, error_message, attempts"
+        " FROM moderation_results ORDER BY id"
+    ).fetchall()
+    assert rows == [
+        (completed, "completed", True, 0.9, "m", None, 1),
+        (failed, "failed", None, None, None, "Ad not found", 1),
+    ]
+
+
 def test_ids_no_task_has_take_nothing_from_the_others(conn: psycopg.Connection) -> None:
     first, second = add_pending_tasks(conn, 2)
     missing = [second + 1, 10**12]
