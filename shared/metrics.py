@@ -71,6 +71,18 @@ MODEL_INFO = Gauge(
 )
 
 _OUTCOMES = ("completed", "failed", "duplicate", "dead_lettered")
+_OUTBOX_KINDS = ("task", "dead_letter")
+
+# Every series of a fixed label set exists from the start, at 0: a series born at 1 on
+# the first failure after a restart is a step that rate() and increase() do not see, and
+# an alert on failures would miss it.
+for _outcome in _OUTCOMES:
+    TASKS.labels(outcome=_outcome)
+for _kind in _OUTBOX_KINDS:
+    OUTBOX_PUBLISHED.labels(kind=_kind)
+    for _result in ("ok", "failed"):
+        OUTBOX_SWEEPS.labels(kind=_kind, result=_result)
+
 _model_version: str | None = None
 _model_version_lock = threading.Lock()
 

@@ -49,7 +49,7 @@ def json_endpoint(route: str, *, methods: tuple[str, ...]) -> Callable[[Handler]
         @functools.wraps(handler)
         def endpoint(request: flask.Request) -> flask.Response:
             started = time.perf_counter()
-            response = _respond(handler, request, methods)
+            response = _respond(route, handler, request, methods)
             metrics.observe_request(route, response.status_code, time.perf_counter() - started)
             return response
 
@@ -58,7 +58,9 @@ def json_endpoint(route: str, *, methods: tuple[str, ...]) -> Callable[[Handler]
     return decorate
 
 
-def _respond(handler: Handler, request: flask.Request, methods: tuple[str, ...]) -> flask.Response:
+def _respond(
+    route: str, handler: Handler, request: flask.Request, methods: tuple[str, ...]
+) -> flask.Response:
     try:
         # Inside the try: settings that do not validate are a 500 in JSON like any other.
         settings = get_services().settings
@@ -80,10 +82,15 @@ def _respond(handler: Handler, request: flask.Request, methods: tuple[str, ...])
         return json_error(422, f"The ad cannot be scored: {error}")
     except TemporaryError as error:
         # Raised after the services were built, so their settings are there to read.
-        return unavailable(error, get_services().settings.retry_after_s)
+        return unavailable(
+            error, get_services().settings.retry_after_s, route=route, path=request.full_path
+        )
     except Exception:
         # A bug, not the caller's fault; logged with its traceback, answered as JSON.
-        log.exception("unhandled error in an HTTP handler")
+        log.exception(
+            "unhandled error in an HTTP handler",
+            extra={"route": route, "path": request.full_path},
+        )
         return json_error(500, "Internal server error")
     if isinstance(result, BaseModel):
         result = JsonResult(result)

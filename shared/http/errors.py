@@ -66,10 +66,15 @@ def register_json_errors(errorhandler: Any) -> None:
     errorhandler(Exception)(json_internal_error)
 
 
-def unavailable(error: TemporaryError, retry_after_s: int) -> flask.Response:
+def unavailable(
+    error: TemporaryError, retry_after_s: int, *, route: str, path: str
+) -> flask.Response:
     """503 naming which dependency is down, and no more: its message may hold paths,
-    bucket names or versions, which go to the log, not to an anonymous caller."""
-    log.warning("temporarily unavailable", extra={"error": str(error)})
+    bucket names or versions, which go to the log, not to an anonymous caller. The log
+    line names the route and the request's path and query (its item or task id)."""
+    log.warning(
+        "temporarily unavailable", extra={"error": str(error), "route": route, "path": path}
+    )
     return json_error(
         503,
         f"Temporarily unavailable, retry later: {_what_is_down(error)}",

@@ -37,6 +37,7 @@ BUSY_WAIT_S = 0.005
 
 # Lag is read from cached watermarks (no broker round trip); once a second is plenty.
 LAG_REPORT_INTERVAL_S = 1.0
+LAG_QUERY_TIMEOUT_S = 0.5  # a paused partition's watermark, asked of the broker
 
 # Flow control per partition: fetching pauses once the backlog holds this many batches
 # or bytes, and resumes when it is down to half of both, with work still queued. A
@@ -337,13 +338,22 @@ class PartitionedPollLoop:
             log.debug("could not read positions for lag", extra={"error": str(error)})
             return
         for position in positions:
+            partition = self._partitions.get((position.topic, position.partition))
+            # A paused partition fetches nothing, so its cached high watermark stands
+            # still while producers go on: asked of the broker instead, in a bounded wait,
+            # since a pause is when the backlog, and the gauge, matter.
+            fresh = partition is not None and partition.paused
             try:
-                _low, high = self._consumer.get_watermark_offsets(position, cached=True)
+                watermarks = self._consumer.get_watermark_offsets(
+                    position, timeout=LAG_QUERY_TIMEOUT_S, cached=not fresh
+                )
             except KafkaException as error:
                 # A partition changing hands, say: a gauge is not worth ending the loop for.
                 log.debug("could not read watermarks for lag", extra={"error": str(error)})
                 continue
-            partition = self._partitions.get((position.topic, position.partition))
+            if watermarks is None:
+                continue  # the broker did not answer in time: the last value stands
+            _low, high = watermarks
             fetched_to = position.offset
             if fetched_to < 0 and partition is not None:
                 # A seek for a replay leaves the position unknown until the refetch.

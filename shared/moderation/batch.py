@@ -53,7 +53,7 @@ from shared.moderation.batch_work import (
     record_letter,
     task_letter,
 )
-from shared.moderation.dead_letters import PERMANENT, publish_dead_letters
+from shared.moderation.dead_letters import PERMANENT, log_dead_letter, publish_dead_letters
 from shared.moderation.scoring import Scored, score_ads
 from shared.retry import temporary_error_policy
 
@@ -156,8 +156,7 @@ def _attempt_batch(services: Services, work: BatchWork, report: BatchReport) -> 
             raise unexpected from error
         return
     work.settled()
-    publish_dead_letters(services, stored)
-    report.dead_lettered += len(stored)
+    _dead_lettered(services, stored, report)
 
 
 def _score_and_write(
@@ -305,8 +304,7 @@ def _count_failed_attempt(
     report.failed += failed
     work.tasks = [t for t in work.tasks if work.attempts[t.task_id] < limit]
     work.letters, work.failures = [], []
-    publish_dead_letters(services, stored)
-    report.dead_lettered += len(stored)
+    _dead_lettered(services, stored, report)
 
 
 def _fail_exhausted(
@@ -329,8 +327,17 @@ def _fail_exhausted(
             continue
         work.settled()
         report.failed += failed
-        publish_dead_letters(services, stored)
-        report.dead_lettered += len(stored)
+        _dead_lettered(services, stored, report)
+
+
+def _dead_lettered(
+    services: Services, stored: Sequence[StoredDeadLetter], report: BatchReport
+) -> None:
+    """Letters just made durable with their tasks' failures: logged, published, counted."""
+    for item in stored:
+        log_dead_letter(item)
+    publish_dead_letters(services, stored)
+    report.dead_lettered += len(stored)
 
 
 @contextmanager

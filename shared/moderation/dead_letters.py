@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from shared.bootstrap import Services
 from shared.db.dead_letters import DeadLetter, StoredDeadLetter
 from shared.errors import TemporaryError
+from shared.kafka.envelope import parse_task_message
 from shared.kafka.record import ConsumedRecord, OutgoingRecord
 from shared.moderation.outbox import publish_for_outbox
 
@@ -58,6 +59,36 @@ def build_dead_letter(
         # fail its batch on every delivery; an exception's message may quote one.
         headers={name: value.replace("\x00", "\\x00") for name, value in headers.items()},
     )
+
+
+def log_dead_letter(stored: StoredDeadLetter) -> None:
+    """One WARNING per letter made durable: a failed task, or a record of no task, is
+    work the service gave up on, and an operator must be able to find it in the log."""
+    letter = stored.letter
+    headers = letter.headers
+    log.warning(
+        "task failed and dead-lettered" if letter.task_id is not None else "record dead-lettered",
+        extra={
+            "task_id": letter.task_id,
+            "item_id": _item_id(letter.value),
+            "dead_letter_id": stored.id,
+            "error_class": headers.get("x-error-class"),
+            "error": headers.get("x-exception-message"),
+            "attempts": headers.get("x-attempts"),
+            "partition": letter.source_partition,
+            "offset": letter.source_offset,
+        },
+    )
+
+
+def _item_id(value: bytes | None) -> int | None:
+    """The item a letter's record names, if it is a task message we can read."""
+    try:
+        return parse_task_message(value).item_id
+    except Exception:
+        # Whatever a poison record does to the parser, the log line of a letter already
+        # durable must not fail its batch.
+        return None
 
 
 def dead_letter_records(topic: str, stored: Sequence[StoredDeadLetter]) -> list[OutgoingRecord]:

@@ -7,9 +7,14 @@ the runner serves exactly the code that is deployed.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from shared import metrics
+
+UNMATCHED_ROUTE = "unmatched"  # the route label of a request for a path no app serves
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -47,8 +52,12 @@ class PathDispatcher:
         return app(environ, start_response)
 
     def _not_found(self, path: str, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        started = time.perf_counter()
         known = ", ".join(route.path for route in self.routes)
         body = json.dumps({"detail": f"No endpoint at {path}; known paths: {known}"}).encode()
+        # Counted under one fixed route: a label per path a client makes up would grow
+        # without bound.
+        metrics.observe_request(UNMATCHED_ROUTE, 404, time.perf_counter() - started)
         start_response(
             "404 NOT FOUND",
             [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],

@@ -66,7 +66,10 @@ class RecordingConsumer:
         self.to_fetch: list[Message] = []
         self.closed = False
         self.positions: list[TopicPartition] = []  # what `position` reports
-        self.high_watermark = -1
+        self.high_watermark = -1  # the broker's
+        # What librdkafka last fetched, which a paused partition no longer moves on;
+        # None: the same as the broker's.
+        self.cached_high_watermark: int | None = None
 
     def subscribe(self, topics, **callbacks) -> None:
         # As a group's first rebalance would, before any record is fetched.
@@ -86,7 +89,11 @@ class RecordingConsumer:
     def position(self, partitions) -> list[TopicPartition]:
         return list(self.positions)
 
-    def get_watermark_offsets(self, partition, cached: bool = False) -> tuple[int, int]:
+    def get_watermark_offsets(
+        self, partition, timeout: float | None = None, cached: bool = False
+    ) -> tuple[int, int]:
+        if cached and self.cached_high_watermark is not None:
+            return 0, self.cached_high_watermark
         return 0, self.high_watermark
 
     def pause(self, partitions) -> None:

@@ -304,6 +304,28 @@ def test_malformed_record_is_dead_lettered_with_its_reason_and_valid_neighbours_
     assert report.completed == 2
 
 
+def test_each_letter_is_logged_once_durable_with_its_task_item_and_reason(caplog):
+    services = fake_services()
+    gone = _accepted_task(services, 5)
+    services.db.state.ads.pop(5)
+    poison = _record(b"not json", offset=100)
+
+    process_moderation_batch(services, [gone, poison])
+
+    logged = {r.getMessage(): r for r in caplog.records if "dead-lettered" in r.getMessage()}
+    assert sorted(logged) == ["record dead-lettered", "task failed and dead-lettered"]
+    assert {r.levelname for r in logged.values()} == {"WARNING"}
+    failed, malformed = logged["task failed and dead-lettered"], logged["record dead-lettered"]
+    assert (failed.task_id, failed.item_id, failed.error, failed.attempts) == (
+        1,
+        5,
+        "Ad not found",
+        "1",
+    )
+    assert (malformed.task_id, malformed.item_id, malformed.offset) == (None, None, 100)
+    assert "not JSON" in malformed.error
+
+
 def test_dlq_record_carries_the_whole_documented_envelope():
     services = fake_services(kafka_consumer_group="group-a")
     record = _accepted_task(services, 5)

@@ -188,6 +188,16 @@ def test_predict_answers_503_with_retry_after_when_the_model_is_unavailable(serv
     assert response.headers["Retry-After"] == "5"
 
 
+def test_a_503_is_logged_with_its_route_and_the_item_it_was_for(services, caplog):
+    services.db.unavailable_for = 1
+
+    response = client("simple_predict", "predict").post("/simple_predict?item_id=7")
+
+    assert response.status_code == 503
+    (logged,) = [r for r in caplog.records if r.getMessage() == "temporarily unavailable"]
+    assert (logged.route, logged.path) == ("simple_predict", "/simple_predict?item_id=7")
+
+
 def test_predict_refuses_get_with_405(services):
     _assert_json_error(client("predict").get("/predict"), 405)
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 from prometheus_client import REGISTRY
 
 from shared import metrics
@@ -64,3 +68,29 @@ def test_model_version_is_one_series_replaced_on_a_new_version():
 
     assert _value("moderation_model_info", version="v-new") == 1
     assert REGISTRY.get_sample_value("moderation_model_info", {"version": "v-old"}) is None
+
+
+def test_every_outcome_and_sweep_series_exists_at_zero_before_anything_happens():
+    # A fresh process: a series created by its first increment would be a step from
+    # nothing to 1, which rate() and increase() miss.
+    exported = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import shared.metrics; from prometheus_client import generate_latest;"
+            " print(generate_latest().decode())",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+
+    for outcome in ("completed", "failed", "duplicate", "dead_lettered"):
+        assert f'moderation_tasks_total{{outcome="{outcome}"}} 0.0' in exported
+    for kind in ("task", "dead_letter"):
+        assert f'moderation_outbox_published_total{{kind="{kind}"}} 0.0' in exported
+        for result in ("ok", "failed"):
+            line = f'moderation_outbox_sweeps_total{{kind="{kind}",result="{result}"}} 0.0'
+            assert line in exported

@@ -68,6 +68,29 @@ def test_a_partition_pauses_at_its_limit_and_resumes_at_half_with_work_still_que
     assert len(loop._partitions[(TOPIC, 0)].backlog) > 0
 
 
+def test_a_paused_partitions_lag_follows_the_brokers_watermark_not_the_last_fetch(
+    loop, monkeypatch
+):
+    loop, consumer, _ = loop
+    reported = []
+    monkeypatch.setattr(
+        poll_loop.metrics, "set_consumer_lag", lambda t, p, lag: reported.append((p, lag))
+    )
+    limit = PAUSE_AT_BATCHES * BATCH
+    loop._accept([Message(0, offset, b"{}") for offset in range(limit)])  # paused
+    loop._accept([Message(1, 0, b"{}")])  # not paused
+    consumer.positions = [TopicPartition(TOPIC, 0, limit), TopicPartition(TOPIC, 1, 1)]
+    # Producers went on by 1,000 records on each; only a fetch would tell the cache.
+    consumer.cached_high_watermark = limit
+    consumer.high_watermark = limit + 1_000
+
+    loop._report_lag()
+
+    # Partition 0: the broker's 1,000 new records plus its backlog. Partition 1, which
+    # fetches, keeps the cheap cached watermark: up to it from position 1, plus its record.
+    assert reported == [(0, 1_000 + limit), (1, (limit - 1) + 1)]
+
+
 def test_a_fetch_mixing_partitions_and_events_queues_each_record_in_order(loop):
     loop, consumer, _ = loop
     fetched = [

@@ -307,7 +307,9 @@ def test_a_partition_sought_back_reports_its_lag_from_the_replayed_batch(loop, m
 
 
 class _ConsumerWithoutWatermarks(RecordingConsumer):
-    def get_watermark_offsets(self, partition, cached: bool = False) -> tuple[int, int]:
+    def get_watermark_offsets(
+        self, partition, timeout: float | None = None, cached: bool = False
+    ) -> tuple[int, int]:
         if partition.partition == 0:
             raise KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION))
         return 0, 50

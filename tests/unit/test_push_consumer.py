@@ -6,6 +6,7 @@ import io
 
 import pytest
 from functions_framework import create_app
+from prometheus_client import REGISTRY
 
 from shared.kafka.cloud_event import InvalidCloudEvent, record_from_http
 from shared.kafka.envelope import encode_task_message
@@ -152,6 +153,28 @@ def test_a_chunked_push_over_the_limit_gets_a_413_rather_than_being_cut_short(se
     assert response.mimetype == "application/json"
     assert services.publisher.on_topic("moderation_dlq") == []
     assert services.db.state.letters == {}
+
+
+def _pushes_counted(status: int) -> float:
+    labels = {"route": "moderation_consumer", "status": str(status)}
+    return REGISTRY.get_sample_value("moderation_http_requests_total", labels) or 0.0
+
+
+def test_each_push_is_counted_by_its_status_as_the_api_functions_requests_are(services):
+    with services.db.transaction() as tx:
+        task_id = tx.create_task_for_existing_ad(1)
+    _, value = encode_task_message(task_id, 1)
+    before = {status: _pushes_counted(status) for status in (200, 400, 405)}
+
+    _client().post("/", data=value, headers=_binary_headers(7))
+    _client().post("/", json={"task_id": 1, "item_id": 1})
+    _client().get("/", headers=_binary_headers(8))
+
+    assert {status: _pushes_counted(status) - before[status] for status in before} == {
+        200: 1,
+        400: 1,
+        405: 1,
+    }
 
 
 def test_a_push_that_is_not_a_post_gets_a_json_405(services):

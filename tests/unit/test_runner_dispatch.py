@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from prometheus_client import REGISTRY
 from werkzeug.test import Client
 
 from shared.runner.app import build_runner_app
@@ -36,6 +37,25 @@ def test_unknown_path_is_a_404_json_naming_the_known_paths(client, path):
     detail = response.get_json()["detail"]
     assert path in detail
     assert "/async_predict" in detail
+
+
+def test_requests_for_unknown_paths_are_counted_under_one_route_label(client):
+    def counted() -> float:
+        labels = {"route": "unmatched", "status": "404"}
+        return REGISTRY.get_sample_value("moderation_http_requests_total", labels) or 0.0
+
+    before = counted()
+    for path in ("/nope", "/made-up-1", "/made-up-2"):
+        client.get(path)
+
+    assert counted() - before == 3
+    routes = {
+        sample.labels["route"]
+        for metric in REGISTRY.collect()
+        if metric.name == "moderation_http_requests"
+        for sample in metric.samples
+    }
+    assert not {"/nope", "/made-up-1", "/made-up-2"} & routes
 
 
 def test_predict_route_reaches_the_predict_function(client):
