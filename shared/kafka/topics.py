@@ -153,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"topics not ready: {error}", file=sys.stderr)
         return 1
     print(f"topics ready on {settings.kafka_bootstrap_servers}: {describe(settings, partitions)}")
+    return 0
 
 
 def describe(settings: Settings, partitions: dict[str, int]) -> str:

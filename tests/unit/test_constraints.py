@@ -85,7 +85,10 @@ def test_setuptools_is_pinned_for_the_builds_and_every_install_hands_the_pins_to
         assert pinned is not None, f"constraints.txt does not pin {requirement.name}"
         assert requirement.specifier.contains(pinned), f"{requirement} refuses the pinned {pinned}"
     makefile = (REPO_ROOT / "Makefile").read_text()
-    assert "PIP_CONSTRAINT=$(CURDIR)/constraints.txt" in makefile
+    assert "PIP_PINNED := PIP_CONSTRAINT=$(PINS) PIP_BUILD_CONSTRAINT=$(PINS) " in makefile
     assert "-c constraints.txt" not in makefile
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
-    assert "PIP_CONSTRAINT=/app/constraints.txt pip install" in dockerfile
+    assert (
+        "PIP_CONSTRAINT=/app/constraints.txt PIP_BUILD_CONSTRAINT=/app/constraints.txt \\\n"
+        "        pip install" in dockerfile
+    )
