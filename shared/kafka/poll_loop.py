@@ -337,12 +337,15 @@ class PartitionedPollLoop:
         except KafkaException as error:
             log.debug("could not read positions for lag", extra={"error": str(error)})
             return
+        broker_answers = True
         for position in positions:
             partition = self._partitions.get((position.topic, position.partition))
             # A paused partition fetches nothing, so its cached high watermark stands
             # still while producers go on: asked of the broker instead, in a bounded wait,
-            # since a pause is when the backlog, and the gauge, matter.
-            fresh = partition is not None and partition.paused
+            # since a pause is when the backlog, and the gauge, matter. Once the broker
+            # fails to answer, the rest of this report keeps to the cache: a broker down
+            # must not cost the poll thread a wait per paused partition every second.
+            fresh = broker_answers and partition is not None and partition.paused
             try:
                 watermarks = self._consumer.get_watermark_offsets(
                     position, timeout=LAG_QUERY_TIMEOUT_S, cached=not fresh
@@ -350,8 +353,10 @@ class PartitionedPollLoop:
             except KafkaException as error:
                 # A partition changing hands, say: a gauge is not worth ending the loop for.
                 log.debug("could not read watermarks for lag", extra={"error": str(error)})
+                broker_answers = broker_answers and not fresh
                 continue
             if watermarks is None:
+                broker_answers = False
                 continue  # the broker did not answer in time: the last value stands
             _low, high = watermarks
             fetched_to = position.offset

@@ -91,6 +91,47 @@ def test_a_paused_partitions_lag_follows_the_brokers_watermark_not_the_last_fetc
     assert reported == [(0, 1_000 + limit), (1, (limit - 1) + 1)]
 
 
+class _UnansweringBroker(RecordingConsumer):
+    """The broker does not answer a watermark query in time (None, as librdkafka says)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queries: list[tuple[int, bool]] = []  # (partition, cached)
+
+    def get_watermark_offsets(self, partition, timeout=None, cached=False):
+        self.queries.append((partition.partition, cached))
+        return super().get_watermark_offsets(partition, timeout, cached) if cached else None
+
+
+def test_a_broker_that_does_not_answer_costs_one_lag_query_wait_per_report(monkeypatch):
+    consumer = _UnansweringBroker()
+    loop = PartitionedPollLoop(
+        consumer,  # type: ignore[arg-type]
+        TOPIC,
+        lambda records: None,
+        batch_size=BATCH,
+        poll_timeout_s=0.1,
+        max_workers=4,
+    )
+    assign_partitions(loop, consumer)
+    monkeypatch.setattr(poll_loop.metrics, "set_consumer_lag", lambda t, p, lag: None)
+    try:
+        limit = PAUSE_AT_BATCHES * BATCH
+        for partition in (0, 1, 2):  # all three paused
+            loop._accept([Message(partition, offset, b"{}") for offset in range(limit)])
+        assert all(loop._partitions[(TOPIC, p)].paused for p in (0, 1, 2))
+        consumer.positions = [TopicPartition(TOPIC, p, limit) for p in (0, 1, 2)]
+        consumer.high_watermark = limit
+
+        loop._report_lag()
+    finally:
+        loop._executor.shutdown(wait=True)
+
+    # The first paused partition asks the broker and waits in vain; the others keep to
+    # the cache rather than wait in turn.
+    assert consumer.queries == [(0, False), (1, True), (2, True)]
+
+
 def test_a_fetch_mixing_partitions_and_events_queues_each_record_in_order(loop):
     loop, consumer, _ = loop
     fetched = [
