@@ -20,9 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.errors import ModelUnavailable
-from shared.model.artifact import check_sklearn_version, read_pipeline
 from shared.model.card import CARD_FILE, InvalidCard, ModelCard
-from shared.model.compiler import IncompatiblePipeline, check_agreement, compile_scorer
 from shared.model.model import ModerationModel
 from shared.model.probes import probe_batches
 from shared.model.storage import storage_for
@@ -30,6 +28,11 @@ from shared.model.storage import storage_for
 
 def load_model(uri: str, *, s3_client: Any = None) -> ModerationModel:
     """The model at `uri` (a directory or s3://bucket/prefix); raise ModelUnavailable."""
+    # Here, not at the top: these bring in scikit-learn and skops (1.5-3 s), which a
+    # process that builds a ModelLoader but never loads a model must not pay for.
+    from shared.model.artifact import check_sklearn_version, read_pipeline
+    from shared.model.compiler import IncompatiblePipeline, check_agreement, compile_scorer
+
     storage = storage_for(uri, s3_client)
     try:
         card = ModelCard.from_json(storage.read(CARD_FILE))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -211,3 +214,27 @@ def test_a_failure_answers_for_itself_no_longer_than_the_callers_retry_wait():
     clock.now += 0.5
 
     assert loader.get() is load.model
+
+
+def test_wiring_a_process_imports_no_scikit_learn_until_a_model_is_loaded():
+    # async_predict, moderation_result and the relay never score an ad: each new worker
+    # of theirs used to spend 1.5-3 s of its first request importing scikit-learn.
+    script = (
+        "import sys; from shared.bootstrap import build_services;"
+        " from shared.settings import Settings;"
+        " services = build_services(Settings(database_url='postgresql://x@127.0.0.1:1/x',"
+        " kafka_bootstrap_servers='127.0.0.1:1'));"
+        " before = sorted(m for m in ('sklearn', 'skops', 'pandas') if m in sys.modules);"
+        " services.model.get();"
+        " print(before, 'sklearn' in sys.modules); services.close()"
+    )
+    wired = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert wired.returncode == 0, wired.stderr
+    assert wired.stdout.split() == ["[]", "True"]
