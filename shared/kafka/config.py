@@ -13,6 +13,9 @@ MAX_TASK_RECORD_BYTES = 1024 * 1024
 MAX_RECORD_BYTES = 4 * MAX_TASK_RECORD_BYTES
 
 
+METADATA_REFRESH_MS = 10_000
+
+
 def producer_config(settings: Settings) -> dict[str, Any]:
     return {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -48,4 +51,9 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "session.timeout.ms": 10_000,
         "heartbeat.interval.ms": 1_000,
         "enable.partition.eof": False,
+        # Partitions added to the topic reach the group at the next metadata refresh,
+        # which triggers the rebalance that assigns them. librdkafka's default is 5
+        # minutes, while a producer started after the change writes to them at once:
+        # their tasks would wait that long, with no lag series to show it.
+        "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
     }

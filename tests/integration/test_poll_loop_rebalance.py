@@ -7,9 +7,10 @@ from __future__ import annotations
 import threading
 
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewPartitions
 
 from shared.kafka import poll_loop
-from shared.kafka.config import consumer_config
+from shared.kafka.config import METADATA_REFRESH_MS, consumer_config
 from shared.kafka.record import ConsumedRecord
 from tests.integration.helpers import running_consumer, wired_services
 from tests.waiting import wait_until
@@ -66,3 +67,41 @@ def test_a_partition_paused_when_revoked_delivers_again_once_assigned_back(setti
 
         expected = {b"old-%d" % n for n in range(OLD)} | {b"new-%d" % n for n in range(NEW)}
         wait_until(lambda: expected <= handled, timeout_s=30, what="every record of partition 0")
+
+
+def test_partitions_added_while_consumers_run_are_consumed_within_the_metadata_refresh(
+    settings,
+):
+    # Scaling out: the topic grows from 3 partitions to 6 while the group runs, and a
+    # producer that knows the new partitions writes to them at once.
+    delivered: set[int] = set()
+    lock = threading.Lock()
+
+    def handle(records: list[ConsumedRecord]) -> None:
+        with lock:
+            delivered.update(record.partition for record in records)
+
+    def produce_to(partitions: range) -> None:
+        producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+        for partition in partitions:
+            producer.produce(settings.kafka_moderation_topic, value=b"{}", partition=partition)
+        assert producer.flush(15) == 0
+
+    with wired_services(settings) as services, running_consumer(services, handle):
+        produce_to(range(3))
+        wait_until(
+            lambda: delivered == {0, 1, 2}, timeout_s=30, what="the first 3 partitions consumed"
+        )
+        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+        (growing,) = admin.create_partitions(
+            [NewPartitions(settings.kafka_moderation_topic, 6)]
+        ).values()
+        growing.result(timeout=15)
+        produce_to(range(6))
+
+        # With librdkafka's default refresh this would take up to 5 minutes.
+        wait_until(
+            lambda: delivered == set(range(6)),
+            timeout_s=METADATA_REFRESH_MS / 1000 + 20,
+            what="records of the 3 new partitions consumed too",
+        )
