@@ -58,6 +58,12 @@ def json_endpoint(route: str, *, methods: tuple[str, ...]) -> Callable[[Handler]
     return decorate
 
 
+def _path_and_query(request: flask.Request) -> str:
+    """For a log line: the path, and the query only if there is one."""
+    query = request.query_string.decode("latin-1")
+    return f"{request.path}?{query}" if query else request.path
+
+
 def _respond(
     route: str, handler: Handler, request: flask.Request, methods: tuple[str, ...]
 ) -> flask.Response:
@@ -83,13 +89,13 @@ def _respond(
     except TemporaryError as error:
         # Raised after the services were built, so their settings are there to read.
         return unavailable(
-            error, get_services().settings.retry_after_s, route=route, path=request.full_path
+            error, get_services().settings.retry_after_s, route=route, path=_path_and_query(request)
         )
     except Exception:
         # A bug, not the caller's fault; logged with its traceback, answered as JSON.
         log.exception(
             "unhandled error in an HTTP handler",
-            extra={"route": route, "path": request.full_path},
+            extra={"route": route, "path": _path_and_query(request)},
         )
         return json_error(500, "Internal server error")
     if isinstance(result, BaseModel):

@@ -38,6 +38,7 @@ BUSY_WAIT_S = 0.005
 # Lag is read from cached watermarks (no broker round trip); once a second is plenty.
 LAG_REPORT_INTERVAL_S = 1.0
 LAG_QUERY_TIMEOUT_S = 0.5  # a paused partition's watermark, asked of the broker
+LAG_QUERY_BACKOFF_S = 30.0  # the cache only, after the broker left such a query unanswered
 
 # Flow control per partition: fetching pauses once the backlog holds this many batches
 # or bytes, and resumes when it is down to half of both, with work still queued. A
@@ -104,6 +105,7 @@ class PartitionedPollLoop:
         # process with it, and the group hands the partition to a member that can.
         self._stuck: str | None = None
         self._next_lag_report = 0.0
+        self._fresh_lag_after = 0.0  # when a paused partition's lag may ask the broker again
 
     def run(self, stop: threading.Event) -> None:
         """Poll until `stop` is set; then finish in-flight batches, commit and close.
@@ -337,15 +339,14 @@ class PartitionedPollLoop:
         except KafkaException as error:
             log.debug("could not read positions for lag", extra={"error": str(error)})
             return
-        broker_answers = True
         for position in positions:
             partition = self._partitions.get((position.topic, position.partition))
             # A paused partition fetches nothing, so its cached high watermark stands
             # still while producers go on: asked of the broker instead, in a bounded wait,
-            # since a pause is when the backlog, and the gauge, matter. Once the broker
-            # fails to answer, the rest of this report keeps to the cache: a broker down
-            # must not cost the poll thread a wait per paused partition every second.
-            fresh = broker_answers and partition is not None and partition.paused
+            # since a pause is when the backlog, and the gauge, matter. After a query the
+            # broker did not answer, the cache serves for a while: a broker down must not
+            # cost the poll thread, which dispatches the backlog, a wait every second.
+            fresh = partition is not None and partition.paused and now >= self._fresh_lag_after
             try:
                 watermarks = self._consumer.get_watermark_offsets(
                     position, timeout=LAG_QUERY_TIMEOUT_S, cached=not fresh
@@ -353,11 +354,11 @@ class PartitionedPollLoop:
             except KafkaException as error:
                 # A partition changing hands, say: a gauge is not worth ending the loop for.
                 log.debug("could not read watermarks for lag", extra={"error": str(error)})
-                broker_answers = broker_answers and not fresh
+                if fresh:
+                    self._fresh_lag_after = time.monotonic() + LAG_QUERY_BACKOFF_S
                 continue
-            if watermarks is None:
-                broker_answers = False
-                continue  # the broker did not answer in time: the last value stands
+            if watermarks is None:  # the documented answer to a timeout (it raises, here)
+                continue
             _low, high = watermarks
             fetched_to = position.offset
             if fetched_to < 0 and partition is not None:

@@ -69,7 +69,8 @@ def log_dead_letter(stored: StoredDeadLetter) -> None:
     log.warning(
         "task failed and dead-lettered" if letter.task_id is not None else "record dead-lettered",
         extra={
-            "task_id": letter.task_id,
+            # The id the record names, even of no task: the one its client may search for.
+            "task_id": int(headers["x-task-id"]) if headers.get("x-task-id") else None,
             "item_id": _item_id(letter.value),
             "dead_letter_id": stored.id,
             "error_class": headers.get("x-error-class"),

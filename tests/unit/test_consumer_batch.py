@@ -309,21 +309,29 @@ def test_each_letter_is_logged_once_durable_with_its_task_item_and_reason(caplog
     gone = _accepted_task(services, 5)
     services.db.state.ads.pop(5)
     poison = _record(b"not json", offset=100)
+    stranger = _record(encode_task_message(999, 5)[1], offset=101)  # no task 999
 
-    process_moderation_batch(services, [gone, poison])
+    process_moderation_batch(services, [gone, poison, stranger])
 
-    logged = {r.getMessage(): r for r in caplog.records if "dead-lettered" in r.getMessage()}
-    assert sorted(logged) == ["record dead-lettered", "task failed and dead-lettered"]
-    assert {r.levelname for r in logged.values()} == {"WARNING"}
-    failed, malformed = logged["task failed and dead-lettered"], logged["record dead-lettered"]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert sorted(r.getMessage() for r in warnings) == [
+        "record dead-lettered",
+        "record dead-lettered",
+        "task failed and dead-lettered",
+    ]  # each letter once, and nothing else
+    failed = next(r for r in warnings if r.getMessage().startswith("task failed"))
+    malformed = next(r for r in warnings if getattr(r, "offset", None) == 100)
+    no_task = next(r for r in warnings if getattr(r, "offset", None) == 101)
     assert (failed.task_id, failed.item_id, failed.error, failed.attempts) == (
         1,
         5,
         "Ad not found",
         "1",
     )
-    assert (malformed.task_id, malformed.item_id, malformed.offset) == (None, None, 100)
+    assert (malformed.task_id, malformed.item_id) == (None, None)
     assert "not JSON" in malformed.error
+    # The ids the record names, though no task has them: what its client would search for.
+    assert (no_task.task_id, no_task.item_id, no_task.error) == (999, 5, "Task not found")
 
 
 def test_dlq_record_carries_the_whole_documented_envelope():

@@ -5,9 +5,10 @@ batches run."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from shared.kafka import poll_loop
 from shared.kafka.poll_loop import PAUSE_AT_BATCHES, PartitionedPollLoop
@@ -92,7 +93,7 @@ def test_a_paused_partitions_lag_follows_the_brokers_watermark_not_the_last_fetc
 
 
 class _UnansweringBroker(RecordingConsumer):
-    """The broker does not answer a watermark query in time (None, as librdkafka says)."""
+    """The broker does not answer a watermark query in time: confluent-kafka raises."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -100,10 +101,14 @@ class _UnansweringBroker(RecordingConsumer):
 
     def get_watermark_offsets(self, partition, timeout=None, cached=False):
         self.queries.append((partition.partition, cached))
-        return super().get_watermark_offsets(partition, timeout, cached) if cached else None
+        if not cached:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+        return super().get_watermark_offsets(partition, timeout, cached)
 
 
-def test_a_broker_that_does_not_answer_costs_one_lag_query_wait_per_report(monkeypatch):
+def test_a_broker_that_does_not_answer_costs_one_lag_query_wait_then_none_for_a_while(
+    monkeypatch,
+):
     consumer = _UnansweringBroker()
     loop = PartitionedPollLoop(
         consumer,  # type: ignore[arg-type]
@@ -124,12 +129,24 @@ def test_a_broker_that_does_not_answer_costs_one_lag_query_wait_per_report(monke
         consumer.high_watermark = limit
 
         loop._report_lag()
+        first_report = list(consumer.queries)
+        consumer.queries.clear()
+        clock = time.monotonic()
+        for seconds in (1, 2, poll_loop.LAG_QUERY_BACKOFF_S + 1):
+            monkeypatch.setattr(poll_loop.time, "monotonic", lambda s=seconds: clock + s)
+            loop._report_lag()
     finally:
         loop._executor.shutdown(wait=True)
 
     # The first paused partition asks the broker and waits in vain; the others keep to
-    # the cache rather than wait in turn.
-    assert consumer.queries == [(0, False), (1, True), (2, True)]
+    # the cache rather than wait in turn, and so do the reports of the next seconds,
+    # until the back-off is over.
+    assert first_report == [(0, False), (1, True), (2, True)]
+    assert consumer.queries == [(0, True), (1, True), (2, True)] * 2 + [
+        (0, False),
+        (1, True),
+        (2, True),
+    ]
 
 
 def test_a_fetch_mixing_partitions_and_events_queues_each_record_in_order(loop):
