@@ -87,6 +87,17 @@ _model_version: str | None = None
 _model_version_lock = threading.Lock()
 
 
+# The statuses an alert on a route watches, whose series exist from the route's start.
+_SERVER_ERRORS = (500, 503)
+
+
+def declare_route(route: str) -> None:
+    """Create a route's latency series and its server-error counts at 0, when its
+    function is built, so that the first 5xx after a restart is a step rate() sees."""
+    for status in _SERVER_ERRORS:
+        _request_series(route, status)
+
+
 def observe_request(route: str, status: int, seconds: float) -> None:
     requests, latency = _request_series(route, status)
     requests.inc()

@@ -61,6 +61,9 @@ def process_records(records: list[ConsumedRecord]) -> BatchReport:
 MAX_PUSH_BYTES = 2 * MAX_TASK_RECORD_BYTES
 
 
+metrics.declare_route("moderation_consumer")
+
+
 @functions_framework.http
 def moderation_consumer(request: flask.Request) -> flask.Response:
     # Counted as every HTTP function's requests are (it has no endpoint wrapper: its

@@ -46,6 +46,8 @@ def json_endpoint(route: str, *, methods: tuple[str, ...]) -> Callable[[Handler]
     """Wrap a handler: it receives a request and returns a model; errors become JSON."""
 
     def decorate(handler: Handler) -> Callable[[flask.Request], flask.Response]:
+        metrics.declare_route(route)
+
         @functools.wraps(handler)
         def endpoint(request: flask.Request) -> flask.Response:
             started = time.perf_counter()

@@ -75,7 +75,7 @@ def log_dead_letter(stored: StoredDeadLetter) -> None:
             "dead_letter_id": stored.id,
             "error_class": headers.get("x-error-class"),
             "error": headers.get("x-exception-message"),
-            "attempts": headers.get("x-attempts"),
+            "attempts": int(headers["x-attempts"]),
             "partition": letter.source_partition,
             "offset": letter.source_offset,
         },

@@ -326,7 +326,7 @@ def test_each_letter_is_logged_once_durable_with_its_task_item_and_reason(caplog
         1,
         5,
         "Ad not found",
-        "1",
+        1,
     )
     assert (malformed.task_id, malformed.item_id) == (None, None)
     assert "not JSON" in malformed.error

@@ -94,3 +94,28 @@ def test_every_outcome_and_sweep_series_exists_at_zero_before_anything_happens()
         for result in ("ok", "failed"):
             line = f'moderation_outbox_sweeps_total{{kind="{kind}",result="{result}"}} 0.0'
             assert line in exported
+
+
+def test_each_function_built_has_its_server_error_series_at_zero_before_any_request():
+    # Built as the production server builds it, in a process of its own.
+    script = (
+        "from functions_framework import create_app;"
+        " from prometheus_client import generate_latest;"
+        " create_app('simple_predict', 'functions/predict/main.py');"
+        " create_app('moderation_consumer', 'functions/moderation_consumer/main.py');"
+        " print(generate_latest().decode())"
+    )
+    exported = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+
+    for route in ("simple_predict", "moderation_consumer"):
+        for status in (500, 503):
+            line = f'moderation_http_requests_total{{route="{route}",status="{status}"}} 0.0'
+            assert line in exported
+        assert f'moderation_http_request_duration_seconds_count{{route="{route}"}} 0.0' in exported
