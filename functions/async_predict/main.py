@@ -10,6 +10,7 @@ import functions_framework
 from shared.bootstrap import get_services
 from shared.http import (
     JsonResult,
+    caller_scope,
     json_endpoint,
     parse_query_and_headers,
     register_json_errors,
@@ -25,7 +26,13 @@ register_json_errors(functions_framework.errorhandler)
 @json_endpoint("async_predict", methods=("POST",))
 def async_predict(request: flask.Request) -> JsonResult:
     query, headers = parse_query_and_headers(request, ItemIdQuery, AsyncPredictHeaders)
-    submitted = submit_moderation_task(get_services(), query.item_id, headers.idempotency_key)
+    services = get_services()
+    submitted = submit_moderation_task(
+        services,
+        query.item_id,
+        headers.idempotency_key,
+        caller=caller_scope(request, services.settings.api_key_list),
+    )
     replayed = {"Idempotent-Replayed": "true"} if submitted.replayed else {}
     return JsonResult(
         AsyncPredictResponse(task_id=submitted.task_id),

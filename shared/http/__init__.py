@@ -1,5 +1,6 @@
 """What the HTTP functions share: the endpoint wrapper, body and query parsing, errors."""
 
+from shared.http.auth import caller_scope
 from shared.http.endpoint import JsonResult, json_endpoint
 from shared.http.errors import register_json_errors
 from shared.http.parsing import (
@@ -12,6 +13,7 @@ from shared.http.parsing import (
 
 __all__ = [
     "JsonResult",
+    "caller_scope",
     "json_endpoint",
     "parse_headers",
     "parse_json_body",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 
 import flask
@@ -13,10 +14,7 @@ def require_api_key(request: flask.Request, keys: list[str]) -> None:
     """Accept `Authorization: Bearer <key>` or `X-API-Key: <key>`; no keys configured means open."""
     if not keys:
         return
-    presented = request.headers.get("X-API-Key", "")
-    authorization = request.headers.get("Authorization", "")
-    if authorization[:7].lower() == "bearer ":
-        presented = authorization[7:].strip()
+    presented = _presented_key(request)
     # Compare against every key, in constant time, so timing tells nothing about them.
     matched = False
     for key in keys:
@@ -28,3 +26,20 @@ def require_api_key(request: flask.Request, keys: list[str]) -> None:
             "Missing or invalid API key: send Authorization: Bearer <key> or X-API-Key",
             {"WWW-Authenticate": "Bearer"},
         )
+
+
+def caller_scope(request: flask.Request, keys: list[str]) -> str | None:
+    """Who is calling, for what is theirs alone (their idempotency keys): a digest of the
+    API key presented, or None when the API is open. Not the key itself, which then
+    would be stored in the database in clear."""
+    if not keys:
+        return None
+    return hashlib.sha256(_presented_key(request).encode()).hexdigest()[:16]
+
+
+def _presented_key(request: flask.Request) -> str:
+    presented = request.headers.get("X-API-Key", "")
+    authorization = request.headers.get("Authorization", "")
+    if authorization[:7].lower() == "bearer ":
+        presented = authorization[7:].strip()
+    return presented

@@ -26,7 +26,11 @@ class Submitted(NamedTuple):
 
 
 def submit_moderation_task(
-    services: Services, item_id: int, idempotency_key: str | None = None
+    services: Services,
+    item_id: int,
+    idempotency_key: str | None = None,
+    *,
+    caller: str | None = None,
 ) -> Submitted:
     """Create a pending task for an existing ad and publish it.
 
@@ -39,7 +43,11 @@ def submit_moderation_task(
     key's lifetime (IDEMPOTENCY_KEY_TTL_S), that request's task is returned and nothing
     is made or published (the relay publishes it if the first request could not); for
     another ad, IdempotencyKeyReused. An expired key makes a new task, as a new key would.
+    A key is the `caller`'s own (see shared/http/auth.py, `caller_scope`): the same key
+    from another caller is another key.
     """
+    if idempotency_key is not None and caller is not None:
+        idempotency_key = f"{caller}:{idempotency_key}"
     with services.db.autocommit() as tx:
         if idempotency_key is None:
             task_id = tx.create_task_for_existing_ad(item_id)

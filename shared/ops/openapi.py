@@ -162,7 +162,8 @@ def _async_predict() -> dict[str, Any]:
                 "Optional. A request retried with the same key gets the first one's task"
                 " back instead of a second task; the same key for another ad is a 422."
                 " A key names its task for IDEMPOTENCY_KEY_TTL_S (a day by default), then"
-                " makes a new one. A UUID per request is a good key",
+                " makes a new one. With API keys, a key is the API key's own: another"
+                " client's same key is another key. A UUID per request is a good key",
             ),
         ],
         "responses": {"202": accepted, **_errors(400, 401, 404, 405, 413, 422, 503)},

@@ -524,6 +524,35 @@ def test_a_retry_with_the_same_idempotency_key_gets_the_same_task_and_publishes_
     assert len(services.publisher.on_topic("moderation")) == 1
 
 
+def test_with_api_keys_each_caller_has_its_own_idempotency_keys(services):
+    services.settings = services.settings.model_copy(update={"api_keys": "k1,k2"})
+    services.db.add_ad(Ad(2, 1, False, "Chair", "A chair", 3, 1))
+    idempotency = {"Idempotency-Key": "order-17"}  # a key two clients may both pick
+
+    def submit(api_key: str, item_id: int):
+        headers = {**idempotency, "X-API-Key": api_key}
+        return client("async_predict").post(f"/async_predict?item_id={item_id}", headers=headers)
+
+    first = submit("k1", 1)
+    other_client_same_ad = submit("k2", 1)
+    other_client_other_ad = submit("k2", 2)
+    retry = submit("k1", 1)
+
+    assert [r.status_code for r in (first, other_client_same_ad, retry)] == [202, 202, 202]
+    # Another client's key neither hands it the first client's task nor refuses its ad.
+    assert other_client_same_ad.get_json()["task_id"] != first.get_json()["task_id"]
+    assert "Idempotent-Replayed" not in other_client_same_ad.headers
+    assert _assert_json_error(other_client_other_ad, 422) == (
+        "This Idempotency-Key was used for another ad; use a new key"
+    )
+    assert retry.get_json() == first.get_json() and retry.headers["Idempotent-Replayed"] == "true"
+    assert len(services.db.state.tasks) == 2
+    # What the database holds names the caller by a digest, never by its API key.
+    stored_keys = list(services.db.state.idempotency_keys)
+    assert len(stored_keys) == 2 and all(key.endswith(":order-17") for key in stored_keys)
+    assert not any("k1" in key or "k2" in key for key in stored_keys)
+
+
 def test_an_idempotency_key_reused_for_another_ad_is_a_422_and_creates_nothing(services):
     services.db.add_ad(Ad(2, 1, False, "Chair", "A chair", 3, 1))
     key = {"Idempotency-Key": "order-17"}
