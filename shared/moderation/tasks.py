@@ -47,7 +47,9 @@ def submit_moderation_task(
     from another caller is another key.
     """
     if idempotency_key is not None and caller is not None:
-        idempotency_key = f"{caller}:{idempotency_key}"
+        # A comma, which no key a client sends may hold: a key stored while the API was
+        # open can never be the same string as a caller's.
+        idempotency_key = f"{caller},{idempotency_key}"
     with services.db.autocommit() as tx:
         if idempotency_key is None:
             task_id = tx.create_task_for_existing_ad(item_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 
@@ -549,8 +550,25 @@ def test_with_api_keys_each_caller_has_its_own_idempotency_keys(services):
     assert len(services.db.state.tasks) == 2
     # What the database holds names the caller by a digest, never by its API key.
     stored_keys = list(services.db.state.idempotency_keys)
-    assert len(stored_keys) == 2 and all(key.endswith(":order-17") for key in stored_keys)
+    assert len(stored_keys) == 2 and all(key.endswith(",order-17") for key in stored_keys)
     assert not any("k1" in key or "k2" in key for key in stored_keys)
+
+
+def test_a_key_sent_while_the_api_was_open_is_never_a_callers_key_once_keys_are_set(services):
+    services.db.add_ad(Ad(2, 1, False, "Chair", "A chair", 3, 1))
+    digest = hashlib.sha256(b"k1").hexdigest()[:16]
+    # While the API is open, someone sends a key shaped as the caller's stored form.
+    planted = {"Idempotency-Key": f"{digest}:order-17"}
+    planting = client("async_predict").post("/async_predict?item_id=2", headers=planted)
+    assert planting.status_code == 202
+    services.settings = services.settings.model_copy(update={"api_keys": "k1"})
+
+    response = client("async_predict").post(
+        "/async_predict?item_id=1", headers={"Idempotency-Key": "order-17", "X-API-Key": "k1"}
+    )
+
+    assert response.status_code == 202 and "Idempotent-Replayed" not in response.headers
+    assert len(services.db.state.tasks) == 2
 
 
 def test_an_idempotency_key_reused_for_another_ad_is_a_422_and_creates_nothing(services):
