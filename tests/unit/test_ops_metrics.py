@@ -70,22 +70,23 @@ def test_model_version_is_one_series_replaced_on_a_new_version():
     assert REGISTRY.get_sample_value("moderation_model_info", {"version": "v-old"}) is None
 
 
-def test_every_outcome_and_sweep_series_exists_at_zero_before_anything_happens():
-    # A fresh process: a series created by its first increment would be a step from
-    # nothing to 1, which rate() and increase() miss.
-    exported = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import shared.metrics; from prometheus_client import generate_latest;"
-            " print(generate_latest().decode())",
-        ],
+def _exported_by_a_new_process(setup: str) -> str:
+    """What /metrics would show in a new process once `setup` (Python code) has run."""
+    script = f"{setup}; from prometheus_client import generate_latest as g; print(g().decode())"
+    return subprocess.run(
+        [sys.executable, "-c", script],
         cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
         check=True,
-        timeout=30,
+        timeout=60,
     ).stdout
+
+
+def test_every_outcome_and_sweep_series_exists_at_zero_before_anything_happens():
+    # A fresh process: a series created by its first increment would be a step from
+    # nothing to 1, which rate() and increase() miss.
+    exported = _exported_by_a_new_process("import shared.metrics")
 
     for outcome in ("completed", "failed", "duplicate", "dead_lettered"):
         assert f'moderation_tasks_total{{outcome="{outcome}"}} 0.0' in exported
@@ -98,21 +99,11 @@ def test_every_outcome_and_sweep_series_exists_at_zero_before_anything_happens()
 
 def test_each_function_built_has_its_server_error_series_at_zero_before_any_request():
     # Built as the production server builds it, in a process of its own.
-    script = (
+    exported = _exported_by_a_new_process(
         "from functions_framework import create_app;"
-        " from prometheus_client import generate_latest;"
         " create_app('simple_predict', 'functions/predict/main.py');"
-        " create_app('moderation_consumer', 'functions/moderation_consumer/main.py');"
-        " print(generate_latest().decode())"
+        " create_app('moderation_consumer', 'functions/moderation_consumer/main.py')"
     )
-    exported = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
 
     for route in ("simple_predict", "moderation_consumer"):
         for status in (500, 503):
