@@ -73,9 +73,9 @@ MODEL_INFO = Gauge(
 _OUTCOMES = ("completed", "failed", "duplicate", "dead_lettered")
 _OUTBOX_KINDS = ("task", "dead_letter")
 
-# Every series of a fixed label set exists from the start, at 0: a series born at 1 on
-# the first failure after a restart is a step that rate() and increase() do not see, and
-# an alert on failures would miss it.
+# The outcome and sweep series exist from the start, at 0 (and each route's, once its
+# function is built: `declare_route`): a series born at 1 on the first failure after a
+# restart is a step that rate() and increase() do not see, and an alert would miss it.
 for _outcome in _OUTCOMES:
     TASKS.labels(outcome=_outcome)
 for _kind in _OUTBOX_KINDS:

@@ -12,7 +12,7 @@ from shared.settings import PRODUCER_LINGER_MS, Settings
 MAX_TASK_RECORD_BYTES = 1024 * 1024
 MAX_RECORD_BYTES = 4 * MAX_TASK_RECORD_BYTES
 
-
+# How often a consumer learns the topic's partitions (see `consumer_config`).
 METADATA_REFRESH_MS = 10_000
 
 

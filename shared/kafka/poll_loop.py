@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 # before polling again: the most a record of an idle partition waits to be dispatched.
 BUSY_WAIT_S = 0.005
 
-# Lag is read from cached watermarks (no broker round trip); once a second is plenty.
+# Lag is read from cached watermarks (no broker round trip), but for a paused partition's
+# (see `_report_lag`); once a second is plenty.
 LAG_REPORT_INTERVAL_S = 1.0
 LAG_QUERY_TIMEOUT_S = 0.5  # a paused partition's watermark, asked of the broker
 LAG_QUERY_BACKOFF_S = 30.0  # the cache only, after the broker left such a query unanswered

@@ -41,8 +41,8 @@ def check_kafka(services: Services) -> str:
 
 
 def check_model(services: Services) -> str:
-    # Its ModelUnavailable says why (no model_card.json, a bucket
-    # refusing access), and that reason is what the log needs.
+    # Loaded, not asked whether it is: its ModelUnavailable says why (no model_card.json,
+    # a bucket refusing access), and that reason is what the log needs.
     model = services.model.get()
     return f"model {model.version} loaded (threshold {model.threshold:g})"
 
