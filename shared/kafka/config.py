@@ -12,7 +12,9 @@ from shared.settings import PRODUCER_LINGER_MS, Settings
 MAX_TASK_RECORD_BYTES = 1024 * 1024
 MAX_RECORD_BYTES = 4 * MAX_TASK_RECORD_BYTES
 
-# How often a consumer learns the topic's partitions (see `consumer_config`).
+# How often a client learns the topics' partitions: librdkafka's default is 5 minutes,
+# which after a topic grew left running producers off the new partitions, and running
+# consumers without them, for as long.
 METADATA_REFRESH_MS = 10_000
 
 
@@ -31,6 +33,9 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         # carry one `x-dead-letter-id` (shared/moderation/dead_letters.py).
         "message.timeout.ms": settings.publish_timeout_ms,
         "socket.connection.setup.timeout.ms": 5_000,
+        # New partitions of a grown topic take their share of the keys within seconds,
+        # so the consumers added with them have work at once.
+        "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
     }
 
 
