@@ -10,7 +10,7 @@ import flask
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from shared.errors import BrokerUnavailable, DatabaseUnavailable, ModelUnavailable, TemporaryError
+from shared.errors import TemporaryError, public_reason
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +77,6 @@ def unavailable(
     )
     return json_error(
         503,
-        f"Temporarily unavailable, retry later: {_what_is_down(error)}",
+        f"Temporarily unavailable, retry later: {public_reason(error)}",
         {"Retry-After": str(retry_after_s)},
     )
-
-
-def _what_is_down(error: TemporaryError) -> str:
-    if isinstance(error, ModelUnavailable):
-        return "the model is unavailable"
-    if isinstance(error, DatabaseUnavailable):
-        return "the database is unavailable"
-    if isinstance(error, BrokerUnavailable):
-        return "Kafka is unavailable"
-    return "a dependency is unavailable"

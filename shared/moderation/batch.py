@@ -42,6 +42,8 @@ from shared.errors import (
     PermanentError,
     TaskNotFound,
     TemporaryError,
+    UnexpectedFailure,
+    public_reason,
 )
 from shared.kafka.envelope import TaskMessage, parse_canonical_batch, parse_task_message
 from shared.kafka.record import ConsumedRecord
@@ -151,7 +153,7 @@ def _attempt_batch(services: Services, work: BatchWork, report: BatchReport) -> 
         # A bug must not stall the partition forever: it is retried like an outage,
         # and after the last attempt the task is failed and dead-lettered.
         log.exception("unexpected error while processing a batch")
-        unexpected = TemporaryError(f"unexpected {type(error).__name__}: {error}")
+        unexpected = UnexpectedFailure(f"unexpected {type(error).__name__}: {error}")
         _count_failed_attempt(services, work, unexpected, report)
         if not work.done:
             raise unexpected from error
@@ -285,7 +287,7 @@ def _count_failed_attempt(
         with _undone_with(work, report), services.db.transaction() as tx:
             # By task and item: a corrupt copy naming another ad, not yet told apart
             # when the read failed, must not count an attempt against the real task.
-            durable = tx.record_failed_attempt(work.tasks_as_named(), str(error))
+            durable = tx.record_failed_attempt(work.tasks_as_named(), public_reason(error))
             for task_id in work.task_ids():
                 work.count_failure(task_id, durable.get(task_id))
             exhausted = [t for t in work.tasks if work.attempts[t.task_id] >= limit]

@@ -11,7 +11,7 @@ from typing import NamedTuple
 from shared.bootstrap import Services
 from shared.db.dead_letters import DeadLetter
 from shared.db.tasks import TaskFailure, TaskForProcessing
-from shared.errors import PermanentError, TemporaryError
+from shared.errors import PermanentError, TemporaryError, public_reason
 from shared.kafka.record import ConsumedRecord
 from shared.moderation.dead_letters import EXHAUSTED, PERMANENT, build_dead_letter
 
@@ -74,7 +74,7 @@ def failure_with_letter(
 ) -> tuple[TaskFailure, DeadLetter]:
     """`attempts` in all; by default this one, which read `row`, is counted on top of its."""
     attempts = row.attempts + 1 if attempts is None else attempts
-    failure = TaskFailure(task_id=row.id, reason=str(problem), attempts=attempts)
+    failure = TaskFailure(task_id=row.id, reason=public_reason(problem), attempts=attempts)
     return failure, task_letter(services, task, row, problem, attempts)
 
 
@@ -91,7 +91,7 @@ def _exhausted(task: TaskRecord, work: BatchWork, error: TemporaryError) -> Task
     attempts = work.attempts.get(task.task_id, 0)
     return TaskFailure(
         task_id=task.task_id,
-        reason=f"gave up after {attempts} attempts: {error}",
+        reason=f"gave up after {attempts} attempts: {public_reason(error)}",
         attempts=attempts,
     )
 

@@ -76,7 +76,7 @@ def test_model_unavailable_for_all_four_attempts_fails_the_task_with_one_dlq_rec
 
         result = _result(task_id)
         assert result["status"] == "failed" and result["attempts"] == 4, result
-        assert "model unavailable" in result["error"]
+        assert result["error"] == "gave up after 4 attempts: the model is unavailable"
         assert services.model.outage.loads == 4
         (letter,) = letters
         assert dead_letter_rows(services) == 1

@@ -145,11 +145,13 @@ def test_an_ad_the_model_crashes_on_fails_alone_at_once_and_the_rest_of_its_batc
 
     tasks = services.db.state.tasks
     assert [tasks[i].status for i in (1, 2, 3)] == ["completed", "failed", "completed"]
-    assert tasks[2].error_message == "the model failed on this ad: ValueError: math domain error"
+    # The exception's own text is for the operator, in the letter; the task says what happened.
+    assert tasks[2].error_message == "the model failed on this ad"
     (letter,) = services.publisher.on_topic("moderation_dlq")
     headers = _headers(letter)
     assert (headers["x-task-id"], headers["x-error-class"]) == ("2", "permanent")
     assert headers["x-exception-type"] == "ModelFailedOnAd"
+    assert headers["x-exception-message"].endswith("ValueError: math domain error")
     assert (report.completed, report.failed, report.dead_lettered, report.retries) == (2, 1, 1, 0)
     assert services.sleeper.waits == []
 
@@ -171,7 +173,9 @@ def test_an_ad_the_model_scores_nan_fails_alone_and_the_rest_of_its_batch_comple
 
     tasks = services.db.state.tasks
     assert (tasks[1].status, tasks[2].status) == ("completed", "failed")
-    assert "probability outside [0, 1]" in tasks[2].error_message
+    assert tasks[2].error_message == "the model failed on this ad"
+    (letter,) = services.publisher.on_topic("moderation_dlq")
+    assert "probability outside [0, 1]" in _headers(letter)["x-exception-message"]
     assert (report.completed, report.failed, report.retries) == (1, 1, 0)
 
 
@@ -194,7 +198,7 @@ def test_a_model_crashing_on_every_ad_but_one_it_refuses_fails_that_one_and_retr
     assert services.sleeper.waits == [5.0, 10.0, 20.0]
     for task_id in (2, 3, 4):
         assert tasks[task_id].status == "failed" and tasks[task_id].attempts == 4
-        assert "gave up after 4 attempts: unexpected ValueError" in tasks[task_id].error_message
+        assert tasks[task_id].error_message == "gave up after 4 attempts: an unexpected error"
     assert (report.failed, report.dead_lettered, report.retries) == (4, 4, 3)
 
 
@@ -229,7 +233,9 @@ def test_a_model_crashing_on_every_ad_is_retried_like_an_outage_then_fails_the_b
     assert services.sleeper.waits == [5.0, 10.0, 20.0]
     tasks = services.db.state.tasks
     assert all(t.status == "failed" and t.attempts == 4 for t in tasks.values())
-    assert "gave up after 4 attempts: unexpected ValueError" in tasks[1].error_message
+    assert tasks[1].error_message == "gave up after 4 attempts: an unexpected error"
+    letter = services.publisher.on_topic("moderation_dlq")[0]
+    assert _headers(letter)["x-exception-message"] == "unexpected ValueError: math domain error"
     assert (report.failed, report.dead_lettered, report.retries) == (2, 2, 3)
 
 
@@ -718,6 +724,19 @@ def test_retries_follow_the_real_five_ten_twenty_second_schedule():
     assert services.sleeper.waits == [5.0, 10.0, 20.0]
 
 
+def test_a_task_waiting_for_its_retry_says_what_is_down_and_no_more():
+    services = fake_services()
+    services.model = FakeModelLoader(fail_times=1)
+    record = _accepted_task(services, 1)
+    during_the_wait: list[str | None] = []
+    services.sleeper = lambda _: during_the_wait.append(services.db.state.tasks[1].error_message)
+
+    process_moderation_batch(services, [record])
+
+    assert during_the_wait == ["the model is unavailable"]
+    assert services.db.state.tasks[1].status == "completed"
+
+
 def test_model_unavailable_on_every_attempt_fails_the_task_with_one_dlq_record_of_four_attempts():
     services = fake_services()
     services.model = FakeModelLoader(fail_times=100)
@@ -727,12 +746,15 @@ def test_model_unavailable_on_every_attempt_fails_the_task_with_one_dlq_record_o
 
     task = services.db.state.tasks[1]
     assert task.status == "failed" and task.attempts == 4
-    assert "gave up after 4 attempts" in task.error_message
+    # Any caller may read the task; the outage's own message, which can name a path, a
+    # bucket or a host, goes to the letter only.
+    assert task.error_message == "gave up after 4 attempts: the model is unavailable"
     (letter,) = services.publisher.on_topic("moderation_dlq")
     headers = _headers(letter)
     assert headers["x-error-class"] == "exhausted"
     assert headers["x-attempts"] == "4"
     assert headers["x-exception-type"] == "ModelUnavailable"
+    assert headers["x-exception-message"] == "model unavailable: fake outage"
 
 
 def test_attempts_already_on_the_row_count_towards_the_limit_after_a_restart():
