@@ -39,12 +39,27 @@ def json_error(status: int, detail: Any, headers: dict[str, str] | None = None) 
     return response
 
 
+# A 422 lists at most this many problems, and then says how many more there were: one
+# body of 25,000 unknown fields would otherwise be answered in 2 MB.
+MAX_LISTED_ERRORS = 20
+
+
 def field_errors(error: ValidationError) -> list[dict[str, Any]]:
     """One entry per field: where, what was wrong. The input itself is left out (it may be huge)."""
-    return [
+    issues = error.errors(include_url=False, include_context=False, include_input=False)
+    listed = [
         {"loc": list(issue["loc"]), "msg": issue["msg"], "type": issue["type"]}
-        for issue in error.errors(include_url=False, include_context=False, include_input=False)
+        for issue in issues[:MAX_LISTED_ERRORS]
     ]
+    return cut_short(listed, len(issues))
+
+
+def cut_short(listed: list[dict[str, Any]], total: int) -> list[dict[str, Any]]:
+    """`listed`, and when `total` is more, an entry saying how many were left out."""
+    if total <= len(listed):
+        return listed
+    more = total - len(listed)
+    return [*listed, {"loc": [], "msg": f"and {more} more errors", "type": "too_many_errors"}]
 
 
 def json_http_exception(error: HTTPException) -> flask.Response:

@@ -69,6 +69,38 @@ def test_predict_lists_every_missing_field(services):
     assert missing == set(VALID_AD) - {"item_id"}
 
 
+def test_predict_lists_twenty_problems_of_a_body_then_how_many_more(services):
+    body = {**VALID_AD, **{f"u{n}": 0 for n in range(20_000)}}  # within the body limit
+
+    response = client("predict").post("/predict", json=body)
+
+    detail = _assert_json_error(response, 422)
+    assert len(detail) == 21
+    assert all(issue["type"] == "extra_forbidden" for issue in detail[:20])
+    assert detail[0]["loc"] == ["u0"]
+    assert detail[20] == {"loc": [], "msg": "and 19980 more errors", "type": "too_many_errors"}
+
+
+def test_predict_lists_a_few_unknown_fields_with_the_other_problems(services):
+    body = {**VALID_AD, "images_qty": "two", "colour": "red"}
+
+    response = client("predict").post("/predict", json=body)
+
+    detail = _assert_json_error(response, 422)
+    assert sorted(issue["loc"][0] for issue in detail) == ["colour", "images_qty"]
+
+
+def test_predict_refuses_a_field_given_twice_in_the_body_with_422(services):
+    # A parser that keeps the first value (a proxy, an audit log) would read another ad.
+    body = json.dumps(VALID_AD)[:-1] + ', "item_id": 999, "item_id": 998}'
+
+    response = client("predict").post("/predict", data=body, content_type="application/json")
+
+    detail = _assert_json_error(response, 422)
+    repeated = {"loc": ["item_id"], "msg": "given 3 times; give it once", "type": "repeated"}
+    assert detail == [repeated]
+
+
 def test_predict_rejects_a_body_that_is_not_json_with_400(services):
     response = client("predict").post(
         "/predict", data=b"{not json", content_type="application/json"
