@@ -1,9 +1,11 @@
 """Each `make package` bundle, started alone with functions-framework (cwd and PYTHONPATH
-the bundle, not the repository), answers over HTTP against the test Kafka and PostgreSQL."""
+the bundle, not the repository), answers over HTTP against the test Kafka and PostgreSQL,
+importing nothing its own requirements.txt does not bring in (`bundle_imports`)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -18,6 +20,7 @@ import pytest
 from infra._process import free_port
 from infra.package import build_bundle
 from shared.runner.demo_data import seed_demo_data
+from tests.e2e.bundle_imports import write_import_guard
 from tests.e2e.processes import (
     ServiceProcess,
     clean_env,
@@ -82,10 +85,13 @@ def functions(settings, tmp_path):
         for target, folder in TARGETS:
             bundle = bundles[folder]
             port = free_port()
+            guard = tmp_path / "import-guards" / folder
+            write_import_guard(bundle / "requirements.txt", guard)
             env = {
                 **clean_env(),
                 **settings_env(settings, PORT=str(port)),
-                "PYTHONPATH": str(bundle),
+                # The guard after the bundle, so that the bundle's own modules come first.
+                "PYTHONPATH": os.pathsep.join([str(bundle), str(guard)]),
             }
             assert _import_origin(bundle, env).startswith(str(bundle))
             command = [framework, "--source", "main.py", "--target", target, f"--port={port}"]
