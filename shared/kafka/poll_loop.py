@@ -70,7 +70,7 @@ class _Partition:
     inflight_last: int = -1
     paused: bool = False
     failures_in_a_row: int = 0
-    held_until: float = 0.0  # no dispatch before this time.monotonic()
+    held_until: float = 0.0  # no dispatch before this time of the loop's clock
     sought_to: int = -1  # where the last replay went back to
 
 
@@ -86,8 +86,10 @@ class PartitionedPollLoop:
         batch_size: int,
         poll_timeout_s: float,
         max_workers: int,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._consumer = consumer
+        self._clock = clock
         self._topic = topic
         self._handle_batch = handle_batch
         self._batch_size = batch_size
@@ -152,7 +154,7 @@ class PartitionedPollLoop:
         return messages
 
     def _idle_poll_timeout_s(self) -> float:
-        now = time.monotonic()
+        now = self._clock()
         holds = [
             p.held_until - now
             for p in self._partitions.values()
@@ -205,7 +207,7 @@ class PartitionedPollLoop:
         )
 
     def _dispatch(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         for key, partition in self._partitions.items():
             if partition.inflight is not None or not partition.backlog:
                 continue
@@ -301,7 +303,7 @@ class PartitionedPollLoop:
         partition = self._partitions[key]
         partition.backlog.clear()
         partition.backlog_bytes = 0
-        partition.held_until = time.monotonic() + hold_s
+        partition.held_until = self._clock() + hold_s
         partition.sought_to = offset
         try:
             self._consumer.seek(TopicPartition(key[0], key[1], offset))
@@ -331,7 +333,7 @@ class PartitionedPollLoop:
     def _report_lag(self) -> None:
         """Per assigned partition: records not yet handled (high watermark minus what
         is fetched, plus what waits in the backlog or is in flight)."""
-        now = time.monotonic()
+        now = self._clock()
         if now < self._next_lag_report:
             return
         self._next_lag_report = now + LAG_REPORT_INTERVAL_S
@@ -356,7 +358,7 @@ class PartitionedPollLoop:
                 # A partition changing hands, say: a gauge is not worth ending the loop for.
                 log.debug("could not read watermarks for lag", extra={"error": str(error)})
                 if fresh:
-                    self._fresh_lag_after = time.monotonic() + LAG_QUERY_BACKOFF_S
+                    self._fresh_lag_after = self._clock() + LAG_QUERY_BACKOFF_S
                 continue
             if watermarks is None:  # the documented answer to a timeout (it raises, here)
                 continue

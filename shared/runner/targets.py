@@ -1,4 +1,7 @@
-"""Which function lives where: the one table the runner, the packager and the image read."""
+"""Which function lives where: the table the runner, the image and the benches read.
+
+The packager bundles every folder of functions/ that has a main.py;
+tests/unit/test_runner_package.py holds the two to the same folders."""
 
 from __future__ import annotations
 

@@ -5,7 +5,6 @@ batches run."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -110,6 +109,7 @@ def test_a_broker_that_does_not_answer_costs_one_lag_query_wait_then_none_for_a_
     monkeypatch,
 ):
     consumer = _UnansweringBroker()
+    now = [1000.0]
     loop = PartitionedPollLoop(
         consumer,  # type: ignore[arg-type]
         TOPIC,
@@ -117,6 +117,7 @@ def test_a_broker_that_does_not_answer_costs_one_lag_query_wait_then_none_for_a_
         batch_size=BATCH,
         poll_timeout_s=0.1,
         max_workers=4,
+        clock=lambda: now[0],
     )
     assign_partitions(loop, consumer)
     monkeypatch.setattr(poll_loop.metrics, "set_consumer_lag", lambda t, p, lag: None)
@@ -131,9 +132,9 @@ def test_a_broker_that_does_not_answer_costs_one_lag_query_wait_then_none_for_a_
         loop._report_lag()
         first_report = list(consumer.queries)
         consumer.queries.clear()
-        clock = time.monotonic()
+        start = now[0]
         for seconds in (1, 2, poll_loop.LAG_QUERY_BACKOFF_S + 1):
-            monkeypatch.setattr(poll_loop.time, "monotonic", lambda s=seconds: clock + s)
+            now[0] = start + seconds
             loop._report_lag()
     finally:
         loop._executor.shutdown(wait=True)

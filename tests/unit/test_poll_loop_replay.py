@@ -5,6 +5,7 @@ tight loop; and a lost partition, whose batch counts for nothing here."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -34,18 +35,18 @@ class _Handler:
 
 
 @pytest.fixture
-def clock(monkeypatch):
+def clock():
     """The loop's monotonic clock, moved by hand."""
-    now = [1000.0]
-    monkeypatch.setattr(poll_loop.time, "monotonic", lambda: now[0])
-    return now
+    return [1000.0]
 
 
 def _loop_over(
     consumer: RecordingConsumer,
     handler: Callable[[list[ConsumedRecord]], None],
+    clock: list[float] | None = None,
     poll_timeout_s: float = 0.1,
 ) -> PartitionedPollLoop:
+    """The loop, on `clock` moved by hand when given, on the real clock otherwise."""
     loop = PartitionedPollLoop(
         consumer,  # type: ignore[arg-type]
         TOPIC,
@@ -53,6 +54,7 @@ def _loop_over(
         batch_size=BATCH,
         poll_timeout_s=poll_timeout_s,
         max_workers=4,
+        clock=time.monotonic if clock is None else (lambda: clock[0]),
     )
     assign_partitions(loop, consumer)
     return loop
@@ -61,7 +63,7 @@ def _loop_over(
 @pytest.fixture
 def loop(clock):
     consumer, handler = RecordingConsumer(), _Handler()
-    loop = _loop_over(consumer, handler)
+    loop = _loop_over(consumer, handler, clock)
     yield loop, consumer, handler
     loop._executor.shutdown(wait=True)
 
@@ -191,7 +193,7 @@ def test_a_partition_that_cannot_seek_back_stops_instead_of_skipping_the_batch(c
     consumer = _ConsumerThatCannotSeek()
     handler = _Handler()
     handler.outcome = _raise(RuntimeError("a bug"))
-    loop = _loop_over(consumer, handler)
+    loop = _loop_over(consumer, handler, clock)
     try:
         _queue(loop, range(BATCH))
         _run_one_batch(loop)
