@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # How much longer than librdkafka's message timeout a publish waits for the delivery
@@ -46,6 +47,25 @@ MAX_IDEMPOTENCY_KEY_TTL_S = 30 * 86_400
 MAX_POLL_TIMEOUT_S = 2.0
 
 
+# Kafka's legal topic names. '.' and '_' may not both be used where they alone tell two
+# topics apart: Kafka refuses the second, as its metrics would collide.
+_TOPIC_NAME = r"^[A-Za-z0-9._-]{1,249}$"
+# librdkafka's consume() takes at most this many records at once.
+MAX_CONSUMER_BATCH_SIZE = 1_000_000
+# Kafka keeps partition counts in 32 bits and replication factors in 16.
+MAX_PARTITIONS = 2**31 - 1
+MAX_REPLICATION_FACTOR = 2**15 - 1
+# A bootstrap server as librdkafka reads one: an optional protocol, a host (an IPv6
+# address in brackets) and an optional port.
+_BOOTSTRAP_SERVER = re.compile(
+    r"(?:(?:plaintext|ssl|sasl_plaintext|sasl_ssl)://)?"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?",
+    re.IGNORECASE,
+)
+# Settings never quoted in an error: an API key, a password in the connection string.
+_SECRET_SETTINGS = {"api_keys", "database_url"}
+
+
 # The project's own model (`make model`), named absolutely: relative to the working
 # directory, it was missing (a 503 on every prediction) for a function started elsewhere.
 DEFAULT_MODEL_URI = str(Path(__file__).resolve().parents[1] / "var" / "models" / "default")
@@ -67,17 +87,18 @@ class Settings(BaseSettings):
 
     # Kafka
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    kafka_moderation_topic: str = "moderation"
-    kafka_dlq_topic: str = "moderation_dlq"
-    kafka_moderation_partitions: int = Field(default=3, ge=1)
-    kafka_dlq_partitions: int = Field(default=1, ge=1)
-    kafka_replication_factor: int = Field(default=1, ge=1)
-    kafka_consumer_group: str = "moderation-consumer"
+    kafka_moderation_topic: str = Field(default="moderation", pattern=_TOPIC_NAME)
+    kafka_dlq_topic: str = Field(default="moderation_dlq", pattern=_TOPIC_NAME)
+    kafka_moderation_partitions: int = Field(default=3, ge=1, le=MAX_PARTITIONS)
+    kafka_dlq_partitions: int = Field(default=1, ge=1, le=MAX_PARTITIONS)
+    kafka_replication_factor: int = Field(default=1, ge=1, le=MAX_REPLICATION_FACTOR)
+    # Empty, librdkafka aborts the whole process (an assertion in its consumer).
+    kafka_consumer_group: str = Field(default="moderation-consumer", min_length=1, max_length=255)
     # In whole milliseconds above the producer's linger (see `publish_timeout_ms`).
     kafka_publish_timeout_s: float = Field(default=2.0, gt=0, le=MAX_DURATION_S)
 
     # Consumer
-    consumer_batch_size: int = Field(default=500, ge=1)
+    consumer_batch_size: int = Field(default=500, ge=1, le=MAX_CONSUMER_BATCH_SIZE)
     consumer_poll_timeout_s: float = Field(default=1.0, gt=0, le=MAX_POLL_TIMEOUT_S)
 
     # Retries of temporary errors: attempt n waits retry_base_delay_s * 2**(n-1).
@@ -87,7 +108,9 @@ class Settings(BaseSettings):
     # Outbox relay: republishes tasks whose immediate publish did not get through.
     outbox_relay_interval_s: float = Field(default=1.0, gt=0, le=MAX_DURATION_S)
     outbox_grace_s: float = Field(default=5.0, ge=0, le=MAX_DURATION_S)
-    outbox_batch_size: int = Field(default=500, ge=1)
+    # Past a bigint, every claim's LIMIT would fail; past this, a claim's 16 MiB cap ends
+    # it long before anyway.
+    outbox_batch_size: int = Field(default=500, ge=1, le=MAX_CONSUMER_BATCH_SIZE)
     # How long one call of the `outbox_relay` function may go on sweeping a backlog: under
     # the shortest request timeout common platforms give a function (60 s).
     outbox_relay_call_budget_s: float = Field(default=30.0, gt=0, le=MAX_DURATION_S)
@@ -121,6 +144,20 @@ class Settings(BaseSettings):
             raise ValueError(f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}")
         return level
 
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _bootstrap_servers(cls, value: str) -> str:
+        servers = [server.strip() for server in value.split(",")]
+        for server in servers:
+            match = _BOOTSTRAP_SERVER.fullmatch(server)
+            port = match and match["port"]
+            if match is None or (port is not None and not 1 <= int(port) <= 65535):
+                # librdkafka takes a port past 65535 modulo 2**16, and connects elsewhere.
+                raise ValueError(
+                    f"expected host:port[,host:port...] with ports 1-65535, got {server!r}"
+                )
+        return ",".join(servers)
+
     @field_validator("database_url")
     @classmethod
     def _a_connection_string(cls, value: str) -> str:
@@ -152,6 +189,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if _kafka_collision_name(self.kafka_dlq_topic) == _kafka_collision_name(
+            self.kafka_moderation_topic
+        ):
+            # The consumer would read its own dead letters, each a malformed record it
+            # dead-letters again, at a new offset: a loop with no end.
+            raise ValueError(
+                f"KAFKA_DLQ_TOPIC ({self.kafka_dlq_topic}) must be another topic than"
+                f" KAFKA_MODERATION_TOPIC ({self.kafka_moderation_topic})"
+            )
         if self.db_pool_min_size > self.db_pool_max_size:
             raise ValueError(
                 f"DB_POOL_MIN_SIZE ({self.db_pool_min_size}) is over DB_POOL_MAX_SIZE"
@@ -205,6 +251,10 @@ class Settings(BaseSettings):
 _PRINTABLE_ASCII = re.compile(r"[ -~]+")
 
 
+def _kafka_collision_name(topic: str) -> str:
+    return topic.replace(".", "_")
+
+
 def _keys_in(api_keys: str) -> list[str]:
     return [key.strip() for key in api_keys.split(",") if key.strip()]
 
@@ -215,14 +265,22 @@ class InvalidSettings(ValueError):
 
 
 def describe_invalid(error: ValidationError) -> str:
-    """Each problem as `NAME: what is wrong`, without the input pydantic's own message
-    quotes: that includes API_KEYS and DATABASE_URL's password, which would then be
-    logged on every request of a misconfigured function. (Our own messages name only
-    values that are no secret: a log level, a pool size.)"""
-    return "; ".join(
-        f"{'.'.join(map(str, issue['loc'])).upper() or 'settings'}: {issue['msg']}"
-        for issue in error.errors(include_url=False, include_input=False)
-    )
+    """Each problem as `NAME: what is wrong, got VALUE`, never quoting API_KEYS or
+    DATABASE_URL (its password), which would then be logged on every request of a
+    misconfigured function. (Our own messages name only values that are no secret: a
+    log level, a pool size.)"""
+    return "; ".join(map(_describe_issue, error.errors(include_url=False)))
+
+
+def _describe_issue(issue: ErrorDetails) -> str:
+    name = ".".join(map(str, issue["loc"]))
+    described = f"{name.upper() or 'settings'}: {issue['msg']}"
+    # A field's own value, unless it may hold a secret; a check across fields (no name)
+    # has them all as its input.
+    if name and name not in _SECRET_SETTINGS and "input" in issue:
+        shown = repr(issue["input"])
+        described += f", got {shown if len(shown) <= 80 else shown[:77] + '...'}"
+    return described
 
 
 def read_settings(**overrides: object) -> Settings:

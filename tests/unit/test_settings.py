@@ -185,3 +185,70 @@ def test_a_database_url_libpq_cannot_read_is_refused_without_quoting_it(url):
 )
 def test_urls_and_key_value_connection_strings_are_taken(url):
     assert read_settings(database_url=url).database_url == url
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"kafka_consumer_group": ""},  # librdkafka would abort the process
+        {"kafka_moderation_topic": ""},
+        {"kafka_dlq_topic": "dead letters"},
+        {"kafka_moderation_topic": "x" * 250},
+    ],
+)
+def test_kafka_names_kafka_would_refuse_are_refused_by_name(overrides):
+    (name,) = overrides
+
+    with pytest.raises(InvalidSettings, match=name.upper()):
+        read_settings(**overrides)
+
+
+@pytest.mark.parametrize("dlq", ["moderation", "moderation.x", "moderation_x"])
+def test_a_dead_letter_topic_that_is_the_moderation_topic_is_refused(dlq):
+    # moderation.x and moderation_x are one topic to Kafka's collision check.
+    with pytest.raises(InvalidSettings, match=r"KAFKA_DLQ_TOPIC .* must be another topic"):
+        read_settings(kafka_moderation_topic=dlq.replace(".", "_"), kafka_dlq_topic=dlq)
+
+
+@pytest.mark.parametrize(
+    ("name", "largest"),
+    [
+        ("consumer_batch_size", 1_000_000),
+        ("outbox_batch_size", 1_000_000),
+        ("kafka_moderation_partitions", 2**31 - 1),
+        ("kafka_replication_factor", 2**15 - 1),
+    ],
+)
+def test_counts_past_what_kafka_or_postgresql_take_are_refused_by_name(name, largest):
+    assert getattr(read_settings(**{name: largest}), name) == largest
+    with pytest.raises(InvalidSettings, match=f"{name.upper()}: .*, got {largest + 1}"):
+        read_settings(**{name: largest + 1})
+
+
+@pytest.mark.parametrize(
+    "servers",
+    ["", "kafka://127.0.0.1:9092", "127.0.0.1:99999", "a:9092,,b:9092", "host:port"],
+)
+def test_bootstrap_servers_librdkafka_would_misread_are_refused(servers):
+    with pytest.raises(InvalidSettings, match=r"KAFKA_BOOTSTRAP_SERVERS: .*expected host:port"):
+        read_settings(kafka_bootstrap_servers=servers)
+
+
+@pytest.mark.parametrize(
+    "servers",
+    ["127.0.0.1:9092", "a:9092, b:9093", "SASL_SSL://broker-1.example.com:9094", "[::1]:9092", "k"],
+)
+def test_bootstrap_servers_in_every_form_librdkafka_reads_are_taken(servers):
+    taken = read_settings(kafka_bootstrap_servers=servers).kafka_bootstrap_servers
+
+    assert taken == servers.replace(", ", ",")
+
+
+def test_an_invalid_setting_is_quoted_unless_it_may_hold_a_secret():
+    with pytest.raises(InvalidSettings) as refused:
+        read_settings(db_pool_max_size=-1, api_keys="clé-S3cret")
+
+    assert "DB_POOL_MAX_SIZE: Input should be greater than or equal to 1, got -1" in str(
+        refused.value
+    )
+    assert "API_KEYS" in str(refused.value) and "S3cret" not in str(refused.value)
