@@ -1,13 +1,16 @@
-"""Server processes and TCP ports: spawn, find, stop; shared by the Kafka and PostgreSQL servers."""
+"""Server processes, TCP ports and lock files: spawn, find, stop; shared by the Kafka and
+PostgreSQL servers and the tests' child processes."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import random
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -124,6 +127,42 @@ def spawn(
         )
 
 
+# Run by the child's own interpreter, then replaced by the command (exec keeps the
+# setting): prctl(2)'s PR_SET_PDEATHSIG, the signal a process gets when the thread that
+# forked it ends. Not a Popen preexec_fn, which may deadlock a child forked from a
+# process with threads (librdkafka's, a pool's), as every test process has.
+_EXEC_DYING_WITH_PARENT = """
+import ctypes, os, sys
+sig, parent, command = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+if ctypes.CDLL(None, use_errno=True).prctl(1, sig, 0, 0, 0) != 0:
+    raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+if os.getppid() != parent:  # the parent died before prctl: no signal would come
+    os.kill(os.getpid(), sig)
+os.execvp(command[0], command)
+"""
+
+
+def dying_with_parent(command: Sequence[str], sig: signal.Signals) -> list[str]:
+    """`command`, to be run so that the kernel sends it `sig` when this process's current
+    thread ends (as it is, off Linux, where there is no such thing).
+
+    For children of use only to the process that started them, such as a test's consumer:
+    a parent killed by SIGKILL runs no clean-up, and a child in a session of its own does
+    not get the SIGTERM that a CI timeout sends to the parent's process group. The signal
+    comes when the forking *thread* ends, so start such children from the main thread.
+    """
+    if sys.platform != "linux":
+        return list(command)
+    return [
+        sys.executable,
+        "-c",
+        _EXEC_DYING_WITH_PARENT,
+        str(int(sig)),
+        str(os.getpid()),
+        *command,
+    ]
+
+
 def run_to_completion(
     command: Sequence[str],
     *,
@@ -220,6 +259,27 @@ def wait_for_port_release(port: int, timeout_s: float = 5.0) -> None:
                 f"port {port} is still taken {timeout_s:.0f} s after its server exited"
             )
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: Path, timeout_s: float) -> Iterator[None]:
+    """Hold an flock on `lock_path`, waiting up to `timeout_s` for another process to let go.
+
+    The kernel releases it when its holder dies, so a killed holder leaves nothing stale."""
+    with open(lock_path, "w") as lock:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{lock_path} stayed locked for {timeout_s:.0f} s") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def tail(path: Path, lines: int = 40) -> str:

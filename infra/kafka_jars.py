@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import fcntl
 import shutil
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from infra import _process
@@ -41,7 +37,7 @@ def kafka_libs(version: str = KAFKA_VERSION, cache_root: Path = CACHE_ROOT) -> P
     mvn = require_tool("mvn", "to download the Apache Kafka jars from Maven Central")
     version_dir.mkdir(parents=True, exist_ok=True)
     # Two test sessions in one checkout must not write the same folder at once.
-    with _exclusive(version_dir / ".lock", LOCK_TIMEOUT_S):
+    with _process.exclusive_lock(version_dir / ".lock", LOCK_TIMEOUT_S):
         if complete.exists():
             return libs
         partial = version_dir / "libs.partial"
@@ -69,21 +65,3 @@ def kafka_libs(version: str = KAFKA_VERSION, cache_root: Path = CACHE_ROOT) -> P
         partial.rename(libs)
         complete.write_text(f"Apache Kafka {version}: jars resolved from {POM.name}\n")
     return libs
-
-
-@contextmanager
-def _exclusive(lock_path: Path, timeout_s: float) -> Iterator[None]:
-    with open(lock_path, "w") as lock:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{lock_path} stayed locked for {timeout_s:.0f} s") from None
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -1,17 +1,20 @@
 """The stack behind `python -m infra up|down`: Kafka and PostgreSQL that outlive the command.
 
 Their data, logs and pids live in var/infra/ (kafka/, postgres/), so `up` run
-again finds them running and `down` finds what to stop.
+again finds them running and `down` finds what to stop. One `up` or `down` at a time
+works on a folder; another one waits for it.
 """
 
 from __future__ import annotations
 
 import sys
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from infra import _process
 from infra.kafka_broker import KafkaBroker
+from infra.kafka_jars import LOCK_TIMEOUT_S as JARS_LOCK_TIMEOUT_S
 from infra.postgres_server import PostgresServer
 from shared.db.migrations import apply_migrations
 from shared.kafka.topics import ensure_topics
@@ -21,6 +24,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 STATE_DIR = REPO_ROOT / "var" / "infra"
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_POSTGRES_PORT = 5432
+LOCK_FILE = "infra.lock"
+# Longer than an `up` takes: Maven's first download of the jars, then both start-ups.
+LOCK_TIMEOUT_S = JARS_LOCK_TIMEOUT_S + 120.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,11 @@ def up(
     postgres_port: int = DEFAULT_POSTGRES_PORT,
 ) -> LocalStack:
     """Start whatever is not running yet, migrate the database and create the topics."""
+    with _one_at_a_time(state_dir):
+        return _up(state_dir, kafka_port=kafka_port, postgres_port=postgres_port)
+
+
+def _up(state_dir: Path, *, kafka_port: int, postgres_port: int) -> LocalStack:
     postgres = PostgresServer(state_dir / "postgres")
     kafka = KafkaBroker(state_dir / "kafka")
     # Both start before either is waited for: initdb runs while the broker's JVM boots.
@@ -68,6 +79,11 @@ def up(
 
 def down(state_dir: Path = STATE_DIR) -> None:
     """Stop both servers (their data stays for the next `up`); a no-op when nothing runs."""
+    with _one_at_a_time(state_dir):
+        _down(state_dir)
+
+
+def _down(state_dir: Path) -> None:
     stopped = False
     for name, server in (
         ("Kafka", KafkaBroker(state_dir / "kafka")),
@@ -79,6 +95,14 @@ def down(state_dir: Path = STATE_DIR) -> None:
             stopped = True
     if not stopped:
         _log("nothing is running")
+
+
+def _one_at_a_time(state_dir: Path) -> AbstractContextManager[None]:
+    # Two `up`s at once each wrote server.properties and formatted the storage, and ran
+    # initdb over each other: both failed, and broker.json named a controller port the
+    # running broker did not use. The servers are looked up only once this is held.
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return _process.exclusive_lock(state_dir / LOCK_FILE, LOCK_TIMEOUT_S)
 
 
 def _port_for(name: str, preferred: int) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from infra._process import dying_with_parent
 from shared.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +68,13 @@ def start_process(
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            list(command), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT
+            # A SIGKILLed pytest stops nothing: SIGTERM lets a runner stop its own
+            # embedded PostgreSQL, which a SIGKILL would leave running.
+            dying_with_parent(command, signal.SIGTERM),
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     return ServiceProcess(name, process, log_path)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from infra._process import free_port
+from infra._process import dying_with_parent, free_port
 from shared.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +46,8 @@ class ConsumerProcess:
         self.ops_url = f"http://127.0.0.1:{env['PORT']}"
         with log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "shared.runner.consumer"],
+                # So a pytest killed by a CI timeout takes it along: nothing else would.
+                dying_with_parent([sys.executable, "-m", "shared.runner.consumer"], signal.SIGKILL),
                 cwd=REPO_ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,

@@ -1,0 +1,55 @@
+"""A test's child process started to die with its parent does not outlive a killed pytest."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from infra._process import is_alive
+from tests.waiting import wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Stands in for pytest: starts a child the way the fault tests start a consumer (its
+# own session), prints the child's pid, and waits to be killed.
+_PARENT = """
+import signal, subprocess, sys
+from infra._process import dying_with_parent
+child = subprocess.Popen(
+    dying_with_parent(
+        [sys.executable, "-c", "import time; time.sleep(60)", sys.argv[1]], signal.SIGKILL
+    ),
+    start_new_session=True,
+)
+print(child.pid, flush=True)
+signal.pause()
+"""
+
+
+def test_a_child_in_its_own_session_ends_when_its_parent_is_sigkilled():
+    marker = f"orphan-{uuid.uuid4().hex}"  # in the child's command line, against pid reuse
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT, marker], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+    )
+    child_pid = None
+    try:
+        child_pid = int(parent.stdout.readline())
+        assert is_alive(child_pid, marker)
+
+        parent.kill()
+        parent.wait(timeout=5)
+
+        wait_until(
+            lambda: not is_alive(child_pid, marker),
+            timeout_s=10,
+            what=f"the child {child_pid} to end with its SIGKILLed parent",
+        )
+    finally:
+        parent.kill()
+        parent.wait(timeout=5)
+        if child_pid is not None and is_alive(child_pid, marker):
+            os.kill(child_pid, signal.SIGKILL)
