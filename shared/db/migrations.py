@@ -99,12 +99,13 @@ def _run_pgmigrate(database_url: str, migrations_dir: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from shared.command_line import take_no_arguments
-    from shared.settings import get_settings
+    from shared.settings import InvalidSettings, get_settings
 
     take_no_arguments("python -m shared.db.migrations", __doc__, argv)
     try:
         apply_migrations(get_settings().database_url)
-    except (RuntimeError, psycopg.Error) as error:  # pgmigrate's failure, or the server's
+    # pgmigrate's failure, the server's, or settings that do not validate.
+    except (RuntimeError, psycopg.Error, InvalidSettings) as error:
         print(f"migrations failed: {error}", file=sys.stderr)
         return 1
     print("migrations applied")

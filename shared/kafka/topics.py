@@ -143,13 +143,13 @@ def _wait_until_led(
 
 def main(argv: Sequence[str] | None = None) -> int:
     from shared.command_line import take_no_arguments
-    from shared.settings import get_settings
+    from shared.settings import InvalidSettings, get_settings
 
     take_no_arguments("python -m shared.kafka.topics", __doc__, argv)
-    settings = get_settings()
     try:
+        settings = get_settings()
         partitions = ensure_topics(settings)
-    except TopicSetupError as error:
+    except (TopicSetupError, InvalidSettings) as error:
         print(f"topics not ready: {error}", file=sys.stderr)
         return 1
     print(f"topics ready on {settings.kafka_bootstrap_servers}: {describe(settings, partitions)}")

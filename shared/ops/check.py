@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from shared.bootstrap import build_services
 from shared.ops.health import CHECKS, check_readiness
+from shared.settings import InvalidSettings
 
 
 def check_names(argv: Sequence[str] | None = None) -> list[str]:
@@ -29,7 +30,11 @@ def check_names(argv: Sequence[str] | None = None) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     names = check_names(argv)
-    services = build_services()
+    try:
+        services = build_services()
+    except InvalidSettings as error:
+        print(f"settings: FAILED: {error}")
+        return 1
     try:
         results = check_readiness(services, names=names)
     finally:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Collection
 from typing import Protocol
 
 from shared import metrics
 from shared.bootstrap import Services, build_services, install_services
+from shared.errors import ModelUnavailable
 from shared.logging_setup import configure_logging
 from shared.ops.app import create_ops_app
 from shared.runner.http_server import HttpServer
@@ -20,7 +22,7 @@ from shared.runner.shutdown import (
     exit_now_if_late,
     skip_exit_collection,
 )
-from shared.settings import get_settings
+from shared.settings import InvalidSettings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,13 @@ def run_worker_process(
     model, when needed, is loaded before the worker starts, so a bad MODEL_URI
     fails the process at once instead of every batch.
     """
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except InvalidSettings as error:
+        # One line that names the setting, not a traceback around it; before logging is
+        # set up, since its level is a setting too.
+        print(f"{name}: {error}", file=sys.stderr)
+        return 1
     configure_logging(settings.log_level)
     # Until the worker starts, a stop signal cuts start-up short: a model load from S3
     # may take its retries' minute and more, and has nothing to hand over.
@@ -60,6 +68,13 @@ def run_worker_process(
         stop.install()  # a second signal must not cut this exit short with a traceback
         log.info(f"{name} stopped during start-up", extra={"signal": str(interrupted)})
         return 0
+    except ModelUnavailable as error:
+        stop.install()
+        # Its message says what is wrong with MODEL_URI; a traceback would bury it.
+        log.error(f"{name} cannot start: the model is unavailable", extra={"error": str(error)})
+        print(f"{name}: start-up failed: {error}", file=sys.stderr)
+        services.close()
+        return 1
     ops = HttpServer(create_ops_app(lambda: services, needs), settings.ops_host, settings.port)
     worker = make_worker(services)
     ops.start()

@@ -25,11 +25,11 @@ UNREACHABLE = {
 }
 
 
-def run(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run(module: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=REPO_ROOT,
-        env={**os.environ, **UNREACHABLE},
+        env={**os.environ, **UNREACHABLE, **env},
         capture_output=True,
         text=True,
         timeout=30,
@@ -52,3 +52,21 @@ def test_an_argument_is_refused_rather_than_ignored(module):
 
     assert result.returncode == 2
     assert "unrecognized arguments: --batch-size=5" in result.stderr
+
+
+@pytest.mark.parametrize("module", [*COMMANDS, "shared.ops.check"])
+def test_an_invalid_setting_ends_the_command_with_one_line_naming_it(module):
+    result = run(module, DB_POOL_MAX_SIZE="-1")
+
+    assert result.returncode == 1
+    (line,) = (result.stderr + result.stdout).strip().splitlines()
+    assert "invalid setting: DB_POOL_MAX_SIZE" in line and "got '-1'" in line
+
+
+def test_a_consumer_without_its_model_ends_with_one_line_saying_why(tmp_path):
+    result = run("shared.runner.consumer", MODEL_URI=str(tmp_path / "none"), LOG_LEVEL="INFO")
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("consumer: start-up failed: no model_card.json in model directory")
