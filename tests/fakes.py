@@ -87,7 +87,7 @@ class InMemoryDatabase:
             self.unavailable_for -= 1
             raise DatabaseUnavailable("PostgreSQL unavailable: fake outage")
 
-    def ping(self) -> None:
+    def ping(self, timeout_s: float | None = None) -> None:
         if self.unavailable_for:
             raise DatabaseUnavailable("fake outage")
 

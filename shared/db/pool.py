@@ -128,7 +128,8 @@ class Database:
             yield Transaction(conn)
 
     @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection]:
+    def _connection(self, wait_s: float | None = None) -> Iterator[psycopg.Connection]:
+        """A pooled connection, waited for `wait_s` (DB_CONNECT_TIMEOUT_S by default)."""
         try:
             # Inside: a pool closed at shutdown refuses to open again (PoolClosed), and a
             # request that comes then gets a 503 like any other outage, not a 500.
@@ -138,7 +139,7 @@ class Database:
             # connection, whose transactions are `conn.transaction()` blocks, and ~30 µs
             # a request in simple_predict's server. putconn rolls back, or replaces, a
             # connection returned in a transaction or broken.
-            conn = self._pool.getconn()
+            conn = self._pool.getconn(timeout=wait_s)
             try:
                 yield conn
             finally:
@@ -163,9 +164,11 @@ class Database:
         ):
             psycopg_pool.ConnectionPool.check_connection(conn)
 
-    def ping(self) -> None:
-        with self.autocommit() as tx:
-            tx.conn.execute("SELECT 1")
+    def ping(self, timeout_s: float | None = None) -> None:
+        """SELECT 1, waiting at most `timeout_s` for a connection: a readiness check must
+        answer with its reason before its own deadline."""
+        with self._connection(timeout_s) as conn:
+            conn.execute("SELECT 1")
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Close every connection; the pool's own threads get `timeout_s` to end."""

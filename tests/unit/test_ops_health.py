@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.db.pool import Database
 from shared.errors import BrokerUnavailable
 from shared.ops.app import create_ops_app
 from shared.ops.check import check_names
@@ -252,3 +253,22 @@ def test_the_check_command_refuses_a_check_it_does_not_know(capsys):
 
     assert refused.value.code == 2
     assert "unknown check redis: choose from database, kafka, model" in capsys.readouterr().err
+
+
+def test_a_database_that_refuses_connections_is_reported_within_the_deadline_with_its_reason(
+    caplog,
+):
+    # A real pool on a closed port, waiting DB_CONNECT_TIMEOUT_S (5 s) by default: longer
+    # than the check's 3 s, after which its reason was never logged.
+    services = fake_services()
+    services.db = Database("postgresql://127.0.0.1:9/unused", connect_timeout_s=5)
+    try:
+        results = check_readiness(services, names=["database"])
+    finally:
+        services.db.close()
+
+    assert results["database"] == CheckResult(
+        False, "PostgreSQL unavailable: see the process's log"
+    )
+    [logged] = [r for r in caplog.records if "readiness check database failed" in r.getMessage()]
+    assert "PostgreSQL unavailable" in logged.getMessage()
