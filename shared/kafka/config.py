@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.kafka.client_logs import client_logger
 from shared.settings import PRODUCER_LINGER_MS, Settings
 
 # The biggest record `moderation` takes (Kafka's usual 1 MiB), and what the producer
@@ -21,6 +22,7 @@ METADATA_REFRESH_MS = 10_000
 def producer_config(settings: Settings) -> dict[str, Any]:
     return {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "logger": client_logger(),
         # Idempotence: librdkafka's own retries cannot duplicate or reorder a record.
         "enable.idempotence": True,
         "acks": "all",
@@ -42,6 +44,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 def consumer_config(settings: Settings) -> dict[str, Any]:
     return {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "logger": client_logger(),
         "group.id": settings.kafka_consumer_group,
         "auto.offset.reset": "earliest",
         # Offsets are stored by us, after the batch's results are committed in

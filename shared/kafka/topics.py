@@ -14,6 +14,7 @@ from concurrent.futures import Future
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from shared.kafka.client_logs import client_logger
 from shared.kafka.config import MAX_RECORD_BYTES, MAX_TASK_RECORD_BYTES
 from shared.settings import Settings
 
@@ -111,7 +112,9 @@ def _outcome(future: Future[None], timeout_s: float, late: str) -> KafkaError | 
 
 
 def _admin(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    return AdminClient(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, "logger": client_logger()}
+    )
 
 
 def _wait_until_led(

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 from tests.e2e.bundle_imports import write_import_guard
+from tests.python_snippets import run_python
 
 
 def _imports(guard_dir, module: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(guard_dir)}
-    return subprocess.run(
-        [sys.executable, "-c", f"import {module}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_python(f"import {module}", env={"PYTHONPATH": str(guard_dir)})
 
 
 def test_the_guard_refuses_a_package_the_bundle_does_not_list_and_allows_one_it_does(tmp_path):

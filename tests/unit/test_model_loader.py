@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 from shared.errors import ModelUnavailable
 from shared.model import ModelLoader, loading
 from shared.model.loading import RETRY_FAILED_LOAD_S
+from tests.python_snippets import run_python
 from tests.waiting import wait_until
 
 
@@ -228,13 +226,7 @@ def test_wiring_a_process_imports_no_scikit_learn_until_a_model_is_loaded():
         " services.model.get();"
         " print(before, 'sklearn' in sys.modules); services.close()"
     )
-    wired = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    wired = run_python(script)
 
     assert wired.returncode == 0, wired.stderr
     assert wired.stdout.split() == ["[]", "True"]

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -15,8 +12,7 @@ from shared.ops.app import create_ops_app
 from shared.ops.check import check_names
 from shared.ops.health import CheckResult, check_readiness
 from tests.fakes import FakeModelLoader, FakePublisher, fake_services
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from tests.python_snippets import run_python
 
 
 class UnreachablePublisher(FakePublisher):
@@ -160,13 +156,8 @@ print(checks["kafka"].ok, flush=True)
 def test_a_check_that_never_answers_does_not_hold_the_process_at_exit():
     # An executor's worker threads are joined at interpreter exit: a probe that met a
     # frozen dependency would keep a stopping consumer alive until it was killed.
-    finished = subprocess.run(
-        [sys.executable, "-c", _HUNG_CHECK_THEN_EXIT],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=15,  # a process held at exit never ends: TimeoutExpired
-    )
+    # A process held at exit never ends: TimeoutExpired.
+    finished = run_python(_HUNG_CHECK_THEN_EXIT, timeout_s=15)
 
     assert finished.returncode == 0, finished.stderr
     assert finished.stdout.strip() == "False"

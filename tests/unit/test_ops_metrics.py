@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 from prometheus_client import REGISTRY
 
 from shared import metrics
 from shared.moderation.batch import BatchReport
+from tests.python_snippets import run_python
 
 LAG = "moderation_consumer_lag_records"
 
@@ -73,14 +70,9 @@ def test_model_version_is_one_series_replaced_on_a_new_version():
 def _exported_by_a_new_process(setup: str) -> str:
     """What /metrics would show in a new process once `setup` (Python code) has run."""
     script = f"{setup}; from prometheus_client import generate_latest as g; print(g().decode())"
-    return subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
+    exported = run_python(script)
+    assert exported.returncode == 0, exported.stderr
+    return exported.stdout
 
 
 def test_every_outcome_and_sweep_series_exists_at_zero_before_anything_happens():

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
@@ -22,8 +18,7 @@ from shared.settings import (
     Settings,
     read_settings,
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.python_snippets import run_python
 
 
 def test_the_defaults_are_consistent():
@@ -143,14 +138,7 @@ def test_the_default_model_is_found_from_any_working_directory(tmp_path):
         "from shared.model import ModelLoader; from shared.settings import Settings;"
         " print(ModelLoader(Settings().model_uri).get().version)"
     )
-    loaded = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    loaded = run_python(script, cwd=tmp_path)
 
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.strip()

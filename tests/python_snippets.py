@@ -1,0 +1,32 @@
+"""Running a snippet of Python in a fresh interpreter: for what one process can show only
+once (what it imports, how it starts, how it ends)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_python(
+    code: str,
+    *args: str,
+    cwd: Path = REPO_ROOT,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """`python -c code args...`, the repository importable from any `cwd`, output captured.
+
+    `env` is added to this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
