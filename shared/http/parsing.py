@@ -28,8 +28,6 @@ def parse_json_body(request: flask.Request, model: type[Model]) -> Model:
         raise HttpError(400, f"Request body is not valid JSON: {error}") from None
     except _NotJson as error:
         raise HttpError(400, f"Request body is not valid JSON: {error}") from None
-    except _RepeatedName as error:
-        raise HttpError(422, [_repeated(error.name, error.times)]) from None
     except ValueError:
         # What is left: an integer of more digits than Python converts, whose own
         # message advises sys.set_int_max_str_digits(), which a client cannot use.
@@ -42,6 +40,8 @@ def parse_json_body(request: flask.Request, model: type[Model]) -> Model:
         raise HttpError(400, "Request body is JSON nested too deeply") from None
     if not isinstance(document, dict):
         raise HttpError(422, f"Expected a JSON object, got {type(document).__name__}")
+    if isinstance(document, _NamesRepeated):
+        raise HttpError(422, [_repeated(*document.repeated)])
     _refuse_many_unknown_fields(model, document)
     return _validate(model, document)
 
@@ -70,26 +70,32 @@ def _refuse_constant(name: str) -> object:
     raise _NotJson(f"{name} is not a JSON value")
 
 
-class _RepeatedName(ValueError):
-    def __init__(self, name: str, times: int) -> None:
-        super().__init__(name)
-        self.name, self.times = name, times
+class _NamesRepeated(dict):
+    """A JSON object in which a name repeats: `repeated` is that name and its count."""
+
+    repeated: tuple[str, int]
 
 
-def _refuse_repeated_names(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    """The object, unless a name repeats: JSON parsers differ on which value wins, so a
-    proxy or an audit log in front of us could read another ad than the one we score."""
+def _mark_repeated_names(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """The object, marked when a name repeats in it. JSON parsers differ on which value
+    wins, so a proxy or an audit log in front of us could read another ad than the one
+    we score; the body's own object is refused for it once the whole body has parsed, so
+    that a body that is not JSON still gets its 400."""
     document = dict(pairs)
-    if len(document) != len(pairs):
-        names = [name for name, _ in pairs]
-        repeated = next(name for name in names if names.count(name) > 1)
-        raise _RepeatedName(repeated, names.count(repeated))
-    return document
+    if len(document) == len(pairs):
+        return document
+    names = [name for name, _ in pairs]
+    seen: set[str] = set()
+    for repeated in names:  # one pass: a body may hold tens of thousands of names
+        if repeated in seen:
+            break
+        seen.add(repeated)
+    marked = _NamesRepeated(document)
+    marked.repeated = (repeated, names.count(repeated))
+    return marked
 
 
-_DECODER = json.JSONDecoder(
-    parse_constant=_refuse_constant, object_pairs_hook=_refuse_repeated_names
-)
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, object_pairs_hook=_mark_repeated_names)
 
 
 def parse_query(request: flask.Request, model: type[Model]) -> Model:

@@ -101,6 +101,25 @@ def test_predict_refuses_a_field_given_twice_in_the_body_with_422(services):
     assert detail == [repeated]
 
 
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        # Not JSON (a stray brace) is a 400 first, whatever names repeat in it.
+        (json.dumps(VALID_AD)[:-1] + ', "category": 2}}', 400),
+        # A repeat inside a field's value is that field's error, not a repeated field.
+        (json.dumps({**VALID_AD, "category": "X"}).replace('"X"', '{"a": 1, "a": 2}'), 422),
+    ],
+)
+def test_a_repeated_name_is_refused_only_in_the_bodys_own_object_once_it_parsed(
+    services, body, status
+):
+    response = client("predict").post("/predict", data=body, content_type="application/json")
+
+    detail = _assert_json_error(response, status)
+    if status == 422:
+        assert [issue["loc"] for issue in detail] == [["category"]]
+
+
 def test_predict_rejects_a_body_that_is_not_json_with_400(services):
     response = client("predict").post(
         "/predict", data=b"{not json", content_type="application/json"
