@@ -50,6 +50,7 @@ MAX_POLL_TIMEOUT_S = 2.0
 # Kafka's legal topic names. '.' and '_' may not both be used where they alone tell two
 # topics apart: Kafka refuses the second, as its metrics would collide.
 _TOPIC_NAME = r"^[A-Za-z0-9._-]{1,249}$"
+_TOPIC_NAMES_KAFKA_REFUSES = {".", ".."}
 # librdkafka's consume() takes at most this many records at once.
 MAX_CONSUMER_BATCH_SIZE = 1_000_000
 # Kafka keeps partition counts in 32 bits and replication factors in 16.
@@ -144,10 +145,20 @@ class Settings(BaseSettings):
             raise ValueError(f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}")
         return level
 
+    @field_validator("kafka_moderation_topic", "kafka_dlq_topic")
+    @classmethod
+    def _not_dot_or_dot_dot(cls, value: str) -> str:
+        if value in _TOPIC_NAMES_KAFKA_REFUSES:
+            raise ValueError(f"Kafka refuses a topic named {value!r}")
+        return value
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _bootstrap_servers(cls, value: str) -> str:
-        servers = [server.strip() for server in value.split(",")]
+        # librdkafka skips empty entries (a trailing comma, say), and so do we.
+        servers = [server.strip() for server in value.split(",") if server.strip()]
+        if not servers:
+            raise ValueError("expected host:port[,host:port...], got nothing")
         for server in servers:
             match = _BOOTSTRAP_SERVER.fullmatch(server)
             port = match and match["port"]
@@ -169,7 +180,10 @@ class Settings(BaseSettings):
             # is not UTF-8 is not shown at all.
             reason = "not UTF-8" if isinstance(error, UnicodeDecodeError) else str(error)
             reason = re.split(r'["«»„“”]', reason, maxsplit=1)[0].strip().rstrip(":")
-            raise ValueError(f"not a connection string libpq can read ({reason})") from None
+            raise ValueError(
+                f"not a connection string libpq can read ({reason}): expected"
+                " postgresql://user@host:port/database or key=value pairs"
+            ) from None
         return value
 
     @field_validator("api_keys")
@@ -277,7 +291,9 @@ def _describe_issue(issue: ErrorDetails) -> str:
     described = f"{name.upper() or 'settings'}: {issue['msg']}"
     # A field's own value, unless it may hold a secret; a check across fields (no name)
     # has them all as its input.
-    if name and name not in _SECRET_SETTINGS and "input" in issue:
+    # (Our own validators' messages, `value_error`, say what they found themselves.)
+    quoted_already = issue["type"] == "value_error"
+    if name and name not in _SECRET_SETTINGS and "input" in issue and not quoted_already:
         shown = repr(issue["input"])
         described += f", got {shown if len(shown) <= 80 else shown[:77] + '...'}"
     return described
