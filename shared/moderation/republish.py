@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import psycopg
 
 from shared.db.tasks import republish_pending_tasks
-from shared.settings import get_settings
+from shared.settings import InvalidSettings, get_settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,13 +31,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.published_before_s >= 0:
         parser.error("--published-before-s must be 0 or more")
-    settings = get_settings()
-    with psycopg.connect(
-        settings.database_url,
-        autocommit=True,
-        connect_timeout=math.ceil(settings.db_connect_timeout_s),
-    ) as conn:
-        count = republish_pending_tasks(conn, published_before_s=args.published_before_s)
+    try:
+        settings = get_settings()
+        with psycopg.connect(
+            settings.database_url,
+            autocommit=True,
+            connect_timeout=math.ceil(settings.db_connect_timeout_s),
+        ) as conn:
+            count = republish_pending_tasks(conn, published_before_s=args.published_before_s)
+    except (InvalidSettings, psycopg.Error) as error:
+        print(f"republish failed: {error}", file=sys.stderr)
+        return 1
     print(f"{count} pending task(s) handed to the outbox relay")
     return 0
 

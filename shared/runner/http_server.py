@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
 
-from werkzeug.serving import ThreadedWSGIServer
+from werkzeug.serving import LISTEN_QUEUE, ThreadedWSGIServer
+
+
+class CannotListen(OSError):
+    """The server's address cannot be bound: a port taken, a host that is not this one's."""
 
 
 class HttpServer:
     def __init__(self, app: Callable, host: str, port: int) -> None:
-        # Binds now, so a taken port fails at start-up with the OS's message.
-        self._server = _CountingServer(host, port, app)
+        # Binds now, so a taken port or an unknown host fails at start-up, saying which.
+        listener = _listen(host, port)
+        try:
+            self._server = _CountingServer(host, port, app, fd=listener.fileno())
+        finally:
+            listener.close()  # the server holds a duplicate of its own
         self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
-        return self._server.server_port
+        return self._server.port
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -44,14 +53,25 @@ class HttpServer:
         return self._server.wait_until_none_served(max(0.0, deadline - time.monotonic()))
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port. Bound here, not by werkzeug, which on a failure
+    prints the OS's words alone ("Name or service not known") and exits the process."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=LISTEN_QUEUE)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise CannotListen(f"cannot listen on {host}:{port}: {reason}") from error
+
+
 class _CountingServer(ThreadedWSGIServer):
     """Counts the connections it has accepted and not finished serving. werkzeug answers
     one request per connection and closes it, so a connection is a request; counted from
     its accept to the end of its thread, whatever happens to it in between (a request
     still being read, a client that resets the connection while werkzeug drains it)."""
 
-    def __init__(self, host: str, port: int, app: Callable) -> None:
-        super().__init__(host, port, app)
+    def __init__(self, host: str, port: int, app: Callable, *, fd: int) -> None:
+        super().__init__(host, port, app, fd=fd)
         self._serving = 0
         self._changed = threading.Condition()
 

@@ -12,7 +12,7 @@ from shared.bootstrap import Services, build_services, install_services
 from shared.errors import ModelUnavailable
 from shared.logging_setup import configure_logging
 from shared.ops.app import create_ops_app
-from shared.runner.http_server import HttpServer
+from shared.runner.http_server import CannotListen, HttpServer
 from shared.runner.shutdown import (
     SHUTDOWN_BUDGET_S,
     Deadline,
@@ -75,7 +75,13 @@ def run_worker_process(
         print(f"{name}: start-up failed: {error}", file=sys.stderr)
         services.close()
         return 1
-    ops = HttpServer(create_ops_app(lambda: services, needs), settings.ops_host, settings.port)
+    try:
+        ops = HttpServer(create_ops_app(lambda: services, needs), settings.ops_host, settings.port)
+    except CannotListen as error:
+        log.error(f"{name} cannot start: {error} (OPS_HOST, PORT)")
+        print(f"{name}: start-up failed: {error} (OPS_HOST, PORT)", file=sys.stderr)
+        services.close()
+        return 1
     worker = make_worker(services)
     ops.start()
     worker.start()

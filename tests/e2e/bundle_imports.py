@@ -3,7 +3,8 @@
 The tests serve each bundle from the repository's environment, which has every package
 the service uses. A bundle whose requirements.txt forgot one would pass there and fail on
 its platform. The guard, a `sitecustomize` module put on the bundle process's path,
-refuses to import what only packages outside the bundle's requirements provide.
+refuses to import what only packages outside the bundle's requirements, and outside what
+those depend on, provide: the project's other dependencies, and its test and dev tools.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from infra.package import ROOT_REQUIREMENTS, read_pins
+from infra.package import read_pins
+
+# What a platform's Python has before any requirement (pip and its build tools, whose
+# `_distutils_hack` every interpreter imports at start), and the project itself, whose
+# `shared/` each bundle carries as files.
+_EVERY_ENVIRONMENT_HAS = {"pip", "setuptools", "wheel", "ad-moderation"}
 
 _GUARD = """\
 import sys
@@ -45,10 +51,11 @@ def write_import_guard(bundle_requirements: Path, into: Path) -> set[str]:
 
 
 def modules_outside(bundle_requirements: Path) -> set[str]:
-    """Top-level modules that only packages of the root requirements.txt provide which
-    neither the bundle's requirements nor anything they depend on bring in."""
-    installed = _installed_closure(read_pins(bundle_requirements))
-    outside = set(read_pins(ROOT_REQUIREMENTS)) - installed
+    """Top-level modules that only distributions installed here provide which neither the
+    bundle's requirements nor anything they depend on bring in."""
+    installed = {_normalise(d.metadata["Name"]) for d in importlib.metadata.distributions()}
+    bundled = _installed_closure(read_pins(bundle_requirements))
+    outside = installed - bundled - _EVERY_ENVIRONMENT_HAS
     return {
         module
         for module, distributions in importlib.metadata.packages_distributions().items()

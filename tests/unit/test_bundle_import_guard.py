@@ -18,7 +18,7 @@ def test_the_guard_refuses_a_package_the_bundle_does_not_list_and_allows_one_it_
 
     refused = write_import_guard(requirements, tmp_path / "guard")
 
-    assert {"tenacity", "confluent_kafka", "sklearn"} <= refused
+    assert {"tenacity", "confluent_kafka", "sklearn", "joblib", "pytest"} <= refused
     assert "pydantic" not in refused and "pydantic_core" not in refused
     unlisted = _imports(tmp_path / "guard", "tenacity.retry")
     assert unlisted.returncode != 0

@@ -54,9 +54,16 @@ def test_an_argument_is_refused_rather_than_ignored(module):
     assert "unrecognized arguments: --batch-size=5" in result.stderr
 
 
-@pytest.mark.parametrize("module", [*COMMANDS, "shared.ops.check"])
-def test_an_invalid_setting_ends_the_command_with_one_line_naming_it(module):
-    result = run(module, DB_POOL_MAX_SIZE="-1")
+@pytest.mark.parametrize(
+    ("module", "args"),
+    [
+        *((module, ()) for module in COMMANDS),
+        ("shared.ops.check", ()),
+        ("shared.moderation.republish", ("--published-before-s", "3600")),
+    ],
+)
+def test_an_invalid_setting_ends_the_command_with_one_line_naming_it(module, args):
+    result = run(module, *args, DB_POOL_MAX_SIZE="-1")
 
     assert result.returncode == 1
     (line,) = (result.stderr + result.stdout).strip().splitlines()
@@ -70,3 +77,15 @@ def test_a_consumer_without_its_model_ends_with_one_line_saying_why(tmp_path):
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("consumer: start-up failed: no model_card.json in model directory")
+
+
+def test_a_consumer_whose_ops_host_is_not_this_machine_ends_with_one_line_naming_it():
+    result = run("shared.runner.consumer", OPS_HOST="no-such-host.invalid", PORT="18999")
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "consumer: start-up failed: cannot listen on no-such-host.invalid:18999: "
+    )
+    assert last.endswith("(OPS_HOST, PORT)")
