@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -64,6 +66,10 @@ class InMemoryDatabase:
         self.state = _State()
         self.unavailable_for = 0  # the next N transactions raise DatabaseUnavailable
         self.transactions = 0
+        # `intercepts[name] = f`: each call of the transactions' method `name` becomes
+        # `f(method, *args, **kwargs)`, `method` being the real one (bound; its
+        # `__self__.state` is what the transaction sees): to fail or race a step.
+        self.intercepts: dict[str, Intercept] = {}
 
     def add_ad(self, ad: Ad) -> None:
         self.state.ads[ad.item_id] = ad
@@ -72,14 +78,14 @@ class InMemoryDatabase:
     def transaction(self) -> Iterator[InMemoryTransaction]:
         self._connect()
         working = copy.deepcopy(self.state)
-        yield InMemoryTransaction(working)
+        yield InMemoryTransaction(working, self.intercepts)
         self.state = working
 
     @contextmanager
     def autocommit(self) -> Iterator[InMemoryTransaction]:
         """Each call takes effect at once, as each statement commits on its own."""
         self._connect()
-        yield InMemoryTransaction(self.state)
+        yield InMemoryTransaction(self.state, self.intercepts)
 
     def _connect(self) -> None:
         self.transactions += 1
@@ -95,76 +101,88 @@ class InMemoryDatabase:
         pass
 
 
+Intercept = Callable[..., Any]
+
+
 class InMemoryTransaction:
-    def __init__(self, state: _State) -> None:
-        self.s = state
+    def __init__(self, state: _State, intercepts: dict[str, Intercept] | None = None) -> None:
+        self.state = state
+        self._intercepts = intercepts or {}
+
+    def __getattribute__(self, name: str) -> Any:
+        # Fault injection without patching the class: InMemoryDatabase.intercepts.
+        attribute = object.__getattribute__(self, name)
+        intercept = object.__getattribute__(self, "_intercepts").get(name)
+        return attribute if intercept is None else functools.partial(intercept, attribute)
 
     def load_ad_with_seller(self, item_id: int) -> Ad | None:
-        return self.s.ads.get(item_id)
+        return self.state.ads.get(item_id)
 
     def create_task_for_existing_ad(self, item_id: int) -> int | None:
-        if item_id not in self.s.ads:
+        if item_id not in self.state.ads:
             return None
-        task_id = self.s.next_task_id
-        self.s.next_task_id += 1
-        self.s.tasks[task_id] = TaskRow(
+        task_id = self.state.next_task_id
+        self.state.next_task_id += 1
+        self.state.tasks[task_id] = TaskRow(
             task_id, item_id, "pending", None, None, None, None, 0, datetime.now(UTC), None
         )
         return task_id
 
     def create_keyed_task(self, item_id: int, key: str, *, key_ttl_s: float) -> KeyedTask | None:
         now = datetime.now(UTC)
-        earlier = self.s.idempotency_keys.get(key)
+        earlier = self.state.idempotency_keys.get(key)
         if earlier is not None and earlier[1] > now:
             task_id = earlier[0]
-            return KeyedTask(task_id, self.s.tasks[task_id].item_id, created=False)
+            return KeyedTask(task_id, self.state.tasks[task_id].item_id, created=False)
         task_id = self.create_task_for_existing_ad(item_id)
         if task_id is None:
             return None
-        self.s.idempotency_keys[key] = (task_id, now + timedelta(seconds=key_ttl_s))
+        self.state.idempotency_keys[key] = (task_id, now + timedelta(seconds=key_ttl_s))
         return KeyedTask(task_id, item_id, created=True)
 
     def delete_expired_idempotency_keys(self, *, limit: int) -> int:
         now = datetime.now(UTC)
         expired = sorted(
             (expires_at, key)
-            for key, (_, expires_at) in self.s.idempotency_keys.items()
+            for key, (_, expires_at) in self.state.idempotency_keys.items()
             if expires_at <= now
         )[:limit]
         for _, key in expired:
-            del self.s.idempotency_keys[key]
+            del self.state.idempotency_keys[key]
         return len(expired)
 
     def mark_tasks_published(self, task_ids: Sequence[int]) -> None:
-        self.s.published.update(task_ids)
+        self.state.published.update(task_ids)
 
     def claim_unpublished_tasks(self, *, older_than_s: float, limit: int) -> list[tuple[int, int]]:
         unpublished = [
             t
-            for t in self.s.tasks.values()
+            for t in self.state.tasks.values()
             if t.status == "pending"
-            and t.id not in self.s.published
+            and t.id not in self.state.published
             and _older_than(t.created_at, older_than_s)
         ]
-        unpublished.sort(key=lambda t: (self.s.task_publish_tries.get(t.id, 0), t.created_at))
+        unpublished.sort(key=lambda t: (self.state.task_publish_tries.get(t.id, 0), t.created_at))
         return [(t.id, t.item_id) for t in unpublished[:limit]]
 
     def count_task_publish_tries(self, task_ids: Sequence[int]) -> None:
         for task_id in task_ids:
-            if task_id not in self.s.published:
-                self.s.task_publish_tries[task_id] = self.s.task_publish_tries.get(task_id, 0) + 1
+            if task_id not in self.state.published:
+                self.state.task_publish_tries[task_id] = (
+                    self.state.task_publish_tries.get(task_id, 0) + 1
+                )
 
     def get_task(self, task_id: int) -> TaskRow | None:
-        return self.s.tasks.get(task_id)
+        return self.state.tasks.get(task_id)
 
     @contextmanager
     def atomic(self) -> Iterator[InMemoryTransaction]:
         """All of the block's calls or none (on `autocommit()`'s live state too)."""
-        saved = copy.deepcopy(self.s)
+        saved = copy.deepcopy(self.state)
         try:
             yield self
         except BaseException:
-            self.s.__dict__.update(saved.__dict__)
+            self.state.__dict__.update(saved.__dict__)
             raise
 
     def load_tasks_with_ads(
@@ -176,12 +194,12 @@ class InMemoryTransaction:
                 t.item_id,
                 t.status,
                 t.attempts,
-                self.s.first_failures.get(t.id),
+                self.state.first_failures.get(t.id),
                 # As the SQL does: only the ad of the item the record names is read.
-                self.s.ads.get(t.item_id) if t.item_id == item_id else None,
+                self.state.ads.get(t.item_id) if t.item_id == item_id else None,
             )
             for task_id, item_id in tasks_named
-            if (t := self.s.tasks.get(task_id))
+            if (t := self.state.tasks.get(task_id))
         }
 
     def complete_tasks(self, task_ids: Sequence[int], verdicts: BatchVerdicts) -> set[int]:
@@ -196,9 +214,9 @@ class InMemoryTransaction:
             )
         )
         for task_id, (is_violation, probability) in columns.items():
-            task = self.s.tasks[task_id]
+            task = self.state.tasks[task_id]
             if task.status == "pending":
-                self.s.tasks[task_id] = replace(
+                self.state.tasks[task_id] = replace(
                     task,
                     status="completed",
                     is_violation=is_violation,
@@ -215,9 +233,9 @@ class InMemoryTransaction:
         changed = set()
         # The last failure given for a task is the one written, as the SQL writes it.
         for failure in {failure.task_id: failure for failure in failures}.values():
-            task = self.s.tasks.get(failure.task_id)
+            task = self.state.tasks.get(failure.task_id)
             if task is not None and task.status == "pending":
-                self.s.tasks[failure.task_id] = replace(
+                self.state.tasks[failure.task_id] = replace(
                     task,
                     status="failed",
                     error_message=failure.reason,
@@ -232,18 +250,20 @@ class InMemoryTransaction:
     ) -> dict[int, tuple[int, datetime]]:
         counts = {}
         for task_id, item_id in tasks_as_named:
-            task = self.s.tasks.get(task_id)
+            task = self.state.tasks.get(task_id)
             if task is None or task.status != "pending" or task.item_id != item_id:
                 continue
-            first = self.s.first_failures.setdefault(task_id, datetime.now(UTC))
-            self.s.tasks[task_id] = replace(task, attempts=task.attempts + 1, error_message=reason)
+            first = self.state.first_failures.setdefault(task_id, datetime.now(UTC))
+            self.state.tasks[task_id] = replace(
+                task, attempts=task.attempts + 1, error_message=reason
+            )
             counts[task_id] = (task.attempts + 1, first)
         return counts
 
     def insert_dead_letters(self, letters: Sequence[DeadLetter]) -> list[StoredDeadLetter]:
         stored = []
         for letter in letters:
-            if letter.task_id is not None and letter.task_id not in self.s.tasks:
+            if letter.task_id is not None and letter.task_id not in self.state.tasks:
                 # dead_letters.task_id references moderation_results, as in PostgreSQL.
                 raise psycopg.errors.ForeignKeyViolation(
                     f"dead letter for task {letter.task_id}, which does not exist"
@@ -265,36 +285,36 @@ class InMemoryTransaction:
                     letter.value,
                 )
                 or (letter.task_id is not None and old.task_id == letter.task_id)
-                for old in self.s.letters.values()
+                for old in self.state.letters.values()
             )
             if not duplicate:
-                letter_id = len(self.s.letters) + 1
-                self.s.letters[letter_id] = letter
-                self.s.letters_created_at[letter_id] = datetime.now(UTC)
+                letter_id = len(self.state.letters) + 1
+                self.state.letters[letter_id] = letter
+                self.state.letters_created_at[letter_id] = datetime.now(UTC)
                 stored.append(StoredDeadLetter(letter_id, letter))
         return stored
 
     def lock_unpublished_dead_letters(self, ids: Sequence[int]) -> list[int]:
-        return [i for i in ids if i not in self.s.letters_published]
+        return [i for i in ids if i not in self.state.letters_published]
 
     def mark_dead_letters_published(self, ids: Sequence[int]) -> None:
-        self.s.letters_published.update(ids)
+        self.state.letters_published.update(ids)
 
     def claim_unpublished_dead_letters(self, *, older_than_s: float, limit: int) -> LetterClaim:
         unpublished = [
             i
-            for i in self.s.letters
-            if i not in self.s.letters_published
-            and _older_than(self.s.letters_created_at[i], older_than_s)
+            for i in self.state.letters
+            if i not in self.state.letters_published
+            and _older_than(self.state.letters_created_at[i], older_than_s)
         ]
-        unpublished.sort(key=lambda i: (self.s.letter_publish_tries.get(i, 0), i))
-        claimed = [StoredDeadLetter(i, self.s.letters[i]) for i in unpublished[:limit]]
+        unpublished.sort(key=lambda i: (self.state.letter_publish_tries.get(i, 0), i))
+        claimed = [StoredDeadLetter(i, self.state.letters[i]) for i in unpublished[:limit]]
         return LetterClaim(claimed, full=len(unpublished) >= limit)
 
     def count_dead_letter_publish_tries(self, ids: Sequence[int]) -> None:
         for i in ids:
-            if i not in self.s.letters_published:
-                self.s.letter_publish_tries[i] = self.s.letter_publish_tries.get(i, 0) + 1
+            if i not in self.state.letters_published:
+                self.state.letter_publish_tries[i] = self.state.letter_publish_tries.get(i, 0) + 1
 
 
 class FakeModel:

@@ -23,9 +23,15 @@ class KafkaPublisher:
     with the broker's, say) refuses every later record until it is replaced."""
 
     def __init__(
-        self, config: dict[str, object], *, timeout_s: float, queue_full_wait_s: float
+        self,
+        config: dict[str, object],
+        *,
+        timeout_s: float,
+        queue_full_wait_s: float,
+        make_producer: Callable[[dict[str, object]], Producer] = Producer,
     ) -> None:
         self._config = config
+        self._make_producer = make_producer
         self._timeout_s = timeout_s
         self._queue_full_wait_s = queue_full_wait_s
         self._producer: Producer | None = None
@@ -35,7 +41,7 @@ class KafkaPublisher:
     def _get_producer(self) -> Producer:
         with self._lock:
             if self._producer is None:
-                self._producer = Producer(self._config)
+                self._producer = self._make_producer(self._config)
                 self._stop_serving = threading.Event()
                 threading.Thread(
                     target=_serve_delivery_reports,

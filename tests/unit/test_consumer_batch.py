@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from shared.bootstrap import Services
 from shared.db.dead_letters import DeadLetter
 from shared.domain import Ad, BatchVerdicts, Verdict
 from shared.errors import (
@@ -21,7 +22,7 @@ from shared.kafka.record import ConsumedRecord
 from shared.moderation.batch import process_moderation_batch
 from shared.moderation.dead_letters import build_dead_letter
 from shared.moderation.relay import relay_once
-from tests.fakes import FakeModel, FakeModelLoader, InMemoryTransaction, fake_services
+from tests.fakes import FakeModel, FakeModelLoader, fake_services
 
 TOPIC = "moderation"
 
@@ -239,28 +240,25 @@ def test_a_model_crashing_on_every_ad_is_retried_like_an_outage_then_fails_the_b
     assert (report.failed, report.dead_lettered, report.retries) == (2, 2, 3)
 
 
-def test_an_attempt_whose_dead_letter_cannot_be_written_writes_nothing_at_all(monkeypatch):
+def test_an_attempt_whose_dead_letter_cannot_be_written_writes_nothing_at_all():
     services = fake_services()
     valid = _accepted_task(services, 1)
     orphan = _accepted_task(services, 2)
     del services.db.state.ads[2]  # its task fails: Ad not found, with a DLQ record
     seen_between_attempts: list[list[str]] = []
-    insert, record_attempt = (
-        InMemoryTransaction.insert_dead_letters,
-        InMemoryTransaction.record_failed_attempt,
-    )
 
-    def insert_fails_once(tx, letters):
+    def insert_fails_once(insert, letters):
         if not seen_between_attempts:
             raise DatabaseUnavailable("PostgreSQL unavailable: connection lost mid-write")
-        return insert(tx, letters)
+        return insert(letters)
 
-    def record_and_look(tx, tasks_as_named, reason):
-        seen_between_attempts.append([t.status for t in tx.s.tasks.values()])
-        return record_attempt(tx, tasks_as_named, reason)
+    def record_and_look(record_attempt, tasks_as_named, reason):
+        tasks = record_attempt.__self__.state.tasks
+        seen_between_attempts.append([t.status for t in tasks.values()])
+        return record_attempt(tasks_as_named, reason)
 
-    monkeypatch.setattr(InMemoryTransaction, "insert_dead_letters", insert_fails_once)
-    monkeypatch.setattr(InMemoryTransaction, "record_failed_attempt", record_and_look)
+    services.db.intercepts["insert_dead_letters"] = insert_fails_once
+    services.db.intercepts["record_failed_attempt"] = record_and_look
 
     report = process_moderation_batch(services, [valid, orphan])
 
@@ -386,27 +384,25 @@ def test_ad_deleted_before_processing_marks_task_failed_and_dead_letters_it():
     assert len(services.publisher.on_topic("moderation_dlq")) == 1
 
 
-def _finished_by_another_consumer_after_our_read(monkeypatch, task_id: int) -> None:
+def _finished_by_another_consumer_after_our_read(services: Services, task_id: int) -> None:
     """Our read sees the task pending; by the time our UPDATE runs, another consumer
     (the partition's old owner during a rebalance) has committed it as completed."""
-    read = InMemoryTransaction.load_tasks_with_ads
 
-    def read_then_lose_the_race(tx, tasks_named):
-        rows = read(tx, tasks_named)
-        tx.s.tasks[task_id] = replace(
-            tx.s.tasks[task_id], status="completed", probability=0.25, model_version="other"
+    def read_then_lose_the_race(read, tasks_named):
+        rows = read(tasks_named)
+        tasks = read.__self__.state.tasks
+        tasks[task_id] = replace(
+            tasks[task_id], status="completed", probability=0.25, model_version="other"
         )
         return rows
 
-    monkeypatch.setattr(InMemoryTransaction, "load_tasks_with_ads", read_then_lose_the_race)
+    services.db.intercepts["load_tasks_with_ads"] = read_then_lose_the_race
 
 
-def test_a_task_another_consumer_completes_meanwhile_keeps_its_verdict_and_counts_as_duplicate(
-    monkeypatch,
-):
+def test_a_task_another_consumer_completes_meanwhile_keeps_its_verdict_and_counts_as_duplicate():
     services = fake_services()
     record = _accepted_task(services, 5)
-    _finished_by_another_consumer_after_our_read(monkeypatch, 1)
+    _finished_by_another_consumer_after_our_read(services, 1)
 
     report = process_moderation_batch(services, [record])
 
@@ -415,13 +411,11 @@ def test_a_task_another_consumer_completes_meanwhile_keeps_its_verdict_and_count
     assert (report.completed, report.duplicates) == (0, 1)
 
 
-def test_a_failure_for_a_task_another_consumer_completes_meanwhile_is_not_dead_lettered(
-    monkeypatch,
-):
+def test_a_failure_for_a_task_another_consumer_completes_meanwhile_is_not_dead_lettered():
     services = fake_services()
     record = _accepted_task(services, 5)
     services.db.state.ads.pop(5)
-    _finished_by_another_consumer_after_our_read(monkeypatch, 1)
+    _finished_by_another_consumer_after_our_read(services, 1)
 
     report = process_moderation_batch(services, [record])
 
@@ -512,24 +506,21 @@ def test_what_a_read_sorts_out_is_settled_at_once_while_the_model_is_down():
     assert services.db.state.tasks[3].status == "completed"
 
 
-def test_records_never_read_before_the_schedule_ran_out_are_sorted_out_before_failing(
-    monkeypatch,
-):
+def test_records_never_read_before_the_schedule_ran_out_are_sorted_out_before_failing():
     services = fake_services()
     real = _accepted_task(services, 5)
     _, copy_value = encode_task_message(1, 6)  # task 1, but another ad
     _, unknown_value = encode_task_message(404, 1)
     batch = [_record(copy_value, offset=10), real, _record(unknown_value, offset=11)]
-    read = InMemoryTransaction.load_tasks_with_ads
     reads = []
 
-    def read_failing_on_every_attempt(self, tasks):
+    def read_failing_on_every_attempt(read, tasks):
         reads.append(len(tasks))
         if len(reads) <= 4:  # the four attempts; the count UPDATEs still get through
             raise DatabaseUnavailable("PostgreSQL unavailable: read timed out")
-        return read(self, tasks)
+        return read(tasks)
 
-    monkeypatch.setattr(InMemoryTransaction, "load_tasks_with_ads", read_failing_on_every_attempt)
+    services.db.intercepts["load_tasks_with_ads"] = read_failing_on_every_attempt
 
     report = process_moderation_batch(services, batch)
 
@@ -547,20 +538,19 @@ def test_records_never_read_before_the_schedule_ran_out_are_sorted_out_before_fa
     assert (report.failed, report.dead_lettered) == (1, 3)
 
 
-def test_a_corrupt_copy_whose_read_failed_counts_no_attempt_against_the_real_task(monkeypatch):
+def test_a_corrupt_copy_whose_read_failed_counts_no_attempt_against_the_real_task():
     services = fake_services()
     _accepted_task(services, 5)  # task 1; its own record is in another batch
     _, copy_value = encode_task_message(1, 6)  # task 1, but another ad
-    read = InMemoryTransaction.load_tasks_with_ads
     reads = []
 
-    def read_failing_once(self, tasks):
+    def read_failing_once(read, tasks):
         reads.append(len(tasks))
         if len(reads) == 1:  # the count UPDATE after it still gets through
             raise DatabaseUnavailable("PostgreSQL unavailable: read timed out")
-        return read(self, tasks)
+        return read(tasks)
 
-    monkeypatch.setattr(InMemoryTransaction, "load_tasks_with_ads", read_failing_once)
+    services.db.intercepts["load_tasks_with_ads"] = read_failing_once
 
     process_moderation_batch(services, [_record(copy_value, offset=40)])
 
@@ -572,18 +562,17 @@ def test_a_corrupt_copy_whose_read_failed_counts_no_attempt_against_the_real_tas
     assert _headers(letter)["x-exception-type"] == "RecordDoesNotMatchTask"
 
 
-def test_an_ad_deleted_during_the_retries_fails_its_task_with_the_attempts_it_had(monkeypatch):
+def test_an_ad_deleted_during_the_retries_fails_its_task_with_the_attempts_it_had():
     services = fake_services()
     services.model = FakeModelLoader(fail_times=3)
     record = _accepted_task(services, 1)
-    read = InMemoryTransaction.load_tasks_with_ads
     outage = {"reads_to_fail": 0}
 
-    def read_failing_when_told(self, tasks):
+    def read_failing_when_told(read, tasks):
         if outage["reads_to_fail"]:
             outage["reads_to_fail"] -= 1
             raise DatabaseUnavailable("PostgreSQL unavailable: read timed out")
-        return read(self, tasks)
+        return read(tasks)
 
     waits = []
 
@@ -594,7 +583,7 @@ def test_an_ad_deleted_during_the_retries_fails_its_task_with_the_attempts_it_ha
         waits.append(seconds)
 
     services.sleeper = before_each_retry
-    monkeypatch.setattr(InMemoryTransaction, "load_tasks_with_ads", read_failing_when_told)
+    services.db.intercepts["load_tasks_with_ads"] = read_failing_when_told
 
     process_moderation_batch(services, [record])
 
@@ -606,24 +595,23 @@ def test_an_ad_deleted_during_the_retries_fails_its_task_with_the_attempts_it_ha
     assert waits == [5.0, 10.0, 20.0]
 
 
-def test_what_a_rolled_back_transaction_sorted_out_is_counted_once(monkeypatch):
+def test_what_a_rolled_back_transaction_sorted_out_is_counted_once():
     services = fake_services()
     services.model = FakeModelLoader(fail_times=100)
     finished_elsewhere, exhausted = _accepted_task(services, 1), _accepted_task(services, 2)
-    read, write_failures = InMemoryTransaction.load_tasks_with_ads, InMemoryTransaction.fail_tasks
     outage = {"reads": 0, "writes": 0}
 
-    def read_failing_when_told(self, tasks):
+    def read_failing_when_told(read, tasks):
         if outage["reads"]:
             outage["reads"] -= 1
             raise DatabaseUnavailable("PostgreSQL unavailable: read timed out")
-        return read(self, tasks)
+        return read(tasks)
 
-    def fail_tasks_failing_when_told(self, failures):
+    def fail_tasks_failing_when_told(write_failures, failures):
         if failures and outage["writes"]:
             outage["writes"] -= 1
             raise DatabaseUnavailable("PostgreSQL unavailable: connection lost mid-write")
-        return write_failures(self, failures)
+        return write_failures(failures)
 
     def before_each_retry(seconds):
         if seconds == 20.0:
@@ -634,8 +622,8 @@ def test_what_a_rolled_back_transaction_sorted_out_is_counted_once(monkeypatch):
             outage["reads"], outage["writes"] = 1, 1
 
     services.sleeper = before_each_retry
-    monkeypatch.setattr(InMemoryTransaction, "load_tasks_with_ads", read_failing_when_told)
-    monkeypatch.setattr(InMemoryTransaction, "fail_tasks", fail_tasks_failing_when_told)
+    services.db.intercepts["load_tasks_with_ads"] = read_failing_when_told
+    services.db.intercepts["fail_tasks"] = fail_tasks_failing_when_told
 
     report = process_moderation_batch(services, [finished_elsewhere, exhausted])
 

@@ -40,10 +40,9 @@ class _Producer:
 
 
 @pytest.fixture
-def publisher(monkeypatch):
+def publisher():
     _Producer.made, _Producer.fails_with = [], {}
-    monkeypatch.setattr(publisher_module, "Producer", _Producer)
-    publisher = KafkaPublisher({}, timeout_s=1.0, queue_full_wait_s=0.5)
+    publisher = KafkaPublisher({}, timeout_s=1.0, queue_full_wait_s=0.5, make_producer=_Producer)
     yield publisher
     publisher.close()
 
@@ -76,9 +75,10 @@ class _ProducerWithAFullQueue(_Producer):
         raise BufferError("Local: Queue full")
 
 
-def test_a_queue_that_stays_full_fails_the_publish_within_its_deadline(monkeypatch):
-    monkeypatch.setattr(publisher_module, "Producer", _ProducerWithAFullQueue)
-    publisher = KafkaPublisher({}, timeout_s=0.2, queue_full_wait_s=0.1)
+def test_a_queue_that_stays_full_fails_the_publish_within_its_deadline():
+    publisher = KafkaPublisher(
+        {}, timeout_s=0.2, queue_full_wait_s=0.1, make_producer=_ProducerWithAFullQueue
+    )
     started = time.monotonic()
     try:
         with pytest.raises(PartlyAcknowledged, match="queue full"):
@@ -102,10 +102,11 @@ class _ProducerWhoseFirstPollRaises(_Producer):
         return super().poll(timeout)
 
 
-def test_the_delivery_report_thread_goes_on_after_a_callback_raises(monkeypatch):
+def test_the_delivery_report_thread_goes_on_after_a_callback_raises():
     _ProducerWhoseFirstPollRaises.polls = 0
-    monkeypatch.setattr(publisher_module, "Producer", _ProducerWhoseFirstPollRaises)
-    publisher = KafkaPublisher({}, timeout_s=0.2, queue_full_wait_s=0.1)
+    publisher = KafkaPublisher(
+        {}, timeout_s=0.2, queue_full_wait_s=0.1, make_producer=_ProducerWhoseFirstPollRaises
+    )
     try:
         publisher.publish([RECORD])  # starts the thread that serves the reports
 

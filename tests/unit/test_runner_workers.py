@@ -19,7 +19,7 @@ from shared.moderation.relay import relay_once
 from shared.moderation.tasks import submit_moderation_task
 from shared.runner.shutdown import StopSignal
 from shared.runner.workers import RelayWorker, load_consumer_handler
-from tests.fakes import FakeModelLoader, InMemoryTransaction, fake_services, installed
+from tests.fakes import FakeModelLoader, fake_services, installed
 
 
 @pytest.fixture
@@ -168,13 +168,13 @@ def _outbox_metrics() -> dict[tuple[str, ...], float]:
     return counts
 
 
-def test_a_bug_in_one_sweep_is_raised_over_an_outage_in_the_other(services, monkeypatch, caplog):
+def test_a_bug_in_one_sweep_is_raised_over_an_outage_in_the_other(services, caplog):
     # During an outage of `moderation` the task sweep fails every time: a bug in the
     # letter sweep must still surface as a bug, not hide behind that outage.
-    def broken(self, *, older_than_s, limit):
+    def broken(claim, *, older_than_s, limit):
         raise TypeError("a bug in the letter sweep")
 
-    monkeypatch.setattr(InMemoryTransaction, "claim_unpublished_dead_letters", broken)
+    services.db.intercepts["claim_unpublished_dead_letters"] = broken
     services.publisher.refuses = lambda record: record.topic == "moderation"
     submit_moderation_task(services, 1)
 
@@ -221,11 +221,11 @@ def test_the_relay_purges_expired_keys_after_its_sweeps_even_when_one_failed(ser
     assert len(services.db.state.tasks) == 2
 
 
-def test_a_bug_in_the_key_purge_is_raised_after_both_sweeps_ran(services, monkeypatch):
-    def broken(self, *, limit):
+def test_a_bug_in_the_key_purge_is_raised_after_both_sweeps_ran(services):
+    def broken(delete, *, limit):
         raise TypeError("a bug in the purge")
 
-    monkeypatch.setattr(InMemoryTransaction, "delete_expired_idempotency_keys", broken)
+    services.db.intercepts["delete_expired_idempotency_keys"] = broken
     submit_moderation_task(services, 1)
     services.db.state.published.clear()  # as if its publish had not been acknowledged
 
