@@ -6,7 +6,11 @@ their defaults. Nothing reads settings at import time: call `get_settings()`.
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
@@ -15,6 +19,8 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
 
 # How much longer than librdkafka's message timeout a publish waits for the delivery
 # reports, so that each record's fate (acknowledged or timed out) is known on return.
@@ -65,6 +71,11 @@ _BOOTSTRAP_SERVER = re.compile(
 )
 # Settings never quoted in an error: an API key, a password in the connection string.
 _SECRET_SETTINGS = {"api_keys", "database_url"}
+
+
+# How alike (difflib's ratio) a variable's name must be to a setting's to be taken for a
+# misspelling of it: DATABSE_URL, LOGLEVEL and MODEL_URL are; PGPORT and KAFKA_TOPIC not.
+MISSPELLING_SIMILARITY = 0.85
 
 
 # The project's own model (`make model`), named absolutely: relative to the working
@@ -308,7 +319,33 @@ def read_settings(**overrides: object) -> Settings:
         raise InvalidSettings(f"invalid setting: {describe_invalid(error)}") from None
 
 
+def misspelt_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """Variables named almost, but not quite, like a setting: {variable: the setting}.
+
+    Settings ignore every other variable, so a DATABSE_URL would otherwise leave the
+    default in place without a word."""
+    settings = {name.upper() for name in Settings.model_fields}
+    misspelt = {}
+    for variable in environ:
+        if variable.upper() in settings:
+            continue
+        meant = difflib.get_close_matches(
+            variable.upper(), settings, n=1, cutoff=MISSPELLING_SIMILARITY
+        )
+        if meant:
+            misspelt[variable] = meant[0]
+    return misspelt
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Settings read once per process from the environment."""
-    return read_settings()
+    settings = read_settings()
+    warn_of_misspelt_settings()
+    return settings
+
+
+def warn_of_misspelt_settings() -> None:
+    """A warning for each variable of the environment that looks like a misspelt setting."""
+    for variable, meant in misspelt_settings(os.environ).items():
+        log.warning(f"{variable} is set, and no setting has that name: did you mean {meant}?")

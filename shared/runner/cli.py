@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.runner.embedded import DEFAULT_STATE_DIR
-from shared.settings import InvalidSettings, Settings, read_settings
+from shared.settings import InvalidSettings, Settings, read_settings, warn_of_misspelt_settings
 
 # flag -> (Settings field, type, help)
 SETTING_FLAGS: dict[str, tuple[str, type, str]] = {
@@ -81,6 +81,7 @@ def parse_options(argv: Sequence[str]) -> RunnerOptions:
         settings = read_settings(**overrides)
     except InvalidSettings as error:
         parser.error(str(error))
+    warn_of_misspelt_settings()
     return RunnerOptions(
         settings=settings,
         host=args.host,

@@ -16,6 +16,7 @@ from shared.settings import (
     MAX_RETRY_ATTEMPTS,
     InvalidSettings,
     Settings,
+    misspelt_settings,
     read_settings,
 )
 from tests.python_snippets import run_python
@@ -250,3 +251,32 @@ def test_an_invalid_setting_is_quoted_unless_it_may_hold_a_secret():
         refused.value
     )
     assert "API_KEYS" in str(refused.value) and "S3cret" not in str(refused.value)
+
+
+def test_variables_named_almost_like_a_setting_are_taken_for_misspellings_of_it():
+    environ = {
+        "DATABSE_URL": "x",
+        "LOGLEVEL": "x",
+        "MODEL_URL": "x",
+        "DATABASE_URL": "x",  # a setting itself
+        "PGPORT": "x",  # libpq's, not ours
+        "KAFKA_TOPIC": "x",
+        "HOME": "x",
+    }
+
+    assert misspelt_settings(environ) == {
+        "DATABSE_URL": "DATABASE_URL",
+        "LOGLEVEL": "LOG_LEVEL",
+        "MODEL_URL": "MODEL_URI",
+    }
+
+
+def test_a_process_reading_its_settings_warns_of_a_misspelt_one_once():
+    result = run_python(
+        "from shared.settings import get_settings; get_settings(); get_settings()",
+        env={"DATABSE_URL": "postgresql://elsewhere/db"},
+    )
+
+    assert result.returncode == 0, result.stderr
+    warning = "DATABSE_URL is set, and no setting has that name: did you mean DATABASE_URL?"
+    assert result.stderr.splitlines().count(warning) == 1, result.stderr
