@@ -1,0 +1,85 @@
+"""What every HTTP function shares: API keys, settings that do not validate, a bug's 500.
+
+The functions are called through functions-framework's test client, with fakes wired in."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.bootstrap import install_services
+from shared.settings import get_settings
+from tests.fakes import VALID_AD
+from tests.unit.http_client import assert_json_error, client
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer no"}])
+def test_with_api_keys_set_a_missing_or_wrong_key_gets_401(services, headers):
+    services.settings = services.settings.model_copy(update={"api_keys": "k1,k2"})
+
+    response = client("predict").post("/predict", json=VALID_AD, headers=headers)
+
+    assert_json_error(response, 401)
+
+
+@pytest.mark.parametrize("headers", [{"X-API-Key": "k2"}, {"Authorization": "Bearer k1"}])
+def test_with_api_keys_set_either_header_form_is_accepted(services, headers):
+    services.settings = services.settings.model_copy(update={"api_keys": "k1,k2"})
+
+    response = client("predict").post("/predict", json=VALID_AD, headers=headers)
+
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("environment", "named"),
+    [
+        # A key-level error: pydantic's message quotes the whole setting, every key in it.
+        ({"API_KEYS": "k_live_8f3a9c2d7e1b4a6f,k_new_\u00e9"}, "API_KEYS"),
+        # A cross-field one: pydantic's message quotes the start and end of every setting.
+        (
+            {
+                "API_KEYS": "k_live_8f3a9c2d7e1b4a6f",
+                "DB_POOL_MIN_SIZE": "5",
+                "DB_POOL_MAX_SIZE": "2",
+            },
+            "DB_POOL_MIN_SIZE",
+        ),
+        # A URL libpq cannot read: its message quotes the part, here the password.
+        ({"DATABASE_URL": "postgresql://app:p%zzk_live_8f3a9c2d7e1b4a6f@db/m"}, "DATABASE_URL"),
+    ],
+)
+def test_settings_that_do_not_validate_are_logged_without_their_values(
+    services, monkeypatch, caplog, environment, named
+):
+    install_services(None)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        response = client("predict").post("/", json={})
+    finally:
+        get_settings.cache_clear()
+
+    assert assert_json_error(response, 500) == "Internal server error"
+    # What is wrong, by the setting's name, and none of the values.
+    assert "invalid setting: " in caplog.text
+    assert named in caplog.text
+    assert "8f3a9c2d" not in caplog.text
+
+
+def test_an_error_outside_every_handler_is_a_json_500(services, monkeypatch):
+    # Settings that do not validate fail in get_services(), before any handler runs.
+    install_services(None)
+    monkeypatch.setenv("LOG_LEVEL", "verbose")
+    get_settings.cache_clear()
+    try:
+        # The push consumer reads its settings outside any handler's try: there the
+        # handler registered on the app answers, instead of functions-framework's HTML.
+        for target in ("async_predict", "outbox_relay", "moderation_consumer"):
+            response = client(target).post("/", query_string={"item_id": "1"})
+
+            assert assert_json_error(response, 500) == "Internal server error"
+        # ... with the header functions-framework's own handler sets, logged as a crash.
+        assert response.headers["X-Google-Status"] == "crash"
+    finally:
+        get_settings.cache_clear()
