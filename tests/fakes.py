@@ -69,7 +69,7 @@ class InMemoryDatabase:
         # `intercepts[name] = f`: each call of the transactions' method `name` becomes
         # `f(method, *args, **kwargs)`, `method` being the real one (bound; its
         # `__self__.state` is what the transaction sees): to fail or race a step.
-        self.intercepts: dict[str, Intercept] = {}
+        self.intercepts = Intercepts()
 
     def add_ad(self, ad: Ad) -> None:
         self.state.ads[ad.item_id] = ad
@@ -104,15 +104,27 @@ class InMemoryDatabase:
 Intercept = Callable[..., Any]
 
 
+class Intercepts(dict[str, Intercept]):
+    """Intercepts by method name; a name that is not a method of the transactions is
+    refused, so that a typo cannot leave a test without the fault it is about."""
+
+    def __setitem__(self, name: str, intercept: Intercept) -> None:
+        if name.startswith("_") or not callable(getattr(InMemoryTransaction, name, None)):
+            raise KeyError(f"InMemoryTransaction has no method {name!r} to intercept")
+        super().__setitem__(name, intercept)
+
+
 class InMemoryTransaction:
-    def __init__(self, state: _State, intercepts: dict[str, Intercept] | None = None) -> None:
+    def __init__(self, state: _State, intercepts: Intercepts | None = None) -> None:
         self.state = state
-        self._intercepts = intercepts or {}
+        self._intercepts = Intercepts() if intercepts is None else intercepts
 
     def __getattribute__(self, name: str) -> Any:
         # Fault injection without patching the class: InMemoryDatabase.intercepts.
         attribute = object.__getattribute__(self, name)
-        intercept = object.__getattribute__(self, "_intercepts").get(name)
+        # From __dict__: a copy being built has none yet.
+        intercepts = object.__getattribute__(self, "__dict__").get("_intercepts", {})
+        intercept = intercepts.get(name)
         return attribute if intercept is None else functools.partial(intercept, attribute)
 
     def load_ad_with_seller(self, item_id: int) -> Ad | None:

@@ -57,11 +57,19 @@ def _listen(host: str, port: int) -> socket.socket:
     """A socket listening on host:port. Bound here, not by werkzeug, which on a failure
     prints the OS's words alone ("Name or service not known") and exits the process."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # "::" takes IPv4 too, as werkzeug's own bind left it (create_server alone would
+    # make it IPv6 only, and `localhost` then refused).
+    dual_stack = family == socket.AF_INET6 and socket.has_dualstack_ipv6()
     try:
-        return socket.create_server((host, port), family=family, backlog=LISTEN_QUEUE)
+        return socket.create_server(
+            (host, port), family=family, backlog=LISTEN_QUEUE, dualstack_ipv6=dual_stack
+        )
     except OSError as error:
-        reason = error.strerror or str(error)
-        raise CannotListen(f"cannot listen on {host}:{port}: {reason}") from error
+        # The OS's words alone: create_server's message adds the address to them.
+        reason = (error.strerror or str(error)).split(" (while attempting to bind", 1)[0]
+        refusal = CannotListen(f"cannot listen on {host}:{port}: {reason}")
+        refusal.errno = error.errno
+        raise refusal from error
 
 
 class _CountingServer(ThreadedWSGIServer):

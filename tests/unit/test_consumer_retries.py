@@ -1,0 +1,97 @@
+"""The consumer's 5/10/20 s schedule for temporary errors, and the attempts it counts.
+
+Every rule, no I/O."""
+
+from __future__ import annotations
+
+from shared.moderation.batch import process_moderation_batch
+from tests.fakes import FakeModelLoader, fake_services
+from tests.unit.consumer_records import accepted_task, dead_letter_headers
+
+
+def test_model_unavailable_for_two_attempts_is_retried_then_completed_without_dlq():
+    services = fake_services()
+    services.model = FakeModelLoader(fail_times=2)
+    record = accepted_task(services, 1)
+
+    report = process_moderation_batch(services, [record])
+
+    task = services.db.state.tasks[1]
+    assert task.status == "completed" and task.attempts == 3
+    assert services.sleeper.waits == [5.0, 10.0]
+    assert report.retries == 2
+    assert services.publisher.on_topic("moderation_dlq") == []
+
+
+def test_retries_follow_the_real_five_ten_twenty_second_schedule():
+    services = fake_services()  # default retry settings
+    services.model = FakeModelLoader(fail_times=100)
+    record = accepted_task(services, 1)
+
+    process_moderation_batch(services, [record])
+
+    assert services.sleeper.waits == [5.0, 10.0, 20.0]
+
+
+def test_a_task_waiting_for_its_retry_says_what_is_down_and_no_more():
+    services = fake_services()
+    services.model = FakeModelLoader(fail_times=1)
+    record = accepted_task(services, 1)
+    during_the_wait: list[str | None] = []
+    services.sleeper = lambda _: during_the_wait.append(services.db.state.tasks[1].error_message)
+
+    process_moderation_batch(services, [record])
+
+    assert during_the_wait == ["the model is unavailable"]
+    assert services.db.state.tasks[1].status == "completed"
+
+
+def test_model_unavailable_on_every_attempt_fails_the_task_with_one_dlq_record_of_four_attempts():
+    services = fake_services()
+    services.model = FakeModelLoader(fail_times=100)
+    record = accepted_task(services, 1)
+
+    process_moderation_batch(services, [record])
+
+    task = services.db.state.tasks[1]
+    assert task.status == "failed" and task.attempts == 4
+    # Any caller may read the task; the outage's own message, which can name a path, a
+    # bucket or a host, goes to the letter only.
+    assert task.error_message == "gave up after 4 attempts: the model is unavailable"
+    (letter,) = services.publisher.on_topic("moderation_dlq")
+    headers = dead_letter_headers(letter)
+    assert headers["x-error-class"] == "exhausted"
+    assert headers["x-attempts"] == "4"
+    assert headers["x-exception-type"] == "ModelUnavailable"
+    assert headers["x-exception-message"] == "model unavailable: fake outage"
+
+
+def test_attempts_already_on_the_row_count_towards_the_limit_after_a_restart():
+    services = fake_services()
+    services.model = FakeModelLoader(fail_times=100)
+    record = accepted_task(services, 1)
+    with services.db.transaction() as tx:
+        tx.record_failed_attempt([(1, 1)], "before the restart")
+        tx.record_failed_attempt([(1, 1)], "before the restart")
+
+    process_moderation_batch(services, [record])
+
+    assert services.db.state.tasks[1].status == "failed"
+    assert services.db.state.tasks[1].attempts == 4
+    assert services.sleeper.waits == [5.0]
+
+
+def test_database_outage_is_retried_and_the_task_completes_once_it_is_back():
+    services = fake_services()
+    record = accepted_task(services, 1)
+    services.db.unavailable_for = 3  # the attempt, and the two follow-ups that try to count it
+
+    report = process_moderation_batch(services, [record])
+
+    assert services.db.unavailable_for == 0  # the outage was met, not stepped around
+    assert report.retries == 2
+    assert services.sleeper.waits == [5.0, 10.0]
+    assert (report.completed, report.failed, report.dead_lettered) == (1, 0, 0)
+    task = services.db.state.tasks[1]
+    assert task.status == "completed"
+    assert services.publisher.on_topic("moderation_dlq") == []
