@@ -41,7 +41,10 @@ _ERRORS = {
     405: "Method not allowed; the Allow header lists the right one",
     413: "Request body over MAX_BODY_BYTES",
     415: "Content-Type is not application/json",
-    422: "A field failed validation; detail lists each field",
+    422: (
+        "A field failed validation, or was given twice; detail lists each field, at most"
+        " 20, then one entry of type too_many_errors saying how many more"
+    ),
     503: "A dependency (PostgreSQL, Kafka, the model) is unavailable; retry after Retry-After",
 }
 _ITEM_ID = "The ad's id in PostgreSQL"
