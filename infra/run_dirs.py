@@ -22,6 +22,9 @@ TEST_INFRA_ROOT = REPO_ROOT / "var" / "test-infra"
 OWNER_FILE = "owner.pid"
 # Present in the command line of every pytest process, however it was started.
 OWNER_MARKER = "pytest"
+CLEAN_UP_LOCK = ".clean-up.lock"  # a file, not a folder: the clean-up passes it by
+# Stopping a broker and a server takes seconds; several abandoned folders, a minute.
+CLEAN_UP_LOCK_TIMEOUT_S = 300.0
 
 
 def claim_run_dir(root: Path = TEST_INFRA_ROOT) -> Path:
@@ -37,12 +40,15 @@ def clean_abandoned_run_dirs(root: Path = TEST_INFRA_ROOT) -> list[Path]:
     if not root.is_dir():
         return []
     cleaned = []
-    for run_dir in sorted(root.iterdir()):
-        if run_dir.is_dir() and _is_abandoned(run_dir):
-            KafkaBroker(run_dir / "kafka").stop()
-            PostgresServer(run_dir / "postgres").stop()
-            shutil.rmtree(run_dir, ignore_errors=True)
-            cleaned.append(run_dir)
+    # One clean-up at a time: two sessions starting together would both stop the same
+    # servers, and one could fail its start on a file the other had just moved.
+    with _process.exclusive_lock(root / CLEAN_UP_LOCK, CLEAN_UP_LOCK_TIMEOUT_S):
+        for run_dir in sorted(root.iterdir()):
+            if run_dir.is_dir() and _is_abandoned(run_dir):
+                KafkaBroker(run_dir / "kafka").stop()
+                PostgresServer(run_dir / "postgres").stop()
+                shutil.rmtree(run_dir, ignore_errors=True)
+                cleaned.append(run_dir)
     return cleaned
 
 
