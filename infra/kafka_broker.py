@@ -251,7 +251,11 @@ class KafkaBroker(LocalServer):
             "libs": str(self._libs),
             "class_archive_being_written": str(being_written) if being_written else None,
         }
-        self._state_path().write_text(json.dumps(state) + "\n")
+        # Whole or not at all: a file cut short by a kill reads as no broker, and its
+        # clean-up would leave the JVM running.
+        partial = self._state_path().with_suffix(".json.partial")
+        partial.write_text(json.dumps(state) + "\n")
+        partial.replace(self._state_path())
 
     def _adopt_running_broker(self) -> None:
         """Take over a broker a previous process started in this folder (`infra up`)."""
