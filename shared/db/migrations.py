@@ -103,13 +103,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     take_no_arguments("python -m shared.db.migrations", __doc__, argv)
     try:
-        apply_migrations(get_settings().database_url)
-    # pgmigrate's failure, the server's, or settings that do not validate.
-    except (RuntimeError, psycopg.Error, InvalidSettings) as error:
+        database_url = get_settings().database_url
+    except InvalidSettings as error:
         print(f"migrations failed: {error}", file=sys.stderr)
         return 1
-    print("migrations applied")
+    try:
+        apply_migrations(database_url)
+    except (RuntimeError, psycopg.Error) as error:  # pgmigrate's failure, or the server's
+        # Named, since libpq's words ("connection timeout expired") may not name it.
+        print(f"migrations failed on {server_of(database_url)}: {error}", file=sys.stderr)
+        return 1
+    print(f"migrations applied on {server_of(database_url)}")
     return 0
+
+
+def server_of(database_url: str) -> str:
+    """host:port/database of a connection string, for a message; never its password."""
+    params = conninfo_to_dict(database_url)
+    host = params.get("host") or "the local socket"
+    return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or params.get('user', '')}"
 
 
 if __name__ == "__main__":

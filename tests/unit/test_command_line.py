@@ -89,3 +89,13 @@ def test_a_consumer_whose_ops_host_is_not_this_machine_ends_with_one_line_naming
         "consumer: start-up failed: cannot listen on no-such-host.invalid:18999: "
     )
     assert last.endswith("(OPS_HOST, PORT)")
+
+
+def test_migrations_that_fail_name_the_server_and_never_its_password():
+    result = run(
+        "shared.db.migrations", DATABASE_URL="postgresql://app:S3cret@127.0.0.1:1/moderation"
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("migrations failed on 127.0.0.1:1/moderation: ")
+    assert "S3cret" not in result.stderr
