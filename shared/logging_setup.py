@@ -2,13 +2,19 @@
 
 A log call's `extra` fields (`task_id`, `item_id`, `partition`, `error`, ...) are
 kept: as keys of the JSON object, or as `key=value` after a terminal line's message.
+A library that repeats one line through an outage can have its repeats dropped
+(`drop_repeats`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -91,3 +97,53 @@ def configure_logging_unless_done(level: str) -> None:
 def _is_terminal(stream: IO[str]) -> bool:
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())
+
+
+# Repeats of one line dropped for this long: outages make libraries log the same failure
+# again and again (librdkafka's connects, psycopg_pool's reconnects).
+REPEAT_WINDOW_S = 60.0
+# Distinct lines remembered at most: they name brokers, partitions and pools, a bounded
+# set, but nothing here may grow for as long as a process lives.
+MAX_REMEMBERED_LINES = 1_000
+
+
+class RepeatsDropped(logging.Filter):
+    """Lets a line through once per `window_s`; the next one it lets through says, as
+    `repeats_dropped`, how many of it were dropped in between."""
+
+    def __init__(
+        self, window_s: float = REPEAT_WINDOW_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self._window_s = window_s
+        self._clock = clock
+        self._lock = threading.Lock()  # a library logs from threads of its own
+        self._seen: dict[str, tuple[float, int]] = {}  # line -> (when let through, dropped)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        line = record.getMessage()
+        now = self._clock()
+        with self._lock:
+            let_through_at, dropped = self._seen.get(line, (-math.inf, 0))
+            if now - let_through_at < self._window_s:
+                self._seen[line] = (let_through_at, dropped + 1)
+                return False
+            if len(self._seen) >= MAX_REMEMBERED_LINES:
+                self._forget_lines_before(now - self._window_s)
+            self._seen[line] = (now, 0)
+        if dropped:
+            record.repeats_dropped = dropped
+        return True
+
+    def _forget_lines_before(self, cutoff: float) -> None:
+        self._seen = {line: seen for line, seen in self._seen.items() if seen[0] >= cutoff}
+        if len(self._seen) >= MAX_REMEMBERED_LINES:
+            self._seen.clear()  # all within the window: a few repeats more beat no bound
+
+
+def drop_repeats(logger_name: str) -> logging.Logger:
+    """The logger, with a line repeated within REPEAT_WINDOW_S logged once (idempotent)."""
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, RepeatsDropped) for f in logger.filters):
+        logger.addFilter(RepeatsDropped())
+    return logger

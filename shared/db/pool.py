@@ -21,6 +21,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from shared.db.transaction import Transaction
 from shared.errors import DatabaseUnavailable
+from shared.logging_setup import drop_repeats
 
 # Errors that say nothing about our SQL or data, only that the server is not
 # answering right now; everything else (constraint violations, syntax) is a bug
@@ -78,6 +79,9 @@ class Database:
         statement_timeout_ms: int = 5000,
     ) -> None:
         self.url = url
+        # psycopg_pool warns of every failed connect, each as the one before: once a
+        # minute is enough to tell an outage goes on.
+        drop_repeats("psycopg.pool")
         self._pool = psycopg_pool.ConnectionPool(
             url,
             min_size=min_size,

@@ -34,13 +34,7 @@ def test_connects_keep_being_tried_every_few_seconds_however_long_the_outage(
         f"postgresql://127.0.0.1:{port}/unused?sslmode=disable&gssencmode=disable",
         connect_timeout_s=1,
     )
-    started = time.monotonic()
-    try:
-        while time.monotonic() < started + 11:
-            with contextlib.suppress(DatabaseUnavailable), db.autocommit():
-                pass
-    finally:
-        db.close()
+    started = _keep_asking_for_a_connection(db, seconds=11)
 
     # Retried with psycopg_pool's doubling delay for its default 5 minutes, the attempts
     # would be at 0, 1, 3 and 7 s, the next at 15, then 31, 63, ...: none in the last
@@ -75,3 +69,24 @@ def refusing_server():
         stop.set()
         thread.join(5)
         listener.close()
+
+
+def test_a_failed_connect_is_warned_of_once_however_often_it_is_tried_again(caplog):
+    # psycopg_pool warns of each try, at 0, 1 and 3 s in its first reconnect window.
+    db = Database("postgresql://127.0.0.1:9/unused?sslmode=disable", connect_timeout_s=1)
+    _keep_asking_for_a_connection(db, seconds=4)
+
+    failures = [r for r in caplog.records if "error connecting in" in r.getMessage()]
+    assert len(failures) == 1, [r.getMessage() for r in failures]
+
+
+def _keep_asking_for_a_connection(db: Database, *, seconds: float) -> float:
+    """Ask `db` for a connection again and again for `seconds`, then close it; when it began."""
+    started = time.monotonic()
+    try:
+        while time.monotonic() < started + seconds:
+            with contextlib.suppress(DatabaseUnavailable), db.autocommit():
+                pass
+    finally:
+        db.close()
+    return started

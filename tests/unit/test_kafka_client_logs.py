@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from shared.kafka.client_logs import RepeatsDropped
+from shared.logging_setup import RepeatsDropped
 from tests.python_snippets import run_python
 
 
