@@ -28,7 +28,7 @@ from pathlib import Path
 import psycopg
 from confluent_kafka import Producer
 
-from infra import _process
+from infra import _process, run_dirs
 from infra.kafka_broker import KafkaBroker
 from infra.postgres_server import PostgresServer
 from shared.db.migrations import apply_migrations
@@ -490,15 +490,4 @@ def _drop_database(admin_url: str, name: str) -> None:
 
 def _clean_abandoned_run_dirs() -> None:
     """Stop the servers of bench runs that died before their clean-up, delete their folders."""
-    if not BENCH_INFRA_ROOT.is_dir():
-        return
-    for run_dir in sorted(BENCH_INFRA_ROOT.iterdir()):
-        try:
-            owner = int((run_dir / OWNER_FILE).read_text())
-        except (FileNotFoundError, NotADirectoryError, ValueError):
-            continue
-        if _process.is_alive(owner, OWNER_MARKER):
-            continue
-        KafkaBroker(run_dir / "kafka").stop()
-        PostgresServer(run_dir / "postgres").stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
+    run_dirs.clean_abandoned_run_dirs(BENCH_INFRA_ROOT, owner_marker=OWNER_MARKER)

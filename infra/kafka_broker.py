@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import tempfile
@@ -253,7 +254,7 @@ class KafkaBroker(LocalServer):
         }
         # Whole or not at all: a file cut short by a kill reads as no broker, and its
         # clean-up would leave the JVM running.
-        partial = self._state_path().with_suffix(".json.partial")
+        partial = self._state_path().with_suffix(f".json.{os.getpid()}.partial")
         partial.write_text(json.dumps(state) + "\n")
         partial.replace(self._state_path())
 

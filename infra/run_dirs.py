@@ -23,8 +23,8 @@ OWNER_FILE = "owner.pid"
 # Present in the command line of every pytest process, however it was started.
 OWNER_MARKER = "pytest"
 CLEAN_UP_LOCK = ".clean-up.lock"  # a file, not a folder: the clean-up passes it by
-# Stopping a broker and a server takes seconds; several abandoned folders, a minute.
-CLEAN_UP_LOCK_TIMEOUT_S = 300.0
+# A folder's servers take up to about a minute to stop, in the worst case.
+CLEAN_UP_LOCK_TIMEOUT_S = 900.0
 
 
 def claim_run_dir(root: Path = TEST_INFRA_ROOT) -> Path:
@@ -35,8 +35,11 @@ def claim_run_dir(root: Path = TEST_INFRA_ROOT) -> Path:
     return run_dir
 
 
-def clean_abandoned_run_dirs(root: Path = TEST_INFRA_ROOT) -> list[Path]:
-    """Stop the servers of sessions whose process is gone and delete their folders."""
+def clean_abandoned_run_dirs(
+    root: Path = TEST_INFRA_ROOT, owner_marker: str = OWNER_MARKER
+) -> list[Path]:
+    """Stop the servers of sessions whose process is gone and delete their folders
+    (`owner_marker`: a word in the command line of every owner process)."""
     if not root.is_dir():
         return []
     cleaned = []
@@ -44,7 +47,7 @@ def clean_abandoned_run_dirs(root: Path = TEST_INFRA_ROOT) -> list[Path]:
     # servers, and one could fail its start on a file the other had just moved.
     with _process.exclusive_lock(root / CLEAN_UP_LOCK, CLEAN_UP_LOCK_TIMEOUT_S):
         for run_dir in sorted(root.iterdir()):
-            if run_dir.is_dir() and _is_abandoned(run_dir):
+            if run_dir.is_dir() and _is_abandoned(run_dir, owner_marker):
                 KafkaBroker(run_dir / "kafka").stop()
                 PostgresServer(run_dir / "postgres").stop()
                 shutil.rmtree(run_dir, ignore_errors=True)
@@ -58,10 +61,10 @@ def remove_data_keep_logs(run_dir: Path) -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _is_abandoned(run_dir: Path) -> bool:
+def _is_abandoned(run_dir: Path, owner_marker: str) -> bool:
     try:
         owner = int((run_dir / OWNER_FILE).read_text())
     except (FileNotFoundError, ValueError):
         # A folder being created right now has no owner file for an instant.
         return False
-    return not _process.is_alive(owner, OWNER_MARKER)
+    return not _process.is_alive(owner, owner_marker)

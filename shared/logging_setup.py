@@ -109,30 +109,38 @@ MAX_REMEMBERED_LINES = 1_000
 
 class RepeatsDropped(logging.Filter):
     """Lets a line through once per `window_s`; the next one it lets through says, as
-    `repeats_dropped`, how many of it were dropped in between."""
+    `repeats_dropped`, how many of it were dropped in between, and as
+    `repeats_last_seconds_ago` how long ago the last of those was (the copy let through
+    may open a new outage, a day after the last)."""
 
     def __init__(
-        self, window_s: float = REPEAT_WINDOW_S, clock: Callable[[], float] = time.monotonic
+        self,
+        window_s: float = REPEAT_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+        same_line: Callable[[str], str] = str,
     ) -> None:
         super().__init__()
         self._window_s = window_s
         self._clock = clock
+        self._same_line = same_line  # what a line is known by: the part its repeats share
         self._lock = threading.Lock()  # a library logs from threads of its own
-        self._seen: dict[str, tuple[float, int]] = {}  # line -> (when let through, dropped)
+        # line -> (when let through, copies dropped since, when the last was dropped)
+        self._seen: dict[str, tuple[float, int, float]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        line = record.getMessage()
+        line = self._same_line(record.getMessage())
         now = self._clock()
         with self._lock:
-            let_through_at, dropped = self._seen.get(line, (-math.inf, 0))
+            let_through_at, dropped, dropped_at = self._seen.get(line, (-math.inf, 0, 0.0))
             if now - let_through_at < self._window_s:
-                self._seen[line] = (let_through_at, dropped + 1)
+                self._seen[line] = (let_through_at, dropped + 1, now)
                 return False
             if len(self._seen) >= MAX_REMEMBERED_LINES:
                 self._forget_lines_before(now - self._window_s)
-            self._seen[line] = (now, 0)
+            self._seen[line] = (now, 0, 0.0)
         if dropped:
             record.repeats_dropped = dropped
+            record.repeats_last_seconds_ago = round(now - dropped_at)
         return True
 
     def _forget_lines_before(self, cutoff: float) -> None:
@@ -141,9 +149,10 @@ class RepeatsDropped(logging.Filter):
             self._seen.clear()  # all within the window: a few repeats more beat no bound
 
 
-def drop_repeats(logger_name: str) -> logging.Logger:
-    """The logger, with a line repeated within REPEAT_WINDOW_S logged once (idempotent)."""
+def drop_repeats(logger_name: str, same_line: Callable[[str], str] = str) -> logging.Logger:
+    """The logger, with a line repeated within REPEAT_WINDOW_S logged once (idempotent);
+    `same_line` gives what a line's repeats have in common."""
     logger = logging.getLogger(logger_name)
     if not any(isinstance(f, RepeatsDropped) for f in logger.filters):
-        logger.addFilter(RepeatsDropped())
+        logger.addFilter(RepeatsDropped(same_line=same_line))
     return logger

@@ -6,7 +6,6 @@ their defaults. Nothing reads settings at import time: call `get_settings()`.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import re
@@ -73,9 +72,14 @@ _BOOTSTRAP_SERVER = re.compile(
 _SECRET_SETTINGS = {"api_keys", "database_url"}
 
 
-# How alike (difflib's ratio) a variable's name must be to a setting's to be taken for a
-# misspelling of it: DATABSE_URL, LOGLEVEL and MODEL_URL are; PGPORT and KAFKA_TOPIC not.
-MISSPELLING_SIMILARITY = 0.85
+# How many edits (a letter added, dropped, changed, or two swapped) a variable's name may
+# be from a setting's to be taken for a misspelling of it: DATABSE_URL, LOGLEVEL and
+# MODEL_URL are; KAFKA_NUM_PARTITIONS (a Kafka image's own) is not. One edit only for a
+# short setting, or libpq's PGPORT would pass for PORT.
+MISSPELLING_EDITS = 2
+SHORT_SETTING = 8
+# Kubernetes gives every pod such variables for each service, `kafka-bootstrap`'s included.
+_KUBERNETES_SERVICE_VARIABLE = re.compile(r".*_SERVICE_(HOST|PORT)(_.*)?|.*_PORT(_.*)?")
 
 
 # The project's own model (`make model`), named absolutely: relative to the working
@@ -324,28 +328,46 @@ def misspelt_settings(environ: Mapping[str, str]) -> dict[str, str]:
 
     Settings ignore every other variable, so a DATABSE_URL would otherwise leave the
     default in place without a word."""
-    settings = {name.upper() for name in Settings.model_fields}
+    settings = sorted(name.upper() for name in Settings.model_fields)
     misspelt = {}
     for variable in environ:
-        if variable.upper() in settings:
+        name = variable.upper()
+        if name in settings or _KUBERNETES_SERVICE_VARIABLE.fullmatch(name):
             continue
-        meant = difflib.get_close_matches(
-            variable.upper(), settings, n=1, cutoff=MISSPELLING_SIMILARITY
-        )
-        if meant:
-            misspelt[variable] = meant[0]
+        for setting in settings:
+            allowed = 1 if len(setting) < SHORT_SETTING else MISSPELLING_EDITS
+            if _edits_between(name, setting) <= allowed:
+                misspelt[variable] = setting
+                break
     return misspelt
+
+
+def _edits_between(a: str, b: str) -> int:
+    """Letters added, dropped or changed, and neighbours swapped, to turn `a` into `b`."""
+    if abs(len(a) - len(b)) > MISSPELLING_EDITS:
+        return MISSPELLING_EDITS + 1  # no need to count
+    before, row = None, list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            cost = min(row[j] + 1, current[j - 1] + 1, row[j - 1] + (ca != cb))
+            if before is not None and i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, before[j - 2] + 1)
+            current.append(cost)
+        before, row = row, current
+    return row[-1]
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Settings read once per process from the environment."""
-    settings = read_settings()
-    warn_of_misspelt_settings()
-    return settings
+    warn_of_misspelt_settings()  # first: the typo may be why the settings do not validate
+    return read_settings()
 
 
+@lru_cache(maxsize=1)
 def warn_of_misspelt_settings() -> None:
-    """A warning for each variable of the environment that looks like a misspelt setting."""
+    """A warning, once per process, for each variable of the environment that looks like a
+    misspelt setting."""
     for variable, meant in misspelt_settings(os.environ).items():
         log.warning(f"{variable} is set, and no setting has that name: did you mean {meant}?")

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
+from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "db"
@@ -118,10 +119,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def server_of(database_url: str) -> str:
-    """host:port/database of a connection string, for a message; never its password."""
-    params = conninfo_to_dict(database_url)
-    host = params.get("host") or "the local socket"
-    return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or params.get('user', '')}"
+    """host:port/database as libpq resolves them (the connection string, then PGHOST and
+    the other variables, then its defaults), for a message; never the password."""
+    given = _conninfo_values(pq.Conninfo.parse(database_url.encode()))
+    defaults = _conninfo_values(pq.Conninfo.get_defaults())
+
+    def value(keyword: str) -> str:
+        return given.get(keyword) or defaults.get(keyword) or ""
+
+    host = value("hostaddr") or value("host") or "the local socket"
+    if "@" in host:
+        # An unescaped @ in a URL's password: libpq reads the rest of it as the host.
+        host = "a host cut from a URL whose password holds an unescaped @"
+    return f"{host}:{value('port') or 5432}/{value('dbname') or value('user')}"
+
+
+def _conninfo_values(options: list[pq.ConninfoOption]) -> dict[str, str]:
+    return {o.keyword.decode(): o.val.decode() for o in options if o.val is not None}
 
 
 if __name__ == "__main__":

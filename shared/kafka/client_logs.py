@@ -11,14 +11,22 @@ delivery-report thread), on the polling thread.
 from __future__ import annotations
 
 import logging
+import re
 from functools import lru_cache
 
 from shared.logging_setup import drop_repeats
 
 LOGGER_NAME = "librdkafka"
+# A failed connect says how long it took ("after 0ms in state CONNECT"): one more
+# millisecond under load must not make it another line.
+_ELAPSED = re.compile(r"\(after \d+ms in state")
+
+
+def same_failure(line: str) -> str:
+    return _ELAPSED.sub("(after …ms in state", line)
 
 
 @lru_cache(maxsize=1)
 def client_logger() -> logging.Logger:
     """The logger every client of ours hands librdkafka (its `logger` setting)."""
-    return drop_repeats(LOGGER_NAME)
+    return drop_repeats(LOGGER_NAME, same_line=same_failure)

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from shared.http.errors import MAX_LISTED_ERRORS
 from shared.schemas import (
     AsyncPredictHeaders,
     AsyncPredictResponse,
@@ -43,7 +44,7 @@ _ERRORS = {
     415: "Content-Type is not application/json",
     422: (
         "A field failed validation, or was given twice; detail lists each field, at most"
-        " 20, then one entry of type too_many_errors saying how many more"
+        f" {MAX_LISTED_ERRORS}, then one entry of type too_many_errors saying how many more"
     ),
     503: "A dependency (PostgreSQL, Kafka, the model) is unavailable; retry after Retry-After",
 }

@@ -76,12 +76,12 @@ def parse_options(argv: Sequence[str]) -> RunnerOptions:
         for field, *_ in SETTING_FLAGS.values()
         if getattr(args, field) is not None
     }
+    warn_of_misspelt_settings()  # first: the typo may be why the settings do not validate
     try:
         # Init arguments win over env vars in pydantic-settings: flag first, then env.
         settings = read_settings(**overrides)
     except InvalidSettings as error:
         parser.error(str(error))
-    warn_of_misspelt_settings()
     return RunnerOptions(
         settings=settings,
         host=args.host,

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from shared.db.migrations import server_of
 from shared.runner.targets import REPO_ROOT
 
 COMMANDS = (
@@ -99,3 +100,14 @@ def test_migrations_that_fail_name_the_server_and_never_its_password():
     assert result.returncode == 1
     assert result.stderr.startswith("migrations failed on 127.0.0.1:1/moderation: ")
     assert "S3cret" not in result.stderr
+
+
+def test_migrations_name_the_server_libpq_would_use_and_no_part_of_a_password(monkeypatch):
+    monkeypatch.setenv("PGHOST", "10.0.0.5")
+    monkeypatch.setenv("PGPORT", "6543")
+
+    from_the_environment = server_of("postgresql:///moderation")
+    cut_short = server_of("postgresql://app:hunter2@Secret@localhost:1/moderation")
+
+    assert from_the_environment == "10.0.0.5:6543/moderation"
+    assert "Secret" not in cut_short and "hunter2" not in cut_short

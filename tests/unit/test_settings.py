@@ -254,20 +254,25 @@ def test_an_invalid_setting_is_quoted_unless_it_may_hold_a_secret():
 
 
 def test_variables_named_almost_like_a_setting_are_taken_for_misspellings_of_it():
-    environ = {
-        "DATABSE_URL": "x",
-        "LOGLEVEL": "x",
-        "MODEL_URL": "x",
-        "DATABASE_URL": "x",  # a setting itself
-        "PGPORT": "x",  # libpq's, not ours
-        "KAFKA_TOPIC": "x",
-        "HOME": "x",
-    }
+    not_ours = [
+        "DATABASE_URL",  # a setting itself
+        "PGPORT",  # libpq's
+        "KAFKA_TOPIC",
+        "KAFKA_NUM_PARTITIONS",  # a Kafka image's own
+        "KAFKA_DEFAULT_REPLICATION_FACTOR",
+        "KAFKA_BOOTSTRAP_SERVICE_HOST",  # Kubernetes', for a service `kafka-bootstrap`
+        "KAFKA_BOOTSTRAP_PORT_9092_TCP",
+        "CONNECT_TIMEOUT",
+        "HOSTNAME",
+        "HOME",
+    ]
+    environ = dict.fromkeys(["DATABSE_URL", "LOGLEVEL", "MODEL_URL", "KAFKA_DLQ_TPOIC", *not_ours])
 
     assert misspelt_settings(environ) == {
         "DATABSE_URL": "DATABASE_URL",
         "LOGLEVEL": "LOG_LEVEL",
         "MODEL_URL": "MODEL_URI",
+        "KAFKA_DLQ_TPOIC": "KAFKA_DLQ_TOPIC",
     }
 
 
@@ -279,4 +284,18 @@ def test_a_process_reading_its_settings_warns_of_a_misspelt_one_once():
 
     assert result.returncode == 0, result.stderr
     warning = "DATABSE_URL is set, and no setting has that name: did you mean DATABASE_URL?"
+    assert result.stderr.splitlines().count(warning) == 1, result.stderr
+
+
+def test_the_warning_comes_even_when_the_misspelling_is_why_the_settings_fail():
+    # DB_POOL_MAXSIZE meant to raise the maximum over the minimum; read as nothing.
+    result = run_python(
+        "from shared.settings import get_settings\n"
+        "for _ in range(2):\n"
+        "    try: get_settings()\n"
+        "    except ValueError: pass",
+        env={"DB_POOL_MIN_SIZE": "20", "DB_POOL_MAXSIZE": "30"},
+    )
+
+    warning = "DB_POOL_MAXSIZE is set, and no setting has that name: did you mean DB_POOL_MAX_SIZE?"
     assert result.stderr.splitlines().count(warning) == 1, result.stderr
