@@ -71,17 +71,11 @@ def run_worker_process(
     except ModelUnavailable as error:
         stop.install()
         # Its message says what is wrong with MODEL_URI; a traceback would bury it.
-        log.error(f"{name} cannot start: the model is unavailable", extra={"error": str(error)})
-        print(f"{name}: start-up failed: {error}", file=sys.stderr)
-        services.close()
-        return 1
+        return _start_up_failed(name, services, str(error))
     try:
         ops = HttpServer(create_ops_app(lambda: services, needs), settings.ops_host, settings.port)
     except CannotListen as error:
-        log.error(f"{name} cannot start: {error} (OPS_HOST, PORT)")
-        print(f"{name}: start-up failed: {error} (OPS_HOST, PORT)", file=sys.stderr)
-        services.close()
-        return 1
+        return _start_up_failed(name, services, f"{error} (OPS_HOST, PORT)")
     worker = make_worker(services)
     ops.start()
     worker.start()
@@ -102,3 +96,11 @@ def run_worker_process(
     exit_now_if_late(late, code)
     skip_exit_collection()
     return code
+
+
+def _start_up_failed(name: str, services: Services, reason: str) -> int:
+    """Exit status 1, the reason logged and printed on one line, the services closed."""
+    log.error(f"{name} cannot start", extra={"error": reason})
+    print(f"{name}: start-up failed: {reason}", file=sys.stderr)
+    services.close()
+    return 1
