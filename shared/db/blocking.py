@@ -7,7 +7,7 @@ those releases is a hand-off that then waits to get it back. On simple_predict's
 server settings, hello world plus a lookup by key served 729-850 req/s through the
 pool and `execute`, and 1,076 as one `PQexecPrepared`, which gives up the GIL once
 for the whole round trip (`execute` on a fixed connection, 908-1,211, was too noisy
-to tell apart from it; README, "Performance").
+to tell apart from it; bench/README.md, "Where the time goes").
 
 A lookup by key is prepared once per connection under a name of its own, which
 psycopg's own prepared-statement cache (named `_pg3_N`) never uses. A batch

@@ -28,7 +28,7 @@ class FunctionTarget:
     # its default of 4 per CPU. 1 would switch gunicorn to its sync worker, which drops
     # keep-alive and serves one request at a time (predict's p99 went to 14-38 ms on it),
     # so every HTTP function is threaded. predict takes 2: its requests hold the GIL, so
-    # more threads only contend for it (bench/bench_http.py; README, "Performance", gives
+    # more threads only contend for it (bench/bench_http.py; bench/README.md gives
     # the rates on other counts). simple_predict takes 4: a request also waits for its
     # lookup, which another thread can use; 4 also stays within the pool's 10
     # connections, which functions-framework's 4 per CPU would not on a larger machine.
