@@ -15,7 +15,13 @@ import psycopg
 
 from shared.bootstrap import Services, install_services
 from shared.db.dead_letters import DeadLetter, LetterClaim, StoredDeadLetter
-from shared.db.tasks import KeyedTask, TaskFailure, TaskForProcessing, TaskRow
+from shared.db.tasks import (
+    EXPIRED_KEY_KEPT_S,
+    KeyedTask,
+    TaskFailure,
+    TaskForProcessing,
+    TaskRow,
+)
 from shared.domain import Ad, BatchVerdicts, Verdict
 from shared.errors import (
     BrokerUnavailable,
@@ -153,11 +159,11 @@ class InMemoryTransaction:
         return KeyedTask(task_id, item_id, created=True)
 
     def delete_expired_idempotency_keys(self, *, limit: int) -> int:
-        now = datetime.now(UTC)
+        deadline = datetime.now(UTC) - timedelta(seconds=EXPIRED_KEY_KEPT_S)
         expired = sorted(
             (expires_at, key)
             for key, (_, expires_at) in self.state.idempotency_keys.items()
-            if expires_at <= now
+            if expires_at <= deadline
         )[:limit]
         for _, key in expired:
             del self.state.idempotency_keys[key]

@@ -127,10 +127,18 @@ def create_keyed_task(
     return None if earlier is None else KeyedTask(earlier[0], earlier[1], created=False)
 
 
+# How long past its expiry a key is kept. A keyed create judges the key by its own
+# transaction's `now()`, taken at BEGIN; a key deleted between that BEGIN and the INSERT
+# (the purge runs on its own, later clock) would let a request that began within the
+# key's lifetime make a second task. Kept this long, an expired key is only ever taken
+# over by the create itself, under the key's row lock and by the request's clock.
+EXPIRED_KEY_KEPT_S = 60
+
+
 def delete_expired_idempotency_keys(conn: psycopg.Connection, *, limit: int) -> int:
-    """Delete up to `limit` expired keys, the soonest expired first (V0009); returns how
-    many. A key a request holds right now (taking it over, or reading it) is skipped,
-    not waited on."""
+    """Delete up to `limit` keys expired at least EXPIRED_KEY_KEPT_S ago, the soonest
+    expired first (V0009); returns how many. A key a request holds right now (taking it
+    over, or reading it) is skipped, not waited on."""
     # `= ANY(ARRAY(...))` rather than `IN (...)`: the keys are then found through the
     # primary key whatever the statistics say, where the planner may hash-join `IN`
     # against a scan of the whole table.
@@ -138,13 +146,13 @@ def delete_expired_idempotency_keys(conn: psycopg.Connection, *, limit: int) -> 
         """
         DELETE FROM idempotency_keys WHERE key = ANY(ARRAY(
             SELECT key FROM idempotency_keys
-            WHERE expires_at <= now()
+            WHERE expires_at <= now() - make_interval(secs => %s)
             ORDER BY expires_at
             LIMIT %s
             FOR UPDATE SKIP LOCKED
         ))
         """,
-        (limit,),
+        (EXPIRED_KEY_KEPT_S, limit),
     ).rowcount
 
 

@@ -12,7 +12,12 @@ import psycopg
 from functions_framework import create_app
 
 from shared import metrics
-from shared.db.tasks import KeyedTask, create_keyed_task, delete_expired_idempotency_keys
+from shared.db.tasks import (
+    EXPIRED_KEY_KEPT_S,
+    KeyedTask,
+    create_keyed_task,
+    delete_expired_idempotency_keys,
+)
 from shared.moderation.relay import relay_once
 from tests.integration.helpers import records_on, seed_ads, wired_services
 
@@ -222,7 +227,49 @@ def test_a_key_that_expires_while_a_retry_reads_it_is_still_a_replay(database_ur
 
     assert retry == KeyedTask(first.task_id, ad, created=False)
     assert deleted == [0]  # the key was held by the retry: skipped, not waited on
-    assert delete_expired_idempotency_keys(conn, limit=10) == 1  # and expired afterwards
+    _expire(conn, "k", days_ago=1)
+    assert delete_expired_idempotency_keys(conn, limit=10) == 1  # and deleted once old
+
+
+def test_a_request_that_began_while_its_key_lived_is_a_replay_though_the_key_expired_since(
+    database_url, conn
+):
+    # A keyed create judges the key by its transaction's clock, read at BEGIN. A purge
+    # between that BEGIN and the INSERT, after the key's expiry by the purge's own clock,
+    # once let such a request make a second task inside the key's lifetime.
+    [ad] = _ads(conn, 1)
+    first = create_keyed_task(conn, ad, "k", key_ttl_s=DAY_S)
+    conn.execute("UPDATE idempotency_keys SET expires_at = now() + interval '300 milliseconds'")
+
+    with psycopg.connect(database_url, autocommit=True) as request, request.transaction():
+        request.execute("SELECT now()")  # the request's clock, read while the key lives
+        time.sleep(0.5)
+        with psycopg.connect(database_url, autocommit=True) as relay:
+            deleted = delete_expired_idempotency_keys(relay, limit=10)
+        retry = create_keyed_task(request, ad, "k", key_ttl_s=DAY_S)
+
+    assert deleted == 0  # expired 0.2 s ago: kept for EXPIRED_KEY_KEPT_S
+    assert retry == KeyedTask(first.task_id, ad, created=False)
+    assert _tasks(conn) == [(first.task_id, ad)]
+
+
+def test_the_purge_keeps_a_key_for_a_while_after_its_expiry(conn):
+    ads = _ads(conn, 2)
+    create_keyed_task(conn, ads[0], "just-expired", key_ttl_s=DAY_S)
+    create_keyed_task(conn, ads[1], "long-expired", key_ttl_s=DAY_S)
+    conn.execute(
+        "UPDATE idempotency_keys SET expires_at = now() - make_interval(secs => %s)"
+        " WHERE key = 'just-expired'",
+        (EXPIRED_KEY_KEPT_S - 5,),
+    )
+    conn.execute(
+        "UPDATE idempotency_keys SET expires_at = now() - make_interval(secs => %s)"
+        " WHERE key = 'long-expired'",
+        (EXPIRED_KEY_KEPT_S + 5,),
+    )
+
+    assert delete_expired_idempotency_keys(conn, limit=10) == 1
+    assert set(_keys(conn)) == {"just-expired"}
 
 
 def test_the_relay_deletes_expired_keys_and_counts_them(settings):
