@@ -8,6 +8,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import flask
+import functions_framework
 from confluent_kafka import Consumer, TopicPartition
 
 from shared.bootstrap import Services
@@ -29,7 +31,16 @@ def load_consumer_handler() -> BatchHandler:
     if spec is None or spec.loader is None:
         raise RuntimeError(f"cannot load the consumer function from {source}")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    # The module registers its JSON error handlers on the app functions-framework is
+    # building (`functions_framework.errorhandler`). None is being built here, and that
+    # name still points at the last app built: an HTTP function's, which refuses them
+    # once it has served a request. A throwaway app takes them instead.
+    building = functions_framework.errorhandler
+    functions_framework.errorhandler = flask.Flask(spec.name).errorhandler
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        functions_framework.errorhandler = building
     return module.process_records
 
 

@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from functions_framework import create_app
 from prometheus_client import REGISTRY
 
 from shared.bootstrap import ShutdownRequested
@@ -81,6 +82,19 @@ def test_the_consumer_handler_is_the_deployed_process_records(services):
     assert report.completed == 1
     assert process_records.__module__ == "moderation_consumer_main"
     assert services.db.state.tasks[task_id].status == "completed"
+
+
+def test_loading_the_consumer_handler_leaves_an_http_function_already_serving_alone(services):
+    # The runner builds its HTTP functions' apps first; one may have served requests by
+    # the time the consumer handler is loaded, and Flask refuses a handler added then.
+    app = create_app("predict", "functions/predict/main.py")
+    assert app.test_client().get("/").status_code == 405
+    handlers_before = dict(app.error_handler_spec)
+
+    process_records = load_consumer_handler()
+
+    assert callable(process_records)
+    assert app.error_handler_spec == handlers_before
 
 
 def test_what_a_batch_abandoned_in_a_retry_wait_made_durable_is_counted(services):
