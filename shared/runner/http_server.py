@@ -15,9 +15,13 @@ class CannotListen(OSError):
 
 
 class HttpServer:
-    def __init__(self, app: Callable, host: str, port: int) -> None:
-        # Binds now, so a taken port or an unknown host fails at start-up, saying which.
-        listener = _listen(host, port)
+    def __init__(
+        self, app: Callable, host: str, port: int, *, listener: socket.socket | None = None
+    ) -> None:
+        # Binds now, unless handed a socket `listen` bound earlier, so a taken port or an
+        # unknown host fails at start-up, saying which.
+        if listener is None:
+            listener = listen(host, port)
         try:
             self._server = _CountingServer(host, port, app, fd=listener.fileno())
         finally:
@@ -53,7 +57,7 @@ class HttpServer:
         return self._server.wait_until_none_served(max(0.0, deadline - time.monotonic()))
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int) -> socket.socket:
     """A socket listening on host:port. Bound here, not by werkzeug, which on a failure
     prints the OS's words alone ("Name or service not known") and exits the process."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

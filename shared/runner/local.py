@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -29,7 +30,7 @@ from shared.runner.app import build_runner_app
 from shared.runner.cli import RunnerOptions, parse_options
 from shared.runner.demo_data import seed_demo_data
 from shared.runner.embedded import Backends, start_backends
-from shared.runner.http_server import HttpServer
+from shared.runner.http_server import HttpServer, listen
 from shared.runner.shutdown import (
     SHUTDOWN_BUDGET_S,
     Deadline,
@@ -71,6 +72,9 @@ def run(argv: Sequence[str]) -> int:
     interruption.install()
     with ExitStack() as stack:
         try:
+            # The port first: taken, it fails in a second, before PostgreSQL and Kafka
+            # are started for nothing (and their shutdown's lines bury the reason).
+            listener = stack.enter_context(listen(options.host, options.settings.port))
             backends = start_backends(
                 options.settings,
                 os.environ,
@@ -82,7 +86,7 @@ def run(argv: Sequence[str]) -> int:
             services = load_services(backends.settings)
             # From here a stop signal is a request the running service answers in order.
             stop.install()
-            running = start(services, options, stop)
+            running = start(services, options, stop, listener)
         except StartUpInterrupted as interrupted:
             # A second signal must not cut short the ExitStack stopping what had started.
             stop.install()
@@ -193,9 +197,11 @@ def load_services(settings: Settings) -> Services:
     return services
 
 
-def start(services: Services, options: RunnerOptions, stop: StopSignal) -> _Running:
+def start(
+    services: Services, options: RunnerOptions, stop: StopSignal, listener: socket.socket
+) -> _Running:
     settings = services.settings
-    server = HttpServer(build_runner_app(), options.host, settings.port)
+    server = HttpServer(build_runner_app(), options.host, settings.port, listener=listener)
     consumer = ConsumerWorker(settings, load_consumer_handler())
     relay = RelayWorker(services)
     server.start()

@@ -4,6 +4,7 @@ state directory between runs) and librdkafka's in-memory mock Kafka."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 
@@ -108,3 +109,21 @@ def test_a_hangup_during_start_up_stops_the_runner_and_its_embedded_postgres(tmp
     assert "stopped during start-up (SIGHUP)" in runner.log_tail(), runner.log_tail()
     # PostgreSQL removes its pid file when it has shut down.
     assert not postmaster_pid.exists(), "the embedded PostgreSQL was left running"
+
+
+def test_a_taken_port_fails_start_up_before_anything_is_started(tmp_path):
+    state = tmp_path / "state"
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        command = [sys.executable, "local_runner.py", f"--port={port}", f"--state-dir={state}"]
+        env = {**clean_env(), "MODEL_URI": model_uri()}
+        finished = subprocess.run(
+            command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+
+    assert finished.returncode == 1, finished.stderr
+    last_line = finished.stderr.strip().splitlines()[-1]
+    assert last_line == (
+        f"local_runner: start-up failed: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ), finished.stderr
+    assert not (state / "postgres").exists(), "the embedded PostgreSQL was started for nothing"
