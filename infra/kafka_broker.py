@@ -42,12 +42,14 @@ class KafkaBroker(LocalServer):
         *,
         port: int | None = None,
         controller_port: int | None = None,
+        sasl_port: int | None = None,
         version: str = KAFKA_VERSION,
     ) -> None:
         self._owns_base_dir = base_dir is None
         self.base_dir = base_dir.resolve() if base_dir else None
         self.port = port
         self.controller_port = controller_port
+        self.sasl_port = sasl_port
         self.version = version
         self._child: subprocess.Popen[bytes] | None = None
         self._pid: int | None = None
@@ -61,6 +63,13 @@ class KafkaBroker(LocalServer):
         if self.port is None:
             raise RuntimeError("the broker has no port yet: call start() first")
         return f"{LOCALHOST}:{self.port}"
+
+    @property
+    def sasl_bootstrap_servers(self) -> str:
+        """The listener that takes kafka_config.SASL_USERNAME's PLAIN login, and no other."""
+        if self.sasl_port is None:
+            raise RuntimeError("the broker has no SASL port yet: call start() first")
+        return f"{LOCALHOST}:{self.sasl_port}"
 
     @property
     def data_dir(self) -> Path:
@@ -101,6 +110,8 @@ class KafkaBroker(LocalServer):
         self.port = self.port or _process.free_port()
         while self.controller_port in (None, self.port):
             self.controller_port = _process.free_port()
+        while self.sasl_port in (None, self.port, self.controller_port):
+            self.sasl_port = _process.free_port()
         self._write_config_files()
         if not (self.data_dir / "meta.properties").exists():
             self._format_storage(java, libs)
@@ -188,6 +199,7 @@ class KafkaBroker(LocalServer):
             kafka_config.server_properties(
                 port=self.port or 0,
                 controller_port=self.controller_port or 0,
+                sasl_port=self.sasl_port or 0,
                 log_dir=self.data_dir,
             )
         )
@@ -231,7 +243,7 @@ class KafkaBroker(LocalServer):
         )
 
     def _forget_process(self) -> None:
-        for port in (self.port, self.controller_port):
+        for port in (self.port, self.controller_port, self.sasl_port):
             if port is not None:
                 _process.wait_for_port_release(port)
         self._child = None
@@ -249,6 +261,7 @@ class KafkaBroker(LocalServer):
             "pid": self._pid,
             "port": self.port,
             "controller_port": self.controller_port,
+            "sasl_port": self.sasl_port,
             "libs": str(self._libs),
             "class_archive_being_written": str(being_written) if being_written else None,
         }
@@ -268,6 +281,8 @@ class KafkaBroker(LocalServer):
         if _process.is_alive(pid, str(self.config_path)):
             self._pid = pid
             self.port, self.controller_port = state["port"], state["controller_port"]
+            # None from a broker started before it had a SASL listener.
+            self.sasl_port = state.get("sasl_port")
             self._libs = Path(state["libs"])
             being_written = state.get("class_archive_being_written")
             self._class_archive_being_written = Path(being_written) if being_written else None

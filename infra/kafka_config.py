@@ -9,10 +9,19 @@ from pathlib import Path
 from infra._process import LOCALHOST
 
 NODE_ID = 1
+# The one account of the broker's SASL listener (mechanism PLAIN, no TLS: loopback only),
+# which the tests of KAFKA_SECURITY_PROTOCOL and KAFKA_SASL_* connect with.
+SASL_USERNAME = "moderation"
+SASL_PASSWORD = "moderation-secret"
 
 
-def server_properties(*, port: int, controller_port: int, log_dir: Path) -> str:
-    """One process that is both broker and controller, listening on 127.0.0.1 only."""
+def server_properties(*, port: int, controller_port: int, sasl_port: int, log_dir: Path) -> str:
+    """One process that is both broker and controller, listening on 127.0.0.1 only: on
+    `port` without authentication, and on `sasl_port` for SASL_USERNAME alone."""
+    jaas = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required"
+        f' user_{SASL_USERNAME}="{SASL_PASSWORD}";'
+    )
     settings = {
         "process.roles": "broker,controller",
         "node.id": NODE_ID,
@@ -20,11 +29,20 @@ def server_properties(*, port: int, controller_port: int, log_dir: Path) -> str:
         # the controller's address into the metadata log, so the ports may change
         # between runs over the same data (`infra up` after the old port got taken).
         "controller.quorum.voters": f"{NODE_ID}@{LOCALHOST}:{controller_port}",
-        "listeners": f"PLAINTEXT://{LOCALHOST}:{port},CONTROLLER://{LOCALHOST}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{LOCALHOST}:{port}",
+        "listeners": (
+            f"PLAINTEXT://{LOCALHOST}:{port},CONTROLLER://{LOCALHOST}:{controller_port},"
+            f"SASL_PLAINTEXT://{LOCALHOST}:{sasl_port}"
+        ),
+        "advertised.listeners": (
+            f"PLAINTEXT://{LOCALHOST}:{port},SASL_PLAINTEXT://{LOCALHOST}:{sasl_port}"
+        ),
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": (
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
+        ),
+        "sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
         "log.dirs": str(log_dir),
         # One broker: every internal topic has to live with a single replica.
         "offsets.topic.replication.factor": 1,

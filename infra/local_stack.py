@@ -54,7 +54,7 @@ def _up(state_dir: Path, *, kafka_port: int, postgres_port: int) -> LocalStack:
         _log(f"Kafka is already running (pid {kafka.pid})")
     else:
         kafka.port = _port_for("Kafka", kafka_port)
-        kafka.controller_port = None
+        kafka.controller_port = kafka.sasl_port = None
         kafka.start(wait=False)
     if postgres.is_running():
         _log(f"PostgreSQL is already running (pid {postgres.pid})")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -68,8 +68,16 @@ _BOOTSTRAP_SERVER = re.compile(
     r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?",
     re.IGNORECASE,
 )
+# How the Kafka clients authenticate and encrypt: librdkafka's security.protocol values,
+# and the SASL mechanisms that take a username and password.
+KAFKA_SECURITY_PROTOCOLS = ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_KAFKA_CHOICES = {
+    "kafka_security_protocol": KAFKA_SECURITY_PROTOCOLS,
+    "kafka_sasl_mechanism": KAFKA_SASL_MECHANISMS,
+}
 # Settings never quoted in an error: an API key, a password in the connection string.
-_SECRET_SETTINGS = {"api_keys", "database_url"}
+_SECRET_SETTINGS = {"api_keys", "database_url", "kafka_sasl_password", "kafka_ssl_key_password"}
 
 
 # How many edits (a letter added, dropped, changed, or two swapped) a variable's name may
@@ -112,6 +120,17 @@ class Settings(BaseSettings):
     kafka_consumer_group: str = Field(default="moderation-consumer", min_length=1, max_length=255)
     # In whole milliseconds above the producer's linger (see `publish_timeout_ms`).
     kafka_publish_timeout_s: float = Field(default=2.0, gt=0, le=MAX_DURATION_S)
+    # What every Kafka client (producer, consumer, admin) connects with: a managed
+    # Kafka takes SASL over TLS, some TLS client certificates. Empty: not used; the CA
+    # file's default is the system's store, as librdkafka finds it.
+    kafka_security_protocol: str = "plaintext"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = Field(default="", repr=False)
+    kafka_ssl_ca_location: str = ""
+    kafka_ssl_certificate_location: str = ""
+    kafka_ssl_key_location: str = ""
+    kafka_ssl_key_password: str = Field(default="", repr=False)
 
     # Consumer
     consumer_batch_size: int = Field(default=500, ge=1, le=MAX_CONSUMER_BATCH_SIZE)
@@ -167,6 +186,27 @@ class Settings(BaseSettings):
             raise ValueError(f"Kafka refuses a topic named {value!r}")
         return value
 
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism")
+    @classmethod
+    def _a_name_librdkafka_takes(cls, value: str, info: ValidationInfo) -> str:
+        known = _KAFKA_CHOICES[info.field_name or ""]
+        # In any case, spelt as librdkafka's documentation does.
+        canonical = {name.casefold(): name for name in known}.get(value.strip().casefold())
+        if canonical is None:
+            raise ValueError(f"expected one of {', '.join(known)}, got {value!r}")
+        return canonical
+
+    @field_validator(
+        "kafka_ssl_ca_location", "kafka_ssl_certificate_location", "kafka_ssl_key_location"
+    )
+    @classmethod
+    def _a_readable_file(cls, value: str) -> str:
+        # librdkafka would refuse it only when a client is made: at the first publish,
+        # every request then a 503 for a reason found in the log alone.
+        if value and not os.access(value, os.R_OK):
+            raise ValueError(f"no file this process can read at {value!r}")
+        return value
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _bootstrap_servers(cls, value: str) -> str:
@@ -218,6 +258,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        self._kafka_security_consistent()
         if _kafka_collision_name(self.kafka_dlq_topic) == _kafka_collision_name(
             self.kafka_moderation_topic
         ):
@@ -252,6 +293,50 @@ class Settings(BaseSettings):
                 f" ({self.db_statement_timeout_ms} ms)"
             )
         return self
+
+    def _kafka_security_consistent(self) -> None:
+        """A setting the chosen protocol would ignore is refused: it reads as in force."""
+        protocol = self.kafka_security_protocol
+        sasl = protocol.startswith("sasl_")
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL {protocol} needs KAFKA_SASL_USERNAME and"
+                " KAFKA_SASL_PASSWORD"
+            )
+        if not sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
+            raise ValueError(
+                "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are used only with"
+                f" KAFKA_SECURITY_PROTOCOL sasl_ssl or sasl_plaintext, not {protocol}"
+            )
+        tls_files = {
+            "KAFKA_SSL_CA_LOCATION": self.kafka_ssl_ca_location,
+            "KAFKA_SSL_CERTIFICATE_LOCATION": self.kafka_ssl_certificate_location,
+            "KAFKA_SSL_KEY_LOCATION": self.kafka_ssl_key_location,
+            "KAFKA_SSL_KEY_PASSWORD": self.kafka_ssl_key_password,
+        }
+        given = [name for name, value in tls_files.items() if value]
+        if given and not protocol.endswith("ssl"):
+            raise ValueError(
+                f"{', '.join(given)} used only with KAFKA_SECURITY_PROTOCOL ssl or"
+                f" sasl_ssl, not {protocol}"
+            )
+        if bool(self.kafka_ssl_certificate_location) != bool(self.kafka_ssl_key_location):
+            raise ValueError(
+                "a client certificate needs both KAFKA_SSL_CERTIFICATE_LOCATION and"
+                " KAFKA_SSL_KEY_LOCATION"
+            )
+        if self.kafka_ssl_key_password and not self.kafka_ssl_key_location:
+            raise ValueError("KAFKA_SSL_KEY_PASSWORD is for KAFKA_SSL_KEY_LOCATION's key")
+        for server in self.kafka_bootstrap_servers.split(","):
+            prefix = server.split("://", 1)[0].lower() if "://" in server else protocol
+            if prefix != protocol:
+                # librdkafka then connects to no broker at all (tried: every metadata
+                # request failed with "Broker transport failure").
+                raise ValueError(
+                    f"KAFKA_BOOTSTRAP_SERVERS names {server} with {prefix}://, but"
+                    f" KAFKA_SECURITY_PROTOCOL is {protocol}: set the protocol there and"
+                    " leave the prefix out"
+                )
 
     @property
     def publish_timeout_ms(self) -> int:

@@ -19,10 +19,33 @@ MAX_RECORD_BYTES = 4 * MAX_TASK_RECORD_BYTES
 METADATA_REFRESH_MS = 10_000
 
 
-def producer_config(settings: Settings) -> dict[str, Any]:
-    return {
+def connection_config(settings: Settings) -> dict[str, Any]:
+    """What every client (producer, consumer, admin) connects with: the brokers, how it
+    authenticates and encrypts, and where its log lines go."""
+    protocol = settings.kafka_security_protocol
+    config: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "logger": client_logger(),
+        "security.protocol": protocol,
+    }
+    if protocol.startswith("sasl_"):
+        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl.username"] = settings.kafka_sasl_username
+        config["sasl.password"] = settings.kafka_sasl_password
+    tls = {
+        "ssl.ca.location": settings.kafka_ssl_ca_location,
+        "ssl.certificate.location": settings.kafka_ssl_certificate_location,
+        "ssl.key.location": settings.kafka_ssl_key_location,
+        "ssl.key.password": settings.kafka_ssl_key_password,
+    }
+    # Each left unset when empty: librdkafka's default CA store is the system's.
+    config.update({name: value for name, value in tls.items() if value})
+    return config
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    return {
+        **connection_config(settings),
         # Idempotence: librdkafka's own retries cannot duplicate or reorder a record.
         "enable.idempotence": True,
         "acks": "all",
@@ -43,8 +66,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 
 def consumer_config(settings: Settings) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
-        "logger": client_logger(),
+        **connection_config(settings),
         "group.id": settings.kafka_consumer_group,
         "auto.offset.reset": "earliest",
         # Offsets are stored by us, after the batch's results are committed in

@@ -14,8 +14,7 @@ from concurrent.futures import Future
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from shared.kafka.client_logs import client_logger
-from shared.kafka.config import MAX_RECORD_BYTES, MAX_TASK_RECORD_BYTES
+from shared.kafka.config import MAX_RECORD_BYTES, MAX_TASK_RECORD_BYTES, connection_config
 from shared.settings import Settings
 
 TIMEOUT_S = 15.0
@@ -112,9 +111,7 @@ def _outcome(future: Future[None], timeout_s: float, late: str) -> KafkaError | 
 
 
 def _admin(settings: Settings) -> AdminClient:
-    return AdminClient(
-        {"bootstrap.servers": settings.kafka_bootstrap_servers, "logger": client_logger()}
-    )
+    return AdminClient(connection_config(settings))
 
 
 def _wait_until_led(

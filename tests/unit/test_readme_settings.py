@@ -15,8 +15,17 @@ from shared.settings import DEFAULT_MODEL_URI, Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 # A default the table describes rather than spells out, with the words that must say it.
+EMPTY_BY_DEFAULT = (
+    "api_keys",
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+    "kafka_ssl_ca_location",
+    "kafka_ssl_certificate_location",
+    "kafka_ssl_key_location",
+    "kafka_ssl_key_password",
+)
 DESCRIBED_DEFAULTS = {
-    "api_keys": "empty",
+    **dict.fromkeys(EMPTY_BY_DEFAULT, "empty"),
     "model_uri": "`var/models/default`",
 }
 
@@ -56,6 +65,6 @@ def test_the_table_gives_each_settings_default(field):
 
 def test_the_described_defaults_are_what_the_table_says():
     # The exceptions above hold only while the defaults are what their words say.
-    assert Settings.model_fields["api_keys"].default == ""
+    assert all(Settings.model_fields[name].default == "" for name in EMPTY_BY_DEFAULT)
     assert Settings.model_fields["model_uri"].default == DEFAULT_MODEL_URI
     assert Path(DEFAULT_MODEL_URI).parts[-3:] == ("var", "models", "default")

@@ -234,7 +234,7 @@ def test_bootstrap_servers_librdkafka_would_misread_are_refused(servers):
         ("127.0.0.1:9092", "127.0.0.1:9092"),
         ("a:9092, b:9093", "a:9092,b:9093"),
         ("a:9092,,b:9093,", "a:9092,b:9093"),  # librdkafka skips empty entries too
-        ("SASL_SSL://broker-1.example.com:9094", "SASL_SSL://broker-1.example.com:9094"),
+        ("PLAINTEXT://broker-1.example.com:9094", "PLAINTEXT://broker-1.example.com:9094"),
         ("[::1]:9092", "[::1]:9092"),
         ("k", "k"),
     ],

@@ -1,0 +1,68 @@
+"""Kafka over SASL: every client of ours (admin, producer, consumer) connects with
+KAFKA_SECURITY_PROTOCOL and KAFKA_SASL_*, against the test broker's SASL listener, which
+takes one account (infra/kafka_config.py) and nothing else."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from functions_framework import create_app
+
+from infra.kafka_config import SASL_PASSWORD, SASL_USERNAME
+from shared.errors import BrokerUnavailable
+from shared.kafka.topics import ensure_topics
+from shared.settings import Settings
+from tests.integration.helpers import running_consumer, seed_ads, task_rows, wired_services
+from tests.waiting import wait_until
+
+
+@pytest.fixture
+def sasl_settings(infra, settings) -> Settings:
+    if infra.kafka is None or infra.kafka.sasl_port is None:
+        pytest.skip("an external broker: which SASL listener it has, if any, is not known")
+    return Settings(
+        **{
+            **settings.model_dump(),
+            "kafka_bootstrap_servers": infra.kafka.sasl_bootstrap_servers,
+            "kafka_security_protocol": "SASL_PLAINTEXT",
+            "kafka_sasl_mechanism": "plain",
+            "kafka_sasl_username": SASL_USERNAME,
+            "kafka_sasl_password": SASL_PASSWORD,
+        }
+    )
+
+
+def test_a_task_goes_from_async_predict_to_its_verdict_through_a_sasl_listener(sasl_settings):
+    ensure_topics(sasl_settings)  # the admin client finds the test's topics
+    with wired_services(sasl_settings) as services:
+        services.publisher.ping()
+        (item_id,) = seed_ads(services, 1)
+        app = create_app("async_predict", "functions/async_predict/main.py")
+        accepted = app.test_client().post(f"/async_predict?item_id={item_id}")
+        assert accepted.status_code == 202, accepted.get_data(as_text=True)
+
+        with running_consumer(services):
+            wait_until(
+                lambda: [row[2] for row in task_rows(services)] == ["completed"],
+                timeout_s=30,
+                what="the task completed by a consumer connected over SASL",
+            )
+
+        # Published at once, not by the relay after a failed try.
+        with services.db.autocommit() as tx:
+            tries = tx.conn.execute("SELECT publish_tries FROM moderation_results").fetchall()
+        assert tries == [(0,)]
+
+
+def test_a_wrong_password_makes_kafka_unavailable_and_the_log_says_why(sasl_settings, caplog):
+    wrong = Settings(**{**sasl_settings.model_dump(), "kafka_sasl_password": "not-the-password"})
+    with (
+        caplog.at_level(logging.INFO, logger="librdkafka"),
+        wired_services(wrong) as services,
+        pytest.raises(BrokerUnavailable),
+    ):
+        services.publisher.ping(timeout_s=3)
+
+    said = " ".join(record.getMessage() for record in caplog.records if record.name == "librdkafka")
+    assert "Authentication failed" in said, said

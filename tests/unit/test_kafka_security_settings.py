@@ -1,0 +1,154 @@
+"""KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_*: what each client is given, and
+the combinations refused because the chosen protocol would ignore a part of them."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+from shared.kafka.config import connection_config, consumer_config, producer_config
+from shared.runner.embedded import start_backends
+from shared.settings import InvalidSettings, read_settings
+
+SASL = {
+    "kafka_security_protocol": "sasl_ssl",
+    "kafka_sasl_username": "moderation",
+    "kafka_sasl_password": "hunter2-secret",
+}
+# Loopback, and a port nothing listens on: building a client connects in the background.
+NOWHERE = "127.0.0.1:1"
+
+
+def test_by_default_the_clients_connect_in_plaintext_with_nothing_else_set():
+    config = connection_config(read_settings())
+
+    assert config["security.protocol"] == "plaintext"
+    assert not [name for name in config if name.startswith(("sasl.", "ssl."))]
+
+
+def test_sasl_settings_reach_every_client_and_librdkafka_takes_them():
+    settings = read_settings(
+        kafka_bootstrap_servers=NOWHERE,
+        kafka_sasl_mechanism="scram-sha-512",
+        **{**SASL, "kafka_security_protocol": "SASL_SSL"},
+    )
+
+    config = connection_config(settings)
+    # librdkafka refuses a property it does not know when the client is built.
+    clients = [
+        Producer(producer_config(settings)),
+        Consumer(consumer_config(settings)),
+        AdminClient(config),
+    ]
+
+    assert len(clients) == 3
+    assert {name: config[name] for name in config if name.startswith("s")} == {
+        "security.protocol": "sasl_ssl",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "moderation",
+        "sasl.password": "hunter2-secret",
+    }
+    assert producer_config(settings)["sasl.password"] == consumer_config(settings)["sasl.password"]
+
+
+def test_tls_files_are_given_only_when_set(tmp_path):
+    for name in ("ca.pem", "client.pem", "client.key"):
+        (tmp_path / name).write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = read_settings(
+        kafka_security_protocol="ssl",
+        kafka_ssl_ca_location=str(tmp_path / "ca.pem"),
+        kafka_ssl_certificate_location=str(tmp_path / "client.pem"),
+        kafka_ssl_key_location=str(tmp_path / "client.key"),
+        kafka_ssl_key_password="key-secret",
+    )
+
+    config = connection_config(settings)
+
+    assert config["security.protocol"] == "ssl"
+    assert config["ssl.ca.location"] == str(tmp_path / "ca.pem")
+    assert config["ssl.certificate.location"] == str(tmp_path / "client.pem")
+    assert config["ssl.key.location"] == str(tmp_path / "client.key")
+    assert config["ssl.key.password"] == "key-secret"
+    assert "sasl.username" not in config
+    assert "ssl.ca.location" not in connection_config(read_settings(kafka_security_protocol="ssl"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refusal"),
+    [
+        ({"kafka_security_protocol": "tls"}, "KAFKA_SECURITY_PROTOCOL: .*expected one of"),
+        ({**SASL, "kafka_sasl_mechanism": "GSSAPI"}, "KAFKA_SASL_MECHANISM: .*expected one of"),
+        (
+            {"kafka_security_protocol": "sasl_plaintext", "kafka_sasl_username": "u"},
+            "sasl_plaintext needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD",
+        ),
+        (
+            {"kafka_sasl_username": "u", "kafka_sasl_password": "p"},
+            "used only with KAFKA_SECURITY_PROTOCOL sasl_ssl or sasl_plaintext, not plaintext",
+        ),
+        (
+            {
+                "kafka_security_protocol": "sasl_plaintext",
+                "kafka_ssl_key_password": "k",
+                **{
+                    name: value for name, value in SASL.items() if name != "kafka_security_protocol"
+                },
+            },
+            "KAFKA_SSL_KEY_PASSWORD used only with KAFKA_SECURITY_PROTOCOL ssl or sasl_ssl",
+        ),
+        ({"kafka_security_protocol": "ssl", "kafka_ssl_key_password": "k"}, "is for KAFKA_SSL_KEY"),
+        (
+            {**SASL, "kafka_bootstrap_servers": "plaintext://a:9092,SASL_SSL://b:9092"},
+            "names plaintext://a:9092 with plaintext://, but KAFKA_SECURITY_PROTOCOL is sasl_ssl",
+        ),
+    ],
+)
+def test_a_combination_the_protocol_would_partly_ignore_is_refused(overrides, refusal):
+    with pytest.raises(InvalidSettings, match=refusal):
+        read_settings(**overrides)
+
+
+def test_a_tls_file_this_process_cannot_read_is_refused_when_the_settings_are(tmp_path):
+    missing = tmp_path / "ca.pem"
+    with pytest.raises(InvalidSettings, match=f"KAFKA_SSL_CA_LOCATION: .*{missing}"):
+        read_settings(kafka_security_protocol="ssl", kafka_ssl_ca_location=str(missing))
+
+
+def test_a_client_certificate_needs_its_key(tmp_path):
+    (tmp_path / "client.pem").write_text("")
+    with pytest.raises(InvalidSettings, match="needs both KAFKA_SSL_CERTIFICATE_LOCATION and"):
+        read_settings(
+            kafka_security_protocol="ssl",
+            kafka_ssl_certificate_location=str(tmp_path / "client.pem"),
+        )
+
+
+def test_a_bootstrap_prefix_that_agrees_with_the_protocol_is_taken():
+    settings = read_settings(**SASL, kafka_bootstrap_servers="SASL_SSL://a:9094,b:9094")
+
+    assert settings.kafka_bootstrap_servers == "SASL_SSL://a:9094,b:9094"
+
+
+def test_the_passwords_are_never_shown():
+    settings = read_settings(**SASL)
+    with pytest.raises(InvalidSettings) as refused:
+        read_settings(**SASL, kafka_sasl_mechanism="nope", db_pool_max_size=-1)
+
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in str(refused.value)
+
+
+def test_the_local_runners_in_memory_kafka_is_reached_in_plaintext_whatever_is_set(tmp_path):
+    settings = read_settings(**SASL)
+    with ExitStack() as stack:
+        backends = start_backends(
+            settings, {"DATABASE_URL": "postgresql://unused"}, stack, tmp_path
+        )
+        config = connection_config(backends.settings)
+
+    assert backends.in_memory_kafka
+    assert config["security.protocol"] == "plaintext"
+    assert not [name for name in config if name.startswith(("sasl.", "ssl."))]
