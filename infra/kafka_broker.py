@@ -26,6 +26,7 @@ from infra.kafka_class_archive import (
     shared_class_archive_option,
 )
 from infra.kafka_jars import KAFKA_VERSION, kafka_libs, require_tool
+from infra.kafka_tls import ensure_tls_identity
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -66,10 +67,20 @@ class KafkaBroker(LocalServer):
 
     @property
     def sasl_bootstrap_servers(self) -> str:
-        """The listener that takes kafka_config.SASL_USERNAME's PLAIN login, and no other."""
+        """The listener that takes kafka_config.SASL_USERNAME's PLAIN login, and no other,
+        over TLS with a certificate `ca_location` signs."""
         if self.sasl_port is None:
             raise RuntimeError("the broker has no SASL port yet: call start() first")
         return f"{LOCALHOST}:{self.sasl_port}"
+
+    @property
+    def ca_location(self) -> Path:
+        """The PEM file a client of the SASL_SSL listener trusts (infra/kafka_tls.py)."""
+        return self._tls_dir / "ca.pem"
+
+    @property
+    def _tls_dir(self) -> Path:
+        return self._require_base_dir() / "tls"
 
     @property
     def data_dir(self) -> Path:
@@ -112,7 +123,7 @@ class KafkaBroker(LocalServer):
             self.controller_port = _process.free_port()
         while self.sasl_port in (None, self.port, self.controller_port):
             self.sasl_port = _process.free_port()
-        self._write_config_files()
+        self._write_config_files(java)
         if not (self.data_dir / "meta.properties").exists():
             self._format_storage(java, libs)
         archive_options, self._class_archive_being_written = class_archive_options(libs)
@@ -192,14 +203,16 @@ class KafkaBroker(LocalServer):
             f"{libs}/*",
         ]
 
-    def _write_config_files(self) -> None:
+    def _write_config_files(self, java: str) -> None:
         base_dir = self._require_base_dir()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        keystore, _ = ensure_tls_identity(self._tls_dir, java)
         self.config_path.write_text(
             kafka_config.server_properties(
                 port=self.port or 0,
                 controller_port=self.controller_port or 0,
                 sasl_port=self.sasl_port or 0,
+                keystore=keystore,
                 log_dir=self.data_dir,
             )
         )

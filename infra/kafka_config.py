@@ -7,17 +7,21 @@ import uuid
 from pathlib import Path
 
 from infra._process import LOCALHOST
+from infra.kafka_tls import KEYSTORE_PASSWORD
 
 NODE_ID = 1
-# The one account of the broker's SASL listener (mechanism PLAIN, no TLS: loopback only),
-# which the tests of KAFKA_SECURITY_PROTOCOL and KAFKA_SASL_* connect with.
+# The one account of the broker's SASL_SSL listener (mechanism PLAIN), which the tests
+# of KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_CA_LOCATION connect with.
 SASL_USERNAME = "moderation"
 SASL_PASSWORD = "moderation-secret"
 
 
-def server_properties(*, port: int, controller_port: int, sasl_port: int, log_dir: Path) -> str:
+def server_properties(
+    *, port: int, controller_port: int, sasl_port: int, keystore: Path, log_dir: Path
+) -> str:
     """One process that is both broker and controller, listening on 127.0.0.1 only: on
-    `port` without authentication, and on `sasl_port` for SASL_USERNAME alone."""
+    `port` in plaintext without authentication, and on `sasl_port` over TLS (the
+    certificate in `keystore`) for SASL_USERNAME alone."""
     jaas = (
         "org.apache.kafka.common.security.plain.PlainLoginModule required"
         f' user_{SASL_USERNAME}="{SASL_PASSWORD}";'
@@ -31,18 +35,21 @@ def server_properties(*, port: int, controller_port: int, sasl_port: int, log_di
         "controller.quorum.voters": f"{NODE_ID}@{LOCALHOST}:{controller_port}",
         "listeners": (
             f"PLAINTEXT://{LOCALHOST}:{port},CONTROLLER://{LOCALHOST}:{controller_port},"
-            f"SASL_PLAINTEXT://{LOCALHOST}:{sasl_port}"
+            f"SASL_SSL://{LOCALHOST}:{sasl_port}"
         ),
         "advertised.listeners": (
-            f"PLAINTEXT://{LOCALHOST}:{port},SASL_PLAINTEXT://{LOCALHOST}:{sasl_port}"
+            f"PLAINTEXT://{LOCALHOST}:{port},SASL_SSL://{LOCALHOST}:{sasl_port}"
         ),
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": (
-            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL"
         ),
         "sasl.enabled.mechanisms": "PLAIN",
-        "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
+        "listener.name.sasl_ssl.plain.sasl.jaas.config": jaas,
+        "listener.name.sasl_ssl.ssl.keystore.type": "PKCS12",
+        "listener.name.sasl_ssl.ssl.keystore.location": str(keystore),
+        "listener.name.sasl_ssl.ssl.keystore.password": KEYSTORE_PASSWORD,
         "log.dirs": str(log_dir),
         # One broker: every internal topic has to live with a single replica.
         "offsets.topic.replication.factor": 1,

@@ -1,6 +1,7 @@
-"""Kafka over SASL: every client of ours (admin, producer, consumer) connects with
-KAFKA_SECURITY_PROTOCOL and KAFKA_SASL_*, against the test broker's SASL listener, which
-takes one account (infra/kafka_config.py) and nothing else."""
+"""Kafka over SASL and TLS: every client of ours (admin, producer, consumer) connects with
+KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_CA_LOCATION, against the test broker's
+SASL_SSL listener, which takes one account (infra/kafka_config.py) and shows a
+certificate of its own CA (infra/kafka_tls.py)."""
 
 from __future__ import annotations
 
@@ -25,15 +26,16 @@ def sasl_settings(infra, settings) -> Settings:
         **{
             **settings.model_dump(),
             "kafka_bootstrap_servers": infra.kafka.sasl_bootstrap_servers,
-            "kafka_security_protocol": "SASL_PLAINTEXT",
+            "kafka_security_protocol": "SASL_SSL",
             "kafka_sasl_mechanism": "plain",
             "kafka_sasl_username": SASL_USERNAME,
             "kafka_sasl_password": SASL_PASSWORD,
+            "kafka_ssl_ca_location": str(infra.kafka.ca_location),
         }
     )
 
 
-def test_a_task_goes_from_async_predict_to_its_verdict_through_a_sasl_listener(sasl_settings):
+def test_a_task_goes_from_async_predict_to_its_verdict_over_sasl_and_tls(sasl_settings):
     ensure_topics(sasl_settings)  # the admin client finds the test's topics
     with wired_services(sasl_settings) as services:
         services.publisher.ping()
@@ -46,7 +48,7 @@ def test_a_task_goes_from_async_predict_to_its_verdict_through_a_sasl_listener(s
             wait_until(
                 lambda: [row[2] for row in task_rows(services)] == ["completed"],
                 timeout_s=30,
-                what="the task completed by a consumer connected over SASL",
+                what="the task completed by a consumer connected over SASL and TLS",
             )
 
         # Published at once, not by the relay after a failed try.
@@ -64,5 +66,21 @@ def test_a_wrong_password_makes_kafka_unavailable_and_the_log_says_why(sasl_sett
     ):
         services.publisher.ping(timeout_s=3)
 
-    said = " ".join(record.getMessage() for record in caplog.records if record.name == "librdkafka")
-    assert "Authentication failed" in said, said
+    assert "Authentication failed" in _librdkafka_said(caplog)
+
+
+def test_a_broker_certificate_no_trusted_ca_signed_makes_kafka_unavailable(sasl_settings, caplog):
+    # Without KAFKA_SSL_CA_LOCATION the system's store is used, which knows no test CA.
+    untrusted = Settings(**{**sasl_settings.model_dump(), "kafka_ssl_ca_location": ""})
+    with (
+        caplog.at_level(logging.INFO, logger="librdkafka"),
+        wired_services(untrusted) as services,
+        pytest.raises(BrokerUnavailable),
+    ):
+        services.publisher.ping(timeout_s=3)
+
+    assert "certificate verify failed" in _librdkafka_said(caplog)
+
+
+def _librdkafka_said(caplog: pytest.LogCaptureFixture) -> str:
+    return " ".join(record.getMessage() for record in caplog.records if record.name == "librdkafka")
