@@ -14,6 +14,7 @@ from pathlib import Path
 
 from infra import _process
 from infra.kafka_broker import KafkaBroker
+from infra.kafka_config import SASL_PASSWORD, SASL_USERNAME
 from infra.kafka_jars import LOCK_TIMEOUT_S as JARS_LOCK_TIMEOUT_S
 from infra.postgres_server import PostgresServer
 from shared.db.migrations import apply_migrations
@@ -65,10 +66,17 @@ def _up(state_dir: Path, *, kafka_port: int, postgres_port: int) -> LocalStack:
     kafka.wait_until_ready()
     _log(f"PostgreSQL: {postgres.url} (pid {postgres.pid}, log {postgres.log_path})")
     _log(f"Kafka: {kafka.bootstrap_servers} (pid {kafka.pid}, log {kafka.log_path})")
+    if kafka.sasl_port is not None:  # None for a broker started before it had the listener
+        _log(
+            f"Kafka over SASL_SSL: {kafka.sasl_bootstrap_servers} (PLAIN, {SASL_USERNAME} /"
+            f" {SASL_PASSWORD}, KAFKA_SSL_CA_LOCATION={kafka.ca_location})"
+        )
 
     apply_migrations(postgres.url)
-    settings = get_settings().model_copy(
-        update={"database_url": postgres.url, "kafka_bootstrap_servers": kafka.bootstrap_servers}
+    settings = (
+        get_settings()
+        .for_plaintext_kafka(kafka.bootstrap_servers)
+        .model_copy(update={"database_url": postgres.url})
     )
     ensure_topics(settings)
     _log(

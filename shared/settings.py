@@ -72,6 +72,14 @@ _BOOTSTRAP_SERVER = re.compile(
 # and the SASL mechanisms that take a username and password.
 KAFKA_SECURITY_PROTOCOLS = ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_KAFKA_SECURITY_FILES_AND_ACCOUNT = (
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+    "kafka_ssl_ca_location",
+    "kafka_ssl_certificate_location",
+    "kafka_ssl_key_location",
+    "kafka_ssl_key_password",
+)
 _KAFKA_CHOICES = {
     "kafka_security_protocol": KAFKA_SECURITY_PROTOCOLS,
     "kafka_sasl_mechanism": KAFKA_SASL_MECHANISMS,
@@ -337,6 +345,19 @@ class Settings(BaseSettings):
                     f" KAFKA_SECURITY_PROTOCOL is {protocol}: set the protocol there and"
                     " leave the prefix out"
                 )
+
+    def for_plaintext_kafka(self, bootstrap_servers: str) -> Settings:
+        """These settings for a broker reached in plaintext, without an account: the local
+        runner's in-memory Kafka, `make infra-up`'s broker. What the environment says of
+        another broker's security does not apply to it."""
+        unset = {name: "" for name in _KAFKA_SECURITY_FILES_AND_ACCOUNT}
+        return self.model_copy(
+            update={
+                "kafka_bootstrap_servers": bootstrap_servers,
+                "kafka_security_protocol": "plaintext",
+                **unset,
+            }
+        )
 
     @property
     def publish_timeout_ms(self) -> int:

@@ -72,9 +72,7 @@ def start_backends(
     if in_memory_kafka:
         cluster = MockKafkaCluster()
         stack.callback(cluster.close)
-        updates["kafka_bootstrap_servers"] = cluster.start()
-        # The mock cluster takes plaintext only; Kafka security settings are for a real broker.
-        updates.update(_PLAINTEXT_KAFKA)
+        settings = settings.for_plaintext_kafka(cluster.start())
         cluster.create_topics([settings.kafka_moderation_topic, settings.kafka_dlq_topic])
     return Backends(
         settings=settings.model_copy(update=updates),
@@ -82,17 +80,6 @@ def start_backends(
         in_memory_kafka=in_memory_kafka,
         state_dir=state_dir,
     )
-
-
-_PLAINTEXT_KAFKA = {
-    "kafka_security_protocol": "plaintext",
-    "kafka_sasl_username": "",
-    "kafka_sasl_password": "",
-    "kafka_ssl_ca_location": "",
-    "kafka_ssl_certificate_location": "",
-    "kafka_ssl_key_location": "",
-    "kafka_ssl_key_password": "",
-}
 
 
 def _start_embedded_postgres(base_dir: Path, stack: ExitStack) -> str:
