@@ -9,6 +9,7 @@
 # The same image runs the long-lived processes with another command:
 #   python -m shared.runner.consumer | python -m shared.runner.relay
 #   python -m shared.db.migrations   | python -m shared.kafka.topics
+#   python -m shared.moderation.prune --older-than-days N   (see the README, Scaling)
 FROM python:3.11-slim
 
 # PYTHONPATH: functions-framework puts only the function's own folder on sys.path,

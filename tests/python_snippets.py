@@ -1,5 +1,5 @@
-"""Running a snippet of Python in a fresh interpreter: for what one process can show only
-once (what it imports, how it starts, how it ends)."""
+"""Running Python in a fresh interpreter, a snippet or a module: for what one process can
+show only once (what it imports, how it starts, how it ends), and for our commands."""
 
 from __future__ import annotations
 
@@ -26,6 +26,21 @@ def run_python(
         [sys.executable, "-c", code, *args],
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+def run_module(
+    module: str, *args: str, env: Mapping[str, str] | None = None, timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`python -m module args...` from the repository, output captured; `env` is added to
+    this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout_s,

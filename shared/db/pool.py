@@ -179,3 +179,12 @@ class Database:
         if self._opened:
             self._pool.close(timeout=timeout_s)
             self._opened = False
+
+
+def one_shot_connection(database_url: str, connect_timeout_s: float) -> psycopg.Connection:
+    """One autocommit connection outside any pool, for a job that runs a statement or two
+    and ends: an operator's command, the local runner's start-up. (libpq takes its
+    connect timeout in whole seconds.)"""
+    return psycopg.connect(
+        database_url, autocommit=True, connect_timeout=math.ceil(connect_timeout_s)
+    )

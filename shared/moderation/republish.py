@@ -6,21 +6,17 @@ the topic is at worst handled twice, which the consumer recognises as a duplicat
 
 from __future__ import annotations
 
-import argparse
-import math
 import sys
 from collections.abc import Sequence
 
 import psycopg
 
 from shared.db.tasks import republish_pending_tasks
-from shared.settings import InvalidSettings, get_settings
+from shared.moderation.operator_command import operator_parser, run_on_database
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m shared.moderation.republish", description=__doc__.split("\n\n")[0]
-    )
+    parser = operator_parser("shared.moderation.republish", __doc__)
     parser.add_argument(
         "--published-before-s",
         type=float,
@@ -31,19 +27,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.published_before_s >= 0:
         parser.error("--published-before-s must be 0 or more")
-    try:
-        settings = get_settings()
-        with psycopg.connect(
-            settings.database_url,
-            autocommit=True,
-            connect_timeout=math.ceil(settings.db_connect_timeout_s),
-        ) as conn:
-            count = republish_pending_tasks(conn, published_before_s=args.published_before_s)
-    except (InvalidSettings, psycopg.Error) as error:
-        print(f"republish failed: {error}", file=sys.stderr)
-        return 1
-    print(f"{count} pending task(s) handed to the outbox relay")
-    return 0
+
+    def republish(conn: psycopg.Connection) -> str:
+        count = republish_pending_tasks(conn, published_before_s=args.published_before_s)
+        return f"{count} pending task(s) handed to the outbox relay"
+
+    return run_on_database("republish", republish)
 
 
 if __name__ == "__main__":

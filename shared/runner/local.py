@@ -10,7 +10,6 @@ flush the producer, close the pool, stop the embedded servers.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import sys
@@ -23,6 +22,7 @@ import psycopg
 from shared import metrics
 from shared.bootstrap import Services, build_services, install_services
 from shared.db.migrations import apply_migrations
+from shared.db.pool import one_shot_connection
 from shared.db.tasks import republish_pending_tasks
 from shared.errors import ModerationError
 from shared.logging_setup import configure_logging
@@ -176,11 +176,7 @@ def _republish_tasks_lost_with_the_last_broker(settings: Settings) -> None:
     """The in-memory Kafka of the last run took its records with it, while the tasks it
     had acknowledged are still pending in the (kept) database: the relay publishes them
     again, instead of their waiting for good."""
-    with psycopg.connect(
-        settings.database_url,
-        autocommit=True,
-        connect_timeout=math.ceil(settings.db_connect_timeout_s),
-    ) as conn:
+    with one_shot_connection(settings.database_url, settings.db_connect_timeout_s) as conn:
         count = republish_pending_tasks(conn)
     if count:
         log.info("pending tasks of an earlier run handed to the relay", extra={"tasks": count})

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +32,7 @@ from tests.integration.helpers import (
     task_rows,
     wired_services,
 )
+from tests.python_snippets import run_module
 from tests.waiting import wait_until
 
 
@@ -476,13 +474,11 @@ def test_republish_hands_back_only_pending_tasks_published_before_the_cutoff(
             )
             tx.fail_tasks([TaskFailure(finished, "Ad not found", 1)])
 
-        result = subprocess.run(
-            [sys.executable, "-m", "shared.moderation.republish", "--published-before-s", "600"],
-            env={**os.environ, "DATABASE_URL": database_url},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        result = run_module(
+            "shared.moderation.republish",
+            "--published-before-s",
+            "600",
+            env={"DATABASE_URL": database_url},
         )
 
         assert result.returncode == 0, result.stderr

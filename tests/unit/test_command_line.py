@@ -61,6 +61,7 @@ def test_an_argument_is_refused_rather_than_ignored(module):
         *((module, ()) for module in COMMANDS),
         ("shared.ops.check", ()),
         ("shared.moderation.republish", ("--published-before-s", "3600")),
+        ("shared.moderation.prune", ("--older-than-days", "30")),
     ],
 )
 def test_an_invalid_setting_ends_the_command_with_one_line_naming_it(module, args):

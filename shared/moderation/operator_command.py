@@ -1,0 +1,32 @@
+"""What the operator's one-shot commands on the database share: the settings from the
+environment, one autocommit connection, and one line saying how it went."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+import psycopg
+
+from shared.db.pool import one_shot_connection
+from shared.settings import InvalidSettings, get_settings
+
+
+def operator_parser(module: str, doc: str) -> argparse.ArgumentParser:
+    """The command's parser: `python -m module`, described by its docstring's first part."""
+    return argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0])
+
+
+def run_on_database(name: str, work: Callable[[psycopg.Connection], str]) -> int:
+    """Run `work` on a connection to DATABASE_URL and print what it returns; the exit
+    status: 0, or 1 with `<name> failed: <why>` on stderr."""
+    try:
+        settings = get_settings()
+        with one_shot_connection(settings.database_url, settings.db_connect_timeout_s) as conn:
+            outcome = work(conn)
+    except (InvalidSettings, psycopg.Error) as error:
+        print(f"{name} failed: {error}", file=sys.stderr)
+        return 1
+    print(outcome)
+    return 0

@@ -1,0 +1,62 @@
+"""`python -m shared.moderation.prune --older-than-days N`: delete tasks finished over N
+days ago (with their expired idempotency keys and published dead letters) and published
+dead letters of malformed records over N days old. Nothing is ever deleted otherwise:
+the tables keep every task's verdict until this is run, by hand or on a schedule.
+
+Pick N longer than the `moderation` topic's retention (7 days by default): a dead letter's
+row is what recognises its record when Kafka delivers it again."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+import psycopg
+
+from shared.db.retention import (
+    PRUNE_CHUNK,
+    delete_finished_tasks,
+    delete_published_letters_of_no_task,
+)
+from shared.moderation.operator_command import operator_parser, run_on_database
+
+# Below the default retention of a Kafka topic, a pruned dead letter's record could come
+# back and be taken for a new one.
+MIN_DAYS = 7
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = operator_parser("shared.moderation.prune", __doc__)
+    parser.add_argument(
+        "--older-than-days",
+        type=float,
+        required=True,
+        help=f"finished (or published) at least this many days ago; {MIN_DAYS} or more",
+    )
+    args = parser.parse_args(argv)
+    if not args.older_than_days >= MIN_DAYS:
+        parser.error(f"--older-than-days must be {MIN_DAYS} or more")
+    days = args.older_than_days
+
+    def prune(conn: psycopg.Connection) -> str:
+        tasks = _in_chunks(lambda: delete_finished_tasks(conn, older_than_days=days))
+        letters = _in_chunks(
+            lambda: delete_published_letters_of_no_task(conn, older_than_days=days)
+        )
+        return f"{tasks} finished task(s) and {letters} dead letter(s) of no task deleted"
+
+    return run_on_database("prune", prune)
+
+
+def _in_chunks(delete_chunk: Callable[[], int]) -> int:
+    """Run `delete_chunk` (each call its own transaction) until a chunk comes back short."""
+    deleted = 0
+    while True:
+        count = delete_chunk()
+        deleted += count
+        if count < PRUNE_CHUNK:
+            return deleted
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""`python -m shared.moderation.prune`: what it deletes from a real PostgreSQL, and what it
+keeps because something still needs it."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from shared.db import retention
+from shared.db.retention import delete_finished_tasks
+from shared.moderation import prune
+from tests.python_snippets import run_module
+
+
+def _task(conn: psycopg.Connection, status: str, days_ago: float) -> int:
+    """A task finished (or, pending, created) `days_ago`."""
+    finished = status != "pending"
+    row = conn.execute(
+        """
+        INSERT INTO moderation_results
+            (item_id, status, is_violation, probability, error_message, attempts,
+             created_at, published_at, processed_at)
+        VALUES (1, %(status)s,
+                CASE WHEN %(status)s = 'completed' THEN false END,
+                CASE WHEN %(status)s = 'completed' THEN 0.1 END,
+                CASE WHEN %(status)s = 'failed' THEN 'Ad not found' END,
+                1, now() - %(days)s * interval '1 day', now() - %(days)s * interval '1 day',
+                CASE WHEN %(finished)s THEN now() - %(days)s * interval '1 day' END)
+        RETURNING id
+        """,
+        {"status": status, "days": days_ago, "finished": finished},
+    ).fetchone()
+    return row[0]
+
+
+def _letter(
+    conn: psycopg.Connection, task_id: int | None, *, published_days_ago: float | None
+) -> int:
+    row = conn.execute(
+        """
+        INSERT INTO dead_letters
+            (task_id, source_topic, source_partition, source_offset, headers, published_at)
+        VALUES (%s, 'moderation', 0, nextval('dead_letters_id_seq'), '{}',
+                now() - %s * interval '1 day')
+        RETURNING id
+        """,
+        (task_id, published_days_ago),
+    ).fetchone()
+    return row[0]
+
+
+def _key(conn: psycopg.Connection, task_id: int, *, expires_in_days: float) -> None:
+    conn.execute(
+        "INSERT INTO idempotency_keys (key, task_id, item_id, expires_at)"
+        " VALUES (%s, %s, 1, now() + %s * interval '1 day')",
+        (f"key-{task_id}", task_id, expires_in_days),
+    )
+
+
+def _ids(conn: psycopg.Connection, table: str) -> set[int]:
+    return {row[0] for row in conn.execute(f"SELECT id FROM {table}")}
+
+
+def test_prune_deletes_old_finished_tasks_and_keeps_what_is_still_needed(conn, database_url):
+    old_completed = _task(conn, "completed", 30)
+    old_failed_letter_sent = _task(conn, "failed", 30)
+    letter_sent = _letter(conn, old_failed_letter_sent, published_days_ago=29)
+    old_failed_letter_unsent = _task(conn, "failed", 30)
+    letter_unsent = _letter(conn, old_failed_letter_unsent, published_days_ago=None)
+    old_with_live_key = _task(conn, "completed", 30)
+    _key(conn, old_with_live_key, expires_in_days=1)
+    old_with_expired_key = _task(conn, "completed", 30)
+    _key(conn, old_with_expired_key, expires_in_days=-1)
+    recent = _task(conn, "completed", 1)
+    old_pending = _task(conn, "pending", 30)
+    old_letter_of_no_task = _letter(conn, None, published_days_ago=30)
+    unsent_letter_of_no_task = _letter(conn, None, published_days_ago=None)
+    recent_letter_of_no_task = _letter(conn, None, published_days_ago=1)
+
+    result = run_module(
+        "shared.moderation.prune", "--older-than-days", "10", env={"DATABASE_URL": database_url}
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "3 finished task(s) and 1 dead letter(s) of no task deleted"
+    assert _ids(conn, "moderation_results") == {
+        old_failed_letter_unsent,
+        old_with_live_key,
+        recent,
+        old_pending,
+    }
+    assert letter_sent not in _ids(conn, "dead_letters")
+    assert _ids(conn, "dead_letters") == {
+        letter_unsent,
+        unsent_letter_of_no_task,
+        recent_letter_of_no_task,
+    }
+    assert old_letter_of_no_task not in _ids(conn, "dead_letters")
+    keys = conn.execute("SELECT task_id FROM idempotency_keys").fetchall()
+    assert keys == [(old_with_live_key,)]
+    assert old_completed not in _ids(conn, "moderation_results")
+
+
+def test_prune_goes_on_chunk_after_chunk_until_nothing_old_is_left(conn, monkeypatch):
+    monkeypatch.setattr(retention, "PRUNE_CHUNK", 2)
+    monkeypatch.setattr(prune, "PRUNE_CHUNK", 2)
+    old = [_task(conn, "completed", 30) for _ in range(5)]
+    kept = _task(conn, "completed", 1)
+
+    deleted = prune._in_chunks(lambda: delete_finished_tasks(conn, older_than_days=10))
+
+    assert deleted == len(old)
+    assert _ids(conn, "moderation_results") == {kept}
+
+
+def test_prune_refuses_a_cutoff_inside_the_topics_retention():
+    with pytest.raises(SystemExit) as refused:
+        prune.main(["--older-than-days", "1"])
+
+    assert refused.value.code == 2
