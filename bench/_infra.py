@@ -32,6 +32,7 @@ from infra import _process, run_dirs
 from infra.kafka_broker import KafkaBroker
 from infra.postgres_server import PostgresServer
 from shared.db.migrations import apply_migrations
+from shared.kafka.config import connection_config
 from shared.kafka.envelope import encode_task_message
 from shared.kafka.topics import TopicSetupError, delete_topics, ensure_topics
 from shared.runner.targets import find_target
@@ -289,7 +290,7 @@ def produce_tasks(settings: Settings, tasks: Sequence[tuple[int, int]]) -> None:
     """Publish one task message per (task_id, item_id), keyed by item_id like the service."""
     producer = Producer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            **connection_config(settings),
             "linger.ms": 20,
             "batch.num.messages": 10_000,
             "queue.buffering.max.messages": 1_000_000,

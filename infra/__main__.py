@@ -13,6 +13,7 @@ from pathlib import Path
 
 from infra import local_stack
 from infra.kafka_jars import MissingTool
+from shared.settings import KAFKA_ACCOUNT_AND_TLS_SETTINGS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"export KAFKA_BOOTSTRAP_SERVERS={stack.kafka_bootstrap_servers}")
     print(f"export DATABASE_URL={stack.database_url}")
+    # This broker's own port takes plaintext: the Kafka security settings a shell may hold
+    # for another cluster would keep everything started from it off this broker.
+    print("export KAFKA_SECURITY_PROTOCOL=plaintext")
+    print(f"unset {' '.join(name.upper() for name in KAFKA_ACCOUNT_AND_TLS_SETTINGS)}")
     return 0
 
 

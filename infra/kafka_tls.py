@@ -14,7 +14,8 @@ from infra._process import LOCALHOST
 # Only ever on loopback, in a folder of the test or development broker's own.
 KEYSTORE_PASSWORD = "moderation-keystore"
 KEYTOOL_TIMEOUT_S = 60.0
-# Long enough for any `make infra-up` broker; a folder older than that gets a new one.
+# Long enough for any `make infra-up` broker: the certificate is made once per broker
+# folder and never renewed (delete the folder's tls/ to have a new one made).
 VALIDITY_DAYS = 3650
 
 

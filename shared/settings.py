@@ -72,7 +72,9 @@ _BOOTSTRAP_SERVER = re.compile(
 # and the SASL mechanisms that take a username and password.
 KAFKA_SECURITY_PROTOCOLS = ("plaintext", "ssl", "sasl_plaintext", "sasl_ssl")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-_KAFKA_SECURITY_FILES_AND_ACCOUNT = (
+# What only a secured broker takes: the SASL account and the TLS files.
+KAFKA_ACCOUNT_AND_TLS_SETTINGS = (
+    "kafka_sasl_mechanism",
     "kafka_sasl_username",
     "kafka_sasl_password",
     "kafka_ssl_ca_location",
@@ -311,10 +313,16 @@ class Settings(BaseSettings):
                 f"KAFKA_SECURITY_PROTOCOL {protocol} needs KAFKA_SASL_USERNAME and"
                 " KAFKA_SASL_PASSWORD"
             )
-        if not sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
+        account = [
+            name.upper()
+            for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+            # The mechanism has a default, so only one given counts.
+            if getattr(self, name) and name in self.model_fields_set
+        ]
+        if not sasl and account:
             raise ValueError(
-                "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are used only with"
-                f" KAFKA_SECURITY_PROTOCOL sasl_ssl or sasl_plaintext, not {protocol}"
+                f"{', '.join(account)} used only with KAFKA_SECURITY_PROTOCOL sasl_ssl or"
+                f" sasl_plaintext, not {protocol}"
             )
         tls_files = {
             "KAFKA_SSL_CA_LOCATION": self.kafka_ssl_ca_location,
@@ -350,12 +358,14 @@ class Settings(BaseSettings):
         """These settings for a broker reached in plaintext, without an account: the local
         runner's in-memory Kafka, `make infra-up`'s broker. What the environment says of
         another broker's security does not apply to it."""
-        unset = {name: "" for name in _KAFKA_SECURITY_FILES_AND_ACCOUNT}
+        defaults = {
+            name: Settings.model_fields[name].default for name in KAFKA_ACCOUNT_AND_TLS_SETTINGS
+        }
         return self.model_copy(
             update={
                 "kafka_bootstrap_servers": bootstrap_servers,
                 "kafka_security_protocol": "plaintext",
-                **unset,
+                **defaults,
             }
         )
 

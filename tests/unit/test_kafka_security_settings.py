@@ -152,3 +152,24 @@ def test_the_local_runners_in_memory_kafka_is_reached_in_plaintext_whatever_is_s
     assert backends.in_memory_kafka
     assert config["security.protocol"] == "plaintext"
     assert not [name for name in config if name.startswith(("sasl.", "ssl."))]
+
+
+def test_a_sasl_mechanism_given_for_a_protocol_without_sasl_is_refused():
+    with pytest.raises(InvalidSettings, match="KAFKA_SASL_MECHANISM used only with"):
+        read_settings(kafka_sasl_mechanism="SCRAM-SHA-512")
+
+
+def test_settings_for_a_plaintext_broker_drop_the_account_and_the_tls_files(tmp_path):
+    (tmp_path / "ca.pem").write_text("")
+    secured = read_settings(
+        **SASL, kafka_sasl_mechanism="SCRAM-SHA-256", kafka_ssl_ca_location=str(tmp_path / "ca.pem")
+    )
+
+    plain = secured.for_plaintext_kafka("127.0.0.1:9092")
+
+    assert connection_config(plain) == {
+        **connection_config(read_settings()),
+        "bootstrap.servers": "127.0.0.1:9092",
+        "logger": connection_config(plain)["logger"],
+    }
+    assert plain.kafka_sasl_mechanism == "PLAIN"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -89,7 +90,7 @@ def test_loading_the_consumer_handler_leaves_an_http_function_already_serving_al
     # the time the consumer handler is loaded, and Flask refuses a handler added then.
     app = create_app("predict", "functions/predict/main.py")
     assert app.test_client().get("/").status_code == 405
-    handlers_before = dict(app.error_handler_spec)
+    handlers_before = copy.deepcopy(app.error_handler_spec)
 
     process_records = load_consumer_handler()
 
