@@ -36,7 +36,7 @@ from shared.kafka.config import connection_config
 from shared.kafka.envelope import encode_task_message
 from shared.kafka.topics import TopicSetupError, delete_topics, ensure_topics
 from shared.runner.targets import find_target
-from shared.settings import Settings
+from shared.settings import KAFKA_SECURITY_SETTINGS, Settings, drop_settings_from
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_INFRA_ROOT = REPO_ROOT / "var" / "bench-infra"
@@ -84,6 +84,9 @@ class _SharedStack:
             self._drop_database = (external_database, database_url)
             apply_migrations(database_url)
             return Stack(external_kafka, database_url, run_dir)
+        # The broker started here takes plaintext; the shell's Kafka security settings,
+        # for another cluster, would keep the benches and their servers off it.
+        drop_settings_from(os.environ, KAFKA_SECURITY_SETTINGS)
         kafka = KafkaBroker(run_dir / "kafka")
         postgres = PostgresServer(run_dir / "postgres")
         self._servers = [kafka, postgres]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from functools import lru_cache
 from pathlib import Path
 
@@ -82,6 +82,8 @@ KAFKA_ACCOUNT_AND_TLS_SETTINGS = (
     "kafka_ssl_key_location",
     "kafka_ssl_key_password",
 )
+# Every setting of how a Kafka client connects securely.
+KAFKA_SECURITY_SETTINGS = ("kafka_security_protocol", *KAFKA_ACCOUNT_AND_TLS_SETTINGS)
 _KAFKA_CHOICES = {
     "kafka_security_protocol": KAFKA_SECURITY_PROTOCOLS,
     "kafka_sasl_mechanism": KAFKA_SASL_MECHANISMS,
@@ -315,10 +317,13 @@ class Settings(BaseSettings):
             )
         account = [
             name.upper()
-            for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
-            # The mechanism has a default, so only one given counts.
-            if getattr(self, name) and name in self.model_fields_set
+            for name in ("kafka_sasl_username", "kafka_sasl_password")
+            if getattr(self, name)
         ]
+        # The mechanism's default passes: a deployment that lists every setting with its
+        # default gives it whatever the protocol.
+        if self.kafka_sasl_mechanism != Settings.model_fields["kafka_sasl_mechanism"].default:
+            account.insert(0, "KAFKA_SASL_MECHANISM")
         if not sasl and account:
             raise ValueError(
                 f"{', '.join(account)} used only with KAFKA_SECURITY_PROTOCOL sasl_ssl or"
@@ -437,6 +442,15 @@ def read_settings(**overrides: object) -> Settings:
         return Settings(**overrides)
     except ValidationError as error:
         raise InvalidSettings(f"invalid setting: {describe_invalid(error)}") from None
+
+
+def drop_settings_from(environ: MutableMapping[str, str], names: Iterable[str]) -> None:
+    """Remove the variables of the settings `names` (field names) from `environ`, in any
+    case, as settings read them: for a process that starts servers of its own, which the
+    shell's values for other servers must not reach."""
+    dropped = {name.upper() for name in names}
+    for variable in [variable for variable in environ if variable.upper() in dropped]:
+        del environ[variable]
 
 
 def misspelt_settings(environ: Mapping[str, str]) -> dict[str, str]:

@@ -25,16 +25,17 @@ from infra.postgres_server import PostgresServer
 from infra.run_dirs import claim_run_dir, clean_abandoned_run_dirs, remove_data_keep_logs
 from shared.db.migrations import apply_migrations
 from shared.kafka.topics import TopicSetupError, delete_topics, ensure_topics
-from shared.settings import Settings
+from shared.settings import KAFKA_SECURITY_SETTINGS, Settings, drop_settings_from
 
 TESTS_DIR = Path(__file__).resolve().parent
-# The servers to use are the only settings the tests take from the environment: any
-# other (API_KEYS, PORT, MODEL_URI, ...) set on the machine would change what every
-# Settings() of the tests reads, so it is cleared before the first test.
-SETTINGS_FROM_THE_ENVIRONMENT = {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"}
-for _field in Settings.model_fields:
-    if _field.upper() not in SETTINGS_FROM_THE_ENVIRONMENT:
-        os.environ.pop(_field.upper(), None)
+# The servers to use are the only settings the tests take from the environment (with how
+# to reach a Kafka named there): any other (API_KEYS, PORT, MODEL_URI, ...) set on the
+# machine would change what every Settings() of the tests reads, so it is cleared before
+# the first test. The broker the tests start takes plaintext.
+SETTINGS_FROM_THE_ENVIRONMENT = {"database_url", "kafka_bootstrap_servers"}
+if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+    SETTINGS_FROM_THE_ENVIRONMENT.update(KAFKA_SECURITY_SETTINGS)
+drop_settings_from(os.environ, set(Settings.model_fields) - SETTINGS_FROM_THE_ENVIRONMENT)
 TIER_MARKERS = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
 TABLES = "ads, sellers, moderation_results, idempotency_keys, dead_letters"
 KEPT_LOGS = pytest.StashKey[Path]()

@@ -11,7 +11,12 @@ from confluent_kafka.admin import AdminClient
 
 from shared.kafka.config import connection_config, consumer_config, producer_config
 from shared.runner.embedded import start_backends
-from shared.settings import InvalidSettings, read_settings
+from shared.settings import (
+    KAFKA_SECURITY_SETTINGS,
+    InvalidSettings,
+    drop_settings_from,
+    read_settings,
+)
 
 SASL = {
     "kafka_security_protocol": "sasl_ssl",
@@ -154,9 +159,13 @@ def test_the_local_runners_in_memory_kafka_is_reached_in_plaintext_whatever_is_s
     assert not [name for name in config if name.startswith(("sasl.", "ssl."))]
 
 
-def test_a_sasl_mechanism_given_for_a_protocol_without_sasl_is_refused():
+def test_a_sasl_mechanism_given_for_a_protocol_without_sasl_is_refused_unless_the_default():
     with pytest.raises(InvalidSettings, match="KAFKA_SASL_MECHANISM used only with"):
         read_settings(kafka_sasl_mechanism="SCRAM-SHA-512")
+
+    # Every setting listed with its default, as a process started with them all is.
+    every_default = read_settings(**read_settings().model_dump())
+    assert every_default.kafka_sasl_mechanism == "PLAIN"
 
 
 def test_settings_for_a_plaintext_broker_drop_the_account_and_the_tls_files(tmp_path):
@@ -173,3 +182,17 @@ def test_settings_for_a_plaintext_broker_drop_the_account_and_the_tls_files(tmp_
         "logger": connection_config(plain)["logger"],
     }
     assert plain.kafka_sasl_mechanism == "PLAIN"
+
+
+def test_a_process_starting_its_own_broker_drops_the_shells_security_variables_in_any_case():
+    environ = {
+        "KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
+        "kafka_sasl_password": "hunter2-secret",
+        "Kafka_Ssl_Ca_Location": "/etc/ca.pem",
+        "KAFKA_BOOTSTRAP_SERVERS": "broker:9092",
+        "PATH": "/usr/bin",
+    }
+
+    drop_settings_from(environ, KAFKA_SECURITY_SETTINGS)
+
+    assert environ == {"KAFKA_BOOTSTRAP_SERVERS": "broker:9092", "PATH": "/usr/bin"}
