@@ -164,12 +164,16 @@ def prepare_data(backends: Backends, options: RunnerOptions) -> None:
         ensure_topics(settings)
     if backends.in_memory_kafka:
         _republish_tasks_lost_with_the_last_broker(settings)
-    seed = backends.embedded_database if options.seed_demo is None else options.seed_demo
-    if seed:
+    if seeds_demo_data(backends, options):
         added = seed_demo_data(
             settings.database_url, connect_timeout_s=settings.db_connect_timeout_s
         )
         log.info("demo data seeded", extra={"ads_added": added})
+
+
+def seeds_demo_data(backends: Backends, options: RunnerOptions) -> bool:
+    """Demo data when asked, or by default on the embedded database."""
+    return backends.embedded_database if options.seed_demo is None else options.seed_demo
 
 
 def _republish_tasks_lost_with_the_last_broker(settings: Settings) -> None:
@@ -247,14 +251,16 @@ def shut_down(running: _Running, deadline: Deadline) -> bool:
 def print_banner(backends: Backends, options: RunnerOptions, running: _Running) -> None:
     host = "localhost" if options.host in ("127.0.0.1", "0.0.0.0", "::") else options.host
     base = f"http://{host}:{running.server.port}"
+    # The demo's first ad; a database of its own may hold no ad 1.
+    item = "1" if seeds_demo_data(backends, options) else "{item_id}"
     lines = [
         f"Ad moderation is running on {base} (Ctrl-C stops it)",
         *(f"  {line}" for line in backends.describe()),
         f"  model:    {running.services.model.get().version}",
         "",
         f"  POST {base}/predict                 (the ad as a JSON body)",
-        f"  POST {base}/simple_predict?item_id=1",
-        f"  POST {base}/async_predict?item_id=1",
+        f"  POST {base}/simple_predict?item_id={item}",
+        f"  POST {base}/async_predict?item_id={item}",
         f"  GET  {base}/moderation_result/{{task_id}}",
         f"  docs {base}/docs   openapi {base}/openapi.json",
         f"  ops  {base}/healthz   {base}/readyz   {base}/metrics",

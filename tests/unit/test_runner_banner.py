@@ -1,0 +1,41 @@
+"""What the local runner prints once it runs: the example item_id is the demo's only
+where the runner seeded the demo ads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from shared.runner.cli import RunnerOptions
+from shared.runner.embedded import Backends
+from shared.runner.local import print_banner
+from shared.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("embedded_database", "seed_demo", "example"),
+    [
+        (True, None, "item_id=1"),
+        (False, None, "item_id={item_id}"),
+        (False, True, "item_id=1"),
+        (True, False, "item_id={item_id}"),
+    ],
+)
+def test_the_banners_example_names_a_demo_ad_only_where_they_were_seeded(
+    capsys, embedded_database, seed_demo, example
+):
+    settings = Settings()
+    backends = Backends(settings, embedded_database, in_memory_kafka=True, state_dir=Path("."))
+    options = RunnerOptions(settings, "127.0.0.1", seed_demo, Path("."))
+    running = SimpleNamespace(
+        server=SimpleNamespace(port=8000),
+        services=SimpleNamespace(model=SimpleNamespace(get=lambda: SimpleNamespace(version="v1"))),
+    )
+
+    print_banner(backends, options, running)  # type: ignore[arg-type]
+
+    banner = capsys.readouterr().out
+    assert f"http://localhost:8000/simple_predict?{example}\n" in banner
+    assert f"http://localhost:8000/async_predict?{example}\n" in banner
