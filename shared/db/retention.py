@@ -4,7 +4,11 @@ command does (shared/moderation/prune.py), when an operator wants history trimme
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import psycopg
+
+from shared.db.tasks import EXPIRED_KEY_KEPT_S
 
 # Rows per statement: each chunk is its own short transaction, so the consumer's and the
 # relay's statements never wait long behind one.
@@ -12,49 +16,94 @@ PRUNE_CHUNK = 5000
 SECONDS_A_DAY = 86_400
 
 
-def delete_finished_tasks(conn: psycopg.Connection, *, older_than_days: float) -> int:
-    """Delete up to PRUNE_CHUNK tasks finished (completed or failed) over `older_than_days`
-    ago, with their expired idempotency keys and published dead letters; returns how many.
+class Chunk(NamedTuple):
+    deleted: int
+    # The highest id the chunk took: the next one starts past it, so that no chunk walks
+    # again over the index entries of rows deleted before (which a long-running reader
+    # elsewhere keeps from being marked dead, making every rescan longer than the last).
+    last_id: int
 
-    Kept: a task a live key still names (a retry with the key must get its task back) and
+
+def delete_finished_tasks(
+    conn: psycopg.Connection, *, older_than_days: float, after_id: int = 0
+) -> Chunk:
+    """Delete up to PRUNE_CHUNK tasks past `after_id` finished (completed or failed) over
+    `older_than_days` ago, with their expired idempotency keys and published dead letters.
+
+    Kept: a task a key still names, or named within EXPIRED_KEY_KEPT_S of now (a retry
+    judges its key by when its transaction began, as the relay's purge allows for), and
     one whose dead letter is still to be published (the relay needs both rows)."""
     # The keys and letters go in the same statement as their tasks: their foreign keys are
-    # checked at its end. Rows another transaction holds are skipped, not waited on.
-    return conn.execute(
-        """
-        WITH doomed AS (
-            SELECT t.id FROM moderation_results t
-            WHERE t.status <> 'pending'
-              AND t.processed_at < now() - make_interval(secs => %(seconds)s)
-              AND NOT EXISTS (SELECT 1 FROM idempotency_keys k
-                              WHERE k.task_id = t.id AND k.expires_at > now())
-              AND NOT EXISTS (SELECT 1 FROM dead_letters d
-                              WHERE d.task_id = t.id AND d.published_at IS NULL)
-            ORDER BY t.id
-            LIMIT %(limit)s
-            FOR UPDATE SKIP LOCKED
-        ),
-        keys AS (DELETE FROM idempotency_keys k USING doomed WHERE k.task_id = doomed.id),
-        letters AS (DELETE FROM dead_letters d USING doomed WHERE d.task_id = doomed.id)
-        DELETE FROM moderation_results t USING doomed WHERE t.id = doomed.id
-        """,
-        {"seconds": older_than_days * SECONDS_A_DAY, "limit": PRUNE_CHUNK},
-    ).rowcount
+    # checked at its end. `= ANY(ARRAY(...))` finds them through their indexes whatever
+    # the statistics say. Rows another transaction holds are skipped, not waited on.
+    return _chunk(
+        conn.execute(
+            """
+            WITH doomed AS (
+                SELECT t.id FROM moderation_results t
+                WHERE t.id > %(after)s
+                  AND t.status <> 'pending'
+                  AND t.processed_at < now() - make_interval(secs => %(seconds)s)
+                  AND NOT EXISTS (
+                      SELECT 1 FROM idempotency_keys k
+                      WHERE k.task_id = t.id
+                        AND k.expires_at > now() - make_interval(secs => %(key_kept_s)s))
+                  AND NOT EXISTS (SELECT 1 FROM dead_letters d
+                                  WHERE d.task_id = t.id AND d.published_at IS NULL)
+                ORDER BY t.id
+                LIMIT %(limit)s
+                FOR UPDATE SKIP LOCKED
+            ),
+            keys AS (
+                DELETE FROM idempotency_keys WHERE task_id = ANY(ARRAY(SELECT id FROM doomed))
+            ),
+            letters AS (
+                DELETE FROM dead_letters WHERE task_id = ANY(ARRAY(SELECT id FROM doomed))
+            ),
+            deleted AS (
+                DELETE FROM moderation_results WHERE id = ANY(ARRAY(SELECT id FROM doomed))
+                RETURNING id
+            )
+            SELECT count(*), coalesce(max(id), %(after)s) FROM deleted
+            """,
+            {
+                "after": after_id,
+                "seconds": older_than_days * SECONDS_A_DAY,
+                "key_kept_s": EXPIRED_KEY_KEPT_S,
+                "limit": PRUNE_CHUNK,
+            },
+        )
+    )
 
 
-def delete_published_letters_of_no_task(conn: psycopg.Connection, *, older_than_days: float) -> int:
-    """Delete up to PRUNE_CHUNK dead letters of records that named no task (malformed ones),
-    published over `older_than_days` ago; returns how many."""
-    return conn.execute(
-        """
-        DELETE FROM dead_letters WHERE id = ANY(ARRAY(
-            SELECT id FROM dead_letters
-            WHERE task_id IS NULL
-              AND published_at < now() - make_interval(secs => %(seconds)s)
-            ORDER BY id
-            LIMIT %(limit)s
-            FOR UPDATE SKIP LOCKED
-        ))
-        """,
-        {"seconds": older_than_days * SECONDS_A_DAY, "limit": PRUNE_CHUNK},
-    ).rowcount
+def delete_published_letters_of_no_task(
+    conn: psycopg.Connection, *, older_than_days: float, after_id: int = 0
+) -> Chunk:
+    """Delete up to PRUNE_CHUNK dead letters past `after_id` of records that named no
+    task (malformed ones), published over `older_than_days` ago."""
+    return _chunk(
+        conn.execute(
+            """
+            WITH deleted AS (
+                DELETE FROM dead_letters WHERE id = ANY(ARRAY(
+                    SELECT id FROM dead_letters
+                    WHERE id > %(after)s
+                      AND task_id IS NULL
+                      AND published_at < now() - make_interval(secs => %(seconds)s)
+                    ORDER BY id
+                    LIMIT %(limit)s
+                    FOR UPDATE SKIP LOCKED
+                ))
+                RETURNING id
+            )
+            SELECT count(*), coalesce(max(id), %(after)s) FROM deleted
+            """,
+            {"after": after_id, "seconds": older_than_days * SECONDS_A_DAY, "limit": PRUNE_CHUNK},
+        )
+    )
+
+
+def _chunk(cursor: psycopg.Cursor) -> Chunk:
+    row = cursor.fetchone()
+    assert row is not None  # an aggregate always answers one row
+    return Chunk(deleted=row[0], last_id=row[1])

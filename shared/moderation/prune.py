@@ -15,6 +15,7 @@ import psycopg
 
 from shared.db.retention import (
     PRUNE_CHUNK,
+    Chunk,
     delete_finished_tasks,
     delete_published_letters_of_no_task,
 )
@@ -39,23 +40,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     days = args.older_than_days
 
     def prune(conn: psycopg.Connection) -> str:
-        tasks = _in_chunks(lambda: delete_finished_tasks(conn, older_than_days=days))
+        tasks = _in_chunks(
+            lambda after: delete_finished_tasks(conn, older_than_days=days, after_id=after)
+        )
         letters = _in_chunks(
-            lambda: delete_published_letters_of_no_task(conn, older_than_days=days)
+            lambda after: delete_published_letters_of_no_task(
+                conn, older_than_days=days, after_id=after
+            )
         )
         return f"{tasks} finished task(s) and {letters} dead letter(s) of no task deleted"
 
     return run_on_database("prune", prune)
 
 
-def _in_chunks(delete_chunk: Callable[[], int]) -> int:
-    """Run `delete_chunk` (each call its own transaction) until a chunk comes back short."""
-    deleted = 0
+def _in_chunks(delete_chunk: Callable[[int], Chunk]) -> int:
+    """Run `delete_chunk` (each call its own transaction), each past the last one's rows,
+    until a chunk comes back short; how many rows they deleted."""
+    deleted, after = 0, 0
     while True:
-        count = delete_chunk()
-        deleted += count
-        if count < PRUNE_CHUNK:
+        chunk = delete_chunk(after)
+        deleted += chunk.deleted
+        if chunk.deleted < PRUNE_CHUNK:
             return deleted
+        after = chunk.last_id
 
 
 if __name__ == "__main__":

@@ -71,6 +71,9 @@ def test_prune_deletes_old_finished_tasks_and_keeps_what_is_still_needed(conn, d
     _key(conn, old_with_live_key, expires_in_days=1)
     old_with_expired_key = _task(conn, "completed", 30)
     _key(conn, old_with_expired_key, expires_in_days=-1)
+    # Expired by prune's clock, not by that of a retry whose transaction began before it.
+    old_with_key_just_expired = _task(conn, "completed", 30)
+    _key(conn, old_with_key_just_expired, expires_in_days=-10 / 86_400)
     recent = _task(conn, "completed", 1)
     old_pending = _task(conn, "pending", 30)
     old_letter_of_no_task = _letter(conn, None, published_days_ago=30)
@@ -86,6 +89,7 @@ def test_prune_deletes_old_finished_tasks_and_keeps_what_is_still_needed(conn, d
     assert _ids(conn, "moderation_results") == {
         old_failed_letter_unsent,
         old_with_live_key,
+        old_with_key_just_expired,
         recent,
         old_pending,
     }
@@ -96,8 +100,8 @@ def test_prune_deletes_old_finished_tasks_and_keeps_what_is_still_needed(conn, d
         recent_letter_of_no_task,
     }
     assert old_letter_of_no_task not in _ids(conn, "dead_letters")
-    keys = conn.execute("SELECT task_id FROM idempotency_keys").fetchall()
-    assert keys == [(old_with_live_key,)]
+    keys = conn.execute("SELECT task_id FROM idempotency_keys ORDER BY task_id").fetchall()
+    assert keys == [(old_with_live_key,), (old_with_key_just_expired,)]
     assert old_completed not in _ids(conn, "moderation_results")
 
 
@@ -107,10 +111,18 @@ def test_prune_goes_on_chunk_after_chunk_until_nothing_old_is_left(conn, monkeyp
     old = [_task(conn, "completed", 30) for _ in range(5)]
     kept = _task(conn, "completed", 1)
 
-    deleted = prune._in_chunks(lambda: delete_finished_tasks(conn, older_than_days=10))
+    starts: list[int] = []
+
+    def chunk(after: int) -> retention.Chunk:
+        starts.append(after)
+        return delete_finished_tasks(conn, older_than_days=10, after_id=after)
+
+    deleted = prune._in_chunks(chunk)
 
     assert deleted == len(old)
     assert _ids(conn, "moderation_results") == {kept}
+    # Each chunk starts past the last one's rows, never from the first id again.
+    assert starts == [0, old[1], old[3]]
 
 
 def test_prune_refuses_a_cutoff_inside_the_topics_retention():
