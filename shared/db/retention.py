@@ -4,30 +4,18 @@ command does (shared/moderation/prune.py), when an operator wants history trimme
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import psycopg
 
+from shared.db.chunks import Chunk, chunk_counted
 from shared.db.tasks import EXPIRED_KEY_KEPT_S
 
-# Rows per statement: each chunk is its own short transaction, so the consumer's and the
-# relay's statements never wait long behind one.
-PRUNE_CHUNK = 5000
 SECONDS_A_DAY = 86_400
 
 
-class Chunk(NamedTuple):
-    deleted: int
-    # The highest id the chunk took: the next one starts past it, so that no chunk walks
-    # again over the index entries of rows deleted before (which a long-running reader
-    # elsewhere keeps from being marked dead, making every rescan longer than the last).
-    last_id: int
-
-
 def delete_finished_tasks(
-    conn: psycopg.Connection, *, older_than_days: float, after_id: int = 0
+    conn: psycopg.Connection, *, older_than_days: float, after_id: int, limit: int
 ) -> Chunk:
-    """Delete up to PRUNE_CHUNK tasks past `after_id` finished (completed or failed) over
+    """Delete up to `limit` tasks past `after_id` finished (completed or failed) over
     `older_than_days` ago, with their expired idempotency keys and published dead letters.
 
     Kept: a task a key still names, or named within EXPIRED_KEY_KEPT_S of now (a retry
@@ -36,7 +24,7 @@ def delete_finished_tasks(
     # The keys and letters go in the same statement as their tasks: their foreign keys are
     # checked at its end. `= ANY(ARRAY(...))` finds them through their indexes whatever
     # the statistics say. Rows another transaction holds are skipped, not waited on.
-    return _chunk(
+    return chunk_counted(
         conn.execute(
             """
             WITH doomed AS (
@@ -70,18 +58,18 @@ def delete_finished_tasks(
                 "after": after_id,
                 "seconds": older_than_days * SECONDS_A_DAY,
                 "key_kept_s": EXPIRED_KEY_KEPT_S,
-                "limit": PRUNE_CHUNK,
+                "limit": limit,
             },
         )
     )
 
 
 def delete_published_letters_of_no_task(
-    conn: psycopg.Connection, *, older_than_days: float, after_id: int = 0
+    conn: psycopg.Connection, *, older_than_days: float, after_id: int, limit: int
 ) -> Chunk:
-    """Delete up to PRUNE_CHUNK dead letters past `after_id` of records that named no
+    """Delete up to `limit` dead letters past `after_id` of records that named no
     task (malformed ones), published over `older_than_days` ago."""
-    return _chunk(
+    return chunk_counted(
         conn.execute(
             """
             WITH deleted AS (
@@ -98,12 +86,6 @@ def delete_published_letters_of_no_task(
             )
             SELECT count(*), coalesce(max(id), %(after)s) FROM deleted
             """,
-            {"after": after_id, "seconds": older_than_days * SECONDS_A_DAY, "limit": PRUNE_CHUNK},
+            {"after": after_id, "seconds": older_than_days * SECONDS_A_DAY, "limit": limit},
         )
     )
-
-
-def _chunk(cursor: psycopg.Cursor) -> Chunk:
-    row = cursor.fetchone()
-    assert row is not None  # an aggregate always answers one row
-    return Chunk(deleted=row[0], last_id=row[1])

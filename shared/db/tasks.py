@@ -24,6 +24,7 @@ from psycopg.rows import class_row
 from shared.db.ads import AD_COLUMNS
 from shared.db.arrays import BinaryArray, bigint_array, boolean_array, float8_array
 from shared.db.blocking import fetch_all
+from shared.db.chunks import Chunk, chunk_counted, every_chunk
 from shared.domain import Ad, BatchVerdicts
 
 
@@ -172,14 +173,40 @@ def republish_pending_tasks(conn: psycopg.Connection, *, published_before_s: flo
     topic whose retention ran out before a consumer read it): a task whose record is
     gone would otherwise stay pending for good. A task that is still on a live topic is
     at worst published twice, which the consumer handles as a duplicate. It reads the
-    whole table (no index serves it: see migration V0002), so it is for rare use."""
-    return conn.execute(
-        # Its tries from before it was published say nothing of this broker's state.
-        "UPDATE moderation_results SET published_at = NULL, publish_tries = 0"
-        " WHERE status = 'pending' AND published_at IS NOT NULL"
-        " AND published_at <= now() - make_interval(secs => %s)",
-        (published_before_s,),
-    ).rowcount
+    whole table once (no index serves it: see migration V0002), a chunk at a time, so
+    it is for rare use."""
+    return every_chunk(
+        lambda after, rows: _republish_chunk(conn, published_before_s, after_id=after, limit=rows)
+    )
+
+
+def _republish_chunk(
+    conn: psycopg.Connection, published_before_s: float, *, after_id: int, limit: int
+) -> Chunk:
+    # Rows a consumer holds while it finishes them are skipped: they are being handled.
+    return chunk_counted(
+        conn.execute(
+            """
+            WITH handed_back AS (
+                UPDATE moderation_results
+                -- Its tries from before it was published say nothing of this broker's state.
+                SET published_at = NULL, publish_tries = 0
+                WHERE id = ANY(ARRAY(
+                    SELECT id FROM moderation_results
+                    WHERE id > %(after)s
+                      AND status = 'pending' AND published_at IS NOT NULL
+                      AND published_at <= now() - make_interval(secs => %(before)s)
+                    ORDER BY id
+                    LIMIT %(limit)s
+                    FOR UPDATE SKIP LOCKED
+                ))
+                RETURNING id
+            )
+            SELECT count(*), coalesce(max(id), %(after)s) FROM handed_back
+            """,
+            {"after": after_id, "before": published_before_s, "limit": limit},
+        )
+    )
 
 
 def claim_unpublished_tasks(

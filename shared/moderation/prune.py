@@ -9,16 +9,12 @@ row is what recognises its record when Kafka delivers it again."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import psycopg
 
-from shared.db.retention import (
-    PRUNE_CHUNK,
-    Chunk,
-    delete_finished_tasks,
-    delete_published_letters_of_no_task,
-)
+from shared.db.chunks import every_chunk
+from shared.db.retention import delete_finished_tasks, delete_published_letters_of_no_task
 from shared.moderation.operator_command import operator_parser, run_on_database
 
 # Below the default retention of a Kafka topic, a pruned dead letter's record could come
@@ -40,29 +36,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     days = args.older_than_days
 
     def prune(conn: psycopg.Connection) -> str:
-        tasks = _in_chunks(
-            lambda after: delete_finished_tasks(conn, older_than_days=days, after_id=after)
+        tasks = every_chunk(
+            lambda after, rows: delete_finished_tasks(
+                conn, older_than_days=days, after_id=after, limit=rows
+            )
         )
-        letters = _in_chunks(
-            lambda after: delete_published_letters_of_no_task(
-                conn, older_than_days=days, after_id=after
+        letters = every_chunk(
+            lambda after, rows: delete_published_letters_of_no_task(
+                conn, older_than_days=days, after_id=after, limit=rows
             )
         )
         return f"{tasks} finished task(s) and {letters} dead letter(s) of no task deleted"
 
     return run_on_database("prune", prune)
-
-
-def _in_chunks(delete_chunk: Callable[[int], Chunk]) -> int:
-    """Run `delete_chunk` (each call its own transaction), each past the last one's rows,
-    until a chunk comes back short; how many rows they deleted."""
-    deleted, after = 0, 0
-    while True:
-        chunk = delete_chunk(after)
-        deleted += chunk.deleted
-        if chunk.deleted < PRUNE_CHUNK:
-            return deleted
-        after = chunk.last_id
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from functions_framework import create_app
 from werkzeug.serving import make_server
 
-from shared.db.tasks import TaskFailure
+from shared.db.chunks import CHUNK_ROWS
+from shared.db.tasks import TaskFailure, republish_pending_tasks
 from shared.kafka.config import consumer_config
 from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import ConsumedRecord
@@ -453,6 +454,22 @@ def test_failing_a_task_never_lowers_the_attempts_its_row_already_counts(setting
 
         assert failed == {task_id}
         assert task_rows(services)[0][2:4] == ("failed", 6)
+
+
+def test_republish_hands_back_more_tasks_than_one_chunk_takes(conn):
+    conn.execute(
+        "INSERT INTO moderation_results (item_id, published_at)"
+        " SELECT 1, now() - interval '1 hour' FROM generate_series(1, %s)",
+        (CHUNK_ROWS + 1,),
+    )
+
+    handed_back = republish_pending_tasks(conn, published_before_s=600)
+
+    assert handed_back == CHUNK_ROWS + 1
+    published = conn.execute(
+        "SELECT count(*) FROM moderation_results WHERE published_at IS NOT NULL"
+    ).fetchone()
+    assert published == (0,)
 
 
 def test_republish_hands_back_only_pending_tasks_published_before_the_cutoff(

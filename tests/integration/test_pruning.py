@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from shared.db import retention
+from shared.db.chunks import Chunk, every_chunk
 from shared.db.retention import delete_finished_tasks
 from shared.moderation import prune
 from tests.python_snippets import run_module
@@ -105,19 +105,16 @@ def test_prune_deletes_old_finished_tasks_and_keeps_what_is_still_needed(conn, d
     assert old_completed not in _ids(conn, "moderation_results")
 
 
-def test_prune_goes_on_chunk_after_chunk_until_nothing_old_is_left(conn, monkeypatch):
-    monkeypatch.setattr(retention, "PRUNE_CHUNK", 2)
-    monkeypatch.setattr(prune, "PRUNE_CHUNK", 2)
+def test_prune_goes_on_chunk_after_chunk_until_nothing_old_is_left(conn):
     old = [_task(conn, "completed", 30) for _ in range(5)]
     kept = _task(conn, "completed", 1)
-
     starts: list[int] = []
 
-    def chunk(after: int) -> retention.Chunk:
+    def chunk(after: int, rows: int) -> Chunk:
         starts.append(after)
-        return delete_finished_tasks(conn, older_than_days=10, after_id=after)
+        return delete_finished_tasks(conn, older_than_days=10, after_id=after, limit=rows)
 
-    deleted = prune._in_chunks(chunk)
+    deleted = every_chunk(chunk, rows=2)
 
     assert deleted == len(old)
     assert _ids(conn, "moderation_results") == {kept}
