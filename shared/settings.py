@@ -308,6 +308,11 @@ class Settings(BaseSettings):
 
     def _kafka_security_consistent(self) -> None:
         """A setting the chosen protocol would ignore is refused: it reads as in force."""
+        self._sasl_account_consistent()
+        self._tls_files_consistent()
+        self._bootstrap_prefixes_agree()
+
+    def _sasl_account_consistent(self) -> None:
         protocol = self.kafka_security_protocol
         sasl = protocol.startswith("sasl_")
         if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
@@ -329,6 +334,9 @@ class Settings(BaseSettings):
                 f"{', '.join(account)} used only with KAFKA_SECURITY_PROTOCOL sasl_ssl or"
                 f" sasl_plaintext, not {protocol}"
             )
+
+    def _tls_files_consistent(self) -> None:
+        protocol = self.kafka_security_protocol
         tls_files = {
             "KAFKA_SSL_CA_LOCATION": self.kafka_ssl_ca_location,
             "KAFKA_SSL_CERTIFICATE_LOCATION": self.kafka_ssl_certificate_location,
@@ -348,6 +356,9 @@ class Settings(BaseSettings):
             )
         if self.kafka_ssl_key_password and not self.kafka_ssl_key_location:
             raise ValueError("KAFKA_SSL_KEY_PASSWORD is for KAFKA_SSL_KEY_LOCATION's key")
+
+    def _bootstrap_prefixes_agree(self) -> None:
+        protocol = self.kafka_security_protocol
         for server in self.kafka_bootstrap_servers.split(","):
             prefix = server.split("://", 1)[0].lower() if "://" in server else protocol
             if prefix != protocol:

@@ -24,7 +24,7 @@ from psycopg.rows import class_row
 from shared.db.ads import AD_COLUMNS
 from shared.db.arrays import BinaryArray, bigint_array, boolean_array, float8_array
 from shared.db.blocking import fetch_all
-from shared.db.chunks import Chunk, chunk_counted, every_chunk
+from shared.db.chunks import CHUNK_ROWS, Chunk, chunk_counted, every_chunk
 from shared.domain import Ad, BatchVerdicts
 
 
@@ -166,7 +166,9 @@ def mark_tasks_published(conn: psycopg.Connection, task_ids: Sequence[int]) -> N
     )
 
 
-def republish_pending_tasks(conn: psycopg.Connection, *, published_before_s: float = 0) -> int:
+def republish_pending_tasks(
+    conn: psycopg.Connection, *, published_before_s: float = 0, chunk_rows: int = CHUNK_ROWS
+) -> int:
     """Hand every pending task published at least `published_before_s` ago back to the
     relay, as if its publish had never been acknowledged; returns how many. For a broker
     known to have lost records (the local runner's in-memory Kafka after a restart, a
@@ -176,7 +178,8 @@ def republish_pending_tasks(conn: psycopg.Connection, *, published_before_s: flo
     whole table once (no index serves it: see migration V0002), a chunk at a time, so
     it is for rare use."""
     return every_chunk(
-        lambda after, rows: _republish_chunk(conn, published_before_s, after_id=after, limit=rows)
+        lambda after, rows: _republish_chunk(conn, published_before_s, after_id=after, limit=rows),
+        rows=chunk_rows,
     )
 
 

@@ -1,7 +1,8 @@
 """`python -m shared.moderation.prune --older-than-days N`: delete tasks finished over N
 days ago (with their expired idempotency keys and published dead letters) and published
-dead letters of malformed records over N days old. Nothing is ever deleted otherwise:
-the tables keep every task's verdict until this is run, by hand or on a schedule.
+dead letters of malformed records over N days old. No task or dead letter is ever
+deleted otherwise: the tables keep every verdict until this is run, by hand or on a
+schedule.
 
 Pick N longer than the `moderation` topic's retention (7 days by default): a dead letter's
 row is what recognises its record when Kafka delivers it again."""

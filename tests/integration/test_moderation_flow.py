@@ -7,13 +7,13 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import psycopg
 import pytest
 import requests
 from confluent_kafka import Consumer, Producer, TopicPartition
 from functions_framework import create_app
 from werkzeug.serving import make_server
 
-from shared.db.chunks import CHUNK_ROWS
 from shared.db.tasks import TaskFailure, republish_pending_tasks
 from shared.kafka.config import consumer_config
 from shared.kafka.envelope import encode_task_message
@@ -456,20 +456,25 @@ def test_failing_a_task_never_lowers_the_attempts_its_row_already_counts(setting
         assert task_rows(services)[0][2:4] == ("failed", 6)
 
 
-def test_republish_hands_back_more_tasks_than_one_chunk_takes(conn):
+def test_republish_goes_chunk_after_chunk_and_passes_by_a_task_being_finished(conn, database_url):
     conn.execute(
         "INSERT INTO moderation_results (item_id, published_at)"
-        " SELECT 1, now() - interval '1 hour' FROM generate_series(1, %s)",
-        (CHUNK_ROWS + 1,),
+        " SELECT 1, now() - interval '1 hour' FROM generate_series(1, 5)"
     )
+    [held] = conn.execute("SELECT min(id) FROM moderation_results").fetchone()
+    conn.execute("SET statement_timeout = '5s'")  # waiting on the held row would fail
 
-    handed_back = republish_pending_tasks(conn, published_before_s=600)
+    # A consumer finishing the first task holds its row until it commits.
+    with psycopg.connect(database_url) as consumer:
+        consumer.execute("UPDATE moderation_results SET attempts = 1 WHERE id = %s", (held,))
+        handed_back = republish_pending_tasks(conn, published_before_s=600, chunk_rows=2)
+        consumer.rollback()
 
-    assert handed_back == CHUNK_ROWS + 1
-    published = conn.execute(
-        "SELECT count(*) FROM moderation_results WHERE published_at IS NOT NULL"
-    ).fetchone()
-    assert published == (0,)
+    assert handed_back == 4
+    still_published = conn.execute(
+        "SELECT id FROM moderation_results WHERE published_at IS NOT NULL"
+    ).fetchall()
+    assert still_published == [(held,)]
 
 
 def test_republish_hands_back_only_pending_tasks_published_before_the_cutoff(

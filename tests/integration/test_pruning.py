@@ -4,11 +4,9 @@ keeps because something still needs it."""
 from __future__ import annotations
 
 import psycopg
-import pytest
 
 from shared.db.chunks import Chunk, every_chunk
 from shared.db.retention import delete_finished_tasks
-from shared.moderation import prune
 from tests.python_snippets import run_module
 
 
@@ -120,10 +118,3 @@ def test_prune_goes_on_chunk_after_chunk_until_nothing_old_is_left(conn):
     assert _ids(conn, "moderation_results") == {kept}
     # Each chunk starts past the last one's rows, never from the first id again.
     assert starts == [0, old[1], old[3]]
-
-
-def test_prune_refuses_a_cutoff_inside_the_topics_retention():
-    with pytest.raises(SystemExit) as refused:
-        prune.main(["--older-than-days", "1"])
-
-    assert refused.value.code == 2

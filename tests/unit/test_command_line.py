@@ -112,3 +112,11 @@ def test_migrations_name_the_server_libpq_would_use_and_no_part_of_a_password(mo
 
     assert from_the_environment == "10.0.0.5:6543/moderation"
     assert "Secret" not in cut_short and "hunter2" not in cut_short
+
+
+@pytest.mark.parametrize("days", ["1", "6.9", "nan", "-7"])
+def test_prune_refuses_a_cutoff_inside_the_topics_retention_before_connecting(days):
+    result = run("shared.moderation.prune", "--older-than-days", days)
+
+    assert result.returncode == 2
+    assert "--older-than-days must be 7 or more" in result.stderr
