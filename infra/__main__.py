@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from infra import local_stack
@@ -51,13 +52,33 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"infra {args.command} failed: {exc}", file=sys.stderr)
         return 1
-    print(f"export KAFKA_BOOTSTRAP_SERVERS={stack.kafka_bootstrap_servers}")
-    print(f"export DATABASE_URL={stack.database_url}")
-    # This broker's own port takes plaintext: the Kafka security settings a shell may hold
-    # for another cluster would keep everything started from it off this broker.
-    print("export KAFKA_SECURITY_PROTOCOL=plaintext")
-    print(f"unset {' '.join(name.upper() for name in KAFKA_ACCOUNT_AND_TLS_SETTINGS)}")
+    print("\n".join(shell_lines(stack, os.environ)))
     return 0
+
+
+def shell_lines(stack: local_stack.LocalStack, environ: Mapping[str, str]) -> list[str]:
+    """The lines `eval` runs: point the shell's settings at this stack, and at nothing else.
+
+    Settings read a variable in any case, so the same setting in another case
+    (`database_url`) would compete with the exported one; those spellings are unset too.
+    """
+    exported = {
+        "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap_servers,
+        "DATABASE_URL": stack.database_url,
+        # This broker's own port takes plaintext: the Kafka security settings a shell may
+        # hold for another cluster would keep everything started from it off this broker.
+        "KAFKA_SECURITY_PROTOCOL": "plaintext",
+    }
+    dropped = {name.upper() for name in KAFKA_ACCOUNT_AND_TLS_SETTINGS}
+    other_spellings = sorted(
+        variable
+        for variable in environ
+        if variable != variable.upper() and variable.upper() in exported.keys() | dropped
+    )
+    return [
+        *(f"export {name}={value}" for name, value in exported.items()),
+        f"unset {' '.join([*sorted(dropped), *other_spellings])}",
+    ]
 
 
 if __name__ == "__main__":
