@@ -26,7 +26,12 @@ from infra.kafka_class_archive import (
     shared_class_archive_option,
 )
 from infra.kafka_jars import KAFKA_VERSION, kafka_libs, require_tool
-from infra.kafka_tls import ensure_tls_identity
+from infra.kafka_tls import (
+    ClientIdentity,
+    client_identity_in,
+    ensure_client_identity,
+    ensure_tls_identity,
+)
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -44,6 +49,7 @@ class KafkaBroker(LocalServer):
         port: int | None = None,
         controller_port: int | None = None,
         sasl_port: int | None = None,
+        ssl_port: int | None = None,
         version: str = KAFKA_VERSION,
     ) -> None:
         self._owns_base_dir = base_dir is None
@@ -51,6 +57,7 @@ class KafkaBroker(LocalServer):
         self.port = port
         self.controller_port = controller_port
         self.sasl_port = sasl_port
+        self.ssl_port = ssl_port
         self.version = version
         self._child: subprocess.Popen[bytes] | None = None
         self._pid: int | None = None
@@ -74,9 +81,22 @@ class KafkaBroker(LocalServer):
         return f"{LOCALHOST}:{self.sasl_port}"
 
     @property
+    def ssl_bootstrap_servers(self) -> str:
+        """The listener that takes any client showing a certificate `ca_location` signs,
+        such as `client_identity`'s, over TLS with a certificate that CA signs too."""
+        if self.ssl_port is None:
+            raise RuntimeError("the broker has no SSL port yet: call start() first")
+        return f"{LOCALHOST}:{self.ssl_port}"
+
+    @property
     def ca_location(self) -> Path:
-        """The PEM file a client of the SASL_SSL listener trusts (infra/kafka_tls.py)."""
+        """The PEM file a client of the SASL_SSL and SSL listeners trusts (infra/kafka_tls.py)."""
         return self._tls_dir / "ca.pem"
+
+    @property
+    def client_identity(self) -> ClientIdentity:
+        """A client certificate and key the SSL listener takes, made at start()."""
+        return client_identity_in(self._tls_dir)
 
     @property
     def _tls_dir(self) -> Path:
@@ -123,6 +143,8 @@ class KafkaBroker(LocalServer):
             self.controller_port = _process.free_port()
         while self.sasl_port in (None, self.port, self.controller_port):
             self.sasl_port = _process.free_port()
+        while self.ssl_port in (None, self.port, self.controller_port, self.sasl_port):
+            self.ssl_port = _process.free_port()
         self._write_config_files(java)
         if not (self.data_dir / "meta.properties").exists():
             self._format_storage(java, libs)
@@ -206,13 +228,16 @@ class KafkaBroker(LocalServer):
     def _write_config_files(self, java: str) -> None:
         base_dir = self._require_base_dir()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        keystore, _ = ensure_tls_identity(self._tls_dir, java)
+        keystore, ca_certificate = ensure_tls_identity(self._tls_dir, java)
+        ensure_client_identity(self._tls_dir, keystore)
         self.config_path.write_text(
             kafka_config.server_properties(
                 port=self.port or 0,
                 controller_port=self.controller_port or 0,
                 sasl_port=self.sasl_port or 0,
+                ssl_port=self.ssl_port or 0,
                 keystore=keystore,
+                ca_certificate=ca_certificate,
                 log_dir=self.data_dir,
             )
         )
@@ -256,7 +281,7 @@ class KafkaBroker(LocalServer):
         )
 
     def _forget_process(self) -> None:
-        for port in (self.port, self.controller_port, self.sasl_port):
+        for port in (self.port, self.controller_port, self.sasl_port, self.ssl_port):
             if port is not None:
                 _process.wait_for_port_release(port)
         self._child = None
@@ -275,6 +300,7 @@ class KafkaBroker(LocalServer):
             "port": self.port,
             "controller_port": self.controller_port,
             "sasl_port": self.sasl_port,
+            "ssl_port": self.ssl_port,
             "libs": str(self._libs),
             "class_archive_being_written": str(being_written) if being_written else None,
         }
@@ -294,8 +320,9 @@ class KafkaBroker(LocalServer):
         if _process.is_alive(pid, str(self.config_path)):
             self._pid = pid
             self.port, self.controller_port = state["port"], state["controller_port"]
-            # None from a broker started before it had a SASL listener.
+            # None from a broker started before it had these listeners.
             self.sasl_port = state.get("sasl_port")
+            self.ssl_port = state.get("ssl_port")
             self._libs = Path(state["libs"])
             being_written = state.get("class_archive_being_written")
             self._class_archive_being_written = Path(being_written) if being_written else None

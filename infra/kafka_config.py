@@ -17,11 +17,19 @@ SASL_PASSWORD = "moderation-secret"
 
 
 def server_properties(
-    *, port: int, controller_port: int, sasl_port: int, keystore: Path, log_dir: Path
+    *,
+    port: int,
+    controller_port: int,
+    sasl_port: int,
+    ssl_port: int,
+    keystore: Path,
+    ca_certificate: Path,
+    log_dir: Path,
 ) -> str:
     """One process that is both broker and controller, listening on 127.0.0.1 only: on
-    `port` in plaintext without authentication, and on `sasl_port` over TLS (the
-    certificate in `keystore`) for SASL_USERNAME alone."""
+    `port` in plaintext without authentication, on `sasl_port` over TLS (the certificate
+    in `keystore`) for SASL_USERNAME alone, and on `ssl_port` over mutual TLS for any
+    client with a certificate `ca_certificate` signs (infra/kafka_tls.py)."""
     jaas = (
         "org.apache.kafka.common.security.plain.PlainLoginModule required"
         f' user_{SASL_USERNAME}="{SASL_PASSWORD}";'
@@ -35,21 +43,24 @@ def server_properties(
         "controller.quorum.voters": f"{NODE_ID}@{LOCALHOST}:{controller_port}",
         "listeners": (
             f"PLAINTEXT://{LOCALHOST}:{port},CONTROLLER://{LOCALHOST}:{controller_port},"
-            f"SASL_SSL://{LOCALHOST}:{sasl_port}"
+            f"SASL_SSL://{LOCALHOST}:{sasl_port},SSL://{LOCALHOST}:{ssl_port}"
         ),
         "advertised.listeners": (
-            f"PLAINTEXT://{LOCALHOST}:{port},SASL_SSL://{LOCALHOST}:{sasl_port}"
+            f"PLAINTEXT://{LOCALHOST}:{port},SASL_SSL://{LOCALHOST}:{sasl_port},"
+            f"SSL://{LOCALHOST}:{ssl_port}"
         ),
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": (
-            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL"
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL"
         ),
         "sasl.enabled.mechanisms": "PLAIN",
         "listener.name.sasl_ssl.plain.sasl.jaas.config": jaas,
-        "listener.name.sasl_ssl.ssl.keystore.type": "PKCS12",
-        "listener.name.sasl_ssl.ssl.keystore.location": str(keystore),
-        "listener.name.sasl_ssl.ssl.keystore.password": KEYSTORE_PASSWORD,
+        **_tls_listener("sasl_ssl", keystore),
+        **_tls_listener("ssl", keystore),
+        "listener.name.ssl.ssl.client.auth": "required",
+        "listener.name.ssl.ssl.truststore.type": "PEM",
+        "listener.name.ssl.ssl.truststore.location": str(ca_certificate),
         "log.dirs": str(log_dir),
         # One broker: every internal topic has to live with a single replica.
         "offsets.topic.replication.factor": 1,
@@ -72,6 +83,15 @@ def server_properties(
         "num.partitions": 3,
     }
     return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+def _tls_listener(name: str, keystore: Path) -> dict[str, str]:
+    """The broker's own certificate on listener `name`."""
+    return {
+        f"listener.name.{name}.ssl.keystore.type": "PKCS12",
+        f"listener.name.{name}.ssl.keystore.location": str(keystore),
+        f"listener.name.{name}.ssl.keystore.password": KEYSTORE_PASSWORD,
+    }
 
 
 def log4j2_properties(log_file: Path) -> str:

@@ -55,7 +55,7 @@ def _up(state_dir: Path, *, kafka_port: int, postgres_port: int) -> LocalStack:
         _log(f"Kafka is already running (pid {kafka.pid})")
     else:
         kafka.port = _port_for("Kafka", kafka_port)
-        kafka.controller_port = kafka.sasl_port = None
+        kafka.controller_port = kafka.sasl_port = kafka.ssl_port = None
         kafka.start(wait=False)
     if postgres.is_running():
         _log(f"PostgreSQL is already running (pid {postgres.pid})")
@@ -66,10 +66,19 @@ def _up(state_dir: Path, *, kafka_port: int, postgres_port: int) -> LocalStack:
     kafka.wait_until_ready()
     _log(f"PostgreSQL: {postgres.url} (pid {postgres.pid}, log {postgres.log_path})")
     _log(f"Kafka: {kafka.bootstrap_servers} (pid {kafka.pid}, log {kafka.log_path})")
-    if kafka.sasl_port is not None:  # None for a broker started before it had the listener
+    # Either port is None for a broker started before it had the listener.
+    if kafka.sasl_port is not None:
         _log(
             f"Kafka over SASL_SSL: {kafka.sasl_bootstrap_servers} (PLAIN, {SASL_USERNAME} /"
             f" {SASL_PASSWORD}, KAFKA_SSL_CA_LOCATION={kafka.ca_location})"
+        )
+    if kafka.ssl_port is not None:
+        client = kafka.client_identity
+        _log(
+            f"Kafka over mutual TLS (SSL): {kafka.ssl_bootstrap_servers}"
+            f" (KAFKA_SSL_CA_LOCATION={kafka.ca_location},"
+            f" KAFKA_SSL_CERTIFICATE_LOCATION={client.certificate},"
+            f" KAFKA_SSL_KEY_LOCATION={client.key}, KAFKA_SSL_KEY_PASSWORD={client.key_password})"
         )
 
     apply_migrations(postgres.url)

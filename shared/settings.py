@@ -19,6 +19,8 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.kafka.tls_files import check_tls_files
+
 log = logging.getLogger(__name__)
 
 # How much longer than librdkafka's message timeout a publish waits for the delivery
@@ -311,6 +313,12 @@ class Settings(BaseSettings):
         self._sasl_account_consistent()
         self._tls_files_consistent()
         self._bootstrap_prefixes_agree()
+        check_tls_files(
+            ca_location=self.kafka_ssl_ca_location,
+            certificate_location=self.kafka_ssl_certificate_location,
+            key_location=self.kafka_ssl_key_location,
+            key_password=self.kafka_ssl_key_password,
+        )
 
     def _sasl_account_consistent(self) -> None:
         protocol = self.kafka_security_protocol

@@ -1,7 +1,8 @@
 """Kafka over SASL and TLS: every client of ours (admin, producer, consumer) connects with
-KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_CA_LOCATION, against the test broker's
-SASL_SSL listener, which takes one account (infra/kafka_config.py) and shows a
-certificate of its own CA (infra/kafka_tls.py)."""
+KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_*, against the test broker's
+SASL_SSL listener, which takes one account (infra/kafka_config.py), and its SSL
+listener, which takes a client certificate its CA signs; both show a certificate of
+that CA (infra/kafka_tls.py)."""
 
 from __future__ import annotations
 
@@ -35,9 +36,31 @@ def sasl_settings(infra, settings) -> Settings:
     )
 
 
-def test_a_task_goes_from_async_predict_to_its_verdict_over_sasl_and_tls(sasl_settings):
-    ensure_topics(sasl_settings)  # the admin client finds the test's topics
-    with wired_services(sasl_settings) as services:
+@pytest.fixture
+def mutual_tls_settings(infra, settings) -> Settings:
+    if infra.kafka is None or infra.kafka.ssl_port is None:
+        pytest.skip("an external broker: which SSL listener it has, if any, is not known")
+    client = infra.kafka.client_identity
+    return Settings(
+        **{
+            **settings.model_dump(),
+            "kafka_bootstrap_servers": infra.kafka.ssl_bootstrap_servers,
+            "kafka_security_protocol": "ssl",
+            "kafka_ssl_ca_location": str(infra.kafka.ca_location),
+            "kafka_ssl_certificate_location": str(client.certificate),
+            "kafka_ssl_key_location": str(client.key),
+            "kafka_ssl_key_password": client.key_password,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "secured", ["sasl_settings", "mutual_tls_settings"], ids=["sasl over tls", "mutual tls"]
+)
+def test_a_task_goes_from_async_predict_to_its_verdict_over_a_secured_listener(secured, request):
+    secured_settings = request.getfixturevalue(secured)
+    ensure_topics(secured_settings)  # the admin client finds the test's topics
+    with wired_services(secured_settings) as services:
         services.publisher.ping()
         (item_id,) = seed_ads(services, 1)
         app = create_app("async_predict", "functions/async_predict/main.py")
@@ -48,7 +71,7 @@ def test_a_task_goes_from_async_predict_to_its_verdict_over_sasl_and_tls(sasl_se
             wait_until(
                 lambda: [row[2] for row in task_rows(services)] == ["completed"],
                 timeout_s=30,
-                what="the task completed by a consumer connected over SASL and TLS",
+                what=f"the task completed by a consumer connected with {secured}",
             )
 
         # Published at once, not by the relay after a failed try.
@@ -58,18 +81,29 @@ def test_a_task_goes_from_async_predict_to_its_verdict_over_sasl_and_tls(sasl_se
 
 
 @pytest.mark.parametrize(
-    ("change", "logged"),
+    ("secured", "change", "logged"),
     [
-        ({"kafka_sasl_password": "not-the-password"}, "Authentication failed"),
+        ("sasl_settings", {"kafka_sasl_password": "not-the-password"}, "Authentication failed"),
         # Without KAFKA_SSL_CA_LOCATION the system's store is used, which knows no test CA.
-        ({"kafka_ssl_ca_location": ""}, "certificate verify failed"),
+        ("sasl_settings", {"kafka_ssl_ca_location": ""}, "certificate verify failed"),
+        # The broker ends the handshake of a client that shows no certificate.
+        (
+            "mutual_tls_settings",
+            {
+                "kafka_ssl_certificate_location": "",
+                "kafka_ssl_key_location": "",
+                "kafka_ssl_key_password": "",
+            },
+            "bad certificate",
+        ),
     ],
-    ids=["wrong password", "untrusted certificate"],
+    ids=["wrong password", "untrusted certificate", "no client certificate"],
 )
 def test_a_refused_connection_makes_kafka_unavailable_and_the_log_says_why(
-    sasl_settings, caplog, change, logged
+    secured, change, logged, caplog, request
 ):
-    refused = Settings(**{**sasl_settings.model_dump(), **change})
+    secured_settings = request.getfixturevalue(secured)
+    refused = Settings(**{**secured_settings.model_dump(), **change})
     with (
         caplog.at_level(logging.INFO, logger="librdkafka"),
         wired_services(refused) as services,

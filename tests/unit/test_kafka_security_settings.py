@@ -17,6 +17,7 @@ from shared.settings import (
     drop_settings_from,
     read_settings,
 )
+from tests.tls_material import TlsFiles, make_tls_files
 
 SASL = {
     "kafka_security_protocol": "sasl_ssl",
@@ -59,24 +60,32 @@ def test_sasl_settings_reach_every_client_and_librdkafka_takes_them():
     assert producer_config(settings)["sasl.password"] == consumer_config(settings)["sasl.password"]
 
 
+def mutual_tls(files: TlsFiles, **overrides: str) -> dict[str, str]:
+    return {
+        "kafka_security_protocol": "ssl",
+        "kafka_ssl_ca_location": str(files.ca),
+        "kafka_ssl_certificate_location": str(files.client.certificate),
+        "kafka_ssl_key_location": str(files.client.key),
+        "kafka_ssl_key_password": files.client.key_password,
+        **overrides,
+    }
+
+
 def test_tls_files_are_given_only_when_set(tmp_path):
-    for name in ("ca.pem", "client.pem", "client.key"):
-        (tmp_path / name).write_text("-----BEGIN CERTIFICATE-----\n")
-    settings = read_settings(
-        kafka_security_protocol="ssl",
-        kafka_ssl_ca_location=str(tmp_path / "ca.pem"),
-        kafka_ssl_certificate_location=str(tmp_path / "client.pem"),
-        kafka_ssl_key_location=str(tmp_path / "client.key"),
-        kafka_ssl_key_password="key-secret",
-    )
+    files = make_tls_files(tmp_path)
+    settings = read_settings(**mutual_tls(files))
 
     config = connection_config(settings)
 
     assert config["security.protocol"] == "ssl"
-    assert config["ssl.ca.location"] == str(tmp_path / "ca.pem")
-    assert config["ssl.certificate.location"] == str(tmp_path / "client.pem")
-    assert config["ssl.key.location"] == str(tmp_path / "client.key")
-    assert config["ssl.key.password"] == "key-secret"
+    assert config["ssl.ca.location"] == str(files.ca)
+    assert config["ssl.certificate.location"] == str(files.client.certificate)
+    assert config["ssl.key.location"] == str(files.client.key)
+    assert config["ssl.key.password"] == files.client.key_password
+    # librdkafka opens them when a client is made, and refuses what it cannot use.
+    assert Producer(
+        producer_config(read_settings(**mutual_tls(files), kafka_bootstrap_servers=NOWHERE))
+    )
     assert "sasl.username" not in config
     assert "ssl.ca.location" not in connection_config(read_settings(kafka_security_protocol="ssl"))
 
@@ -120,6 +129,49 @@ def test_a_tls_file_this_process_cannot_read_is_refused_when_the_settings_are(tm
     missing = tmp_path / "ca.pem"
     with pytest.raises(InvalidSettings, match=f"KAFKA_SSL_CA_LOCATION: .*{missing}"):
         read_settings(kafka_security_protocol="ssl", kafka_ssl_ca_location=str(missing))
+
+
+@pytest.mark.parametrize(
+    ("spoil", "refusal"),
+    [
+        ({"kafka_ssl_ca_location": "client.key"}, "KAFKA_SSL_CA_LOCATION .* holds no PEM cert"),
+        (
+            {"kafka_ssl_certificate_location": "client.key"},
+            "KAFKA_SSL_CERTIFICATE_LOCATION .* holds no PEM certificate",
+        ),
+        ({"kafka_ssl_key_password": "not-the-key-password"}, "no PEM key that .* opens"),
+        # An encrypted key and no password: OpenSSL must not ask for one on a terminal.
+        ({"kafka_ssl_key_password": ""}, "no PEM key that KAFKA_SSL_KEY_PASSWORD opens"),
+        ({"kafka_ssl_key_location": "ca.pem"}, "no PEM key that KAFKA_SSL_KEY_PASSWORD opens"),
+        ({"kafka_ssl_key_location": "other/client.key"}, "is not the key of .* certificate"),
+        ({"kafka_ssl_certificate_location": "ca.pem"}, "is not the key of .* certificate"),
+    ],
+    ids=[
+        "ca not a certificate",
+        "certificate not a certificate",
+        "wrong key password",
+        "no key password",
+        "key not a key",
+        "another key",
+        "another certificate",
+    ],
+)
+def test_tls_files_openssl_would_not_take_are_refused_when_the_settings_are(
+    tmp_path, spoil, refusal
+):
+    files = make_tls_files(tmp_path)
+    (tmp_path / "other").mkdir()
+    make_tls_files(tmp_path / "other")
+    spoilt = {
+        name: str(tmp_path / value) if name.endswith("location") else value
+        for name, value in spoil.items()
+    }
+
+    with pytest.raises(InvalidSettings, match=refusal) as refused:
+        read_settings(**mutual_tls(files, **spoilt))
+
+    assert files.client.key_password not in str(refused.value)
+    assert "not-the-key-password" not in str(refused.value)
 
 
 def test_a_client_certificate_needs_its_key(tmp_path):
@@ -169,9 +221,9 @@ def test_a_sasl_mechanism_given_for_a_protocol_without_sasl_is_refused_unless_th
 
 
 def test_settings_for_a_plaintext_broker_drop_the_account_and_the_tls_files(tmp_path):
-    (tmp_path / "ca.pem").write_text("")
+    files = make_tls_files(tmp_path)
     secured = read_settings(
-        **SASL, kafka_sasl_mechanism="SCRAM-SHA-256", kafka_ssl_ca_location=str(tmp_path / "ca.pem")
+        **SASL, kafka_sasl_mechanism="SCRAM-SHA-256", kafka_ssl_ca_location=str(files.ca)
     )
 
     plain = secured.for_plaintext_kafka("127.0.0.1:9092")
