@@ -59,12 +59,23 @@ class ReadableFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        extras = " ".join(f"{key}={value}" for key, value in extra_fields(record).items())
+        extras = " ".join(
+            f"{key}={_readable(value)}" for key, value in extra_fields(record).items()
+        )
         if not extras:
             return line
         # The traceback, if any, stays below the first line; the extras go on it.
         first, newline, rest = line.partition("\n")
         return f"{first} {extras}{newline}{rest}"
+
+
+def _readable(value: object) -> str:
+    """The value as it reads, unless it holds a newline or another control character: a
+    caller's path decoded from `%0a` would otherwise start a line of its own that looks
+    like ours, or an escape would reach the terminal. Those are shown as repr() shows
+    them. (JSON lines escape them already.)"""
+    text = str(value)
+    return text if text.isprintable() else repr(text)
 
 
 def configure_logging(

@@ -59,6 +59,8 @@ def process_records(records: list[ConsumedRecord]) -> BatchReport:
 # batch of another's may hold a larger value), and refusing it keeps every dead letter
 # within what our producer sends (shared/kafka/config.py).
 MAX_PUSH_BYTES = 2 * MAX_TASK_RECORD_BYTES
+# The whole of a 200: the record is durable (verdict, failure or dead letter written).
+PROCESSED = {"status": "processed"}
 
 
 metrics.declare_route("moderation_consumer")
@@ -92,4 +94,14 @@ def _consume_pushed(request: flask.Request) -> flask.Response:
     except Exception:
         log.exception("the pushed record was not processed; the platform redelivers it")
         return json_error(500, "Internal server error: the record was not processed")
-    return flask.jsonify(dataclasses.asdict(report))
+    # The outcome goes to the log, not the answer: whoever can reach this route could
+    # otherwise learn, task by task, which ad it is for and whether it is finished.
+    log.info(
+        "pushed record processed",
+        extra={
+            "partition": record.partition,
+            "offset": record.offset,
+            **dataclasses.asdict(report),
+        },
+    )
+    return flask.jsonify(PROCESSED)

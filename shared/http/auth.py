@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import logging
 
 import flask
 
 from shared.http.errors import BodyLeftUnread
 
+log = logging.getLogger(__name__)
+
 
 def require_api_key(request: flask.Request, keys: list[str]) -> None:
     """Accept `Authorization: Bearer <key>` or `X-API-Key: <key>`; no keys configured means open."""
     if not keys:
+        warn_that_the_api_is_open()
         return
     presented = _presented_key(request)
     # Compare against every key, in constant time, so timing tells nothing about them.
@@ -26,6 +31,16 @@ def require_api_key(request: flask.Request, keys: list[str]) -> None:
             "Missing or invalid API key: send Authorization: Bearer <key> or X-API-Key",
             {"WWW-Authenticate": "Bearer"},
         )
+
+
+@functools.cache
+def warn_that_the_api_is_open() -> None:
+    # Once per process, at its first request: open is the default, which suits a laptop
+    # and nothing reachable from elsewhere.
+    log.warning(
+        "API_KEYS is empty: this process serves its API to anyone who can reach it;"
+        " set API_KEYS unless a gateway in front of it checks callers"
+    )
 
 
 def caller_scope(request: flask.Request, keys: list[str]) -> str | None:

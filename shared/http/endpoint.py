@@ -60,10 +60,19 @@ def json_endpoint(route: str, *, methods: tuple[str, ...]) -> Callable[[Handler]
     return decorate
 
 
+# A caller's path and query may run to megabytes (gunicorn reads request lines of any
+# length); a log line keeps their start, which says what was asked.
+LOGGED_PATH_CHARS = 256
+
+
 def _path_and_query(request: flask.Request) -> str:
-    """For a log line: the path, and the query only if there is one."""
+    """For a log line: the path, and the query only if there is one, cut to
+    LOGGED_PATH_CHARS."""
     query = request.query_string.decode("latin-1")
-    return f"{request.path}?{query}" if query else request.path
+    path_and_query = f"{request.path}?{query}" if query else request.path
+    if len(path_and_query) <= LOGGED_PATH_CHARS:
+        return path_and_query
+    return f"{path_and_query[:LOGGED_PATH_CHARS]}... ({len(path_and_query)} characters)"
 
 
 def _respond(

@@ -96,15 +96,20 @@ def test_published_container_port_is_the_port_setting_and_the_health_check_port(
     assert f":{container_port}/" in service["healthcheck"]["test"][-1]
 
 
+PUBLISHED = [str(mapping) for spec in SERVICES.values() for mapping in spec.get("ports", [])]
+
+
 def test_host_ports_do_not_collide_and_the_kafka_console_is_on_8080():
-    host_ports = [
-        str(mapping).split(":")[0]
-        for spec in SERVICES.values()
-        for mapping in spec.get("ports", [])
-    ]
+    host_ports = [mapping.split(":")[1] for mapping in PUBLISHED]
 
     assert len(host_ports) == len(set(host_ports)), host_ports
-    assert "8080:8080" in SERVICES["kafka-console"]["ports"]
+    assert "127.0.0.1:8080:8080" in SERVICES["kafka-console"]["ports"]
+
+
+def test_every_port_is_published_on_loopback_alone():
+    # Docker publishes a bare "9092:9092" on every interface, past a host firewall such
+    # as ufw: a plaintext broker, an unauthenticated console and postgres/postgres.
+    assert [mapping for mapping in PUBLISHED if not mapping.startswith("127.0.0.1:")] == []
 
 
 def test_each_http_function_runs_as_its_own_service_with_its_own_target():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from shared.bootstrap import install_services
+from shared.http.auth import warn_that_the_api_is_open
 from shared.settings import get_settings
 from tests.fakes import VALID_AD
 from tests.unit.http_client import assert_json_error, client
@@ -28,6 +29,27 @@ def test_with_api_keys_set_either_header_form_is_accepted(services, headers):
     response = client("predict").post("/predict", json=VALID_AD, headers=headers)
 
     assert response.status_code == 200
+
+
+def test_an_open_api_is_logged_once_per_process_as_a_warning(services, caplog):
+    warn_that_the_api_is_open.cache_clear()  # as in a process that has served nothing
+
+    for _ in range(3):
+        assert client("predict").post("/predict", json=VALID_AD).status_code == 200
+
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "API_KEYS" in r.message]
+    assert len(warnings) == 1
+    assert "API_KEYS is empty" in warnings[0].message
+
+
+def test_with_api_keys_set_nothing_warns_of_an_open_api(services, caplog):
+    warn_that_the_api_is_open.cache_clear()
+    services.settings = services.settings.model_copy(update={"api_keys": "k1"})
+
+    response = client("predict").post("/predict", json=VALID_AD, headers={"X-API-Key": "k1"})
+
+    assert response.status_code == 200
+    assert not [r for r in caplog.records if "API_KEYS is empty" in r.message]
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import json
 import pytest
 
 from shared.domain import Ad, Verdict
+from shared.http.endpoint import LOGGED_PATH_CHARS
 from shared.model.validation import validate_ads
 from tests.fakes import VALID_AD, FakeModel, FakeModelLoader
 from tests.unit.http_client import assert_json_error, client
@@ -237,6 +238,17 @@ def test_a_503_is_logged_with_its_route_and_the_item_it_was_for(services, caplog
     assert response.status_code == 503
     (logged,) = [r for r in caplog.records if r.getMessage() == "temporarily unavailable"]
     assert (logged.route, logged.path) == ("simple_predict", "/simple_predict?item_id=7")
+
+
+def test_a_logged_path_and_query_keep_their_start_and_say_how_long_they_were(services, caplog):
+    services.db.unavailable_for = 1
+    asked = f"/simple_predict?item_id=7&pad={'x' * 100_000}"
+
+    response = client("simple_predict", "predict").post(asked)
+
+    assert response.status_code == 503
+    (logged,) = [r for r in caplog.records if r.getMessage() == "temporarily unavailable"]
+    assert logged.path == f"{asked[:LOGGED_PATH_CHARS]}... ({len(asked)} characters)"
 
 
 def test_predict_refuses_get_with_405(services):

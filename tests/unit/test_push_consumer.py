@@ -73,7 +73,7 @@ def test_a_pushed_record_nested_too_deeply_is_dead_lettered_and_acknowledged(ser
     response = _client().post("/", data=nested, headers=_binary_headers(5))
 
     assert response.status_code == 200, response.get_data(as_text=True)
-    assert response.get_json()["dead_lettered"] == 1
+    assert response.get_json() == {"status": "processed"}
     (letter,) = services.publisher.on_topic("moderation_dlq")
     assert letter.value == nested
     assert "nested too deeply" in dict(letter.headers)["x-exception-message"].decode()
@@ -87,7 +87,7 @@ def test_a_pushed_task_is_completed(services):
     response = _client().post("/", data=value, headers=_binary_headers(6))
 
     assert response.status_code == 200, response.get_data(as_text=True)
-    assert response.get_json()["completed"] == 1
+    assert response.get_json() == {"status": "processed"}
     assert services.db.state.tasks[task_id].status == "completed"
 
 
@@ -235,7 +235,6 @@ def test_a_lone_surrogate_in_a_structured_event_is_dead_lettered_not_a_500(servi
     )
 
     assert response.status_code == 200, response.get_data(as_text=True)
-    assert response.get_json()["dead_lettered"] == 1
     (letter,) = services.publisher.on_topic("moderation_dlq")
     assert dict(letter.headers)["x-exception-type"] == b"MalformedMessage"
 
@@ -249,4 +248,4 @@ def test_an_event_id_with_a_lone_surrogate_and_no_kafka_position_is_dead_lettere
     )
 
     assert response.status_code == 200, response.get_data(as_text=True)
-    assert response.get_json()["dead_lettered"] == 1
+    assert len(services.publisher.on_topic("moderation_dlq")) == 1

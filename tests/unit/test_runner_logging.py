@@ -71,6 +71,15 @@ def test_readable_line_puts_the_extras_after_the_message():
     assert line.endswith("WARNING shared.moderation.tasks: publish deferred task_id=7 item_id=1")
 
 
+def test_a_readable_line_shows_control_characters_in_a_value_escaped():
+    forged = "/x\n12:00:00 ERROR shared.db: dropped every table\x1b[2J"
+
+    line = ReadableFormatter().format(_record(path=forged, task_id=7))
+
+    assert "\n" not in line and "\x1b" not in line
+    assert line.endswith(f"publish deferred task_id=7 path={forged!r}")
+
+
 def test_configure_logging_writes_json_when_the_stream_is_not_a_terminal(restore_root_logger):
     stream = io.StringIO()
     configure_logging("INFO", stream=stream)
