@@ -7,7 +7,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from werkzeug.serving import LISTEN_QUEUE, ThreadedWSGIServer
+from werkzeug.serving import LISTEN_QUEUE, ThreadedWSGIServer, WSGIRequestHandler
+
+# The longest a client may leave its connection silent (before or within a request):
+# each connection holds a thread, and without a limit a client that sends nothing, or
+# half a request, holds it until it goes (100 idle sockets held 100 threads).
+CLIENT_TIMEOUT_S = 30.0
 
 
 class CannotListen(OSError):
@@ -16,14 +21,22 @@ class CannotListen(OSError):
 
 class HttpServer:
     def __init__(
-        self, app: Callable, host: str, port: int, *, listener: socket.socket | None = None
+        self,
+        app: Callable,
+        host: str,
+        port: int,
+        *,
+        listener: socket.socket | None = None,
+        client_timeout_s: float = CLIENT_TIMEOUT_S,
     ) -> None:
         # Binds now, unless handed a socket `listen` bound earlier, so a taken port or an
         # unknown host fails at start-up, saying which.
         if listener is None:
             listener = listen(host, port)
         try:
-            self._server = _CountingServer(host, port, app, fd=listener.fileno())
+            self._server = _CountingServer(
+                host, port, app, fd=listener.fileno(), client_timeout_s=client_timeout_s
+            )
         finally:
             listener.close()  # the server holds a duplicate of its own
         self._thread: threading.Thread | None = None
@@ -82,8 +95,13 @@ class _CountingServer(ThreadedWSGIServer):
     its accept to the end of its thread, whatever happens to it in between (a request
     still being read, a client that resets the connection while werkzeug drains it)."""
 
-    def __init__(self, host: str, port: int, app: Callable, *, fd: int) -> None:
-        super().__init__(host, port, app, fd=fd)
+    def __init__(
+        self, host: str, port: int, app: Callable, *, fd: int, client_timeout_s: float
+    ) -> None:
+        # socketserver sets a handler's `timeout` on its connection; werkzeug then drops a
+        # connection whose read times out, as one the client dropped.
+        handler = type("_TimedRequestHandler", (WSGIRequestHandler,), {"timeout": client_timeout_s})
+        super().__init__(host, port, app, handler=handler, fd=fd)
         self._serving = 0
         self._changed = threading.Condition()
 

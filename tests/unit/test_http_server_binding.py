@@ -1,10 +1,12 @@
-"""Where the runner's and the worker processes' HTTP server listens, and how it says it
-cannot: the socket is bound by us, not by werkzeug, so these are ours to keep."""
+"""Where the runner's and the worker processes' HTTP server listens, how it says it
+cannot (the socket is bound by us, not by werkzeug, so these are ours to keep), and how
+long it waits on a silent client."""
 
 from __future__ import annotations
 
 import errno
 import socket
+import time
 import urllib.request
 
 import pytest
@@ -51,3 +53,27 @@ def test_a_port_is_free_again_once_its_server_stopped():
     server.stop()
 
     HttpServer(_app, "127.0.0.1", port).stop()
+
+
+def test_a_client_silent_past_the_timeout_is_dropped_and_frees_its_thread():
+    server = HttpServer(_app, "127.0.0.1", 0, client_timeout_s=0.3)
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as half_sent:
+            half_sent.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")  # headers never ended
+            deadline = time.monotonic() + 5
+            while server.connections_in_flight == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            held = server.connections_in_flight
+            closed_by_server = half_sent.recv(1024) == b""  # waits for the drop, at most 5 s
+            dropped_after_s = time.monotonic() - (deadline - 5)
+        answered = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=5).status
+        freed = server.stop()
+    finally:
+        server.stop()
+
+    assert held == 1
+    assert closed_by_server
+    assert dropped_after_s < 4
+    assert answered == 200
+    assert freed
