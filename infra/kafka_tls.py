@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -99,17 +100,29 @@ def client_identity_in(tls_dir: Path) -> ClientIdentity:
 
 def ensure_client_identity(tls_dir: Path, keystore: Path) -> ClientIdentity:
     """CLIENT_NAME's certificate, signed by the broker's CA in `keystore`, and its key:
-    made now unless both are there."""
+    made now unless both are there and that CA signed the certificate."""
     identity = client_identity_in(tls_dir)
-    if identity.certificate.exists() and identity.key.exists():
-        return identity
     ca_key, ca_certificate, _ = pkcs12.load_key_and_certificates(
         keystore.read_bytes(), KEYSTORE_PASSWORD.encode()
     )
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey) or ca_certificate is None:
         raise RuntimeError(f"{keystore} holds no EC key and certificate to sign with")
-    write_client_identity(identity, ca_key, ca_certificate)
+    if not _signed_by(identity, ca_certificate):
+        write_client_identity(identity, ca_key, ca_certificate)
     return identity
+
+
+def _signed_by(identity: ClientIdentity, ca_certificate: x509.Certificate) -> bool:
+    """Whether both files are there and the certificate is this CA's: one from an earlier
+    CA (its keystore made again) would be refused by the broker."""
+    if not (identity.certificate.exists() and identity.key.exists()):
+        return False
+    certificate = x509.load_pem_x509_certificate(identity.certificate.read_bytes())
+    try:
+        certificate.verify_directly_issued_by(ca_certificate)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def write_client_identity(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import logging
+import threading
 
 import flask
 
@@ -33,14 +33,28 @@ def require_api_key(request: flask.Request, keys: list[str]) -> None:
         )
 
 
-@functools.cache
+_open_api_warned = threading.Event()
+_open_api_lock = threading.Lock()
+
+
 def warn_that_the_api_is_open() -> None:
-    # Once per process, at its first request: open is the default, which suits a laptop
-    # and nothing reachable from elsewhere.
-    log.warning(
-        "API_KEYS is empty: this process serves its API to anyone who can reach it;"
-        " set API_KEYS unless a gateway in front of it checks callers"
-    )
+    """Once per process, at its first request: open is the default, which suits a laptop
+    and nothing reachable from elsewhere."""
+    if _open_api_warned.is_set():  # every request of an open API comes here
+        return
+    with _open_api_lock:
+        if _open_api_warned.is_set():
+            return
+        log.warning(
+            "API_KEYS is empty: this process serves its API to anyone who can reach it;"
+            " set API_KEYS unless a gateway in front of it checks callers"
+        )
+        _open_api_warned.set()
+
+
+def forget_the_open_api_warning() -> None:
+    """For tests: behave as a process that has warned of nothing yet."""
+    _open_api_warned.clear()
 
 
 def caller_scope(request: flask.Request, keys: list[str]) -> str | None:

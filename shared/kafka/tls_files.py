@@ -1,10 +1,11 @@
-"""The Kafka clients' TLS files, loaded as librdkafka will load them, when settings are read.
+"""The Kafka clients' TLS files, loaded with OpenSSL when settings are read.
 
 librdkafka opens them only when a client is made: at a function's first publish, so a
 CA file with no certificate in it, a key its password does not open, or a key that is
 not the certificate's would make every request a 503, with the reason in the log
-alone. Python's `ssl` reads the same PEM files with OpenSSL, as librdkafka does, and
-says what is wrong at start instead.
+alone. Python's `ssl` reads the same PEM files with OpenSSL and says what is wrong at
+start instead. How strong a key or a signature must be is left to librdkafka, whose
+OpenSSL (its own, of another version) judges that at the handshake.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ from __future__ import annotations
 import os
 import ssl
 
-_KEY_VALUES_MISMATCH = "KEY_VALUES_MISMATCH"
+# OpenSSL's reasons for a key that is not the certificate's: of the same type, or of
+# another (an EC key for an RSA certificate).
+_NOT_THE_CERTIFICATES_KEY = {"KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"}
+# Its reasons for a key it could not read: not PEM, or not opened by the password.
+_UNREADABLE_KEY = {None, "BAD_DECRYPT", "PEM_LIB"}
 
 
 def check_tls_files(
@@ -24,26 +29,33 @@ def check_tls_files(
     if not certificate_location:
         return
     _check_certificates(certificate_location, "KAFKA_SSL_CERTIFICATE_LOCATION")
+    context = _context()
     try:
         # A callable, never None: without a password OpenSSL would ask for one on the
         # terminal, and a server would wait there.
-        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(
+        context.load_cert_chain(
             certificate_location, key_location, password=lambda: key_password.encode()
         )
     except (ssl.SSLError, OSError) as error:
-        if getattr(error, "reason", None) == _KEY_VALUES_MISMATCH:
+        reason = getattr(error, "reason", None)
+        if reason in _NOT_THE_CERTIFICATES_KEY:
             raise ValueError(
                 f"KAFKA_SSL_KEY_LOCATION {key_location!r} is not the key of"
                 f" KAFKA_SSL_CERTIFICATE_LOCATION's certificate ({certificate_location!r})"
             ) from None
+        if reason in _UNREADABLE_KEY:
+            raise ValueError(
+                f"KAFKA_SSL_KEY_LOCATION {key_location!r} holds no PEM key that"
+                f" KAFKA_SSL_KEY_PASSWORD opens ({_reason(error)})"
+            ) from None
         raise ValueError(
-            f"KAFKA_SSL_KEY_LOCATION {key_location!r} holds no PEM key that"
-            f" KAFKA_SSL_KEY_PASSWORD opens ({_reason(error)})"
+            f"KAFKA_SSL_CERTIFICATE_LOCATION {certificate_location!r} and its key"
+            f" {key_location!r} are refused by OpenSSL ({_reason(error)})"
         ) from None
 
 
 def _check_certificates(location: str, setting: str) -> None:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context = _context()
     try:
         if os.path.isdir(location):  # a hashed folder, read certificate by certificate
             context.load_verify_locations(capath=location)
@@ -53,6 +65,14 @@ def _check_certificates(location: str, setting: str) -> None:
         raise ValueError(
             f"{setting} {location!r} holds no PEM certificate OpenSSL takes ({_reason(error)})"
         ) from None
+
+
+def _context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # Python's default security level would refuse, say, a certificate signed with SHA-1
+    # that librdkafka takes; strength is librdkafka's to judge (see the docstring).
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return context
 
 
 def _reason(error: Exception) -> str:

@@ -4,10 +4,14 @@ The functions are called through functions-framework's test client, with fakes w
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+
 import pytest
 
 from shared.bootstrap import install_services
-from shared.http.auth import warn_that_the_api_is_open
+from shared.http.auth import forget_the_open_api_warning, warn_that_the_api_is_open
 from shared.settings import get_settings
 from tests.fakes import VALID_AD
 from tests.unit.http_client import assert_json_error, client
@@ -32,7 +36,7 @@ def test_with_api_keys_set_either_header_form_is_accepted(services, headers):
 
 
 def test_an_open_api_is_logged_once_per_process_as_a_warning(services, caplog):
-    warn_that_the_api_is_open.cache_clear()  # as in a process that has served nothing
+    forget_the_open_api_warning()  # as in a process that has served nothing
 
     for _ in range(3):
         assert client("predict").post("/predict", json=VALID_AD).status_code == 200
@@ -42,8 +46,36 @@ def test_an_open_api_is_logged_once_per_process_as_a_warning(services, caplog):
     assert "API_KEYS is empty" in warnings[0].message
 
 
+def test_first_requests_at_once_still_warn_once(caplog):
+    forget_the_open_api_warning()
+    slow = SlowHandler()
+    logging.getLogger("shared.http.auth").addHandler(slow)
+    try:
+        callers = [threading.Thread(target=warn_that_the_api_is_open) for _ in range(8)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(timeout=10)
+    finally:
+        logging.getLogger("shared.http.auth").removeHandler(slow)
+
+    assert slow.handled == 1
+
+
+class SlowHandler(logging.Handler):
+    """Holds each record long enough for the other callers to arrive meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handled = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        time.sleep(0.05)
+        self.handled += 1
+
+
 def test_with_api_keys_set_nothing_warns_of_an_open_api(services, caplog):
-    warn_that_the_api_is_open.cache_clear()
+    forget_the_open_api_warning()
     services.settings = services.settings.model_copy(update={"api_keys": "k1"})
 
     response = client("predict").post("/predict", json=VALID_AD, headers={"X-API-Key": "k1"})

@@ -8,6 +8,8 @@ from contextlib import ExitStack
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shared.kafka.config import connection_config, consumer_config, producer_config
 from shared.runner.embedded import start_backends
@@ -82,10 +84,9 @@ def test_tls_files_are_given_only_when_set(tmp_path):
     assert config["ssl.certificate.location"] == str(files.client.certificate)
     assert config["ssl.key.location"] == str(files.client.key)
     assert config["ssl.key.password"] == files.client.key_password
-    # librdkafka opens them when a client is made, and refuses what it cannot use.
-    assert Producer(
-        producer_config(read_settings(**mutual_tls(files), kafka_bootstrap_servers=NOWHERE))
-    )
+    # librdkafka opens them when a client is made: the constructor raises on a file it
+    # cannot use.
+    Producer(producer_config(read_settings(**mutual_tls(files), kafka_bootstrap_servers=NOWHERE)))
     assert "sasl.username" not in config
     assert "ssl.ca.location" not in connection_config(read_settings(kafka_security_protocol="ssl"))
 
@@ -144,6 +145,8 @@ def test_a_tls_file_this_process_cannot_read_is_refused_when_the_settings_are(tm
         ({"kafka_ssl_key_password": ""}, "no PEM key that KAFKA_SSL_KEY_PASSWORD opens"),
         ({"kafka_ssl_key_location": "ca.pem"}, "no PEM key that KAFKA_SSL_KEY_PASSWORD opens"),
         ({"kafka_ssl_key_location": "other/client.key"}, "is not the key of .* certificate"),
+        # OpenSSL gives another reason for a key of another type than the certificate's.
+        ({"kafka_ssl_key_location": "rsa.key"}, "is not the key of .* certificate"),
         ({"kafka_ssl_certificate_location": "ca.pem"}, "is not the key of .* certificate"),
     ],
     ids=[
@@ -153,6 +156,7 @@ def test_a_tls_file_this_process_cannot_read_is_refused_when_the_settings_are(tm
         "no key password",
         "key not a key",
         "another key",
+        "a key of another type",
         "another certificate",
     ],
 )
@@ -162,6 +166,14 @@ def test_tls_files_openssl_would_not_take_are_refused_when_the_settings_are(
     files = make_tls_files(tmp_path)
     (tmp_path / "other").mkdir()
     make_tls_files(tmp_path / "other")
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (tmp_path / "rsa.key").write_bytes(
+        rsa_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
     spoilt = {
         name: str(tmp_path / value) if name.endswith("location") else value
         for name, value in spoil.items()
