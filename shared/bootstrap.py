@@ -115,6 +115,7 @@ def build_services(settings: Settings | None = None) -> Services:
             max_size=settings.db_pool_max_size,
             connect_timeout_s=settings.db_connect_timeout_s,
             statement_timeout_ms=settings.db_statement_timeout_ms,
+            prepared_statements=settings.db_prepared_statements,
         ),
         model=ModelLoader(
             settings.model_uri,

@@ -122,6 +122,7 @@ class Settings(BaseSettings):
     db_pool_max_size: int = Field(default=10, ge=1)
     db_connect_timeout_s: float = Field(default=5.0, gt=0, le=MAX_DURATION_S)
     db_statement_timeout_ms: int = Field(default=5000, ge=0, le=MAX_DURATION_S * 1000)
+    db_prepared_statements: bool = True
 
     # Kafka
     kafka_bootstrap_servers: str = "127.0.0.1:9092"

@@ -10,7 +10,8 @@ for the whole round trip (`execute` on a fixed connection, 908-1,211, was too no
 to tell apart from it; bench/README.md, "Where the time goes").
 
 A lookup by key is prepared once per connection under a name of its own, which
-psycopg's own prepared-statement cache (named `_pg3_N`) never uses. A batch
+psycopg's own prepared-statement cache (named `_pg3_N`) never uses, unless the
+connection prepares nothing (`prepare_threshold` None: DB_PREPARED_STATEMENTS=false). A batch
 statement is not prepared, for the reason in shared/db/arrays.py. Parameters go
 as text (`$1`, `$2`, ...), except the binary arrays of shared/db/arrays.py, which
 go as they are with their type. Results are loaded by psycopg's Transformer, so
@@ -58,9 +59,10 @@ def fetch_one(
     values = _text(params)
     with conn.lock:
         pgconn = conn.pgconn
-        if pgconn.transaction_status != pq.TransactionStatus.IDLE:
-            # Inside a transaction a failed EXECUTE would abort it, so there is no
-            # preparing again after a DEALLOCATE: the statement goes unprepared instead.
+        if conn.prepare_threshold is None or pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            # A connection that prepares nothing (DB_PREPARED_STATEMENTS=false) sends the
+            # statement whole. So does one inside a transaction, where a failed EXECUTE
+            # would abort it, so there is no preparing again after a DEALLOCATE.
             result = pgconn.exec_params(lookup.sql.encode(), values)
         else:
             result = _execute_prepared(conn, lookup, values)

@@ -39,12 +39,14 @@ LOCK_POLL_INTERVAL_S = 0.1
 
 def apply_migrations(database_url: str, migrations_dir: Path = MIGRATIONS_DIR) -> None:
     """Bring the schema to the latest version; a no-op when it is already there."""
+    conninfo, password = _pgmigrate_conninfo(database_url)
+    _check_pgmigrate_takes(conninfo)
     with psycopg.connect(
         database_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
     ) as lock_holder:
         _wait_for_the_lock(lock_holder)
         try:
-            _run_pgmigrate(database_url, migrations_dir)
+            _run_pgmigrate(conninfo, password, migrations_dir)
         finally:
             # Closing the connection releases the lock too; an unlock that fails (the
             # connection dropped) must not hide pgmigrate's own error.
@@ -60,21 +62,26 @@ def _wait_for_the_lock(conn: psycopg.Connection) -> None:
         time.sleep(LOCK_POLL_INTERVAL_S)
 
 
-def _run_pgmigrate(database_url: str, migrations_dir: Path) -> None:
-    # The password goes by environment, not on the command line any local user can read
-    # in /proc; a connect timeout, so an unreachable server fails instead of hanging.
+def _pgmigrate_conninfo(database_url: str) -> tuple[str, str | None]:
+    """pgmigrate's connection string, and the password apart: it goes by environment, not
+    on the command line any local user can read in /proc. With a connect timeout, so an
+    unreachable server fails instead of hanging."""
     params = conninfo_to_dict(database_url)
     password = params.pop("password", None)
     params.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
+    return make_conninfo(**params), None if password is None else str(password)
+
+
+def _run_pgmigrate(conninfo: str, password: str | None, migrations_dir: Path) -> None:
     env = dict(os.environ)
     if password is not None:
-        env["PGPASSWORD"] = str(password)
+        env["PGPASSWORD"] = password
     command = [
         sys.executable,
         "-m",
         "pgmigrate",
         "--conn",
-        make_conninfo(**params),
+        conninfo,
         "--base_dir",
         str(migrations_dir),
         "--target",
@@ -96,6 +103,23 @@ def _run_pgmigrate(database_url: str, migrations_dir: Path) -> None:
         raise RuntimeError(
             f"pgmigrate failed with exit code {result.returncode}:\n{result.stderr.strip()}"
         )
+
+
+def _check_pgmigrate_takes(conninfo: str) -> None:
+    """pgmigrate connects with psycopg2, linked to the system's libpq, which may be older
+    than the one psycopg bundles: an option only the newer one knows
+    (`load_balance_hosts`, `require_auth`) passes the settings and fails here, so the
+    error says which, and what to do, instead of pgmigrate's traceback."""
+    import psycopg2.extensions
+
+    try:
+        psycopg2.extensions.parse_dsn(conninfo)
+    except psycopg2.ProgrammingError as error:
+        libpq = psycopg2.extensions.libpq_version()
+        raise RuntimeError(
+            f"pgmigrate's libpq ({libpq // 10000}.{libpq % 10000}) cannot read DATABASE_URL:"
+            f" {str(error).strip()}; run the migrations with a URL without that option"
+        ) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,7 +155,13 @@ def server_of(database_url: str) -> str:
     if "@" in host:
         # An unescaped @ in a URL's password: libpq reads the rest of it as the host.
         host = "a host cut from a URL whose password holds an unescaped @"
-    return f"{host}:{value('port') or 5432}/{value('dbname') or value('user')}"
+    # Several hosts (libpq tries each in turn) pair with as many ports, or all with one.
+    hosts = host.split(",")
+    ports = (value("port") or "5432").split(",")
+    if len(ports) != len(hosts):
+        ports = ports[:1] * len(hosts)
+    servers = ",".join(f"{h}:{p or 5432}" for h, p in zip(hosts, ports, strict=True))
+    return f"{servers}/{value('dbname') or value('user')}"
 
 
 def _conninfo_values(options: list[pq.ConninfoOption]) -> dict[str, str]:

@@ -46,6 +46,9 @@ _CONNECTIONS_INTACT = (
     pg_errors.ReadOnlySqlTransaction,
 )
 
+# psycopg's own default: a statement is prepared on its fifth run on a connection.
+PSYCOPG_PREPARE_THRESHOLD = 5
+
 # A pooled connection idle for longer than this is pinged before it is reused.
 IDLE_CHECK_AFTER_S = 2.0
 
@@ -61,9 +64,14 @@ RECONNECT_WINDOW_S = 5.0
 def session_options(url: str, statement_timeout_ms: int) -> str:
     """libpq's `options` for a pooled connection: the URL's own (or PGOPTIONS), then our
     statement timeout, which wins over one they set. A keyword argument replaces the
-    URL's `options` whole, so a `search_path` given there was silently dropped."""
+    URL's `options` whole, so a `search_path` given there was silently dropped.
+
+    A timeout of 0 adds nothing, so that the server's (the role's, the database's) holds,
+    and no `options` at all go when nothing else is given: PgBouncer refuses a
+    connection that sends any (README, Deployment, behind a connection pooler)."""
     given = conninfo_to_dict(url).get("options") or os.environ.get("PGOPTIONS", "")
-    return f"{given} -c statement_timeout={statement_timeout_ms}".strip()
+    ours = f"-c statement_timeout={statement_timeout_ms}" if statement_timeout_ms else ""
+    return f"{given} {ours}".strip()
 
 
 class Database:
@@ -77,8 +85,10 @@ class Database:
         max_size: int = 10,
         connect_timeout_s: float = 5.0,
         statement_timeout_ms: int = 5000,
+        prepared_statements: bool = True,
     ) -> None:
         self.url = url
+        options = session_options(url, statement_timeout_ms)
         # psycopg_pool warns of every failed connect, each as the one before: once a
         # minute is enough to tell an outage goes on.
         drop_repeats("psycopg.pool")
@@ -92,12 +102,16 @@ class Database:
                 # libpq takes whole seconds (and reads 1 as 2): rounded up, so a
                 # connection is never given up on sooner than the setting says.
                 "connect_timeout": math.ceil(connect_timeout_s),
-                # Repeated statements are prepared (psycopg's default), so a lookup by
-                # key is planned once; batch statements opt out (see shared/db/arrays.py).
-                "options": session_options(url, statement_timeout_ms),
+                **({"options": options} if options else {}),
                 # Transactions are explicit (`transaction()`); a lone statement then
                 # costs one round trip instead of BEGIN, statement, COMMIT.
                 "autocommit": True,
+                # Repeated statements are prepared (psycopg's default, and the blocking
+                # lookups follow the connection's setting), so a lookup by key is planned
+                # once; batch statements opt out (see shared/db/arrays.py). Not behind a
+                # pooler that hands each transaction another server connection, where
+                # a statement prepared on one is missing, or another's, on the next.
+                "prepare_threshold": PSYCOPG_PREPARE_THRESHOLD if prepared_statements else None,
             },
             # Open on first use, not at construction: nothing connects at import time.
             open=False,

@@ -7,11 +7,13 @@ import math
 from contextlib import ExitStack
 
 import psycopg
+import psycopg.sql
 import pytest
 
 from shared.db import pool
 from shared.db.pool import Database
 from shared.errors import DatabaseUnavailable
+from tests.integration.helpers import seed_ads, wired_services
 
 pytestmark = pytest.mark.integration
 
@@ -86,3 +88,65 @@ def test_options_in_the_url_reach_the_pooled_connections_beside_the_statement_ti
 
     assert search_path == "pg_catalog,public"
     assert statement_timeout == "4321ms"  # the setting wins over the URL's
+
+
+def test_without_prepared_statements_nothing_is_prepared_on_the_server(settings) -> None:
+    # Behind a pooler that hands each transaction another server connection, a statement
+    # prepared on one connection is missing, or another client's, on the next.
+    with wired_services(settings.model_copy(update={"db_prepared_statements": False})) as services:
+        (item_id,) = seed_ads(services, 1)
+        with services.db.transaction() as tx:
+            task_id = tx.create_task_for_existing_ad(item_id)
+        # Past psycopg's threshold and the blocking lookup's first use alike.
+        for _ in range(pool.PSYCOPG_PREPARE_THRESHOLD * 2):
+            with services.db.autocommit() as tx:
+                assert tx.load_ad_with_seller(item_id) is not None
+                assert tx.get_task(task_id) is not None
+        with services.db.autocommit() as tx:
+            prepared = tx.conn.execute("SELECT name FROM pg_prepared_statements").fetchall()
+
+    assert prepared == []
+
+
+def test_with_prepared_statements_the_lookups_are_prepared(settings) -> None:
+    # The default, which the test above turns off: it must be something to turn off.
+    with wired_services(settings) as services:
+        (item_id,) = seed_ads(services, 1)
+        for _ in range(pool.PSYCOPG_PREPARE_THRESHOLD * 2):
+            with services.db.autocommit() as tx:
+                assert tx.load_ad_with_seller(item_id) is not None
+        with services.db.autocommit() as tx:
+            prepared = tx.conn.execute("SELECT name FROM pg_prepared_statements").fetchall()
+
+    assert prepared != []
+
+
+def test_a_statement_timeout_of_zero_leaves_the_roles_own_and_sends_no_options(
+    database_url: str,
+) -> None:
+    # Behind PgBouncer, which refuses a connection with `options`, the timeout is set on
+    # the role instead (README, Deployment).
+    dbname = psycopg.conninfo.conninfo_to_dict(database_url)["dbname"]
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        role = admin.execute("SELECT current_user").fetchone()[0]
+        set_on_role = psycopg.sql.SQL("ALTER ROLE {} IN DATABASE {} SET statement_timeout = {}")
+        admin.execute(
+            set_on_role.format(
+                psycopg.sql.Identifier(role), psycopg.sql.Identifier(dbname), "1234ms"
+            )
+        )
+        db = Database(database_url, min_size=0, max_size=1, statement_timeout_ms=0)
+        try:
+            with db.autocommit() as tx:
+                statement_timeout = tx.conn.execute("SHOW statement_timeout").fetchone()[0]
+                options = tx.conn.info.get_parameters().get("options")
+        finally:
+            db.close()
+            admin.execute(
+                psycopg.sql.SQL("ALTER ROLE {} IN DATABASE {} RESET statement_timeout").format(
+                    psycopg.sql.Identifier(role), psycopg.sql.Identifier(dbname)
+                )
+            )
+
+    assert statement_timeout == "1234ms"
+    assert options is None

@@ -11,6 +11,7 @@ import pytest
 
 from shared.db.migrations import server_of
 from shared.runner.targets import REPO_ROOT
+from tests.python_snippets import run_python
 
 COMMANDS = (
     "shared.db.migrations",
@@ -101,6 +102,29 @@ def test_migrations_that_fail_name_the_server_and_never_its_password():
     assert result.returncode == 1
     assert result.stderr.startswith("migrations failed on 127.0.0.1:1/moderation: ")
     assert "S3cret" not in result.stderr
+
+
+def test_a_url_option_pgmigrates_older_libpq_cannot_read_is_named_before_connecting():
+    # psycopg's bundled libpq takes load_balance_hosts (PostgreSQL 16 on); psycopg2,
+    # which pgmigrate connects with, links the system's, which may not.
+    url = "postgresql://app:S3cret@127.0.0.1:1/moderation?load_balance_hosts=random"
+    older = run_python(
+        "import sys, psycopg2.extensions as e; sys.exit(e.libpq_version() >= 160000)"
+    )
+    if older.returncode != 0:
+        pytest.skip("pgmigrate's libpq here reads load_balance_hosts")
+
+    result = run("shared.db.migrations", DATABASE_URL=url)
+
+    assert result.returncode == 1
+    assert 'invalid connection option "load_balance_hosts"' in result.stderr
+    assert "run the migrations with a URL without that option" in result.stderr
+    assert "Connection refused" not in result.stderr  # refused before connecting
+    assert "S3cret" not in result.stderr
+
+
+def test_a_multi_host_url_names_each_server_with_its_port():
+    assert server_of("postgresql://a:6432,b/moderation") == "a:6432,b:5432/moderation"
 
 
 def test_migrations_name_the_server_libpq_would_use_and_no_part_of_a_password(monkeypatch):

@@ -49,6 +49,8 @@ def test_the_table_gives_each_settings_default(field):
 
     if field in DESCRIBED_DEFAULTS:
         assert DESCRIBED_DEFAULTS[field] in cell
+    elif isinstance(default, bool):
+        assert cell.split(" ", 1)[0] == str(default).lower()
     elif isinstance(default, str):
         assert cell.startswith(f"`{default}`") or cell.split(" ", 1)[0] == default
     else:
