@@ -16,10 +16,8 @@ from __future__ import annotations
 import asyncio
 import math
 import multiprocessing
-import os
 import random
 import re
-import shutil
 import subprocess
 import tempfile
 import time
@@ -27,6 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from infra.debian_tools import ensure_debian_tool
 
 PROCESSES = 2
 MAX_CONNECTIONS_PER_PROCESS = 64
@@ -37,7 +37,6 @@ START_DELAY_S = 1.0
 SHARE_GRACE_S = 60.0
 # Below gunicorn's keep-alive (2 s): an older idle connection may be closing under us.
 IDLE_REUSE_S = 1.0
-WRK_INSTALL_TIMEOUT_S = 300
 
 
 @dataclass(frozen=True)
@@ -127,24 +126,8 @@ def fixed_rate(
 
 
 def ensure_wrk() -> str | None:
-    """The path of wrk; installed with apt-get when missing and we may (root), else None."""
-    found = shutil.which("wrk")
-    if found or shutil.which("apt-get") is None or not _is_root():
-        return found
-    for command in (
-        ["apt-get", "install", "-y", "wrk"],
-        ["apt-get", "update"],
-        ["apt-get", "install", "-y", "wrk"],
-    ):
-        subprocess.run(command, capture_output=True, timeout=WRK_INSTALL_TIMEOUT_S, check=False)
-        found = shutil.which("wrk")
-        if found:
-            return found
-    return None
-
-
-def _is_root() -> bool:
-    return os.geteuid() == 0
+    """The path of wrk; installed with apt-get when missing and we may, else None."""
+    return ensure_debian_tool("wrk", "wrk")
 
 
 # --- wrk ----------------------------------------------------------------------------

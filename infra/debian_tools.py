@@ -1,0 +1,32 @@
+"""Tools from Debian's packages that a bench or a test uses (wrk, pgbouncer): installed
+with apt-get on first use when we may (root, with apt-get there), since a CI machine
+starts without them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+INSTALL_TIMEOUT_S = 300
+# Where Debian puts a daemon's binary (pgbouncer), which a user's PATH may leave out.
+_SEARCHED = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+
+
+def ensure_debian_tool(command: str, package: str) -> str | None:
+    """The path of `command`, installing `package` when it is missing and we may; None
+    when it cannot be had."""
+    found = shutil.which(command, path=_SEARCHED)
+    if found or shutil.which("apt-get") is None or os.geteuid() != 0:
+        return found
+    # The package lists may be missing or stale on a fresh machine: update, and try again.
+    for step in (
+        ["apt-get", "install", "-y", package],
+        ["apt-get", "update"],
+        ["apt-get", "install", "-y", package],
+    ):
+        subprocess.run(step, capture_output=True, timeout=INSTALL_TIMEOUT_S, check=False)
+        found = shutil.which(command, path=_SEARCHED)
+        if found:
+            return found
+    return None

@@ -1,0 +1,72 @@
+"""A PgBouncer in front of the tests' PostgreSQL, for the settings a pooler needs.
+
+Debian's package (installed on first use, infra/debian_tools.py), run as the account
+PostgreSQL runs as when we are root: PgBouncer refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from infra import _process, _unprivileged_user
+from infra._process import LOCALHOST
+from infra.debian_tools import ensure_debian_tool
+
+START_TIMEOUT_S = 10.0
+
+
+@contextlib.contextmanager
+def pgbouncer(database_url: str, folder: Path, *, pool_mode: str, pool_size: int) -> Iterator[str]:
+    """A URL reaching `database_url`'s database through PgBouncer in `pool_mode`, with
+    `pool_size` server connections for every client."""
+    binary = ensure_debian_tool("pgbouncer", "pgbouncer")
+    if binary is None:
+        pytest.skip("no pgbouncer here, and apt-get cannot install it")
+    server = conninfo_to_dict(database_url)
+    if server.get("password"):
+        pytest.skip("the test database takes a password, which this PgBouncer is not given")
+    port = _process.free_port()
+    user, dbname = server.get("user", "postgres"), server["dbname"]
+    (folder / "users.txt").write_text(f'"{user}" ""\n')
+    config = folder / "pgbouncer.ini"
+    config.write_text(
+        "\n".join(
+            [
+                "[databases]",
+                f"{dbname} = host={server.get('host', LOCALHOST)} port={server.get('port', 5432)}"
+                f" dbname={dbname} user={user}",
+                "[pgbouncer]",
+                f"listen_addr = {LOCALHOST}",
+                f"listen_port = {port}",
+                "unix_socket_dir =",
+                "auth_type = trust",
+                f"auth_file = {folder / 'users.txt'}",
+                f"pool_mode = {pool_mode}",
+                f"default_pool_size = {pool_size}",
+                "",
+            ]
+        )
+    )
+    account = _unprivileged_user.account_for_postgres()
+    if account is not None:
+        _unprivileged_user.make_reachable(config, account)  # the folder, down to the files
+    log_path = folder / "pgbouncer.log"
+    child = _process.spawn([binary, str(config)], log_path=log_path, cwd=folder, run_as=account)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _process.port_accepts(port):
+            if child.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"pgbouncer did not start:\n{_process.tail(log_path)}")
+            time.sleep(0.05)
+        yield make_conninfo(database_url, host=LOCALHOST, port=port)
+    finally:
+        _process.stop_process(
+            child.pid, marker=str(config), stop_signal=signal.SIGTERM, timeout_s=5, child=child
+        )

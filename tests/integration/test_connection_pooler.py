@@ -1,0 +1,91 @@
+"""The service through PgBouncer in transaction mode, as serverless set-ups often reach
+PostgreSQL: with the settings README's Deployment gives for a pooler, every answer is
+its own request's, though each transaction may get another server connection."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from shared.errors import DatabaseUnavailable
+from shared.settings import Settings
+from tests.integration.helpers import seed_ads, wired_services
+from tests.integration.pgbouncer import pgbouncer
+
+pytestmark = pytest.mark.integration
+
+CLIENTS = 8
+ROUNDS = 30
+SERVER_CONNECTIONS = 2  # fewer than the clients: transactions change connections
+
+
+def _behind_the_pooler(settings: Settings, url: str, **changes: object) -> Settings:
+    return settings.model_copy(update={"database_url": url, "db_pool_max_size": CLIENTS, **changes})
+
+
+def test_behind_pgbouncer_in_transaction_mode_every_answer_is_its_requests(
+    settings, tmp_path
+) -> None:
+    with wired_services(settings) as direct:
+        item_ids = seed_ads(direct, CLIENTS)
+    mismatches: list[str] = []
+    errors: list[BaseException] = []
+
+    with (
+        pgbouncer(
+            settings.database_url,
+            tmp_path,
+            pool_mode="transaction",
+            pool_size=SERVER_CONNECTIONS,
+        ) as url,
+        wired_services(
+            _behind_the_pooler(
+                settings, url, db_prepared_statements=False, db_statement_timeout_ms=0
+            )
+        ) as services,
+    ):
+
+        def client(item_id: int) -> None:
+            try:
+                # Past psycopg's prepare threshold, so a prepared statement would be tried.
+                for _ in range(ROUNDS):
+                    with services.db.transaction() as tx:
+                        task_id = tx.create_task_for_existing_ad(item_id)
+                    with services.db.autocommit() as tx:
+                        task = tx.get_task(task_id)
+                        ad = tx.load_ad_with_seller(item_id)
+                    if task is None or task.item_id != item_id or ad is None:
+                        mismatches.append(f"task {task_id} of item {item_id}: {task}, {ad}")
+                    elif ad.item_id != item_id:
+                        mismatches.append(f"item {item_id} read as {ad.item_id}")
+            except BaseException as error:  # reported below, with the rest
+                errors.append(error)
+
+        threads = [threading.Thread(target=client, args=(item_id,)) for item_id in item_ids]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+
+    assert errors == []
+    assert mismatches == []
+    with wired_services(settings) as direct, direct.db.autocommit() as tx:
+        created = tx.conn.execute("SELECT count(*) FROM moderation_results").fetchone()[0]
+    assert created == CLIENTS * ROUNDS
+
+
+def test_behind_pgbouncer_the_default_statement_timeout_is_refused_at_connect(
+    settings, tmp_path, caplog
+) -> None:
+    # Why DB_STATEMENT_TIMEOUT_MS=0 goes with a pooler: it refuses the startup options
+    # the timeout travels in (and so this really is a PgBouncer in front).
+    with (
+        pgbouncer(settings.database_url, tmp_path, pool_mode="transaction", pool_size=1) as url,
+        wired_services(_behind_the_pooler(settings, url, db_connect_timeout_s=2)) as services,
+        pytest.raises(DatabaseUnavailable),
+    ):
+        services.db.ping(timeout_s=2)
+
+    logged = " ".join(record.getMessage() for record in caplog.records)
+    assert "unsupported startup parameter: options" in logged, logged
