@@ -10,13 +10,13 @@ import subprocess
 
 INSTALL_TIMEOUT_S = 300
 # Where Debian puts a daemon's binary (pgbouncer), which a user's PATH may leave out.
-_SEARCHED = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+_SBIN = ("/usr/sbin", "/sbin")
 
 
 def ensure_debian_tool(command: str, package: str) -> str | None:
     """The path of `command`, installing `package` when it is missing and we may; None
     when it cannot be had."""
-    found = shutil.which(command, path=_SEARCHED)
+    found = _which(command)
     if found or shutil.which("apt-get") is None or os.geteuid() != 0:
         return found
     # The package lists may be missing or stale on a fresh machine: update, and try again.
@@ -26,7 +26,11 @@ def ensure_debian_tool(command: str, package: str) -> str | None:
         ["apt-get", "install", "-y", package],
     ):
         subprocess.run(step, capture_output=True, timeout=INSTALL_TIMEOUT_S, check=False)
-        found = shutil.which(command, path=_SEARCHED)
+        found = _which(command)
         if found:
             return found
     return None
+
+
+def _which(command: str) -> str | None:
+    return shutil.which(command, path=os.pathsep.join([os.environ.get("PATH", ""), *_SBIN]))

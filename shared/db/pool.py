@@ -198,7 +198,14 @@ class Database:
 def one_shot_connection(database_url: str, connect_timeout_s: float) -> psycopg.Connection:
     """One autocommit connection outside any pool, for a job that runs a statement or two
     and ends: an operator's command, the local runner's start-up. (libpq takes its
-    connect timeout in whole seconds.)"""
+    connect timeout in whole seconds.)
+
+    It prepares nothing, whatever DB_PREPARED_STATEMENTS says: a job that ends soon gains
+    nothing by it, and behind a pooler in transaction mode a statement it prepared would
+    stay on the server connection for the next job to collide with."""
     return psycopg.connect(
-        database_url, autocommit=True, connect_timeout=math.ceil(connect_timeout_s)
+        database_url,
+        autocommit=True,
+        connect_timeout=math.ceil(connect_timeout_s),
+        prepare_threshold=None,
     )

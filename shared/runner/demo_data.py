@@ -23,8 +23,12 @@ ADS = [
 
 def seed_demo_data(database_url: str, *, connect_timeout_s: float = 5.0) -> int:
     """Insert the demo rows that are missing; returns how many ads were added."""
-    # libpq counts whole seconds: rounded up, as the pool does.
-    with psycopg.connect(database_url, connect_timeout=math.ceil(connect_timeout_s)) as conn:
+    # libpq counts whole seconds: rounded up, as the pool does. Nothing prepared (even
+    # executemany prepares by default): behind a pooler in transaction mode it would stay
+    # on the server connection and collide with the next start's.
+    with psycopg.connect(
+        database_url, connect_timeout=math.ceil(connect_timeout_s), prepare_threshold=None
+    ) as conn:
         conn.cursor().executemany(
             "INSERT INTO sellers (id, is_verified) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
             SELLERS,

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import threading
 
+import psycopg
 import pytest
 
+from shared.db.pool import PSYCOPG_PREPARE_THRESHOLD, one_shot_connection
+from shared.db.retention import delete_finished_tasks
 from shared.errors import DatabaseUnavailable
+from shared.runner.demo_data import seed_demo_data
 from shared.settings import Settings
 from tests.integration.helpers import seed_ads, wired_services
 from tests.integration.pgbouncer import pgbouncer
@@ -67,6 +71,8 @@ def test_behind_pgbouncer_in_transaction_mode_every_answer_is_its_requests(
             thread.start()
         for thread in threads:
             thread.join(timeout=120)
+            if thread.is_alive():
+                pytest.fail(f"a client still ran its {ROUNDS} rounds after 120 s")
 
     assert errors == []
     assert mismatches == []
@@ -88,4 +94,24 @@ def test_behind_pgbouncer_the_default_statement_timeout_is_refused_at_connect(
         services.db.ping(timeout_s=2)
 
     logged = " ".join(record.getMessage() for record in caplog.records)
-    assert "unsupported startup parameter: options" in logged, logged
+    # "...: options" up to PgBouncer 1.19; "... in options: statement_timeout" from 1.20.
+    assert "unsupported startup parameter" in logged, logged
+
+
+def test_the_operator_commands_and_the_demo_seeding_prepare_nothing_behind_pgbouncer(
+    settings, tmp_path
+) -> None:
+    # One server connection: what a job leaves prepared there, the next one meets.
+    with pgbouncer(settings.database_url, tmp_path, pool_mode="transaction", pool_size=1) as url:
+        for _ in range(2):
+            # As prune does, chunk after chunk: the same statement past psycopg's threshold.
+            with one_shot_connection(url, connect_timeout_s=5) as conn:
+                for _ in range(PSYCOPG_PREPARE_THRESHOLD * 2):
+                    delete_finished_tasks(conn, older_than_days=7, after_id=0, limit=1)
+        for _ in range(3):
+            seed_demo_data(url)
+
+        with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
+            prepared = conn.execute("SELECT name FROM pg_prepared_statements").fetchall()
+
+    assert prepared == []
