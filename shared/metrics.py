@@ -112,8 +112,13 @@ def _request_series(route: str, status: int) -> tuple[Counter, Histogram]:
     return REQUESTS.labels(route=route, status=str(status)), REQUEST_LATENCY.labels(route=route)
 
 
+def count_batch_retry() -> None:
+    RETRIES.inc()
+
+
 def observe_batch_report(report: BatchReport, seconds: float | None = None) -> None:
-    """Count one processed batch's outcomes, retries and dead letters."""
+    """Count one processed batch's outcomes and dead letters (its retries were counted
+    as each began: `count_batch_retry`)."""
     counts = dict(
         zip(
             _OUTCOMES,
@@ -124,8 +129,6 @@ def observe_batch_report(report: BatchReport, seconds: float | None = None) -> N
     for outcome, count in counts.items():
         if count:
             TASKS.labels(outcome=outcome).inc(count)
-    if report.retries:
-        RETRIES.inc(report.retries)
     if report.dead_lettered:
         DLQ_RECORDS.inc(report.dead_lettered)
     if seconds is not None:

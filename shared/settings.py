@@ -254,6 +254,12 @@ class Settings(BaseSettings):
                 f"not a connection string libpq can read ({reason}): expected"
                 " postgresql://user@host:port/database or key=value pairs"
             ) from None
+        # libpq reads a port only when it connects, and then fails as if the server were
+        # down: a 503 and "PostgreSQL unavailable" for what is a typo.
+        ports = str(conninfo_to_dict(value).get("port") or "")
+        for port in ports.split(","):
+            if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+                raise ValueError(f"port {port!r}: expected a number from 1 to 65535")
         return value
 
     @field_validator("api_keys")

@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from shared import metrics
 from shared.bootstrap import Services, ShutdownRequested
 from shared.db.dead_letters import DeadLetter, StoredDeadLetter
 from shared.db.tasks import TaskFailure, TaskForProcessing
@@ -88,6 +89,9 @@ def process_moderation_batch(
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
                     report.retries += 1
+                    # Counted now, not with the batch's outcome: during an outage the
+                    # batch ends only once the outage does.
+                    metrics.count_batch_retry()
                 _attempt_batch(services, work, report)
     except TemporaryError as error:
         _fail_exhausted(services, work, error, report)

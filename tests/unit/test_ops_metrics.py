@@ -5,8 +5,10 @@ from __future__ import annotations
 from prometheus_client import REGISTRY
 
 from shared import metrics
-from shared.moderation.batch import BatchReport
+from shared.moderation.batch import BatchReport, process_moderation_batch
+from tests.fakes import FakeModelLoader, fake_services
 from tests.python_snippets import run_python
+from tests.unit.consumer_records import accepted_task
 
 LAG = "moderation_consumer_lag_records"
 
@@ -15,7 +17,7 @@ def _value(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def test_a_batch_report_counts_each_outcome_retries_and_dead_letters():
+def test_a_batch_report_counts_each_outcome_and_dead_letters_but_not_its_retries_again():
     before = {
         outcome: _value("moderation_tasks_total", outcome=outcome)
         for outcome in ("completed", "failed", "duplicate", "dead_lettered")
@@ -33,7 +35,7 @@ def test_a_batch_report_counts_each_outcome_retries_and_dead_letters():
     assert _value("moderation_tasks_total", outcome="failed") - before["failed"] == 2
     assert _value("moderation_tasks_total", outcome="duplicate") - before["duplicate"] == 1
     assert _value("moderation_tasks_total", outcome="dead_lettered") - before["dead_lettered"] == 3
-    assert _value("moderation_batch_retries_total") - retries == 2
+    assert _value("moderation_batch_retries_total") == retries  # counted as each began
     assert _value("moderation_dlq_records_total") - dlq == 3
     assert _value("moderation_batch_duration_seconds_count") - batches == 1
 
@@ -102,3 +104,21 @@ def test_each_function_built_has_its_server_error_series_at_zero_before_any_requ
             line = f'moderation_http_requests_total{{route="{route}",status="{status}"}} 0.0'
             assert line in exported
         assert f'moderation_http_request_duration_seconds_count{{route="{route}"}} 0.0' in exported
+
+
+def test_a_retry_is_counted_when_it_begins_not_when_its_batch_ends():
+    # During an outage a batch ends only when the outage does: a counter that rose then
+    # would tell the operator nothing while it lasts.
+    services = fake_services()
+    services.model = FakeModelLoader(fail_times=3)
+    seen_during_waits: list[float] = []
+    before = _value("moderation_batch_retries_total")
+    services.sleeper = lambda _seconds: seen_during_waits.append(
+        _value("moderation_batch_retries_total") - before
+    )
+
+    report = process_moderation_batch(services, [accepted_task(services, 1)])
+
+    assert report.retries == 3 and report.completed == 1
+    assert seen_during_waits == [0, 1, 2]  # each wait comes before the retry it leads to
+    assert _value("moderation_batch_retries_total") - before == 3  # before any report

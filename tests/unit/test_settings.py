@@ -166,6 +166,24 @@ def test_a_database_url_libpq_cannot_read_is_refused_without_quoting_it(url):
 
 
 @pytest.mark.parametrize(
+    ("url", "port"),
+    [
+        ("postgresql://app:S3cret@db:99999999/moderation", "99999999"),
+        ("postgresql://app@a:5432,b:0/moderation", "0"),
+        ("host=db port=five dbname=moderation", "five"),
+    ],
+)
+def test_a_database_port_libpq_would_refuse_only_at_connect_is_refused_at_start(url, port):
+    with pytest.raises(InvalidSettings, match=f"DATABASE_URL: .*port '{port}': expected a"):
+        read_settings(database_url=url)
+
+
+def test_database_urls_with_several_hosts_or_a_socket_keep_their_ports():
+    for url in ("postgresql://app@a:5432,b/moderation", "postgresql:///moderation?host=/tmp"):
+        assert read_settings(database_url=url).database_url == url
+
+
+@pytest.mark.parametrize(
     "url",
     [
         "postgresql://app:p%40ss@db:5432/moderation?options=-c%20search_path%3Dmod",
