@@ -40,7 +40,7 @@ LOCK_POLL_INTERVAL_S = 0.1
 def apply_migrations(database_url: str, migrations_dir: Path = MIGRATIONS_DIR) -> None:
     """Bring the schema to the latest version; a no-op when it is already there."""
     conninfo, password = _pgmigrate_conninfo(database_url)
-    _check_pgmigrate_takes(conninfo)
+    _refuse_options_pgmigrates_libpq_cannot_read(conninfo)
     with psycopg.connect(
         database_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
     ) as lock_holder:
@@ -105,7 +105,7 @@ def _run_pgmigrate(conninfo: str, password: str | None, migrations_dir: Path) ->
         )
 
 
-def _check_pgmigrate_takes(conninfo: str) -> None:
+def _refuse_options_pgmigrates_libpq_cannot_read(conninfo: str) -> None:
     """pgmigrate connects with psycopg2, linked to the system's libpq, which may be older
     than the one psycopg bundles: an option only the newer one knows
     (`load_balance_hosts`, `require_auth`) passes the settings and fails here, so the

@@ -7,7 +7,9 @@ PostgreSQL runs as when we are root: PgBouncer refuses to run as root.
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,10 @@ from infra._process import LOCALHOST
 from infra.debian_tools import ensure_debian_tool
 
 START_TIMEOUT_S = 10.0
+# From 1.21 PgBouncer can track prepared statements (on by default from 1.24), which
+# would hide what DB_PREPARED_STATEMENTS is for; 1.18 knows no such parameter, and
+# refuses to start with it.
+_TRACKING_SINCE = (1, 21)
 
 
 @contextlib.contextmanager
@@ -33,7 +39,8 @@ def pgbouncer(database_url: str, folder: Path, *, pool_mode: str, pool_size: int
     if server.get("password"):
         pytest.skip("the test database takes a password, which this PgBouncer is not given")
     port = _process.free_port()
-    user, dbname = server.get("user", "postgres"), server["dbname"]
+    user = server.get("user", "postgres")
+    dbname = server.get("dbname") or user  # libpq's default, as for any URL without one
     (folder / "users.txt").write_text(f'"{user}" ""\n')
     config = folder / "pgbouncer.ini"
     config.write_text(
@@ -50,6 +57,7 @@ def pgbouncer(database_url: str, folder: Path, *, pool_mode: str, pool_size: int
                 f"auth_file = {folder / 'users.txt'}",
                 f"pool_mode = {pool_mode}",
                 f"default_pool_size = {pool_size}",
+                *(["max_prepared_statements = 0"] if _can_track_prepared(binary) else []),
                 "",
             ]
         )
@@ -70,3 +78,14 @@ def pgbouncer(database_url: str, folder: Path, *, pool_mode: str, pool_size: int
         _process.stop_process(
             child.pid, marker=str(config), stop_signal=signal.SIGTERM, timeout_s=5, child=child
         )
+
+
+def _can_track_prepared(binary: str) -> bool:
+    """Whether this PgBouncer has `max_prepared_statements`."""
+    answer = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+    ).stdout
+    match = re.search(r"PgBouncer (\d+)\.(\d+)", answer)
+    if match is None:
+        raise RuntimeError(f"cannot tell pgbouncer's version from {answer!r}")
+    return (int(match[1]), int(match[2])) >= _TRACKING_SINCE

@@ -46,7 +46,7 @@ def test_an_open_api_is_logged_once_per_process_as_a_warning(services, caplog):
     assert "API_KEYS is empty" in warnings[0].message
 
 
-def test_first_requests_at_once_still_warn_once(caplog):
+def test_first_requests_at_once_still_warn_once():
     forget_the_open_api_warning()
     slow = SlowHandler()
     logging.getLogger("shared.http.auth").addHandler(slow)
