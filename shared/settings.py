@@ -232,7 +232,7 @@ class Settings(BaseSettings):
         for server in servers:
             match = _BOOTSTRAP_SERVER.fullmatch(server)
             port = match and match["port"]
-            if match is None or (port is not None and not 1 <= int(port) <= 65535):
+            if match is None or (port is not None and not _a_tcp_port(port)):
                 # librdkafka takes a port past 65535 modulo 2**16, and connects elsewhere.
                 raise ValueError(
                     f"expected host:port[,host:port...] with ports 1-65535, got {server!r}"
@@ -243,7 +243,7 @@ class Settings(BaseSettings):
     @classmethod
     def _a_connection_string(cls, value: str) -> str:
         try:
-            conninfo_to_dict(value)
+            params = conninfo_to_dict(value)
         except (psycopg.ProgrammingError, UnicodeDecodeError) as error:
             # libpq quotes the part it cannot read, which may be the password (quotes
             # and all): only its words before the first quote are kept, and a byte that
@@ -256,9 +256,8 @@ class Settings(BaseSettings):
             ) from None
         # libpq reads a port only when it connects, and then fails as if the server were
         # down: a 503 and "PostgreSQL unavailable" for what is a typo.
-        ports = str(conninfo_to_dict(value).get("port") or "")
-        for port in ports.split(","):
-            if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        for port in str(params.get("port") or "").split(","):
+            if port and not _a_tcp_port(port):
                 raise ValueError(f"port {port!r}: expected a number from 1 to 65535")
         return value
 
@@ -468,6 +467,10 @@ def read_settings(**overrides: object) -> Settings:
         return Settings(**overrides)
     except ValidationError as error:
         raise InvalidSettings(f"invalid setting: {describe_invalid(error)}") from None
+
+
+def _a_tcp_port(text: str) -> bool:
+    return text.isdigit() and 1 <= int(text) <= 65535
 
 
 def drop_settings_from(environ: MutableMapping[str, str], names: Iterable[str]) -> None:

@@ -68,7 +68,8 @@ def session_options(url: str, statement_timeout_ms: int) -> str:
 
     A timeout of 0 adds nothing, so that the server's (the role's, the database's) holds,
     and no `options` at all go when nothing else is given: PgBouncer refuses a
-    connection that sends any (README, Deployment, behind a connection pooler)."""
+    connection whose `options` set what it does not track, and up to 1.19 one that sends
+    any (README, Deployment, behind a connection pooler)."""
     given = conninfo_to_dict(url).get("options") or os.environ.get("PGOPTIONS", "")
     ours = f"-c statement_timeout={statement_timeout_ms}" if statement_timeout_ms else ""
     return f"{given} {ours}".strip()
