@@ -17,6 +17,7 @@ from shared.bootstrap import Services, install_services
 from shared.db.dead_letters import DeadLetter, LetterClaim, StoredDeadLetter
 from shared.db.tasks import (
     EXPIRED_KEY_KEPT_S,
+    FailedAttempts,
     KeyedTask,
     TaskFailure,
     TaskForProcessing,
@@ -265,7 +266,7 @@ class InMemoryTransaction:
 
     def record_failed_attempt(
         self, tasks_as_named: Sequence[tuple[int, int]], reason: str
-    ) -> dict[int, tuple[int, datetime]]:
+    ) -> dict[int, FailedAttempts]:
         counts = {}
         for task_id, item_id in tasks_as_named:
             task = self.state.tasks.get(task_id)
@@ -275,7 +276,8 @@ class InMemoryTransaction:
             self.state.tasks[task_id] = replace(
                 task, attempts=task.attempts + 1, error_message=reason
             )
-            counts[task_id] = (task.attempts + 1, first)
+            failing_for_s = (datetime.now(UTC) - first).total_seconds()
+            counts[task_id] = FailedAttempts(task.attempts + 1, first, failing_for_s)
         return counts
 
     def insert_dead_letters(self, letters: Sequence[DeadLetter]) -> list[StoredDeadLetter]:

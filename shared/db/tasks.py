@@ -411,14 +411,25 @@ _COUNT_FAILED_ATTEMPT = """
         first_failure_at = coalesce(first_failure_at, now()), last_failure_at = now()
     WHERE id = ANY(%(ids)s) AND status = 'pending'
       AND id::text || ':' || item_id::text = ANY(%(keys)s::text[])
-    RETURNING id, attempts, first_failure_at
+    RETURNING id, attempts, first_failure_at,
+        extract(epoch FROM clock_timestamp() - first_failure_at)::float8
 """
+
+
+class FailedAttempts(NamedTuple):
+    """A task's failed attempts so far, as its row keeps them."""
+
+    count: int
+    first_failure_at: datetime
+    # Since the first failure, on the database's clock: the one clock every consumer
+    # shares, so no two hosts' clocks are compared.
+    failing_for_s: float
 
 
 def record_failed_attempt(
     conn: psycopg.Connection, tasks: Sequence[tuple[int, int]], reason: str
-) -> dict[int, tuple[int, datetime]]:
-    """Count one more failed attempt on each pending task: task_id -> (attempts, first failure).
+) -> dict[int, FailedAttempts]:
+    """Count one more failed attempt on each pending task, by task id.
 
     `tasks` are (task_id, item_id) as the records name them: a task is counted only when
     its row names the same ad, so a corrupt copy never counts against the real task. The
@@ -428,4 +439,4 @@ def record_failed_attempt(
     rows = conn.execute(
         _COUNT_FAILED_ATTEMPT, failed_attempt_parameters(tasks, reason), prepare=False
     ).fetchall()
-    return {row[0]: (row[1], row[2]) for row in rows}
+    return {row[0]: FailedAttempts._make(row[1:]) for row in rows}

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 
 import psycopg
 
 from shared.db import ads, dead_letters, tasks
 from shared.db.dead_letters import DeadLetter, StoredDeadLetter
-from shared.db.tasks import TaskFailure, TaskForProcessing, TaskRow
+from shared.db.tasks import FailedAttempts, TaskFailure, TaskForProcessing, TaskRow
 from shared.domain import Ad, BatchVerdicts
 
 
@@ -67,7 +66,7 @@ class Transaction:
 
     def record_failed_attempt(
         self, tasks_as_named: Sequence[tuple[int, int]], reason: str
-    ) -> dict[int, tuple[int, datetime]]:
+    ) -> dict[int, FailedAttempts]:
         return tasks.record_failed_attempt(self.conn, tasks_as_named, reason)
 
     def insert_dead_letters(self, letters: Sequence[DeadLetter]) -> list[StoredDeadLetter]:

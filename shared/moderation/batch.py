@@ -18,7 +18,9 @@ while it scores the rest of the batch, is settled there and then: it is no longe
 retried, and it is written with the batch's next write, whichever that is. A temporary
 error leaves the rest unwritten; the attempt is counted on the rows of the tasks still
 to be scored (those alone, so a corrupt copy never counts against a real task), and the
-batch is retried on the shared 5/10/20 s schedule. When the schedule runs out, the
+batch is retried on the shared 5/10/20 s schedule. The count lives on the rows, so a
+new owner goes on from it, but gives a task up only once its first failure is as old as
+the whole schedule (`BatchWork.out_of_retries`). When the schedule runs out, the
 transaction that fails the tasks reads them first, so what no read got to sort out (the
 database was down all along) is sorted out then, not failed. The wait blocks only the
 caller's thread, which the poll loop runs per partition.
@@ -284,9 +286,13 @@ def _permanent_problem(task: TaskRecord, row: TaskForProcessing | None) -> Perma
 def _count_failed_attempt(
     services: Services, work: BatchWork, error: TemporaryError, report: BatchReport
 ) -> None:
-    """Record the failed attempt on the rows and fail the tasks that reached the limit."""
+    """Record the failed attempt on the rows and fail the tasks out of retries."""
     limit = services.settings.retry_max_attempts
-    counted_before = dict(work.attempts)
+    schedule_s = sum(services.settings.retry_delays())
+    # Decided once per task: those given up on (failed, or sorted out by the read that
+    # fails them) leave the batch, and no one else may.
+    given_up: set[int] = set()
+    counted_before, failing_before = dict(work.attempts), dict(work.failing_for_s)
     try:
         with _undone_with(work, report), services.db.transaction() as tx:
             # By task and item: a corrupt copy naming another ad, not yet told apart
@@ -294,7 +300,12 @@ def _count_failed_attempt(
             durable = tx.record_failed_attempt(work.tasks_as_named(), public_reason(error))
             for task_id in work.task_ids():
                 work.count_failure(task_id, durable.get(task_id))
-            exhausted = [t for t in work.tasks if work.attempts[t.task_id] >= limit]
+            given_up = {
+                task_id
+                for task_id in work.task_ids()
+                if work.out_of_retries(task_id, limit, schedule_s)
+            }
+            exhausted = [t for t in work.tasks if t.task_id in given_up]
             if exhausted:
                 exhausted = _still_to_fail(services, tx, exhausted, work, report)
             failed, stored = _fail_and_dead_letter(
@@ -304,12 +315,12 @@ def _count_failed_attempt(
             )
     except DatabaseUnavailable:
         # Counted in memory only this time; the durable count catches up later.
-        work.attempts = counted_before
+        work.attempts, work.failing_for_s = counted_before, failing_before
         for task_id in work.task_ids():
             work.count_failure(task_id, None)
         return
     report.failed += failed
-    work.tasks = [t for t in work.tasks if work.attempts[t.task_id] < limit]
+    work.tasks = [t for t in work.tasks if t.task_id not in given_up]
     work.letters, work.failures = [], []
     _dead_lettered(services, stored, report)
 

@@ -3,6 +3,7 @@ DLQ records it settles on the way (shared/moderation/batch.py runs the batch).""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -10,7 +11,7 @@ from typing import NamedTuple
 
 from shared.bootstrap import Services
 from shared.db.dead_letters import DeadLetter
-from shared.db.tasks import TaskFailure, TaskForProcessing
+from shared.db.tasks import FailedAttempts, TaskFailure, TaskForProcessing
 from shared.errors import PermanentError, TemporaryError, public_reason
 from shared.kafka.record import ConsumedRecord
 from shared.moderation.dead_letters import EXHAUSTED, PERMANENT, build_dead_letter
@@ -38,6 +39,11 @@ class BatchWork:
     failures: list[tuple[TaskFailure, DeadLetter]] = field(default_factory=list)
     attempts: dict[int, int] = field(default_factory=dict)
     first_failure_at: dict[int, datetime] = field(default_factory=dict)
+    # How long each task has been failing, on two clocks never compared with each other:
+    # its row's, on the database's clock (earlier owners' failures included), and this
+    # batch's own, from time.monotonic() at the first failure it saw.
+    failing_for_s: dict[int, float] = field(default_factory=dict)
+    failing_since: dict[int, float] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:
@@ -51,15 +57,29 @@ class BatchWork:
         """Each (task_id, item_id) still to be scored, once, as the records name them."""
         return list(dict.fromkeys((task.task_id, task.item_id) for task in self.tasks))
 
-    def count_failure(self, task_id: int, durable: tuple[int, datetime] | None) -> int:
+    def count_failure(self, task_id: int, durable: FailedAttempts | None) -> None:
         count = self.attempts.get(task_id, 0) + 1
         first = self.first_failure_at.setdefault(task_id, datetime.now(UTC))
+        self.failing_since.setdefault(task_id, time.monotonic())
         if durable is not None:
-            count = max(count, durable[0])
-            first = min(first, durable[1])
+            count = max(count, durable.count)
+            first = min(first, durable.first_failure_at)
+            self.failing_for_s[task_id] = durable.failing_for_s
         self.attempts[task_id] = count
         self.first_failure_at[task_id] = first
-        return count
+
+    def out_of_retries(self, task_id: int, limit: int, schedule_s: float) -> bool:
+        """`limit` attempts made, and the whole schedule's time gone by since the first.
+
+        The count alone is not enough: a wait cut short (a revoke, a stop, a crash) still
+        leaves its attempt on the row, and the next owner retries at once, so attempts
+        can pile up in far less than the schedule. A task is given up on only once the
+        temporary error has lasted as long as the schedule promises to wait it out.
+        """
+        if self.attempts.get(task_id, 0) < limit:
+            return False
+        seen_here = time.monotonic() - self.failing_since.get(task_id, time.monotonic())
+        return max(self.failing_for_s.get(task_id, 0.0), seen_here) >= schedule_s
 
     def settled(self) -> None:
         self.tasks, self.letters, self.failures = [], [], []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -124,6 +125,24 @@ def test_a_failed_attempt_counts_only_where_the_record_names_the_tasks_own_ad(
         "SELECT id, attempts, error_message FROM moderation_results ORDER BY id"
     ).fetchall()
     assert stored == [(first, 1, "read timed out"), (second, 0, None)]
+
+
+def test_a_failed_attempt_reports_how_long_the_task_has_been_failing_on_the_servers_clock(
+    conn: psycopg.Connection,
+) -> None:
+    [task_id] = add_pending_tasks(conn, 1)
+    [item_id] = conn.execute("SELECT item_id FROM moderation_results").fetchone()
+
+    first = record_failed_attempt(conn, [(task_id, item_id)], "model unavailable")[task_id]
+    # As if the first failure had been 40 s ago, an earlier owner's.
+    conn.execute(
+        "UPDATE moderation_results SET first_failure_at = first_failure_at - interval '40 s'"
+    )
+    second = record_failed_attempt(conn, [(task_id, item_id)], "model unavailable")[task_id]
+
+    assert first.count == 1 and 0 <= first.failing_for_s < 5
+    assert second.count == 2 and 40 <= second.failing_for_s < 45
+    assert second.first_failure_at == first.first_failure_at - timedelta(seconds=40)
 
 
 def test_a_finished_task_is_neither_completed_nor_failed_again(conn: psycopg.Connection) -> None:

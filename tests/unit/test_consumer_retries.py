@@ -4,6 +4,11 @@ Every rule, no I/O."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.bootstrap import BatchLetGo
 from shared.moderation.batch import process_moderation_batch
 from tests.fakes import FakeModelLoader, fake_services
 from tests.unit.consumer_records import accepted_task, dead_letter_headers
@@ -73,12 +78,57 @@ def test_attempts_already_on_the_row_count_towards_the_limit_after_a_restart():
     with services.db.transaction() as tx:
         tx.record_failed_attempt([(1, 1)], "before the restart")
         tx.record_failed_attempt([(1, 1)], "before the restart")
+    # The first failure is older than the whole 5 + 10 + 20 s schedule.
+    services.db.state.first_failures[1] = datetime.now(UTC) - timedelta(seconds=36)
 
     process_moderation_batch(services, [record])
 
     assert services.db.state.tasks[1].status == "failed"
     assert services.db.state.tasks[1].attempts == 4
     assert services.sleeper.waits == [5.0]
+
+
+def test_waits_cut_short_by_revokes_do_not_use_up_the_schedule():
+    services = fake_services()
+    # An outage of four model loads, each delivery let go in the wait after its attempt:
+    # four attempts are counted on the row, with none of the waits between them.
+    services.model = FakeModelLoader(fail_times=4)
+    services.sleeper = let_go_in_every_wait
+    record = accepted_task(services, 1)
+    for _ in range(4):
+        with pytest.raises(BatchLetGo):
+            process_moderation_batch(services, [record])
+    assert services.db.state.tasks[1].attempts == 4
+    assert services.db.state.tasks[1].status == "pending"
+
+    report = process_moderation_batch(services, [record])
+
+    assert report.completed == 1
+    assert services.db.state.tasks[1].status == "completed"
+    assert services.publisher.on_topic("moderation_dlq") == []
+
+
+def test_a_task_out_of_attempts_is_failed_once_its_first_failure_is_a_schedule_old():
+    services = fake_services()
+    services.model = FakeModelLoader(fail_times=100)
+    services.sleeper = let_go_in_every_wait
+    record = accepted_task(services, 1)
+    for _ in range(4):
+        with pytest.raises(BatchLetGo):
+            process_moderation_batch(services, [record])
+    services.db.state.first_failures[1] = datetime.now(UTC) - timedelta(seconds=35)
+
+    report = process_moderation_batch(services, [record])
+
+    assert (report.failed, report.dead_lettered) == (1, 1)
+    assert services.db.state.tasks[1].status == "failed"
+    (letter,) = services.publisher.on_topic("moderation_dlq")
+    assert dead_letter_headers(letter)["x-attempts"] == "5"
+
+
+def let_go_in_every_wait(seconds: float) -> None:
+    """The partition is revoked (or the process stopped) while the batch waits."""
+    raise BatchLetGo()
 
 
 def test_database_outage_is_retried_and_the_task_completes_once_it_is_back():

@@ -6,6 +6,7 @@ Every rule, no I/O."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 from shared.bootstrap import Services
 from shared.errors import (
@@ -262,6 +263,10 @@ def test_what_a_rolled_back_transaction_sorted_out_is_counted_once():
         return write_failures(failures)
 
     def before_each_retry(seconds):
+        if seconds == 10.0:
+            # The schedule's time has gone by: the fourth attempt's failure gives up.
+            for task_id in (1, 2):
+                services.db.state.first_failures[task_id] -= timedelta(seconds=35)
         if seconds == 20.0:
             # Before the last attempt another consumer finishes task 1, and that attempt's
             # read fails: what it would have sorted out is left to the transaction that
