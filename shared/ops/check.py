@@ -6,14 +6,27 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from shared.bootstrap import build_services
 from shared.ops.health import CHECKS, check_readiness
 from shared.settings import InvalidSettings
 
+# A command starts cold: its model check loads the model, scikit-learn's imports
+# included, which took 3-5 s on a busy 2-core machine, past the 3 s that a probe of a
+# running process (whose model is loaded) allows. The database and Kafka checks keep
+# their own shorter deadlines within it.
+DEFAULT_TIMEOUT_S = 30.0
 
-def check_names(argv: Sequence[str] | None = None) -> list[str]:
-    """The checks the command line names, all of them when it names none."""
+
+@dataclass(frozen=True, slots=True)
+class CheckCommand:
+    names: list[str]
+    timeout_s: float
+
+
+def parse_check_command(argv: Sequence[str] | None = None) -> CheckCommand:
+    """The checks the command line names (all of them when it names none), and its deadline."""
     parser = argparse.ArgumentParser(prog="python -m shared.ops.check")
     # No `choices`: with nargs="*", Python 3.11's argparse refuses the empty default too.
     parser.add_argument(
@@ -22,21 +35,38 @@ def check_names(argv: Sequence[str] | None = None) -> list[str]:
         metavar="check",
         help=f"any of {', '.join(sorted(CHECKS))}; default: all",
     )
-    names = parser.parse_args(argv).names
-    if unknown := sorted(set(names) - set(CHECKS)):
+    parser.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"how long to wait for every check to answer (default {DEFAULT_TIMEOUT_S:g})",
+    )
+    args = parser.parse_args(argv)
+    if unknown := sorted(set(args.names) - set(CHECKS)):
         parser.error(f"unknown check {', '.join(unknown)}: choose from {', '.join(sorted(CHECKS))}")
-    return names or sorted(CHECKS)
+    return CheckCommand(names=args.names or sorted(CHECKS), timeout_s=args.timeout)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    names = check_names(argv)
+    command = parse_check_command(argv)
     try:
         services = build_services()
     except InvalidSettings as error:
         print(f"settings: FAILED: {error}")
         return 1
     try:
-        results = check_readiness(services, names=names)
+        results = check_readiness(services, timeout_s=command.timeout_s, names=command.names)
     finally:
         services.close()
     for name, result in results.items():

@@ -9,8 +9,8 @@ import pytest
 from shared.db.pool import Database
 from shared.errors import BrokerUnavailable
 from shared.ops.app import create_ops_app
-from shared.ops.check import check_names
-from shared.ops.health import CheckResult, check_readiness
+from shared.ops.check import parse_check_command
+from shared.ops.health import CHECK_TIMEOUT_S, CheckResult, check_readiness
 from tests.fakes import FakeModelLoader, FakePublisher, fake_services
 from tests.python_snippets import run_python
 
@@ -234,13 +234,29 @@ def test_a_scrape_never_waits_for_a_model_load():
 
 def test_the_check_command_runs_every_check_when_it_names_none():
     # Python 3.11's argparse refused the empty default of nargs="*" with choices.
-    assert check_names([]) == ["database", "kafka", "model"]
-    assert check_names(["kafka", "database"]) == ["kafka", "database"]
+    assert parse_check_command([]).names == ["database", "kafka", "model"]
+    assert parse_check_command(["kafka", "database"]).names == ["kafka", "database"]
+
+
+def test_the_check_command_gives_a_cold_model_load_longer_than_a_probe_does():
+    # In a fresh process the model check imports scikit-learn and loads the model, which
+    # took 3-5 s on a busy machine: the probe's 3 s failed it.
+    assert parse_check_command(["model"]).timeout_s == 30.0 > CHECK_TIMEOUT_S
+    assert parse_check_command(["--timeout", "7.5", "model"]).timeout_s == 7.5
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan"])
+def test_the_check_command_refuses_a_timeout_that_is_not_a_positive_number(value, capsys):
+    with pytest.raises(SystemExit) as refused:
+        parse_check_command(["--timeout", value])
+
+    assert refused.value.code == 2
+    assert f"got {value!r}" in capsys.readouterr().err
 
 
 def test_the_check_command_refuses_a_check_it_does_not_know(capsys):
     with pytest.raises(SystemExit) as refused:
-        check_names(["kafka", "redis"])
+        parse_check_command(["kafka", "redis"])
 
     assert refused.value.code == 2
     assert "unknown check redis: choose from database, kafka, model" in capsys.readouterr().err
