@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -142,11 +143,19 @@ def require_method(request: flask.Request, methods: tuple[str, ...]) -> None:
         )
 
 
+_DECIMAL_LENGTH = re.compile(r"[ \t]*[0-9]+[ \t]*")
+
+
 def read_body_within(request: flask.Request, max_bytes: int) -> bytes:
     """The whole body (cached on the request), or `BodyLeftUnread` with 413 when it is
     over `max_bytes` and 400 when it ends before its Content-Length."""
     length = request.content_length
     if length == 0:
+        # werkzeug reads a Content-Length that is not a number (gunicorn refuses those
+        # itself) as 0: the client then hears that its length is wrong, not its JSON.
+        declared = request.headers.get("Content-Length", "0")
+        if not _DECIMAL_LENGTH.fullmatch(declared):
+            raise BodyLeftUnread(400, f"Content-Length is not a number of bytes: {declared[:40]!r}")
         return b""  # a declared empty body (a chunked one has no length): nothing to read
     if length is not None and length > max_bytes:
         raise BodyLeftUnread(413, f"Request body of {length} bytes is over {max_bytes}")

@@ -46,12 +46,17 @@ MAX_LISTED_ERRORS = 20
 
 def field_errors(error: ValidationError) -> list[dict[str, Any]]:
     """One entry per field: where, what was wrong. The input itself is left out (it may be huge)."""
+    listed = listed_issues(error)
+    return cut_short(listed, error.error_count())
+
+
+def listed_issues(error: ValidationError) -> list[dict[str, Any]]:
+    """The first MAX_LISTED_ERRORS of `error`'s issues, each as a 422 lists it."""
     issues = error.errors(include_url=False, include_context=False, include_input=False)
-    listed = [
+    return [
         {"loc": list(issue["loc"]), "msg": issue["msg"], "type": issue["type"]}
         for issue in issues[:MAX_LISTED_ERRORS]
     ]
-    return cut_short(listed, len(issues))
 
 
 def cut_short(listed: list[dict[str, Any]], total: int) -> list[dict[str, Any]]:

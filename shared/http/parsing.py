@@ -9,7 +9,13 @@ from typing import TypeVar
 import flask
 from pydantic import BaseModel, ValidationError
 
-from shared.http.errors import MAX_LISTED_ERRORS, HttpError, cut_short, field_errors
+from shared.http.errors import (
+    MAX_LISTED_ERRORS,
+    HttpError,
+    cut_short,
+    field_errors,
+    listed_issues,
+)
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -55,11 +61,20 @@ def _refuse_many_unknown_fields(model: type[BaseModel], document: dict[str, obje
         return  # few enough to validate as usual, in one list with the other errors
     unknown = [name for name in document if name not in model.model_fields]
     if len(unknown) > MAX_LISTED_ERRORS:
-        issues = [
+        # The model's own fields are few: validated alone, they give their errors (a
+        # missing or a bad field) first, as a whole validation lists them, and the count
+        # of what is left out stays exact.
+        known = {name: value for name, value in document.items() if name in model.model_fields}
+        try:
+            model.model_validate(known)
+            listed, total = [], 0
+        except ValidationError as error:
+            listed, total = listed_issues(error), error.error_count()
+        listed += [
             {"loc": [name], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"}
             for name in unknown[:MAX_LISTED_ERRORS]
         ]
-        raise HttpError(422, cut_short(issues, len(unknown)))
+        raise HttpError(422, cut_short(listed[:MAX_LISTED_ERRORS], total + len(unknown)))
 
 
 class _NotJson(ValueError):

@@ -71,6 +71,25 @@ def test_predict_lists_twenty_problems_of_a_body_then_how_many_more(services):
     assert detail[20] == {"loc": [], "msg": "and 19980 more errors", "type": "too_many_errors"}
 
 
+def test_predict_counts_the_missing_fields_too_when_unknown_ones_are_many(services):
+    # Past 20 unknown fields the body is refused before a whole validation; the model's
+    # own fields are still checked, so the count left out is exact and they come first.
+    body = {"item_id": 1, "images_qty": "two", **{f"u{n}": 0 for n in range(28)}}
+
+    response = client("predict").post("/predict", json=body)
+
+    detail = assert_json_error(response, 422)
+    own = [issue for issue in detail if issue["type"] != "extra_forbidden"][:-1]
+    assert {issue["loc"][0] for issue in own} == set(VALID_AD) - {"item_id"}
+    assert detail[len(own)]["loc"] == ["u0"]
+    unknown_listed = 20 - len(own)
+    assert detail[20] == {
+        "loc": [],
+        "msg": f"and {28 - unknown_listed} more errors",
+        "type": "too_many_errors",
+    }
+
+
 def test_predict_lists_a_few_unknown_fields_with_the_other_problems(services):
     body = {**VALID_AD, "images_qty": "two", "colour": "red"}
 
@@ -316,6 +335,29 @@ def test_a_body_shorter_than_its_declared_length_gets_a_json_400(services, termi
     response = client("predict").post("/predict", **_short_body(**overrides))
 
     assert "could not be read" in assert_json_error(response, 400)
+
+
+@pytest.mark.parametrize("declared", ["abc", "-5", "1e3", "²"])
+def test_a_content_length_that_is_not_a_number_gets_a_json_400_that_says_so(services, declared):
+    # gunicorn refuses such a request itself; werkzeug (the runner) reads the length as 0.
+    response = client("predict").post(
+        "/predict",
+        data=b"",
+        content_type="application/json",
+        environ_overrides={"CONTENT_LENGTH": declared},
+    )
+
+    assert assert_json_error(response, 400) == (
+        f"Content-Length is not a number of bytes: {declared!r}"
+    )
+
+
+def test_a_declared_empty_body_is_not_json(services):
+    response = client("predict").post(
+        "/predict", data=b"", headers={"Content-Type": "application/json"}
+    )
+
+    assert "not valid JSON" in assert_json_error(response, 400)
 
 
 class _ResetMidBody(io.BytesIO):
