@@ -449,11 +449,15 @@ def describe_invalid(error: ValidationError) -> str:
 
 def _describe_issue(issue: ErrorDetails) -> str:
     name = ".".join(map(str, issue["loc"]))
-    described = f"{name.upper() or 'settings'}: {issue['msg']}"
+    # Our own validators' messages (`value_error`) say what they found themselves, and a
+    # check across fields names its settings: pydantic's "Value error, " adds nothing.
+    quoted_already = issue["type"] == "value_error"
+    message = issue["msg"].removeprefix("Value error, ") if quoted_already else issue["msg"]
+    if not name and quoted_already:
+        return message
+    described = f"{name.upper() or 'settings'}: {message}"
     # A field's own value, unless it may hold a secret; a check across fields (no name)
     # has them all as its input.
-    # (Our own validators' messages, `value_error`, say what they found themselves.)
-    quoted_already = issue["type"] == "value_error"
     if name and name not in _SECRET_SETTINGS and "input" in issue and not quoted_already:
         shown = repr(issue["input"])
         described += f", got {shown if len(shown) <= 80 else shown[:77] + '...'}"

@@ -160,7 +160,7 @@ def test_a_database_url_libpq_cannot_read_is_refused_without_quoting_it(url):
     with pytest.raises(InvalidSettings) as refused:
         read_settings(database_url=url)
 
-    assert "DATABASE_URL: Value error, not a connection string libpq can read" in str(refused.value)
+    assert "DATABASE_URL: not a connection string libpq can read" in str(refused.value)
     assert "S3cret" not in str(refused.value)
     assert "cret" not in str(refused.value)
 
@@ -269,6 +269,15 @@ def test_an_invalid_setting_is_quoted_unless_it_may_hold_a_secret():
         refused.value
     )
     assert "API_KEYS" in str(refused.value) and "S3cret" not in str(refused.value)
+
+
+def test_a_check_across_settings_is_its_own_message_naming_them():
+    with pytest.raises(InvalidSettings) as refused:
+        read_settings(db_pool_min_size=11, db_pool_max_size=10)
+
+    assert (
+        str(refused.value) == "invalid setting: DB_POOL_MIN_SIZE (11) is over DB_POOL_MAX_SIZE (10)"
+    )
 
 
 def test_variables_named_almost_like_a_setting_are_taken_for_misspellings_of_it():
