@@ -14,6 +14,7 @@ from shared.db.dead_letters import (
     claim_unpublished_dead_letters,
     insert_dead_letters,
 )
+from shared.db.tasks import claim_unpublished_tasks
 from shared.errors import BrokerUnavailable
 from shared.kafka.config import MAX_RECORD_BYTES
 from shared.moderation.relay import (
@@ -190,6 +191,26 @@ def test_the_relay_leaves_alone_tasks_and_letters_younger_than_the_grace_period(
     assert published_letters == {old_letter}
     assert young_task not in published_tasks
     assert young_letter not in published_letters
+
+
+def test_a_second_relay_takes_the_tasks_the_first_has_not_claimed_without_waiting(settings):
+    # Any number of relays may sweep at once: a claim skips the rows another holds,
+    # which it keeps locked while it publishes, instead of queueing behind them.
+    with wired_services(settings) as services:
+        items = seed_ads(services, 3)
+        with services.db.transaction() as tx:
+            tasks = {tx.create_task_for_existing_ad(item) for item in items}
+    with (
+        psycopg.connect(settings.database_url) as first,
+        psycopg.connect(settings.database_url) as second,
+    ):
+        held = claim_unpublished_tasks(first, older_than_s=0, limit=1)  # its transaction stays open
+        second.execute("SET lock_timeout = '2s'")  # a claim that waited would fail here
+
+        taken = claim_unpublished_tasks(second, older_than_s=0, limit=10)
+
+        assert len(held) == 1
+        assert {task for task, _ in taken} == tasks - {task for task, _ in held}
 
 
 def test_tasks_kafka_refuses_hold_back_no_newer_task(settings):

@@ -222,6 +222,16 @@ def test_a_body_declared_over_the_limit_is_refused_without_being_read(services):
     assert body.taken == 0
 
 
+def test_a_body_of_exactly_the_limit_is_taken(services):
+    body = json.dumps(VALID_AD)
+    padded = body[:-1] + " " * (services.settings.max_body_bytes - len(body)) + "}"
+    assert len(padded.encode()) == services.settings.max_body_bytes
+
+    response = client("predict").post("/predict", data=padded, content_type="application/json")
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
 def test_a_chunked_body_over_the_limit_is_rejected_with_413(services):
     body = json.dumps({**VALID_AD, "description": "x" * services.settings.max_body_bytes}).encode()
 

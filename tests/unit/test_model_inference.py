@@ -218,6 +218,37 @@ def test_every_verdict_carries_its_item_probability_threshold_decision_and_versi
     assert {v.is_violation for v in verdicts} == {True, False}
 
 
+@pytest.mark.parametrize("size", [1, PER_AD_MAX_BATCH + 1], ids=["per-ad", "batch"])
+def test_a_probability_equal_to_the_threshold_is_a_violation_in_either_kernel(model, trained, size):
+    ads = [_ad(item_id) for item_id in range(1, size + 1)]
+    probability = model.predict(ads)[0].probability
+    card = dataclasses.replace(model.card, decision_threshold=probability)
+    at_threshold = _Model(card, compile_scorer(trained.pipeline))
+
+    verdicts = at_threshold.predict(ads)
+
+    assert [v.probability for v in verdicts] == [probability] * size
+    assert all(v.is_violation for v in verdicts)
+
+
+@pytest.mark.parametrize("size", [1, PER_AD_MAX_BATCH + 1], ids=["per-ad", "batch"])
+def test_an_ad_that_takes_the_deal_off_the_platform_scores_high_and_a_plain_one_low(model, size):
+    # The probability is P(violation), not P(ok): a kernel turned around would still
+    # agree with itself, and with the threshold it is compared against.
+    spam = _ad(
+        name="CALL NOW!!! BEST PRICE",
+        description="call +1 555 0100 200 or write to cheap@deals.biz",
+        is_verified_seller=False,
+        images_qty=0,
+    )
+    plain = _ad(name="Road bike, 54 cm frame", description="Aluminium frame, serviced in May.")
+
+    spam_verdicts, plain_verdicts = model.predict([spam] * size), model.predict([plain] * size)
+
+    assert all(v.is_violation and v.probability > 0.9 for v in spam_verdicts)
+    assert all(not v.is_violation and v.probability < 0.5 for v in plain_verdicts)
+
+
 def test_the_loaded_model_cannot_be_changed(model):
     with pytest.raises(AttributeError, match="immutable"):
         model.threshold = 0.0  # type: ignore[misc]
