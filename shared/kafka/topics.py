@@ -6,16 +6,19 @@ and the test fixtures call `ensure_topics` with their own settings.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from shared.kafka.config import MAX_RECORD_BYTES, MAX_TASK_RECORD_BYTES, connection_config
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 TIMEOUT_S = 15.0
 
@@ -45,7 +48,79 @@ def ensure_topics(settings: Settings, timeout_s: float = TIMEOUT_S) -> dict[str,
                 f"could not create topic {name!r} with {wanted[name]} partitions "
                 f"on {servers}: {error.str()}"
             )
-    return _wait_until_led(admin, list(wanted), settings.kafka_bootstrap_servers, timeout_s)
+    partitions = _wait_until_led(admin, list(wanted), servers, timeout_s)
+    _check_configs(settings, _configs_of(admin, list(wanted), servers, timeout_s))
+    return partitions
+
+
+# Far above the largest task record our producers write (two bigint ids, a key, the
+# batch's own overhead), far below any limit a broker would be given on purpose.
+MIN_TASK_RECORD_LIMIT = 1024
+# What a dead letter adds to the record it carries: our x-* headers, the exception
+# message among them cut to 1,000 characters.
+LETTER_HEADERS_ALLOWANCE = 16 * 1024
+# Tasks wait in `moderation` for as long as no consumer reads it: a retention shorter
+# than an outage deletes them unread (`republish` sends them again).
+SHORT_RETENTION_MS = 24 * 60 * 60 * 1000
+
+
+def _check_configs(settings: Settings, configs: dict[str, dict[str, str]]) -> None:
+    """Refuse an existing topic whose settings would lose or refuse tasks; warn of a short
+    retention, or letters too large for the DLQ. Topics made elsewhere (Terraform, a
+    managed console) keep their own settings, and this job changes none."""
+    tasks, letters = settings.kafka_moderation_topic, settings.kafka_dlq_topic
+    for name in (tasks, letters):
+        if "compact" in configs[name].get("cleanup.policy", "delete"):
+            # Compaction keeps one record per key, and records are keyed by item_id:
+            # every earlier task of an ad (or letter of a key) would vanish unread.
+            raise TopicSetupError(
+                f"topic {name!r} has cleanup.policy={configs[name]['cleanup.policy']}, which "
+                "keeps only the last record of each key: set it to delete "
+                f"(kafka-configs.sh --alter --entity-type topics --entity-name {name} "
+                "--add-config cleanup.policy=delete)"
+            )
+    task_limit = int(configs[tasks].get("max.message.bytes", MAX_TASK_RECORD_BYTES))
+    if task_limit < MIN_TASK_RECORD_LIMIT:
+        raise TopicSetupError(
+            f"topic {tasks!r} has max.message.bytes={task_limit}, too small for a task "
+            f"record: give it at least {MIN_TASK_RECORD_LIMIT} ({MAX_TASK_RECORD_BYTES} "
+            "is what this job creates it with)"
+        )
+    letter_limit = int(configs[letters].get("max.message.bytes", MAX_RECORD_BYTES))
+    if letter_limit < task_limit + LETTER_HEADERS_ALLOWANCE:
+        # A warning, not a refusal: two topics made with a broker's defaults are like
+        # this, and only a poison record near the limit is affected. Its letter stays in
+        # the dead_letters table, which the relay then tries to publish again and again.
+        log.warning(
+            f"topic {letters!r} has max.message.bytes={letter_limit}, less than "
+            f"{tasks!r} takes ({task_limit}) plus {LETTER_HEADERS_ALLOWANCE} for a dead "
+            "letter's headers: a record that large would be dead-lettered in PostgreSQL "
+            f"but never published; raise it to {task_limit + LETTER_HEADERS_ALLOWANCE}"
+        )
+    retention_ms = int(configs[tasks].get("retention.ms", -1))
+    if 0 <= retention_ms < SHORT_RETENTION_MS:
+        log.warning(
+            f"topic {tasks!r} keeps records for {retention_ms / 1000:g} s (retention.ms): "
+            "tasks no consumer reads within that are deleted unread, and wait for "
+            "`python -m shared.moderation.republish`"
+        )
+
+
+def _configs_of(
+    admin: AdminClient, names: list[str], servers: str, timeout_s: float
+) -> dict[str, dict[str, str]]:
+    """Each topic's settings as the broker applies them (its defaults included)."""
+    futures = admin.describe_configs(
+        [ConfigResource(ResourceType.TOPIC, name) for name in names], request_timeout=timeout_s
+    )
+    configs = {}
+    for resource, future in futures.items():
+        late = f"Kafka at {servers} did not describe topic {resource.name!r}"
+        if (error := _outcome(future, timeout_s, late)) is not None:
+            raise TopicSetupError(f"could not read topic {resource.name!r}'s settings: {error}")
+        entries = future.result()
+        configs[resource.name] = {key: entry.value for key, entry in entries.items()}
+    return configs
 
 
 def min_insync_replicas(replication_factor: int) -> int:
@@ -168,12 +243,11 @@ def describe(settings: Settings, partitions: dict[str, int]) -> str:
     parts = []
     for name, count in partitions.items():
         setting, wanted = asked[name]
-        note = (
-            f"; {setting} asks for {wanted}, which only a new topic gets"
-            " (grow this one with kafka-topics --alter --partitions)"
-            if count != wanted
-            else ""
-        )
+        note = ""
+        if count != wanted:
+            note = f"; {setting} asks for {wanted}, which only a new topic gets"
+        if count < wanted:
+            note += " (grow this one with kafka-topics.sh --alter --partitions)"
         parts.append(f"{name} ({count} partitions{note})")
     return ", ".join(parts)
 

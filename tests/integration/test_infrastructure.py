@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 import time
 import uuid
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -16,7 +19,8 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from shared.kafka.topics import describe, ensure_topics
+from shared.kafka.config import MAX_RECORD_BYTES
+from shared.kafka.topics import TopicSetupError, delete_topics, describe, ensure_topics
 from shared.settings import Settings
 
 TIMEOUT_S = 20.0
@@ -138,6 +142,72 @@ def test_an_existing_topic_keeps_its_partitions_and_the_report_says_so(settings:
         in report
     )
     assert f"{settings.kafka_dlq_topic} (1 partitions)" in report
+
+
+@contextlib.contextmanager
+def _topics_made_elsewhere(
+    settings: Settings, moderation: dict[str, str], dlq: dict[str, str]
+) -> Iterator[Settings]:
+    """Both topics of a fresh pair, made beforehand with `moderation` and `dlq` as their
+    settings, as Terraform or a managed console would; deleted at the end."""
+    suffix = uuid.uuid4().hex[:8]
+    own = settings.model_copy(
+        update={"kafka_moderation_topic": f"tasks-{suffix}", "kafka_dlq_topic": f"dlq-{suffix}"}
+    )
+    admin = _admin(settings.kafka_bootstrap_servers)
+    made = admin.create_topics(
+        [
+            NewTopic(own.kafka_moderation_topic, num_partitions=1, config=moderation),
+            NewTopic(own.kafka_dlq_topic, num_partitions=1, config=dlq),
+        ]
+    )
+    for future in made.values():
+        future.result(timeout=TIMEOUT_S)
+    try:
+        yield own
+    finally:
+        delete_topics(own)
+
+
+@pytest.mark.parametrize(
+    ("moderation", "dlq", "refusal"),
+    [
+        ({"cleanup.policy": "compact"}, {}, "cleanup.policy=compact, which keeps only the last"),
+        ({}, {"cleanup.policy": "compact,delete"}, "cleanup.policy=compact,delete"),
+        ({"max.message.bytes": "20"}, {}, "max.message.bytes=20, too small for a task record"),
+    ],
+    ids=["compacted-tasks", "compacted-letters", "tasks-too-small"],
+)
+def test_existing_topics_whose_settings_would_lose_or_refuse_tasks_are_refused_by_name(
+    settings: Settings, moderation, dlq, refusal
+) -> None:
+    with (
+        _topics_made_elsewhere(settings, moderation, dlq) as own,
+        pytest.raises(TopicSetupError, match=re.escape(refusal)),
+    ):
+        ensure_topics(own)
+
+
+@pytest.mark.parametrize(
+    ("moderation", "dlq", "warning"),
+    [
+        ({"retention.ms": "3000"}, {}, "{tasks!r} keeps records for 3 s (retention.ms)"),
+        # What two topics made with a broker's defaults (1 MiB each) look like.
+        ({}, {"max.message.bytes": "1048588"}, "{dlq!r} has max.message.bytes=1048588, less"),
+    ],
+    ids=["short-retention", "letters-no-larger-than-tasks"],
+)
+def test_existing_topics_that_may_hold_back_records_are_taken_with_a_warning(
+    settings: Settings, caplog, moderation, dlq, warning
+) -> None:
+    default_sizes = {"max.message.bytes": str(MAX_RECORD_BYTES)}
+    with _topics_made_elsewhere(settings, moderation, {**default_sizes, **dlq}) as own:
+        partitions = ensure_topics(own)
+
+    assert partitions == {own.kafka_moderation_topic: 1, own.kafka_dlq_topic: 1}
+    expected = warning.format(tasks=own.kafka_moderation_topic, dlq=own.kafka_dlq_topic)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum(expected in message for message in warned) == 1, warned
 
 
 def test_the_database_is_migrated_and_emptied_for_each_test(database_url: str) -> None:
