@@ -125,6 +125,7 @@ def build_services(settings: Settings | None = None) -> Services:
             producer_config(settings),
             timeout_s=settings.kafka_publish_timeout_s,
             queue_full_wait_s=settings.queue_full_wait_s,
+            topics=(settings.kafka_moderation_topic, settings.kafka_dlq_topic),
         ),
     )
 

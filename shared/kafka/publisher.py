@@ -29,8 +29,10 @@ class KafkaPublisher:
         timeout_s: float,
         queue_full_wait_s: float,
         make_producer: Callable[[dict[str, object]], Producer] = Producer,
+        topics: Sequence[str] = (),
     ) -> None:
         self._config = config
+        self._topics = tuple(topics)  # what `ping` checks the cluster has
         self._make_producer = make_producer
         self._timeout_s = timeout_s
         self._queue_full_wait_s = queue_full_wait_s
@@ -129,11 +131,20 @@ class KafkaPublisher:
                 time.sleep(0.01)
 
     def ping(self, timeout_s: float = 2.0) -> None:
-        """Raise BrokerUnavailable unless the cluster answers a metadata request."""
+        """Raise BrokerUnavailable unless the cluster answers a metadata request and has
+        every topic this publisher writes to."""
         try:
-            self._get_producer().list_topics(timeout=timeout_s)
+            metadata = self._get_producer().list_topics(timeout=timeout_s)
         except KafkaException as error:
             raise BrokerUnavailable(f"Kafka unreachable: {error}") from error
+        # A publish to a topic that is missing (on a broker that creates none) only times
+        # out, "Local: Message timed out", as if the broker were down.
+        missing = [name for name in self._topics if name not in metadata.topics]
+        if missing:
+            raise BrokerUnavailable(
+                f"Kafka at {self._config.get('bootstrap.servers')} has no topic "
+                f"{', '.join(map(repr, missing))}: create it with python -m shared.kafka.topics"
+            )
 
     def close(self, timeout_s: float = 5.0) -> None:
         with self._lock:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from confluent_kafka.admin import AdminClient, NewPartitions
 
@@ -10,7 +12,8 @@ from shared.kafka.config import MAX_RECORD_BYTES, METADATA_REFRESH_MS, producer_
 from shared.kafka.publisher import KafkaPublisher
 from shared.kafka.record import OutgoingRecord
 from shared.moderation.outbox import publish_for_outbox
-from tests.integration.helpers import read_topic
+from shared.ops.health import check_readiness
+from tests.integration.helpers import read_topic, wired_services
 from tests.waiting import wait_until
 
 
@@ -68,3 +71,18 @@ def test_a_running_publisher_writes_to_partitions_added_to_the_topic_within_seco
         )
     finally:
         publisher.close()
+
+
+def test_readiness_names_a_topic_the_cluster_does_not_have(settings, caplog):
+    # A publish to it would only time out, as if the broker were down; the test broker
+    # creates no topic on its own.
+    missing = f"missing-{uuid.uuid4().hex[:8]}"
+    without_dlq = settings.model_copy(update={"kafka_dlq_topic": missing})
+    with wired_services(without_dlq) as services:
+        checks = check_readiness(services, names=["kafka"])
+    with wired_services(settings) as services:
+        checks_with_both = check_readiness(services, names=["kafka"])
+
+    assert checks["kafka"].ok is False
+    assert any(f"has no topic {missing!r}" in r.getMessage() for r in caplog.records)
+    assert checks_with_both["kafka"].ok is True
