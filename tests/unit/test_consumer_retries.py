@@ -93,11 +93,8 @@ def test_waits_cut_short_by_revokes_do_not_use_up_the_schedule():
     # An outage of four model loads, each delivery let go in the wait after its attempt:
     # four attempts are counted on the row, with none of the waits between them.
     services.model = FakeModelLoader(fail_times=4)
-    services.sleeper = let_go_in_every_wait
     record = accepted_task(services, 1)
-    for _ in range(4):
-        with pytest.raises(BatchLetGo):
-            process_moderation_batch(services, [record])
+    let_go_in_the_first_wait(services, record, times=4)
     assert services.db.state.tasks[1].attempts == 4
     assert services.db.state.tasks[1].status == "pending"
 
@@ -111,11 +108,8 @@ def test_waits_cut_short_by_revokes_do_not_use_up_the_schedule():
 def test_a_task_out_of_attempts_is_failed_once_its_first_failure_is_a_schedule_old():
     services = fake_services()
     services.model = FakeModelLoader(fail_times=100)
-    services.sleeper = let_go_in_every_wait
     record = accepted_task(services, 1)
-    for _ in range(4):
-        with pytest.raises(BatchLetGo):
-            process_moderation_batch(services, [record])
+    let_go_in_the_first_wait(services, record, times=4)
     services.db.state.first_failures[1] = datetime.now(UTC) - timedelta(seconds=35)
 
     report = process_moderation_batch(services, [record])
@@ -126,9 +120,17 @@ def test_a_task_out_of_attempts_is_failed_once_its_first_failure_is_a_schedule_o
     assert dead_letter_headers(letter)["x-attempts"] == "5"
 
 
-def let_go_in_every_wait(seconds: float) -> None:
-    """The partition is revoked (or the process stopped) while the batch waits."""
-    raise BatchLetGo()
+def let_go_in_the_first_wait(services, record, *, times: int) -> None:
+    """`record` delivered `times` times, each batch let go (its partition revoked, or the
+    process stopped) in the wait after its first attempt."""
+
+    def let_go(seconds: float) -> None:
+        raise BatchLetGo()
+
+    services.sleeper = let_go
+    for _ in range(times):
+        with pytest.raises(BatchLetGo):
+            process_moderation_batch(services, [record])
 
 
 def test_database_outage_is_retried_and_the_task_completes_once_it_is_back():
