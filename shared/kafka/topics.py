@@ -49,7 +49,9 @@ def ensure_topics(settings: Settings, timeout_s: float = TIMEOUT_S) -> dict[str,
                 f"on {servers}: {error.str()}"
             )
     partitions = _wait_until_led(admin, list(wanted), servers, timeout_s)
-    _check_configs(settings, _configs_of(admin, list(wanted), servers, timeout_s))
+    configs = _configs_of(admin, list(wanted), servers, timeout_s)
+    if configs is not None:
+        _check_configs(settings, configs)
     return partitions
 
 
@@ -106,10 +108,15 @@ def _check_configs(settings: Settings, configs: dict[str, dict[str, str]]) -> No
         )
 
 
+_NOT_ALLOWED = (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED)
+
+
 def _configs_of(
     admin: AdminClient, names: list[str], servers: str, timeout_s: float
-) -> dict[str, dict[str, str]]:
-    """Each topic's settings as the broker applies them (its defaults included)."""
+) -> dict[str, dict[str, str]] | None:
+    """Each topic's settings as the broker applies them (its defaults included); None,
+    with a warning, where the account may not read them (an ACL without DescribeConfigs):
+    the check is advice, and the topics themselves are there."""
     futures = admin.describe_configs(
         [ConfigResource(ResourceType.TOPIC, name) for name in names], request_timeout=timeout_s
     )
@@ -117,9 +124,17 @@ def _configs_of(
     for resource, future in futures.items():
         late = f"Kafka at {servers} did not describe topic {resource.name!r}"
         if (error := _outcome(future, timeout_s, late)) is not None:
+            if error.code() in _NOT_ALLOWED:
+                log.warning(
+                    f"topic {resource.name!r}'s settings not checked: {error.str()} (the "
+                    "account may not describe its configs)"
+                )
+                return None
             raise TopicSetupError(f"could not read topic {resource.name!r}'s settings: {error}")
         entries = future.result()
-        configs[resource.name] = {key: entry.value for key, entry in entries.items()}
+        configs[resource.name] = {
+            key: entry.value for key, entry in entries.items() if entry.value is not None
+        }
     return configs
 
 

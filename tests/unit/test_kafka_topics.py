@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from shared.kafka.config import MAX_RECORD_BYTES, MAX_TASK_RECORD_BYTES
-from shared.kafka.topics import new_topics
+from shared.kafka.topics import _configs_of, new_topics
 from shared.settings import Settings
 
 
@@ -30,3 +33,24 @@ def test_each_topic_gets_its_name_partitions_and_record_limit():
     assert moderation.config["max.message.bytes"] == str(MAX_TASK_RECORD_BYTES)
     assert dlq.config["max.message.bytes"] == str(MAX_RECORD_BYTES)
     assert MAX_RECORD_BYTES > MAX_TASK_RECORD_BYTES
+
+
+class _AdminWithoutDescribeConfigs:
+    """An account whose ACLs allow creating topics but not reading their settings."""
+
+    def describe_configs(self, resources, request_timeout):
+        refused = {}
+        for resource in resources:
+            future: Future[None] = Future()
+            future.set_exception(KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)))
+            refused[resource] = future
+        return refused
+
+
+def test_topic_settings_an_account_may_not_read_are_left_unchecked_with_a_warning(caplog):
+    configs = _configs_of(_AdminWithoutDescribeConfigs(), ["moderation"], "kafka:9092", 1.0)
+
+    assert configs is None
+    (warning,) = caplog.records
+    assert warning.levelname == "WARNING"
+    assert "topic 'moderation''s settings not checked" in warning.getMessage()
