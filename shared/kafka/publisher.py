@@ -133,13 +133,19 @@ class KafkaPublisher:
     def ping(self, timeout_s: float = 2.0) -> None:
         """Raise BrokerUnavailable unless the cluster answers a metadata request and has
         every topic this publisher writes to."""
+        deadline = time.monotonic() + timeout_s
+        producer = self._get_producer()
         try:
-            metadata = self._get_producer().list_topics(timeout=timeout_s)
+            metadata = producer.list_topics(timeout=timeout_s)
         except KafkaException as error:
             raise BrokerUnavailable(f"Kafka unreachable: {error}") from error
         # A publish to a topic that is missing (on a broker that creates none) only times
         # out, "Local: Message timed out", as if the broker were down.
-        missing = [name for name in self._topics if name not in metadata.topics]
+        missing = [
+            name
+            for name in self._topics
+            if name not in metadata.topics and _does_not_exist(producer, name, deadline)
+        ]
         if missing:
             raise BrokerUnavailable(
                 f"Kafka at {self._config.get('bootstrap.servers')} has no topic "
@@ -152,6 +158,19 @@ class KafkaPublisher:
                 self._producer.flush(timeout_s)
                 self._stop_serving.set()
                 self._producer = None
+
+
+def _does_not_exist(producer: Producer, topic: str, deadline: float) -> bool:
+    """Whether the cluster says `topic` does not exist. A listing leaves out the topics
+    an account may not describe (ACLs); asked for by name, the broker tells the two apart.
+    (Asked by name, a broker that creates topics on first use creates it: it would on the
+    first publish too.)"""
+    try:
+        metadata = producer.list_topics(topic, timeout=max(deadline - time.monotonic(), 0.1))
+    except KafkaException:
+        return False  # no answer this time: the cluster answered the listing, so say so
+    error = metadata.topics[topic].error if topic in metadata.topics else None
+    return error is not None and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
 
 
 def _is_fatal(error: KafkaError) -> bool:
