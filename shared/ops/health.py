@@ -39,7 +39,7 @@ def check_database(services: Services) -> str:
 
 def check_kafka(services: Services) -> str:
     services.publisher.ping(timeout_s=CHECK_TIMEOUT_S - 0.5)
-    return "Kafka answers metadata requests"
+    return "Kafka answers, and has the topics"
 
 
 def check_model(services: Services) -> str:

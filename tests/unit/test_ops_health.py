@@ -238,7 +238,7 @@ def test_the_check_command_runs_every_check_when_it_names_none():
     assert parse_check_command(["kafka", "database"]).names == ["kafka", "database"]
 
 
-def test_the_check_command_gives_a_cold_model_load_longer_than_a_probe_does():
+def test_the_check_command_waits_longer_than_a_probe_by_default_or_as_long_as_told():
     # In a fresh process the model check imports scikit-learn and loads the model, which
     # took 3-5 s on a busy machine: the probe's 3 s failed it.
     assert parse_check_command(["model"]).timeout_s == 30.0 > CHECK_TIMEOUT_S
