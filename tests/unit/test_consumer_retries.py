@@ -4,12 +4,14 @@ Every rule, no I/O."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from shared.bootstrap import BatchLetGo
 from shared.moderation.batch import process_moderation_batch
+from shared.moderation.batch_work import BatchWork
 from tests.fakes import FakeModelLoader, fake_services
 from tests.unit.consumer_records import accepted_task, dead_letter_headers
 
@@ -118,6 +120,28 @@ def test_a_task_out_of_attempts_is_failed_once_its_first_failure_is_a_schedule_o
     assert services.db.state.tasks[1].status == "failed"
     (letter,) = services.publisher.on_topic("moderation_dlq")
     assert dead_letter_headers(letter)["x-attempts"] == "5"
+
+
+@pytest.mark.parametrize(
+    ("attempts", "row_failing_for_s", "seen_here_s", "given_up"),
+    [
+        (4, 35.0, 0.0, True),  # the row's clock: earlier owners' failures count
+        (4, None, 35.0, True),  # the database down at every count: this batch's own clock
+        (4, 10.0, 36.0, True),  # the row's first failure recorded late, after an outage
+        (4, 34.0, 34.0, False),  # neither clock has seen the schedule's time go by
+        (3, 60.0, 60.0, False),  # time alone is not enough: the attempts too
+    ],
+)
+def test_a_task_is_out_of_retries_once_either_clock_has_seen_the_schedule_go_by(
+    attempts, row_failing_for_s, seen_here_s, given_up
+):
+    work = BatchWork(tasks=[], letters=[])
+    work.attempts[1] = attempts
+    if row_failing_for_s is not None:
+        work.failing_for_s[1] = row_failing_for_s
+    work.failing_since[1] = time.monotonic() - seen_here_s
+
+    assert work.out_of_retries(1, limit=4, schedule_s=35.0) is given_up
 
 
 def let_go_in_the_first_wait(services, record, *, times: int) -> None:
