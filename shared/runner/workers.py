@@ -121,13 +121,28 @@ class ConsumerWorker(_ThreadWorker):
         return self._consumer.assigned.wait(timeout_s)
 
 
-class RelayWorker(_ThreadWorker):
-    """Runs `relay_once` every `outbox_relay_interval_s` until stopped."""
+# After a failed sweep the relay waits twice as long as before, up to this (or its
+# interval, if longer): an outage of Kafka or PostgreSQL, or a record the broker always
+# refuses, then costs a warning every 10 s instead of every second, and the sweep that
+# finds the outage over comes at most 10 s after its end.
+RELAY_BACKOFF_MAX_S = 10.0
 
-    def __init__(self, services: Services, sweep: Callable[[Services], int] = relay_once) -> None:
+
+class RelayWorker(_ThreadWorker):
+    """Runs `relay_once` every `outbox_relay_interval_s` until stopped, less often while
+    sweeps fail."""
+
+    def __init__(
+        self,
+        services: Services,
+        sweep: Callable[[Services], int] = relay_once,
+        *,
+        backoff_max_s: float = RELAY_BACKOFF_MAX_S,
+    ) -> None:
         super().__init__()
         self._services = services
         self._sweep = sweep
+        self._backoff_max_s = backoff_max_s
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
@@ -135,20 +150,27 @@ class RelayWorker(_ThreadWorker):
 
     def _run(self) -> None:
         interval = self._services.settings.outbox_relay_interval_s
-        while not self._stop.wait(interval):
-            self.sweep_once()
+        longest = max(interval, self._backoff_max_s)
+        wait = interval
+        while not self._stop.wait(wait):
+            swept = self._sweep_reporting_failure()
+            wait = interval if swept is not None else min(wait * 2, longest)
 
     def sweep_once(self) -> int:
         """One sweep; a failure is logged and the next sweep tries again."""
+        return self._sweep_reporting_failure() or 0
+
+    def _sweep_reporting_failure(self) -> int | None:
+        """What one sweep published, or None when it failed (logged)."""
         try:
             published = self._sweep(self._services)
         except TemporaryError as error:
             log.warning("outbox relay sweep failed; retrying", extra={"error": str(error)})
-            return 0
+            return None
         except Exception:
             # A bug must not end the relay thread silently: log it, keep sweeping.
             log.exception("outbox relay sweep crashed; retrying")
-            return 0
+            return None
         if published:
             log.info("outbox relay published", extra={"records": published})
         return published

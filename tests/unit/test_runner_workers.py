@@ -73,6 +73,38 @@ def test_the_relay_thread_sweeps_on_its_interval_and_stops_promptly(services):
     assert time.monotonic() - started < 1.0
 
 
+class _RecordedWaits:
+    """Stands in for the relay's stop event: records each wait, stops after `count`."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.waits = count, []
+
+    def wait(self, timeout: float) -> bool:
+        self.waits.append(timeout)
+        return len(self.waits) > self.count
+
+    def set(self) -> None:
+        pass
+
+
+def test_the_relay_waits_twice_as_long_after_each_failed_sweep_up_to_a_limit(services):
+    outcomes = iter([BrokerUnavailable("Kafka unreachable")] * 5 + [0, 3])
+
+    def sweep(_services) -> int:
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    relay = RelayWorker(services, sweep, backoff_max_s=0.05)
+    relay._stop = _RecordedWaits(count=7)
+
+    relay._run()
+
+    # The interval is 0.01 s: doubled after each failure up to 0.05, then back to it.
+    assert relay._stop.waits == [0.01, 0.02, 0.04, 0.05, 0.05, 0.05, 0.01, 0.01]
+
+
 def test_the_consumer_handler_is_the_deployed_process_records(services):
     task_id = submit_moderation_task(services, 1).task_id
     key, value = encode_task_message(task_id, 1)
