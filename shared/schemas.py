@@ -38,7 +38,10 @@ def _visible_ascii_without_commas(value: object) -> object:
     """The pattern's check, first, with a reason a client can act on: pydantic's own
     says only that the key should match `^[!-+\\--~]+$`."""
     if isinstance(value, str) and value and not re.fullmatch(_IDEMPOTENCY_KEY_PATTERN, value):
-        raise ValueError("expected visible ASCII characters (a UUID, say) and no comma")
+        raise ValueError(
+            "expected visible ASCII characters (a UUID, say) and no comma; a header sent"
+            " twice arrives as one, its values joined by commas"
+        )
     return value
 
 

@@ -148,7 +148,13 @@ _DECIMAL_LENGTH = re.compile(r"[ \t]*[0-9]+[ \t]*")
 
 def read_body_within(request: flask.Request, max_bytes: int) -> bytes:
     """The whole body (cached on the request), or `BodyLeftUnread` with 413 when it is
-    over `max_bytes` and 400 when it ends before its Content-Length."""
+    over `max_bytes` and 400 when it ends before its Content-Length or declares two
+    lengths."""
+    if request.headers.get("Transfer-Encoding") and request.headers.get("Content-Length"):
+        # Two framings disagree on where the body ends, which is how requests are smuggled
+        # past a proxy (RFC 9112, section 6.3). gunicorn refuses these itself; werkzeug's
+        # server, the runner's, followed the chunks.
+        raise BodyLeftUnread(400, "Content-Length sent with Transfer-Encoding: send one of them")
     length = request.content_length
     if length == 0:
         # werkzeug reads a Content-Length that is not a number (gunicorn refuses those

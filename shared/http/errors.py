@@ -8,7 +8,7 @@ from typing import Any
 
 import flask
 from pydantic import ValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 
 from shared.errors import TemporaryError, public_reason
 
@@ -69,6 +69,11 @@ def cut_short(listed: list[dict[str, Any]], total: int) -> list[dict[str, Any]]:
 
 def json_http_exception(error: HTTPException) -> flask.Response:
     """Flask's own errors (a path its router cannot match, say) as JSON too, not HTML."""
+    if isinstance(error, NotFound) and error.description == NotFound.description:
+        # werkzeug's own words ("If you entered the URL manually please check your
+        # spelling") are for a web page. functions-framework routes every path to the
+        # function but one holding a line break, which its router cannot match.
+        return json_error(404, "Not found: nothing is served at this path")
     return json_error(error.code or 500, error.description or error.name)
 
 

@@ -21,16 +21,29 @@ Model = TypeVar("Model", bound=BaseModel)
 
 
 def parse_json_body(request: flask.Request, model: type[Model]) -> Model:
-    """400 for a body that is not JSON, 415 for another content type, 422 for bad fields."""
+    """400 for a body that is not JSON, 415 for another content type or a compressed
+    body, 422 for bad fields."""
     if request.mimetype != "application/json":
         found = request.content_type or "none"
         raise HttpError(415, f"Expected Content-Type: application/json, got {found}")
+    _refuse_content_coding(request)
     raw = request.get_data(cache=True)
     try:
         # JSON between systems is UTF-8 (RFC 8259), which may open with a byte order
-        # mark for the parser to ignore; one decoder serves every request.
-        document = _DECODER.decode(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        # mark for the parser to ignore; one decoder serves every request. A `charset`
+        # parameter has no effect on JSON (RFC 8259, section 11), so it is not read.
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        # The codec counts from after a byte order mark; the client counts from the start.
+        position = error.start + len(raw) - len(error.object)
+        raise HttpError(
+            400,
+            f"Request body is not UTF-8, which JSON must be: byte 0x{raw[position]:02x}"
+            f" at position {position} cannot start or continue a character",
+        ) from None
+    try:
+        document = _DECODER.decode(text)
+    except json.JSONDecodeError as error:
         raise HttpError(400, f"Request body is not valid JSON: {error}") from None
     except _NotJson as error:
         raise HttpError(400, f"Request body is not valid JSON: {error}") from None
@@ -50,6 +63,19 @@ def parse_json_body(request: flask.Request, model: type[Model]) -> Model:
         raise HttpError(422, [_repeated(*document.repeated)])
     _refuse_many_unknown_fields(model, document)
     return _validate(model, document)
+
+
+def _refuse_content_coding(request: flask.Request) -> None:
+    """415 for a compressed body: the body would otherwise be parsed as it came, and the
+    client told that its JSON is broken (RFC 9110, section 15.5.16, names the status and
+    the header that says what is taken)."""
+    coding = request.headers.get("Content-Encoding", "").strip()
+    if coding and coding.lower() != "identity":
+        raise HttpError(
+            415,
+            f"Content-Encoding {coding[:40]!r} is not accepted: send the body uncompressed",
+            {"Accept-Encoding": "identity"},
+        )
 
 
 def _refuse_many_unknown_fields(model: type[BaseModel], document: dict[str, object]) -> None:
@@ -123,7 +149,19 @@ def parse_query(request: flask.Request, model: type[Model]) -> Model:
     ]
     if repeated:
         raise HttpError(422, repeated)
-    return _validate(model, request.args.to_dict(flat=True))
+    try:
+        return _validate(model, request.args.to_dict(flat=True))
+    except HttpError as error:
+        raise HttpError(422, [_said_where(issue) for issue in error.detail]) from None
+
+
+def _said_where(issue: dict[str, object]) -> dict[str, object]:
+    """A missing query field's entry, saying that it belongs in the query: a client that
+    sent `item_id` in the body (as /predict takes it) did send it, just not there."""
+    if issue.get("type") != "missing" or not issue.get("loc"):
+        return issue
+    name = issue["loc"][0]
+    return {**issue, "msg": f"Field required in the query string: ?{name}=..."}
 
 
 def _repeated(name: str, times: int) -> dict[str, object]:
@@ -137,7 +175,9 @@ def parse_headers(request: flask.Request, model: type[Model]) -> Model:
     for name, info in model.model_fields.items():
         header = info.alias or name
         if (value := request.headers.get(header)) is not None:
-            present[header] = value
+            # Whitespace around a value is not part of it (RFC 9110, section 5.5);
+            # gunicorn drops it and werkzeug's server does not.
+            present[header] = value.strip(" \t")
     return _validate(model, present)
 
 

@@ -36,21 +36,38 @@ COMPONENT_MODELS: tuple[type[BaseModel], ...] = (
 )
 
 _ERRORS = {
-    400: "The body is not valid JSON, or ends before its Content-Length",
+    400: (
+        "The body could not be read: shorter than its Content-Length, a Content-Length that"
+        " is not a number, or one sent with Transfer-Encoding"
+    ),
     401: "Missing or invalid API key (only when API_KEYS is set)",
     404: "No such ad or task",
     405: "Method not allowed; the Allow header lists the right one",
     413: "Request body over MAX_BODY_BYTES",
-    415: "Content-Type is not application/json",
+    415: "Content-Type is not application/json, or Content-Encoding is not identity",
     422: (
         "A field failed validation, or was given twice; detail lists each field, at most"
         f" {MAX_LISTED_ERRORS}, then one entry of type too_many_errors saying how many more"
     ),
+    500: "Settings that do not validate, or a bug; the log says which",
     503: "A dependency (PostgreSQL, Kafka, the model) is unavailable; retry after Retry-After",
+}
+# Where a route's error means more than the shared wording says. A 422 whose detail is
+# a sentence, not a list of fields, is named here.
+_PREDICT_ERRORS = {
+    400: _ERRORS[400] + "; or the body is not UTF-8 JSON",
+    422: _ERRORS[422] + ". A body that is not a JSON object gets a sentence",
+}
+_SIMPLE_PREDICT_ERRORS = {
+    422: _ERRORS[422] + ". A stored ad the model cannot score gets a sentence saying why",
+}
+_ASYNC_PREDICT_ERRORS = {
+    422: _ERRORS[422] + ". An Idempotency-Key already used for another ad gets a sentence",
 }
 _ITEM_ID = "The ad's id in PostgreSQL"
 _ERROR_HEADERS = {
     401: {"WWW-Authenticate": "Bearer"},
+    415: {"Accept-Encoding": "identity, when the body was compressed"},
     405: {"Allow": "The allowed method"},
     503: {"Retry-After": "Seconds to wait before retrying"},
 }
@@ -128,7 +145,7 @@ def _predict() -> dict[str, Any]:
         },
         "responses": {
             "200": _json_response("The verdict", PredictResponse),
-            **_errors(400, 401, 405, 413, 415, 422, 503),
+            **_errors(400, 401, 405, 413, 415, 422, 500, 503, described=_PREDICT_ERRORS),
         },
     }
 
@@ -140,7 +157,7 @@ def _simple_predict() -> dict[str, Any]:
         "parameters": [_parameter(ItemIdQuery, "item_id", "query", _ITEM_ID)],
         "responses": {
             "200": _json_response("The verdict", PredictResponse),
-            **_errors(400, 401, 404, 405, 413, 422, 503),
+            **_errors(400, 401, 404, 405, 413, 422, 500, 503, described=_SIMPLE_PREDICT_ERRORS),
         },
     }
 
@@ -170,7 +187,10 @@ def _async_predict() -> dict[str, Any]:
                 " client's same key is another key. A UUID per request is a good key",
             ),
         ],
-        "responses": {"202": accepted, **_errors(400, 401, 404, 405, 413, 422, 503)},
+        "responses": {
+            "202": accepted,
+            **_errors(400, 401, 404, 405, 413, 422, 500, 503, described=_ASYNC_PREDICT_ERRORS),
+        },
     }
 
 
@@ -178,10 +198,11 @@ def _moderation_result() -> dict[str, Any]:
     return {
         "operationId": "moderation_result",
         "summary": "A task's status and, once finished, its verdict",
+        "description": "HEAD answers with the same status and headers, and no body.",
         "parameters": [_parameter(TaskIdPath, "task_id", "path", "The id async_predict returned")],
         "responses": {
             "200": _json_response("The task", ModerationResultResponse),
-            **_errors(400, 401, 404, 405, 413, 422, 503),
+            **_errors(400, 401, 404, 405, 413, 422, 500, 503),
         },
     }
 
@@ -194,10 +215,13 @@ def _json_response(description: str, model: type[BaseModel]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
+def _errors(*statuses: int, described: dict[int, str] | None = None) -> dict[str, Any]:
+    """The error responses of `statuses`, in the shared wording unless `described` has
+    the route's own."""
+    descriptions = {**_ERRORS, **(described or {})}
     responses = {}
     for status in statuses:
-        response = _json_response(_ERRORS[status], ErrorResponse)
+        response = _json_response(descriptions[status], ErrorResponse)
         if status in _ERROR_HEADERS:
             response["headers"] = {
                 name: {"description": description, "schema": {"type": "string"}}

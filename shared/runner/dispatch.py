@@ -27,7 +27,10 @@ class Route:
     with_subpaths: bool = False
 
     def matches(self, path: str) -> bool:
-        return path == self.path or (self.with_subpaths and path.startswith(self.path + "/"))
+        # `path/` too, as a function deployed alone takes it (its every path is its own).
+        return path in (self.path, self.path + "/") or (
+            self.with_subpaths and path.startswith(self.path + "/")
+        )
 
 
 class PathDispatcher:

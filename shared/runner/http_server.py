@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -89,6 +90,31 @@ def listen(host: str, port: int) -> socket.socket:
         raise refusal from error
 
 
+# The longest part of the request a refusal quotes: a request line may be 64 KiB.
+QUOTED_CHARS = 200
+
+
+class _JsonErrorsRequestHandler(WSGIRequestHandler):
+    """werkzeug's handler, answering a request it cannot parse as HTTP (a bad request
+    line, a header line over 64 KiB, over 100 headers) in JSON, as the functions answer
+    everything else, rather than in the HTML of Python's http.server."""
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        reason = self.responses.get(code, ("Error", ""))[0]
+        detail = message or reason
+        if len(detail) > QUOTED_CHARS:
+            detail = f"{detail[:QUOTED_CHARS]}... ({len(detail)} characters)"
+        self.log_error("code %d, message %s", code, detail)
+        body = json.dumps({"detail": detail}).encode()
+        self.send_response(code, reason)
+        self.send_header("Connection", "close")  # what follows cannot be trusted to frame
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
 class _CountingServer(ThreadedWSGIServer):
     """Counts the connections it has accepted and not finished serving. werkzeug answers
     one request per connection and closes it, so a connection is a request; counted from
@@ -100,7 +126,9 @@ class _CountingServer(ThreadedWSGIServer):
     ) -> None:
         # socketserver sets a handler's `timeout` on its connection; werkzeug then drops a
         # connection whose read times out, as one the client dropped.
-        handler = type("_TimedRequestHandler", (WSGIRequestHandler,), {"timeout": client_timeout_s})
+        handler = type(
+            "_TimedRequestHandler", (_JsonErrorsRequestHandler,), {"timeout": client_timeout_s}
+        )
         super().__init__(host, port, app, handler=handler, fd=fd)
         self._serving = 0
         self._changed = threading.Condition()

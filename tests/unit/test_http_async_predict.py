@@ -56,6 +56,33 @@ def test_a_retry_with_the_same_idempotency_key_gets_the_same_task_and_publishes_
     assert len(services.publisher.on_topic("moderation")) == 1
 
 
+def test_whitespace_around_an_idempotency_key_is_not_part_of_it(services):
+    # gunicorn drops it, werkzeug's server (the runner's) keeps it: one key either way.
+    key = "3f0c2a6e-8d1b-4f5e-9a7c-2b6d1e0f4a11"
+
+    first = client("async_predict").post(
+        "/async_predict?item_id=1", headers={"Idempotency-Key": key}
+    )
+    retry = client("async_predict").post(
+        "/async_predict?item_id=1", environ_overrides={"HTTP_IDEMPOTENCY_KEY": f" {key} \t"}
+    )
+
+    assert (first.status_code, retry.status_code) == (202, 202), retry.get_data(as_text=True)
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert len(services.db.state.tasks) == 1
+
+
+def test_an_idempotency_key_header_sent_twice_is_told_why_its_value_has_a_comma(services):
+    # A WSGI server joins a repeated header's values with commas before any code sees it.
+    response = client("async_predict").post(
+        "/async_predict?item_id=1", environ_overrides={"HTTP_IDEMPOTENCY_KEY": "r1, r1"}
+    )
+
+    [issue] = assert_json_error(response, 422)
+    assert "a header sent twice arrives as one, its values joined by commas" in issue["msg"]
+    assert services.db.state.tasks == {}
+
+
 def test_with_api_keys_each_caller_has_its_own_idempotency_keys(services):
     services.settings = services.settings.model_copy(update={"api_keys": "k1,k2"})
     services.db.add_ad(Ad(2, 1, False, "Chair", "A chair", 3, 1))

@@ -151,6 +151,76 @@ def test_predict_rejects_another_content_type_with_415(services):
     assert "application/json" in assert_json_error(response, 415)
 
 
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br"])
+def test_a_compressed_body_gets_a_415_that_says_to_send_it_uncompressed(services, coding):
+    # Not decompressed, and not read as JSON either: the client would hear its JSON is
+    # broken. The body here is the plain ad, so only the header can be refused.
+    response = client("predict").post(
+        "/predict", json=VALID_AD, headers={"Content-Encoding": coding}
+    )
+
+    assert f"Content-Encoding '{coding}' is not accepted" in assert_json_error(response, 415)
+    assert response.headers["Accept-Encoding"] == "identity"
+
+
+def test_a_body_declared_as_identity_encoded_is_read(services):
+    response = client("predict").post(
+        "/predict", json=VALID_AD, headers={"Content-Encoding": "identity"}
+    )
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("body", "position", "byte"),
+    [
+        (
+            b'{"name": "caf\xe9"}',
+            13,
+            "0xe9",
+        ),  # Latin-1, as a client sending charset=iso-8859-1 would
+        (b'\xef\xbb\xbf{"name": "caf\xe9"}', 16, "0xe9"),  # counted from the byte order mark
+    ],
+    ids=["latin-1", "after-a-byte-order-mark"],
+)
+def test_a_body_that_is_not_utf8_gets_a_400_naming_the_byte(services, body, position, byte):
+    response = client("predict").post(
+        "/predict", data=body, content_type="application/json; charset=iso-8859-1"
+    )
+
+    assert assert_json_error(response, 400) == (
+        f"Request body is not UTF-8, which JSON must be: byte {byte} at position {position}"
+        " cannot start or continue a character"
+    )
+
+
+def test_a_content_length_sent_with_transfer_encoding_gets_a_json_400(services):
+    # gunicorn refuses such a request itself; werkzeug's server (the runner's) would
+    # follow the chunks and ignore the length.
+    response = client("predict").post(
+        "/predict",
+        json=VALID_AD,
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"CONTENT_LENGTH": "3"},
+    )
+
+    assert assert_json_error(response, 400) == (
+        "Content-Length sent with Transfer-Encoding: send one of them"
+    )
+
+
+def test_simple_predict_says_item_id_belongs_in_the_query_when_it_is_missing(services):
+    # /predict takes item_id in its body; here the body is not read.
+    response = client("simple_predict", "predict").post("/simple_predict", json={"item_id": 1})
+
+    [issue] = assert_json_error(response, 422)
+    assert issue == {
+        "loc": ["item_id"],
+        "msg": "Field required in the query string: ?item_id=...",
+        "type": "missing",
+    }
+
+
 def test_predict_rejects_a_body_over_the_limit_with_413(services):
     body = {**VALID_AD, "description": "x" * services.settings.max_body_bytes}
 
@@ -172,12 +242,13 @@ def test_the_largest_valid_ad_fits_the_body_limit_in_any_json_encoding(services)
 
 
 def _chunked_post(target: str, folder: str, body: bytes):
-    """A body with no Content-Length, as gunicorn hands over a chunked one."""
+    """A body with no Content-Length, as gunicorn hands over a chunked one (werkzeug's
+    test client would otherwise declare the stream's length)."""
     return client(target, folder).post(
         "/",
         input_stream=io.BytesIO(body),
         headers={"Transfer-Encoding": "chunked", "Content-Type": "application/json"},
-        environ_overrides={"wsgi.input_terminated": True},
+        environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""},
     )
 
 

@@ -5,6 +5,7 @@ long it waits on a silent client."""
 from __future__ import annotations
 
 import errno
+import json
 import socket
 import time
 import urllib.request
@@ -77,3 +78,51 @@ def test_a_client_silent_past_the_timeout_is_dropped_and_frees_its_thread():
     assert dropped_after_s < 4
     assert answered == 200
     assert freed
+
+
+def _raw_exchange(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
+    """The status line, headers and body the server answers `request` with (it closes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    return status, headers, body
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "detail"),
+    [
+        (
+            b"GET /moderation_result/ 1 HTTP/1.1\r\nHost: x\r\n\r\n",
+            "400",
+            "Bad request syntax ('GET /moderation_result/ 1 HTTP/1.1')",
+        ),
+        (
+            b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n",
+            "431",
+            "Too many headers",
+        ),
+        (
+            b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",
+            "414",
+            "Request-URI Too Long",
+        ),
+    ],
+    ids=["bad-request-line", "too-many-headers", "request-line-too-long"],
+)
+def test_a_request_the_server_cannot_parse_is_refused_in_json(request_bytes, status, detail):
+    server = HttpServer(_app, "127.0.0.1", 0)
+    server.start()
+    try:
+        status_line, headers, body = _raw_exchange(server.port, request_bytes)
+    finally:
+        server.stop()
+
+    assert status_line.split(" ")[1] == status
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Connection"] == "close"
+    assert json.loads(body) == {"detail": detail}

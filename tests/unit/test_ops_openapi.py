@@ -13,7 +13,7 @@ from shared.ops.app import create_ops_app
 from shared.ops.openapi import REF_TEMPLATE, as_openapi_30
 from tests.fakes import fake_services
 
-ERROR_CODES = {"400", "401", "404", "405", "413", "415", "422", "503"}
+ERROR_CODES = {"400", "401", "404", "405", "413", "415", "422", "500", "503"}
 MODELS = [
     schemas.PredictRequest,
     schemas.ItemIdQuery,
@@ -155,3 +155,25 @@ def test_error_responses_share_the_error_model(document):
         schema = operation["responses"][code]["content"]["application/json"]["schema"]
         assert schema == {"$ref": "#/components/schemas/ErrorResponse"}
     assert "Retry-After" in operation["responses"]["503"]["headers"]
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "sentence"),
+    [
+        ("/predict", "post", "not a JSON object"),
+        ("/simple_predict", "post", "cannot score"),
+        ("/async_predict", "post", "used for another ad"),
+    ],
+)
+def test_each_422_whose_detail_is_a_sentence_is_described_on_its_route(
+    document, path, method, sentence
+):
+    description = document["paths"][path][method]["responses"]["422"]["description"]
+
+    assert sentence in description
+
+
+def test_moderation_result_says_that_head_answers_without_a_body(document):
+    operation = document["paths"]["/moderation_result/{task_id}"]["get"]
+
+    assert "HEAD" in operation["description"]

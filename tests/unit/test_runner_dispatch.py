@@ -83,6 +83,12 @@ def test_async_predict_route_accepts_a_task_and_publishes_it(client, services):
     assert json.loads(record.value) == {"task_id": task_id, "item_id": 1}
 
 
+def test_a_route_with_a_trailing_slash_reaches_its_function_as_when_deployed_alone(client):
+    response = client.post("/async_predict/?item_id=1")
+
+    assert response.status_code == 202, response.get_data(as_text=True)
+
+
 def test_moderation_result_route_takes_the_task_id_from_the_subpath(client):
     task_id = client.post("/async_predict?item_id=1").get_json()["task_id"]
 
@@ -120,5 +126,6 @@ def test_dispatcher_matches_exact_paths_and_only_declared_subpaths():
 
     assert client.get("/a").get_data(as_text=True) == "a /a"
     assert client.get("/b/7").get_data(as_text=True) == "b /b/7"
+    assert client.get("/a/").get_data(as_text=True) == "a /a/"
     assert client.get("/a/7").status_code == 404
     assert client.get("/bb").status_code == 404
