@@ -19,11 +19,15 @@ if TYPE_CHECKING:
 REQUESTS = Counter(
     "moderation_http_requests_total", "HTTP requests by route and status", ["route", "status"]
 )
+# Up to 30 s: a request waiting for a database connection gives up at
+# DB_CONNECT_TIMEOUT_S (5 s by default), and must not land past the last bucket.
+HTTP_LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
+HTTP_LATENCY_BUCKETS_S += (1, 2.5, 5, 10, 30)
 REQUEST_LATENCY = Histogram(
     "moderation_http_request_duration_seconds",
     "HTTP request latency by route",
     ["route"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    buckets=HTTP_LATENCY_BUCKETS_S,
 )
 TASKS = Counter(
     "moderation_tasks_total",
@@ -37,10 +41,14 @@ RETRIES = Counter(
 DLQ_RECORDS = Counter(
     "moderation_dlq_records_total", "Records written to the dead-letter outbox for the DLQ topic"
 )
+# Up to 5 minutes: a batch that waits out the whole retry schedule (35 s by default),
+# then for the database to record its failures, takes over a minute.
+BATCH_DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BATCH_DURATION_BUCKETS_S += (60, 120, 300)
 BATCH_DURATION = Histogram(
     "moderation_batch_duration_seconds",
     "Time to bring one consumed batch to a durable outcome",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    buckets=BATCH_DURATION_BUCKETS_S,
 )
 BATCH_SIZE = Histogram(
     "moderation_batch_size_records",

@@ -7,6 +7,7 @@ defaults, and the fourth failure is final. Permanent errors are never retried.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 
@@ -26,26 +27,34 @@ log = logging.getLogger(__name__)
 Sleeper = Callable[[float], None]
 
 
-def temporary_error_policy(settings: Settings, *, sleep: Sleeper) -> Retrying:
+LogContext = Callable[[], dict[str, object]]
+
+
+def temporary_error_policy(
+    settings: Settings, *, sleep: Sleeper, log_context: LogContext = dict
+) -> Retrying:
     """A tenacity policy retrying TemporaryError on the 5/10/20 s schedule.
 
-    `sleep` lets the caller make the waits interruptible (shutdown) or instant (tests).
+    `sleep` lets the caller make the waits interruptible (shutdown) or instant (tests);
+    `log_context` gives the fields that say what is being retried (a batch's partition
+    and offsets, say), for the line logged before each wait.
     """
     return Retrying(
         retry=retry_if_exception_type(TemporaryError),
         stop=stop_after_attempt(settings.retry_max_attempts),
         wait=wait_exponential(multiplier=settings.retry_base_delay_s, exp_base=2),
         sleep=sleep,
-        before_sleep=_log_retry,
+        before_sleep=functools.partial(_log_retry, log_context),
         reraise=True,
     )
 
 
-def _log_retry(state: RetryCallState) -> None:
+def _log_retry(log_context: LogContext, state: RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome else None
     log.warning(
         "temporary error, retrying",
         extra={
+            **log_context(),
             "attempt": state.attempt_number,
             "wait_s": state.next_action.sleep if state.next_action else None,
             "error": repr(error),

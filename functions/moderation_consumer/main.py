@@ -34,6 +34,7 @@ from shared.http.endpoint import (
 from shared.http.errors import BodyLeftUnread, json_error
 from shared.kafka.cloud_event import InvalidCloudEvent, record_from_http
 from shared.kafka.config import MAX_TASK_RECORD_BYTES
+from shared.kafka.envelope import parse_task_message
 from shared.kafka.record import ConsumedRecord
 from shared.moderation.batch import BatchReport, process_moderation_batch
 
@@ -99,9 +100,20 @@ def _consume_pushed(request: flask.Request) -> flask.Response:
     log.info(
         "pushed record processed",
         extra={
+            **_named_task(record),
             "partition": record.partition,
             "offset": record.offset,
             **dataclasses.asdict(report),
         },
     )
     return flask.jsonify(PROCESSED)
+
+
+def _named_task(record: ConsumedRecord) -> dict[str, int]:
+    """The task_id and item_id the record names, for its log line; none if it names none
+    (a malformed record's letter is logged with its reason)."""
+    try:
+        message = parse_task_message(record.value)
+    except Exception:  # MalformedMessage, or whatever else the batch dead-lettered it for
+        return {}
+    return {"task_id": message.task_id, "item_id": message.item_id}

@@ -32,6 +32,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from shared import metrics
 from shared.bootstrap import Services, ShutdownRequested
@@ -85,7 +86,10 @@ def process_moderation_batch(
     retry wait), which raises instead of returning it."""
     report = report if report is not None else BatchReport(records=len(records))
     work = _parse_records(services, records, report)
-    policy = temporary_error_policy(services.settings, sleep=services.sleep)
+    work.records = records
+    policy = temporary_error_policy(
+        services.settings, sleep=services.sleep, log_context=work.log_context
+    )
     try:
         for attempt in policy:
             with attempt:
@@ -158,7 +162,7 @@ def _attempt_batch(services: Services, work: BatchWork, report: BatchReport) -> 
     except Exception as error:
         # A bug must not stall the partition forever: it is retried like an outage,
         # and after the last attempt the task is failed and dead-lettered.
-        log.exception("unexpected error while processing a batch")
+        log.exception("unexpected error while processing a batch", extra=work.log_context())
         unexpected = UnexpectedFailure(f"unexpected {type(error).__name__}: {error}")
         _count_failed_attempt(services, work, unexpected, report)
         if not work.done:
@@ -194,12 +198,12 @@ def _score_and_write(
         if model_failing is not None:
             # The refusals, settled, are written with the failed attempt's own write.
             raise model_failing
-        completed, failed, stored = _write_outcomes(db, scored, work.failures, work.letters)
+        completed, written = _write_outcomes(db, scored, work.failures, work.letters)
     # Scored, but finished by another consumer before our UPDATE reached them.
     report.duplicates += (0 if scored is None else len(scored.task_ids)) - len(completed)
     report.completed += len(completed)
-    report.failed += failed
-    return stored
+    written.count_in(report)
+    return written.stored
 
 
 def _sort_out(
@@ -238,33 +242,48 @@ def _write_outcomes(
     scored: Scored | None,
     failures: Sequence[tuple[TaskFailure, DeadLetter]],
     letters: Sequence[DeadLetter],
-) -> tuple[set[int], int, list[StoredDeadLetter]]:
-    """(completed ids, failed count, stored letters). The verdicts alone are one
-    statement, atomic on its own; with failures or letters all writes are one transaction."""
+) -> tuple[set[int], FailuresWritten]:
+    """The ids completed, and what the failures and letters wrote. The verdicts alone are
+    one statement, atomic on its own; with failures or letters all writes are one
+    transaction."""
     if not failures and not letters:
-        return _complete(db, scored), 0, []
+        return _complete(db, scored), FailuresWritten(0, [], 0)
     with db.atomic() as tx:
         completed = _complete(tx, scored)
-        failed, stored = _fail_and_dead_letter(tx, failures, letters)
-    return completed, failed, stored
+        written = _fail_and_dead_letter(tx, failures, letters)
+    return completed, written
 
 
 def _complete(db: Transaction, scored: Scored | None) -> set[int]:
     return set() if scored is None else db.complete_tasks(scored.task_ids, scored.verdicts)
 
 
+class FailuresWritten(NamedTuple):
+    failed: int  # tasks moved to failed
+    stored: list[StoredDeadLetter]  # letters new to the outbox
+    # Letters stored before, each a record consumed again (a redelivery after a crash or
+    # a rebalance): counted as a duplicate, as a finished task's record is.
+    repeated: int
+
+    def count_in(self, report: BatchReport) -> None:
+        """Once the transaction that wrote them has committed."""
+        report.failed += self.failed
+        report.duplicates += self.repeated
+
+
 def _fail_and_dead_letter(
     tx: Transaction,
     failures: Sequence[tuple[TaskFailure, DeadLetter]],
     letters: Sequence[DeadLetter],
-) -> tuple[int, list[StoredDeadLetter]]:
+) -> FailuresWritten:
     """Fail the tasks still pending and store `letters` plus the letters of those failed.
 
     A task another consumer finished meanwhile is left alone and gets no letter.
     """
     failed = tx.fail_tasks([failure for failure, _ in failures])
     own = [letter for failure, letter in failures if failure.task_id in failed]
-    return len(failed), tx.insert_dead_letters([*letters, *own])
+    stored = tx.insert_dead_letters([*letters, *own])
+    return FailuresWritten(len(failed), stored, len(letters) + len(own) - len(stored))
 
 
 class RecordDoesNotMatchTask(MalformedMessage):
@@ -308,7 +327,7 @@ def _count_failed_attempt(
             exhausted = [t for t in work.tasks if t.task_id in given_up]
             if exhausted:
                 exhausted = _still_to_fail(services, tx, exhausted, work, report)
-            failed, stored = _fail_and_dead_letter(
+            written = _fail_and_dead_letter(
                 tx,
                 [*work.failures, *exhausted_failures(services, exhausted, work, error)],
                 work.letters,
@@ -319,10 +338,10 @@ def _count_failed_attempt(
         for task_id in work.task_ids():
             work.count_failure(task_id, None)
         return
-    report.failed += failed
+    written.count_in(report)
     work.tasks = [t for t in work.tasks if t.task_id not in given_up]
     work.letters, work.failures = [], []
-    _dead_lettered(services, stored, report)
+    _dead_lettered(services, written.stored, report)
 
 
 def _fail_exhausted(
@@ -334,18 +353,25 @@ def _fail_exhausted(
         try:
             with _undone_with(work, report), services.db.transaction() as tx:
                 exhausted = _still_to_fail(services, tx, work.tasks, work, report)
-                failed, stored = _fail_and_dead_letter(
+                written = _fail_and_dead_letter(
                     tx,
                     [*work.failures, *exhausted_failures(services, exhausted, work, error)],
                     work.letters,
                 )
         except DatabaseUnavailable:
-            log.warning("cannot record exhausted tasks yet: database unavailable")
+            log.warning(
+                "cannot record exhausted tasks yet: database unavailable",
+                extra=work.log_context(),
+            )
             services.sleep(delay)
+            # Another attempt, counted as the schedule's are: an alert on the retries
+            # must not clear while the outage goes on.
+            report.retries += 1
+            metrics.count_batch_retry()
             continue
         work.settled()
-        report.failed += failed
-        _dead_lettered(services, stored, report)
+        written.count_in(report)
+        _dead_lettered(services, written.stored, report)
 
 
 def _dead_lettered(

@@ -44,6 +44,26 @@ class BatchWork:
     # batch's own, from time.monotonic() at the first failure it saw.
     failing_for_s: dict[int, float] = field(default_factory=dict)
     failing_since: dict[int, float] = field(default_factory=dict)
+    # The batch as consumed, for the log lines about the whole of it.
+    records: Sequence[ConsumedRecord] = ()
+
+    def log_context(self) -> dict[str, object]:
+        """What a log line about the whole batch names: its task when it has one left,
+        and where its records are, so that a stuck partition can be told from the others.
+        Built only when a line is logged: the usual batch logs nothing."""
+        context: dict[str, object] = {}
+        if len(task_ids := self.task_ids()) == 1:
+            context.update(task_id=task_ids[0], item_id=self.tasks[0].item_id)
+        if self.records:
+            partitions = sorted({record.partition for record in self.records})
+            offsets = [record.offset for record in self.records]
+            context.update(
+                partition=partitions[0] if len(partitions) == 1 else partitions,
+                first_offset=min(offsets),
+                last_offset=max(offsets),
+                records=len(self.records),
+            )
+        return context
 
     @property
     def done(self) -> bool:

@@ -234,3 +234,18 @@ def _malformed_record_letter(
         task_exists=False,
         first_failure_at=first_failure_at,
     )
+
+
+def test_records_consumed_again_after_being_dead_lettered_count_as_duplicates_once_each():
+    # A redelivery (a crash before the offset commit, a rebalance) brings back records
+    # already dead-lettered: their letters are not stored twice, and each is counted.
+    services = fake_services()
+    poison = record_of(b"not json", offset=100)
+    stranger = record_of(encode_task_message(999, 5)[1], offset=101)  # no task 999
+    first = process_moderation_batch(services, [poison, stranger])
+
+    again = process_moderation_batch(services, [poison, stranger])
+
+    assert (first.dead_lettered, first.duplicates) == (2, 0)
+    assert (again.dead_lettered, again.duplicates) == (0, 2)
+    assert len(services.publisher.on_topic("moderation_dlq")) == 2

@@ -171,3 +171,34 @@ def test_database_outage_is_retried_and_the_task_completes_once_it_is_back():
     task = services.db.state.tasks[1]
     assert task.status == "completed"
     assert services.publisher.on_topic("moderation_dlq") == []
+
+
+def test_a_retried_batch_is_logged_with_its_partition_offsets_and_its_task(caplog):
+    services = fake_services()
+    services.model = FakeModelLoader(fail_times=1)
+    record = accepted_task(services, 7)
+
+    process_moderation_batch(services, [record])
+
+    [retrying] = [r for r in caplog.records if r.getMessage() == "temporary error, retrying"]
+    task_id = services.db.state.tasks.popitem()[0]
+    assert (retrying.task_id, retrying.item_id) == (task_id, 7)
+    assert (retrying.partition, retrying.first_offset, retrying.last_offset) == (
+        record.partition,
+        record.offset,
+        record.offset,
+    )
+    assert retrying.records == 1
+
+
+def test_a_batch_out_of_retries_waiting_for_the_database_says_which_one_it_is(caplog):
+    services = fake_services()
+    records = [accepted_task(services, 1), accepted_task(services, 2)]
+    services.db.unavailable_for = 9  # the schedule (8), then one try to fail the tasks
+
+    process_moderation_batch(services, records)
+
+    [waiting] = [r for r in caplog.records if r.getMessage().startswith("cannot record exhausted")]
+    assert (waiting.partition, waiting.records) == (0, 2)
+    assert (waiting.first_offset, waiting.last_offset) == (records[0].offset, records[1].offset)
+    assert not hasattr(waiting, "task_id")  # two tasks: the offsets say which

@@ -122,3 +122,33 @@ def test_a_retry_is_counted_when_it_begins_not_when_its_batch_ends():
     assert report.retries == 3 and report.completed == 1
     assert seen_during_waits == [0, 1, 2]  # each wait comes before the retry it leads to
     assert _value("moderation_batch_retries_total") - before == 3  # before any report
+
+
+def test_retries_go_on_being_counted_while_a_batch_out_of_retries_waits_for_the_database():
+    # After the schedule, the batch waits for the database to record its failures: an
+    # alert on the retries must not clear while the outage goes on.
+    services = fake_services()
+    record = accepted_task(services, 1)
+    # Every scheduled attempt and its count (8), then three tries to fail the task.
+    services.db.unavailable_for = 11
+    before = _value("moderation_batch_retries_total")
+
+    report = process_moderation_batch(services, [record])
+
+    assert services.db.state.tasks[1].status == "failed"
+    assert services.sleeper.waits == [5.0, 10.0, 20.0, 20.0, 20.0, 20.0]
+    assert report.retries == 6
+    assert _value("moderation_batch_retries_total") - before == 6
+
+
+def test_http_latency_buckets_reach_past_the_database_connect_timeout():
+    # A request that waited out DB_CONNECT_TIMEOUT_S must land in a bucket, not past them.
+    connect_timeout_s = fake_services().settings.db_connect_timeout_s
+
+    assert max(metrics.HTTP_LATENCY_BUCKETS_S) >= 2 * connect_timeout_s
+
+
+def test_batch_duration_buckets_reach_past_the_whole_retry_schedule_and_a_wait_after_it():
+    delays = fake_services().settings.retry_delays()
+
+    assert max(metrics.BATCH_DURATION_BUCKETS_S) >= sum(delays) + 2 * max(delays)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 
 import pytest
 from functions_framework import create_app
@@ -89,6 +90,21 @@ def test_a_pushed_task_is_completed(services):
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json() == {"status": "processed"}
     assert services.db.state.tasks[task_id].status == "completed"
+
+
+def test_a_pushed_records_log_line_names_its_task_and_item(services, caplog):
+    caplog.set_level(logging.INFO)
+    with services.db.transaction() as tx:
+        task_id = tx.create_task_for_existing_ad(1)
+    _, value = encode_task_message(task_id, 1)
+
+    _client().post("/", data=value, headers=_binary_headers(6))
+    _client().post("/", data=b"not json", headers=_binary_headers(7))
+
+    named, malformed = [r for r in caplog.records if r.getMessage() == "pushed record processed"]
+    assert (named.task_id, named.item_id, named.offset, named.completed) == (task_id, 1, 6, 1)
+    assert not hasattr(malformed, "task_id")  # its letter's own line gives the reason
+    assert (malformed.offset, malformed.dead_lettered) == (7, 1)
 
 
 def test_a_request_that_is_not_a_cloud_event_gets_a_json_400(services):
