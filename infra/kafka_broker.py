@@ -184,6 +184,10 @@ class KafkaBroker(LocalServer):
             # client into a reference cycle, keeping the client's threads alive.
             with contextlib.suppress(TimeoutError):
                 if future.exception(timeout=3) is None and future.result().nodes:
+                    # Another broker taking the port first answers too, while ours is still
+                    # on its way to failing to bind it: only our cluster id makes it ours.
+                    if future.result().cluster_id != self.cluster_id():
+                        self._fail(f"found port {self.port} taken by another broker")
                     # An unfenced broker lists itself; before that, creating topics fails.
                     return
             time.sleep(0.1)

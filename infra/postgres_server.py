@@ -120,11 +120,16 @@ class PostgresServer(LocalServer):
             if not self.is_running():
                 self._fail("exited during start-up")
             try:
-                self._create_database_if_missing()
-                return
+                served = self._create_database_if_missing()
             except psycopg.OperationalError as exc:
                 last_error = exc
                 time.sleep(0.1)
+                continue
+            # Another server taking the port first answers too, while ours is still on
+            # its way to failing to bind it: only our own data directory makes it ours.
+            if Path(served).resolve() != self.data_dir.resolve():
+                self._fail(f"found port {self.port} taken by another server (of {served})")
+            return
         self._fail(
             f"did not accept connections within {timeout_s:.0f} s (last error: {last_error})"
         )
@@ -225,13 +230,18 @@ class PostgresServer(LocalServer):
             "shared_buffers=1GB",
         ]
 
-    def _create_database_if_missing(self) -> None:
+    def _create_database_if_missing(self) -> str:
+        """Create the database unless it exists; the data directory of the server that answered."""
         with psycopg.connect(self.url_for("postgres"), autocommit=True, connect_timeout=2) as conn:
+            [served] = conn.execute("SHOW data_directory").fetchone()
+            if Path(served).resolve() != self.data_dir.resolve():
+                return served  # not ours: nothing is created on another server
             exists = conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
             ).fetchone()
             if not exists:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
+            return served
 
     def _fail(self, what: str) -> None:
         log = self.log_path

@@ -19,6 +19,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from infra.postgres_server import PostgresServer
 from shared.kafka.config import MAX_RECORD_BYTES
 from shared.kafka.topics import TopicSetupError, delete_topics, describe, ensure_topics
 from shared.settings import Settings
@@ -267,3 +268,21 @@ def test_a_stopped_and_started_postgres_keeps_its_address_and_its_rows(
     assert infra.postgres.url == database_url
     with psycopg.connect(database_url, connect_timeout=5) as conn:
         assert conn.execute("SELECT count(*) FROM sellers").fetchone()[0] == 1
+
+
+def test_a_postgres_started_on_a_port_another_server_holds_fails_instead_of_using_it(
+    infra, tmp_path
+) -> None:
+    if infra.postgres is None:
+        pytest.skip("the database is external (DATABASE_URL); there is no server of ours")
+    # The other server answers at once, while ours is still on its way to failing to
+    # bind the port: only the data directory it reports tells them apart.
+    second = PostgresServer(tmp_path / "second", port=infra.postgres.port)
+
+    with pytest.raises(RuntimeError, match="taken by another server") as refused:
+        second.start()
+
+    assert str(infra.postgres.data_dir) in str(refused.value)
+    assert not second.is_running()
+    with psycopg.connect(infra.postgres.url, connect_timeout=5) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the first one untouched
