@@ -19,6 +19,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from infra.kafka_broker import KafkaBroker
 from infra.postgres_server import PostgresServer
 from shared.kafka.config import MAX_RECORD_BYTES
 from shared.kafka.topics import TopicSetupError, delete_topics, describe, ensure_topics
@@ -286,3 +287,24 @@ def test_a_postgres_started_on_a_port_another_server_holds_fails_instead_of_usin
     assert not second.is_running()
     with psycopg.connect(infra.postgres.url, connect_timeout=5) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)  # the first one untouched
+
+
+@pytest.mark.fault
+def test_a_broker_started_on_a_port_another_broker_holds_fails_instead_of_using_it(
+    infra, tmp_path
+) -> None:
+    if infra.kafka is None:
+        pytest.skip("the broker is external (KAFKA_BOOTSTRAP_SERVERS); there is none of ours")
+    # Its own controller, SASL and SSL ports are free; only the client port is taken.
+    second = KafkaBroker(tmp_path / "second", port=infra.kafka.port)
+    try:
+        with pytest.raises(RuntimeError, match="taken by another broker"):
+            second.start()
+        assert not second.is_running()
+    finally:
+        if second.is_running():  # a kill would wait for the port, which is not its own
+            second.kill()
+
+    admin = _admin(infra.kafka_bootstrap_servers)  # held: a client collected ends its calls
+    cluster = admin.describe_cluster(request_timeout=10).result(timeout=15)
+    assert cluster.cluster_id == infra.kafka.cluster_id()  # the first one untouched
