@@ -1,7 +1,7 @@
-"""The one retry policy for temporary errors, used by every function and the consumer.
+"""The one retry policy for temporary errors, which the consumer's batches run under.
 
-Attempt n (1-based) that fails with a TemporaryError waits
-`retry_base_delay_s * 2**(n-1)` before attempt n+1: 5 s, 10 s, 20 s with the
+Attempt n (1-based) that fails with a TemporaryError waits `Settings.retry_delays()[n-1]`
+(`retry_base_delay_s * 2**(n-1)`) before attempt n+1: 5 s, 10 s, 20 s with the
 defaults, and the fourth failure is final. Permanent errors are never retried.
 """
 
@@ -16,7 +16,9 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential,
+    wait_chain,
+    wait_fixed,
+    wait_none,
 )
 
 from shared.errors import TemporaryError
@@ -39,10 +41,13 @@ def temporary_error_policy(
     `log_context` gives the fields that say what is being retried (a batch's partition
     and offsets, say), for the line logged before each wait.
     """
+    # The waits as Settings lists them: the one schedule, which the rule for giving up
+    # on a task (shared/moderation/batch_work.py) reads too.
+    delays = settings.retry_delays()
     return Retrying(
         retry=retry_if_exception_type(TemporaryError),
         stop=stop_after_attempt(settings.retry_max_attempts),
-        wait=wait_exponential(multiplier=settings.retry_base_delay_s, exp_base=2),
+        wait=wait_chain(*map(wait_fixed, delays)) if delays else wait_none(),
         sleep=sleep,
         before_sleep=functools.partial(_log_retry, log_context),
         reraise=True,
