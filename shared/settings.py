@@ -255,10 +255,14 @@ class Settings(BaseSettings):
                 " postgresql://user@host:port/database or key=value pairs"
             ) from None
         # libpq reads a port only when it connects, and then fails as if the server were
-        # down: a 503 and "PostgreSQL unavailable" for what is a typo.
+        # down: a 503 and "PostgreSQL unavailable" for what is a typo. Neither the port
+        # nor the host is quoted: in a URL whose password holds a `/` or an `@` that is
+        # not percent-encoded, libpq reads a piece of the password as one of them.
         for port in str(params.get("port") or "").split(","):
             if port and not _a_tcp_port(port):
-                raise ValueError(f"port {port!r}: expected a number from 1 to 65535")
+                raise ValueError(f"the port is not a number from 1 to 65535{_ESCAPE_HINT}")
+        if "@" in str(params.get("host") or ""):
+            raise ValueError(f"the host holds an @{_ESCAPE_HINT}")
         return value
 
     @field_validator("api_keys")
@@ -424,6 +428,9 @@ class Settings(BaseSettings):
 
 
 _PRINTABLE_ASCII = re.compile(r"[ -~]+")
+_ESCAPE_HINT = (
+    " (in a URL, a password holding / @ ? or # must have them percent-encoded: %2F %40 %3F %23)"
+)
 
 
 def _kafka_collision_name(topic: str) -> str:
