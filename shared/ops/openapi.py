@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from shared.http.endpoint import MAX_QUERY_BYTES
 from shared.http.errors import MAX_LISTED_ERRORS
 from shared.schemas import (
     AsyncPredictHeaders,
@@ -44,6 +45,7 @@ _ERRORS = {
     404: "No such ad or task",
     405: "Method not allowed; the Allow header lists the right one",
     413: "Request body over MAX_BODY_BYTES",
+    414: f"Query string over {MAX_QUERY_BYTES} bytes",
     415: "Content-Type is not application/json, or Content-Encoding is not identity",
     422: (
         "A field failed validation, or was given twice; detail lists each field, at most"
@@ -145,7 +147,7 @@ def _predict() -> dict[str, Any]:
         },
         "responses": {
             "200": _json_response("The verdict", PredictResponse),
-            **_errors(400, 401, 405, 413, 415, 422, 500, 503, described=_PREDICT_ERRORS),
+            **_errors(400, 401, 405, 413, 414, 415, 422, 500, 503, described=_PREDICT_ERRORS),
         },
     }
 
@@ -157,7 +159,9 @@ def _simple_predict() -> dict[str, Any]:
         "parameters": [_parameter(ItemIdQuery, "item_id", "query", _ITEM_ID)],
         "responses": {
             "200": _json_response("The verdict", PredictResponse),
-            **_errors(400, 401, 404, 405, 413, 422, 500, 503, described=_SIMPLE_PREDICT_ERRORS),
+            **_errors(
+                400, 401, 404, 405, 413, 414, 422, 500, 503, described=_SIMPLE_PREDICT_ERRORS
+            ),
         },
     }
 
@@ -189,7 +193,7 @@ def _async_predict() -> dict[str, Any]:
         ],
         "responses": {
             "202": accepted,
-            **_errors(400, 401, 404, 405, 413, 422, 500, 503, described=_ASYNC_PREDICT_ERRORS),
+            **_errors(400, 401, 404, 405, 413, 414, 422, 500, 503, described=_ASYNC_PREDICT_ERRORS),
         },
     }
 
@@ -202,7 +206,7 @@ def _moderation_result() -> dict[str, Any]:
         "parameters": [_parameter(TaskIdPath, "task_id", "path", "The id async_predict returned")],
         "responses": {
             "200": _json_response("The task", ModerationResultResponse),
-            **_errors(400, 401, 404, 405, 413, 422, 500, 503),
+            **_errors(400, 401, 404, 405, 413, 414, 422, 500, 503),
         },
     }
 

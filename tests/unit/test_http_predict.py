@@ -11,7 +11,7 @@ import json
 import pytest
 
 from shared.domain import Ad, Verdict
-from shared.http.endpoint import LOGGED_PATH_CHARS
+from shared.http.endpoint import LOGGED_PATH_CHARS, MAX_QUERY_BYTES
 from shared.model.validation import validate_ads
 from tests.fakes import VALID_AD, FakeModel, FakeModelLoader
 from tests.unit.http_client import assert_json_error, client
@@ -342,7 +342,7 @@ def test_a_503_is_logged_with_its_route_and_the_item_it_was_for(services, caplog
 
 def test_a_logged_path_and_query_keep_their_start_and_say_how_long_they_were(services, caplog):
     services.db.unavailable_for = 1
-    asked = f"/simple_predict?item_id=7&pad={'x' * 100_000}"
+    asked = f"/simple_predict?item_id=7&pad={'x' * 4000}"  # within MAX_QUERY_BYTES
 
     response = client("simple_predict", "predict").post(asked)
 
@@ -532,3 +532,23 @@ def test_a_key_sent_while_the_api_was_open_is_never_a_callers_key_once_keys_are_
 
     assert response.status_code == 202 and "Idempotent-Replayed" not in response.headers
     assert len(services.db.state.tasks) == 2
+
+
+def test_a_query_string_over_the_limit_is_refused_with_414_before_it_is_parsed(services):
+    query = "item_id=1&" + "&".join(f"x{i}=1" for i in range(1000))  # ~8 KB
+    assert len(query) > MAX_QUERY_BYTES
+
+    response = client("simple_predict", "predict").post(f"/simple_predict?{query}")
+
+    assert assert_json_error(response, 414) == (
+        f"Query string of {len(query)} bytes is over {MAX_QUERY_BYTES}"
+    )
+
+
+def test_a_query_string_of_exactly_the_limit_is_taken(services):
+    query = "item_id=1&pad=" + "x" * (MAX_QUERY_BYTES - len("item_id=1&pad="))
+    assert len(query) == MAX_QUERY_BYTES
+
+    response = client("simple_predict", "predict").post(f"/simple_predict?{query}")
+
+    assert response.status_code == 200, response.get_data(as_text=True)

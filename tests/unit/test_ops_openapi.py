@@ -13,7 +13,7 @@ from shared.ops.app import create_ops_app
 from shared.ops.openapi import REF_TEMPLATE, as_openapi_30
 from tests.fakes import fake_services
 
-ERROR_CODES = {"400", "401", "404", "405", "413", "415", "422", "500", "503"}
+ERROR_CODES = {"400", "401", "404", "405", "413", "414", "415", "422", "500", "503"}
 MODELS = [
     schemas.PredictRequest,
     schemas.ItemIdQuery,
