@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -10,10 +11,15 @@ from collections.abc import Callable
 
 from werkzeug.serving import LISTEN_QUEUE, ThreadedWSGIServer, WSGIRequestHandler
 
-# The longest a client may leave its connection silent (before or within a request):
-# each connection holds a thread, and without a limit a client that sends nothing, or
-# half a request, holds it until it goes (100 idle sockets held 100 threads).
+# The longest a client may leave its connection silent (before or within a request),
+# and the longest it may take over its request line and headers: each connection holds
+# a thread, and without a limit a client that sends nothing, or half a request, holds it
+# until it goes (100 idle sockets held 100 threads), and one that sends a byte every few
+# seconds never falls silent for long.
 CLIENT_TIMEOUT_S = 30.0
+# The most connections served at once. Past it a new one gets a 503 and is closed, so
+# that no client, however many connections it opens, grows the threads without bound.
+MAX_CONNECTIONS = 128
 
 
 class CannotListen(OSError):
@@ -29,6 +35,7 @@ class HttpServer:
         *,
         listener: socket.socket | None = None,
         client_timeout_s: float = CLIENT_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         # Binds now, unless handed a socket `listen` bound earlier, so a taken port or an
         # unknown host fails at start-up, saying which.
@@ -36,7 +43,12 @@ class HttpServer:
             listener = listen(host, port)
         try:
             self._server = _CountingServer(
-                host, port, app, fd=listener.fileno(), client_timeout_s=client_timeout_s
+                host,
+                port,
+                app,
+                fd=listener.fileno(),
+                client_timeout_s=client_timeout_s,
+                max_connections=max_connections,
             )
         finally:
             listener.close()  # the server holds a duplicate of its own
@@ -99,6 +111,15 @@ class _JsonErrorsRequestHandler(WSGIRequestHandler):
     line, a header line over 64 KiB, over 100 headers) in JSON, as the functions answer
     everything else, rather than in the HTML of Python's http.server."""
 
+    server: _CountingServer
+
+    def parse_request(self) -> bool:
+        """Reads the headers; once they are in, their deadline no longer applies."""
+        try:
+            return super().parse_request()
+        finally:
+            self.server.headers_read(self.connection)
+
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         reason = self.responses.get(code, ("Error", ""))[0]
         detail = message or reason
@@ -122,36 +143,78 @@ class _CountingServer(ThreadedWSGIServer):
     still being read, a client that resets the connection while werkzeug drains it)."""
 
     def __init__(
-        self, host: str, port: int, app: Callable, *, fd: int, client_timeout_s: float
+        self,
+        host: str,
+        port: int,
+        app: Callable,
+        *,
+        fd: int,
+        client_timeout_s: float,
+        max_connections: int,
     ) -> None:
         # socketserver sets a handler's `timeout` on its connection; werkzeug then drops a
         # connection whose read times out, as one the client dropped.
         handler = type(
             "_TimedRequestHandler", (_JsonErrorsRequestHandler,), {"timeout": client_timeout_s}
         )
-        super().__init__(host, port, app, handler=handler, fd=fd)
         self._serving = 0
         self._changed = threading.Condition()
+        self._max_connections = max_connections
+        self._headers_deadline_s = client_timeout_s
+        # Connections still sending their request line and headers, with their deadline.
+        self._reading_headers: dict[socket.socket, float] = {}
+        self._closed = threading.Event()
+        super().__init__(host, port, app, handler=handler, fd=fd)
+        # werkzeug's __init__ closes the socket it made before taking `fd`'s.
+        self._closed.clear()
+        threading.Thread(target=self._drop_late_headers, name="http-deadline", daemon=True).start()
 
-    def process_request(self, request: object, client_address: object) -> None:
+    def process_request(self, request: socket.socket, client_address: object) -> None:
         with self._changed:
-            self._serving += 1
+            busy = self._serving >= self._max_connections
+            if not busy:
+                self._serving += 1
+                self._reading_headers[request] = time.monotonic() + self._headers_deadline_s
+        if busy:
+            _refuse_as_busy(request)
+            self.shutdown_request(request)
+            return
         try:
             super().process_request(request, client_address)  # starts its thread
         except BaseException:
-            self._served()
+            self._served(request)
             raise
 
-    def process_request_thread(self, request: object, client_address: object) -> None:
+    def process_request_thread(self, request: socket.socket, client_address: object) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._served()
+            self._served(request)
 
-    def _served(self) -> None:
+    def headers_read(self, connection: socket.socket) -> None:
+        with self._changed:
+            self._reading_headers.pop(connection, None)
+
+    def _served(self, request: socket.socket) -> None:
         with self._changed:
             self._serving -= 1
+            self._reading_headers.pop(request, None)
             self._changed.notify_all()
+
+    def _drop_late_headers(self) -> None:
+        """Shut the connections whose headers are not in by their deadline: the thread
+        reading them then sees the connection end, as if the client had dropped it."""
+        while not self._closed.wait(min(1.0, self._headers_deadline_s / 2)):
+            now = time.monotonic()
+            with self._changed:
+                late = [conn for conn, due in self._reading_headers.items() if due < now]
+            for connection in late:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+
+    def server_close(self) -> None:
+        self._closed.set()
+        super().server_close()
 
     @property
     def serving(self) -> int:
@@ -160,3 +223,18 @@ class _CountingServer(ThreadedWSGIServer):
     def wait_until_none_served(self, timeout_s: float) -> bool:
         with self._changed:
             return self._changed.wait_for(lambda: self._serving == 0, timeout=timeout_s)
+
+
+_BUSY_BODY = json.dumps({"detail": "Too many connections; retry shortly"}).encode()
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s"
+) % (len(_BUSY_BODY), _BUSY_BODY)
+
+
+def _refuse_as_busy(connection: socket.socket) -> None:
+    """A 503 sent on the accepting thread, which must not wait on a client: one short
+    write, given up on at once if the client's window is shut."""
+    with contextlib.suppress(OSError):
+        connection.setblocking(False)
+        connection.send(_BUSY)

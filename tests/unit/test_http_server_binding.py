@@ -126,3 +126,58 @@ def test_a_request_the_server_cannot_parse_is_refused_in_json(request_bytes, sta
     assert headers["Content-Type"] == "application/json"
     assert headers["Connection"] == "close"
     assert json.loads(body) == {"detail": detail}
+
+
+def test_a_client_trickling_its_headers_is_dropped_at_the_deadline_though_never_silent():
+    # One byte every 0.1 s never leaves the connection silent for the 0.5 s a read may
+    # wait; the deadline for the request line and headers still ends it.
+    server = HttpServer(_app, "127.0.0.1", 0, client_timeout_s=0.5)
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as trickle:
+            started = time.monotonic()
+            dropped = False
+            for byte in b"GET / HTTP/1.1\r\nX-Slow: " + b"x" * 100:
+                try:
+                    trickle.sendall(bytes([byte]))
+                except OSError:  # reset by the server
+                    dropped = True
+                    break
+                time.sleep(0.1)
+                if server.connections_in_flight == 0:
+                    dropped = True
+                    break
+            dropped_after_s = time.monotonic() - started
+        answered = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=5).status
+    finally:
+        server.stop()
+
+    assert dropped
+    assert 0.4 < dropped_after_s < 3
+    assert answered == 200
+
+
+def test_connections_past_the_limit_get_a_json_503_and_the_server_stays_up():
+    server = HttpServer(_app, "127.0.0.1", 0, max_connections=2)
+    server.start()
+    silent = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 5
+        while server.connections_in_flight < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        status_line, headers, body = _raw_exchange(server.port, b"GET / HTTP/1.1\r\n\r\n")
+        for connection in silent:
+            connection.close()
+        deadline = time.monotonic() + 5
+        while server.connections_in_flight > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        answered = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/", timeout=5).status
+    finally:
+        for connection in silent:
+            connection.close()
+        server.stop()
+
+    assert status_line.split(" ")[1] == "503"
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"detail": "Too many connections; retry shortly"}
+    assert answered == 200
