@@ -32,6 +32,9 @@ def create_ops_app(
     """`services` is called per request, so the app can be built before the services are;
     /readyz runs `readiness_checks` (a relay, say, does not need the model)."""
     app = flask.Flask("ops", static_folder=None)
+    # A path with `//` is not redirected to its merged form: Flask's redirect is an HTML
+    # page whose Location is built from the request's Host header.
+    app.url_map.merge_slashes = False
 
     @app.get("/healthz")
     def healthz() -> flask.Response:

@@ -212,6 +212,15 @@ def test_unknown_ops_path_and_wrong_method_are_json_errors():
     assert "detail" in wrong_method.get_json()
 
 
+@pytest.mark.parametrize("path", ["/docs/static//swagger-ui.css", "/docs/static//etc/passwd"])
+def test_a_path_with_a_double_slash_is_a_json_404_not_a_redirect_built_from_the_host(path):
+    response = _client(fake_services()).get(path, headers={"Host": "evil.example"})
+
+    assert response.status_code == 404
+    assert response.mimetype == "application/json"
+    assert "Location" not in response.headers
+
+
 def test_readyz_runs_only_the_checks_a_process_needs():
     services = fake_services()
     services.model = FakeModelLoader(fail_times=5)  # a relay has no use for the model
