@@ -36,7 +36,8 @@ from shared.kafka.config import connection_config
 from shared.kafka.envelope import encode_task_message
 from shared.kafka.topics import TopicSetupError, delete_topics, ensure_topics
 from shared.runner.targets import find_target
-from shared.settings import KAFKA_SECURITY_SETTINGS, Settings, drop_settings_from
+from shared.settings import KAFKA_SECURITY_SETTINGS, Settings
+from shared.settings_environment import drop_settings_from
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_INFRA_ROOT = REPO_ROOT / "var" / "bench-infra"

@@ -9,17 +9,18 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
-from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.kafka.tls_files import check_tls_files
+from shared.invalid_settings import InvalidSettings, describe_invalid
+from shared.kafka.security_settings import check_kafka_security
+from shared.settings_environment import misspelt_names
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +91,6 @@ _KAFKA_CHOICES = {
     "kafka_security_protocol": KAFKA_SECURITY_PROTOCOLS,
     "kafka_sasl_mechanism": KAFKA_SASL_MECHANISMS,
 }
-# Settings never quoted in an error: an API key, a password in the connection string.
-_SECRET_SETTINGS = {"api_keys", "database_url", "kafka_sasl_password", "kafka_ssl_key_password"}
-
-
-# How many edits (a letter added, dropped, changed, or two swapped) a variable's name may
-# be from a setting's to be taken for a misspelling of it: DATABSE_URL, LOGLEVEL and
-# MODEL_URL are; KAFKA_NUM_PARTITIONS (a Kafka image's own) is not. One edit only for a
-# short setting, or libpq's PGPORT would pass for PORT.
-MISSPELLING_EDITS = 2
-SHORT_SETTING = 8
-# Kubernetes gives every pod such variables for each service, `kafka-bootstrap`'s included.
-_KUBERNETES_SERVICE_VARIABLE = re.compile(r".*_SERVICE_(HOST|PORT)(_.*)?|.*_PORT(_.*)?")
 
 
 # The project's own model (`make model`), named absolutely: relative to the working
@@ -282,7 +271,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        self._kafka_security_consistent()
+        check_kafka_security(self)
         if _kafka_collision_name(self.kafka_dlq_topic) == _kafka_collision_name(
             self.kafka_moderation_topic
         ):
@@ -317,76 +306,6 @@ class Settings(BaseSettings):
                 f" ({self.db_statement_timeout_ms} ms)"
             )
         return self
-
-    def _kafka_security_consistent(self) -> None:
-        """A setting the chosen protocol would ignore is refused: it reads as in force."""
-        self._sasl_account_consistent()
-        self._tls_files_consistent()
-        self._bootstrap_prefixes_agree()
-        check_tls_files(
-            ca_location=self.kafka_ssl_ca_location,
-            certificate_location=self.kafka_ssl_certificate_location,
-            key_location=self.kafka_ssl_key_location,
-            key_password=self.kafka_ssl_key_password,
-        )
-
-    def _sasl_account_consistent(self) -> None:
-        protocol = self.kafka_security_protocol
-        sasl = protocol.startswith("sasl_")
-        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
-            raise ValueError(
-                f"KAFKA_SECURITY_PROTOCOL {protocol} needs KAFKA_SASL_USERNAME and"
-                " KAFKA_SASL_PASSWORD"
-            )
-        account = [
-            name.upper()
-            for name in ("kafka_sasl_username", "kafka_sasl_password")
-            if getattr(self, name)
-        ]
-        # The mechanism's default passes: a deployment that lists every setting with its
-        # default gives it whatever the protocol.
-        if self.kafka_sasl_mechanism != Settings.model_fields["kafka_sasl_mechanism"].default:
-            account.insert(0, "KAFKA_SASL_MECHANISM")
-        if not sasl and account:
-            raise ValueError(
-                f"{', '.join(account)} used only with KAFKA_SECURITY_PROTOCOL sasl_ssl or"
-                f" sasl_plaintext, not {protocol}"
-            )
-
-    def _tls_files_consistent(self) -> None:
-        protocol = self.kafka_security_protocol
-        tls_files = {
-            "KAFKA_SSL_CA_LOCATION": self.kafka_ssl_ca_location,
-            "KAFKA_SSL_CERTIFICATE_LOCATION": self.kafka_ssl_certificate_location,
-            "KAFKA_SSL_KEY_LOCATION": self.kafka_ssl_key_location,
-            "KAFKA_SSL_KEY_PASSWORD": self.kafka_ssl_key_password,
-        }
-        given = [name for name, value in tls_files.items() if value]
-        if given and not protocol.endswith("ssl"):
-            raise ValueError(
-                f"{', '.join(given)} used only with KAFKA_SECURITY_PROTOCOL ssl or"
-                f" sasl_ssl, not {protocol}"
-            )
-        if bool(self.kafka_ssl_certificate_location) != bool(self.kafka_ssl_key_location):
-            raise ValueError(
-                "a client certificate needs both KAFKA_SSL_CERTIFICATE_LOCATION and"
-                " KAFKA_SSL_KEY_LOCATION"
-            )
-        if self.kafka_ssl_key_password and not self.kafka_ssl_key_location:
-            raise ValueError("KAFKA_SSL_KEY_PASSWORD is for KAFKA_SSL_KEY_LOCATION's key")
-
-    def _bootstrap_prefixes_agree(self) -> None:
-        protocol = self.kafka_security_protocol
-        for server in self.kafka_bootstrap_servers.split(","):
-            prefix = server.split("://", 1)[0].lower() if "://" in server else protocol
-            if prefix != protocol:
-                # librdkafka then connects to no broker at all (tried: every metadata
-                # request failed with "Broker transport failure").
-                raise ValueError(
-                    f"KAFKA_BOOTSTRAP_SERVERS names {server} with {prefix}://, but"
-                    f" KAFKA_SECURITY_PROTOCOL is {protocol}: set the protocol there and"
-                    " leave the prefix out"
-                )
 
     def for_plaintext_kafka(self, bootstrap_servers: str) -> Settings:
         """These settings for a broker reached in plaintext, without an account: the local
@@ -441,36 +360,6 @@ def _keys_in(api_keys: str) -> list[str]:
     return [key.strip() for key in api_keys.split(",") if key.strip()]
 
 
-class InvalidSettings(ValueError):
-    """Settings that do not validate, named with what is wrong; never quoting API_KEYS
-    or DATABASE_URL."""
-
-
-def describe_invalid(error: ValidationError) -> str:
-    """Each problem as `NAME: what is wrong, got VALUE`, never quoting API_KEYS or
-    DATABASE_URL (its password), which would then be logged on every request of a
-    misconfigured function. (Our own messages name only values that are no secret: a
-    log level, a pool size.)"""
-    return "; ".join(map(_describe_issue, error.errors(include_url=False)))
-
-
-def _describe_issue(issue: ErrorDetails) -> str:
-    name = ".".join(map(str, issue["loc"]))
-    # Our own validators' messages (`value_error`) say what they found themselves, and a
-    # check across fields names its settings: pydantic's "Value error, " adds nothing.
-    quoted_already = issue["type"] == "value_error"
-    message = issue["msg"].removeprefix("Value error, ") if quoted_already else issue["msg"]
-    if not name and quoted_already:
-        return message
-    described = f"{name.upper() or 'settings'}: {message}"
-    # A field's own value, unless it may hold a secret; a check across fields (no name)
-    # has them all as its input.
-    if name and name not in _SECRET_SETTINGS and "input" in issue and not quoted_already:
-        shown = repr(issue["input"])
-        described += f", got {shown if len(shown) <= 80 else shown[:77] + '...'}"
-    return described
-
-
 def read_settings(**overrides: object) -> Settings:
     """Settings from the environment (`overrides` win), or InvalidSettings saying what is
     wrong without quoting a secret."""
@@ -484,48 +373,10 @@ def _a_tcp_port(text: str) -> bool:
     return text.isdigit() and 1 <= int(text) <= 65535
 
 
-def drop_settings_from(environ: MutableMapping[str, str], names: Iterable[str]) -> None:
-    """Remove the variables of the settings `names` (field names) from `environ`, in any
-    case, as settings read them: for a process that starts servers of its own, which the
-    shell's values for other servers must not reach."""
-    dropped = {name.upper() for name in names}
-    for variable in [variable for variable in environ if variable.upper() in dropped]:
-        del environ[variable]
-
-
 def misspelt_settings(environ: Mapping[str, str]) -> dict[str, str]:
-    """Variables named almost, but not quite, like a setting: {variable: the setting}.
-
-    Settings ignore every other variable, so a DATABSE_URL would otherwise leave the
-    default in place without a word."""
-    settings = sorted(name.upper() for name in Settings.model_fields)
-    misspelt = {}
-    for variable in environ:
-        name = variable.upper()
-        if name in settings or _KUBERNETES_SERVICE_VARIABLE.fullmatch(name):
-            continue
-        for setting in settings:
-            allowed = 1 if len(setting) < SHORT_SETTING else MISSPELLING_EDITS
-            if _edits_between(name, setting) <= allowed:
-                misspelt[variable] = setting
-                break
-    return misspelt
-
-
-def _edits_between(a: str, b: str) -> int:
-    """Letters added, dropped or changed, and neighbours swapped, to turn `a` into `b`."""
-    if abs(len(a) - len(b)) > MISSPELLING_EDITS:
-        return MISSPELLING_EDITS + 1  # no need to count
-    before, row = None, list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            cost = min(row[j] + 1, current[j - 1] + 1, row[j - 1] + (ca != cb))
-            if before is not None and i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
-                cost = min(cost, before[j - 2] + 1)
-            current.append(cost)
-        before, row = row, current
-    return row[-1]
+    """Variables of `environ` named almost, but not quite, like a setting: {variable: the
+    setting}."""
+    return misspelt_names(environ, Settings.model_fields)
 
 
 @lru_cache(maxsize=1)

@@ -25,7 +25,8 @@ from infra.postgres_server import PostgresServer
 from infra.run_dirs import claim_run_dir, clean_abandoned_run_dirs, remove_data_keep_logs
 from shared.db.migrations import apply_migrations
 from shared.kafka.topics import TopicSetupError, delete_topics, ensure_topics
-from shared.settings import KAFKA_SECURITY_SETTINGS, Settings, drop_settings_from
+from shared.settings import KAFKA_SECURITY_SETTINGS, Settings
+from shared.settings_environment import drop_settings_from
 
 TESTS_DIR = Path(__file__).resolve().parent
 # The servers to use are the only settings the tests take from the environment (with how

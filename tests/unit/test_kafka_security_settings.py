@@ -13,12 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shared.kafka.config import connection_config, consumer_config, producer_config
 from shared.runner.embedded import start_backends
-from shared.settings import (
-    KAFKA_SECURITY_SETTINGS,
-    InvalidSettings,
-    drop_settings_from,
-    read_settings,
-)
+from shared.settings import KAFKA_SECURITY_SETTINGS, InvalidSettings, read_settings
+from shared.settings_environment import drop_settings_from
 from tests.tls_material import TlsFiles, make_tls_files
 
 SASL = {
