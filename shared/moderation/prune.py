@@ -21,6 +21,7 @@ from shared.moderation.operator_command import operator_parser, run_on_database
 # Below the default retention of a Kafka topic, a pruned dead letter's record could come
 # back and be taken for a new one.
 MIN_DAYS = 7
+MAX_DAYS = 36_500  # a century
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,8 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"finished (or published) at least this many days ago; {MIN_DAYS} or more",
     )
     args = parser.parse_args(argv)
-    if not args.older_than_days >= MIN_DAYS:
-        parser.error(f"--older-than-days must be {MIN_DAYS} or more")
+    # Bounded above too: PostgreSQL refuses an interval of `inf` or 1e12 days, and its
+    # error (exit 1) would read, to a Job that retries failures, as a passing outage.
+    if not MIN_DAYS <= args.older_than_days <= MAX_DAYS:
+        parser.error(f"--older-than-days must be from {MIN_DAYS} to {MAX_DAYS}")
     days = args.older_than_days
 
     def prune(conn: psycopg.Connection) -> str:

@@ -14,6 +14,8 @@ import psycopg
 from shared.db.tasks import republish_pending_tasks
 from shared.moderation.operator_command import operator_parser, run_on_database
 
+MAX_PUBLISHED_BEFORE_S = 36_500 * 86_400  # a century
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = operator_parser("shared.moderation.republish", __doc__)
@@ -25,8 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "that long would still read the others)",
     )
     args = parser.parse_args(argv)
-    if not args.published_before_s >= 0:
-        parser.error("--published-before-s must be 0 or more")
+    # Bounded above too: PostgreSQL refuses an interval of `inf` or 1e300 seconds, and its
+    # error (exit 1) would read, to a Job that retries failures, as a passing outage.
+    if not 0 <= args.published_before_s <= MAX_PUBLISHED_BEFORE_S:
+        parser.error(f"--published-before-s must be from 0 to {MAX_PUBLISHED_BEFORE_S}")
 
     def republish(conn: psycopg.Connection) -> str:
         count = republish_pending_tasks(conn, published_before_s=args.published_before_s)

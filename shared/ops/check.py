@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from shared.bootstrap import build_services
 from shared.ops.health import CHECKS, check_readiness
-from shared.settings import InvalidSettings
+from shared.settings import MAX_DURATION_S, InvalidSettings
 
 # A command starts cold: its model check loads the model, scikit-learn's imports
 # included, which took 3-5 s on a busy 2-core machine, past the 3 s that a probe of a
@@ -53,8 +53,12 @@ def _positive_seconds(text: str) -> float:
         seconds = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not 0 < seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    # A day at most: a longer wait is a typo, and one past the platform's time_t crashed
+    # the thread join that waits for the checks.
+    if not 0 < seconds <= MAX_DURATION_S:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of seconds, at most {MAX_DURATION_S}, got {text!r}"
+        )
     return seconds
 
 

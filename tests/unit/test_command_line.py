@@ -138,9 +138,19 @@ def test_migrations_name_the_server_libpq_would_use_and_no_part_of_a_password(mo
     assert "Secret" not in cut_short and "hunter2" not in cut_short
 
 
-@pytest.mark.parametrize("days", ["1", "6.9", "nan", "-7"])
-def test_prune_refuses_a_cutoff_inside_the_topics_retention_before_connecting(days):
+@pytest.mark.parametrize("days", ["1", "6.9", "nan", "-7", "36501", "1e12", "inf"])
+def test_prune_refuses_a_cutoff_inside_the_topics_retention_or_past_a_century(days):
+    # Before connecting: PostgreSQL's own refusal of a huge interval would exit 1, which a
+    # Job retries as an outage.
     result = run("shared.moderation.prune", "--older-than-days", days)
 
     assert result.returncode == 2
-    assert "--older-than-days must be 7 or more" in result.stderr
+    assert "--older-than-days must be from 7 to 36500" in result.stderr
+
+
+@pytest.mark.parametrize("seconds", ["-1", "nan", "inf", "1e300", "3153600001"])
+def test_republish_refuses_a_negative_or_endless_age_before_connecting(seconds):
+    result = run("shared.moderation.republish", "--published-before-s", seconds)
+
+    assert result.returncode == 2
+    assert "--published-before-s must be from 0 to 3153600000" in result.stderr

@@ -254,8 +254,10 @@ def test_the_check_command_waits_longer_than_a_probe_by_default_or_as_long_as_to
     assert parse_check_command(["--timeout", "7.5", "model"]).timeout_s == 7.5
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan"])
-def test_the_check_command_refuses_a_timeout_that_is_not_a_positive_number(value, capsys):
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan", "86401", "1e10"])
+def test_the_check_command_refuses_a_timeout_that_is_not_a_positive_number_up_to_a_day(
+    value, capsys
+):
     with pytest.raises(SystemExit) as refused:
         parse_check_command(["--timeout", value])
 
