@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import date
 from pathlib import Path
 
-from shared.errors import ModelUnavailable
+from shared.errors import InvalidFeatures, ModelUnavailable
 from shared.model import commands
 from shared.model.dataset import InvalidDataset
 from shared.model.synthetic import DEFAULT_SEED, DEFAULT_SIZE
@@ -42,20 +43,24 @@ def _parser() -> argparse.ArgumentParser:
         default=Path(env("MODEL_OUT", DEFAULT_OUT)),
         help=f"model directory [MODEL_OUT, default {DEFAULT_OUT}]",
     )
+    # Defaults as strings, which argparse converts with `type` too: a bad variable is then
+    # a usage error naming its flag, not a traceback.
     train.add_argument(
         "--seed",
         type=int,
-        default=int(env("MODEL_SEED", DEFAULT_SEED)),
+        default=env("MODEL_SEED", str(DEFAULT_SEED)),
         help=f"synthetic data seed [MODEL_SEED, default {DEFAULT_SEED}]",
     )
     train.add_argument(
         "--size",
-        type=int,
-        default=int(env("MODEL_TRAIN_SIZE", DEFAULT_SIZE)),
-        help=f"synthetic ads to generate [MODEL_TRAIN_SIZE, default {DEFAULT_SIZE}]",
+        type=_training_size,
+        default=env("MODEL_TRAIN_SIZE", str(DEFAULT_SIZE)),
+        help=f"synthetic ads to generate, {MIN_TRAIN_SIZE} or more [MODEL_TRAIN_SIZE, default"
+        f" {DEFAULT_SIZE}]",
     )
     train.add_argument(
         "--date",
+        type=_calendar_date,
         default=env("MODEL_DATE"),
         help="YYYY-MM-DD in the version; default: the synthetic rules' date, or "
         "today for --data [MODEL_DATE]",
@@ -75,6 +80,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Fewer ads leave too few of each label for the stratified holdout split.
+MIN_TRAIN_SIZE = 200
+
+
+def _training_size(text: str) -> int:
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if size < MIN_TRAIN_SIZE:
+        raise argparse.ArgumentTypeError(f"expected {MIN_TRAIN_SIZE} or more, got {size}")
+    return size
+
+
+def _calendar_date(text: str) -> str:
+    """YYYY-MM-DD, a real day: checked before minutes of training, not after."""
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+    if len(text) != len("YYYY-MM-DD"):
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     progress = not args.no_progress
@@ -91,7 +121,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             commands.evaluate(args.model, args.data, progress=progress, report=sys.stdout)
-    except (InvalidDataset, commands.MissingEvaluationData, ModelUnavailable, OSError) as error:
+    except (
+        InvalidDataset,
+        InvalidFeatures,  # a row of --data the model cannot score (a category of -1, say)
+        commands.MissingEvaluationData,
+        ModelUnavailable,
+        OSError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from shared.errors import ModelUnavailable, TemporaryError
 from shared.model import load_model
-from shared.model.artifact import TRUSTED_TYPES, save_model, sha256_hex
+from shared.model.artifact import TRUSTED_TYPES, _write_atomically, save_model, sha256_hex
 from shared.model.canonical_skops import canonical_skops_bytes
 from shared.model.card import ARTIFACT_FILE, CARD_FILE, ModelCard, model_version
 from shared.model.features import ads_to_rows
@@ -180,3 +181,29 @@ def test_an_unfitted_pipeline_whose_hash_matches_its_card_makes_the_model_unavai
 
     with pytest.raises(ModelUnavailable, match=f"refusing model {version}"):
         load_model(str(tmp_path))
+
+
+def test_two_savings_into_one_folder_at_once_each_finish_and_leave_no_temporary_file(tmp_path):
+    # Two trainings saving to one folder wrote one `.partial` name, and the second
+    # rename failed with FileNotFoundError.
+    target = tmp_path / ARTIFACT_FILE
+    payloads = [b"a" * 200_000, b"b" * 200_000]
+    failures: list[BaseException] = []
+
+    def save_often(data: bytes) -> None:
+        try:
+            for _ in range(50):
+                _write_atomically(target, data)
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=save_often, args=(data,)) for data in payloads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert failures == []
+    assert target.read_bytes() in payloads
+    assert sorted(path.name for path in tmp_path.iterdir()) == [ARTIFACT_FILE]
+    assert target.stat().st_mode & 0o777 == 0o644

@@ -141,3 +141,50 @@ def test_a_malformed_csv_is_refused_naming_the_line_and_column(tmp_path, content
 
     with pytest.raises(InvalidDataset, match=message):
         read_labelled_csv(path)
+
+
+@pytest.mark.parametrize(
+    ("args", "environ", "said"),
+    [
+        (["--date", "2024-13-01"], {}, "expected a date as YYYY-MM-DD, got '2024-13-01'"),
+        (["--date", "20240101"], {}, "expected a date as YYYY-MM-DD, got '20240101'"),
+        (["--size", "0"], {}, "expected 200 or more, got 0"),
+        (["--size", "many"], {}, "expected a whole number, got 'many'"),
+        ([], {"MODEL_SEED": "abc"}, "argument --seed: invalid int value: 'abc'"),
+        ([], {"MODEL_TRAIN_SIZE": "-5"}, "expected 200 or more, got -5"),
+    ],
+)
+def test_train_refuses_bad_arguments_with_a_usage_error_before_training(
+    tmp_path, capsys, monkeypatch, args, environ, said
+):
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "model"
+
+    with pytest.raises(SystemExit) as refused:
+        main(["--no-progress", "train", "--out", str(out), *args])
+
+    assert refused.value.code == 2
+    assert said in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_evaluate_of_data_the_model_cannot_score_fails_with_a_message(tmp_path, capsys):
+    out = tmp_path / "model"
+    main(["--no-progress", "train", "--size", "800", "--out", str(out)])
+    data = _write_csv(tmp_path / "eval.csv", n=50)
+    rows = data.read_text().splitlines()
+    header, first = rows[0].split(","), next(csv.reader([rows[1]]))
+    first[header.index("images_qty")] = "5000"  # serving takes 0 to 10
+    with data.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        writer.writerow(first)
+        file.write("\n".join(rows[2:]) + "\n")
+    capsys.readouterr()
+
+    code = main(["--no-progress", "evaluate", "--model", str(out), "--data", str(data)])
+
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "images_qty" in err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 import uuid
 from pathlib import Path
 
@@ -114,3 +116,21 @@ def test_a_file_name_the_os_cannot_take_makes_the_model_unavailable(tmp_path):
     # load retried by every caller, not the 503 and back-off of an unavailable model.
     with pytest.raises(ModelUnavailable, match="cannot read"):
         LocalDirectory(tmp_path).read("model\x00.skops")
+
+
+def test_a_model_read_from_an_s3_endpoint_that_never_answers_gives_up_within_half_a_minute(
+    monkeypatch,
+):
+    # The request that retries a failed load waits for it: with botocore's legacy retries
+    # and a 30 s read timeout, one read took 120 s against such an endpoint.
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{silent.getsockname()[1]}")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+        started = time.monotonic()
+
+        with pytest.raises(ModelUnavailable, match="cannot reach s3://bucket/v1/"):
+            S3Prefix(bucket="bucket", prefix="v1").read(CARD_FILE)
+
+        assert time.monotonic() - started < 30
