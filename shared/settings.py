@@ -250,7 +250,8 @@ class Settings(BaseSettings):
         for port in str(params.get("port") or "").split(","):
             if port and not _a_tcp_port(port):
                 raise ValueError(f"the port is not a number from 1 to 65535{_ESCAPE_HINT}")
-        if "@" in str(params.get("host") or ""):
+        # A host may open with an @ (an abstract Unix socket, libpq 14 on), not hold one.
+        if any("@" in host[1:] for host in str(params.get("host") or "").split(",")):
             raise ValueError(f"the host holds an @{_ESCAPE_HINT}")
         return value
 

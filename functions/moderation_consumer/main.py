@@ -25,6 +25,7 @@ import functions_framework
 
 from shared import metrics
 from shared.bootstrap import get_services
+from shared.errors import MalformedMessage
 from shared.http import register_json_errors
 from shared.http.endpoint import (
     read_body_within,
@@ -114,6 +115,6 @@ def _named_task(record: ConsumedRecord) -> dict[str, int]:
     (a malformed record's letter is logged with its reason)."""
     try:
         message = parse_task_message(record.value)
-    except Exception:  # MalformedMessage, or whatever else the batch dead-lettered it for
+    except MalformedMessage:
         return {}
     return {"task_id": message.task_id, "item_id": message.item_id}

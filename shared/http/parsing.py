@@ -152,10 +152,10 @@ def parse_query(request: flask.Request, model: type[Model]) -> Model:
     try:
         return _validate(model, request.args.to_dict(flat=True))
     except HttpError as error:
-        raise HttpError(422, [_said_where(issue) for issue in error.detail]) from None
+        raise HttpError(422, [_placed_in_the_query(issue) for issue in error.detail]) from None
 
 
-def _said_where(issue: dict[str, object]) -> dict[str, object]:
+def _placed_in_the_query(issue: dict[str, object]) -> dict[str, object]:
     """A missing query field's entry, saying that it belongs in the query: a client that
     sent `item_id` in the body (as /predict takes it) did send it, just not there."""
     if issue.get("type") != "missing" or not issue.get("loc"):

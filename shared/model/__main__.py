@@ -97,10 +97,11 @@ def _training_size(text: str) -> int:
 def _calendar_date(text: str) -> str:
     """YYYY-MM-DD, a real day: checked before minutes of training, not after."""
     try:
-        date.fromisoformat(text)
+        # fromisoformat also takes 20240101 and 2024-W01-1, which read back otherwise.
+        written = date.fromisoformat(text).isoformat()
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
-    if len(text) != len("YYYY-MM-DD"):
+        written = None
+    if written != text:
         raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}")
     return text
 

@@ -103,8 +103,8 @@ def _major_minor(version: str) -> tuple[str, ...]:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    # A temporary name of its own: two trainings saving to one folder at once each
-    # wrote `.model.skops.partial`, and the second rename found it gone.
+    # A temporary name of its own, so that two savings into one folder at once cannot
+    # rename each other's file away.
     handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
         with os.fdopen(handle, "wb") as file:

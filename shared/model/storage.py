@@ -13,10 +13,9 @@ from urllib.parse import urlparse
 from shared.errors import ModelUnavailable
 
 S3_SCHEME = "s3"
-# One load's worst case against an endpoint that accepts and never answers: two tries
-# (total_max_attempts counts the first) of 10 s without a byte each, about 20 s. The caller
-# whose request retries a failed load waits that long; with botocore's legacy retries
-# and a read timeout of 30 s it waited 120 s.
+# The request that retries a failed load waits for it: against an endpoint that accepts
+# and never answers, two tries (total_max_attempts counts the first) of 10 s without a
+# byte each, about 20 s.
 _S3_TIMEOUTS = {
     "connect_timeout": 5,
     "read_timeout": 10,

@@ -114,11 +114,17 @@ class _JsonErrorsRequestHandler(WSGIRequestHandler):
     server: _CountingServer
 
     def parse_request(self) -> bool:
-        """Reads the headers; once they are in, their deadline no longer applies."""
+        """Reads the headers; once they are in, their deadline no longer applies. A request
+        cut at that deadline is not served: the end of the connection reads as the end of
+        its headers, and those that never came (an Idempotency-Key, say) would be missed."""
         try:
-            return super().parse_request()
+            parsed = super().parse_request()
         finally:
-            self.server.headers_read(self.connection)
+            cut = self.server.headers_read(self.connection)
+        if cut:
+            self.close_connection = True
+            return False
+        return parsed
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         reason = self.responses.get(code, ("Error", ""))[0]
@@ -161,8 +167,10 @@ class _CountingServer(ThreadedWSGIServer):
         self._changed = threading.Condition()
         self._max_connections = max_connections
         self._headers_deadline_s = client_timeout_s
-        # Connections still sending their request line and headers, with their deadline.
+        # Connections still sending their request line and headers, with their deadline,
+        # and those shut for missing it.
         self._reading_headers: dict[socket.socket, float] = {}
+        self._cut: set[socket.socket] = set()
         self._closed = threading.Event()
         super().__init__(host, port, app, handler=handler, fd=fd)
         # werkzeug's __init__ closes the socket it made before taking `fd`'s.
@@ -191,26 +199,33 @@ class _CountingServer(ThreadedWSGIServer):
         finally:
             self._served(request)
 
-    def headers_read(self, connection: socket.socket) -> None:
+    def headers_read(self, connection: socket.socket) -> bool:
+        """The connection's request line and headers are read: whether it was cut first."""
         with self._changed:
             self._reading_headers.pop(connection, None)
+            return connection in self._cut
 
     def _served(self, request: socket.socket) -> None:
         with self._changed:
             self._serving -= 1
             self._reading_headers.pop(request, None)
+            self._cut.discard(request)
             self._changed.notify_all()
 
     def _drop_late_headers(self) -> None:
         """Shut the connections whose headers are not in by their deadline: the thread
-        reading them then sees the connection end, as if the client had dropped it."""
+        reading them then sees the connection end, as if the client had dropped it. Under
+        the lock (a shutdown does not block), so that none whose headers have just come in
+        is shut while it is served."""
         while not self._closed.wait(min(1.0, self._headers_deadline_s / 2)):
             now = time.monotonic()
             with self._changed:
                 late = [conn for conn, due in self._reading_headers.items() if due < now]
-            for connection in late:
-                with contextlib.suppress(OSError):
-                    connection.shutdown(socket.SHUT_RDWR)
+                for connection in late:
+                    del self._reading_headers[connection]
+                    self._cut.add(connection)
+                    with contextlib.suppress(OSError):
+                        connection.shutdown(socket.SHUT_RDWR)
 
     def server_close(self) -> None:
         self._closed.set()
@@ -234,7 +249,11 @@ _BUSY = (
 
 def _refuse_as_busy(connection: socket.socket) -> None:
     """A 503 sent on the accepting thread, which must not wait on a client: one short
-    write, given up on at once if the client's window is shut."""
+    write, given up on at once if the client's window is shut. What the client has sent
+    already is read first: closing with it unread would reset the connection, and the
+    client might lose the 503."""
     with contextlib.suppress(OSError):
         connection.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            connection.recv(65536)
         connection.send(_BUSY)

@@ -148,6 +148,7 @@ def test_a_malformed_csv_is_refused_naming_the_line_and_column(tmp_path, content
     [
         (["--date", "2024-13-01"], {}, "expected a date as YYYY-MM-DD, got '2024-13-01'"),
         (["--date", "20240101"], {}, "expected a date as YYYY-MM-DD, got '20240101'"),
+        (["--date", "2024-W01-1"], {}, "expected a date as YYYY-MM-DD, got '2024-W01-1'"),
         (["--size", "0"], {}, "expected 200 or more, got 0"),
         (["--size", "many"], {}, "expected a whole number, got 'many'"),
         ([], {"MODEL_SEED": "abc"}, "argument --seed: invalid int value: 'abc'"),

@@ -200,7 +200,11 @@ def test_a_password_with_an_unescaped_slash_or_at_is_refused_without_quoting_any
 
 
 def test_database_urls_with_several_hosts_or_a_socket_keep_their_ports():
-    for url in ("postgresql://app@a:5432,b/moderation", "postgresql:///moderation?host=/tmp"):
+    for url in (
+        "postgresql://app@a:5432,b/moderation",
+        "postgresql:///moderation?host=/tmp",
+        "host=@pgsock dbname=moderation",  # an abstract Unix socket
+    ):
         assert read_settings(database_url=url).database_url == url
 
 
