@@ -112,6 +112,25 @@ def _not_completed(services, task_ids: set[int]) -> list[int]:
     return sorted(t for t in task_ids if t not in results or results[t].status != "completed")
 
 
+def _where_they_stand(services, task_ids: set[int], relay_publisher, loop) -> str:
+    """For a failure: which tasks are unfinished, whether each was published (by whom),
+    and what the consumer holds, so that a stuck relay can be told from a stuck consumer."""
+    waiting = _not_completed(services, task_ids)
+    with services.db.autocommit() as db:
+        published = {
+            task_id
+            for (task_id,) in db.conn.execute(
+                "SELECT id FROM moderation_results WHERE id = ANY(%s) AND published_at IS NOT NULL",
+                (waiting,),
+            )
+        }
+    return (
+        f"not completed: {waiting}; marked published: {sorted(published)}; published by the"
+        f" relay: {sorted(relay_publisher.task_ids & set(waiting))}; consumer assigned"
+        f" {sorted(loop._assigned)}"
+    )
+
+
 class AcknowledgedTasks:
     """A publisher that notes the task ids of the records Kafka acknowledged on `topic`."""
 
@@ -161,7 +180,7 @@ def test_broker_stopped_and_restarted_under_async_predict_load_loses_no_accepted
         relay_publisher = AcknowledgedTasks(services.publisher, settings.kafka_moderation_topic)
         relay = RelayWorker(dataclasses.replace(services, publisher=relay_publisher))
         try:
-            with served_async_predict() as url, running_consumer(services):
+            with served_async_predict() as url, running_consumer(services) as loop:
                 callers = AsyncPredictCallers(url, item_ids)
                 relay.start()
                 callers.start()
@@ -192,7 +211,7 @@ def test_broker_stopped_and_restarted_under_async_predict_load_loses_no_accepted
                     lambda: not _not_completed(services, task_ids),
                     timeout_s=90,
                     what=f"all {len(task_ids)} accepted tasks completed",
-                    seen=lambda: f"not completed: {_not_completed(services, task_ids)}",
+                    seen=lambda: _where_they_stand(services, task_ids, relay_publisher, loop),
                 )
         finally:
             relay.stop(timeout_s=10)
