@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -172,6 +173,8 @@ def test_broker_stopped_and_restarted_under_async_predict_load_loses_no_accepted
 ):
     if infra.kafka is None:
         pytest.skip("KAFKA_BOOTSTRAP_SERVERS names an external broker, which this test cannot stop")
+    # The consumer's assignments and revokes, in the log a failure shows.
+    caplog.set_level(logging.INFO, logger="shared.kafka.poll_loop")
     relay_settings = settings.model_copy(update={"outbox_relay_interval_s": RELAY_INTERVAL_S})
     with wired_services(relay_settings) as services:
         item_ids = seed_ads(services, ADS)
