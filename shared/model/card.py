@@ -14,6 +14,11 @@ CARD_FILE = "model_card.json"
 ARTIFACT_FILE = "model.skops"
 VERSION_PREFIX = "moderation"
 SHORT_HASH_LENGTH = 8
+# The card's layout, raised when a field changes meaning or one is added that the loader
+# must obey. A card of a newer format is refused rather than half read: its new fields
+# (a threshold per category, say) would be dropped without a word. Cards before the
+# field are format 1.
+CARD_FORMAT = 1
 
 
 class InvalidCard(ValueError):
@@ -32,6 +37,7 @@ class ModelCard:
     metrics: dict[str, Any]
     baseline: dict[str, Any]
     training_data: dict[str, Any]
+    card_format: int = CARD_FORMAT
 
     @property
     def artifact_file(self) -> str:
@@ -54,6 +60,7 @@ class ModelCard:
             raise InvalidCard(
                 f"expected the model card to be a JSON object, got {type(fields).__name__}"
             )
+        fields.setdefault("card_format", 1)
         missing = [name for name in cls.__dataclass_fields__ if name not in fields]
         if missing:
             raise InvalidCard(f"model card lacks {', '.join(missing)}")
@@ -85,6 +92,14 @@ def model_version(date: str, artifact_sha256: str) -> str:
 
 
 def _check_types(card: ModelCard) -> None:
+    card_format = card.card_format
+    if isinstance(card_format, bool) or not isinstance(card_format, int):
+        raise InvalidCard(f"expected card_format to be a whole number, got {card_format!r}")
+    if card_format != CARD_FORMAT:
+        raise InvalidCard(
+            f"model card format {card_format} is not the one this service reads"
+            f" ({CARD_FORMAT}): run the service version that wrote it, or retrain"
+        )
     if not isinstance(card.version, str) or not isinstance(card.sklearn_version, str):
         raise InvalidCard("expected version and sklearn_version to be strings")
     threshold = card.decision_threshold

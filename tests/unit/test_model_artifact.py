@@ -121,6 +121,24 @@ def test_an_artifact_naming_a_callable_outside_the_allow_list_is_refused(tmp_pat
         load_model(str(tmp_path))
 
 
+@pytest.mark.parametrize("card_format", [2, "1", True])
+def test_a_card_of_another_format_is_refused_rather_than_half_read(model_dir, card_format):
+    # A newer card's own fields (a threshold per category, say) would otherwise be
+    # dropped without a word, and its model served on the old rules.
+    _edit_card(model_dir, card_format=card_format, decision_threshold_by_category={"3": 0.99})
+
+    with pytest.raises(ModelUnavailable, match=r"card_format|model card format 2"):
+        load_model(str(model_dir))
+
+
+def test_a_card_written_before_its_format_was_recorded_loads_as_format_1(model_dir):
+    card = json.loads((model_dir / CARD_FILE).read_text())
+    assert card.pop("card_format") == 1  # what a save writes now
+    (model_dir / CARD_FILE).write_text(json.dumps(card))
+
+    assert load_model(str(model_dir)).version == card["version"]
+
+
 def test_a_card_whose_version_does_not_name_its_artifact_is_refused(model_dir):
     # Every verdict carries the card's version, so it must be the artifact's own.
     _edit_card(model_dir, version="moderation-2099-01-01-deadbeef")
