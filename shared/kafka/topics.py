@@ -35,8 +35,13 @@ def ensure_topics(settings: Settings, timeout_s: float = TIMEOUT_S) -> dict[str,
     topics = new_topics(settings)
     wanted = {topic.topic: topic.num_partitions for topic in topics}
     admin = _admin(settings)
-    futures = admin.create_topics(topics, request_timeout=timeout_s, operation_timeout=timeout_s)
     servers = settings.kafka_bootstrap_servers
+    # A topic there already is refused before the other is made: a job that refuses one
+    # must not leave the other behind, made by a run that reported failure.
+    existing = sorted(set(admin.list_topics(timeout=timeout_s).topics) & set(wanted))
+    if existing and (configs := _configs_of(admin, existing, servers, timeout_s)) is not None:
+        _refuse_configs(settings, configs)
+    futures = admin.create_topics(topics, request_timeout=timeout_s, operation_timeout=timeout_s)
     for name, future in futures.items():
         error = _outcome(
             future,
@@ -70,9 +75,15 @@ def _check_configs(settings: Settings, configs: dict[str, dict[str, str]]) -> No
     """Refuse an existing topic whose settings would lose or refuse tasks; warn of a short
     retention, or letters too large for the DLQ. Topics made elsewhere (Terraform, a
     managed console) keep their own settings, and this job changes none."""
+    _refuse_configs(settings, configs)
+    _warn_of_configs(settings, configs)
+
+
+def _refuse_configs(settings: Settings, configs: dict[str, dict[str, str]]) -> None:
+    """TopicSetupError for a topic of `configs` (one or both) that would lose or refuse tasks."""
     tasks, letters = settings.kafka_moderation_topic, settings.kafka_dlq_topic
     for name in (tasks, letters):
-        if "compact" in configs[name].get("cleanup.policy", "delete"):
+        if name in configs and "compact" in configs[name].get("cleanup.policy", "delete"):
             # Compaction keeps one record per key, and records are keyed by item_id:
             # every earlier task of an ad (or letter of a key) would vanish unread.
             raise TopicSetupError(
@@ -81,13 +92,19 @@ def _check_configs(settings: Settings, configs: dict[str, dict[str, str]]) -> No
                 f"(kafka-configs.sh --alter --entity-type topics --entity-name {name} "
                 "--add-config cleanup.policy=delete)"
             )
-    task_limit = int(configs[tasks].get("max.message.bytes", MAX_TASK_RECORD_BYTES))
+    task_limit = int(configs.get(tasks, {}).get("max.message.bytes", MAX_TASK_RECORD_BYTES))
     if task_limit < MIN_TASK_RECORD_LIMIT:
         raise TopicSetupError(
             f"topic {tasks!r} has max.message.bytes={task_limit}, too small for a task "
             f"record: give it at least {MIN_TASK_RECORD_LIMIT} ({MAX_TASK_RECORD_BYTES} "
             "is what this job creates it with)"
         )
+
+
+def _warn_of_configs(settings: Settings, configs: dict[str, dict[str, str]]) -> None:
+    """Warnings for settings of both topics that may hold back records."""
+    tasks, letters = settings.kafka_moderation_topic, settings.kafka_dlq_topic
+    task_limit = int(configs[tasks].get("max.message.bytes", MAX_TASK_RECORD_BYTES))
     letter_limit = int(configs[letters].get("max.message.bytes", MAX_RECORD_BYTES))
     if letter_limit < task_limit + LETTER_HEADERS_ALLOWANCE:
         # A warning, not a refusal: two topics made with a broker's defaults are like

@@ -308,3 +308,23 @@ def test_a_broker_started_on_a_port_another_broker_holds_fails_instead_of_using_
     admin = _admin(infra.kafka_bootstrap_servers)  # held: a client collected ends its calls
     cluster = admin.describe_cluster(request_timeout=10).result(timeout=15)
     assert cluster.cluster_id == infra.kafka.cluster_id()  # the first one untouched
+
+
+def test_a_refused_topic_leaves_the_missing_one_uncreated(settings: Settings) -> None:
+    # Only `moderation` exists, compacted: the job refuses it before it makes the DLQ.
+    suffix = uuid.uuid4().hex[:8]
+    own = settings.model_copy(
+        update={"kafka_moderation_topic": f"tasks-{suffix}", "kafka_dlq_topic": f"dlq-{suffix}"}
+    )
+    admin = _admin(settings.kafka_bootstrap_servers)
+    compacted = NewTopic(own.kafka_moderation_topic, 1, config={"cleanup.policy": "compact"})
+    admin.create_topics([compacted])[own.kafka_moderation_topic].result(timeout=TIMEOUT_S)
+    try:
+        with pytest.raises(TopicSetupError, match=re.escape("cleanup.policy=compact")):
+            ensure_topics(own)
+
+        listed = admin.list_topics(timeout=TIMEOUT_S).topics
+        assert own.kafka_moderation_topic in listed
+        assert own.kafka_dlq_topic not in listed
+    finally:
+        delete_topics(own)
