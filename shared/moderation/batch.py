@@ -411,6 +411,10 @@ def _still_to_fail(
     for task in tasks:
         row = rows.get(task.task_id)
         if row is not None and row.status == "pending" and _permanent_problem(task, row) is None:
+            # The row may count more attempts, from earlier, than this batch counted in
+            # memory while the database was down: the failure, its reason and its letter
+            # all say the row's count, as the row will.
+            work.count_earlier_failures(task.task_id, row.attempts, row.first_failure_at)
             to_fail.append(task)
         else:
             _sort_out(services, task, row, report, work, attempt_counted=True)

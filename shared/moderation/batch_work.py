@@ -88,6 +88,16 @@ class BatchWork:
         self.attempts[task_id] = count
         self.first_failure_at[task_id] = first
 
+    def count_earlier_failures(
+        self, task_id: int, attempts: int, first_failure_at: datetime | None
+    ) -> None:
+        """Take in what the task's row counts: never fewer attempts, never a later first
+        failure than the row's."""
+        self.attempts[task_id] = max(self.attempts.get(task_id, 0), attempts)
+        if first_failure_at is not None:
+            first = self.first_failure_at.get(task_id, first_failure_at)
+            self.first_failure_at[task_id] = min(first, first_failure_at)
+
     def out_of_retries(self, task_id: int, limit: int, schedule_s: float) -> bool:
         """`limit` attempts made, and the whole schedule's time gone by since the first.
 

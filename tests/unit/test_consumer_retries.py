@@ -202,3 +202,26 @@ def test_a_batch_out_of_retries_waiting_for_the_database_says_which_one_it_is(ca
     assert (waiting.partition, waiting.records) == (0, 2)
     assert (waiting.first_offset, waiting.last_offset) == (records[0].offset, records[1].offset)
     assert not hasattr(waiting, "task_id")  # two tasks: the offsets say which
+
+
+def test_a_task_failed_after_a_database_outage_reports_the_attempts_its_row_counts():
+    services = fake_services()
+    record = accepted_task(services, 1)
+    # Earlier owners counted six attempts on the row, the first an hour ago; this batch
+    # then counts its four in memory only, the database down throughout its schedule.
+    with services.db.transaction() as tx:
+        for _ in range(6):
+            tx.record_failed_attempt([(1, 1)], "before")
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    services.db.state.first_failures[1] = an_hour_ago
+    services.db.unavailable_for = 8
+
+    process_moderation_batch(services, [record])
+
+    task = services.db.state.tasks[1]
+    assert (task.status, task.attempts) == ("failed", 6)
+    assert task.error_message.startswith("gave up after 6 attempts: ")
+    (letter,) = services.publisher.on_topic("moderation_dlq")
+    headers = dead_letter_headers(letter)
+    assert headers["x-attempts"] == "6"
+    assert headers["x-first-failure-at"] == an_hour_ago.isoformat()
