@@ -13,6 +13,7 @@ import argparse
 import ast
 import importlib
 import json
+import math
 import pkgutil
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from bench.termination import Terminated
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_FILE = BENCH_DIR / "results" / "latest.json"
@@ -65,7 +68,14 @@ def run_module(name: str) -> dict[str, dict[str, Any]]:
         raise TypeError(
             f"expected bench.{name}.run() to return a dict, got {type(results).__name__}"
         )
-    return {key: {field: entry.get(field) for field in FIELDS} for key, entry in results.items()}
+    figures = {key: {field: entry.get(field) for field in FIELDS} for key, entry in results.items()}
+    for key, entry in figures.items():
+        for field in ("value", "baseline", "ratio"):
+            number = entry[field]
+            # NaN or infinity is no measurement (a run with no samples), nor valid JSON.
+            if isinstance(number, float) and not math.isfinite(number):
+                raise ValueError(f"bench.{name}: {key} has {field} {number}: nothing was measured")
+    return figures
 
 
 def merge_results(
@@ -165,6 +175,7 @@ def main(argv: list[str]) -> int:
     results: dict[str, dict[str, Any]] = {}
     measured_at: dict[str, str] = {}
     failed = []
+    terminated: Terminated | None = None
     for name in discover(parse_topics(argv)):
         print(f"running {name} ...", file=sys.stderr, flush=True)
         try:
@@ -172,6 +183,11 @@ def main(argv: list[str]) -> int:
             results.update(figures)
             finished = datetime.now(UTC).isoformat(timespec="seconds")
             measured_at.update({key.split(".", 1)[0]: finished for key in figures})
+        except Terminated as stop:
+            # SIGTERM stops the run: what finished is still recorded.
+            failed.append(name)
+            terminated = stop
+            break
         # One broken bench must not hide the others' figures, even one that exits.
         except (Exception, SystemExit):
             traceback.print_exc()
@@ -181,6 +197,9 @@ def main(argv: list[str]) -> int:
         merge_results(RESULTS_FILE, results, failed_groups)
         record_runs(RUNS_FILE, measured_at, failed_groups, _commit())
         print(format_table(results))
+    if terminated is not None:
+        print(f"stopped by SIGTERM during {failed[-1]}", file=sys.stderr)
+        return int(terminated.code)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

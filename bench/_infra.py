@@ -16,18 +16,18 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg
 from confluent_kafka import Producer
 
+from bench.termination import exit_cleanly_on_sigterm
 from infra import _process, run_dirs
 from infra.kafka_broker import KafkaBroker
 from infra.postgres_server import PostgresServer
@@ -69,7 +69,7 @@ class _SharedStack:
     def get(self) -> Stack:
         if self._stack is None:
             atexit.register(self.stop)
-            _exit_cleanly_on_sigterm()
+            exit_cleanly_on_sigterm()
             self._stack = self._start()
         return self._stack
 
@@ -353,13 +353,19 @@ def function_server(
         command,
         log_path=log_path,
         cwd=REPO_ROOT,
-        env={**os.environ, **server_env(server_as or target, cpus), **env},
+        env={**_without_debug(os.environ), **server_env(server_as or target, cpus), **env},
     )
     try:
         _wait_for_port(child, port, log_path, what=f"functions-framework {target}")
         yield Server(f"http://{_process.LOCALHOST}:{port}", child.pid)
     finally:
         stop_child(child, what=target)
+
+
+def _without_debug(environ: Mapping[str, str]) -> dict[str, str]:
+    """functions-framework reads DEBUG as its --debug flag, which serves with Flask's
+    development server instead of gunicorn: left in, it would swap the server measured."""
+    return {name: value for name, value in environ.items() if name != "DEBUG"}
 
 
 def server_env(target: str, cpus: int) -> dict[str, str]:
@@ -466,18 +472,6 @@ def _wait_for_port(child: subprocess.Popen[bytes], port: int, log_path: Path, *,
                 f"{SERVER_START_TIMEOUT_S:.0f} s:\n{_process.tail(log_path)}"
             )
         time.sleep(0.05)
-
-
-def _exit_cleanly_on_sigterm() -> None:
-    """SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so every `finally` stops its servers."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _raise_system_exit)
-
-
-def _raise_system_exit(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
 
 
 def _create_database(admin_url: str, name: str) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import _infra, loadgen
-from bench.figures import ratio
+from bench.figures import ratio, rounded_up
 
 RESULT_GROUPS = ("predict_http", "simple_predict_http")  # see bench/__main__.py
 
@@ -182,7 +182,8 @@ def _entries(name: str, ours: HttpFigures, hello: HttpFigures) -> dict[str, dict
             "unit": "req/s",
             "baseline": round(hello.max_rate),
             "ratio": ratio(ours.max_rate, hello.max_rate),
-            "target": f">= {RATE_TARGET} of hello world on the same gunicorn settings",
+            "target": f">= {RATE_TARGET} of hello world on the same gunicorn settings,"
+            f" load by {loadgen.max_rate_tool()}",
         },
         f"{name}.p50_at_half_max": {
             "value": round(ours.p50_ms, 2),
@@ -192,11 +193,11 @@ def _entries(name: str, ours: HttpFigures, hello: HttpFigures) -> dict[str, dict
             "target": f"report only; {at}",
         },
         f"{name}.p99_at_half_max": {
-            "value": round(ours.p99_ms, 2),
+            "value": rounded_up(ours.p99_ms, 2),
             "unit": "ms",
             "baseline": round(hello.p99_ms, 2),
             "ratio": ratio(hello.p99_ms, ours.p99_ms),
-            "target": f"<= {P99_TARGET_MS:g} ms {at}",
+            "target": f"< {P99_TARGET_MS:g} ms {at}",
         },
     }
 

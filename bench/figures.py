@@ -14,3 +14,18 @@ def ratio(value: float, baseline: float, digits: int = 2) -> float:
         return quotient  # NaN (a run with no samples) is recorded as such, not a crash
     # Rounded to 1e-6 of a step first: 57 / 100 * 100 is 56.99999999999999 in floats.
     return math.floor(round(quotient * scale, 6)) / scale
+
+
+def rounded_up(value: float, digits: int = 0) -> float:
+    """A time held to an upper bound, rounded up: 10.004 ms of a < 10 ms target must not
+    be recorded as 10.0."""
+    scale = 10**digits
+    return math.ceil(round(value * scale, 6)) / scale
+
+
+def rounded_down(value: float, digits: int = 0) -> float:
+    """A rate held to a lower bound, rounded down, as `ratio` is (a whole one as an int,
+    as `round` gives it)."""
+    scale = 10**digits
+    down = math.floor(round(value * scale, 6))
+    return down if digits == 0 else down / scale

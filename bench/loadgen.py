@@ -74,8 +74,9 @@ class FixedRate:
     sent: int
     errors: int
     late_sends: int  # sends more than 5 ms behind the schedule (the generator fell behind)
+    # One per request sent, from when it was due: to its 2xx answer, or to when it failed
+    # (another status, a socket error) or was given up unanswered (DRAIN_TIMEOUT_S).
     latencies_ms: list[float] = field(default_factory=list)
-    # (wall-clock time the request was due, time its answer arrived, body): with keep_bodies.
     # (due, answered, status, body) of each 2xx answer, wall clock, when bodies are kept
     responses: list[tuple[float, float, int, bytes]] = field(default_factory=list)
 
@@ -98,6 +99,11 @@ def max_rate(url: str, mix: RequestMix, *, duration_s: float, connections: int =
     if wrk is not None:
         return _wrk_max_rate(wrk, url, mix, duration_s=duration_s, connections=connections)
     return _python_max_rate(url, mix, duration_s=duration_s, connections=connections)
+
+
+def max_rate_tool() -> str:
+    """What `max_rate` measures with, as a results file names it."""
+    return "wrk" if ensure_wrk() is not None else "the Python generator (wrk unavailable)"
 
 
 def fixed_rate(
@@ -283,7 +289,7 @@ class _Share:
     async def open_loop(self, rate: float, total: int, start_at: float) -> None:
         loop = asyncio.get_running_loop()
         start = loop.time() + (start_at - time.time())
-        tasks = []
+        tasks, dues = [], []
         for index in range(self.share, total, PROCESSES):
             due = start + index / rate
             delay = due - loop.time()
@@ -294,10 +300,15 @@ class _Share:
             request = self.mix.build(self.host, self.rng, index)
             due_wall = start_at + index / rate
             tasks.append(asyncio.create_task(self._timed(request, due, due_wall)))
+            dues.append(due)
         _done, pending = await asyncio.wait(tasks, timeout=DRAIN_TIMEOUT_S) if tasks else ((), ())
-        for task in pending:
-            task.cancel()
-            self.errors += 1
+        given_up_at = loop.time()
+        for task, due in zip(tasks, dues, strict=True):
+            if task in pending:
+                task.cancel()
+                # In the percentiles as what it took at least: left out, the slowest
+                # requests of all would make the tail look better.
+                self._failed(given_up_at, due)
         self._close_all()
 
     async def closed_loop(self, connections: int, duration_s: float, start_at: float) -> None:
@@ -325,15 +336,20 @@ class _Share:
             try:
                 status, body = await self._exchange(request)
             except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
-                self.errors += 1
+                self._failed(loop.time(), due)
                 return
             finished = loop.time()
         if not 200 <= status < 300:
-            self.errors += 1
+            self._failed(finished, due)
             return
         self.latencies_ms.append((finished - due) * 1000)
         if self.keep_bodies:
             self.responses.append((due_wall, time.time(), status, body))
+
+    def _failed(self, at: float, due: float) -> None:
+        """A request that got no 2xx: an error, and in the latencies as what it took."""
+        self.errors += 1
+        self.latencies_ms.append((at - due) * 1000)
 
     async def _exchange(self, request: bytes) -> tuple[int, bytes]:
         """On a kept-alive connection if one is idle; again on a new one if the server had
