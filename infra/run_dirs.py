@@ -3,7 +3,9 @@
 Each pytest session that starts its own Kafka and PostgreSQL gets a folder of its
 own (several sessions may share one checkout), with its pid in `owner.pid`. A
 session killed before its teardown leaves its servers running; the next session
-finds the folder's owner gone, stops those servers and deletes the folder.
+finds the folder's owner gone, stops those servers and deletes the folder. A session
+that failed keeps its servers' logs in its folder, which the clean-up leaves alone: the
+newest KEPT_FAILED_SESSIONS of them stay for someone to read.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ OWNER_MARKER = "pytest"
 CLEAN_UP_LOCK = ".clean-up.lock"  # a file, not a folder: the clean-up passes it by
 # A folder's servers take up to about a minute to stop, in the worst case.
 CLEAN_UP_LOCK_TIMEOUT_S = 900.0
+# In the folder of a failed session, whose logs are kept: written when its servers have
+# stopped, so the clean-up has nothing to stop there.
+KEPT_LOGS_FILE = "kept-logs"
+KEPT_FAILED_SESSIONS = 5
 
 
 def claim_run_dir(root: Path = TEST_INFRA_ROOT) -> Path:
@@ -46,19 +52,27 @@ def clean_abandoned_run_dirs(
     # One clean-up at a time: two sessions starting together would both stop the same
     # servers, and one could fail its start on a file the other had just moved.
     with _process.exclusive_lock(root / CLEAN_UP_LOCK, CLEAN_UP_LOCK_TIMEOUT_S):
-        for run_dir in sorted(root.iterdir()):
-            if run_dir.is_dir() and _is_abandoned(run_dir, owner_marker):
+        run_dirs = [run_dir for run_dir in sorted(root.iterdir()) if run_dir.is_dir()]
+        kept = [run_dir for run_dir in run_dirs if (run_dir / KEPT_LOGS_FILE).exists()]
+        for run_dir in run_dirs:
+            if run_dir not in kept and _is_abandoned(run_dir, owner_marker):
                 KafkaBroker(run_dir / "kafka").stop()
                 PostgresServer(run_dir / "postgres").stop()
                 shutil.rmtree(run_dir, ignore_errors=True)
                 cleaned.append(run_dir)
+        kept.sort(key=lambda run_dir: (run_dir / KEPT_LOGS_FILE).stat().st_mtime)
+        for run_dir in kept[:-KEPT_FAILED_SESSIONS]:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            cleaned.append(run_dir)
     return cleaned
 
 
 def remove_data_keep_logs(run_dir: Path) -> None:
-    """After a failed session: the logs are what someone will read, the data is just big."""
+    """After a failed session, its servers stopped: the logs are what someone will read,
+    the data is just big. The folder is marked, so that later sessions' clean-ups keep it."""
     for data_dir in (run_dir / "kafka" / "data", run_dir / "postgres" / "data"):
         shutil.rmtree(data_dir, ignore_errors=True)
+    (run_dir / KEPT_LOGS_FILE).write_text("the logs of a failed test session\n")
 
 
 def _is_abandoned(run_dir: Path, owner_marker: str) -> bool:
