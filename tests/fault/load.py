@@ -110,6 +110,18 @@ class ConsumerGroupProbe:
             behind += high - (partition.offset if partition.offset >= 0 else low)
         return behind
 
+    def partitions_not_committed(self) -> list[int]:
+        """Partitions of the moderation topic that hold records but no committed offset."""
+        topic = self._settings.kafka_moderation_topic
+        metadata = self._offsets.list_topics(topic, timeout=ADMIN_TIMEOUT_S)
+        partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
+        waiting = []
+        for partition in self._offsets.committed(partitions, timeout=ADMIN_TIMEOUT_S):
+            low, high = self._offsets.get_watermark_offsets(partition, timeout=ADMIN_TIMEOUT_S)
+            if high > low and partition.offset < 0:
+                waiting.append(partition.partition)
+        return sorted(waiting)
+
     def assignment(self) -> list[set[int]]:
         """The partitions of each member, once the group is stable ([] while it rebalances)."""
         group = self._settings.kafka_consumer_group

@@ -21,7 +21,7 @@ from werkzeug.serving import make_server
 from shared.errors import PartlyAcknowledged
 from shared.kafka.record import OutgoingRecord
 from shared.runner.workers import RelayWorker
-from tests.fault.load import dead_letter_rows, outcomes
+from tests.fault.load import ConsumerGroupProbe, dead_letter_rows, outcomes
 from tests.fault.waiting import wait_for
 from tests.integration.helpers import (
     records_on,
@@ -193,6 +193,15 @@ def test_broker_stopped_and_restarted_under_async_predict_load_loses_no_accepted
                         timeout_s=30,
                         what="20 accepted calls before the outage",
                     )
+                    # The outage outlasts the consumer's session: it must then resume
+                    # from offsets it committed, not from the start of the topic.
+                    with ConsumerGroupProbe(settings) as probe:
+                        wait_for(
+                            lambda: not probe.partitions_not_committed(),
+                            timeout_s=30,
+                            what="a committed offset on every partition holding records",
+                            seen=lambda: str(probe.partitions_not_committed()),
+                        )
                     outage_started = time.monotonic()
                     infra.kafka.stop()
                     time.sleep(OUTAGE_S)
