@@ -4,9 +4,12 @@ PostgreSQL and the consumer group say about them afterwards."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
+import psycopg
 from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -60,6 +63,15 @@ def status_counts(services: Services) -> Counter[str]:
     return Counter({status: count for status, count in rows})
 
 
+def pending_among(services: Services, tasks: list[tuple[int, int]]) -> int:
+    """How many of `tasks` are still pending."""
+    with services.db.transaction() as tx:
+        return tx.conn.execute(
+            "SELECT count(*) FROM moderation_results WHERE id = ANY(%s) AND status = 'pending'",
+            ([task_id for task_id, _ in tasks],),
+        ).fetchone()[0]
+
+
 def outcomes(services: Services, *, finished_only: bool = False) -> dict[int, Outcome]:
     where = "WHERE status <> 'pending'" if finished_only else ""
     with services.db.transaction() as tx:
@@ -68,6 +80,27 @@ def outcomes(services: Services, *, finished_only: bool = False) -> dict[int, Ou
             f" FROM moderation_results {where} ORDER BY id"
         ).fetchall()
     return {row[0]: Outcome(*row) for row in rows}
+
+
+@contextmanager
+def reads_of_ads_blocked(database_url: str) -> Iterator[Callable[[], int]]:
+    """Every read of `ads` waits until the block ends (an ACCESS EXCLUSIVE lock held open):
+    a consumer's batches then stay in flight, their tasks unwritten. Yields a count of
+    the statements waiting. Keep it shorter than the statement timeout, which would
+    otherwise fail the reads and count an attempt against their tasks."""
+    with psycopg.connect(database_url) as lock, psycopg.connect(database_url) as probe:
+        lock.execute("LOCK TABLE ads IN ACCESS EXCLUSIVE MODE")
+        probe.autocommit = True
+
+        def waiting() -> int:
+            return probe.execute(
+                "SELECT count(*) FROM pg_locks WHERE relation = 'ads'::regclass AND NOT granted"
+            ).fetchone()[0]
+
+        try:
+            yield waiting
+        finally:
+            lock.rollback()
 
 
 def dead_letter_rows(services: Services) -> int:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.fault.load import (
     ConsumerGroupProbe,
+    Outcome,
     create_published_tasks,
     dead_letter_rows,
     outcomes,
     produce_tasks,
+    reads_of_ads_blocked,
     status_counts,
 )
 from tests.fault.waiting import wait_for
@@ -19,15 +23,18 @@ pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
 KILLS = 3
 TASKS = 5000
-# Each consumer, the last included, is started on a fresh share of the records, so
-# each killed one has new tasks to commit and the last one is left work of its own,
-# however fast the ones before it drained theirs.
-SHARES = KILLS + 1
-# Small batches: many commits in flight at any moment, so a kill lands between a
-# batch's database commit and its offset commit. At this size a consumer got through
-# 40-510 records between its first commit and its kill, well short of a share, so each
-# kill lands with batches in flight (checked after each kill).
-BATCH_SIZE = 10
+# Each consumer is started with a fresh share of the records on top of what the one
+# before it left, so the last one has work of its own however fast the others were.
+# The killed ones get the most: each is killed only once Kafka holds an offset it
+# committed (auto-committed once a second), and must still have work in flight then.
+FINAL_SHARE = 200
+KILLED_SHARE = (TASKS - FINAL_SHARE) // KILLS
+# Past the consumer's auto-commit interval (1 s): what it would commit, it has.
+AUTO_COMMIT_S = 1.5
+# Small batches: many commits in flight at any moment, so the last kill, which comes once
+# a batch completed after an offset commit, still finds work in flight (checked after
+# each kill).
+BATCH_SIZE = 5
 
 
 def test_consumer_sigkilled_three_times_mid_batch_completes_each_of_5000_tasks_exactly_once(
@@ -35,29 +42,61 @@ def test_consumer_sigkilled_three_times_mid_batch_completes_each_of_5000_tasks_e
 ):
     with wired_services(settings) as services, ConsumerGroupProbe(settings) as group:
         tasks = create_published_tasks(services, seed_ads(services, TASKS))
-        shares = [tasks[share::SHARES] for share in range(SHARES)]
+        shares = [
+            tasks[start : start + KILLED_SHARE]
+            for start in range(0, KILLS * KILLED_SHARE, KILLED_SHARE)
+        ] + [tasks[KILLS * KILLED_SHARE :]]
+        # Each finished task as first seen after a kill: no later consumer may rewrite it.
+        first_seen_finished: dict[int, Outcome] = {}
 
         # Records each consumer found already completed, redelivered after a kill.
         redelivered = 0.0
         for kill, share in enumerate(shares[:KILLS], start=1):
-            done_before = status_counts(services)["completed"]
             produce_tasks(settings, share)
+            behind_at_start = group.unconsumed_records()
             consumer = start_consumer(consumer_batch_size=BATCH_SIZE)
-            # Killed as soon as a batch is committed: the batches next to it are in flight.
+            # Killed once Kafka holds an offset this consumer committed, so the next one
+            # resumes from there.
             wait_for(
-                lambda done_before=done_before: status_counts(services)["completed"] > done_before,
+                lambda behind=behind_at_start: group.unconsumed_records() < behind,
                 timeout_s=60,
-                what=f"the consumer to commit a batch before kill {kill}",
+                what=f"the consumer to commit an offset before kill {kill}",
                 seen=consumer.log_tail,
                 watch=[consumer],
             )
-            redelivered += consumer.metric("moderation_tasks_total", outcome="duplicate")
-            consumer.kill()
+            if kill < KILLS:
+                # With batches waiting on PostgreSQL, past an offset commit: a consumer
+                # that committed offsets before its tasks were durable would skip them
+                # for good, and the test would wait in vain for them to complete.
+                with reads_of_ads_blocked(settings.database_url) as waiting:
+                    wait_for(
+                        lambda: waiting() > 0,
+                        timeout_s=10,
+                        what=f"a batch waiting to read its ads before kill {kill}",
+                        watch=[consumer],
+                    )
+                    time.sleep(AUTO_COMMIT_S)
+                    redelivered += consumer.metric("moderation_tasks_total", outcome="duplicate")
+                    consumer.kill()
+            else:
+                # Between a batch's database commit and its offset commit: the next
+                # consumer is redelivered a task already completed, and must leave it so.
+                done_at_commit = status_counts(services)["completed"]
+                wait_for(
+                    lambda done=done_at_commit: status_counts(services)["completed"] > done,
+                    timeout_s=60,
+                    what=f"a batch completed after the offset commit, before kill {kill}",
+                    seen=consumer.log_tail,
+                    watch=[consumer],
+                )
+                redelivered += consumer.metric("moderation_tasks_total", outcome="duplicate")
+                consumer.kill()
             # Work was left in flight: more pending than the shares not yet produced.
             unproduced = sum(map(len, shares[kill:]))
             counts = status_counts(services)
             assert counts["pending"] > unproduced, f"kill {kill} found all produced done: {counts}"
-        finished_before_last_restart = outcomes(services, finished_only=True)
+            for task_id, outcome in outcomes(services, finished_only=True).items():
+                first_seen_finished.setdefault(task_id, outcome)
         produce_tasks(settings, shares[KILLS])
         final = start_consumer(consumer_batch_size=BATCH_SIZE)
         wait_for(
@@ -88,11 +127,9 @@ def test_consumer_sigkilled_three_times_mid_batch_completes_each_of_5000_tasks_e
         assert {result.status for result in results.values()} == {"completed"}
         # One attempt each: no kill left a task counted as failed, or processed twice.
         assert all(result.attempts == 1 for result in results.values())
-        # Finished before the last restart, and rewritten by none of the redeliveries.
+        # Finished before a kill, and rewritten by none of the later consumers.
         rewritten = [
-            task_id
-            for task_id, before in finished_before_last_restart.items()
-            if results[task_id] != before
+            task_id for task_id, before in first_seen_finished.items() if results[task_id] != before
         ]
         assert rewritten == []
         assert dead_letter_rows(services) == 0

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.fault.load import (
     ConsumerGroupProbe,
     create_published_tasks,
     dead_letter_rows,
+    pending_among,
     produce_tasks,
+    reads_of_ads_blocked,
     status_counts,
 )
 from tests.fault.waiting import wait_for
@@ -17,6 +21,8 @@ from tests.integration.helpers import records_on, seed_ads, wired_services
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
 TASKS_PER_WAVE = 1500
+# Past the consumers' auto-commit interval (1 s): what they would commit, they have.
+AUTO_COMMIT_S = 1.5
 BATCH_SIZE = 50
 
 
@@ -29,8 +35,10 @@ def test_killing_one_of_two_consumers_moves_its_partitions_to_the_other_and_all_
 ):
     partitions = set(range(settings.kafka_moderation_partitions))
     with wired_services(settings) as services, ConsumerGroupProbe(settings) as group:
-        tasks = create_published_tasks(services, seed_ads(services, 2 * TASKS_PER_WAVE))
-        first_wave, second_wave = tasks[:TASKS_PER_WAVE], tasks[TASKS_PER_WAVE:]
+        tasks = create_published_tasks(services, seed_ads(services, 3 * TASKS_PER_WAVE))
+        first_wave, in_flight_wave, after_the_kill = (
+            tasks[start : start + TASKS_PER_WAVE] for start in range(0, len(tasks), TASKS_PER_WAVE)
+        )
         doomed = start_consumer(consumer_batch_size=BATCH_SIZE)
         survivor = start_consumer(consumer_batch_size=BATCH_SIZE)
         both = [doomed, survivor]
@@ -42,17 +50,34 @@ def test_killing_one_of_two_consumers_moves_its_partitions_to_the_other_and_all_
             watch=both,
         )
         produce_tasks(settings, first_wave)
+        # Both members commit offsets of their own: the survivor then has to resume the
+        # dead one's partitions from what it committed, not from the start of the topic.
         wait_for(
-            lambda: status_counts(services)["completed"] > 0,
-            timeout_s=30,
-            what="the first tasks completed",
+            lambda: group.unconsumed_records() == 0,
+            timeout_s=60,
+            what="the first wave completed and its offsets committed",
+            seen=lambda: f"{group.unconsumed_records()} record(s) behind",
             watch=both,
         )
-
-        doomed.kill()
+        # The next wave's batches wait on PostgreSQL when the member dies, past an offset
+        # commit: had it committed offsets before its tasks were durable, the survivor
+        # would resume past them, and they would never complete.
+        with reads_of_ads_blocked(settings.database_url) as waiting:
+            produce_tasks(settings, in_flight_wave)
+            # One batch a partition, so the doomed member's too.
+            wait_for(
+                lambda: waiting() >= len(partitions),
+                timeout_s=10,
+                what="a batch of each partition waiting to read its ads",
+                seen=lambda: f"{waiting()} waiting",
+                watch=both,
+            )
+            time.sleep(AUTO_COMMIT_S)
+            assert pending_among(services, in_flight_wave) == len(in_flight_wave)
+            doomed.kill()
         # Produced after the kill: the dead member's partitions get records only the
         # survivor can complete, once the group has given it those partitions.
-        produce_tasks(settings, second_wave)
+        produce_tasks(settings, after_the_kill)
         wait_for(
             lambda: group.assignment() == [partitions],
             timeout_s=60,
