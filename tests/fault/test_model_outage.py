@@ -3,10 +3,12 @@ async_predict, Kafka and the poll loop."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from functions_framework import create_app
 
-from tests.fakes import ModelUnavailableAtFirst
+from tests.fakes import ModelUnavailableAtFirst, RecordingSleep
 from tests.fault.load import dead_letter_rows
 from tests.integration.helpers import (
     read_topic,
@@ -44,11 +46,20 @@ def _headers(message) -> dict[str, str]:
     return {name: value.decode() for name, value in message.headers() or []}
 
 
+class WaitedOut(RecordingSleep):
+    """Records each wait of the retry schedule and waits it out (the tests' are short)."""
+
+    def __call__(self, seconds: float) -> None:
+        super().__call__(seconds)
+        time.sleep(seconds)
+
+
 def test_model_unavailable_for_the_first_two_attempts_is_retried_and_completed_without_dlq(
     settings,
 ):
     with wired_services(settings) as services:
         services.model = ModelUnavailableAtFirst(services.model, failures=2)
+        services.sleeper = waits = WaitedOut()
         (item_id,) = seed_ads(services, 1)
         task_id = _submit(item_id)
 
@@ -60,6 +71,9 @@ def test_model_unavailable_for_the_first_two_attempts_is_retried_and_completed_w
         assert result["attempts"] == 3 and result["error"] is None
         assert result["model_version"].startswith("moderation-")
         assert services.model.outage.loads == 3
+        # The schedule's first two waits (5 and 10 s by default; base 0.01 s here).
+        base = settings.retry_base_delay_s
+        assert waits.waits == [base, 2 * base]
         assert dead_letter_rows(services) == 0
         assert records_on(settings, settings.kafka_dlq_topic) == 0
 
@@ -67,6 +81,7 @@ def test_model_unavailable_for_the_first_two_attempts_is_retried_and_completed_w
 def test_model_unavailable_for_all_four_attempts_fails_the_task_with_one_dlq_record(settings):
     with wired_services(settings) as services:
         services.model = ModelUnavailableAtFirst(services.model, failures=1000)
+        services.sleeper = waits = WaitedOut()
         (item_id,) = seed_ads(services, 1)
         task_id = _submit(item_id)
 
@@ -78,6 +93,9 @@ def test_model_unavailable_for_all_four_attempts_fails_the_task_with_one_dlq_rec
         assert result["status"] == "failed" and result["attempts"] == 4, result
         assert result["error"] == "gave up after 4 attempts: the model is unavailable"
         assert services.model.outage.loads == 4
+        # The whole schedule (5, 10 and 20 s by default; base 0.01 s here), then no more.
+        base = settings.retry_base_delay_s
+        assert waits.waits == [base, 2 * base, 4 * base]
         (letter,) = letters
         assert dead_letter_rows(services) == 1
         headers = _headers(letter)
