@@ -52,15 +52,22 @@ def clean_abandoned_run_dirs(
     # One clean-up at a time: two sessions starting together would both stop the same
     # servers, and one could fail its start on a file the other had just moved.
     with _process.exclusive_lock(root / CLEAN_UP_LOCK, CLEAN_UP_LOCK_TIMEOUT_S):
-        run_dirs = [run_dir for run_dir in sorted(root.iterdir()) if run_dir.is_dir()]
-        kept = [run_dir for run_dir in run_dirs if (run_dir / KEPT_LOGS_FILE).exists()]
-        for run_dir in run_dirs:
-            if run_dir not in kept and _is_abandoned(run_dir, owner_marker):
+        for run_dir in sorted(root.iterdir()):
+            # The mark is looked for only once the owner is gone: a session marks its
+            # folder before it exits, so it is there by then, or never will be.
+            if (
+                run_dir.is_dir()
+                and _is_abandoned(run_dir, owner_marker)
+                and not (run_dir / KEPT_LOGS_FILE).exists()
+            ):
                 KafkaBroker(run_dir / "kafka").stop()
                 PostgresServer(run_dir / "postgres").stop()
                 shutil.rmtree(run_dir, ignore_errors=True)
                 cleaned.append(run_dir)
-        kept.sort(key=lambda run_dir: (run_dir / KEPT_LOGS_FILE).stat().st_mtime)
+        kept = sorted(
+            (run_dir for run_dir in root.iterdir() if (run_dir / KEPT_LOGS_FILE).exists()),
+            key=lambda run_dir: (run_dir / KEPT_LOGS_FILE).stat().st_mtime,
+        )
         for run_dir in kept[:-KEPT_FAILED_SESSIONS]:
             shutil.rmtree(run_dir, ignore_errors=True)
             cleaned.append(run_dir)

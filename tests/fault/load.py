@@ -19,6 +19,8 @@ from shared.settings import Settings
 from tests.integration.helpers import produce_raw
 
 ADMIN_TIMEOUT_S = 10.0
+# For consumers whose reads `reads_of_ads_blocked` holds up: longer than any block.
+LOCK_PROOF_STATEMENT_TIMEOUT_MS = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +88,17 @@ def outcomes(services: Services, *, finished_only: bool = False) -> dict[int, Ou
 def reads_of_ads_blocked(database_url: str) -> Iterator[Callable[[], int]]:
     """Every read of `ads` waits until the block ends (an ACCESS EXCLUSIVE lock held open):
     a consumer's batches then stay in flight, their tasks unwritten. Yields a count of
-    the statements waiting. Keep it shorter than the statement timeout, which would
-    otherwise fail the reads and count an attempt against their tasks."""
+    the statements waiting. Give the consumers a statement timeout longer than the block
+    (`LOCK_PROOF_STATEMENT_TIMEOUT_MS`): their reads would otherwise fail, each counting
+    an attempt against its tasks."""
     with psycopg.connect(database_url) as lock, psycopg.connect(database_url) as probe:
         lock.execute("LOCK TABLE ads IN ACCESS EXCLUSIVE MODE")
         probe.autocommit = True
 
         def waiting() -> int:
             return probe.execute(
-                "SELECT count(*) FROM pg_locks WHERE relation = 'ads'::regclass AND NOT granted"
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'ads'::regclass"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             ).fetchone()[0]
 
         try:

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from tests.fault.load import (
+    LOCK_PROOF_STATEMENT_TIMEOUT_MS,
     ConsumerGroupProbe,
     Outcome,
     create_published_tasks,
@@ -54,7 +55,10 @@ def test_consumer_sigkilled_three_times_mid_batch_completes_each_of_5000_tasks_e
         for kill, share in enumerate(shares[:KILLS], start=1):
             produce_tasks(settings, share)
             behind_at_start = group.unconsumed_records()
-            consumer = start_consumer(consumer_batch_size=BATCH_SIZE)
+            consumer = start_consumer(
+                consumer_batch_size=BATCH_SIZE,
+                db_statement_timeout_ms=LOCK_PROOF_STATEMENT_TIMEOUT_MS,
+            )
             # Killed once Kafka holds an offset this consumer committed, so the next one
             # resumes from there.
             wait_for(
@@ -98,7 +102,10 @@ def test_consumer_sigkilled_three_times_mid_batch_completes_each_of_5000_tasks_e
             for task_id, outcome in outcomes(services, finished_only=True).items():
                 first_seen_finished.setdefault(task_id, outcome)
         produce_tasks(settings, shares[KILLS])
-        final = start_consumer(consumer_batch_size=BATCH_SIZE)
+        final = start_consumer(
+            consumer_batch_size=BATCH_SIZE,
+            db_statement_timeout_ms=LOCK_PROOF_STATEMENT_TIMEOUT_MS,
+        )
         wait_for(
             lambda: status_counts(services)["completed"] == TASKS,
             timeout_s=90,

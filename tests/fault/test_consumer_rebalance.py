@@ -7,6 +7,7 @@ import time
 import pytest
 
 from tests.fault.load import (
+    LOCK_PROOF_STATEMENT_TIMEOUT_MS,
     ConsumerGroupProbe,
     create_published_tasks,
     dead_letter_rows,
@@ -39,8 +40,14 @@ def test_killing_one_of_two_consumers_moves_its_partitions_to_the_other_and_all_
         first_wave, in_flight_wave, after_the_kill = (
             tasks[start : start + TASKS_PER_WAVE] for start in range(0, len(tasks), TASKS_PER_WAVE)
         )
-        doomed = start_consumer(consumer_batch_size=BATCH_SIZE)
-        survivor = start_consumer(consumer_batch_size=BATCH_SIZE)
+        doomed = start_consumer(
+            consumer_batch_size=BATCH_SIZE,
+            db_statement_timeout_ms=LOCK_PROOF_STATEMENT_TIMEOUT_MS,
+        )
+        survivor = start_consumer(
+            consumer_batch_size=BATCH_SIZE,
+            db_statement_timeout_ms=LOCK_PROOF_STATEMENT_TIMEOUT_MS,
+        )
         both = [doomed, survivor]
         wait_for(
             lambda: _shared_by_two(group.assignment(), partitions),

@@ -40,8 +40,13 @@ def test_a_child_in_its_own_session_ends_when_its_parent_is_sigkilled():
         child_pid = int(parent.stdout.readline())
         # Waited for, not asserted at once: the child execs a second time (out of the
         # shim that asks for the signal), and while the kernel swaps its memory over its
-        # command line reads as empty.
-        wait_until(lambda: is_alive(child_pid, marker), timeout_s=10, what=f"the child {child_pid}")
+        # command line reads as empty. Waited for past that second exec, so that the
+        # check below cannot take that empty instant for the child's end.
+        wait_until(
+            lambda: _runs_its_command(child_pid, marker),
+            timeout_s=10,
+            what=f"the child {child_pid} to run its own command",
+        )
 
         parent.kill()
         parent.wait(timeout=5)
@@ -56,3 +61,12 @@ def test_a_child_in_its_own_session_ends_when_its_parent_is_sigkilled():
         parent.wait(timeout=5)
         if child_pid is not None and is_alive(child_pid, marker):
             os.kill(child_pid, signal.SIGKILL)
+
+
+def _runs_its_command(pid: int, marker: str) -> bool:
+    """`pid` runs the command given (its marker in the command line), out of the shim."""
+    try:
+        command_line = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False
+    return is_alive(pid, marker) and b"prctl" not in command_line
