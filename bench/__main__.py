@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.termination import Terminated
+from bench.termination import Terminated, exit_cleanly_on_sigterm
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_FILE = BENCH_DIR / "results" / "latest.json"
@@ -175,6 +175,7 @@ def main(argv: list[str]) -> int:
     results: dict[str, dict[str, Any]] = {}
     measured_at: dict[str, str] = {}
     failed = []
+    exit_cleanly_on_sigterm()  # also for a bench that starts no servers
     terminated: Terminated | None = None
     for name in discover(parse_topics(argv)):
         print(f"running {name} ...", file=sys.stderr, flush=True)

@@ -118,7 +118,7 @@ def _frame(ads: Sequence[Ad]) -> Any:
     try:
         import pandas as pd
     except ImportError as error:  # pandas is a bench-only dependency
-        # Not SystemExit: the runner goes on to the other benches only past an Exception.
+        # An exception, as any bench's failure is: the runner records it and goes on.
         raise RuntimeError(
             "the baseline needs pandas: pip install -r requirements-dev.txt"
         ) from error
