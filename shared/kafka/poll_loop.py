@@ -54,6 +54,14 @@ PAUSE_AT_BYTES = 64 * 1024 * 1024
 # escapes it is a bug, and replaying a bug at once would spin on it.
 REPLAY_BASE_DELAY_S = 1.0
 REPLAY_MAX_DELAY_S = 60.0
+# How long a member may wait for the group's assignment, from its subscribe or from the
+# start of a rebalance (a revoke, or its partitions lost), before the loop takes it for
+# stuck: past the longest a rebalance may take (the group waits up to the rebalance
+# timeout, max.poll.interval.ms, 300 s, for its members) and a session timeout more.
+# Seen in a test: after a broker restart that outlasted its session, librdkafka 2.16's
+# client never sent its JoinGroup again, and the member sat with no partitions, polling,
+# for good. A new client rejoins at once, so the loop ends and the process is restarted.
+REJOIN_TIMEOUT_S = 330.0
 
 BatchHandler = Callable[[list[ConsumedRecord]], object]
 PartitionKey = tuple[str, int]
@@ -87,9 +95,13 @@ class PartitionedPollLoop:
         poll_timeout_s: float,
         max_workers: int,
         clock: Callable[[], float] = time.monotonic,
+        rejoin_timeout_s: float = REJOIN_TIMEOUT_S,
     ) -> None:
         self._consumer = consumer
         self._clock = clock
+        self._rejoin_timeout_s = rejoin_timeout_s
+        # Since when this member waits for an assignment (None: it has one, empty or not).
+        self._unassigned_since: float | None = None
         self._topic = topic
         self._handle_batch = handle_batch
         self._batch_size = batch_size
@@ -104,8 +116,9 @@ class PartitionedPollLoop:
         # Batches of lost partitions, still running: a partition given back dispatches
         # nothing until its old batch is over, so no two batches of it ever run at once.
         self._orphans: dict[PartitionKey, Future] = {}
-        # Set when a partition can neither go on nor go back: the loop then ends, the
-        # process with it, and the group hands the partition to a member that can.
+        # Set when a partition can neither go on nor go back, or the member cannot get
+        # back into its group: the loop then ends, the process with it, and the group
+        # hands the partitions to a member that can (a restarted one, too).
         self._stuck: str | None = None
         self._next_lag_report = 0.0
         self._fresh_lag_after = 0.0  # when a paused partition's lag may ask the broker again
@@ -113,8 +126,10 @@ class PartitionedPollLoop:
     def run(self, stop: threading.Event) -> None:
         """Poll until `stop` is set; then finish in-flight batches, commit and close.
 
-        Raises, after the same cleanup, when a partition got stuck (see `_replay_from`).
+        Raises, after the same cleanup, when a partition got stuck (see `_replay_from`),
+        or the member waited for an assignment past `rejoin_timeout_s`.
         """
+        self._unassigned_since = self._clock()
         self._consumer.subscribe(
             [self._topic],
             on_assign=self._on_assign,
@@ -123,6 +138,7 @@ class PartitionedPollLoop:
         )
         try:
             while not stop.is_set() and self._stuck is None:
+                self._check_membership()
                 self._reap_finished()
                 self._dispatch()
                 self._accept(self._next_messages())
@@ -138,6 +154,26 @@ class PartitionedPollLoop:
             self._consumer.close()
         if self._stuck is not None:
             raise RuntimeError(f"poll loop stopped: {self._stuck}")
+
+    @property
+    def stuck(self) -> str | None:
+        """Why the loop is ending for good, as soon as it knows (None while it is not)."""
+        return self._stuck
+
+    def _check_membership(self) -> None:
+        """End the loop when the member has waited for an assignment past the timeout."""
+        if self._unassigned_since is None:
+            return
+        waited_s = self._clock() - self._unassigned_since
+        if waited_s > self._rejoin_timeout_s:
+            self._stuck = (
+                f"no assignment from the group for {waited_s:.0f} s: its coordinator is"
+                " unreachable, or this client stopped rejoining; a new one rejoins"
+            )
+            log.error(
+                "consumer group not rejoined; the poll loop stops",
+                extra={"waited_s": round(waited_s, 1)},
+            )
 
     def _next_messages(self) -> list[Message]:
         inflight = [p.inflight for p in self._partitions.values() if p.inflight is not None]
@@ -388,6 +424,8 @@ class PartitionedPollLoop:
                 log.warning("offset commit failed", extra={"error": str(error)})
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Called at the end of every rebalance, with an empty list too.
+        self._unassigned_since = None
         self._assigned.update((p.topic, p.partition) for p in partitions)
         # librdkafka keeps a pause of ours through a revoke and a later assignment, and
         # only a record of a partition resumes it here: one given back paused would
@@ -396,6 +434,7 @@ class PartitionedPollLoop:
         log.info("partitions assigned", extra={"partitions": [p.partition for p in partitions]})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._unassigned_since = self._clock()  # a rebalance began
         keys = [(p.topic, p.partition) for p in partitions]
         self._assigned.difference_update(keys)
         # A batch waiting out the retry schedule (35 s, and longer while the database is
@@ -411,6 +450,7 @@ class PartitionedPollLoop:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Lost, not revoked: another member may own them already, so commit nothing.
+        self._unassigned_since = self._clock()  # out of the group, until it rejoins
         keys = [(p.topic, p.partition) for p in partitions]
         self._assigned.difference_update(keys)
         self._let_inflight_go(keys)

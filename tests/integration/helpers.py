@@ -35,7 +35,9 @@ def wired_services(settings: Settings, **replacements: object) -> Iterator[Servi
 
 @contextmanager
 def running_consumer(
-    services: Services, handle_batch: Callable[[list[ConsumedRecord]], object] | None = None
+    services: Services,
+    handle_batch: Callable[[list[ConsumedRecord]], object] | None = None,
+    **loop_options: object,
 ) -> Iterator[PartitionedPollLoop]:
     """The poll loop in a background thread, stopped (bounded) when the block ends."""
     settings = services.settings
@@ -47,6 +49,7 @@ def running_consumer(
         batch_size=settings.consumer_batch_size,
         poll_timeout_s=settings.consumer_poll_timeout_s,
         max_workers=settings.db_pool_max_size,
+        **loop_options,  # type: ignore[arg-type]
     )
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)

@@ -4,7 +4,9 @@ was revoked must still deliver once it is assigned back."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewPartitions
@@ -12,6 +14,7 @@ from confluent_kafka.admin import AdminClient, NewPartitions
 from shared.kafka import poll_loop
 from shared.kafka.config import METADATA_REFRESH_MS, consumer_config
 from shared.kafka.record import ConsumedRecord
+from tests.fault.load import ConsumerGroupProbe
 from tests.integration.helpers import running_consumer, wired_services
 from tests.waiting import wait_until
 
@@ -105,3 +108,27 @@ def test_partitions_added_while_consumers_run_are_consumed_within_the_metadata_r
             timeout_s=METADATA_REFRESH_MS / 1000 + 20,
             what="records of the 3 new partitions consumed too",
         )
+
+
+def test_a_member_the_group_gives_no_partition_is_not_taken_for_stuck(settings):
+    # One member more than the topic has partitions: one of them is given nothing, and
+    # librdkafka must still end its rebalance with an (empty) assignment for the loop.
+    members = settings.kafka_moderation_partitions + 1
+    rejoin_timeout_s = 8.0
+    with wired_services(settings) as services, contextlib.ExitStack() as running:
+        loops = [
+            running.enter_context(
+                running_consumer(services, lambda records: None, rejoin_timeout_s=rejoin_timeout_s)
+            )
+            for _ in range(members)
+        ]
+        with ConsumerGroupProbe(settings) as group:
+            wait_until(
+                lambda: len(group.assignment()) == members,
+                timeout_s=60,
+                what=f"a stable group of {members} members",
+            )
+            assert sorted(len(partitions) for partitions in group.assignment())[0] == 0
+        time.sleep(rejoin_timeout_s + 2)
+
+        assert [loop.stuck for loop in loops] == [None] * members

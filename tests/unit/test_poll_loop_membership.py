@@ -1,0 +1,82 @@
+"""The poll loop gives up on a member the group never takes back: after a broker restart
+a client was seen never to rejoin, polling with no partitions for good. A member that the
+group gives nothing (more members than partitions) is not such a member."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from shared.kafka.poll_loop import REJOIN_TIMEOUT_S, PartitionedPollLoop
+from tests.unit.fake_kafka import PARTITIONS, TOPIC, RecordingConsumer
+
+POLL_STEP_S = 60.0  # what each poll moves the loop's clock on
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _GroupScript(RecordingConsumer):
+    """At its first poll, the member's partitions are lost (its session timed out); what
+    follows is `after_loss` (None: the group never assigns it anything again). Each poll
+    moves the clock on; the loop is stopped after `polls`."""
+
+    def __init__(self, clock: _Clock, stop: threading.Event, after_loss, polls: int) -> None:
+        super().__init__()
+        self.clock, self.stop, self.after_loss, self.polls_left = clock, stop, after_loss, polls
+        self.callbacks: dict = {}
+        self.first_poll = True
+
+    def subscribe(self, topics, **callbacks) -> None:
+        self.callbacks = callbacks
+        super().subscribe(topics, **callbacks)
+
+    def poll(self, timeout: float):
+        if self.first_poll:
+            self.first_poll = False
+            lost = [TopicPartition(TOPIC, p) for p in PARTITIONS]
+            self.callbacks["on_lost"](self, lost)
+            if self.after_loss is not None:
+                self.after_loss(self)
+        self.polls_left -= 1
+        if self.polls_left <= 0:
+            self.stop.set()
+        self.clock.now += POLL_STEP_S
+        return None
+
+
+def _run(after_loss, polls: int) -> None:
+    clock, stop = _Clock(), threading.Event()
+    consumer = _GroupScript(clock, stop, after_loss, polls)
+    loop = PartitionedPollLoop(
+        consumer,  # type: ignore[arg-type]
+        TOPIC,
+        lambda records: None,
+        batch_size=10,
+        poll_timeout_s=0.1,
+        max_workers=2,
+        clock=clock,
+    )
+    loop.run(stop)
+
+
+def test_a_member_never_assigned_again_after_losing_its_partitions_stops_the_loop():
+    polls = int(REJOIN_TIMEOUT_S // POLL_STEP_S) + 3
+
+    with pytest.raises(RuntimeError, match="no assignment from the group for"):
+        _run(after_loss=None, polls=polls)
+
+
+def test_a_member_the_group_gives_no_partition_is_not_taken_for_stuck():
+    def rejoined_with_nothing(consumer: _GroupScript) -> None:
+        consumer.callbacks["on_assign"](consumer, [])
+
+    # Well past the timeout, polling with an empty assignment: the loop goes on.
+    _run(after_loss=rejoined_with_nothing, polls=int(REJOIN_TIMEOUT_S // POLL_STEP_S) * 3)
