@@ -17,6 +17,10 @@ MAX_RECORD_BYTES = 4 * MAX_TASK_RECORD_BYTES
 # which after a topic grew left running producers off the new partitions, and running
 # consumers without them, for as long.
 METADATA_REFRESH_MS = 10_000
+# The consumer's: the longest between two polls (also the group's rebalance timeout, how
+# long a rebalance waits for its members), and without a heartbeat.
+MAX_POLL_INTERVAL_MS = 300_000
+SESSION_TIMEOUT_MS = 10_000
 
 
 def connection_config(settings: Settings) -> dict[str, Any]:
@@ -77,8 +81,8 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "fetch.max.bytes": MAX_RECORD_BYTES * 2,
         "max.partition.fetch.bytes": MAX_RECORD_BYTES,
         # A batch may wait out the whole retry schedule (35 s by default).
-        "max.poll.interval.ms": 300_000,
-        "session.timeout.ms": 10_000,
+        "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
+        "session.timeout.ms": SESSION_TIMEOUT_MS,
         "heartbeat.interval.ms": 1_000,
         "enable.partition.eof": False,
         # Partitions added to the topic reach the group at the next metadata refresh,

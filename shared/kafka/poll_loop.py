@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from shared import metrics
 from shared.bootstrap import ShutdownRequested, batch_let_go
+from shared.kafka.config import MAX_POLL_INTERVAL_MS, SESSION_TIMEOUT_MS
 from shared.kafka.record import ConsumedRecord
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,13 @@ REPLAY_BASE_DELAY_S = 1.0
 REPLAY_MAX_DELAY_S = 60.0
 # How long a member may wait for the group's assignment, from its subscribe or from the
 # start of a rebalance (a revoke, or its partitions lost), before the loop takes it for
-# stuck: past the longest a rebalance may take (the group waits up to the rebalance
-# timeout, max.poll.interval.ms, 300 s, for its members) and a session timeout more.
-# Seen in a test: after a broker restart that outlasted its session, librdkafka 2.16's
-# client never sent its JoinGroup again, and the member sat with no partitions, polling,
-# for good. A new client rejoins at once, so the loop ends and the process is restarted.
-REJOIN_TIMEOUT_S = 330.0
+# stuck: past two rounds of the longest rebalance (the group waits up to the rebalance
+# timeout, max.poll.interval.ms, for its members, and a member dropped at its end may
+# force another round, with no revoke in between) and a session more: 610 s. Seen in a
+# test: after a broker restart that outlasted its session, librdkafka 2.16's client never
+# sent its JoinGroup again, and the member sat with no partitions, polling, for good. A
+# new client rejoins at once, so the loop ends and the process is restarted.
+REJOIN_TIMEOUT_S = (2 * MAX_POLL_INTERVAL_MS + SESSION_TIMEOUT_MS) / 1000
 
 BatchHandler = Callable[[list[ConsumedRecord]], object]
 PartitionKey = tuple[str, int]
@@ -167,8 +169,9 @@ class PartitionedPollLoop:
         waited_s = self._clock() - self._unassigned_since
         if waited_s > self._rejoin_timeout_s:
             self._stuck = (
-                f"no assignment from the group for {waited_s:.0f} s: its coordinator is"
-                " unreachable, or this client stopped rejoining; a new one rejoins"
+                f"no assignment from the group for {waited_s:.0f} s: the brokers are"
+                f" unreachable, the topic {self._topic} is missing or not readable, or this"
+                " client stopped rejoining (a new one rejoins)"
             )
             log.error(
                 "consumer group not rejoined; the poll loop stops",

@@ -98,10 +98,16 @@ class ConsumerWorker(_ThreadWorker):
         self._settings = settings
         self._handle_batch = handle_batch
         self._consumer: _AssignmentAwareConsumer | None = None
+        self._loop: PartitionedPollLoop | None = None
+
+    def is_alive(self) -> bool:
+        # Dead as soon as the loop gives up, not once it has closed its client: a client
+        # that cannot reach its coordinator may take a minute to close, or never.
+        return super().is_alive() and (self._loop is None or self._loop.stuck is None)
 
     def start(self) -> None:
         self._consumer = _AssignmentAwareConsumer(consumer_config(self._settings))
-        loop = PartitionedPollLoop(
+        loop = self._loop = PartitionedPollLoop(
             self._consumer,
             self._settings.kafka_moderation_topic,
             self._handle_batch,

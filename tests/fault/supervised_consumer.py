@@ -28,12 +28,15 @@ class SupervisedConsumer:
         self._stop = threading.Event()
         self.loop, self._thread = self._start()
         self.replaced: list[str] = []  # why each replaced loop gave up
+        self.failures: list[BaseException] = []  # loops that ended any other way
         self._watcher = threading.Thread(target=self._watch, daemon=True)
         self._watcher.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._watcher.join(STOP_TIMEOUT_S)
+        if self.failures:
+            raise self.failures[0]
         # Only the running loop must stop in time: one that gave up may still be closing
         # a client that cannot reach its coordinator.
         self._thread.join(STOP_TIMEOUT_S)
@@ -58,10 +61,12 @@ class SupervisedConsumer:
     def _run(self, loop: PartitionedPollLoop) -> None:
         try:
             loop.run(self._stop)
-        except RuntimeError:
+        except RuntimeError as error:
             if loop.stuck is None:
-                raise
-            # Its end, as the process running it would exit: the watcher has replaced it.
+                self.failures.append(error)
+            # Else its end, as the process running it would exit: the watcher replaced it.
+        except BaseException as error:
+            self.failures.append(error)
 
     def _watch(self) -> None:
         while not self._stop.wait(WATCH_INTERVAL_S):

@@ -36,7 +36,7 @@ CALLERS = 3
 ADS = 50
 RELAY_INTERVAL_S = 0.5
 OUTAGE_S = 5.0
-# The consumer's wait for the group's assignment before a new one takes over (330 s
+# The consumer's wait for the group's assignment before a new one takes over (610 s
 # when deployed): a client was seen never to rejoin after the broker's restart. Past the
 # ~25 s a rejoin takes here after a lost session, within the wait for completion below.
 REJOIN_TIMEOUT_S = 45.0
@@ -132,7 +132,8 @@ def _where_they_stand(services, task_ids: set[int], relay_publisher, consumer) -
     return (
         f"not completed: {waiting}; marked published: {sorted(published)}; published by the"
         f" relay: {sorted(relay_publisher.task_ids & set(waiting))}; consumer assigned"
-        f" {sorted(consumer.loop._assigned)}; replaced loops: {consumer.replaced}"
+        f" {sorted(consumer.loop._assigned)}; replaced loops: {consumer.replaced}; loops"
+        f" failed: {consumer.failures}"
     )
 
 

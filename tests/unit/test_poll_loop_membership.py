@@ -5,11 +5,14 @@ group gives nothing (more members than partitions) is not such a member."""
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import pytest
 from confluent_kafka import TopicPartition
 
 from shared.kafka.poll_loop import REJOIN_TIMEOUT_S, PartitionedPollLoop
+from shared.runner.workers import ConsumerWorker
+from shared.settings import Settings
 from tests.unit.fake_kafka import PARTITIONS, TOPIC, RecordingConsumer
 
 POLL_STEP_S = 60.0  # what each poll moves the loop's clock on
@@ -80,3 +83,19 @@ def test_a_member_the_group_gives_no_partition_is_not_taken_for_stuck():
 
     # Well past the timeout, polling with an empty assignment: the loop goes on.
     _run(after_loss=rejoined_with_nothing, polls=int(REJOIN_TIMEOUT_S // POLL_STEP_S) * 3)
+
+
+def test_a_consumer_worker_counts_as_dead_once_its_loop_gives_up():
+    # Not once the loop has closed its client: one that cannot reach its coordinator may
+    # take a minute to close, or never, and the process must exit for its restart.
+    worker = ConsumerWorker(Settings(database_url="postgresql://unused"), lambda records: None)
+    closing = threading.Event()
+    worker._thread = threading.Thread(target=closing.wait, daemon=True)
+    worker._thread.start()
+    worker._loop = SimpleNamespace(stuck=None)  # type: ignore[assignment]
+    try:
+        assert worker.is_alive()
+        worker._loop.stuck = "no assignment from the group for 611 s"
+        assert not worker.is_alive()
+    finally:
+        closing.set()
