@@ -78,15 +78,12 @@ class BatchWork:
         return list(dict.fromkeys((task.task_id, task.item_id) for task in self.tasks))
 
     def count_failure(self, task_id: int, durable: FailedAttempts | None) -> None:
-        count = self.attempts.get(task_id, 0) + 1
-        first = self.first_failure_at.setdefault(task_id, datetime.now(UTC))
+        self.attempts[task_id] = self.attempts.get(task_id, 0) + 1
+        self.first_failure_at.setdefault(task_id, datetime.now(UTC))
         self.failing_since.setdefault(task_id, time.monotonic())
         if durable is not None:
-            count = max(count, durable.count)
-            first = min(first, durable.first_failure_at)
+            self.count_earlier_failures(task_id, durable.count, durable.first_failure_at)
             self.failing_for_s[task_id] = durable.failing_for_s
-        self.attempts[task_id] = count
-        self.first_failure_at[task_id] = first
 
     def count_earlier_failures(
         self, task_id: int, attempts: int, first_failure_at: datetime | None
