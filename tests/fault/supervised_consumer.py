@@ -9,12 +9,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from confluent_kafka import Consumer
 
 from shared.bootstrap import Services
-from shared.kafka.config import consumer_config
 from shared.kafka.poll_loop import PartitionedPollLoop
-from shared.moderation.batch import process_moderation_batch
+from tests.integration.helpers import new_poll_loop
 
 log = logging.getLogger(__name__)
 WATCH_INTERVAL_S = 0.2
@@ -44,16 +42,7 @@ class SupervisedConsumer:
             pytest.fail(f"poll loop did not stop within {STOP_TIMEOUT_S:g} s")
 
     def _start(self) -> tuple[PartitionedPollLoop, threading.Thread]:
-        settings = self._services.settings
-        loop = PartitionedPollLoop(
-            Consumer(consumer_config(settings)),
-            settings.kafka_moderation_topic,
-            lambda records: process_moderation_batch(self._services, records),
-            batch_size=settings.consumer_batch_size,
-            poll_timeout_s=settings.consumer_poll_timeout_s,
-            max_workers=settings.db_pool_max_size,
-            rejoin_timeout_s=self._rejoin_timeout_s,
-        )
+        loop = new_poll_loop(self._services, rejoin_timeout_s=self._rejoin_timeout_s)
         thread = threading.Thread(target=self._run, args=(loop,), daemon=True)
         thread.start()
         return loop, thread

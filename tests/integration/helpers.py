@@ -33,17 +33,16 @@ def wired_services(settings: Settings, **replacements: object) -> Iterator[Servi
         services.close()
 
 
-@contextmanager
-def running_consumer(
+def new_poll_loop(
     services: Services,
     handle_batch: Callable[[list[ConsumedRecord]], object] | None = None,
     **loop_options: object,
-) -> Iterator[PartitionedPollLoop]:
-    """The poll loop in a background thread, stopped (bounded) when the block ends."""
+) -> PartitionedPollLoop:
+    """The consumer's poll loop on the services' settings, on a new client; by default
+    handing batches to the moderation handler."""
     settings = services.settings
-    consumer = Consumer(consumer_config(settings))
-    loop = PartitionedPollLoop(
-        consumer,
+    return PartitionedPollLoop(
+        Consumer(consumer_config(settings)),
         settings.kafka_moderation_topic,
         handle_batch or (lambda records: process_moderation_batch(services, records)),
         batch_size=settings.consumer_batch_size,
@@ -51,6 +50,16 @@ def running_consumer(
         max_workers=settings.db_pool_max_size,
         **loop_options,  # type: ignore[arg-type]
     )
+
+
+@contextmanager
+def running_consumer(
+    services: Services,
+    handle_batch: Callable[[list[ConsumedRecord]], object] | None = None,
+    **loop_options: object,
+) -> Iterator[PartitionedPollLoop]:
+    """The poll loop in a background thread, stopped (bounded) when the block ends."""
+    loop = new_poll_loop(services, handle_batch, **loop_options)
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
     thread.start()
