@@ -5,6 +5,7 @@ with a `detail`."""
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ from werkzeug.test import Client
 
 from shared.db.tasks import TaskFailure
 from shared.domain import BatchVerdicts
+from shared.ops.app import OPS_PATHS
 from shared.runner.app import build_runner_app
 from shared.runner.targets import HTTP_FUNCTIONS
 from tests.integration.helpers import seed_ads, wired_services
@@ -204,3 +206,74 @@ def test_a_task_id_with_a_newline_in_the_path_gets_a_json_404_with_a_detail(sett
         assert response.status_code == 404
         assert response.headers["Content-Type"].startswith("application/json")
         assert response.get_json() == {"detail": "Not found: nothing is served at this path"}
+
+
+OPS_REQUESTS = 300
+OPS_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "BREW")
+# Path tails aimed at the static files' route: traversal, encodings, NUL, long names.
+_PATH_TAIL = st.one_of(
+    st.just(""),
+    st.sampled_from(("/", "//", "/static", "/static/", "/static/swagger-ui.css", "/x")),
+    st.sampled_from(("/static/../../etc/passwd", "/static/%2e%2e/%2e%2e/etc/passwd")),
+    # Any text, percent-encoded as a client sends it: the server decodes it into the path.
+    st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40).map(
+        lambda tail: "/" + urllib.parse.quote(tail, safe="/")
+    ),
+)
+
+
+def test_generated_requests_to_the_ops_endpoints_get_no_5xx_and_only_json_4xx_details(settings):
+    # /openapi.json documents the four functions; the operations endpoints the runner
+    # serves next to them (health, readiness, metrics, the document, its docs page and
+    # static files) get requests generated here instead.
+    with wired_services(settings) as services:
+        client = Client(build_runner_app(lambda: services))
+        statuses: Counter[tuple[str, int]] = Counter()
+        problems: list[str] = []
+
+        @given(
+            path=st.sampled_from([path for path, _ in OPS_PATHS]),
+            tail=_PATH_TAIL,
+            method=st.sampled_from(OPS_METHODS),
+            query=st.text(max_size=30),
+            body=st.binary(max_size=200),
+        )
+        @hypothesis_settings(
+            max_examples=OPS_REQUESTS,
+            deadline=None,
+            database=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        def send(path: str, tail: str, method: str, query: str, body: bytes) -> None:
+            response = client.open(path + tail, method=method, query_string=query, data=body)
+            statuses[(path, response.status_code)] += 1
+            if problem := _ops_problem(response, method, traversal="etc/passwd" in tail):
+                problems.append(f"{method} {path + tail!r} ?{query!r}: {problem}")
+
+        send()
+
+        assert sum(statuses.values()) == OPS_REQUESTS
+        assert problems == [], "\n".join(problems[:SHOWN_PROBLEMS])
+        # Each endpoint answered some requests with success, and refused others.
+        for path, _ in OPS_PATHS:
+            codes = {code for (where, code) in statuses if where == path}
+            assert 200 in codes and any(400 <= code < 500 for code in codes), (path, codes)
+
+
+def _ops_problem(response, method: str, *, traversal: bool) -> str | None:
+    """What is wrong with an ops endpoint's response, or None."""
+    status = response.status_code
+    if status >= 500:
+        return f"{status}: {response.data[:200]!r}"
+    if status >= 400 and not response.is_json:
+        return f"{status} with Content-Type {response.content_type!r}"
+    # A HEAD response has no body, by definition: its headers are all there is to check.
+    if status >= 400 and method != "HEAD":
+        body = response.get_json(silent=True)
+        if not isinstance(body, dict) or "detail" not in body:
+            return f"{status} without a detail: {response.data[:200]!r}"
+    # OPTIONS is answered with the allowed methods alone, whatever the path.
+    if status < 400 and traversal and method != "OPTIONS":
+        return f"{status}: a file outside the static folder was served"
+    return None

@@ -128,8 +128,10 @@ def test_every_poison_record_is_dead_lettered_with_its_reason_while_the_valid_on
             assert headers["x-error-class"] == "permanent", kind.name
             assert headers["x-attempts"] == "1", kind.name
             assert headers["x-source-topic"] == settings.kafka_moderation_topic, kind.name
-        # At least 50 malformed ones; the corpus also holds well-formed records of no task.
-        assert sum(kind.exception_type == MALFORMED for kind in CORPUS) >= 50
+        # The issue asks for at least 50 malformed records; the corpus also holds
+        # well-formed records that name no task, which are dead-lettered differently.
+        malformed_letters = [h for _, h in by_source.values() if h["x-exception-type"] == MALFORMED]
+        assert len(malformed_letters) >= 50
         assert status_counts(services) == {"completed": VALID_TASKS}
         assert dead_letter_rows(services) == len(CORPUS)
         assert alive_after_all and exit_code == 0, consumer.log_tail()
