@@ -8,9 +8,11 @@ import logging
 import threading
 import time
 
+import flask
 import pytest
 
 from shared.bootstrap import install_services
+from shared.http import register_json_errors
 from shared.http.auth import forget_the_open_api_warning, warn_that_the_api_is_open
 from shared.settings import get_settings
 from tests.fakes import VALID_AD
@@ -121,19 +123,37 @@ def test_settings_that_do_not_validate_are_logged_without_their_values(
     assert "8f3a9c2d" not in caplog.text
 
 
-def test_an_error_outside_every_handler_is_a_json_500(services, monkeypatch):
-    # Settings that do not validate fail in get_services(), before any handler runs.
+def test_settings_that_do_not_validate_are_a_json_500_from_every_kind_of_function(
+    services, monkeypatch
+):
+    # Settings that do not validate fail in get_services(), inside each handler's try.
     install_services(None)
     monkeypatch.setenv("LOG_LEVEL", "verbose")
     get_settings.cache_clear()
     try:
-        # The push consumer reads its settings outside any handler's try: there the
-        # handler registered on the app answers, instead of functions-framework's HTML.
-        for target in ("async_predict", "outbox_relay", "moderation_consumer"):
+        for target in ("async_predict", "outbox_relay"):
             response = client(target).post("/", query_string={"item_id": "1"})
 
             assert assert_json_error(response, 500) == "Internal server error"
-        # ... with the header functions-framework's own handler sets, logged as a crash.
-        assert response.headers["X-Google-Status"] == "crash"
+        # The push consumer also says the record is not taken, for the platform to resend.
+        pushed = client("moderation_consumer").post("/", data=b"{}")
+        assert assert_json_error(pushed, 500) == (
+            "Internal server error: the record was not processed"
+        )
     finally:
         get_settings.cache_clear()
+
+
+def test_an_error_outside_every_handler_is_a_json_500_marked_as_a_crash():
+    app = flask.Flask("crashing")
+    register_json_errors(app.errorhandler)
+
+    @app.get("/")
+    def crash() -> str:
+        raise RuntimeError("a bug outside any handler's try")
+
+    response = app.test_client().get("/")
+
+    assert assert_json_error(response, 500) == "Internal server error"
+    # The header functions-framework's own handler sets, which its platform logs as a crash.
+    assert response.headers["X-Google-Status"] == "crash"
