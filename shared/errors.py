@@ -1,4 +1,10 @@
-"""The service's exceptions. Whether a failure is retried is decided here, by type."""
+"""The service's exceptions. Their type decides whether a failure is retried: a
+TemporaryError is, a PermanentError never is.
+
+An exception of any other type is a bug, which the consumer turns into one of these where
+it catches it: a bug on one record or one ad fails that one alone (MalformedMessage,
+ModelFailedOnAd), and one on the whole batch is retried like an outage (UnexpectedFailure);
+see shared/moderation/batch.py and scoring.py. An HTTP function answers it with a 500."""
 
 from __future__ import annotations
 

@@ -1,8 +1,15 @@
-"""The one retry policy for temporary errors, which the consumer's batches run under.
+"""The consumer's retry policies, as tenacity definitions.
 
-Attempt n (1-based) that fails with a TemporaryError waits `Settings.retry_delays()[n-1]`
+`temporary_error_policy` is the schedule a batch runs under: attempt n (1-based) that
+fails with a TemporaryError waits `Settings.retry_delays()[n-1]`
 (`retry_base_delay_s * 2**(n-1)`) before attempt n+1: 5 s, 10 s, 20 s with the
 defaults, and the fourth failure is final. Permanent errors are never retried.
+`database_outage_policy` is for the one write that may not be given up once that
+schedule has run out: recording the failures.
+
+The relay's sweeps and the poll loop's replay of a failed batch are periodic work, not
+calls retried: they back off in their loops (shared/runner/workers.py,
+shared/kafka/poll_loop.py).
 """
 
 from __future__ import annotations
@@ -16,12 +23,13 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
+    stop_never,
     wait_chain,
     wait_fixed,
     wait_none,
 )
 
-from shared.errors import TemporaryError
+from shared.errors import DatabaseUnavailable, TemporaryError
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,6 +58,21 @@ def temporary_error_policy(
         wait=wait_chain(*map(wait_fixed, delays)) if delays else wait_none(),
         sleep=sleep,
         before_sleep=functools.partial(_log_retry, log_context),
+        reraise=True,
+    )
+
+
+def database_outage_policy(
+    *, delay_s: float, sleep: Sleeper, before_attempt: Callable[[RetryCallState], None]
+) -> Retrying:
+    """A tenacity policy retrying DatabaseUnavailable every `delay_s` for as long as it
+    lasts; `before_attempt` is called before each attempt, the first included."""
+    return Retrying(
+        retry=retry_if_exception_type(DatabaseUnavailable),
+        stop=stop_never,
+        wait=wait_fixed(delay_s),
+        sleep=sleep,
+        before=before_attempt,
         reraise=True,
     )
 

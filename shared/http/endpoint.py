@@ -1,7 +1,10 @@
-"""The wrapper every HTTP handler goes through: method, API key, body size, error mapping.
+"""The wrapper the API functions and the relay go through: method, API key, body size,
+error mapping.
 
-It is the one place that turns the service's exceptions into statuses, so a
-handler only parses, calls `shared`, and returns a pydantic model.
+It is the one place that turns the service's exceptions into their statuses, so a
+handler only parses, calls `shared`, and returns a pydantic model. The push consumer
+answers its platform, not an API client, with statuses of its own
+(shared/http/pushed_record.py), built from the parts below.
 """
 
 from __future__ import annotations

@@ -289,11 +289,12 @@ class PartitionedPollLoop:
     def _reap_finished(
         self,
         keys: Sequence[PartitionKey] | None = None,
-        wait: bool = False,
+        waiting: bool = False,
         letting_go: bool = False,
     ) -> None:
         """Store the offsets of finished batches; replay the partitions of failed ones.
 
+        `waiting`: each batch still running is waited for, instead of left for later.
         `letting_go`: the partitions are being revoked or the loop is closing, so a
         failed batch is only left unstored, for the next owner to redeliver; there is
         nothing to replay here, and a seek could fail on a partition on its way out.
@@ -303,7 +304,7 @@ class PartitionedPollLoop:
             partition = self._partitions.get(key)
             if partition is None or partition.inflight is None:
                 continue
-            if not wait and not partition.inflight.done():
+            if not waiting and not partition.inflight.done():
                 continue
             future, partition.inflight = partition.inflight, None
             try:
@@ -417,7 +418,7 @@ class PartitionedPollLoop:
             metrics.set_consumer_lag(position.topic, position.partition, lag)
 
     def _finish_inflight(self) -> None:
-        self._reap_finished(wait=True, letting_go=True)
+        self._reap_finished(waiting=True, letting_go=True)
 
     def _commit(self) -> None:
         try:
@@ -446,7 +447,7 @@ class PartitionedPollLoop:
         self._let_inflight_go(keys)
         # Finish what is running on the revoked partitions and commit it, so the new
         # owner starts after it instead of redoing it.
-        self._reap_finished(keys, wait=True, letting_go=True)
+        self._reap_finished(keys, waiting=True, letting_go=True)
         self._commit()
         self._let_go(keys)
         log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})

@@ -34,6 +34,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from tenacity import RetryCallState
+
 from shared import metrics
 from shared.bootstrap import Services, ShutdownRequested
 from shared.db.dead_letters import DeadLetter, StoredDeadLetter
@@ -61,7 +63,7 @@ from shared.moderation.batch_work import (
 )
 from shared.moderation.dead_letters import PERMANENT, log_dead_letter, publish_dead_letters
 from shared.moderation.scoring import Scored, score_ads
-from shared.retry import temporary_error_policy
+from shared.retry import database_outage_policy, temporary_error_policy
 
 log = logging.getLogger(__name__)
 
@@ -348,30 +350,35 @@ def _fail_exhausted(
     services: Services, work: BatchWork, error: TemporaryError, report: BatchReport
 ) -> None:
     """The schedule ran out: fail what is left, waiting for the database if it is down too."""
+    if work.done:
+        return
     delay = max(services.settings.retry_delays() or [services.settings.retry_base_delay_s])
-    while not work.done:
-        try:
-            with _undone_with(work, report), services.db.transaction() as tx:
-                exhausted = _still_to_fail(services, tx, work.tasks, work, report)
-                written = _fail_and_dead_letter(
-                    tx,
-                    [*work.failures, *exhausted_failures(services, exhausted, work, error)],
-                    work.letters,
-                )
-        except DatabaseUnavailable:
-            log.warning(
-                "cannot record exhausted tasks yet: database unavailable",
-                extra=work.log_context(),
+
+    def before_attempt(state: RetryCallState) -> None:
+        if state.attempt_number == 1:
+            return
+        log.warning(
+            "cannot record exhausted tasks yet: database unavailable", extra=work.log_context()
+        )
+        # Another attempt, counted as the schedule's are: an alert on the retries must
+        # not clear while the outage goes on.
+        report.retries += 1
+        metrics.count_batch_retry()
+
+    policy = database_outage_policy(
+        delay_s=delay, sleep=services.sleep, before_attempt=before_attempt
+    )
+    for attempt in policy:
+        with attempt, _undone_with(work, report), services.db.transaction() as tx:
+            exhausted = _still_to_fail(services, tx, work.tasks, work, report)
+            written = _fail_and_dead_letter(
+                tx,
+                [*work.failures, *exhausted_failures(services, exhausted, work, error)],
+                work.letters,
             )
-            services.sleep(delay)
-            # Another attempt, counted as the schedule's are: an alert on the retries
-            # must not clear while the outage goes on.
-            report.retries += 1
-            metrics.count_batch_retry()
-            continue
-        work.settled()
-        written.count_in(report)
-        _dead_lettered(services, written.stored, report)
+    work.settled()
+    written.count_in(report)
+    _dead_lettered(services, written.stored, report)
 
 
 def _dead_lettered(

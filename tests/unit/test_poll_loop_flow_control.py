@@ -44,7 +44,7 @@ def loop():
 
 def _drain_one_batch(loop: PartitionedPollLoop, release: threading.Event) -> None:
     release.set()
-    loop._reap_finished(wait=True)
+    loop._reap_finished(waiting=True)
     release.clear()
     loop._dispatch()
 
@@ -216,7 +216,7 @@ def test_while_a_batch_runs_the_loop_waits_on_it_instead_of_blocking_in_poll(loo
     assert waits == [([inflight], poll_loop.BUSY_WAIT_S)]
 
     release.set()
-    loop._reap_finished(wait=True)
+    loop._reap_finished(waiting=True)
     consumer.calls.clear()
     assert loop._next_messages() == []
     # Nothing running: the bounded poll of an idle loop, and no wait.

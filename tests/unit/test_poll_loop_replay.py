@@ -74,7 +74,7 @@ def _queue(loop: PartitionedPollLoop, offsets: range) -> None:
 
 def _run_one_batch(loop: PartitionedPollLoop) -> None:
     loop._dispatch()
-    loop._reap_finished(wait=True)
+    loop._reap_finished(waiting=True)
 
 
 def _raise(error: BaseException) -> Callable[[], None]:
@@ -177,7 +177,7 @@ def test_a_lost_partition_stores_nothing_for_the_batch_it_was_running(loop):
     loop._on_lost(consumer, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
     release.set()
     running.result(timeout=5)
-    loop._reap_finished(wait=True)
+    loop._reap_finished(waiting=True)
 
     # Another member may own it already: its offsets are that member's to commit.
     assert (TOPIC, 0) not in loop._partitions
