@@ -4,6 +4,7 @@ its env var (the Settings field name upper-cased), which otherwise has its defau
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,23 +49,42 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help=f"{text} (env {field.upper()}, default {default})",
         )
+    # Runner-only flags, not settings: their env vars are read here. HOST is the name
+    # functions-framework's own --host reads.
     parser.add_argument(
-        "--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)"
+        "--host",
+        default=os.environ.get("HOST") or "127.0.0.1",
+        help="interface to listen on (env HOST, default 127.0.0.1)",
     )
     parser.add_argument(
         "--state-dir",
         type=Path,
-        default=DEFAULT_STATE_DIR,
-        help="where the embedded PostgreSQL keeps its data between runs (default var/runner)",
+        default=os.environ.get("RUNNER_STATE_DIR") or DEFAULT_STATE_DIR,
+        help="where the embedded PostgreSQL keeps its data between runs (env"
+        " RUNNER_STATE_DIR, default var/runner)",
     )
     parser.add_argument(
         "--seed-demo",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="insert a few demo sellers and ads (item_id 1-5); on by default for the "
-        "embedded database, off otherwise",
+        help="insert a few demo sellers and ads (item_id 1-5) (env RUNNER_SEED_DEMO, true or"
+        " false); by default on for the embedded database, off otherwise",
     )
     return parser
+
+
+# What RUNNER_SEED_DEMO may say, as pydantic reads a boolean setting.
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _seed_demo_from_env(parser: argparse.ArgumentParser) -> bool | None:
+    value = os.environ.get("RUNNER_SEED_DEMO", "").strip().lower()
+    if not value:
+        return None
+    if value not in _TRUE | _FALSE:
+        parser.error(f"RUNNER_SEED_DEMO: expected true or false, got {value!r}")
+    return value in _TRUE
 
 
 def parse_options(argv: Sequence[str]) -> RunnerOptions:
@@ -85,6 +105,6 @@ def parse_options(argv: Sequence[str]) -> RunnerOptions:
     return RunnerOptions(
         settings=settings,
         host=args.host,
-        seed_demo=args.seed_demo,
+        seed_demo=args.seed_demo if args.seed_demo is not None else _seed_demo_from_env(parser),
         state_dir=args.state_dir.resolve(),
     )

@@ -41,7 +41,7 @@ def test_env_vars_apply_when_no_flag_is_given(monkeypatch):
 
 
 def test_defaults_apply_without_flags_or_env(monkeypatch):
-    for name in ("PORT", "LOG_LEVEL", "CONSUMER_BATCH_SIZE"):
+    for name in ("PORT", "LOG_LEVEL", "CONSUMER_BATCH_SIZE", "HOST", "RUNNER_SEED_DEMO"):
         monkeypatch.delenv(name, raising=False)
 
     options = parse_options([])
@@ -54,6 +54,28 @@ def test_defaults_apply_without_flags_or_env(monkeypatch):
 def test_seed_demo_can_be_forced_on_or_off():
     assert parse_options(["--seed-demo"]).seed_demo is True
     assert parse_options(["--no-seed-demo"]).seed_demo is False
+
+
+def test_runner_only_flags_read_their_env_vars_and_a_flag_still_wins(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOST", "0.0.0.0")
+    monkeypatch.setenv("RUNNER_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("RUNNER_SEED_DEMO", "false")
+
+    options = parse_options([])
+    overridden = parse_options(["--host=127.0.0.2", "--seed-demo"])
+
+    assert (options.host, options.state_dir, options.seed_demo) == ("0.0.0.0", tmp_path, False)
+    assert (overridden.host, overridden.seed_demo) == ("127.0.0.2", True)
+
+
+def test_a_seed_demo_env_var_that_is_not_a_boolean_exits_with_status_2(monkeypatch, capsys):
+    monkeypatch.setenv("RUNNER_SEED_DEMO", "maybe")
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_options([])
+
+    assert exit_info.value.code == 2
+    assert "RUNNER_SEED_DEMO: expected true or false, got 'maybe'" in capsys.readouterr().err
 
 
 def test_an_invalid_value_exits_with_status_2_naming_the_setting(capsys):
