@@ -15,10 +15,9 @@ import psycopg
 
 from shared.bootstrap import Services, install_services
 from shared.db.dead_letters import DeadLetter, LetterClaim, StoredDeadLetter
+from shared.db.idempotency_keys import EXPIRED_KEY_KEPT_S, KeyedTask
 from shared.db.tasks import (
-    EXPIRED_KEY_KEPT_S,
     FailedAttempts,
-    KeyedTask,
     TaskFailure,
     TaskForProcessing,
     TaskRow,

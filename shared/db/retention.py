@@ -7,7 +7,7 @@ from __future__ import annotations
 import psycopg
 
 from shared.db.chunks import Chunk, chunk_counted
-from shared.db.tasks import EXPIRED_KEY_KEPT_S
+from shared.db.idempotency_keys import EXPIRED_KEY_KEPT_S
 
 SECONDS_A_DAY = 86_400
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import psycopg
 
-from shared.db import ads, dead_letters, tasks
+from shared.db import ads, dead_letters, idempotency_keys, tasks
 from shared.db.dead_letters import DeadLetter, StoredDeadLetter
 from shared.db.tasks import FailedAttempts, TaskFailure, TaskForProcessing, TaskRow
 from shared.domain import Ad, BatchVerdicts
@@ -35,11 +35,11 @@ class Transaction:
 
     def create_keyed_task(
         self, item_id: int, key: str, *, key_ttl_s: float
-    ) -> tasks.KeyedTask | None:
-        return tasks.create_keyed_task(self.conn, item_id, key, key_ttl_s=key_ttl_s)
+    ) -> idempotency_keys.KeyedTask | None:
+        return idempotency_keys.create_keyed_task(self.conn, item_id, key, key_ttl_s=key_ttl_s)
 
     def delete_expired_idempotency_keys(self, *, limit: int) -> int:
-        return tasks.delete_expired_idempotency_keys(self.conn, limit=limit)
+        return idempotency_keys.delete_expired_idempotency_keys(self.conn, limit=limit)
 
     def mark_tasks_published(self, task_ids: Sequence[int]) -> None:
         tasks.mark_tasks_published(self.conn, task_ids)

@@ -6,7 +6,8 @@ import logging
 from typing import NamedTuple
 
 from shared.bootstrap import Services
-from shared.db.tasks import KeyedTask, TaskRow
+from shared.db.idempotency_keys import KeyedTask
+from shared.db.tasks import TaskRow
 from shared.errors import (
     AdNotFound,
     BrokerUnavailable,

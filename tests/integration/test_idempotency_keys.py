@@ -12,7 +12,7 @@ import psycopg
 from functions_framework import create_app
 
 from shared import metrics
-from shared.db.tasks import (
+from shared.db.idempotency_keys import (
     EXPIRED_KEY_KEPT_S,
     KeyedTask,
     create_keyed_task,
