@@ -170,8 +170,8 @@ def _attempt_batch(services: Services, work: BatchWork, report: BatchReport) -> 
         if not work.done:
             raise unexpected from error
         return
-    work.settled()
-    _dead_lettered(services, stored, report)
+    work.forget_written()
+    _publish_durable_letters(services, stored, report)
 
 
 def _score_and_write(
@@ -315,7 +315,7 @@ def _count_failed_attempt(
     given_up: set[int] = set()
     counted_before, failing_before = dict(work.attempts), dict(work.failing_for_s)
     try:
-        with _undone_with(work, report), services.db.transaction() as tx:
+        with _restored_if_the_database_fails(work, report), services.db.transaction() as tx:
             # By task and item: a corrupt copy naming another ad, not yet told apart
             # when the read failed, must not count an attempt against the real task.
             durable = tx.record_failed_attempt(work.tasks_as_named(), public_reason(error))
@@ -343,7 +343,7 @@ def _count_failed_attempt(
     written.count_in(report)
     work.tasks = [t for t in work.tasks if t.task_id not in given_up]
     work.letters, work.failures = [], []
-    _dead_lettered(services, written.stored, report)
+    _publish_durable_letters(services, written.stored, report)
 
 
 def _fail_exhausted(
@@ -369,19 +369,23 @@ def _fail_exhausted(
         delay_s=delay, sleep=services.sleep, before_attempt=before_attempt
     )
     for attempt in policy:
-        with attempt, _undone_with(work, report), services.db.transaction() as tx:
+        with (
+            attempt,
+            _restored_if_the_database_fails(work, report),
+            services.db.transaction() as tx,
+        ):
             exhausted = _still_to_fail(services, tx, work.tasks, work, report)
             written = _fail_and_dead_letter(
                 tx,
                 [*work.failures, *exhausted_failures(services, exhausted, work, error)],
                 work.letters,
             )
-    work.settled()
+    work.forget_written()
     written.count_in(report)
-    _dead_lettered(services, written.stored, report)
+    _publish_durable_letters(services, written.stored, report)
 
 
-def _dead_lettered(
+def _publish_durable_letters(
     services: Services, stored: Sequence[StoredDeadLetter], report: BatchReport
 ) -> None:
     """Letters just made durable with their tasks' failures: logged, published, counted."""
@@ -392,7 +396,7 @@ def _dead_lettered(
 
 
 @contextmanager
-def _undone_with(work: BatchWork, report: BatchReport) -> Iterator[None]:
+def _restored_if_the_database_fails(work: BatchWork, report: BatchReport) -> Iterator[None]:
     """What the block's reads sort out (letters, failures, duplicates) is undone if its
     transaction fails: the next try reads those tasks again and sorts them out anew."""
     letters, failures, duplicates = list(work.letters), list(work.failures), report.duplicates

@@ -108,7 +108,8 @@ class BatchWork:
         seen_here = time.monotonic() - self.failing_since.get(task_id, time.monotonic())
         return max(self.failing_for_s.get(task_id, 0.0), seen_here) >= schedule_s
 
-    def settled(self) -> None:
+    def forget_written(self) -> None:
+        """Nothing is left to write: every task, letter and failure is durable."""
         self.tasks, self.letters, self.failures = [], [], []
 
 
