@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import selectors
 import time
 from collections.abc import Callable
+from typing import IO
 
 import pytest
 
@@ -25,3 +27,15 @@ def wait_until(
             return result
         time.sleep(poll_interval_s)
     pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def read_line_within(stream: IO[str], *, timeout_s: float, what: str) -> str:
+    """The next line a child process writes to `stream` (a pipe), or fail the test with
+    `what` if none comes within `timeout_s`: a child that hangs before writing it must
+    not hold the test until pytest's own timeout, which says nothing of why."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        if not selector.select(timeout_s):
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+    # The children write each line whole, and flush it: what is ready is the full line.
+    return stream.readline()

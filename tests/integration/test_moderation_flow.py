@@ -11,6 +11,7 @@ import psycopg
 import pytest
 import requests
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from functions_framework import create_app
 from werkzeug.serving import make_server
 
@@ -18,6 +19,7 @@ from shared.db.tasks import TaskFailure, republish_pending_tasks
 from shared.kafka.config import consumer_config
 from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import ConsumedRecord
+from shared.kafka.topics import delete_topics
 from shared.moderation.batch import process_moderation_batch
 from shared.moderation.relay import relay_once
 from shared.runner.cli import RunnerOptions
@@ -283,12 +285,46 @@ def test_a_runner_refuses_the_default_kafka_names_on_a_real_broker_with_its_own_
 
 
 def test_a_runner_takes_a_real_broker_with_its_own_database_under_names_of_its_own(
-    settings, tmp_path
+    settings, database_url, tmp_path
 ):
-    # The test settings' topics and group are each test's own.
-    backends = Backends(settings, embedded_database=True, in_memory_kafka=False, state_dir=tmp_path)
+    # Topics and a database that do not exist yet: the runner makes the topics and
+    # migrates the database itself.
+    suffix = uuid.uuid4().hex[:8]
+    fresh_database = f"runner_{suffix}"
+    own = settings.model_copy(
+        update={
+            "kafka_moderation_topic": f"runner-tasks-{suffix}",
+            "kafka_dlq_topic": f"runner-dlq-{suffix}",
+            "database_url": psycopg.conninfo.make_conninfo(database_url, dbname=fresh_database),
+        }
+    )
+    backends = Backends(own, embedded_database=True, in_memory_kafka=False, state_dir=tmp_path)
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {fresh_database}")
+    try:
+        prepare_data(backends, RunnerOptions(own, "127.0.0.1", False, tmp_path))
 
-    prepare_data(backends, RunnerOptions(settings, "127.0.0.1", False, tmp_path))
+        metadata = AdminClient({"bootstrap.servers": own.kafka_bootstrap_servers}).list_topics(
+            timeout=10
+        )
+        partitions = {
+            name: len(metadata.topics[name].partitions)
+            for name in (own.kafka_moderation_topic, own.kafka_dlq_topic)
+            if name in metadata.topics
+        }
+        assert partitions == {
+            own.kafka_moderation_topic: own.kafka_moderation_partitions,
+            own.kafka_dlq_topic: own.kafka_dlq_partitions,
+        }
+        with psycopg.connect(own.database_url) as migrated:
+            tables = migrated.execute(
+                "SELECT to_regclass('moderation_results'), to_regclass('idempotency_keys')"
+            ).fetchone()
+        assert tables == ("moderation_results", "idempotency_keys")
+    finally:
+        delete_topics(own)
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {fresh_database} WITH (FORCE)")
 
 
 def test_malformed_records_around_valid_ones_are_dead_lettered_and_the_rest_complete(settings):

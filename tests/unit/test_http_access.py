@@ -61,6 +61,7 @@ def test_first_requests_at_once_still_warn_once():
     finally:
         logging.getLogger("shared.http.auth").removeHandler(slow)
 
+    assert not any(caller.is_alive() for caller in callers), "a caller still ran after 10 s"
     assert slow.handled == 1
 
 

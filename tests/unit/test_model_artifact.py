@@ -221,6 +221,7 @@ def test_two_savings_into_one_folder_at_once_each_finish_and_leave_no_temporary_
     for thread in threads:
         thread.join(timeout=60)
 
+    assert not any(thread.is_alive() for thread in threads), "a saver still ran after 60 s"
     assert failures == []
     assert target.read_bytes() in payloads
     assert sorted(path.name for path in tmp_path.iterdir()) == [ARTIFACT_FILE]

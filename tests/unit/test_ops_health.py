@@ -39,6 +39,7 @@ def test_healthz_is_ok_even_when_every_dependency_is_down():
     services = fake_services()
     services.db.unavailable_for = 1
     services.publisher = UnreachablePublisher()
+    services.model = FakeModelLoader(fail_times=100)
 
     response = _client(services).get("/healthz")
 
