@@ -5,6 +5,8 @@ the grace period is taken."""
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -211,6 +213,53 @@ def test_a_second_relay_takes_the_tasks_the_first_has_not_claimed_without_waitin
 
         assert len(held) == 1
         assert {task for task, _ in taken} == tasks - {task for task, _ in held}
+
+
+class _PublisherHeldOpen(FakePublisher):
+    """Blocks inside its first publish until released, as a broker slow to acknowledge."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.publishing = threading.Event()
+        self.release = threading.Event()
+
+    def publish(self, records) -> None:
+        self.publishing.set()
+        if not self.release.wait(timeout=30):
+            raise AssertionError("the held publish was never released")
+        super().publish(records)
+
+
+def test_two_relay_processes_sweeping_at_once_publish_every_task_exactly_once(settings):
+    # The same claim as above, through the relay's own transaction: the first relay's
+    # rows stay locked while its publish hangs, and the second sweeps the rest meanwhile.
+    settings = settings.model_copy(update={"outbox_grace_s": 0, "outbox_batch_size": 2})
+    held, other = _PublisherHeldOpen(), FakePublisher()
+    with (
+        wired_services(settings, publisher=held) as first,
+        wired_services(settings, publisher=other) as second,
+        ThreadPoolExecutor(max_workers=1) as background,
+    ):
+        items = seed_ads(first, 5)
+        with first.db.transaction() as tx:
+            tasks = {tx.create_task_for_existing_ad(item) for item in items}
+        first_sweep = background.submit(relay_unpublished_tasks, first)
+        assert held.publishing.wait(timeout=10), "the first relay never published"
+
+        # A sweep that queued behind the held rows would wait here until the held
+        # publish gives up (30 s), and the first relay would then fail.
+        swept_meanwhile = [relay_unpublished_tasks(second), relay_unpublished_tasks(second)]
+        held.release.set()
+        first_published = first_sweep.result(timeout=30)
+
+        with first.db.autocommit() as tx:
+            unpublished = tx.conn.execute(
+                "SELECT count(*) FROM moderation_results WHERE published_at IS NULL"
+            ).fetchone()[0]
+    task_ids = [json.loads(r.value)["task_id"] for r in [*held.published, *other.published]]
+    assert (first_published, swept_meanwhile) == (2, [2, 1])
+    assert sorted(task_ids) == sorted(tasks)  # each once, between the two
+    assert unpublished == 0
 
 
 def test_tasks_kafka_refuses_hold_back_no_newer_task(settings):
