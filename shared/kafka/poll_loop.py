@@ -28,6 +28,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from shared import metrics
 from shared.bootstrap import ShutdownRequested, batch_let_go
 from shared.kafka.config import MAX_POLL_INTERVAL_MS, SESSION_TIMEOUT_MS
+from shared.kafka.lag import LagReporter
 from shared.kafka.record import ConsumedRecord
 
 log = logging.getLogger(__name__)
@@ -35,12 +36,6 @@ log = logging.getLogger(__name__)
 # While batches run and nothing is fetched, how long the loop waits for one to finish
 # before polling again: the most a record of an idle partition waits to be dispatched.
 BUSY_WAIT_S = 0.005
-
-# Lag is read from cached watermarks (no broker round trip), but for a paused partition's
-# (see `_report_lag`); once a second is plenty.
-LAG_REPORT_INTERVAL_S = 1.0
-LAG_QUERY_TIMEOUT_S = 0.5  # a paused partition's watermark, asked of the broker
-LAG_QUERY_BACKOFF_S = 30.0  # the cache only, after the broker left such a query unanswered
 
 # Flow control per partition: fetching pauses once the backlog holds this many batches
 # or bytes, and resumes when it is down to half of both, with work still queued. A
@@ -122,8 +117,7 @@ class PartitionedPollLoop:
         # back into its group: the loop then ends, the process with it, and the group
         # hands the partitions to a member that can (a restarted one, too).
         self._stuck: str | None = None
-        self._next_lag_report = 0.0
-        self._fresh_lag_after = 0.0  # when a paused partition's lag may ask the broker again
+        self._lag = LagReporter(consumer, clock)
 
     def run(self, stop: threading.Event) -> None:
         """Poll until `stop` is set; then finish in-flight batches, commit and close.
@@ -371,51 +365,7 @@ class PartitionedPollLoop:
             log.warning("could not store offset", extra={"error": str(error)})
 
     def _report_lag(self) -> None:
-        """Per assigned partition: records not yet handled (high watermark minus what
-        is fetched, plus what waits in the backlog or is in flight)."""
-        now = self._clock()
-        if now < self._next_lag_report:
-            return
-        self._next_lag_report = now + LAG_REPORT_INTERVAL_S
-        try:
-            positions = self._consumer.position(self._consumer.assignment())
-        except KafkaException as error:
-            log.debug("could not read positions for lag", extra={"error": str(error)})
-            return
-        for position in positions:
-            partition = self._partitions.get((position.topic, position.partition))
-            # A paused partition fetches nothing, so its cached high watermark stands
-            # still while producers go on: asked of the broker instead, in a bounded wait,
-            # since a pause is when the backlog, and the gauge, matter. After a query the
-            # broker did not answer, the cache serves for a while: a broker down must not
-            # cost the poll thread, which dispatches the backlog, a wait every second.
-            fresh = partition is not None and partition.paused and now >= self._fresh_lag_after
-            try:
-                watermarks = self._consumer.get_watermark_offsets(
-                    position, timeout=LAG_QUERY_TIMEOUT_S, cached=not fresh
-                )
-            except KafkaException as error:
-                # A partition changing hands, say: a gauge is not worth ending the loop for.
-                log.debug("could not read watermarks for lag", extra={"error": str(error)})
-                if fresh:
-                    self._fresh_lag_after = self._clock() + LAG_QUERY_BACKOFF_S
-                continue
-            if watermarks is None:  # the documented answer to a timeout (it raises, here)
-                continue
-            _low, high = watermarks
-            fetched_to = position.offset
-            if fetched_to < 0 and partition is not None:
-                # A seek for a replay leaves the position unknown until the refetch.
-                fetched_to = partition.sought_to
-            if high < 0 or fetched_to < 0:
-                continue  # not fetched yet: nothing known to report
-            waiting = 0
-            if partition is not None:
-                waiting = len(partition.backlog)
-                if partition.inflight is not None:
-                    waiting += partition.inflight_last - partition.inflight_first + 1
-            lag = max(0, high - fetched_to) + waiting
-            metrics.set_consumer_lag(position.topic, position.partition, lag)
+        self._lag.report(self._partitions)
 
     def _finish_inflight(self) -> None:
         self._reap_finished(waiting=True, letting_go=True)

@@ -10,6 +10,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from shared.kafka import poll_loop
+from shared.kafka.lag import LAG_QUERY_BACKOFF_S
 from shared.kafka.poll_loop import PAUSE_AT_BATCHES, PartitionedPollLoop
 from tests.unit.fake_kafka import (
     TOPIC,
@@ -133,7 +134,7 @@ def test_a_broker_that_does_not_answer_costs_one_lag_query_wait_then_none_for_a_
         first_report = list(consumer.queries)
         consumer.queries.clear()
         start = now[0]
-        for seconds in (1, 2, poll_loop.LAG_QUERY_BACKOFF_S + 1):
+        for seconds in (1, 2, LAG_QUERY_BACKOFF_S + 1):
             now[0] = start + seconds
             loop._report_lag()
     finally:
