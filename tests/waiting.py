@@ -29,13 +29,16 @@ def wait_until(
     pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
 
 
-def read_line_within(stream: IO[str], *, timeout_s: float, what: str) -> str:
-    """The next line a child process writes to `stream` (a pipe), or fail the test with
+def read_first_line_within(stream: IO[str], *, timeout_s: float, what: str) -> str:
+    """The first line a child process writes to `stream` (a pipe), or fail the test with
     `what` if none comes within `timeout_s`: a child that hangs before writing it must
-    not hold the test until pytest's own timeout, which says nothing of why."""
+    not hold the test until pytest's own timeout, which says nothing of why.
+
+    The first only: `readline` may read further lines into the stream's buffer, where
+    the selector, which watches the pipe, cannot see them."""
     with selectors.DefaultSelector() as selector:
         selector.register(stream, selectors.EVENT_READ)
         if not selector.select(timeout_s):
             pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
-    # The children write each line whole, and flush it: what is ready is the full line.
+    # The children write the line whole, and flush it: what is ready is the full line.
     return stream.readline()

@@ -354,19 +354,19 @@ def _fail_exhausted(
         return
     delay = max(services.settings.retry_delays() or [services.settings.retry_base_delay_s])
 
-    def before_attempt(state: RetryCallState) -> None:
-        if state.attempt_number == 1:
-            return
+    def before_wait(_state: RetryCallState) -> None:
         log.warning(
             "cannot record exhausted tasks yet: database unavailable", extra=work.log_context()
         )
+
+    def before_retry(_state: RetryCallState) -> None:
         # Another attempt, counted as the schedule's are: an alert on the retries must
         # not clear while the outage goes on.
         report.retries += 1
         metrics.count_batch_retry()
 
     policy = database_outage_policy(
-        delay_s=delay, sleep=services.sleep, before_attempt=before_attempt
+        delay_s=delay, sleep=services.sleep, before_wait=before_wait, before_retry=before_retry
     )
     for attempt in policy:
         with (

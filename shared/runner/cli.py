@@ -22,6 +22,11 @@ SETTING_FLAGS: dict[str, tuple[str, type, str]] = {
 }
 
 
+# The runner-only flags' variables: not settings, so a test that clears the settings from
+# a child's environment clears these too.
+RUNNER_ONLY_VARIABLES = ("HOST", "RUNNER_STATE_DIR", "RUNNER_SEED_DEMO")
+
+
 @dataclass(frozen=True, slots=True)
 class RunnerOptions:
     settings: Settings
@@ -73,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# What RUNNER_SEED_DEMO may say, as pydantic reads a boolean setting.
+# What RUNNER_SEED_DEMO may say, whatever the case.
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -83,7 +88,9 @@ def _seed_demo_from_env(parser: argparse.ArgumentParser) -> bool | None:
     if not value:
         return None
     if value not in _TRUE | _FALSE:
-        parser.error(f"RUNNER_SEED_DEMO: expected true or false, got {value!r}")
+        parser.error(
+            f"RUNNER_SEED_DEMO: expected true, false, yes, no, on, off, 1 or 0, got {value!r}"
+        )
     return value in _TRUE
 
 

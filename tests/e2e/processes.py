@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from infra._process import dying_with_parent
+from shared.runner.cli import RUNNER_ONLY_VARIABLES
 from shared.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -137,4 +138,5 @@ def wait_for_status(
 def clean_env() -> dict[str, str]:
     """This process's environment without the service's settings or a PYTHONPATH."""
     names = {name.upper() for name in Settings.model_fields} | {"PYTHONPATH", "MODEL_URI"}
+    names |= set(RUNNER_ONLY_VARIABLES)  # a HOST set for a dev image must not move the runner
     return {key: value for key, value in os.environ.items() if key.upper() not in names}

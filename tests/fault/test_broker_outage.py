@@ -29,6 +29,7 @@ from tests.integration.helpers import (
     seed_ads,
     wired_services,
 )
+from tests.must_run import skip_or_fail
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
@@ -177,7 +178,7 @@ def test_broker_stopped_and_restarted_under_async_predict_load_loses_no_accepted
     infra, settings, caplog
 ):
     if infra.kafka is None:
-        pytest.skip("KAFKA_BOOTSTRAP_SERVERS names an external broker, which this test cannot stop")
+        skip_or_fail("KAFKA_BOOTSTRAP_SERVERS names an external broker, this test cannot stop it")
     # The consumer's assignments and revokes, in the log a failure shows.
     caplog.set_level(logging.INFO, logger="shared.kafka.poll_loop")
     relay_settings = settings.model_copy(update={"outbox_relay_interval_s": RELAY_INTERVAL_S})

@@ -20,6 +20,7 @@ from shared.errors import TemporaryError
 from shared.kafka.record import OutgoingRecord
 from shared.moderation.relay import relay_unpublished_dead_letters, relay_until_caught_up
 from tests.integration.helpers import read_topic, wired_services
+from tests.must_run import skip_or_fail
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
@@ -65,7 +66,7 @@ def test_letters_sent_again_after_a_stalled_publish_all_arrive_each_copy_naming_
     infra, settings
 ):
     if infra.kafka is None or infra.kafka.pid is None:
-        pytest.skip(
+        skip_or_fail(
             "KAFKA_BOOTSTRAP_SERVERS names an external broker, which this test cannot stall"
         )
     settings = settings.model_copy(

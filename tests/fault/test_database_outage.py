@@ -17,6 +17,7 @@ from tests.integration.helpers import (
     seed_ads,
     wired_services,
 )
+from tests.must_run import skip_or_fail
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
@@ -70,7 +71,7 @@ class TaskFeeder:
 
 def test_postgres_stopped_for_10_s_under_load_is_retried_and_every_task_completes(infra, settings):
     if infra.postgres is None:
-        pytest.skip("DATABASE_URL names an external PostgreSQL, which this test cannot stop")
+        skip_or_fail("DATABASE_URL names an external PostgreSQL, which this test cannot stop")
     outage_settings = settings.model_copy(update={"retry_base_delay_s": RETRY_BASE_DELAY_S})
     reports: list[BatchReport] = []
     with wired_services(outage_settings) as services:

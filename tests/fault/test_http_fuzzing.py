@@ -231,6 +231,12 @@ def test_generated_requests_to_the_ops_endpoints_get_no_5xx_and_only_json_4xx_de
         statuses: Counter[tuple[str, int]] = Counter()
         problems: list[str] = []
 
+        def send(path: str, tail: str, method: str, query: str, body: bytes) -> None:
+            response = client.open(path + tail, method=method, query_string=query, data=body)
+            statuses[(path, response.status_code)] += 1
+            if problem := _ops_problem(response, method, traversal="etc/passwd" in tail):
+                problems.append(f"{method} {path + tail!r} ?{query!r}: {problem}")
+
         @given(
             path=st.sampled_from([path for path, _ in OPS_PATHS]),
             tail=_PATH_TAIL,
@@ -245,15 +251,15 @@ def test_generated_requests_to_the_ops_endpoints_get_no_5xx_and_only_json_4xx_de
             phases=[Phase.generate],
             suppress_health_check=list(HealthCheck),
         )
-        def send(path: str, tail: str, method: str, query: str, body: bytes) -> None:
-            response = client.open(path + tail, method=method, query_string=query, data=body)
-            statuses[(path, response.status_code)] += 1
-            if problem := _ops_problem(response, method, traversal="etc/passwd" in tail):
-                problems.append(f"{method} {path + tail!r} ?{query!r}: {problem}")
+        def send_generated(path: str, tail: str, method: str, query: str, body: bytes) -> None:
+            send(path, tail, method, query, body)
 
-        send()
+        # A plain GET of each path too: the generated ones may, by chance, include none.
+        for path, _ in OPS_PATHS:
+            send(path, "", "GET", "", b"")
+        send_generated()
 
-        assert sum(statuses.values()) == OPS_REQUESTS
+        assert sum(statuses.values()) == OPS_REQUESTS + len(OPS_PATHS)
         assert problems == [], "\n".join(problems[:SHOWN_PROBLEMS])
         # Each endpoint answered some requests with success, and refused others.
         for path, _ in OPS_PATHS:

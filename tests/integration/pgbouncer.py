@@ -14,12 +14,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from infra import _process, _unprivileged_user
 from infra._process import LOCALHOST
 from infra.debian_tools import ensure_debian_tool
+from tests.must_run import skip_or_fail
 
 START_TIMEOUT_S = 10.0
 # From 1.21 PgBouncer can track prepared statements (on by default from 1.24), which
@@ -34,10 +34,10 @@ def pgbouncer(database_url: str, folder: Path, *, pool_mode: str, pool_size: int
     `pool_size` server connections for every client."""
     binary = ensure_debian_tool("pgbouncer", "pgbouncer")
     if binary is None:
-        pytest.skip("no pgbouncer here, and apt-get cannot install it")
+        skip_or_fail("no pgbouncer here, and apt-get cannot install it")
     server = conninfo_to_dict(database_url)
     if server.get("password"):
-        pytest.skip("the test database takes a password, which this PgBouncer is not given")
+        skip_or_fail("the test database takes a password, which this PgBouncer is not given")
     port = _process.free_port()
     user = server.get("user", "postgres")
     dbname = server.get("dbname") or user  # libpq's default, as for any URL without one

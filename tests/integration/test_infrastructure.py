@@ -24,6 +24,7 @@ from infra.postgres_server import PostgresServer
 from shared.kafka.config import MAX_RECORD_BYTES
 from shared.kafka.topics import TopicSetupError, delete_topics, describe, ensure_topics
 from shared.settings import Settings
+from tests.must_run import skip_or_fail
 
 TIMEOUT_S = 20.0
 
@@ -227,7 +228,7 @@ def test_the_database_is_migrated_and_emptied_for_each_test(database_url: str) -
 @pytest.mark.fault
 def test_a_restarted_broker_keeps_its_address_and_its_records(infra) -> None:
     if infra.kafka is None:
-        pytest.skip("the broker is external (KAFKA_BOOTSTRAP_SERVERS); it is not ours to restart")
+        skip_or_fail("the broker is external (KAFKA_BOOTSTRAP_SERVERS); it is not ours to restart")
     topic = f"infra-restart-{uuid.uuid4().hex[:8]}"
     admin = _admin(infra.kafka_bootstrap_servers)
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(
@@ -255,7 +256,7 @@ def test_a_stopped_and_started_postgres_keeps_its_address_and_its_rows(
     database_url: str, infra
 ) -> None:
     if infra.postgres is None:
-        pytest.skip("the database is external (DATABASE_URL); it is not ours to stop")
+        skip_or_fail("the database is external (DATABASE_URL); it is not ours to stop")
     with psycopg.connect(database_url, connect_timeout=5) as conn:
         conn.execute("INSERT INTO sellers (is_verified) VALUES (true)")
 
@@ -275,7 +276,7 @@ def test_a_postgres_started_on_a_port_another_server_holds_fails_instead_of_usin
     infra, tmp_path
 ) -> None:
     if infra.postgres is None:
-        pytest.skip("the database is external (DATABASE_URL); there is no server of ours")
+        skip_or_fail("the database is external (DATABASE_URL); there is no server of ours")
     # The other server answers at once, while ours is still on its way to failing to
     # bind the port: only the data directory it reports tells them apart.
     second = PostgresServer(tmp_path / "second", port=infra.postgres.port)
@@ -294,7 +295,7 @@ def test_a_broker_started_on_a_port_another_broker_holds_fails_instead_of_using_
     infra, tmp_path
 ) -> None:
     if infra.kafka is None:
-        pytest.skip("the broker is external (KAFKA_BOOTSTRAP_SERVERS); there is none of ours")
+        skip_or_fail("the broker is external (KAFKA_BOOTSTRAP_SERVERS); there is none of ours")
     # Its own controller, SASL and SSL ports are free; only the client port is taken.
     second = KafkaBroker(tmp_path / "second", port=infra.kafka.port)
     try:

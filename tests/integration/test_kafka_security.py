@@ -16,13 +16,14 @@ from shared.errors import BrokerUnavailable
 from shared.kafka.topics import ensure_topics
 from shared.settings import Settings
 from tests.integration.helpers import running_consumer, seed_ads, task_rows, wired_services
+from tests.must_run import skip_or_fail
 from tests.waiting import wait_until
 
 
 @pytest.fixture
 def sasl_settings(infra, settings) -> Settings:
     if infra.kafka is None or infra.kafka.sasl_port is None:
-        pytest.skip("an external broker: which SASL listener it has, if any, is not known")
+        skip_or_fail("an external broker: which SASL listener it has, if any, is not known")
     return Settings(
         **{
             **settings.model_dump(),
@@ -39,7 +40,7 @@ def sasl_settings(infra, settings) -> Settings:
 @pytest.fixture
 def mutual_tls_settings(infra, settings) -> Settings:
     if infra.kafka is None or infra.kafka.ssl_port is None:
-        pytest.skip("an external broker: which SSL listener it has, if any, is not known")
+        skip_or_fail("an external broker: which SSL listener it has, if any, is not known")
     client = infra.kafka.client_identity
     return Settings(
         **{

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 from infra._process import is_alive
-from tests.waiting import read_line_within, wait_until
+from tests.waiting import read_first_line_within, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,7 +38,7 @@ def test_a_child_in_its_own_session_ends_when_its_parent_is_sigkilled():
     child_pid = None
     try:
         child_pid = int(
-            read_line_within(
+            read_first_line_within(
                 parent.stdout, timeout_s=10, what="the parent to print its child's pid"
             )
         )

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.bootstrap import BatchLetGo
+from shared.bootstrap import BatchLetGo, ShutdownRequested
 from shared.moderation.batch import process_moderation_batch
 from shared.moderation.batch_work import BatchWork
 from tests.fakes import FakeModelLoader, fake_services
@@ -202,6 +202,28 @@ def test_a_batch_out_of_retries_waiting_for_the_database_says_which_one_it_is(ca
     assert (waiting.partition, waiting.records) == (0, 2)
     assert (waiting.first_offset, waiting.last_offset) == (records[0].offset, records[1].offset)
     assert not hasattr(waiting, "task_id")  # two tasks: the offsets say which
+
+
+def test_a_batch_out_of_retries_says_it_waits_for_the_database_before_the_wait(caplog):
+    # Logged as the wait begins: a stop during that wait must not leave it unsaid.
+    services = fake_services()
+    records = [accepted_task(services, 1)]
+    services.db.unavailable_for = 9  # the schedule (8), then one try to fail the task
+    waits = []
+
+    def stop_at_the_wait_for_the_database(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 4:  # the schedule's three, then this one
+            raise ShutdownRequested()
+
+    services.sleeper = stop_at_the_wait_for_the_database
+
+    with pytest.raises(ShutdownRequested):
+        process_moderation_batch(services, records)
+
+    said = [r for r in caplog.records if r.getMessage().startswith("cannot record exhausted")]
+    assert len(said) == 1
+    assert services.db.state.tasks[1].status == "pending"
 
 
 def test_a_task_failed_after_a_database_outage_reports_the_attempts_its_row_counts():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.runner.cli import parse_options
-from shared.runner.embedded import env_is_set
+from shared.runner.cli import RUNNER_ONLY_VARIABLES, parse_options
+from shared.runner.embedded import DEFAULT_STATE_DIR, env_is_set
 
 
 def test_each_flag_overrides_its_setting(monkeypatch):
@@ -41,7 +41,7 @@ def test_env_vars_apply_when_no_flag_is_given(monkeypatch):
 
 
 def test_defaults_apply_without_flags_or_env(monkeypatch):
-    for name in ("PORT", "LOG_LEVEL", "CONSUMER_BATCH_SIZE", "HOST", "RUNNER_SEED_DEMO"):
+    for name in ("PORT", "LOG_LEVEL", "CONSUMER_BATCH_SIZE", *RUNNER_ONLY_VARIABLES):
         monkeypatch.delenv(name, raising=False)
 
     options = parse_options([])
@@ -49,6 +49,7 @@ def test_defaults_apply_without_flags_or_env(monkeypatch):
     assert options.settings.port == 8000
     assert options.host == "127.0.0.1"
     assert options.seed_demo is None
+    assert options.state_dir == DEFAULT_STATE_DIR.resolve()
 
 
 def test_seed_demo_can_be_forced_on_or_off():
@@ -75,7 +76,7 @@ def test_a_seed_demo_env_var_that_is_not_a_boolean_exits_with_status_2(monkeypat
         parse_options([])
 
     assert exit_info.value.code == 2
-    assert "RUNNER_SEED_DEMO: expected true or false, got 'maybe'" in capsys.readouterr().err
+    assert "RUNNER_SEED_DEMO: expected true, false, yes, no" in capsys.readouterr().err
 
 
 def test_an_invalid_value_exits_with_status_2_naming_the_setting(capsys):

@@ -15,7 +15,7 @@ import pytest
 
 from infra._process import free_port
 from shared.runner.shutdown import STOP_SIGNALS, StartUpInterrupted, StartUpInterruption
-from tests.waiting import read_line_within
+from tests.waiting import read_first_line_within
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,7 +91,7 @@ def test_a_worker_process_whose_batch_outlasts_the_budget_still_exits_on_time(tm
         text=True,
     )
     try:
-        started = read_line_within(process.stdout, timeout_s=20, what="the worker to start")
+        started = read_first_line_within(process.stdout, timeout_s=20, what="the worker to start")
         assert started.strip() == "started", process.stderr.read()
         process.send_signal(signal.SIGTERM)
         # Well past the 4.5 s budget, well short of the minute the batch would hold it.
