@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from bench import _infra, loadgen
+from bench import backends, loadgen, processes, report, seeding
 from bench.figures import ratio, rounded_up
 from infra import _process
 from shared.settings import Settings
@@ -38,25 +38,25 @@ WARM_UP_TASKS = 30
 COMPLETION_TIMEOUT_S = 60.0
 P99_TARGET_MS = 250.0
 SUSTAINED_SHARE = 0.99
-SOURCE = _infra.REPO_ROOT / "functions" / "async_predict" / "main.py"
+SOURCE = backends.REPO_ROOT / "functions" / "async_predict" / "main.py"
 CONSUMER_MODULE = "shared.runner.consumer"
 
 
 def run() -> dict[str, dict[str, Any]]:
     if importlib.util.find_spec(CONSUMER_MODULE) is None:
         raise RuntimeError(f"expected the consumer entry point {CONSUMER_MODULE}, found none")
-    stack = _infra.stack()
-    _infra.reset_tables(stack.database_url)
-    _infra.seed_ads(stack.database_url, ADS)
-    settings = _infra.bench_settings(stack)
-    env = _infra.settings_env(settings)
+    stack = backends.stack()
+    seeding.reset_tables(stack.database_url)
+    seeding.seed_ads(stack.database_url, ADS)
+    settings = backends.bench_settings(stack)
+    env = backends.settings_env(settings)
     mix = loadgen.RequestMix("POST", "/?item_id={id}", max_id=ADS)
     with (
-        _infra.fresh_topics(settings),
+        backends.fresh_topics(settings),
         # One worker, as the HTTP benches: a second one, with the consumer, PostgreSQL,
         # Kafka and the load generator on the same 2 cores, made the 202s slower, not faster.
-        _infra.function_server(SOURCE, "async_predict", env, log_dir=stack.run_dir) as server,
-        _infra.python_process(
+        processes.function_server(SOURCE, "async_predict", env, log_dir=stack.run_dir) as server,
+        processes.python_process(
             ["-m", CONSUMER_MODULE],
             {**env, "PORT": str(_process.free_port())},
             log_path=stack.run_dir / "consumer.log",
@@ -84,7 +84,7 @@ def run() -> dict[str, dict[str, Any]]:
         "due->completed p99": loadgen.percentile(after_due, 99),
         "created->completed p99": loadgen.percentile(in_database, 99),
     }
-    _infra.print_table(
+    report.print_table(
         f"async_e2e ({RATE}/s for {DURATION_S} s; processed_at minus the 202's arrival)",
         [
             ("sent", "accepted (202)", "late sends", *figures),
@@ -92,7 +92,7 @@ def run() -> dict[str, dict[str, Any]]:
         ],
     )
     if len(accepted) < SUSTAINED_SHARE * load.sent:
-        _infra.log(
+        report.log(
             f"async_predict did not sustain {RATE}/s: {len(accepted)} of {load.sent} accepted, "
             f"call p99 {figures['call p99']:.0f} ms; the queue is in front of the 202, so "
             "202->completed understates what a caller waits (see due->completed)"
@@ -153,7 +153,7 @@ def _warm_up(settings: Settings, url: str) -> None:
     """A few tasks through the whole path, so the consumer has its partitions and its model."""
     task_ids = []
     for item_id in range(1, WARM_UP_TASKS + 1):
-        status, body = _infra.http_request(
+        status, body = processes.http_request(
             f"{url}/?item_id={item_id}", method="POST", body=b"", timeout_s=30.0
         )
         if status != 202:
@@ -168,7 +168,7 @@ def _wait_until_processed(
     """task_id -> (created_at, processed_at) in epoch seconds, once every task is finished
     or at the deadline."""
     deadline = time.monotonic() + COMPLETION_TIMEOUT_S
-    with _infra.connect(settings.database_url) as conn:
+    with seeding.connect(settings.database_url) as conn:
         while True:
             rows = conn.execute(
                 "SELECT id, status, extract(epoch FROM created_at)::float8,"

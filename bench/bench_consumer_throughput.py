@@ -33,7 +33,7 @@ import numpy as np
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
-from bench import _infra
+from bench import backends, report, seeding
 from bench.figures import ratio
 from shared.bootstrap import Model, build_services
 from shared.domain import Ad, BatchVerdicts, Verdict
@@ -87,9 +87,9 @@ class Drain:
 
 
 def run() -> dict[str, dict[str, Any]]:
-    stack = _infra.stack()
-    _infra.reset_tables(stack.database_url)
-    _infra.seed_ads(stack.database_url, ADS)
+    stack = backends.stack()
+    seeding.reset_tables(stack.database_url)
+    seeding.seed_ads(stack.database_url, ADS)
     ours_rounds: list[Drain] = []
     floor_rounds: list[Drain] = []
     model_free_rounds: list[Drain] = []
@@ -100,7 +100,7 @@ def run() -> dict[str, dict[str, Any]]:
     ours, floor = median_drain(ours_rounds), median_drain(floor_rounds)
     model_free = median_drain(model_free_rounds)
     seed = measure(stack, SEED_STYLE_TASKS, ADS, drain_seed_style)
-    _infra.print_table(
+    report.print_table(
         f"consumer_throughput (all but seed-style: median of {ROUNDS} rounds, taking turns)",
         [("pipeline", "rows", "seconds", "rows/s", "each round, rows/s")]
         + [
@@ -149,22 +149,22 @@ def _rates(rounds: Sequence[Drain]) -> str:
 
 
 def measure(
-    stack: _infra.Stack, tasks: int, ads: int, drain: Callable[[Settings, int], Drain]
+    stack: backends.Stack, tasks: int, ads: int, drain: Callable[[Settings, int], Drain]
 ) -> Drain:
     """`tasks` fresh pending rows (and no others), drained by `drain`."""
-    _infra.reset_tasks(stack.database_url)
-    return drain_tasks(stack, _infra.seed_pending_tasks(stack.database_url, tasks, ads), drain)
+    seeding.reset_tasks(stack.database_url)
+    return drain_tasks(stack, seeding.seed_pending_tasks(stack.database_url, tasks, ads), drain)
 
 
 def drain_tasks(
-    stack: _infra.Stack,
+    stack: backends.Stack,
     pending: Sequence[tuple[int, int]],
     drain: Callable[[Settings, int], Drain],
 ) -> Drain:
     """A fresh topic holding one record per pending (task_id, item_id), drained by `drain`."""
-    settings = _infra.bench_settings(stack)
-    with _infra.fresh_topics(settings):
-        _infra.produce_tasks(settings, pending)
+    settings = backends.bench_settings(stack)
+    with backends.fresh_topics(settings):
+        seeding.produce_tasks(settings, pending)
         result = drain(settings, len(pending))
     _check_all_completed(stack.database_url, [task_id for task_id, _ in pending])
     return result
@@ -362,6 +362,6 @@ def _store_offsets(consumer: Consumer, messages: Sequence[Any]) -> None:
 
 
 def _check_all_completed(database_url: str, task_ids: Sequence[int]) -> None:
-    statuses = _infra.count_by_status(database_url, task_ids)
+    statuses = seeding.count_by_status(database_url, task_ids)
     if statuses.get("completed", 0) != len(task_ids):
         raise RuntimeError(f"expected all {len(task_ids)} tasks completed, found {statuses}")

@@ -22,7 +22,7 @@ import contextlib
 import statistics
 from typing import Any
 
-from bench import _infra, loadgen
+from bench import backends, loadgen, report, seeding
 from bench.bench_consumer_throughput import drain_ours, drain_tasks
 from bench.bench_http import MAX_RATE_S, PREDICT_SOURCE, measure_max_rate, serve
 from bench.figures import ratio
@@ -40,15 +40,15 @@ KEPT_SHARE = 0.8
 
 def run() -> dict[str, dict[str, Any]]:
     small, large = SIZES
-    main = _infra.stack()
-    _infra.reset_tables(main.database_url)
-    with _infra.second_database(main) as other:
+    main = backends.stack()
+    seeding.reset_tables(main.database_url)
+    with backends.second_database(main) as other:
         stacks = {small: main, large: other}
         for size, stack in stacks.items():
             _grow_tables(stack.database_url, size)
         consumer = _consumer_rates(stacks)
         http = _simple_predict_rates(stacks)
-    _infra.print_table(
+    report.print_table(
         f"cost_growth (medians of {CONSUMER_ROUNDS} and {HTTP_ROUNDS} alternating rounds)",
         [("rows in ads and moderation_results", "consumer rows/s", "simple_predict req/s")]
         + [
@@ -84,15 +84,15 @@ def _median_and_rounds(rates: list[float]) -> str:
 
 def _grow_tables(database_url: str, size: int) -> None:
     """`size` ads, and `size - DRAIN_TASKS` finished tasks of history (the drains add the rest)."""
-    _infra.log(f"loading {size:,} rows into ads and moderation_results")
-    _infra.seed_ads(database_url, size)
-    with _infra.connect(database_url) as conn:
+    report.log(f"loading {size:,} rows into ads and moderation_results")
+    seeding.seed_ads(database_url, size)
+    with seeding.connect(database_url) as conn:
         history = conn.execute("SELECT count(*) FROM moderation_results").fetchone()[0]
     if size - DRAIN_TASKS > history:
-        _infra.seed_completed_tasks(database_url, size - DRAIN_TASKS - history, ads=size)
+        seeding.seed_completed_tasks(database_url, size - DRAIN_TASKS - history, ads=size)
 
 
-def _consumer_rates(stacks: dict[int, _infra.Stack]) -> dict[int, list[float]]:
+def _consumer_rates(stacks: dict[int, backends.Stack]) -> dict[int, list[float]]:
     rates: dict[int, list[float]] = {size: [] for size in stacks}
     for _ in range(CONSUMER_ROUNDS):
         for size, stack in stacks.items():
@@ -100,16 +100,16 @@ def _consumer_rates(stacks: dict[int, _infra.Stack]) -> dict[int, list[float]]:
     return rates
 
 
-def _drain_rate(stack: _infra.Stack, size: int) -> float:
+def _drain_rate(stack: backends.Stack, size: int) -> float:
     """DRAIN_TASKS fresh tasks drained, then deleted, so that every turn finds the same table."""
-    pending = _infra.seed_pending_tasks(stack.database_url, DRAIN_TASKS, size)
+    pending = seeding.seed_pending_tasks(stack.database_url, DRAIN_TASKS, size)
     rate = drain_tasks(stack, pending, drain_ours).rate
-    _infra.delete_tasks(stack.database_url, [task_id for task_id, _ in pending])
-    _infra.vacuum(stack.database_url, "moderation_results")
+    seeding.delete_tasks(stack.database_url, [task_id for task_id, _ in pending])
+    seeding.vacuum(stack.database_url, "moderation_results")
     return rate
 
 
-def _simple_predict_rates(stacks: dict[int, _infra.Stack]) -> dict[int, list[float]]:
+def _simple_predict_rates(stacks: dict[int, backends.Stack]) -> dict[int, list[float]]:
     mixes = {size: loadgen.RequestMix("POST", "/?item_id={id}", max_id=size) for size in stacks}
     rates: dict[int, list[float]] = {size: [] for size in stacks}
     with contextlib.ExitStack() as servers:
@@ -119,7 +119,7 @@ def _simple_predict_rates(stacks: dict[int, _infra.Stack]) -> dict[int, list[flo
                     stack,
                     PREDICT_SOURCE,
                     "simple_predict",
-                    _infra.settings_env(_infra.bench_settings(stack)),
+                    backends.settings_env(backends.bench_settings(stack)),
                     mixes[size],
                 )
             )

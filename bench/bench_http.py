@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import _infra, loadgen
+from bench import backends, loadgen, processes, report, seeding
 from bench.figures import ratio, rounded_up
 
 RESULT_GROUPS = ("predict_http", "simple_predict_http")  # see bench/__main__.py
@@ -40,9 +40,9 @@ FIXED_RATE_S = 10
 RATE_TARGET = 0.7
 P99_TARGET_MS = 10.0
 MAX_ERROR_SHARE = 0.001
-PREDICT_SOURCE = _infra.REPO_ROOT / "functions" / "predict" / "main.py"
-HELLO_SOURCE = _infra.REPO_ROOT / "bench" / "hello" / "main.py"
-BARE_SOURCE = _infra.REPO_ROOT / "bench" / "bare" / "main.py"
+PREDICT_SOURCE = backends.REPO_ROOT / "functions" / "predict" / "main.py"
+HELLO_SOURCE = backends.REPO_ROOT / "bench" / "hello" / "main.py"
+BARE_SOURCE = backends.REPO_ROOT / "bench" / "bare" / "main.py"
 # bench/bare/main.py's functions, and what each leaves out of simple_predict.
 BARE_FUNCTIONS = {
     "lookup_and_model": "the endpoint wrapper",
@@ -60,14 +60,14 @@ class HttpFigures:
 
 
 def run() -> dict[str, dict[str, Any]]:
-    stack = _infra.stack()
-    _infra.reset_tables(stack.database_url)
-    _infra.seed_ads(stack.database_url, ADS)
-    env = _infra.settings_env(_infra.bench_settings(stack))
+    stack = backends.stack()
+    seeding.reset_tables(stack.database_url)
+    seeding.seed_ads(stack.database_url, ADS)
+    env = backends.settings_env(backends.bench_settings(stack))
     cases = {
         "predict_http": (
             "predict",
-            loadgen.RequestMix("POST", "/", bodies=_infra.ad_bodies(500)),
+            loadgen.RequestMix("POST", "/", bodies=processes.ad_bodies(500)),
             (),
         ),
         "simple_predict_http": (
@@ -86,12 +86,12 @@ def run() -> dict[str, dict[str, Any]]:
             results[f"{name}.{function}_max_rate"] = _bare_entry(function, rate, hello)
             label = f"  {target} without {BARE_FUNCTIONS[function]}"
             rows.append((label, f"{rate:,.0f}", "", "", "", ""))
-    _infra.print_table("predict_http / simple_predict_http (gunicorn, same settings)", rows)
+    report.print_table("predict_http / simple_predict_http (gunicorn, same settings)", rows)
     return results
 
 
 def compare_with_hello(
-    stack: _infra.Stack,
+    stack: backends.Stack,
     env: dict[str, str],
     target: str,
     mix: loadgen.RequestMix,
@@ -124,7 +124,7 @@ def compare_with_hello(
 
 @contextlib.contextmanager
 def serve(
-    stack: _infra.Stack,
+    stack: backends.Stack,
     source: Path,
     target: str,
     env: dict[str, str],
@@ -133,12 +133,12 @@ def serve(
     server_as: str | None = None,
 ) -> Iterator[str]:
     """The function on gunicorn, warmed up (model loaded, connections open); yields its URL."""
-    with _infra.function_server(
+    with processes.function_server(
         source, target, env, log_dir=stack.run_dir, server_as=server_as
     ) as server:
         path = mix.path.replace("{id}", "1")
         body = mix.bodies[0] if mix.bodies else None
-        _infra.warm_up(server.url + path, method=mix.method, body=body)
+        processes.warm_up(server.url + path, method=mix.method, body=body)
         loadgen.max_rate(server.url, mix, duration_s=WARM_UP_S)
         yield server.url
 
@@ -150,7 +150,7 @@ def alternating_max_rates(urls: dict[str, str], mix: loadgen.RequestMix) -> dict
     for _ in range(MAX_RATE_ROUNDS):
         for name, url in urls.items():
             rates[name].append(measure_max_rate(url, mix))
-    _infra.log("max rates, " + "; ".join(f"{name}: {_rounded(r)}" for name, r in rates.items()))
+    report.log("max rates, " + "; ".join(f"{name}: {_rounded(r)}" for name, r in rates.items()))
     return {name: statistics.median(rounds) for name, rounds in rates.items()}
 
 

@@ -16,10 +16,10 @@ import pytest
 
 import bench.__main__ as runner
 from bench.__main__ import discover, format_table, merge_results, result_groups
-from bench._infra import function_server
 from bench.bench_http import HELLO_SOURCE
 from bench.figures import ratio, rounded_down, rounded_up
 from bench.loadgen import RequestMix, fixed_rate, percentile
+from bench.processes import function_server
 
 
 def _result(value: float, baseline: float | None = None) -> dict:
