@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import BinaryIO
 
 from werkzeug.serving import LISTEN_QUEUE, ThreadedWSGIServer, WSGIRequestHandler
 
 # The longest a client may leave its connection silent (before or within a request),
-# and the longest it may take over its request line and headers: each connection holds
-# a thread, and without a limit a client that sends nothing, or half a request, holds it
-# until it goes (100 idle sockets held 100 threads), and one that sends a byte every few
-# seconds never falls silent for long.
+# the longest it may take over its request line and headers, and then over its body:
+# each connection holds a thread, and without a limit a client that sends nothing, or
+# half a request, holds it until it goes (100 idle sockets held 100 threads), and one
+# that sends a byte every few seconds never falls silent for long.
 CLIENT_TIMEOUT_S = 30.0
 # The most connections served at once. Past it a new one gets a 503 and is closed, so
 # that no client, however many connections it opens, grows the threads without bound.
 MAX_CONNECTIONS = 128
+# The most of a request's body the server reads, the app's reads and its own together.
+# After every response werkzeug reads whatever the client still sends, up to 10 GB, so
+# that it sees the answer rather than a reset: after a refusal (413) that meant taking
+# in a huge body anyway, on a thread the request holds. Past this cap the connection
+# is closed instead, and a client still sending may see a reset.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 
 class CannotListen(OSError):
@@ -36,6 +44,7 @@ class HttpServer:
         listener: socket.socket | None = None,
         client_timeout_s: float = CLIENT_TIMEOUT_S,
         max_connections: int = MAX_CONNECTIONS,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
     ) -> None:
         # Binds now, unless handed a socket `listen` bound earlier, so a taken port or an
         # unknown host fails at start-up, saying which.
@@ -49,6 +58,7 @@ class HttpServer:
                 fd=listener.fileno(),
                 client_timeout_s=client_timeout_s,
                 max_connections=max_connections,
+                max_request_bytes=max_request_bytes,
             )
         finally:
             listener.close()  # the server holds a duplicate of its own
@@ -116,7 +126,10 @@ class _JsonErrorsRequestHandler(WSGIRequestHandler):
     def parse_request(self) -> bool:
         """Reads the headers; once they are in, their deadline no longer applies. A request
         cut at that deadline is not served: the end of the connection reads as the end of
-        its headers, and those that never came (an Idempotency-Key, say) would be missed."""
+        its headers, and those that never came (an Idempotency-Key, say) would be missed.
+
+        The body is then read through `_RequestBody`: by a deadline of its own, and up to
+        the server's cap."""
         try:
             parsed = super().parse_request()
         finally:
@@ -124,6 +137,13 @@ class _JsonErrorsRequestHandler(WSGIRequestHandler):
         if cut:
             self.close_connection = True
             return False
+        if parsed:
+            self.rfile = _RequestBody(
+                self.rfile,
+                self.connection,
+                deadline=time.monotonic() + self.server.client_timeout_s,
+                max_bytes=self.server.max_request_bytes,
+            )
         return parsed
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
@@ -157,7 +177,10 @@ class _CountingServer(ThreadedWSGIServer):
         fd: int,
         client_timeout_s: float,
         max_connections: int,
+        max_request_bytes: int,
     ) -> None:
+        self.client_timeout_s = client_timeout_s
+        self.max_request_bytes = max_request_bytes
         # socketserver sets a handler's `timeout` on its connection; werkzeug then drops a
         # connection whose read times out, as one the client dropped.
         handler = type(
@@ -257,3 +280,62 @@ def _refuse_as_busy(connection: socket.socket) -> None:
         with contextlib.suppress(BlockingIOError):
             connection.recv(65536)
         connection.send(_BUSY)
+
+
+class _RequestBody:
+    """A request's body as the app and werkzeug read it: ended (as if the client had
+    stopped sending) at `deadline`, and after `max_bytes`.
+
+    The socket's own timeout only bounds each wait, so a client sending a byte every few
+    seconds would hold its thread for as long as it liked; each read here waits at most
+    until the deadline, and reads no more than one receive's worth at a time."""
+
+    def __init__(
+        self, raw: BinaryIO, connection: socket.socket, *, deadline: float, max_bytes: int
+    ) -> None:
+        self._raw = raw
+        self._connection = connection
+        self._deadline = deadline
+        self._left = max_bytes
+
+    def read(self, size: int | None = -1) -> bytes:
+        wanted = self._left if size is None or size < 0 else min(size, self._left)
+        data = bytearray()
+        while len(data) < wanted:
+            chunk = self._receive(functools.partial(self._raw.read1, wanted - len(data)))
+            if not chunk:
+                break
+            data += chunk
+        return bytes(data)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        wanted = self._left if size is None or size < 0 else min(size, self._left)
+        line = bytearray()
+        while len(line) < wanted and not line.endswith(b"\n"):
+            ready = self._receive(functools.partial(self._raw.peek, 1), consumed=False)
+            if not ready:
+                break
+            end = ready.find(b"\n", 0, wanted - len(line))
+            take = end + 1 if end >= 0 else min(len(ready), wanted - len(line))
+            line += self._raw.read(take)  # already buffered: no wait
+            self._left -= take
+        return bytes(line)
+
+    def _receive(self, receive: Callable[[], bytes], *, consumed: bool = True) -> bytes:
+        """What one receive gives, waited for until the deadline at most; nothing once
+        the deadline or the cap is reached, or the client is gone."""
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0 or self._left <= 0:
+            return b""
+        timeout = self._connection.gettimeout()
+        try:
+            self._connection.settimeout(remaining)
+            data = receive()
+        except (TimeoutError, OSError):
+            return b""
+        finally:
+            with contextlib.suppress(OSError):
+                self._connection.settimeout(timeout)
+        if consumed:
+            self._left -= len(data)
+        return data

@@ -30,7 +30,7 @@ from shared.runner.app import build_runner_app
 from shared.runner.cli import RunnerOptions, parse_options
 from shared.runner.demo_data import seed_demo_data
 from shared.runner.embedded import Backends, start_backends
-from shared.runner.http_server import HttpServer, listen
+from shared.runner.http_server import MAX_REQUEST_BYTES, HttpServer, listen
 from shared.runner.shutdown import (
     SHUTDOWN_BUDGET_S,
     Deadline,
@@ -201,7 +201,14 @@ def start(
     services: Services, options: RunnerOptions, stop: StopSignal, listener: socket.socket
 ) -> _Running:
     settings = services.settings
-    server = HttpServer(build_runner_app(), options.host, settings.port, listener=listener)
+    server = HttpServer(
+        build_runner_app(),
+        options.host,
+        settings.port,
+        listener=listener,
+        # Room for the largest body the functions take, chunked framing included.
+        max_request_bytes=max(MAX_REQUEST_BYTES, 2 * settings.max_body_bytes),
+    )
     consumer = ConsumerWorker(settings, load_consumer_handler())
     relay = RelayWorker(services)
     server.start()

@@ -4,6 +4,7 @@ long it waits on a silent client."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import socket
@@ -190,3 +191,76 @@ def test_connections_past_the_limit_get_a_json_503_and_the_server_stays_up():
     assert headers["Content-Type"] == "application/json"
     assert json.loads(body) == {"detail": "Too many connections; retry shortly"}
     assert answered == 200
+
+
+def test_a_client_trickling_its_body_is_cut_at_the_deadline_and_frees_its_thread():
+    # One byte every 0.1 s never leaves the connection silent for the 0.5 s a read may
+    # wait; the request's deadline still ends the body, as if the client had stopped.
+    bodies: list[int] = []
+
+    def reading_app(environ, start_response):
+        bodies.append(len(environ["wsgi.input"].read(100)))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    server = HttpServer(reading_app, "127.0.0.1", 0, client_timeout_s=0.5)
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as trickle:
+            started = time.monotonic()
+            trickle.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+            for _ in range(60):
+                try:
+                    trickle.sendall(b"x")
+                except OSError:  # the server closed the connection
+                    break
+                time.sleep(0.1)
+                if bodies:
+                    break
+            answered_after_s = time.monotonic() - started
+        freed = _wait_for(lambda: server.connections_in_flight == 0, timeout_s=5)
+    finally:
+        server.stop()
+
+    assert len(bodies) == 1 and 0 < bodies[0] < 100
+    assert answered_after_s < 3
+    assert freed
+
+
+def test_after_a_refusal_the_server_reads_no_more_than_its_cap_of_the_body():
+    # werkzeug reads what a client still sends after the response, up to 10 GB: a 413
+    # would then take the whole body in anyway. Past the cap the connection is closed.
+    def refusing_app(environ, start_response):
+        start_response("413 Payload Too Large", [("Content-Type", "application/json")])
+        return [b'{"detail": "too large"}']
+
+    declared = 100 * 1024 * 1024
+    server = HttpServer(refusing_app, "127.0.0.1", 0, max_request_bytes=256 * 1024)
+    server.start()
+    sent = 0
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as client:
+            client.sendall(
+                f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {declared}\r\n\r\n".encode()
+            )
+            chunk = b"\0" * 65536
+            with contextlib.suppress(OSError):  # reset, or a send left waiting: both end it
+                while sent < declared:
+                    client.sendall(chunk)
+                    sent += len(chunk)
+        freed = _wait_for(lambda: server.connections_in_flight == 0, timeout_s=5)
+    finally:
+        server.stop()
+
+    # What the kernel's buffers on both ends hold, at most; the whole body was 100 MiB.
+    assert sent < 32 * 1024 * 1024
+    assert freed
+
+
+def _wait_for(condition, *, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
