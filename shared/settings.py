@@ -106,7 +106,8 @@ class Settings(BaseSettings):
     )
 
     # PostgreSQL
-    database_url: str = "postgresql://postgres@127.0.0.1:5432/moderation"
+    # Out of repr, as the Kafka passwords: it may hold the database's password.
+    database_url: str = Field(default="postgresql://postgres@127.0.0.1:5432/moderation", repr=False)
     db_pool_min_size: int = Field(default=1, ge=0)
     db_pool_max_size: int = Field(default=10, ge=1)
     db_connect_timeout_s: float = Field(default=5.0, gt=0, le=MAX_DURATION_S)
@@ -162,7 +163,7 @@ class Settings(BaseSettings):
     model_uri: str = DEFAULT_MODEL_URI
 
     # HTTP
-    api_keys: str = ""
+    api_keys: str = Field(default="", repr=False)
     # Room for the largest ad PredictRequest accepts in any JSON encoding: 21,000
     # characters of name and description, each up to 12 bytes as an escaped surrogate pair.
     max_body_bytes: int = Field(default=256 * 1024, ge=1)

@@ -67,7 +67,8 @@ def caller_scope(request: flask.Request, keys: list[str]) -> str | None:
 
 
 def _presented_key(request: flask.Request) -> str:
-    presented = request.headers.get("X-API-Key", "")
+    # Stripped as gunicorn strips header values; werkzeug's server (the runner) does not.
+    presented = request.headers.get("X-API-Key", "").strip()
     authorization = request.headers.get("Authorization", "")
     if authorization[:7].lower() == "bearer ":
         presented = authorization[7:].strip()

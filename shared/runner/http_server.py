@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from email.message import Message
 from typing import BinaryIO
 
 from werkzeug.serving import LISTEN_QUEUE, ThreadedWSGIServer, WSGIRequestHandler
@@ -137,6 +138,11 @@ class _JsonErrorsRequestHandler(WSGIRequestHandler):
         if cut:
             self.close_connection = True
             return False
+        if parsed and _framed_twice(self.headers):
+            # Two lengths, or two codings, disagree on where the body ends: a proxy in
+            # front may read it one way and this server another (RFC 9112, 6.3).
+            self.send_error(400, "Content-Length or Transfer-Encoding sent twice")
+            return False
         if parsed:
             self.rfile = _RequestBody(
                 self.rfile,
@@ -160,6 +166,13 @@ class _JsonErrorsRequestHandler(WSGIRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+
+def _framed_twice(headers: Message) -> bool:
+    return any(len(headers.get_all(name) or []) > 1 for name in _FRAMING_HEADERS)
+
+
+_FRAMING_HEADERS = ("Content-Length", "Transfer-Encoding")
 
 
 class _CountingServer(ThreadedWSGIServer):

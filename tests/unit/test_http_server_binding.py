@@ -112,8 +112,13 @@ def _raw_exchange(port: int, request: bytes) -> tuple[str, dict[str, str], bytes
             "414",
             "Request-URI Too Long",
         ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 2\r\n\r\nhello",
+            "400",
+            "Content-Length or Transfer-Encoding sent twice",
+        ),
     ],
-    ids=["bad-request-line", "too-many-headers", "request-line-too-long"],
+    ids=["bad-request-line", "too-many-headers", "request-line-too-long", "two-lengths"],
 )
 def test_a_request_the_server_cannot_parse_is_refused_in_json(request_bytes, status, detail):
     server = HttpServer(_app, "127.0.0.1", 0)

@@ -351,3 +351,15 @@ def test_the_warning_comes_even_when_the_misspelling_is_why_the_settings_fail():
 
     warning = "DB_POOL_MAXSIZE is set, and no setting has that name: did you mean DB_POOL_MAX_SIZE?"
     assert result.stderr.splitlines().count(warning) == 1, result.stderr
+
+
+def test_the_repr_of_the_settings_shows_neither_the_database_password_nor_the_api_keys():
+    settings = Settings(
+        database_url="postgresql://moderation:db-secret-1@db/moderation",
+        api_keys="api-secret-1,api-secret-2",
+    )
+
+    shown = repr(settings)
+
+    assert "secret" not in shown
+    assert "kafka_bootstrap_servers" in shown  # the rest is still there
