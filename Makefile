@@ -76,9 +76,11 @@ format: venv
 bench: venv model
 	$(PY) -m bench
 
-# One deployable folder per function in dist/functions/<name>/ (main.py, shared/, requirements.txt).
-package: venv
-	$(PY) -m infra.package --out dist/functions
+# One deployable folder per function in dist/functions/<name>/ (main.py, shared/,
+# requirements.txt and the constraints.txt it points to). The packager needs only the
+# standard library: no venv, so no compiler, is needed to package.
+package:
+	$(PYTHON) -m infra.package --out dist/functions
 
 clean:
 	rm -rf dist build .pytest_cache .ruff_cache

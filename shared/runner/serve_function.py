@@ -34,13 +34,21 @@ def available_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
 
 def main() -> int:
     target = os.environ.get("FUNCTION_TARGET", "")
+    if not target and {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__)
+        print("Other arguments go to functions-framework; with FUNCTION_TARGET set, --help")
+        print("is functions-framework's own.")
+        return 0
     if not target:
-        print("FUNCTION_TARGET is not set: expected a function name, e.g. async_predict")
+        print(
+            "FUNCTION_TARGET is not set: expected a function name, e.g. async_predict",
+            file=sys.stderr,
+        )
         return 2
     try:
         function = find_target(target)
     except LookupError as error:
-        print(error)
+        print(error, file=sys.stderr)
         return 2
     os.environ.setdefault("FUNCTION_SOURCE", str(function.source))
     # One worker per CPU, and the function's own thread count, unless the deployment says.
@@ -48,7 +56,10 @@ def main() -> int:
         os.environ.setdefault(name, value)
     executable = shutil.which("functions-framework")
     if executable is None:
-        print("functions-framework is not installed (pip install -r requirements.txt)")
+        print(
+            "functions-framework is not installed (pip install -r requirements.txt)",
+            file=sys.stderr,
+        )
         return 2
     # exec: functions-framework becomes PID 1's process and gets SIGTERM directly.
     os.execv(executable, [executable, *sys.argv[1:]])

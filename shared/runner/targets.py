@@ -10,7 +10,6 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS_DIR = REPO_ROOT / "functions"
-DEFAULT_THREADS_PER_CPU = 4  # functions-framework's own default
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,24 +23,27 @@ class FunctionTarget:
     path: str | None
     # The path ends in a parameter (`/moderation_result/{task_id}`), so subpaths are its own.
     takes_subpath: bool = False
-    # gunicorn threads per worker when deployed (functions-framework's THREADS); None keeps
-    # its default of 4 per CPU. 1 would switch gunicorn to its sync worker, which drops
-    # keep-alive and serves one request at a time (predict's p99 went to 14-38 ms on it),
-    # so every HTTP function is threaded. predict takes 2: its requests hold the GIL, so
-    # more threads only contend for it (bench/bench_http.py; bench/README.md gives
-    # the rates on other counts). simple_predict takes 4: a request also waits for its
-    # lookup, which another thread can use; 4 also stays within the pool's 10
-    # connections, which functions-framework's 4 per CPU would not on a larger machine.
-    # moderation_result, one lookup per request too, takes the same (not measured on its
-    # own). async_predict takes 16: a request mostly waits (an INSERT, the broker's ack,
-    # an UPDATE, each holding a connection briefly), and with 4 threads one worker
-    # accepted 92-96 % of 500/s.
-    threads: int | None = None
+    # gunicorn threads per worker when deployed (functions-framework's THREADS). Its own
+    # default, 4 per CPU, would outgrow the pool's 10 connections on a larger machine, and
+    # a request waiting for one past DB_CONNECT_TIMEOUT_S gets a 503 (in the push
+    # consumer, a retry schedule run for no outage). 1 would switch gunicorn to its sync
+    # worker, which drops keep-alive and serves one request at a time (predict's p99 went
+    # to 14-38 ms on it), so every HTTP function is threaded.
+    # - predict takes 2: its requests hold the GIL, so more threads only contend for it
+    #   (bench/bench_http.py; bench/README.md gives the rates on other counts).
+    # - simple_predict takes 4: a request also waits for its lookup, which another thread
+    #   can use. moderation_result, one lookup per request too, takes the same (not
+    #   measured on its own).
+    # - async_predict takes 16: a request mostly waits (an INSERT, the broker's ack, an
+    #   UPDATE, each holding a connection briefly); with 4 threads one worker accepted
+    #   92-96 % of 500/s.
+    # - The push consumer takes 8, below the pool's 10: each request holds a connection
+    #   through its batch. The relay, called once a minute at most, takes 2.
+    threads: int = 4
 
     def server_env(self, cpu_count: int) -> dict[str, str]:
         """functions-framework's gunicorn settings for this function: WORKERS and THREADS."""
-        threads = self.threads or cpu_count * DEFAULT_THREADS_PER_CPU
-        return {"WORKERS": str(cpu_count), "THREADS": str(threads)}
+        return {"WORKERS": str(cpu_count), "THREADS": str(self.threads)}
 
     @property
     def source(self) -> Path:
@@ -52,11 +54,17 @@ HTTP_FUNCTIONS = (
     FunctionTarget("predict", "predict", "/predict", threads=2),
     FunctionTarget("simple_predict", "predict", "/simple_predict", threads=4),
     FunctionTarget("async_predict", "async_predict", "/async_predict", threads=16),
-    FunctionTarget("moderation_result", "moderation_result", "/moderation_result", True, threads=4),
+    FunctionTarget(
+        "moderation_result",
+        "moderation_result",
+        "/moderation_result",
+        takes_subpath=True,
+        threads=4,
+    ),
 )
-CONSUMER_FUNCTION = FunctionTarget("moderation_consumer", "moderation_consumer", None)
+CONSUMER_FUNCTION = FunctionTarget("moderation_consumer", "moderation_consumer", None, threads=8)
 # Called by a scheduler where only functions run; the runner runs the relay as a thread.
-RELAY_FUNCTION = FunctionTarget("outbox_relay", "outbox_relay", None)
+RELAY_FUNCTION = FunctionTarget("outbox_relay", "outbox_relay", None, threads=2)
 ALL_FUNCTIONS = (*HTTP_FUNCTIONS, CONSUMER_FUNCTION, RELAY_FUNCTION)
 
 

@@ -195,7 +195,4 @@ def test_the_dockerfile_copies_what_exists_and_its_command_is_real():
 def test_each_http_function_gets_the_thread_count_its_target_asks_for(function):
     environment = SERVICES[function.target]["environment"]
 
-    if function.threads is None:
-        assert "THREADS" not in environment
-    else:
-        assert environment["THREADS"] == find_target(function.target).server_env(1)["THREADS"]
+    assert environment["THREADS"] == find_target(function.target).server_env(1)["THREADS"]

@@ -38,6 +38,22 @@ def test_the_model_bound_function_gets_two_threads_and_a_worker_per_cpu(environ,
     assert (environment["WORKERS"], environment["THREADS"]) == ("2", "2")
 
 
+@pytest.mark.parametrize("target", ["moderation_consumer", "outbox_relay"])
+def test_the_consumer_and_relay_functions_get_threads_within_the_pool_on_any_machine(
+    environ, exec_calls, monkeypatch, target
+):
+    # Each of their requests holds a pooled connection throughout; functions-framework's
+    # own 4 threads per CPU would queue them for one on 3 CPUs or more.
+    monkeypatch.setattr(serve_function, "available_cpus", lambda: 16)
+    environ["FUNCTION_TARGET"] = target
+
+    serve_function.main()
+
+    [(_, _, environment)] = exec_calls
+    assert environment["WORKERS"] == "16"
+    assert int(environment["THREADS"]) <= Settings.model_fields["db_pool_max_size"].default
+
+
 def test_the_lookup_functions_get_four_threads_within_the_pool(environ, exec_calls):
     environ["FUNCTION_TARGET"] = "simple_predict"
 
@@ -62,7 +78,7 @@ def test_an_unknown_target_is_refused_without_starting_anything(environ, exec_ca
 
     assert serve_function.main() == 2
     assert exec_calls == []
-    assert "unknown function target 'nope'" in capsys.readouterr().out
+    assert "unknown function target 'nope'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -88,3 +104,12 @@ def test_without_a_cgroup_limit_file_the_usable_cpus_count(tmp_path, monkeypatch
     )
 
     assert serve_function.available_cpus(tmp_path / "absent") == 3
+
+
+def test_help_without_a_target_says_how_to_pick_one(environ, exec_calls, capsys, monkeypatch):
+    monkeypatch.setattr(serve_function.sys, "argv", ["serve_function", "--help"])
+
+    assert serve_function.main() == 0
+
+    assert exec_calls == []
+    assert "FUNCTION_TARGET picks the" in capsys.readouterr().out
