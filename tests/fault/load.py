@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient
 from shared.bootstrap import Services
 from shared.kafka.envelope import encode_task_message
 from shared.settings import Settings
-from tests.integration.helpers import produce_raw
+from tests.integration.kafka_records import produce_raw
 
 ADMIN_TIMEOUT_S = 10.0
 # For consumers whose reads `reads_of_ads_blocked` holds up: longer than any block.

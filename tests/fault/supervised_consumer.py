@@ -12,7 +12,7 @@ import pytest
 
 from shared.bootstrap import Services
 from shared.kafka.poll_loop import PartitionedPollLoop
-from tests.integration.helpers import new_poll_loop
+from tests.integration.wiring import new_poll_loop
 
 log = logging.getLogger(__name__)
 WATCH_INTERVAL_S = 0.2

@@ -24,11 +24,9 @@ from shared.runner.workers import RelayWorker
 from tests.fault.load import ConsumerGroupProbe, dead_letter_rows, outcomes
 from tests.fault.supervised_consumer import supervised_consumer
 from tests.fault.waiting import wait_for
-from tests.integration.helpers import (
-    records_on,
-    seed_ads,
-    wired_services,
-)
+from tests.integration.database_rows import seed_ads
+from tests.integration.kafka_records import records_on
+from tests.integration.wiring import wired_services
 from tests.must_run import skip_or_fail
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]

@@ -19,7 +19,8 @@ from shared.db.dead_letters import DeadLetter, insert_dead_letters
 from shared.errors import TemporaryError
 from shared.kafka.record import OutgoingRecord
 from shared.moderation.relay import relay_unpublished_dead_letters, relay_until_caught_up
-from tests.integration.helpers import read_topic, wired_services
+from tests.integration.kafka_records import read_topic
+from tests.integration.wiring import wired_services
 from tests.must_run import skip_or_fail
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]

@@ -17,7 +17,9 @@ from tests.fault.load import (
     status_counts,
 )
 from tests.fault.waiting import wait_for
-from tests.integration.helpers import records_on, seed_ads, wired_services
+from tests.integration.database_rows import seed_ads
+from tests.integration.kafka_records import records_on
+from tests.integration.wiring import wired_services
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 

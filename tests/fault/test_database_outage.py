@@ -11,12 +11,9 @@ import pytest
 from shared.moderation.batch import BatchReport, process_moderation_batch
 from tests.fault.load import create_published_tasks, dead_letter_rows, produce_tasks, status_counts
 from tests.fault.waiting import wait_for
-from tests.integration.helpers import (
-    records_on,
-    running_consumer,
-    seed_ads,
-    wired_services,
-)
+from tests.integration.database_rows import seed_ads
+from tests.integration.kafka_records import records_on
+from tests.integration.wiring import running_consumer, wired_services
 from tests.must_run import skip_or_fail
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]

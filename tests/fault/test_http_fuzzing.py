@@ -30,7 +30,8 @@ from shared.domain import BatchVerdicts
 from shared.ops.app import OPS_PATHS
 from shared.runner.app import build_runner_app
 from shared.runner.targets import HTTP_FUNCTIONS
-from tests.integration.helpers import seed_ads, wired_services
+from tests.integration.database_rows import seed_ads
+from tests.integration.wiring import wired_services
 
 pytestmark = [
     pytest.mark.fault,

@@ -10,14 +10,9 @@ from functions_framework import create_app
 
 from tests.fakes import ModelUnavailableAtFirst, RecordingSleep
 from tests.fault.load import dead_letter_rows
-from tests.integration.helpers import (
-    read_topic,
-    records_on,
-    running_consumer,
-    seed_ads,
-    task_rows,
-    wired_services,
-)
+from tests.integration.database_rows import seed_ads, task_rows
+from tests.integration.kafka_records import read_topic, records_on
+from tests.integration.wiring import running_consumer, wired_services
 from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]

@@ -18,7 +18,9 @@ from tests.fault.load import create_published_tasks, dead_letter_rows, status_co
 from tests.fault.poison_corpus import CORPUS, MALFORMED, PoisonRecord
 from tests.fault.raw_producer import produce_with_raw_header
 from tests.fault.waiting import wait_for
-from tests.integration.helpers import read_topic, seed_ads, wired_services
+from tests.integration.database_rows import seed_ads
+from tests.integration.kafka_records import read_topic
+from tests.integration.wiring import wired_services
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 

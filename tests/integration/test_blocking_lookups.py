@@ -13,7 +13,8 @@ from shared.db.blocking import KeyLookup, fetch_all, fetch_one
 from shared.domain import Ad
 from shared.errors import DatabaseUnavailable
 from shared.settings import Settings
-from tests.integration.helpers import seed_ads, wired_services
+from tests.integration.database_rows import seed_ads
+from tests.integration.wiring import wired_services
 
 TYPED = KeyLookup(
     "test_typed_row",

@@ -14,8 +14,9 @@ from shared.db.retention import delete_finished_tasks
 from shared.errors import DatabaseUnavailable
 from shared.runner.demo_data import seed_demo_data
 from shared.settings import Settings
-from tests.integration.helpers import seed_ads, wired_services
+from tests.integration.database_rows import seed_ads
 from tests.integration.pgbouncer import pgbouncer
+from tests.integration.wiring import wired_services
 
 pytestmark = pytest.mark.integration
 

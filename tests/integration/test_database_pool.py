@@ -13,7 +13,8 @@ import pytest
 from shared.db import pool
 from shared.db.pool import Database
 from shared.errors import DatabaseUnavailable
-from tests.integration.helpers import seed_ads, wired_services
+from tests.integration.database_rows import seed_ads
+from tests.integration.wiring import wired_services
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,9 @@ from shared.moderation.relay import (
     relay_until_caught_up,
 )
 from tests.fakes import FakePublisher
-from tests.integration.helpers import read_topic, seed_ads, wired_services
+from tests.integration.database_rows import seed_ads
+from tests.integration.kafka_records import read_topic
+from tests.integration.wiring import wired_services
 
 SWEEP = 2
 

@@ -19,7 +19,9 @@ from shared.db.idempotency_keys import (
     delete_expired_idempotency_keys,
 )
 from shared.moderation.relay import relay_once
-from tests.integration.helpers import records_on, seed_ads, wired_services
+from tests.integration.database_rows import seed_ads
+from tests.integration.kafka_records import records_on
+from tests.integration.wiring import wired_services
 
 DAY_S = 86_400.0
 

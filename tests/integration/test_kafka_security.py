@@ -15,7 +15,8 @@ from infra.kafka_config import SASL_PASSWORD, SASL_USERNAME
 from shared.errors import BrokerUnavailable
 from shared.kafka.topics import ensure_topics
 from shared.settings import Settings
-from tests.integration.helpers import running_consumer, seed_ads, task_rows, wired_services
+from tests.integration.database_rows import seed_ads, task_rows
+from tests.integration.wiring import running_consumer, wired_services
 from tests.must_run import skip_or_fail
 from tests.waiting import wait_until
 

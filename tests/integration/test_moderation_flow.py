@@ -26,15 +26,9 @@ from shared.runner.cli import RunnerOptions
 from shared.runner.embedded import Backends
 from shared.runner.local import prepare_data
 from tests.fakes import ModelUnavailableAtFirst
-from tests.integration.helpers import (
-    produce_raw,
-    read_topic,
-    records_on,
-    running_consumer,
-    seed_ads,
-    task_rows,
-    wired_services,
-)
+from tests.integration.database_rows import seed_ads, task_rows
+from tests.integration.kafka_records import produce_raw, read_topic, records_on
+from tests.integration.wiring import running_consumer, wired_services
 from tests.python_snippets import run_module
 from tests.waiting import wait_until
 

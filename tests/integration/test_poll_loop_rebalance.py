@@ -15,7 +15,7 @@ from shared.kafka import poll_loop
 from shared.kafka.config import METADATA_REFRESH_MS, consumer_config
 from shared.kafka.record import ConsumedRecord
 from tests.fault.load import ConsumerGroupProbe
-from tests.integration.helpers import running_consumer, wired_services
+from tests.integration.wiring import running_consumer, wired_services
 from tests.waiting import wait_until
 
 OLD, NEW = 20, 5

@@ -13,7 +13,8 @@ from shared.kafka.publisher import KafkaPublisher
 from shared.kafka.record import OutgoingRecord
 from shared.moderation.outbox import publish_for_outbox
 from shared.ops.health import check_readiness
-from tests.integration.helpers import read_topic, wired_services
+from tests.integration.kafka_records import read_topic
+from tests.integration.wiring import wired_services
 from tests.waiting import wait_until
 
 

@@ -11,7 +11,8 @@ from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import ConsumedRecord
 from shared.moderation.batch import process_moderation_batch
 from shared.moderation.tasks import submit_moderation_task
-from tests.integration.helpers import seed_ads, task_rows, wired_services
+from tests.integration.database_rows import seed_ads, task_rows
+from tests.integration.wiring import wired_services
 
 pytestmark = pytest.mark.integration
 
