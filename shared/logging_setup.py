@@ -100,9 +100,35 @@ def configure_logging(
 
 def configure_logging_unless_done(level: str) -> None:
     """`configure_logging`, unless the root logger has a handler already (the runner's,
-    a test's, or whatever a host process set up), which stays as it is."""
-    if not logging.getLogger().handlers:
+    a test's, or whatever a host process set up), which stays as it is; but for
+    functions-framework's own (below)."""
+    root = logging.getLogger()
+    if not root.handlers:
         configure_logging(level)
+        return
+    # With LOG_EXECUTION_ID set, functions-framework installs a root handler of its own
+    # at WARNING, with no formatter: our INFO lines and every extra field (task_id,
+    # item_id) would be lost. Its stream adds the execution id to a JSON line it is
+    # given, so the handler stays, with our JSON lines and LOG_LEVEL.
+    # It also configures logging with dictConfig's default, which disables every logger
+    # made before it: every module's of ours the function's source imported.
+    execution_id_handlers = [h for h in root.handlers if _writes_execution_ids(h)]
+    if not execution_id_handlers:
+        return
+    for handler in execution_id_handlers:
+        handler.setFormatter(JsonLinesFormatter())
+    root.setLevel(level.upper())
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger):
+            logger.disabled = False
+
+
+def _writes_execution_ids(handler: logging.Handler) -> bool:
+    try:  # imported here: a host process without functions-framework has no such handler
+        from functions_framework.execution_id import logging_stream
+    except ImportError:
+        return False
+    return getattr(handler, "stream", None) is logging_stream
 
 
 def _is_terminal(stream: IO[str]) -> bool:

@@ -38,6 +38,11 @@ TASKS = Counter(
 RETRIES = Counter(
     "moderation_batch_retries_total", "Batch attempts repeated after a temporary error"
 )
+REPLAYS = Counter(
+    "moderation_batch_replays_total",
+    "Batches the poll loop fetched again because their handler raised past its own"
+    " retries (a bug; replayed after a back-off, until it passes)",
+)
 DLQ_RECORDS = Counter(
     "moderation_dlq_records_total", "Records written to the dead-letter outbox for the DLQ topic"
 )
@@ -122,6 +127,10 @@ def _request_series(route: str, status: int) -> tuple[Counter, Histogram]:
 
 def count_batch_retry() -> None:
     RETRIES.inc()
+
+
+def count_batch_replay() -> None:
+    REPLAYS.inc()
 
 
 def observe_batch_report(report: BatchReport, seconds: float | None = None) -> None:

@@ -62,6 +62,7 @@ def _consume_pushed(
         body = read_body_within(request, MAX_PUSH_BYTES)
     except BodyLeftUnread as refusal:
         return refusal_leaving_the_body_unread(refusal)
+    record: ConsumedRecord | None = None
     try:
         # Inside the try: settings that do not validate are a 500 in JSON, and counted.
         topic = services().settings.kafka_moderation_topic
@@ -70,20 +71,23 @@ def _consume_pushed(
     except InvalidCloudEvent as error:
         return json_error(400, str(error))
     except Exception:
-        log.exception("the pushed record was not processed; the platform redelivers it")
+        log.exception(
+            "the pushed record was not processed; the platform redelivers it",
+            extra=_described(record),
+        )
         return json_error(500, "Internal server error: the record was not processed")
     # The outcome goes to the log, not the answer: whoever can reach this route could
     # otherwise learn, task by task, which ad it is for and whether it is finished.
-    log.info(
-        "pushed record processed",
-        extra={
-            **_named_task(record),
-            "partition": record.partition,
-            "offset": record.offset,
-            **dataclasses.asdict(report),
-        },
-    )
+    log.info("pushed record processed", extra={**_described(record), **dataclasses.asdict(report)})
     return flask.jsonify(PROCESSED)
+
+
+def _described(record: ConsumedRecord | None) -> dict[str, int]:
+    """The record's position and the task it names, for its log lines; none before the
+    request was read as a record."""
+    if record is None:
+        return {}
+    return {**_named_task(record), "partition": record.partition, "offset": record.offset}
 
 
 def _named_task(record: ConsumedRecord) -> dict[str, int]:

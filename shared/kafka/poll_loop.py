@@ -301,21 +301,23 @@ class PartitionedPollLoop:
             if not waiting and not partition.inflight.done():
                 continue
             future, partition.inflight = partition.inflight, None
+            batch = {
+                "partition": key[1],
+                "first_offset": partition.inflight_first,
+                "last_offset": partition.inflight_last,
+            }
             try:
                 future.result()
             except ShutdownRequested:
                 # Nothing after this batch may be stored, or the commit would skip it:
                 # the partition stops here, and its next owner starts from this batch.
-                log.info("batch abandoned in a retry wait; it will be redelivered")
+                log.info("batch abandoned in a retry wait; it will be redelivered", extra=batch)
                 if not letting_go:
                     self._replay_from(key, partition.inflight_first, hold_s=math.inf)
                 continue
             except Exception:
                 if letting_go:
-                    log.exception(
-                        "batch handler failed; its next owner redelivers it",
-                        extra={"partition": key[1]},
-                    )
+                    log.exception("batch handler failed; its next owner redelivers it", extra=batch)
                     continue
                 partition.failures_in_a_row += 1
                 delay = min(
@@ -324,8 +326,15 @@ class PartitionedPollLoop:
                 )
                 log.exception(
                     "batch handler failed; replaying the batch",
-                    extra={"partition": key[1], "replay_in_s": delay},
+                    extra={
+                        **batch,
+                        "failures_in_a_row": partition.failures_in_a_row,
+                        "replay_in_s": delay,
+                    },
                 )
+                # The handler retries outages itself: what reaches here is a bug, which
+                # an alert should see while it repeats, not only once the lag has grown.
+                metrics.count_batch_replay()
                 self._replay_from(key, partition.inflight_first, hold_s=delay)
                 continue
             partition.failures_in_a_row = 0
@@ -362,7 +371,10 @@ class PartitionedPollLoop:
             self._consumer.store_offsets(offsets=[TopicPartition(key[0], key[1], next_offset)])
         except KafkaException as error:
             # No longer assigned (revoked meanwhile): the new owner redelivers, harmlessly.
-            log.warning("could not store offset", extra={"error": str(error)})
+            log.info(
+                "could not store offset",
+                extra={"partition": key[1], "offset": next_offset, "error": str(error)},
+            )
 
     def _report_lag(self) -> None:
         self._lag.report(self._partitions)

@@ -14,6 +14,7 @@ with ModelUnavailable (a 503 with Retry-After, a retry in the consumer).
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from shared.model.card import CARD_FILE, InvalidCard, ModelCard
 from shared.model.model import ModerationModel
 from shared.model.probes import probe_batches
 from shared.model.storage import storage_for
+
+log = logging.getLogger(__name__)
 
 
 def load_model(uri: str, *, s3_client: Any = None) -> ModerationModel:
@@ -107,6 +110,7 @@ class ModelLoader:
                     self._failure = (_again(error), self._clock())
                     raise
                 self._failure = None
+                log.info("model loaded", extra={"version": getattr(self._model, "version", None)})
                 # The loaded model's objects live as long as the process: freezing them
                 # keeps every later full garbage collection from walking them again.
                 gc.freeze()

@@ -146,7 +146,10 @@ def _parse_one(record: ConsumedRecord) -> TaskMessage:
     except Exception as error:
         # Whatever a record does to the parser, it is that record's problem: it is
         # dead-lettered alone instead of failing, and replaying, its whole batch.
-        log.exception("unexpected error parsing a record")
+        log.exception(
+            "unexpected error parsing a record",
+            extra={"partition": record.partition, "offset": record.offset},
+        )
         raise MalformedMessage(f"unparseable value: {type(error).__name__}: {error}") from error
 
 

@@ -132,6 +132,9 @@ def publish_dead_letters(services: Services, stored: Sequence[StoredDeadLetter])
                 return False
     except TemporaryError as error:
         # Durable in the outbox already; the relay retries until Kafka takes them.
-        log.warning("DLQ publish deferred to the relay", extra={"error": str(error)})
+        log.warning(
+            "DLQ publish deferred to the relay",
+            extra={"dead_letter_ids": [item.id for item in stored], "error": str(error)},
+        )
         return False
     return True

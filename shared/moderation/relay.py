@@ -124,6 +124,7 @@ def _relay_pass(services: Services) -> _Swept:
             swept = sweep(services)
         except Exception as error:
             metrics.observe_outbox_sweep(kind, None)
+            error.add_note(f"in the relay's {kind} sweep")
             failures.append(error)
         else:
             metrics.observe_outbox_sweep(kind, swept.published)
@@ -133,6 +134,7 @@ def _relay_pass(services: Services) -> _Swept:
         try:
             expired = purge_expired_idempotency_keys(services)
         except Exception as error:
+            error.add_note("in the relay's purge of expired idempotency keys")
             failures.append(error)
         else:
             metrics.count_expired_idempotency_keys(expired)
@@ -141,9 +143,16 @@ def _relay_pass(services: Services) -> _Swept:
         return _Swept(published, full)
     failures.sort(key=is_temporary)  # False first: a bug outranks an outage
     for other in failures[1:]:
-        log.warning(
+        # At ERROR with its traceback when it is a bug, as every bug is logged.
+        log.log(
+            logging.WARNING if is_temporary(other) else logging.ERROR,
             "another relay step failed too",
-            extra={"error": f"{type(other).__name__}: {other}"},
+            extra={"error": f"{type(other).__name__}: {other}", "step": failed_step(other)},
             exc_info=None if is_temporary(other) else other,
         )
     raise failures[0]
+
+
+def failed_step(error: BaseException) -> str | None:
+    """Which of a relay pass's steps `error` came from, as its note says."""
+    return next((note for note in getattr(error, "__notes__", ()) if "relay's" in note), None)

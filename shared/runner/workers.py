@@ -16,7 +16,7 @@ from shared.bootstrap import Services
 from shared.errors import TemporaryError
 from shared.kafka.config import consumer_config
 from shared.kafka.poll_loop import BatchHandler, PartitionedPollLoop
-from shared.moderation.relay import relay_once
+from shared.moderation.relay import failed_step, relay_once
 from shared.runner.targets import CONSUMER_FUNCTION
 from shared.settings import Settings
 
@@ -171,11 +171,16 @@ class RelayWorker(_ThreadWorker):
         try:
             published = self._sweep(self._services)
         except TemporaryError as error:
-            log.warning("outbox relay sweep failed; retrying", extra={"error": str(error)})
+            log.warning(
+                "outbox relay sweep failed; retrying",
+                extra={"error": str(error), "step": failed_step(error)},
+            )
             return None
-        except Exception:
+        except Exception as error:
             # A bug must not end the relay thread silently: log it, keep sweeping.
-            log.exception("outbox relay sweep crashed; retrying")
+            log.exception(
+                "outbox relay sweep crashed; retrying", extra={"step": failed_step(error)}
+            )
             return None
         if published:
             log.info("outbox relay published", extra={"records": published})

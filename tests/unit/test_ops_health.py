@@ -180,6 +180,7 @@ def test_metrics_reports_the_model_version_and_the_service_metrics():
         "moderation_http_request_duration_seconds",
         "moderation_tasks_total",
         "moderation_batch_retries_total",
+        "moderation_batch_replays_total",
         "moderation_dlq_records_total",
         "moderation_batch_size_records",
         "moderation_consumer_lag_records",

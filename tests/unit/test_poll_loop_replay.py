@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from prometheus_client import REGISTRY
 
 from shared.bootstrap import ShutdownRequested
 from shared.kafka import poll_loop
@@ -136,6 +137,20 @@ def test_a_failed_batch_is_replayed_from_its_first_record_after_a_doubling_wait(
     _run_one_batch(loop)
     assert consumer.stored == [(0, BATCH)]
     assert loop._partitions[(TOPIC, 0)].failures_in_a_row == 0
+
+
+def test_each_replay_is_counted_and_logged_with_its_batch(loop, caplog):
+    loop, _consumer, handler = loop
+    handler.outcome = _raise(RuntimeError("a bug"))
+    before = REGISTRY.get_sample_value("moderation_batch_replays_total") or 0.0
+    _queue(loop, range(5, 5 + BATCH))
+
+    _run_one_batch(loop)
+
+    assert REGISTRY.get_sample_value("moderation_batch_replays_total") - before == 1
+    [line] = [r for r in caplog.records if r.getMessage().startswith("batch handler failed")]
+    assert (line.partition, line.first_offset, line.last_offset) == (0, 5, 4 + BATCH)
+    assert line.failures_in_a_row == 1
 
 
 def test_the_wait_before_a_replay_stops_growing_at_its_limit(loop, clock):

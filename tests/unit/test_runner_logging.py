@@ -120,3 +120,24 @@ def test_logging_someone_set_up_is_left_as_it_is(restore_root_logger):
 
     assert root.handlers == [theirs]
     assert root.level == logging.ERROR
+
+
+def test_functions_frameworks_execution_id_logging_gets_our_json_lines_and_level(
+    restore_root_logger, capfd
+):
+    # LOG_EXECUTION_ID makes functions-framework put its own root handler in, at WARNING
+    # and with no formatter: an INFO line, and every line's task_id, would be lost.
+    # It also disables every logger made before it, as our modules' are (the function's
+    # source is imported first).
+    from functions_framework import _configure_app_execution_id_logging
+
+    made_at_import = logging.getLogger("shared.made_at_import")
+    _configure_app_execution_id_logging()
+    configure_logging_unless_done("INFO")
+
+    made_at_import.info("accepted", extra={"task_id": 3, "item_id": 9})
+
+    # Its stream wraps the process's stderr as it was at import: captured at the fd.
+    captured = capfd.readouterr()
+    line = json.loads((captured.err or captured.out).strip().splitlines()[-1])
+    assert (line["message"], line["task_id"], line["item_id"]) == ("accepted", 3, 9)
