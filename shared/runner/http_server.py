@@ -334,9 +334,15 @@ class _RequestBody:
             self._left -= take
         return bytes(line)
 
+    def close(self) -> None:
+        # socketserver closes the handler's rfile once the request is done.
+        self._raw.close()
+
     def _receive(self, receive: Callable[[], bytes], *, consumed: bool = True) -> bytes:
         """What one receive gives, waited for until the deadline at most; nothing once
-        the deadline or the cap is reached, or the client is gone."""
+        the deadline or the cap is reached, or the client is gone. (Past the deadline
+        even what had arrived is not read: the functions read a body as soon as its
+        headers are in, well within it.)"""
         remaining = self._deadline - time.monotonic()
         if remaining <= 0 or self._left <= 0:
             return b""

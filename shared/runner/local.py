@@ -206,8 +206,9 @@ def start(
         options.host,
         settings.port,
         listener=listener,
-        # Room for the largest body the functions take, chunked framing included.
-        max_request_bytes=max(MAX_REQUEST_BYTES, 2 * settings.max_body_bytes),
+        # Room for the largest body the functions take, chunked framing included, even
+        # in chunks of one byte ("1\r\nx\r\n": six bytes a byte).
+        max_request_bytes=max(MAX_REQUEST_BYTES, 6 * settings.max_body_bytes),
     )
     consumer = ConsumerWorker(settings, load_consumer_handler())
     relay = RelayWorker(services)

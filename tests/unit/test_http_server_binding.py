@@ -269,3 +269,26 @@ def _wait_for(condition, *, timeout_s: float) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+def test_a_request_served_leaves_no_traceback_on_stderr(capfd):
+    # socketserver prints a request's unhandled error straight to stderr, outside the
+    # log; closing the request's body must not be one.
+    def reading_app(environ, start_response):
+        environ["wsgi.input"].read(5)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    server = HttpServer(reading_app, "127.0.0.1", 0)
+    server.start()
+    try:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.port}/", data=b"hello", method="POST"
+        )
+        status = urllib.request.urlopen(request, timeout=5).status
+        freed = _wait_for(lambda: server.connections_in_flight == 0, timeout_s=5)
+    finally:
+        server.stop()
+
+    assert (status, freed) == (200, True)
+    assert "Traceback" not in capfd.readouterr().err
