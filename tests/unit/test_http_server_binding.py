@@ -292,3 +292,25 @@ def test_a_request_served_leaves_no_traceback_on_stderr(capfd):
 
     assert (status, freed) == (200, True)
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_chunked_body_reads_whole_through_the_servers_bounds():
+    def echoing_app(environ, start_response):
+        body = environ["wsgi.input"].read()
+        headers = [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(body)))]
+        start_response("200 OK", headers)
+        return [body]
+
+    server = HttpServer(echoing_app, "127.0.0.1", 0, max_request_bytes=64 * 1024)
+    server.start()
+    try:
+        status_line, _, body = _raw_exchange(
+            server.port,
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\n\r\n",
+        )
+    finally:
+        server.stop()
+
+    assert status_line.split(" ")[1] == "200"
+    assert body == b"hello world"
