@@ -75,6 +75,12 @@ OUTBOX_PUBLISHED = Counter(
     "Outbox rows the relay published, by kind (task, dead_letter)",
     ["kind"],
 )
+OUTBOX_BACKLOG = Gauge(
+    "moderation_outbox_backlog",
+    "Outbox rows past OUTBOX_GRACE_S still waiting for the relay after its last pass, by"
+    " kind (task, dead_letter); counted up to 10,000",
+    ["kind"],
+)
 EXPIRED_IDEMPOTENCY_KEYS = Counter(
     "moderation_idempotency_keys_expired_total",
     "Idempotency keys the relay deleted once expired (IDEMPOTENCY_KEY_TTL_S after their write)",
@@ -93,6 +99,7 @@ for _outcome in _OUTCOMES:
     TASKS.labels(outcome=_outcome)
 for _kind in _OUTBOX_KINDS:
     OUTBOX_PUBLISHED.labels(kind=_kind)
+    OUTBOX_BACKLOG.labels(kind=_kind)
     for _result in ("ok", "failed"):
         OUTBOX_SWEEPS.labels(kind=_kind, result=_result)
 
@@ -178,6 +185,10 @@ def record_model_version(version: str) -> None:
 
 def count_expired_idempotency_keys(deleted: int) -> None:
     EXPIRED_IDEMPOTENCY_KEYS.inc(deleted)
+
+
+def set_outbox_backlog(kind: str, rows: int) -> None:
+    OUTBOX_BACKLOG.labels(kind=kind).set(rows)
 
 
 def observe_outbox_sweep(kind: str, published: int | None) -> None:

@@ -172,6 +172,25 @@ class InMemoryTransaction:
     def mark_tasks_published(self, task_ids: Sequence[int]) -> None:
         self.state.published.update(task_ids)
 
+    def count_unpublished_tasks(self, *, older_than_s: float, cap: int) -> int:
+        waiting = [
+            t
+            for t in self.state.tasks.values()
+            if t.status == "pending"
+            and t.id not in self.state.published
+            and _older_than(t.created_at, older_than_s)
+        ]
+        return min(len(waiting), cap)
+
+    def count_unpublished_dead_letters(self, *, older_than_s: float, cap: int) -> int:
+        waiting = [
+            i
+            for i in self.state.letters
+            if i not in self.state.letters_published
+            and _older_than(self.state.letters_created_at[i], older_than_s)
+        ]
+        return min(len(waiting), cap)
+
     def claim_unpublished_tasks(self, *, older_than_s: float, limit: int) -> list[tuple[int, int]]:
         unpublished = [
             t

@@ -95,6 +95,22 @@ class LetterClaim(NamedTuple):
     full: bool
 
 
+def count_unpublished_dead_letters(
+    conn: psycopg.Connection, *, older_than_s: float, cap: int
+) -> int:
+    """Letters past the grace period not yet on the DLQ topic, counted up to `cap`."""
+    return conn.execute(
+        """
+        SELECT count(*) FROM (
+            SELECT 1 FROM dead_letters
+            WHERE published_at IS NULL AND created_at < now() - make_interval(secs => %s)
+            LIMIT %s
+        ) AS waiting
+        """,
+        (older_than_s, cap),
+    ).fetchone()[0]
+
+
 def claim_unpublished_dead_letters(
     conn: psycopg.Connection,
     *,

@@ -128,6 +128,22 @@ def _republish_chunk(
     )
 
 
+def count_unpublished_tasks(conn: psycopg.Connection, *, older_than_s: float, cap: int) -> int:
+    """Pending tasks past the grace period that Kafka never acknowledged: what the relay
+    has still to publish, counted up to `cap` (through the relay's own partial index)."""
+    return conn.execute(
+        """
+        SELECT count(*) FROM (
+            SELECT 1 FROM moderation_results
+            WHERE published_at IS NULL AND status = 'pending'
+              AND created_at < now() - make_interval(secs => %s)
+            LIMIT %s
+        ) AS waiting
+        """,
+        (older_than_s, cap),
+    ).fetchone()[0]
+
+
 def claim_unpublished_tasks(
     conn: psycopg.Connection, *, older_than_s: float, limit: int
 ) -> list[tuple[int, int]]:

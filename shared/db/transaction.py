@@ -44,6 +44,14 @@ class Transaction:
     def mark_tasks_published(self, task_ids: Sequence[int]) -> None:
         tasks.mark_tasks_published(self.conn, task_ids)
 
+    def count_unpublished_tasks(self, *, older_than_s: float, cap: int) -> int:
+        return tasks.count_unpublished_tasks(self.conn, older_than_s=older_than_s, cap=cap)
+
+    def count_unpublished_dead_letters(self, *, older_than_s: float, cap: int) -> int:
+        return dead_letters.count_unpublished_dead_letters(
+            self.conn, older_than_s=older_than_s, cap=cap
+        )
+
     def claim_unpublished_tasks(self, *, older_than_s: float, limit: int) -> list[tuple[int, int]]:
         return tasks.claim_unpublished_tasks(self.conn, older_than_s=older_than_s, limit=limit)
 

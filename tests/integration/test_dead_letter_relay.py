@@ -16,7 +16,7 @@ from shared.db.dead_letters import (
     claim_unpublished_dead_letters,
     insert_dead_letters,
 )
-from shared.db.tasks import claim_unpublished_tasks
+from shared.db.tasks import TaskFailure, claim_unpublished_tasks
 from shared.errors import BrokerUnavailable
 from shared.kafka.config import MAX_RECORD_BYTES
 from shared.moderation.relay import (
@@ -195,6 +195,40 @@ def test_the_relay_leaves_alone_tasks_and_letters_younger_than_the_grace_period(
     assert published_letters == {old_letter}
     assert young_task not in published_tasks
     assert young_letter not in published_letters
+
+
+def test_the_backlog_counts_only_unpublished_pending_rows_past_the_grace_period(settings):
+    settings = settings.model_copy(update={"outbox_grace_s": 60})
+    with wired_services(settings) as services:
+        items = seed_ads(services, 5)
+        with services.db.transaction() as tx:
+            tasks = [tx.create_task_for_existing_ad(item) for item in items]
+            letters = [s.id for s in tx.insert_dead_letters([_letter(n, b"v") for n in (1, 2, 3)])]
+            # Past the grace period: four tasks (one of them published, one failed)
+            # and two letters (one published). The fifth task and third letter are young.
+            tx.conn.execute(
+                "UPDATE moderation_results SET created_at = now() - interval '61 seconds'"
+                " WHERE id = ANY(%s)",
+                (tasks[:4],),
+            )
+            tx.conn.execute(
+                "UPDATE dead_letters SET created_at = now() - interval '61 seconds'"
+                " WHERE id = ANY(%s)",
+                (letters[:2],),
+            )
+            tx.mark_tasks_published([tasks[0]])
+            tx.fail_tasks([TaskFailure(tasks[1], "Ad not found", 1)])
+            tx.mark_dead_letters_published([letters[0]])
+
+        with services.db.autocommit() as tx:
+            counted = (
+                tx.count_unpublished_tasks(older_than_s=60, cap=100),
+                tx.count_unpublished_dead_letters(older_than_s=60, cap=100),
+                tx.count_unpublished_tasks(older_than_s=0, cap=100),
+                tx.count_unpublished_tasks(older_than_s=0, cap=2),
+            )
+
+    assert counted == (2, 1, 3, 2)
 
 
 def test_a_second_relay_takes_the_tasks_the_first_has_not_claimed_without_waiting(settings):

@@ -201,6 +201,33 @@ def test_a_sweep_whose_tasks_kafka_refuses_still_publishes_the_dead_letters(serv
     }
 
 
+def test_a_pass_that_leaves_rows_behind_shows_them_as_the_outbox_backlog(services):
+    # Kafka refuses the tasks and takes the letter: the task sweep fails, and what it
+    # left is what the gauge shows, while the dead letters' backlog is empty again.
+    services.publisher.refuses = lambda record: record.topic == "moderation"
+    for _ in range(3):
+        submit_moderation_task(services, 1)
+    letter = DeadLetter(None, "moderation", 0, 7, b"k", b"not json", {"x-error-class": "permanent"})
+    with services.db.transaction() as tx:
+        tx.insert_dead_letters([letter])
+
+    with pytest.raises(BrokerUnavailable):
+        relay_once(services)
+    backlog_while_refused = _backlog()
+    services.publisher.refuses = lambda record: False
+    relay_once(services)
+
+    assert backlog_while_refused == {"task": 3, "dead_letter": 0}
+    assert _backlog() == {"task": 0, "dead_letter": 0}
+
+
+def _backlog() -> dict[str, float | None]:
+    return {
+        kind: REGISTRY.get_sample_value("moderation_outbox_backlog", {"kind": kind})
+        for kind in ("task", "dead_letter")
+    }
+
+
 def _outbox_metrics() -> dict[tuple[str, ...], float]:
     def value(name: str, **labels: str) -> float:
         return REGISTRY.get_sample_value(name, labels) or 0.0
