@@ -39,11 +39,16 @@ _UNAVAILABLE = (
 )
 
 # Outages that leave the connections as they were: no connection free in time, a
-# statement that ran out of time, a server refusing writes.
+# statement that ran out of time, a server refusing writes, a transaction the server
+# rolled back to break a deadlock (two consumers finishing overlapping batches after a
+# rebalance) or a serialization conflict (psycopg counts these OperationalErrors; run
+# again, they succeed).
 _CONNECTIONS_INTACT = (
     psycopg_pool.PoolTimeout,
     pg_errors.QueryCanceled,
     pg_errors.ReadOnlySqlTransaction,
+    pg_errors.DeadlockDetected,
+    pg_errors.SerializationFailure,
 )
 
 # psycopg's own default: a statement is prepared on its fifth run on a connection.

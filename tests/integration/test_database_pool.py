@@ -4,6 +4,7 @@ as temporary, and how it recovers from them."""
 from __future__ import annotations
 
 import math
+import threading
 from contextlib import ExitStack
 
 import psycopg
@@ -70,6 +71,53 @@ def test_a_write_refused_by_a_read_only_server_is_a_temporary_error(database_url
             tx.conn.execute("CREATE TABLE refused_by_a_read_only_server (id int)")
     finally:
         db.close()
+
+
+def test_a_transaction_rolled_back_to_break_a_deadlock_is_a_temporary_error(
+    database_url: str,
+) -> None:
+    """Two transactions lock two rows in opposite orders, as two consumers finishing
+    overlapping batches can: PostgreSQL rolls one back, a temporary error that breaks no
+    connection."""
+    table = "rows_locked_in_opposite_orders"
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(f"DROP TABLE IF EXISTS {table}")
+        admin.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, n int)")
+        admin.execute(f"INSERT INTO {table} VALUES (1, 0), (2, 0)")
+    db = Database(database_url, min_size=0, max_size=2)
+    both_hold_their_first_row = threading.Barrier(2, timeout=10)
+    outcomes: dict[int, str] = {}
+
+    def lock_in_order(first: int, second: int) -> None:
+        try:
+            with db.autocommit() as tx, tx.atomic():
+                tx.conn.execute(f"UPDATE {table} SET n = n + 1 WHERE id = %s", (first,))
+                both_hold_their_first_row.wait()
+                tx.conn.execute(f"UPDATE {table} SET n = n + 1 WHERE id = %s", (second,))
+            outcomes[first] = "committed"
+        except DatabaseUnavailable as error:
+            outcomes[first] = str(error)
+
+    threads = [
+        threading.Thread(target=lock_in_order, args=order, daemon=True)
+        for order in ((1, 2), (2, 1))
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+            assert not thread.is_alive(), "a transaction neither committed nor was rolled back"
+    finally:
+        db.close()
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(f"DROP TABLE {table}")
+
+    committed = [first for first, outcome in outcomes.items() if outcome == "committed"]
+    rolled_back = [outcome for outcome in outcomes.values() if "deadlock detected" in outcome]
+    assert len(committed) == 1 and len(rolled_back) == 1, outcomes
+    # The connections are as they were: no ping before each one's next use.
+    assert db._broken_seen_at == -math.inf
 
 
 def test_options_in_the_url_reach_the_pooled_connections_beside_the_statement_timeout(
