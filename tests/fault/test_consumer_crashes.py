@@ -35,11 +35,13 @@ KILLED_SHARE = (TASKS - FINAL_SHARE) // KILLS
 # Past the consumer's auto-commit interval (1 s): what it would commit, it has.
 AUTO_COMMIT_S = 1.5
 # Small batches: many commits in flight at any moment, so the last kill, which comes once
-# a batch completed after an offset commit, still finds work in flight (checked after
-# each kill).
+# a batch completed after an offset commit, still finds batches to block mid-read.
 BATCH_SIZE = 5
 
 
+# Its waits, each bounded, add up to ~410 s at worst: past pytest's default 300 s, a slow
+# machine would get a stack dump instead of the message of the wait that gave up.
+@pytest.mark.timeout(480)
 def test_consumer_sigkilled_three_times_mid_batch_completes_each_of_5000_tasks_exactly_once(
     settings, start_consumer
 ):
@@ -70,22 +72,8 @@ def test_consumer_sigkilled_three_times_mid_batch_completes_each_of_5000_tasks_e
                 seen=consumer.log_tail,
                 watch=[consumer],
             )
-            if kill < KILLS:
-                # With batches waiting on PostgreSQL, past an offset commit: a consumer
-                # that committed offsets before its tasks were durable would skip them
-                # for good, and the test would wait in vain for them to complete.
-                with reads_of_ads_blocked(settings.database_url) as waiting:
-                    wait_for(
-                        lambda: waiting() > 0,
-                        timeout_s=10,
-                        what=f"a batch waiting to read its ads before kill {kill}",
-                        watch=[consumer],
-                    )
-                    time.sleep(AUTO_COMMIT_S)
-                    redelivered += consumer.metric("moderation_tasks_total", outcome="duplicate")
-                    consumer.kill()
-            else:
-                # Between a batch's database commit and its offset commit: the next
+            if kill == KILLS:
+                # Also between a batch's database commit and its offset commit: the next
                 # consumer is redelivered a task already completed, and must leave it so.
                 done_at_commit = status_counts(services)["completed"]
                 wait_for(
@@ -95,6 +83,19 @@ def test_consumer_sigkilled_three_times_mid_batch_completes_each_of_5000_tasks_e
                     seen=consumer.log_tail,
                     watch=[consumer],
                 )
+            # With batches waiting on PostgreSQL: killed mid-batch. The earlier kills come
+            # past an offset commit too: a consumer that committed offsets before its
+            # tasks were durable would skip them for good, and the test would wait in
+            # vain for them to complete.
+            with reads_of_ads_blocked(settings.database_url) as waiting:
+                wait_for(
+                    lambda: waiting() > 0,
+                    timeout_s=10,
+                    what=f"a batch waiting to read its ads before kill {kill}",
+                    watch=[consumer],
+                )
+                if kill < KILLS:
+                    time.sleep(AUTO_COMMIT_S)
                 redelivered += consumer.metric("moderation_tasks_total", outcome="duplicate")
                 consumer.kill()
             # Work was left in flight: more pending than the shares not yet produced.
