@@ -157,8 +157,13 @@ class _JsonErrorsRequestHandler(WSGIRequestHandler):
         detail = message or reason
         if len(detail) > QUOTED_CHARS:
             detail = f"{detail[:QUOTED_CHARS]}... ({len(detail)} characters)"
-        self.log_error("code %d, message %s", code, detail)
+        # A client's mistake, not ours: below ERROR, which the logs keep for our bugs.
+        self.log("info", "code %d, message %s", code, detail)
         body = json.dumps({"detail": detail}).encode()
+        if self.request_version == "HTTP/0.9":
+            # What http.server assumes until a request line parses: under it, it writes
+            # no status line and no headers, and the client would get the body alone.
+            self.request_version = self.protocol_version
         self.send_response(code, reason)
         self.send_header("Connection", "close")  # what follows cannot be trusted to frame
         self.send_header("Content-Type", "application/json")

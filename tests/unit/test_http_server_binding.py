@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import socket
 import time
 import urllib.request
@@ -118,16 +119,33 @@ def _raw_exchange(port: int, request: bytes) -> tuple[str, dict[str, str], bytes
             "400",
             "Content-Length or Transfer-Encoding sent twice",
         ),
+        # Request lines that leave http.server at HTTP/0.9, which writes no status line.
+        (b"GARBAGE\r\n\r\n", "400", "Bad request syntax ('GARBAGE')"),
+        (b"GET / HTTP/9.9\r\n\r\n", "505", "Invalid HTTP version (9.9)"),
     ],
-    ids=["bad-request-line", "too-many-headers", "request-line-too-long", "two-lengths"],
+    ids=[
+        "bad-request-line",
+        "too-many-headers",
+        "request-line-too-long",
+        "two-lengths",
+        "no-version",
+        "unknown-version",
+    ],
 )
-def test_a_request_the_server_cannot_parse_is_refused_in_json(request_bytes, status, detail):
+def test_a_request_the_server_cannot_parse_is_refused_in_json(
+    request_bytes, status, detail, caplog
+):
     server = HttpServer(_app, "127.0.0.1", 0)
     server.start()
     try:
-        status_line, headers, body = _raw_exchange(server.port, request_bytes)
+        with caplog.at_level(logging.INFO, logger="werkzeug"):
+            status_line, headers, body = _raw_exchange(server.port, request_bytes)
     finally:
         server.stop()
+
+    # Logged as a client's mistake: ERROR is for the service's own bugs.
+    refusals = [r for r in caplog.records if f"code {status}" in r.getMessage()]
+    assert [r.levelno for r in refusals] == [logging.INFO]
 
     assert status_line.split(" ")[1] == status
     assert headers["Content-Type"] == "application/json"
