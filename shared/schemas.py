@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
+from pydantic_core import PydanticCustomError
 
 from shared.db.tasks import TaskRow
 from shared.domain import Ad, Verdict
@@ -24,7 +25,11 @@ def _decimal_digits(value: object) -> object:
     int() also reads `1_000`, `+10` and ` 10 `, and pydantic's lax int `10.000`, so a
     typo would name another ad instead of being refused."""
     if isinstance(value, str) and not (value.isascii() and value.isdigit()):
-        raise ValueError("expected a whole number in decimal digits, such as 42")
+        # PydanticCustomError, not ValueError, whose message pydantic prefixes with
+        # "Value error, " before the client sees it.
+        raise PydanticCustomError(
+            "decimal_digits", "expected a whole number in decimal digits, such as 42"
+        )
     return value
 
 
@@ -38,9 +43,10 @@ def _visible_ascii_without_commas(value: object) -> object:
     """The pattern's check, first, with a reason a client can act on: pydantic's own
     says only that the key should match `^[!-+\\--~]+$`."""
     if isinstance(value, str) and value and not re.fullmatch(_IDEMPOTENCY_KEY_PATTERN, value):
-        raise ValueError(
+        raise PydanticCustomError(
+            "idempotency_key_characters",
             "expected visible ASCII characters (a UUID, say) and no comma; a header sent"
-            " twice arrives as one, its values joined by commas"
+            " twice arrives as one, its values joined by commas",
         )
     return value
 

@@ -262,13 +262,13 @@ class Settings(BaseSettings):
         keys = _keys_in(value)
         if value.strip() and not keys:
             # " , " would otherwise leave the API open while it reads as configured.
-            raise ValueError("API_KEYS holds separators but no key; leave it empty for none")
+            raise ValueError("only separators, no key; leave it empty for none")
         if any(not _PRINTABLE_ASCII.fullmatch(key) for key in keys):
             # A header value reaches the handler decoded as Latin-1 and is compared as
             # UTF-8, so a key beyond ASCII never matches what a client sends for it, and
             # a control character cannot be sent in a header at all: every request
             # would get a 401 while the setting reads as configured.
-            raise ValueError("API_KEYS may hold only printable ASCII")
+            raise ValueError("only printable ASCII may be given")
         return value
 
     @model_validator(mode="after")

@@ -212,7 +212,11 @@ def parse_path_id(request: flask.Request, model: type[Model], field: str, route:
         segments = segments[1:]
     # Any other path is not ours: `/{route}/1/2` must not read as task 2.
     if len(segments) != 1 or segments[0] in ("", route):
-        raise HttpError(404, f"Not found: expected /{route}/{{{field}}} or /{{{field}}}")
+        raise HttpError(
+            404,
+            f"Not found: expected /{route}/{{{field}}}"
+            f" (or /{{{field}}} where the function is deployed on its own)",
+        )
     return _validate(model, {field: segments[0]})
 
 

@@ -140,7 +140,7 @@ def test_an_idempotency_key_that_is_not_1_to_255_visible_ascii_characters_is_a_4
     detail = assert_json_error(response, 422)
     assert detail[0]["loc"] == ["Idempotency-Key"]
     if key and len(key) <= 255:  # a length has pydantic's own message
-        assert "visible ASCII characters (a UUID, say) and no comma" in detail[0]["msg"]
+        assert detail[0]["msg"].startswith("expected visible ASCII characters (a UUID, say)")
     assert services.db.state.tasks == {}
 
 

@@ -85,7 +85,9 @@ def test_a_task_id_that_is_not_plain_decimal_digits_is_a_422(services):
 
     response = client("moderation_result").get("/moderation_result/1.0")
 
-    assert "decimal digits" in assert_json_error(response, 422)[0]["msg"]
+    assert assert_json_error(response, 422)[0]["msg"] == (
+        "expected a whole number in decimal digits, such as 42"
+    )
 
 
 def test_a_head_request_for_a_result_gets_its_status_and_no_body(services):
