@@ -20,7 +20,7 @@ from shared.kafka.config import producer_config
 from shared.kafka.publisher import KafkaPublisher
 from shared.kafka.record import OutgoingRecord
 from shared.logging_setup import configure_logging_unless_done
-from shared.settings import Settings, get_settings
+from shared.settings import InvalidSettings, Settings, get_settings
 
 
 class ShutdownRequested(Exception):
@@ -142,7 +142,13 @@ def get_services() -> Services:
         return services
     with _lock:
         if _services is None:
-            settings = get_settings()
+            try:
+                settings = get_settings()
+            except InvalidSettings:
+                # Their reason is still logged in JSON lines, at the default level:
+                # LOG_LEVEL may be the setting at fault.
+                configure_logging_unless_done(Settings.model_fields["log_level"].default)
+                raise
             # A deployed function has no entry point of ours to set logging up; without
             # this, LOG_LEVEL did nothing there and warnings lost their extra fields.
             configure_logging_unless_done(settings.log_level)

@@ -29,7 +29,14 @@ from shared.errors import (
     TemporaryError,
 )
 from shared.http.auth import require_api_key
-from shared.http.errors import BodyLeftUnread, HttpError, json_error, unavailable
+from shared.http.errors import (
+    BodyLeftUnread,
+    HttpError,
+    json_error,
+    misconfigured,
+    unavailable,
+)
+from shared.invalid_settings import InvalidSettings
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +113,8 @@ def _respond(
         # A stored ad the model cannot score (a body's fields are refused before this):
         # the request is fine, the ad it names is not.
         return json_error(422, f"The ad cannot be scored: {error}")
+    except InvalidSettings as error:
+        return misconfigured(error)
     except TemporaryError as error:
         # Raised after the services were built, so their settings are there to read.
         return unavailable(

@@ -22,7 +22,8 @@ from shared import metrics
 from shared.bootstrap import Services
 from shared.errors import MalformedMessage
 from shared.http.endpoint import read_body_within, refusal_leaving_the_body_unread, require_method
-from shared.http.errors import BodyLeftUnread, json_error
+from shared.http.errors import BodyLeftUnread, json_error, misconfigured
+from shared.invalid_settings import InvalidSettings
 from shared.kafka.cloud_event import InvalidCloudEvent, record_from_http
 from shared.kafka.config import MAX_TASK_RECORD_BYTES
 from shared.kafka.envelope import parse_task_message
@@ -39,6 +40,7 @@ ROUTE = "moderation_consumer"
 MAX_PUSH_BYTES = 2 * MAX_TASK_RECORD_BYTES
 # The whole of a 200: the record is durable (verdict, failure or dead letter written).
 PROCESSED = {"status": "processed"}
+NOT_PROCESSED = "Internal server error: the record was not processed"
 
 BatchProcessor = Callable[[list[ConsumedRecord]], BatchReport]
 
@@ -70,12 +72,14 @@ def _consume_pushed(
         report = process([record])
     except InvalidCloudEvent as error:
         return json_error(400, str(error))
+    except InvalidSettings as error:
+        return misconfigured(error, NOT_PROCESSED)
     except Exception:
         log.exception(
             "the pushed record was not processed; the platform redelivers it",
             extra=_described(record),
         )
-        return json_error(500, "Internal server error: the record was not processed")
+        return json_error(500, NOT_PROCESSED)
     # The outcome goes to the log, not the answer: whoever can reach this route could
     # otherwise learn, task by task, which ad it is for and whether it is finished.
     log.info("pushed record processed", extra={**_described(record), **dataclasses.asdict(report)})

@@ -133,6 +133,26 @@ def test_settings_that_do_not_validate_are_logged_without_their_values(
     assert "8f3a9c2d" not in caplog.text
 
 
+def test_settings_that_do_not_validate_are_logged_once_a_minute_without_a_traceback(
+    services, monkeypatch, caplog
+):
+    install_services(None)
+    # A value of its own: the line of another test's, within the minute, would be dropped.
+    monkeypatch.setenv("LOG_LEVEL", "loud-but-once")
+    get_settings.cache_clear()
+    try:
+        for target in ("predict", "async_predict", "predict", "moderation_consumer"):
+            client(target).post("/", data=b"{}")
+    finally:
+        get_settings.cache_clear()
+
+    refusals = [record for record in caplog.records if "invalid setting" in record.getMessage()]
+    # Every request fails alike until the function is redeployed: one line says why.
+    assert [(r.levelno, r.exc_info) for r in refusals] == [(logging.ERROR, None)]
+    assert "LOG_LEVEL" in refusals[0].getMessage()
+    assert "loud-but-once" in refusals[0].getMessage()
+
+
 def test_settings_that_do_not_validate_are_a_json_500_from_every_kind_of_function(
     services, monkeypatch
 ):
