@@ -108,7 +108,15 @@ def parse_options(argv: Sequence[str]) -> RunnerOptions:
         # Init arguments win over env vars in pydantic-settings: flag first, then env.
         settings = read_settings(**overrides)
     except InvalidSettings as error:
-        parser.error(str(error))
+        # Not parser.error(): its usage block made a bad setting read as a mistyped flag.
+        # The error names settings: a flag that gave one of them says so.
+        given = [
+            f"{flag} sets {field.upper()}"
+            for flag, (field, *_) in SETTING_FLAGS.items()
+            if field in overrides and field.upper() in str(error)
+        ]
+        flags = f" ({'; '.join(given)})" if given else ""
+        parser.exit(2, f"{parser.prog}: {error}{flags}\n")
     return RunnerOptions(
         settings=settings,
         host=args.host,

@@ -31,7 +31,9 @@ class Backends:
 
     def describe(self) -> list[str]:
         database = (
-            f"embedded PostgreSQL, data in {_shown(self.state_dir / 'postgres')}"
+            # Its port is picked at each start: the URL is what a psql session needs.
+            f"embedded PostgreSQL at {self.settings.database_url},"
+            f" data in {_shown(self.state_dir / 'postgres')}"
             if self.embedded_database
             else "PostgreSQL from DATABASE_URL"
         )

@@ -39,3 +39,20 @@ def test_the_banners_example_names_a_demo_ad_only_where_they_were_seeded(
     banner = capsys.readouterr().out
     assert f"http://localhost:8000/simple_predict?{example}\n" in banner
     assert f"http://localhost:8000/async_predict?{example}\n" in banner
+
+
+def test_the_banner_gives_the_embedded_databases_url_and_hides_a_given_one():
+    # The embedded server's port is picked at each start: the banner is where to find it.
+    embedded_url = "postgresql://postgres@127.0.0.1:54329/moderation"
+    embedded = Backends(
+        Settings(database_url=embedded_url), True, in_memory_kafka=True, state_dir=Path(".")
+    )
+    given = Backends(
+        Settings(database_url="postgresql://app:secret@db/m"),
+        False,
+        in_memory_kafka=True,
+        state_dir=Path("."),
+    )
+
+    assert f"embedded PostgreSQL at {embedded_url}," in embedded.describe()[0]
+    assert given.describe()[0] == "database: PostgreSQL from DATABASE_URL"

@@ -84,7 +84,22 @@ def test_an_invalid_value_exits_with_status_2_naming_the_setting(capsys):
         parse_options(["--log-level=LOUD"])
 
     assert exit_info.value.code == 2
-    assert "LOG_LEVEL" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "LOG_LEVEL" in err and "(--log-level sets LOG_LEVEL)" in err
+    # No usage block: the flag was spelt right, its value was not.
+    assert "usage:" not in err
+
+
+def test_an_invalid_env_var_exits_with_status_2_naming_it_and_no_flag(monkeypatch, capsys):
+    monkeypatch.setenv("LOG_LEVEL", "LOUD")
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_options(["--port=9000"])
+
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("local_runner.py: invalid setting: LOG_LEVEL")
+    assert "sets" not in err and "usage:" not in err
 
 
 def test_env_is_set_is_case_insensitive_and_ignores_empty_values():
