@@ -193,8 +193,10 @@ class _Progress:
                 self.finished_at = time.perf_counter()
                 self.all_done.set()
 
-    def result(self, what: str) -> Drain:
-        if not self.all_done.wait(DRAIN_TIMEOUT_S):
+    def result(self, what: str, *, wait_s: float = DRAIN_TIMEOUT_S) -> Drain:
+        """The drain, once every task is done, waited for up to `wait_s`: none for a loop
+        that ran on this thread until done or out of time, which nothing can finish now."""
+        if not self.all_done.wait(wait_s):
             raise RuntimeError(
                 f"{what}: {self.done} of {self.expected} tasks done after {DRAIN_TIMEOUT_S:.0f} s"
             )
@@ -302,7 +304,7 @@ def drain_floor(settings: Settings, expected: int) -> Drain:
     finally:
         consumer.close()
         conn.close()
-    return progress.result("floor")
+    return progress.result("floor", wait_s=0)
 
 
 def _floor_task_ids(messages: Sequence[Any]) -> list[int]:
@@ -346,7 +348,7 @@ def drain_seed_style(settings: Settings, expected: int) -> Drain:
             progress.add(updated)
     finally:
         consumer.close()
-    return progress.result("seed-style")
+    return progress.result("seed-style", wait_s=0)
 
 
 def _store_offsets(consumer: Consumer, messages: Sequence[Any]) -> None:

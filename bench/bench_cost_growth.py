@@ -2,7 +2,9 @@
 
 `ads` and `moderation_results` hold 10k rows in one database and 1M in a second one on
 the same server (bulk-loaded with generate_series; the tasks table is moderation
-history plus the tasks being drained), so the two sizes can take turns, each side's
+history plus the tasks being drained, which are deleted after each drain: at 10k rows
+it holds the drained tasks alone, and none while simple_predict, which reads `ads`
+alone, is measured), so the two sizes can take turns, each side's
 median compared, as in the other benches: CONSUMER_ROUNDS turns for the consumer, whose
 drains of 10k tasks last ~0.2 s each, and HTTP_ROUNDS for simple_predict. One size
 after the other, a slow spell of the machine during either side moved the figure
