@@ -26,9 +26,9 @@ def _decimal_digits(value: object) -> object:
     typo would name another ad instead of being refused."""
     if isinstance(value, str) and not (value.isascii() and value.isdigit()):
         # PydanticCustomError, not ValueError, whose message pydantic prefixes with
-        # "Value error, " before the client sees it.
+        # "Value error, " before the client sees it; the type stays `value_error`.
         raise PydanticCustomError(
-            "decimal_digits", "expected a whole number in decimal digits, such as 42"
+            "value_error", "expected a whole number in decimal digits, such as 42"
         )
     return value
 
@@ -44,7 +44,7 @@ def _visible_ascii_without_commas(value: object) -> object:
     says only that the key should match `^[!-+\\--~]+$`."""
     if isinstance(value, str) and value and not re.fullmatch(_IDEMPOTENCY_KEY_PATTERN, value):
         raise PydanticCustomError(
-            "idempotency_key_characters",
+            "value_error",
             "expected visible ASCII characters (a UUID, say) and no comma; a header sent"
             " twice arrives as one, its values joined by commas",
         )

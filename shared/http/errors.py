@@ -15,9 +15,6 @@ from shared.invalid_settings import InvalidSettings
 from shared.logging_setup import drop_repeats
 
 log = logging.getLogger(__name__)
-# Settings that do not validate fail every request until the function is redeployed: their
-# reason once a minute, not a traceback per request.
-_misconfigured_log = drop_repeats(f"{__name__}.settings")
 
 
 class HttpError(Exception):
@@ -115,5 +112,7 @@ def unavailable(
 def misconfigured(error: InvalidSettings, detail: str = "Internal server error") -> flask.Response:
     """The 500 of a function whose settings do not validate; the reason (naming the
     settings, quoting no secret) goes to the log."""
-    _misconfigured_log.error("the function's settings do not validate: %s", error)
+    # They fail every request until the function is redeployed: their reason once a
+    # minute, not a traceback per request.
+    drop_repeats(f"{__name__}.settings").error("the function's settings do not validate: %s", error)
     return json_error(500, detail)

@@ -157,8 +157,9 @@ class _JsonErrorsRequestHandler(WSGIRequestHandler):
         detail = message or reason
         if len(detail) > QUOTED_CHARS:
             detail = f"{detail[:QUOTED_CHARS]}... ({len(detail)} characters)"
-        # A client's mistake, not ours: below ERROR, which the logs keep for our bugs.
-        self.log("info", "code %d, message %s", code, detail)
+        # A client's mistake, not ours: below ERROR, which the logs keep for our bugs, and
+        # not below WARNING, where configure_logging leaves werkzeug's logger.
+        self.log("warning", "code %d, message %s", code, detail)
         body = json.dumps({"detail": detail}).encode()
         if self.request_version == "HTTP/0.9":
             # What http.server assumes until a request line parses: under it, it writes

@@ -64,6 +64,14 @@ class ConsumerProcess:
     def is_alive(self) -> bool:
         return self._process.poll() is None
 
+    def freeze(self) -> None:
+        """SIGSTOP: it does nothing more (no offset commit, no answer on /metrics) until
+        thawed or killed."""
+        os.kill(self._process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self._process.pid, signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL: no shutdown hook runs, nothing is committed on the way out."""
         if self.is_alive():

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tests.fault.consumer_process import ConsumerProcess
 from tests.fault.load import (
     LOCK_PROOF_STATEMENT_TIMEOUT_MS,
     ConsumerGroupProbe,
@@ -39,9 +40,16 @@ AUTO_COMMIT_S = 1.5
 BATCH_SIZE = 5
 
 
-# Its waits, each bounded, add up to ~410 s at worst: past pytest's default 300 s, a slow
+# How often the last kill looks for tasks completed past the committed offsets before
+# giving up; the auto-commit closes that window within a second of the last completion.
+WINDOW_TRIES = 3
+# After a SIGSTOP, for an offset commit already sent to land before the offsets are read.
+COMMIT_IN_FLIGHT_S = 0.2
+
+
+# Its waits, each bounded, add up to ~440 s at worst: past pytest's default 300 s, a slow
 # machine would get a stack dump instead of the message of the wait that gave up.
-@pytest.mark.timeout(480)
+@pytest.mark.timeout(540)
 def test_consumer_sigkilled_three_times_mid_batch_completes_each_of_5000_tasks_exactly_once(
     settings, start_consumer
 ):
@@ -72,32 +80,20 @@ def test_consumer_sigkilled_three_times_mid_batch_completes_each_of_5000_tasks_e
                 seen=consumer.log_tail,
                 watch=[consumer],
             )
-            if kill == KILLS:
-                # Also between a batch's database commit and its offset commit: the next
-                # consumer is redelivered a task already completed, and must leave it so.
-                done_at_commit = status_counts(services)["completed"]
-                wait_for(
-                    lambda done=done_at_commit: status_counts(services)["completed"] > done,
-                    timeout_s=60,
-                    what=f"a batch completed after the offset commit, before kill {kill}",
-                    seen=consumer.log_tail,
-                    watch=[consumer],
-                )
-            # With batches waiting on PostgreSQL: killed mid-batch. The earlier kills come
-            # past an offset commit too: a consumer that committed offsets before its
-            # tasks were durable would skip them for good, and the test would wait in
-            # vain for them to complete.
-            with reads_of_ads_blocked(settings.database_url) as waiting:
-                wait_for(
-                    lambda: waiting() > 0,
-                    timeout_s=10,
-                    what=f"a batch waiting to read its ads before kill {kill}",
-                    watch=[consumer],
-                )
-                if kill < KILLS:
+            if kill < KILLS:
+                # With batches waiting on PostgreSQL, past an offset commit: a consumer
+                # that committed offsets before its tasks were durable would skip them
+                # for good, and the test would wait in vain for them to complete.
+                with reads_of_ads_blocked(settings.database_url) as waiting:
+                    _wait_for_a_blocked_batch(waiting, consumer, kill)
                     time.sleep(AUTO_COMMIT_S)
-                redelivered += consumer.metric("moderation_tasks_total", outcome="duplicate")
-                consumer.kill()
+                    redelivered += consumer.metric("moderation_tasks_total", outcome="duplicate")
+                    consumer.kill()
+            else:
+                produced = sum(map(len, shares[:kill]))
+                redelivered += _kill_past_a_database_commit(
+                    services, settings, group, consumer, produced
+                )
             # Work was left in flight: more pending than the shares not yet produced.
             unproduced = sum(map(len, shares[kill:]))
             counts = status_counts(services)
@@ -145,3 +141,44 @@ def test_consumer_sigkilled_three_times_mid_batch_completes_each_of_5000_tasks_e
         assert dead_letter_rows(services) == 0
         assert records_on(settings, settings.kafka_dlq_topic) == 0
         assert exit_code == 0, final.log_tail()
+
+
+def _wait_for_a_blocked_batch(waiting, consumer: ConsumerProcess, kill: int) -> None:
+    wait_for(
+        lambda: waiting() > 0,
+        timeout_s=10,
+        what=f"a batch waiting to read its ads before kill {kill}",
+        watch=[consumer],
+    )
+
+
+def _kill_past_a_database_commit(
+    services, settings, group: ConsumerGroupProbe, consumer: ConsumerProcess, produced: int
+) -> float:
+    """Kill `consumer` mid-batch, with tasks completed in the database whose offsets Kafka
+    does not hold yet: the next consumer is redelivered them and must leave them as they
+    are. Frozen first (SIGSTOP), so no offset commit can close that window between the
+    check and the kill. Returns the duplicates it had counted."""
+    for _ in range(WINDOW_TRIES):
+        done = status_counts(services)["completed"]
+        wait_for(
+            lambda done=done: status_counts(services)["completed"] > done,
+            timeout_s=20,
+            what="a batch completed before the last kill",
+            seen=consumer.log_tail,
+            watch=[consumer],
+        )
+        with reads_of_ads_blocked(settings.database_url) as waiting:
+            _wait_for_a_blocked_batch(waiting, consumer, KILLS)
+            duplicates = consumer.metric("moderation_tasks_total", outcome="duplicate")
+            consumer.freeze()
+            time.sleep(COMMIT_IN_FLIGHT_S)
+            committed = produced - group.unconsumed_records()
+            if status_counts(services)["completed"] > committed:
+                consumer.kill()
+                return duplicates
+            consumer.thaw()
+    pytest.fail(
+        f"in {WINDOW_TRIES} tries, the last kill never found a task completed past the"
+        " committed offsets: the auto-commit closed the window each time"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+import uuid
 from contextlib import ExitStack
 
 import psycopg
@@ -79,7 +80,7 @@ def test_a_transaction_rolled_back_to_break_a_deadlock_is_a_temporary_error(
     """Two transactions lock two rows in opposite orders, as two consumers finishing
     overlapping batches can: PostgreSQL rolls one back, a temporary error that breaks no
     connection."""
-    table = "rows_locked_in_opposite_orders"
+    table = f"rows_locked_in_opposite_orders_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(database_url, autocommit=True) as admin:
         admin.execute(f"DROP TABLE IF EXISTS {table}")
         admin.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, n int)")
@@ -116,7 +117,8 @@ def test_a_transaction_rolled_back_to_break_a_deadlock_is_a_temporary_error(
     committed = [first for first, outcome in outcomes.items() if outcome == "committed"]
     rolled_back = [outcome for outcome in outcomes.values() if "deadlock detected" in outcome]
     assert len(committed) == 1 and len(rolled_back) == 1, outcomes
-    # The connections are as they were: no ping before each one's next use.
+    # The connections are as they were: no ping before each one's next use. (A deadlock
+    # was a DatabaseUnavailable already; what it must not do is mark them all broken.)
     assert db._broken_seen_at == -math.inf
 
 

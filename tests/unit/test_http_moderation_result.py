@@ -64,7 +64,10 @@ def test_a_path_with_more_than_the_task_id_is_a_404_not_another_tasks_result(ser
 
     response = client("moderation_result").get(path)
 
-    assert "expected /moderation_result/{task_id}" in assert_json_error(response, 404)
+    assert assert_json_error(response, 404) == (
+        "Not found: expected /moderation_result/{task_id}"
+        " (or /{task_id} where the function is deployed on its own)"
+    )
 
 
 @pytest.mark.parametrize("path", ["/moderation_result/2", "/moderation_result/2/", "/2", "/2/"])
@@ -85,9 +88,11 @@ def test_a_task_id_that_is_not_plain_decimal_digits_is_a_422(services):
 
     response = client("moderation_result").get("/moderation_result/1.0")
 
-    assert assert_json_error(response, 422)[0]["msg"] == (
-        "expected a whole number in decimal digits, such as 42"
-    )
+    assert assert_json_error(response, 422)[0] == {
+        "loc": ["task_id"],
+        "msg": "expected a whole number in decimal digits, such as 42",
+        "type": "value_error",
+    }
 
 
 def test_a_head_request_for_a_result_gets_its_status_and_no_body(services):
