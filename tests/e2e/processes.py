@@ -83,13 +83,15 @@ def start_process(
 def http(
     method: str, url: str, body: object = None, headers: dict[str, str] | None = None
 ) -> tuple[int, object]:
-    """(status, parsed JSON or text) of one request, errors included; bounded by 10 s."""
+    """(status, parsed JSON or text) of one request, errors included; bounded by 40 s: a
+    function's first request loads the model, 3-5 s on a busy machine, and its 503 says
+    so only after the loader's own wait (LOAD_WAIT_S, 30 s)."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     if data is not None and "Content-Type" not in request.headers:
         request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=40) as response:
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as error:
         status, raw = error.code, error.read()

@@ -43,8 +43,9 @@ BATCH_SIZE = 5
 # How often the last kill looks for tasks completed past the committed offsets before
 # giving up; the auto-commit closes that window within a second of the last completion.
 WINDOW_TRIES = 3
-# After a SIGSTOP, for an offset commit already sent to land before the offsets are read.
-COMMIT_IN_FLIGHT_S = 0.2
+# After a SIGSTOP, for an offset commit already sent to land before the offsets are read
+# (nothing new can be sent): a busy broker may take a while to record one.
+COMMIT_IN_FLIGHT_S = 1.0
 
 
 # Its waits, each bounded, add up to ~440 s at worst: past pytest's default 300 s, a slow
@@ -123,10 +124,9 @@ def test_consumer_sigkilled_three_times_mid_batch_completes_each_of_5000_tasks_e
         redelivered += final.metric("moderation_tasks_total", outcome="duplicate")
         exit_code = final.stop()
 
-        # Redelivered records already completed: a kill fell between a batch's database
-        # commit and its offset commit (auto-committed once a second), the window this
-        # test is about. Counted over every consumer: in one CI run the last consumer
-        # alone was redelivered nothing.
+        # Redelivered records already completed: the last kill fell between a batch's
+        # database commit and its offset commit (auto-committed once a second), the
+        # window this test is about, checked before that kill. Counted over every consumer.
         assert redelivered > 0
         results = outcomes(services)
         assert sorted(results) == sorted(task_id for task_id, _ in tasks)

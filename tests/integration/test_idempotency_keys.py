@@ -211,11 +211,12 @@ def test_a_key_that_expires_while_a_retry_reads_it_is_still_a_replay(database_ur
     # key expired, and the relay deleted it, before the retry's second statement.
     [ad] = _ads(conn, 1)
     first = create_keyed_task(conn, ad, "k", key_ttl_s=DAY_S)
-    conn.execute("UPDATE idempotency_keys SET expires_at = now() + interval '300 milliseconds'")
+    # Long enough for the retry to begin while the key lives on a loaded machine.
+    conn.execute("UPDATE idempotency_keys SET expires_at = now() + interval '1500 milliseconds'")
     deleted: list[int] = []
 
     def expire_and_purge() -> None:
-        time.sleep(0.5)
+        time.sleep(2.0)
         with psycopg.connect(database_url, autocommit=True) as relay:
             deleted.append(delete_expired_idempotency_keys(relay, limit=10))
 
@@ -241,16 +242,17 @@ def test_a_request_that_began_while_its_key_lived_is_a_replay_though_the_key_exp
     # once let such a request make a second task inside the key's lifetime.
     [ad] = _ads(conn, 1)
     first = create_keyed_task(conn, ad, "k", key_ttl_s=DAY_S)
-    conn.execute("UPDATE idempotency_keys SET expires_at = now() + interval '300 milliseconds'")
 
     with psycopg.connect(database_url, autocommit=True) as request, request.transaction():
         request.execute("SELECT now()")  # the request's clock, read while the key lives
+        # The key expires after that clock by construction, however slow the machine.
+        conn.execute("UPDATE idempotency_keys SET expires_at = now() + interval '300 milliseconds'")
         time.sleep(0.5)
         with psycopg.connect(database_url, autocommit=True) as relay:
             deleted = delete_expired_idempotency_keys(relay, limit=10)
         retry = create_keyed_task(request, ad, "k", key_ttl_s=DAY_S)
 
-    assert deleted == 0  # expired 0.2 s ago: kept for EXPIRED_KEY_KEPT_S
+    assert deleted == 0  # expired moments ago: kept for EXPIRED_KEY_KEPT_S
     assert retry == KeyedTask(first.task_id, ad, created=False)
     assert _tasks(conn) == [(first.task_id, ad)]
 

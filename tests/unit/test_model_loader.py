@@ -18,9 +18,12 @@ from tests.waiting import wait_until
 class FakeLoad:
     """Stands in for `load_model`: fails the first `failures` calls, then returns a model."""
 
-    def __init__(self, failures: int = 0, delay_s: float = 0.0) -> None:
+    def __init__(
+        self, failures: int = 0, delay_s: float = 0.0, release: threading.Event | None = None
+    ) -> None:
         self.failures = failures
         self.delay_s = delay_s
+        self.release = release  # when given, each load waits for it instead of delay_s
         self.calls: list[str] = []
         self.model = object()
         self._lock = threading.Lock()
@@ -29,7 +32,10 @@ class FakeLoad:
         with self._lock:
             self.calls.append(uri)
             failing = len(self.calls) <= self.failures
-        time.sleep(self.delay_s)
+        if self.release is not None:
+            self.release.wait(timeout=10)
+        else:
+            time.sleep(self.delay_s)
         if failing:
             raise ModelUnavailable("fake storage is down")
         return self.model
@@ -132,14 +138,18 @@ def test_callers_queued_behind_a_failing_load_fail_with_it_instead_of_loading_in
 
 def test_a_caller_waits_for_another_threads_load_only_so_long(monkeypatch):
     monkeypatch.setattr(loading, "LOAD_WAIT_S", 0.05)
-    load = FakeLoad(delay_s=0.5)
+    # The first load goes on until released, however slowly this thread gets to its get().
+    load = FakeLoad(release=threading.Event())
     loader = ModelLoader("var/models/default", load=load)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         first = pool.submit(loader.get)
         wait_until(lambda: load.calls, timeout_s=5, what="the first load", poll_interval_s=0.001)
-        with pytest.raises(ModelUnavailable, match="still loading"):
-            loader.get()
+        try:
+            with pytest.raises(ModelUnavailable, match="still loading"):
+                loader.get()
+        finally:
+            load.release.set()
         assert first.result(timeout=5) is load.model
 
 

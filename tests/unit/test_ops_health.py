@@ -282,10 +282,23 @@ def test_a_database_that_refuses_connections_is_reported_within_the_deadline_wit
     # than the check's 3 s, after which its reason was never logged.
     services = fake_services()
     services.db = Database("postgresql://127.0.0.1:9/unused", connect_timeout_s=5)
+    pings: list[float | None] = []
+    real_ping = services.db.ping
+
+    def ping(timeout_s: float | None = None) -> None:
+        pings.append(timeout_s)
+        real_ping(timeout_s)
+
+    services.db.ping = ping  # type: ignore[method-assign]
     try:
-        results = check_readiness(services, names=["database"])
+        # The check's own wait, well past the ping's: a thread starved for half a second
+        # on a loaded machine must not turn the logged reason into "no answer".
+        results = check_readiness(services, timeout_s=10, names=["database"])
     finally:
         services.db.close()
+
+    # The ping gives up before the probe's deadline (3 s), with time to log its reason.
+    assert pings == [CHECK_TIMEOUT_S - 0.5]
 
     assert results["database"] == CheckResult(
         False, "PostgreSQL unavailable: see the process's log"
