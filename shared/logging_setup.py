@@ -180,6 +180,11 @@ class RepeatsDropped(logging.Filter):
             record.repeats_last_seconds_ago = round(now - dropped_at)
         return True
 
+    def forget_all(self) -> None:
+        """Let the next copy of every line through, as if none had been seen."""
+        with self._lock:
+            self._seen.clear()
+
     def _forget_lines_before(self, cutoff: float) -> None:
         self._seen = {line: seen for line, seen in self._seen.items() if seen[0] >= cutoff}
         if len(self._seen) >= MAX_REMEMBERED_LINES:

@@ -9,6 +9,7 @@ note that `database_url` empties their tables).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import uuid
@@ -25,6 +26,7 @@ from infra.postgres_server import PostgresServer
 from infra.run_dirs import claim_run_dir, clean_abandoned_run_dirs, remove_data_keep_logs
 from shared.db.migrations import apply_migrations
 from shared.kafka.topics import TopicSetupError, delete_topics, ensure_topics
+from shared.logging_setup import RepeatsDropped
 from shared.settings import KAFKA_SECURITY_SETTINGS, Settings
 from shared.settings_environment import drop_settings_from
 
@@ -66,6 +68,19 @@ class Infrastructure:
     database_url: str
     kafka: KafkaBroker | None  # None: an external broker named by KAFKA_BOOTSTRAP_SERVERS
     postgres: PostgresServer | None  # None: an external server named by DATABASE_URL
+
+
+@pytest.fixture(autouse=True)
+def _repeated_log_lines_forgotten() -> Iterator[None]:
+    """Each test sees its first copy of a line: the filters that drop a line repeated within
+    a minute (`drop_repeats`) live as long as the process, so a line another test logged
+    just before would otherwise be missing."""
+    yield
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for log_filter in getattr(logger, "filters", ()):
+            if isinstance(log_filter, RepeatsDropped):
+                log_filter.forget_all()
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ ports, users and bucket paths. The full reason goes to this process's log.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -18,8 +17,7 @@ from dataclasses import dataclass
 
 from shared.bootstrap import Services
 from shared.errors import TemporaryError
-
-log = logging.getLogger(__name__)
+from shared.logging_setup import drop_repeats
 
 CHECK_TIMEOUT_S = 3.0
 
@@ -97,8 +95,10 @@ def _run(name: str, services: Services) -> CheckResult:
     try:
         return CheckResult(True, check.run(services))
     except TemporaryError as error:
-        log.warning("readiness check %s failed: %s", name, error)
+        # A probe every few seconds meets the same outage again and again: its reason
+        # once a minute, the copies left out counted on the next line let through.
+        drop_repeats(__name__).warning("readiness check %s failed: %s", name, error)
     except Exception:
         # An unexpected failure still means "not ready", and it is logged, not hidden.
-        log.exception("readiness check %s crashed", name)
+        drop_repeats(__name__).exception("readiness check %s crashed", name)
     return CheckResult(False, f"{check.failed}: see the process's log")

@@ -137,7 +137,6 @@ def test_settings_that_do_not_validate_are_logged_once_a_minute_without_a_traceb
     services, monkeypatch, caplog
 ):
     install_services(None)
-    # A value of its own: the line of another test's, within the minute, would be dropped.
     monkeypatch.setenv("LOG_LEVEL", "loud-but-once")
     get_settings.cache_clear()
     try:

@@ -305,3 +305,15 @@ def test_a_database_that_refuses_connections_is_reported_within_the_deadline_wit
     )
     [logged] = [r for r in caplog.records if "readiness check database failed" in r.getMessage()]
     assert "PostgreSQL unavailable" in logged.getMessage()
+
+
+def test_a_readiness_check_failing_again_and_again_is_logged_once_a_minute(caplog):
+    services = fake_services()
+    services.publisher = UnreachablePublisher()
+
+    for _ in range(3):  # three probes of one outage
+        results = check_readiness(services, names=["kafka"])
+        assert not results["kafka"].ok
+
+    logged = [r for r in caplog.records if "readiness check kafka failed" in r.getMessage()]
+    assert len(logged) == 1
