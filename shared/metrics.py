@@ -81,6 +81,12 @@ OUTBOX_BACKLOG = Gauge(
     " kind (task, dead_letter); counted up to 10,000",
     ["kind"],
 )
+OUTBOX_OLDEST_AGE = Gauge(
+    "moderation_outbox_oldest_age_seconds",
+    "Age of the oldest outbox row in moderation_outbox_backlog (0 with none), by kind"
+    " (task, dead_letter)",
+    ["kind"],
+)
 EXPIRED_IDEMPOTENCY_KEYS = Counter(
     "moderation_idempotency_keys_expired_total",
     "Idempotency keys the relay deleted once expired (IDEMPOTENCY_KEY_TTL_S after their write)",
@@ -100,6 +106,7 @@ for _outcome in _OUTCOMES:
 for _kind in _OUTBOX_KINDS:
     OUTBOX_PUBLISHED.labels(kind=_kind)
     OUTBOX_BACKLOG.labels(kind=_kind)
+    OUTBOX_OLDEST_AGE.labels(kind=_kind)
     for _result in ("ok", "failed"):
         OUTBOX_SWEEPS.labels(kind=_kind, result=_result)
 
@@ -187,8 +194,9 @@ def count_expired_idempotency_keys(deleted: int) -> None:
     EXPIRED_IDEMPOTENCY_KEYS.inc(deleted)
 
 
-def set_outbox_backlog(kind: str, rows: int) -> None:
+def set_outbox_backlog(kind: str, rows: int, oldest_age_s: float) -> None:
     OUTBOX_BACKLOG.labels(kind=kind).set(rows)
+    OUTBOX_OLDEST_AGE.labels(kind=kind).set(oldest_age_s)
 
 
 def observe_outbox_sweep(kind: str, published: int | None) -> None:

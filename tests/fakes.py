@@ -16,6 +16,7 @@ import psycopg
 from shared.bootstrap import Services, install_services
 from shared.db.dead_letters import DeadLetter, LetterClaim, StoredDeadLetter
 from shared.db.idempotency_keys import EXPIRED_KEY_KEPT_S, KeyedTask
+from shared.db.outbox_backlog import OutboxBacklog
 from shared.db.tasks import (
     FailedAttempts,
     TaskFailure,
@@ -58,6 +59,13 @@ class _State:
     task_publish_tries: dict[int, int] = field(default_factory=dict)
     letters_created_at: dict[int, datetime] = field(default_factory=dict)
     next_task_id: int = 1
+
+
+def _backlog_of(created: list[datetime]) -> OutboxBacklog:
+    """As the SQL's count and age of the oldest, among the rows it counted."""
+    if not created:
+        return OutboxBacklog(0, 0.0)
+    return OutboxBacklog(len(created), (datetime.now(UTC) - min(created)).total_seconds())
 
 
 def _older_than(created_at: datetime, seconds: float) -> bool:
@@ -172,24 +180,24 @@ class InMemoryTransaction:
     def mark_tasks_published(self, task_ids: Sequence[int]) -> None:
         self.state.published.update(task_ids)
 
-    def count_unpublished_tasks(self, *, older_than_s: float, cap: int) -> int:
+    def measure_unpublished_tasks(self, *, older_than_s: float, cap: int) -> OutboxBacklog:
         waiting = [
-            t
+            t.created_at
             for t in self.state.tasks.values()
             if t.status == "pending"
             and t.id not in self.state.published
             and _older_than(t.created_at, older_than_s)
         ]
-        return min(len(waiting), cap)
+        return _backlog_of(waiting[:cap])
 
-    def count_unpublished_dead_letters(self, *, older_than_s: float, cap: int) -> int:
+    def measure_unpublished_dead_letters(self, *, older_than_s: float, cap: int) -> OutboxBacklog:
         waiting = [
-            i
+            self.state.letters_created_at[i]
             for i in self.state.letters
             if i not in self.state.letters_published
             and _older_than(self.state.letters_created_at[i], older_than_s)
         ]
-        return min(len(waiting), cap)
+        return _backlog_of(waiting[:cap])
 
     def claim_unpublished_tasks(self, *, older_than_s: float, limit: int) -> list[tuple[int, int]]:
         unpublished = [

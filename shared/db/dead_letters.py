@@ -16,6 +16,8 @@ from typing import NamedTuple
 import psycopg
 from psycopg.types.json import Jsonb
 
+from shared.db.outbox_backlog import MEASURED, OutboxBacklog
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
@@ -95,20 +97,18 @@ class LetterClaim(NamedTuple):
     full: bool
 
 
-def count_unpublished_dead_letters(
+def measure_unpublished_dead_letters(
     conn: psycopg.Connection, *, older_than_s: float, cap: int
-) -> int:
-    """Letters past the grace period not yet on the DLQ topic, counted up to `cap`."""
-    return conn.execute(
-        """
-        SELECT count(*) FROM (
-            SELECT 1 FROM dead_letters
-            WHERE published_at IS NULL AND created_at < now() - make_interval(secs => %s)
-            LIMIT %s
-        ) AS waiting
-        """,
-        (older_than_s, cap),
-    ).fetchone()[0]
+) -> OutboxBacklog:
+    """Letters past the grace period not yet on the DLQ topic, counted up to `cap`, and
+    the age of the oldest of those."""
+    waiting = """
+        SELECT created_at FROM dead_letters
+        WHERE published_at IS NULL AND created_at < now() - make_interval(secs => %s)
+        LIMIT %s
+    """
+    row = conn.execute(MEASURED.format(waiting=waiting), (older_than_s, cap)).fetchone()
+    return OutboxBacklog(*row)
 
 
 def claim_unpublished_dead_letters(

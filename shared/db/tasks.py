@@ -25,6 +25,7 @@ from shared.db.ads import AD_COLUMNS
 from shared.db.arrays import BinaryArray, bigint_array, boolean_array, float8_array
 from shared.db.blocking import fetch_all
 from shared.db.chunks import CHUNK_ROWS, Chunk, chunk_counted, every_chunk
+from shared.db.outbox_backlog import MEASURED, OutboxBacklog
 from shared.domain import Ad, BatchVerdicts
 
 
@@ -128,20 +129,20 @@ def _republish_chunk(
     )
 
 
-def count_unpublished_tasks(conn: psycopg.Connection, *, older_than_s: float, cap: int) -> int:
+def measure_unpublished_tasks(
+    conn: psycopg.Connection, *, older_than_s: float, cap: int
+) -> OutboxBacklog:
     """Pending tasks past the grace period that Kafka never acknowledged: what the relay
-    has still to publish, counted up to `cap` (through the relay's own partial index)."""
-    return conn.execute(
-        """
-        SELECT count(*) FROM (
-            SELECT 1 FROM moderation_results
-            WHERE published_at IS NULL AND status = 'pending'
-              AND created_at < now() - make_interval(secs => %s)
-            LIMIT %s
-        ) AS waiting
-        """,
-        (older_than_s, cap),
-    ).fetchone()[0]
+    has still to publish, counted up to `cap` (through the relay's own partial index),
+    and the age of the oldest of those."""
+    waiting = """
+        SELECT created_at FROM moderation_results
+        WHERE published_at IS NULL AND status = 'pending'
+          AND created_at < now() - make_interval(secs => %s)
+        LIMIT %s
+    """
+    row = conn.execute(MEASURED.format(waiting=waiting), (older_than_s, cap)).fetchone()
+    return OutboxBacklog(*row)
 
 
 def claim_unpublished_tasks(

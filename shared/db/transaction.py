@@ -13,6 +13,7 @@ import psycopg
 
 from shared.db import ads, dead_letters, idempotency_keys, tasks
 from shared.db.dead_letters import DeadLetter, StoredDeadLetter
+from shared.db.outbox_backlog import OutboxBacklog
 from shared.db.tasks import FailedAttempts, TaskFailure, TaskForProcessing, TaskRow
 from shared.domain import Ad, BatchVerdicts
 
@@ -44,11 +45,11 @@ class Transaction:
     def mark_tasks_published(self, task_ids: Sequence[int]) -> None:
         tasks.mark_tasks_published(self.conn, task_ids)
 
-    def count_unpublished_tasks(self, *, older_than_s: float, cap: int) -> int:
-        return tasks.count_unpublished_tasks(self.conn, older_than_s=older_than_s, cap=cap)
+    def measure_unpublished_tasks(self, *, older_than_s: float, cap: int) -> OutboxBacklog:
+        return tasks.measure_unpublished_tasks(self.conn, older_than_s=older_than_s, cap=cap)
 
-    def count_unpublished_dead_letters(self, *, older_than_s: float, cap: int) -> int:
-        return dead_letters.count_unpublished_dead_letters(
+    def measure_unpublished_dead_letters(self, *, older_than_s: float, cap: int) -> OutboxBacklog:
+        return dead_letters.measure_unpublished_dead_letters(
             self.conn, older_than_s=older_than_s, cap=cap
         )
 

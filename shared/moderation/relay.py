@@ -163,19 +163,22 @@ BACKLOG_COUNT_CAP = 10_000
 
 
 def _measure_backlog(services: Services) -> None:
-    """What the pass left for the next one, for the `moderation_outbox_backlog` gauge: a
-    sweep can succeed and still leave rows (more than a sweep takes, or ones Kafka
-    refused). A gauge is not worth failing the pass for, so a failure only skips it."""
+    """What the pass left for the next one, for the `moderation_outbox_backlog` and
+    `moderation_outbox_oldest_age_seconds` gauges: a sweep can succeed and still leave
+    rows (more than a sweep takes, or ones Kafka refused). A gauge is not worth failing
+    the pass for, so a failure only skips it."""
     grace_s = services.settings.outbox_grace_s
     try:
         with services.db.autocommit() as tx:
-            tasks = tx.count_unpublished_tasks(older_than_s=grace_s, cap=BACKLOG_COUNT_CAP)
-            letters = tx.count_unpublished_dead_letters(older_than_s=grace_s, cap=BACKLOG_COUNT_CAP)
+            tasks = tx.measure_unpublished_tasks(older_than_s=grace_s, cap=BACKLOG_COUNT_CAP)
+            letters = tx.measure_unpublished_dead_letters(
+                older_than_s=grace_s, cap=BACKLOG_COUNT_CAP
+            )
     except Exception as error:
         log.debug("could not count the outbox backlog", extra={"error": str(error)})
         return
-    metrics.set_outbox_backlog("task", tasks)
-    metrics.set_outbox_backlog("dead_letter", letters)
+    metrics.set_outbox_backlog("task", *tasks)
+    metrics.set_outbox_backlog("dead_letter", *letters)
 
 
 def failed_step(error: BaseException) -> str | None:

@@ -197,7 +197,9 @@ def test_the_relay_leaves_alone_tasks_and_letters_younger_than_the_grace_period(
     assert young_letter not in published_letters
 
 
-def test_the_backlog_counts_only_unpublished_pending_rows_past_the_grace_period(settings):
+def test_the_backlog_counts_only_unpublished_pending_rows_past_the_grace_period_and_ages_the_oldest(
+    settings,
+):
     settings = settings.model_copy(update={"outbox_grace_s": 60})
     with wired_services(settings) as services:
         items = seed_ads(services, 5)
@@ -221,14 +223,19 @@ def test_the_backlog_counts_only_unpublished_pending_rows_past_the_grace_period(
             tx.mark_dead_letters_published([letters[0]])
 
         with services.db.autocommit() as tx:
-            counted = (
-                tx.count_unpublished_tasks(older_than_s=60, cap=100),
-                tx.count_unpublished_dead_letters(older_than_s=60, cap=100),
-                tx.count_unpublished_tasks(older_than_s=0, cap=100),
-                tx.count_unpublished_tasks(older_than_s=0, cap=2),
+            measured = (
+                tx.measure_unpublished_tasks(older_than_s=60, cap=100),
+                tx.measure_unpublished_dead_letters(older_than_s=60, cap=100),
+                tx.measure_unpublished_tasks(older_than_s=0, cap=100),
+                tx.measure_unpublished_tasks(older_than_s=0, cap=2),
+                tx.measure_unpublished_tasks(older_than_s=3600, cap=100),
             )
 
-    assert counted == (2, 1, 3, 2)
+    assert [backlog.rows for backlog in measured] == [2, 1, 3, 2, 0]
+    # The oldest waiting row was written 61 s ago (and a young one too with no grace).
+    for backlog in measured[:3]:
+        assert 61 <= backlog.oldest_age_s < 61 + 30, backlog
+    assert measured[4].oldest_age_s == 0
 
 
 def test_a_second_relay_takes_the_tasks_the_first_has_not_claimed_without_waiting(settings):

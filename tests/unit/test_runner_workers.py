@@ -214,17 +214,19 @@ def test_a_pass_that_leaves_rows_behind_shows_them_as_the_outbox_backlog(service
     with pytest.raises(BrokerUnavailable):
         relay_once(services)
     backlog_while_refused = _backlog()
+    oldest_while_refused = _backlog("moderation_outbox_oldest_age_seconds")
     services.publisher.refuses = lambda record: False
     relay_once(services)
 
     assert backlog_while_refused == {"task": 3, "dead_letter": 0}
+    assert oldest_while_refused["task"] > 0 and oldest_while_refused["dead_letter"] == 0
     assert _backlog() == {"task": 0, "dead_letter": 0}
+    assert _backlog("moderation_outbox_oldest_age_seconds") == {"task": 0, "dead_letter": 0}
 
 
-def _backlog() -> dict[str, float | None]:
+def _backlog(gauge: str = "moderation_outbox_backlog") -> dict[str, float | None]:
     return {
-        kind: REGISTRY.get_sample_value("moderation_outbox_backlog", {"kind": kind})
-        for kind in ("task", "dead_letter")
+        kind: REGISTRY.get_sample_value(gauge, {"kind": kind}) for kind in ("task", "dead_letter")
     }
 
 
