@@ -71,10 +71,12 @@ def create_keyed_task(
 EXPIRED_KEY_KEPT_S = 60
 
 
-def delete_expired_idempotency_keys(conn: psycopg.Connection, *, limit: int) -> int:
-    """Delete up to `limit` keys expired at least EXPIRED_KEY_KEPT_S ago, the soonest
-    expired first (V0009); returns how many. A key a request holds right now (taking it
-    over, or reading it) is skipped, not waited on."""
+def delete_expired_idempotency_keys(
+    conn: psycopg.Connection, *, limit: int, kept_s: float = EXPIRED_KEY_KEPT_S
+) -> int:
+    """Delete up to `limit` keys expired at least `kept_s` ago, the soonest expired first
+    (V0009); returns how many. A key a request holds right now (taking it over, or
+    reading it) is skipped, not waited on."""
     # `= ANY(ARRAY(...))` rather than `IN (...)`: the keys are then found through the
     # primary key whatever the statistics say, where the planner may hash-join `IN`
     # against a scan of the whole table.
@@ -88,5 +90,5 @@ def delete_expired_idempotency_keys(conn: psycopg.Connection, *, limit: int) -> 
             FOR UPDATE SKIP LOCKED
         ))
         """,
-        (EXPIRED_KEY_KEPT_S, limit),
+        (kept_s, limit),
     ).rowcount

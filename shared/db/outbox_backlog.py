@@ -6,7 +6,9 @@ from typing import NamedTuple
 
 # The SELECT around a query of the waiting rows' `created_at`, capped by its LIMIT: their
 # count, and the age of the oldest of them (0 with none). Exact while the backlog is
-# under the cap; past it, an alert on the count has long fired.
+# under the cap; past it, the rows counted are likely the least tried (the relays'
+# indexes lead with publish_tries), so the age may understate, and an alert on the
+# count has long fired.
 MEASURED = """
     SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
     FROM ({waiting}) AS waiting

@@ -177,8 +177,8 @@ def _measure_backlog(services: Services) -> None:
     except Exception as error:
         log.debug("could not count the outbox backlog", extra={"error": str(error)})
         return
-    metrics.set_outbox_backlog("task", *tasks)
-    metrics.set_outbox_backlog("dead_letter", *letters)
+    metrics.set_outbox_backlog("task", tasks.rows, tasks.oldest_age_s)
+    metrics.set_outbox_backlog("dead_letter", letters.rows, letters.oldest_age_s)
 
 
 def failed_step(error: BaseException) -> str | None:

@@ -20,6 +20,8 @@ from shared.errors import TemporaryError
 from shared.logging_setup import drop_repeats
 
 CHECK_TIMEOUT_S = 3.0
+# The failed checks' own logger, which drops a line repeated within a minute.
+FAILURES_LOGGER = f"{__name__}.failures"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +99,11 @@ def _run(name: str, services: Services) -> CheckResult:
     except TemporaryError as error:
         # A probe every few seconds meets the same outage again and again: its reason
         # once a minute, the copies left out counted on the next line let through.
-        drop_repeats(__name__).warning("readiness check %s failed: %s", name, error)
-    except Exception:
-        # An unexpected failure still means "not ready", and it is logged, not hidden.
-        drop_repeats(__name__).exception("readiness check %s crashed", name)
+        drop_repeats(FAILURES_LOGGER).warning("readiness check %s failed: %s", name, error)
+    except Exception as error:
+        # An unexpected failure still means "not ready", and it is logged, not hidden;
+        # named in the line, so that another crash is not taken for a repeat.
+        drop_repeats(FAILURES_LOGGER).exception(
+            "readiness check %s crashed: %s: %s", name, type(error).__name__, error
+        )
     return CheckResult(False, f"{check.failed}: see the process's log")
