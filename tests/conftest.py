@@ -74,11 +74,16 @@ class Infrastructure:
 def _repeated_log_lines_forgotten() -> Iterator[None]:
     """Each test sees its first copy of a line: the filters that drop a line repeated within
     a minute (`drop_repeats`) live as long as the process, so a line another test logged
-    just before would otherwise be missing."""
+    just before, or a session fixture while starting a server, would otherwise be missing."""
+    _forget_repeated_log_lines()
     yield
+    _forget_repeated_log_lines()
+
+
+def _forget_repeated_log_lines() -> None:
     loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
     for logger in loggers:
-        for log_filter in getattr(logger, "filters", ()):
+        for log_filter in getattr(logger, "filters", ()):  # a PlaceHolder has none
             if isinstance(log_filter, RepeatsDropped):
                 log_filter.forget_all()
 
