@@ -31,8 +31,8 @@ REQUEST_LATENCY = Histogram(
 )
 TASKS = Counter(
     "moderation_tasks_total",
-    "Consumed moderation records by outcome (completed, failed, duplicate), and the DLQ"
-    " letters written for them (dead_lettered: a failed task's record counts there too)",
+    "Consumed moderation records by outcome: completed, failed, duplicate, or rejected"
+    " (dead-lettered alone, failing no task: malformed, or naming no task or another ad)",
     ["outcome"],
 )
 RETRIES = Counter(
@@ -95,7 +95,7 @@ MODEL_INFO = Gauge(
     "moderation_model_info", "The loaded model: 1 for its version, the label", ["version"]
 )
 
-_OUTCOMES = ("completed", "failed", "duplicate", "dead_lettered")
+_OUTCOMES = ("completed", "failed", "duplicate", "rejected")
 _OUTBOX_KINDS = ("task", "dead_letter")
 
 # The outcome and sweep series exist from the start, at 0 (and each route's, once its
@@ -153,7 +153,7 @@ def observe_batch_report(report: BatchReport, seconds: float | None = None) -> N
     counts = dict(
         zip(
             _OUTCOMES,
-            (report.completed, report.failed, report.duplicates, report.dead_lettered),
+            (report.completed, report.failed, report.duplicates, report.rejected),
             strict=True,
         )
     )

@@ -233,6 +233,7 @@ class InMemoryTransaction:
     def load_tasks_with_ads(
         self, tasks_named: Sequence[tuple[int, int]]
     ) -> dict[int, TaskForProcessing]:
+        named_items = {item_id for _, item_id in tasks_named}
         return {
             t.id: TaskForProcessing(
                 t.id,
@@ -240,10 +241,10 @@ class InMemoryTransaction:
                 t.status,
                 t.attempts,
                 self.state.first_failures.get(t.id),
-                # As the SQL does: only the ad of the item the record names is read.
-                self.state.ads.get(t.item_id) if t.item_id == item_id else None,
+                # As the SQL does: only ads some record of the batch names are read.
+                self.state.ads.get(t.item_id) if t.item_id in named_items else None,
             )
-            for task_id, item_id in tasks_named
+            for task_id, _ in tasks_named
             if (t := self.state.tasks.get(task_id))
         }
 

@@ -74,7 +74,11 @@ class BatchReport:
     completed: int = 0
     failed: int = 0
     duplicates: int = 0
-    dead_lettered: int = 0
+    # Records dead-lettered alone, failing no task: malformed, naming no task, or naming
+    # another ad than their task's. With completed, failed and duplicates it adds up to
+    # the records brought to an outcome.
+    rejected: int = 0
+    dead_lettered: int = 0  # letters stored: one per failed task, one per rejected record
     retries: int = 0
 
 
@@ -396,6 +400,8 @@ def _publish_durable_letters(
         log_dead_letter(item)
     publish_dead_letters(services, stored)
     report.dead_lettered += len(stored)
+    # A letter names its task only when the task exists, so a failed task's letter does.
+    report.rejected += sum(1 for item in stored if item.letter.task_id is None)
 
 
 @contextmanager

@@ -105,3 +105,25 @@ def test_a_failure_and_a_verdict_written_together_are_undone_together_when_the_l
 def _letters(services) -> int:
     with services.db.autocommit() as tx:
         return tx.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+
+
+def test_a_corrupt_copy_behind_its_real_record_in_one_batch_is_rejected_and_the_task_completes(
+    settings,
+):
+    # The read names both ads; the real record's row must keep its own ad, whichever of
+    # the two records comes last (the in-memory double once let the last one decide).
+    with wired_services(settings) as services:
+        item_id, other_item = seed_ads(services, 2)
+        task_id = submit_moderation_task(services, item_id).task_id
+        records = [
+            ConsumedRecord(settings.kafka_moderation_topic, 0, offset, *encode_task_message(*named))
+            for offset, named in enumerate([(task_id, item_id), (task_id, other_item)])
+        ]
+
+        report = process_moderation_batch(services, records)
+
+        assert [row[2] for row in task_rows(services)] == ["completed"]
+        assert (report.completed, report.rejected, report.dead_lettered) == (1, 1, 1)
+        with services.db.autocommit() as tx:
+            letters = tx.conn.execute("SELECT task_id, source_offset FROM dead_letters").fetchall()
+        assert letters == [(None, 1)]

@@ -339,3 +339,30 @@ def test_redelivered_record_changes_nothing_and_is_not_dead_lettered_twice():
     assert services.db.state.tasks[1] == first
     assert len(services.publisher.on_topic("moderation_dlq")) == 1
     assert report.duplicates == 2 and report.completed == 0
+
+
+def test_each_record_counts_under_one_outcome_and_only_a_taskless_letter_as_rejected():
+    services = fake_services()
+    finished = accepted_task(services, 1)
+    process_moderation_batch(services, [finished])
+    scorable = accepted_task(services, 2)
+    ad_gone = accepted_task(services, 3)
+    services.db.state.ads.pop(3)
+    _, unknown = encode_task_message(404, 1)
+    _, copy = encode_task_message(2, 6)  # task 2, but another ad
+    batch = [
+        finished,  # redelivered
+        scorable,
+        ad_gone,
+        record_of(b"not json", offset=40),
+        record_of(unknown, offset=41),
+        record_of(copy, offset=42),
+    ]
+
+    report = process_moderation_batch(services, batch)
+
+    outcomes = (report.completed, report.failed, report.duplicates, report.rejected)
+    assert outcomes == (1, 1, 1, 3)
+    assert sum(outcomes) == len(batch)
+    # The failed task's letter and the three rejected records' letters.
+    assert report.dead_lettered == len(services.publisher.on_topic("moderation_dlq")) == 4

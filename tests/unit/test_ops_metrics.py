@@ -20,21 +20,23 @@ def _value(name: str, **labels: str) -> float:
 def test_a_batch_report_counts_each_outcome_and_dead_letters_but_not_its_retries_again():
     before = {
         outcome: _value("moderation_tasks_total", outcome=outcome)
-        for outcome in ("completed", "failed", "duplicate", "dead_lettered")
+        for outcome in ("completed", "failed", "duplicate", "rejected")
     }
     retries = _value("moderation_batch_retries_total")
     dlq = _value("moderation_dlq_records_total")
     batches = _value("moderation_batch_duration_seconds_count")
 
     metrics.observe_batch_report(
-        BatchReport(records=9, completed=5, failed=2, duplicates=1, dead_lettered=3, retries=2),
+        BatchReport(
+            records=9, completed=5, failed=2, duplicates=1, rejected=1, dead_lettered=3, retries=2
+        ),
         seconds=0.05,
     )
 
     assert _value("moderation_tasks_total", outcome="completed") - before["completed"] == 5
     assert _value("moderation_tasks_total", outcome="failed") - before["failed"] == 2
     assert _value("moderation_tasks_total", outcome="duplicate") - before["duplicate"] == 1
-    assert _value("moderation_tasks_total", outcome="dead_lettered") - before["dead_lettered"] == 3
+    assert _value("moderation_tasks_total", outcome="rejected") - before["rejected"] == 1
     assert _value("moderation_batch_retries_total") == retries  # counted as each began
     assert _value("moderation_dlq_records_total") - dlq == 3
     assert _value("moderation_batch_duration_seconds_count") - batches == 1
@@ -82,7 +84,7 @@ def test_every_outcome_and_sweep_series_exists_at_zero_before_anything_happens()
     # nothing to 1, which rate() and increase() miss.
     exported = _exported_by_a_new_process("import shared.metrics")
 
-    for outcome in ("completed", "failed", "duplicate", "dead_lettered"):
+    for outcome in ("completed", "failed", "duplicate", "rejected"):
         assert f'moderation_tasks_total{{outcome="{outcome}"}} 0.0' in exported
     for kind in ("task", "dead_letter"):
         assert f'moderation_outbox_published_total{{kind="{kind}"}} 0.0' in exported
