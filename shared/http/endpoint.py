@@ -33,6 +33,7 @@ from shared.http.errors import (
     BodyLeftUnread,
     HttpError,
     json_error,
+    leaving_the_body_unread,
     misconfigured,
     unavailable,
 )
@@ -137,17 +138,8 @@ def _respond(
 
 
 def refusal_leaving_the_body_unread(error: HttpError) -> flask.Response:
-    """The refusal as a streamed response. functions-framework reads the whole request
-    after every response that is not streamed (its `read_request` hook): for a body
-    declared at 10 MB that meant taking in 10 MB only to refuse them, and for one shorter
-    than its Content-Length, a second failed read that turned the 400 into a 500. A
-    streamed response skips that, and gunicorn discards whatever of the body still comes."""
-    refusal = json_error(error.status, error.detail, error.headers)
-    payload = refusal.get_data()
-    streamed = flask.Response(iter([payload]), status=error.status, mimetype="application/json")
-    streamed.headers.update(refusal.headers)
-    streamed.headers["Content-Length"] = str(len(payload))
-    return streamed
+    """The refusal as a streamed response, which the body's remaining bytes never reach."""
+    return leaving_the_body_unread(json_error(error.status, error.detail, error.headers))
 
 
 def require_method(request: flask.Request, methods: tuple[str, ...]) -> None:

@@ -87,10 +87,28 @@ def json_internal_error(error: Exception) -> flask.Response:
     return json_error(500, "Internal server error", {"X-Google-Status": "crash"})
 
 
+def leaving_the_body_unread(response: flask.Response) -> flask.Response:
+    """`response`, streamed. functions-framework reads the whole request after every
+    response that is not streamed (its `read_request` hook), with no limit: for a body
+    declared at 10 MB that meant taking in 10 MB only to refuse them, and for one shorter
+    than its Content-Length, a second failed read that turned the 400 into a 500. A
+    streamed response skips that, and gunicorn discards whatever of the body still comes."""
+    payload = response.get_data()
+    streamed = flask.Response(iter([payload]), status=response.status_code)
+    streamed.headers = response.headers.copy()
+    streamed.headers["Content-Length"] = str(len(payload))
+    return streamed
+
+
 def register_json_errors(errorhandler: Any) -> None:
-    """Register on the app functions-framework is building (`functions_framework.errorhandler`)."""
-    errorhandler(HTTPException)(json_http_exception)
-    errorhandler(Exception)(json_internal_error)
+    """Register on the app functions-framework is building (`functions_framework.errorhandler`).
+
+    Their responses leave the body unread: the paths they answer for (/robots.txt and
+    /favicon.ico, which functions-framework answers with a 404 of its own, and a path
+    its router cannot match) are outside MAX_BODY_BYTES, and a chunked body of a GiB
+    to one of them was held in memory to answer its 404."""
+    errorhandler(HTTPException)(lambda error: leaving_the_body_unread(json_http_exception(error)))
+    errorhandler(Exception)(lambda error: leaving_the_body_unread(json_internal_error(error)))
 
 
 def unavailable(

@@ -4,6 +4,7 @@ The functions are called through functions-framework's test client, with fakes w
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -163,6 +164,32 @@ def test_a_compressed_body_gets_a_415_that_says_to_send_it_uncompressed(services
     assert response.headers["Accept-Encoding"] == "identity"
 
 
+@pytest.mark.parametrize("coding", ["gzip, chunked", "deflate,chunked", "x-custom, chunked"])
+def test_a_body_in_a_compressing_transfer_coding_gets_the_same_415(services, coding):
+    # gunicorn and werkzeug undo the chunking and hand the body on still compressed.
+    response = client("predict").post(
+        "/predict",
+        input_stream=io.BytesIO(gzip.compress(json.dumps(VALID_AD).encode())),
+        headers={"Transfer-Encoding": coding, "Content-Type": "application/json"},
+        environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""},
+    )
+
+    assert f"Transfer-Encoding '{coding}' is not accepted" in assert_json_error(response, 415)
+    assert response.headers["Accept-Encoding"] == "identity"
+
+
+@pytest.mark.parametrize("coding", ["chunked", "Chunked", "identity, chunked"])
+def test_a_body_in_a_plain_transfer_coding_is_read(services, coding):
+    response = client("predict").post(
+        "/predict",
+        input_stream=io.BytesIO(json.dumps(VALID_AD).encode()),
+        headers={"Transfer-Encoding": coding, "Content-Type": "application/json"},
+        environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""},
+    )
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
 def test_a_body_declared_as_identity_encoded_is_read(services):
     response = client("predict").post(
         "/predict", json=VALID_AD, headers={"Content-Encoding": "identity"}
@@ -290,6 +317,25 @@ def test_a_body_declared_over_the_limit_is_refused_without_being_read(services):
     )
 
     assert f"over {services.settings.max_body_bytes}" in assert_json_error(response, 413)
+    assert body.taken == 0
+
+
+@pytest.mark.parametrize("path", ["/robots.txt", "/favicon.ico", "/predict%0A"])
+def test_a_body_sent_where_the_framework_answers_404_itself_is_refused_without_being_read(
+    services, path
+):
+    # functions-framework answers these paths without calling the function, so no
+    # MAX_BODY_BYTES guards them: its 404 must not take the body in first.
+    body = _CountingStream(10 * 1024 * 1024)
+
+    response = client("predict").post(
+        path,
+        input_stream=body,
+        headers={"Content-Length": str(body.size), "Content-Type": "application/json"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+    assert assert_json_error(response, 404)
     assert body.taken == 0
 
 
