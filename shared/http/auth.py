@@ -19,12 +19,7 @@ def require_api_key(request: flask.Request, keys: list[str]) -> None:
     if not keys:
         warn_that_the_api_is_open()
         return
-    presented = _presented_key(request)
-    # Compare against every key, in constant time, so timing tells nothing about them.
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(presented.encode(), key.encode())
-    if not presented or not matched:
+    if _matching_key(request, keys) is None:
         # Refused before the body is read, so the server must not read it afterwards.
         raise BodyLeftUnread(
             401,
@@ -59,17 +54,29 @@ def forget_the_open_api_warning() -> None:
 
 def caller_scope(request: flask.Request, keys: list[str]) -> str | None:
     """Who is calling, for what is theirs alone (their idempotency keys): a digest of the
-    API key presented, or None when the API is open. Not the key itself, which then
-    would be stored in the database in clear."""
+    API key that let the request in, or None when the API is open. Not the key itself,
+    which then would be stored in the database in clear."""
     if not keys:
         return None
-    return hashlib.sha256(_presented_key(request).encode()).hexdigest()[:16]
+    return hashlib.sha256((_matching_key(request, keys) or "").encode()).hexdigest()[:16]
 
 
-def _presented_key(request: flask.Request) -> str:
+def _matching_key(request: flask.Request, keys: list[str]) -> str | None:
+    """The first presented key that is one of `keys`: X-API-Key's, then the Bearer token.
+
+    Either header may carry a token that is not ours: a platform that checks callers
+    itself (Cloud Run's IAM, an API gateway) takes `Authorization: Bearer` for its own
+    token, and its callers then give our key in X-API-Key."""
     # Stripped as gunicorn strips header values; werkzeug's server (the runner) does not.
-    presented = request.headers.get("X-API-Key", "").strip()
+    presented = [request.headers.get("X-API-Key", "").strip()]
     authorization = request.headers.get("Authorization", "")
     if authorization[:7].lower() == "bearer ":
-        presented = authorization[7:].strip()
-    return presented
+        presented.append(authorization[7:].strip())
+    matching = None
+    # Every presented value against every key, in constant time and with no early
+    # exit, so that timing tells nothing about the keys.
+    for candidate in presented:
+        for key in keys:
+            if hmac.compare_digest(candidate.encode(), key.encode()) and candidate:
+                matching = matching or key
+    return matching

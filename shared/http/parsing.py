@@ -68,7 +68,9 @@ def parse_json_body(request: flask.Request, model: type[Model]) -> Model:
 def _refuse_content_coding(request: flask.Request) -> None:
     """415 for a compressed body: the body would otherwise be parsed as it came, and the
     client told that its JSON is broken (RFC 9110, section 15.5.16, names the status and
-    the header that says what is taken)."""
+    the header that says what is taken). A compressing transfer coding is refused alike:
+    gunicorn and werkzeug take `Transfer-Encoding: gzip, chunked` and hand the body on
+    still compressed."""
     coding = request.headers.get("Content-Encoding", "").strip()
     if coding and coding.lower() != "identity":
         raise HttpError(
@@ -76,6 +78,18 @@ def _refuse_content_coding(request: flask.Request) -> None:
             f"Content-Encoding {coding[:40]!r} is not accepted: send the body uncompressed",
             {"Accept-Encoding": "identity"},
         )
+    transfer = request.headers.get("Transfer-Encoding", "")
+    if any(c.strip().lower() not in _PLAIN_TRANSFER_CODINGS for c in transfer.split(",")):
+        raise HttpError(
+            415,
+            f"Transfer-Encoding {transfer.strip()[:40]!r} is not accepted: send the body "
+            "uncompressed, chunked or with a Content-Length",
+            {"Accept-Encoding": "identity"},
+        )
+
+
+# The transfer codings a body may come in: none, "identity" (obsolete), and chunked.
+_PLAIN_TRANSFER_CODINGS = frozenset(("", "identity", "chunked"))
 
 
 def _refuse_many_unknown_fields(model: type[BaseModel], document: dict[str, object]) -> None:

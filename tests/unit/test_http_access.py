@@ -19,7 +19,17 @@ from tests.fakes import VALID_AD
 from tests.unit.http_client import assert_json_error, client
 
 
-@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer no"}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X-API-Key": "wrong"},
+        {"Authorization": "Bearer no"},
+        {"Authorization": "Bearer no", "X-API-Key": "wrong"},
+        {"Authorization": "Basic k1"},
+        {"X-API-Key": ""},
+    ],
+)
 def test_with_api_keys_set_a_missing_or_wrong_key_gets_401(services, headers):
     services.settings = services.settings.model_copy(update={"api_keys": "k1,k2"})
 
@@ -36,6 +46,10 @@ def test_with_api_keys_set_a_missing_or_wrong_key_gets_401(services, headers):
         # As gunicorn strips header values itself; werkzeug's server (the runner) does not.
         {"X-API-Key": " k2 "},
         {"Authorization": "Bearer k1 "},
+        # A platform in front (Cloud Run's IAM, a gateway) holds Authorization for its
+        # own token; the key then comes in X-API-Key, and either may be the valid one.
+        {"Authorization": "Bearer platform-token", "X-API-Key": "k2"},
+        {"Authorization": "Bearer k1", "X-API-Key": "stale"},
     ],
 )
 def test_with_api_keys_set_either_header_form_is_accepted(services, headers):

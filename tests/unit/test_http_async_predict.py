@@ -182,3 +182,20 @@ def test_a_publish_failing_unexpectedly_after_the_commit_still_answers_202(servi
         assert [task for task, _ in tx.claim_unpublished_tasks(older_than_s=0, limit=10)] == [
             task_id
         ]
+
+
+def test_a_callers_idempotency_keys_follow_its_api_key_not_a_platform_token_beside_it(services):
+    services.settings = services.settings.model_copy(update={"api_keys": "k1,k2"})
+
+    def submit(headers: dict[str, str]):
+        headers = {"Idempotency-Key": "order-18", **headers}
+        return client("async_predict").post("/async_predict?item_id=1", headers=headers)
+
+    first = submit({"X-API-Key": "k1"})
+    # The same caller again, now behind a platform that adds a token of its own, which
+    # changes with every request.
+    retry = submit({"X-API-Key": "k1", "Authorization": "Bearer platform-token-2"})
+
+    assert retry.status_code == 202 and retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.get_json() == first.get_json()
+    assert len(services.db.state.tasks) == 1
