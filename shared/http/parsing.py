@@ -71,15 +71,16 @@ def _refuse_content_coding(request: flask.Request) -> None:
     the header that says what is taken). A compressing transfer coding is refused alike:
     gunicorn and werkzeug take `Transfer-Encoding: gzip, chunked` and hand the body on
     still compressed."""
-    coding = request.headers.get("Content-Encoding", "").strip()
+    # Both read from the environ, on every request: werkzeug's header lookup costs ~0.4 µs.
+    coding = request.environ.get("HTTP_CONTENT_ENCODING", "").strip()
     if coding and coding.lower() != "identity":
         raise HttpError(
             415,
             f"Content-Encoding {coding[:40]!r} is not accepted: send the body uncompressed",
             {"Accept-Encoding": "identity"},
         )
-    transfer = request.headers.get("Transfer-Encoding", "")
-    if any(c.strip().lower() not in _PLAIN_TRANSFER_CODINGS for c in transfer.split(",")):
+    transfer = request.environ.get("HTTP_TRANSFER_ENCODING")
+    if transfer is not None and transfer.lower() != "chunked" and _compressing(transfer):
         raise HttpError(
             415,
             f"Transfer-Encoding {transfer.strip()[:40]!r} is not accepted: send the body "
@@ -90,6 +91,11 @@ def _refuse_content_coding(request: flask.Request) -> None:
 
 # The transfer codings a body may come in: none, "identity" (obsolete), and chunked.
 _PLAIN_TRANSFER_CODINGS = frozenset(("", "identity", "chunked"))
+
+
+def _compressing(transfer_encoding: str) -> bool:
+    codings = transfer_encoding.split(",")
+    return any(coding.strip().lower() not in _PLAIN_TRANSFER_CODINGS for coding in codings)
 
 
 def _refuse_many_unknown_fields(model: type[BaseModel], document: dict[str, object]) -> None:
