@@ -2,7 +2,8 @@
 brought to a durable outcome before the answer.
 
 It answers 200 once the record is durable (completed, failed, dead-lettered or a known
-duplicate); 400 for a request that is not a CloudEvent, 405 for one that is not a POST,
+duplicate); 400 for a request that is not a CloudEvent, or one of the dead-letter
+topic, 405 for one that is not a POST,
 413 for one larger than any record our producers write; 500 for a bug or settings that
 do not validate, which makes the platform redeliver. It has no endpoint wrapper: its
 refusals and its 200 differ from the API's, and API_KEYS does not apply (a KafkaSource
@@ -67,8 +68,11 @@ def _consume_pushed(
     record: ConsumedRecord | None = None
     try:
         # Inside the try: settings that do not validate are a 500 in JSON, and counted.
-        topic = services().settings.kafka_moderation_topic
-        record = record_from_http(request.headers, body, default_topic=topic)
+        settings = services().settings
+        record = record_from_http(
+            request.headers, body, default_topic=settings.kafka_moderation_topic
+        )
+        _refuse_dead_letters(record, settings.kafka_dlq_topic)
         report = process([record])
     except InvalidCloudEvent as error:
         return json_error(400, str(error))
@@ -84,6 +88,17 @@ def _consume_pushed(
     # otherwise learn, task by task, which ad it is for and whether it is finished.
     log.info("pushed record processed", extra={**_described(record), **dataclasses.asdict(report)})
     return flask.jsonify(PROCESSED)
+
+
+def _refuse_dead_letters(record: ConsumedRecord, dlq_topic: str) -> None:
+    """InvalidCloudEvent for a record of the dead-letter topic: a trigger that also
+    covers it would push back every letter, malformed as its record was, whose new
+    letter it would push again, without end. The letter stays on its topic."""
+    if record.topic == dlq_topic:
+        raise InvalidCloudEvent(
+            f"the record is from the dead-letter topic {dlq_topic!r}, which this function "
+            "does not consume: its trigger must cover the moderation topic alone"
+        )
 
 
 def _described(record: ConsumedRecord | None) -> dict[str, int]:

@@ -270,8 +270,8 @@ def _complete(db: Transaction, scored: Scored | None) -> set[int]:
 class FailuresWritten(NamedTuple):
     failed: int  # tasks moved to failed
     stored: list[StoredDeadLetter]  # letters new to the outbox
-    # Letters stored before, each a record consumed again (a redelivery after a crash or
-    # a rebalance): counted as a duplicate, as a finished task's record is.
+    # Records of a task finished already: a letter stored before (a record consumed
+    # again, after a crash or a rebalance), or a failure another consumer beat.
     repeated: int
 
     def count_in(self, report: BatchReport) -> None:
@@ -292,7 +292,12 @@ def _fail_and_dead_letter(
     failed = tx.fail_tasks([failure for failure, _ in failures])
     own = [letter for failure, letter in failures if failure.task_id in failed]
     stored = tx.insert_dead_letters([*letters, *own])
-    return FailuresWritten(len(failed), stored, len(letters) + len(own) - len(stored))
+    # A task finished first by another consumer: its record is a duplicate, as the
+    # record of a task completed meanwhile is.
+    finished_elsewhere = len(failures) - len(own)
+    return FailuresWritten(
+        len(failed), stored, len(letters) + len(own) - len(stored) + finished_elsewhere
+    )
 
 
 class RecordDoesNotMatchTask(MalformedMessage):

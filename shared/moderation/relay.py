@@ -88,8 +88,9 @@ def _sweep_dead_letters(services: Services) -> _Swept:
 def relay_once(services: Services) -> int:
     """Both sweeps, the second even if the first failed (the `moderation` topic refusing
     its tasks says nothing of `moderation_dlq`), then the purge of expired keys, unless
-    the process is stopping; returns how many rows were published, or raises the
-    failure, if any: a bug before an outage, so that it is reported as one."""
+    the process is stopping or the database is down; returns how many rows were
+    published, or raises the failure, if any: a bug before an outage, so that it is
+    reported as one."""
     return _relay_pass(services).published
 
 
@@ -118,7 +119,9 @@ def _relay_pass(services: Services) -> _Swept:
     full = False
     failures: list[Exception] = []
     for kind, sweep in (("task", _sweep_tasks), ("dead_letter", _sweep_dead_letters)):
-        if failures and services.stopping.is_set():
+        if failures and (services.stopping.is_set() or _database_down(failures)):
+            # Stopping, its publish could outlast the shutdown's budget; with the
+            # database down, it would only wait out another connection timeout.
             break
         try:
             swept = sweep(services)
@@ -130,11 +133,10 @@ def _relay_pass(services: Services) -> _Swept:
             metrics.observe_outbox_sweep(kind, swept.published)
             published += swept.published
             full |= swept.full
-    if not (failures and services.stopping.is_set()):
-        # While Kafka is down the backlog is what matters; while the database is, a
-        # count would only wait out another connection timeout.
-        if not any(isinstance(failure, DatabaseUnavailable) for failure in failures):
-            _measure_backlog(services)
+    # While Kafka is down the backlog and the purge still matter; while the database
+    # is, each would only wait out another connection timeout.
+    if not (failures and (services.stopping.is_set() or _database_down(failures))):
+        _measure_backlog(services)
         try:
             expired = purge_expired_idempotency_keys(services)
         except Exception as error:
@@ -155,6 +157,10 @@ def _relay_pass(services: Services) -> _Swept:
             exc_info=None if is_temporary(other) else other,
         )
     raise failures[0]
+
+
+def _database_down(failures: list[Exception]) -> bool:
+    return any(isinstance(failure, DatabaseUnavailable) for failure in failures)
 
 
 # The backlog gauge counts this far: past it an alert has long fired, and a count of a

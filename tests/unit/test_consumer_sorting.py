@@ -67,6 +67,7 @@ def test_a_failure_for_a_task_another_consumer_completes_meanwhile_is_not_dead_l
 
     assert services.db.state.tasks[1].status == "completed"
     assert (report.failed, report.dead_lettered) == (0, 0)
+    assert report.duplicates == 1  # its outcome, the other consumer's
     assert services.publisher.on_topic("moderation_dlq") == []
     assert services.db.state.letters == {}
 

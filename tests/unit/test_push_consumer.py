@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 
 from shared.kafka.cloud_event import InvalidCloudEvent, record_from_http
 from shared.kafka.envelope import encode_task_message
+from tests.unit.http_client import assert_json_error
 
 SOURCE = "/apis/v1/namespaces/default/kafkasources/moderation#moderation"
 
@@ -105,6 +106,19 @@ def test_a_pushed_records_log_line_names_its_task_and_item(services, caplog):
     assert (named.task_id, named.item_id, named.offset, named.completed) == (task_id, 1, 6, 1)
     assert not hasattr(malformed, "task_id")  # its letter's own line gives the reason
     assert (malformed.offset, malformed.dead_lettered) == (7, 1)
+
+
+def test_a_record_of_the_dead_letter_topic_is_refused_rather_than_dead_lettered_again(services):
+    # A trigger covering moderation_dlq too would push each new letter back, without end.
+    source = "/apis/v1/namespaces/default/kafkasources/moderation#moderation_dlq"
+
+    response = _client().post(
+        "/", data=b"not json", headers=_binary_headers(3, **{"ce-source": source})
+    )
+
+    assert "dead-letter topic 'moderation_dlq'" in assert_json_error(response, 400)
+    assert services.publisher.on_topic("moderation_dlq") == []
+    assert services.db.state.letters == {}
 
 
 def test_a_request_that_is_not_a_cloud_event_gets_a_json_400(services):

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from shared.bootstrap import ShutdownRequested
 from shared.db.dead_letters import DeadLetter
 from shared.domain import Ad
-from shared.errors import BrokerUnavailable
+from shared.errors import BrokerUnavailable, DatabaseUnavailable
 from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import ConsumedRecord
 from shared.moderation.relay import relay_once
@@ -308,3 +308,15 @@ def test_a_bug_in_the_key_purge_is_raised_after_both_sweeps_ran(services):
     with pytest.raises(TypeError, match="a bug in the purge"):
         relay_once(services)
     assert len(services.publisher.published) == 2  # the task's first publish and the relay's
+
+
+def test_a_pass_that_finds_the_database_down_gives_up_at_once_instead_of_once_a_step(services):
+    # Each step would wait out its own connection timeout: 15 s to answer a scheduler's
+    # call with the 503 the first one already knew.
+    services.db.unavailable_for = 10
+    transactions = services.db.transactions
+
+    with pytest.raises(DatabaseUnavailable):
+        relay_once(services)
+
+    assert services.db.transactions - transactions == 1
