@@ -4,7 +4,9 @@ Run as `python -m shared.db.migrations` (what `make migrate` does); the tests an
 the local runner call `apply_migrations` with their own URL. Any number of processes
 may call it at once (every runner start does): pgmigrate takes no lock of its own, so
 each call holds a PostgreSQL advisory lock around it, and the later ones find the
-schema already there.
+schema already there. pgmigrate runs in this process, under the lock: were it a child
+process, a migrator stopped mid-way would release the lock while its child went on
+migrating beside the next one.
 
 The lock is waited for by asking again, not by a blocking `pg_advisory_lock`: a
 migrator blocked in that SELECT holds a snapshot, and a CREATE INDEX CONCURRENTLY of
@@ -17,9 +19,10 @@ migrators share.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
-import os
-import subprocess
+import logging
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -33,20 +36,20 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "db"
 # Any fixed bigint; only callers of this function take it.
 _MIGRATIONS_LOCK = 0x61645F6D6F64  # "ad_mod"
 CONNECT_TIMEOUT_S = 10
-MIGRATE_TIMEOUT_S = 600
+LOCK_WAIT_TIMEOUT_S = 600
 LOCK_POLL_INTERVAL_S = 0.1
 
 
 def apply_migrations(database_url: str, migrations_dir: Path = MIGRATIONS_DIR) -> None:
     """Bring the schema to the latest version; a no-op when it is already there."""
-    conninfo, password = _pgmigrate_conninfo(database_url)
+    conninfo = _pgmigrate_conninfo(database_url)
     _refuse_options_pgmigrates_libpq_cannot_read(conninfo)
     with psycopg.connect(
         database_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
     ) as lock_holder:
         _wait_for_the_lock(lock_holder)
         try:
-            _run_pgmigrate(conninfo, password, migrations_dir)
+            _run_pgmigrate(conninfo, _version_table_schema(lock_holder), migrations_dir)
         finally:
             # Closing the connection releases the lock too; an unlock that fails (the
             # connection dropped) must not hide pgmigrate's own error.
@@ -55,54 +58,84 @@ def apply_migrations(database_url: str, migrations_dir: Path = MIGRATIONS_DIR) -
 
 
 def _wait_for_the_lock(conn: psycopg.Connection) -> None:
-    deadline = time.monotonic() + MIGRATE_TIMEOUT_S
+    deadline = time.monotonic() + LOCK_WAIT_TIMEOUT_S
     while not conn.execute("SELECT pg_try_advisory_lock(%s)", (_MIGRATIONS_LOCK,)).fetchone()[0]:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"another migrator held the lock for over {MIGRATE_TIMEOUT_S} s")
+            raise RuntimeError(f"another migrator held the lock for over {LOCK_WAIT_TIMEOUT_S} s")
         time.sleep(LOCK_POLL_INTERVAL_S)
 
 
-def _pgmigrate_conninfo(database_url: str) -> tuple[str, str | None]:
-    """pgmigrate's connection string, and the password apart: it goes by environment, not
-    on the command line any local user can read in /proc. With a connect timeout, so an
-    unreachable server fails instead of hanging."""
+def _version_table_schema(conn: psycopg.Connection) -> str:
+    """Where pgmigrate keeps `schema_version`: the schema the migrations create their
+    tables in, the first of the search_path that exists (a URL's `options` may set it).
+
+    pgmigrate's own default is `public` whatever the search_path, so that a second
+    schema of one database was never migrated: `public.schema_version` said the first
+    one's tables were there. A schema migrated that way, its tables here and its
+    versions in `public`, keeps its versions there."""
+    schema, has_versions, has_tables, public_has_versions = conn.execute(
+        """
+        SELECT current_schema(),
+               to_regclass(format('%I.schema_version', current_schema())) IS NOT NULL,
+               to_regclass(format('%I.moderation_results', current_schema())) IS NOT NULL,
+               to_regclass('public.schema_version') IS NOT NULL
+        """
+    ).fetchone()
+    if schema is None:
+        search_path = conn.execute("SHOW search_path").fetchone()[0]
+        raise RuntimeError(
+            f"no schema of the search_path ({search_path}) exists to migrate: create it,"
+            " or name an existing one in the URL's options (-c search_path=...)"
+        )
+    if not has_versions and has_tables and public_has_versions:
+        return "public"
+    return schema
+
+
+def _pgmigrate_conninfo(database_url: str) -> str:
+    """pgmigrate's connection string: with a connect timeout, so an unreachable server
+    fails instead of hanging."""
     params = conninfo_to_dict(database_url)
-    password = params.pop("password", None)
     params.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
-    return make_conninfo(**params), None if password is None else str(password)
+    return make_conninfo(**params)
 
 
-def _run_pgmigrate(conninfo: str, password: str | None, migrations_dir: Path) -> None:
-    env = dict(os.environ)
-    if password is not None:
-        env["PGPASSWORD"] = password
-    command = [
-        sys.executable,
-        "-m",
-        "pgmigrate",
-        "--conn",
-        conninfo,
-        "--base_dir",
-        str(migrations_dir),
-        "--target",
-        "latest",
+def _run_pgmigrate(conninfo: str, schema: str, migrations_dir: Path) -> None:
+    """`pgmigrate --target latest --force_mixed migrate`, with db/migrations.yml."""
+    options = argparse.Namespace(
+        conn=conninfo,
+        base_dir=str(migrations_dir),
+        target="latest",
+        schema=schema,
         # A database that has some versions applied, and lacks both transactional and
         # NONTRANSACTIONAL ones (one at V0006 or older, say), gets them in mixed steps
-        # only with this; pgmigrate refuses otherwise. (Its schema check, which cannot
-        # run for NONTRANSACTIONAL migrations, is already off without --schema.)
-        "--force_mixed",
-        "migrate",
-    ]
+        # only with this; pgmigrate refuses otherwise.
+        force_mixed=True,
+        # Its check that a migration touches no other schema cannot run for
+        # NONTRANSACTIONAL ones; pgmigrate turns it off itself when no schema is named.
+        disable_schema_check=True,
+    )
+    # Imported here: pgmigrate brings psycopg2, which only the migrations use.
+    import pgmigrate
+    import psycopg2
+
+    # It says at INFO what it does, statement by statement: a start-up logs only whether
+    # it worked, and pgmigrate's ERROR lines, which show the statement that failed.
+    logging.getLogger("pgmigrate").setLevel(logging.WARNING)
+    config = None
     try:
-        result = subprocess.run(
-            command, capture_output=True, text=True, check=False, env=env, timeout=MIGRATE_TIMEOUT_S
-        )
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"pgmigrate did not finish within {MIGRATE_TIMEOUT_S} s") from None
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"pgmigrate failed with exit code {result.returncode}:\n{result.stderr.strip()}"
-        )
+        config = pgmigrate.get_config(str(migrations_dir), options)
+        pgmigrate.migrate(config)
+    except (pgmigrate.MigrateError, psycopg2.Error) as error:
+        # "Unable to apply statement" says nothing more: the server's words are its cause.
+        cause = error.__context__ if isinstance(error, pgmigrate.MigrateError) else None
+        reason = f"{error}: {str(cause).strip()}" if cause is not None else str(error).strip()
+        raise RuntimeError(f"pgmigrate failed: {reason}") from error
+    finally:
+        # On success pgmigrate has closed it; on a failure its transaction is rolled
+        # back here, not whenever the garbage collector gets to it.
+        if config is not None and config.conn_instance is not None:
+            config.conn_instance.close()
 
 
 def _refuse_options_pgmigrates_libpq_cannot_read(conninfo: str) -> None:
@@ -132,14 +165,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidSettings as error:
         print(f"migrations failed: {error}", file=sys.stderr)
         return 1
+    # A Job stopped mid-way: the statement running ends, its transaction is rolled back
+    # and the lock released, and the next run starts from the last version applied.
+    signal.signal(signal.SIGTERM, _stop_migrating)
     try:
         apply_migrations(database_url)
+    except MigrationStopped:
+        print(f"migrations stopped on {server_of(database_url)}", file=sys.stderr)
+        return 143
     except (RuntimeError, psycopg.Error) as error:  # pgmigrate's failure, or the server's
         # Named, since libpq's words ("connection timeout expired") may not name it.
         print(f"migrations failed on {server_of(database_url)}: {error}", file=sys.stderr)
         return 1
     print(f"migrations applied on {server_of(database_url)}")
     return 0
+
+
+class MigrationStopped(Exception):
+    """SIGTERM came: stop between two statements."""
+
+
+def _stop_migrating(signum: int, _frame: object) -> None:
+    raise MigrationStopped(signal.Signals(signum).name)
 
 
 def server_of(database_url: str) -> str:

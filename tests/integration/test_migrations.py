@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -18,6 +19,7 @@ from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from shared.db.migrations import MIGRATIONS_DIR, apply_migrations
+from tests.python_snippets import REPO_ROOT
 from tests.waiting import wait_until
 
 
@@ -275,3 +277,113 @@ def test_v0009_gives_keys_from_before_it_a_day_and_still_takes_keys_written_with
     # Neither expires sooner than a day from now: as long as the new setting's default.
     assert lifetimes == {"before": 24, "during": 24}
     assert file_after == file_before  # the column came without rewriting the table
+
+
+def _in_schema(conninfo: str, schema: str) -> str:
+    return make_conninfo(conninfo, options=f"-c search_path={schema}")
+
+
+def _tables_by_schema(conninfo: str) -> dict[str, set[str]]:
+    with psycopg.connect(conninfo, connect_timeout=5) as conn:
+        rows = conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables"
+            " WHERE table_name IN ('moderation_results', 'schema_version')"
+        ).fetchall()
+    tables: dict[str, set[str]] = {}
+    for schema, table in rows:
+        tables.setdefault(schema, set()).add(table)
+    return tables
+
+
+def test_each_schema_a_url_names_is_migrated_on_its_own(empty_database: str) -> None:
+    # Two deployments in one database, told apart by their URLs' search_path.
+    with psycopg.connect(empty_database, autocommit=True, connect_timeout=5) as conn:
+        conn.execute("CREATE SCHEMA staging; CREATE SCHEMA prod")
+
+    apply_migrations(_in_schema(empty_database, "staging"))
+    apply_migrations(_in_schema(empty_database, "prod"))
+
+    both = {"moderation_results", "schema_version"}
+    assert _tables_by_schema(empty_database) == {"staging": both, "prod": both}
+
+
+def test_a_schema_whose_versions_an_earlier_release_kept_in_public_keeps_them_there(
+    empty_database: str,
+) -> None:
+    # pgmigrate's own default: the versions in public, the tables where search_path says.
+    with psycopg.connect(empty_database, autocommit=True, connect_timeout=5) as conn:
+        conn.execute("CREATE SCHEMA staging")
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pgmigrate", "--conn", _in_schema(empty_database, "staging")),
+            *("--base_dir", str(MIGRATIONS_DIR), "--target", "latest", "migrate"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    versions_before = _applied_versions(empty_database)
+
+    apply_migrations(_in_schema(empty_database, "staging"))
+
+    assert _tables_by_schema(empty_database) == {
+        "public": {"schema_version"},
+        "staging": {"moderation_results"},
+    }
+    assert _applied_versions(empty_database) == versions_before
+
+
+# Stands for `python -m shared.db.migrations`, whose directory is fixed: its SIGTERM handler
+# around a run of the given migrations.
+_STOPPABLE_MIGRATOR = """
+import signal, sys
+from shared.db import migrations
+signal.signal(signal.SIGTERM, migrations._stop_migrating)
+migrations.apply_migrations(sys.argv[1], migrations.Path(sys.argv[2]))
+"""
+
+
+def test_a_migrator_stopped_mid_way_rolls_back_and_leaves_no_one_migrating(
+    empty_database: str, tmp_path
+) -> None:
+    # A child process running pgmigrate would go on after its parent, whose lock then
+    # let the next migrator in beside it.
+    migrations = tmp_path / "db"
+    shutil.copytree(MIGRATIONS_DIR, migrations)
+    (migrations / "migrations" / "V0100__slow.sql").write_text(
+        "SELECT pg_sleep(3);\nCREATE TABLE slow_migration_done (id int);\n"
+    )
+    migrator = subprocess.Popen(
+        [sys.executable, "-c", _STOPPABLE_MIGRATOR, empty_database, str(migrations)],
+        cwd=REPO_ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with psycopg.connect(empty_database, autocommit=True, connect_timeout=5) as watcher:
+            wait_until(
+                lambda: _running(watcher, "SELECT pg_sleep(3)%"),
+                timeout_s=60,
+                what="the slow migration to start",
+            )
+            migrator.send_signal(signal.SIGTERM)
+            _, stderr = migrator.communicate(timeout=30)
+
+            assert "MigrationStopped: SIGTERM" in stderr
+            assert not _running(watcher, "%")  # no statement of pgmigrate's goes on
+            done = watcher.execute("SELECT to_regclass('slow_migration_done')").fetchone()
+            assert done == (None,)
+    finally:
+        migrator.kill()
+        migrator.wait()
+    assert 100 not in _installed(empty_database)
+    apply_migrations(empty_database, migrations)  # the lock is free: the next run goes on
+    assert 100 in _installed(empty_database)
+
+
+def _running(conn: psycopg.Connection, query_like: str) -> bool:
+    return conn.execute(
+        "SELECT count(*) > 0 FROM pg_stat_activity"
+        " WHERE application_name LIKE 'pgmigrate-%%' AND state = 'active' AND query LIKE %s",
+        (query_like,),
+    ).fetchone()[0]
