@@ -13,10 +13,11 @@ SECONDS_A_DAY = 86_400
 
 
 def delete_finished_tasks(
-    conn: psycopg.Connection, *, older_than_days: float, after_id: int, limit: int
+    conn: psycopg.Connection, *, older_than_days: float, after_id: int, up_to_id: int, limit: int
 ) -> Chunk:
-    """Delete up to `limit` tasks past `after_id` finished (completed or failed) over
-    `older_than_days` ago, with their expired idempotency keys and published dead letters.
+    """Delete up to `limit` tasks of ids after `after_id` up to `up_to_id` finished
+    (completed or failed) over `older_than_days` ago, with their expired idempotency keys
+    and published dead letters.
 
     Kept: a task a key still names, or named within EXPIRED_KEY_KEPT_S of now (a retry
     judges its key by when its transaction began, as the relay's purge allows for), and
@@ -29,7 +30,7 @@ def delete_finished_tasks(
             """
             WITH doomed AS (
                 SELECT t.id FROM moderation_results t
-                WHERE t.id > %(after)s
+                WHERE t.id > %(after)s AND t.id <= %(up_to)s
                   AND t.status <> 'pending'
                   AND t.processed_at < now() - make_interval(secs => %(seconds)s)
                   AND NOT EXISTS (
@@ -56,6 +57,7 @@ def delete_finished_tasks(
             """,
             {
                 "after": after_id,
+                "up_to": up_to_id,
                 "seconds": older_than_days * SECONDS_A_DAY,
                 "key_kept_s": EXPIRED_KEY_KEPT_S,
                 "limit": limit,
@@ -65,17 +67,17 @@ def delete_finished_tasks(
 
 
 def delete_published_letters_of_no_task(
-    conn: psycopg.Connection, *, older_than_days: float, after_id: int, limit: int
+    conn: psycopg.Connection, *, older_than_days: float, after_id: int, up_to_id: int, limit: int
 ) -> Chunk:
-    """Delete up to `limit` dead letters past `after_id` of records that named no
-    task (malformed ones), published over `older_than_days` ago."""
+    """Delete up to `limit` dead letters of ids after `after_id` up to `up_to_id`, of
+    records that named no task (malformed ones), published over `older_than_days` ago."""
     return chunk_counted(
         conn.execute(
             """
             WITH deleted AS (
                 DELETE FROM dead_letters WHERE id = ANY(ARRAY(
                     SELECT id FROM dead_letters
-                    WHERE id > %(after)s
+                    WHERE id > %(after)s AND id <= %(up_to)s
                       AND task_id IS NULL
                       AND published_at < now() - make_interval(secs => %(seconds)s)
                     ORDER BY id
@@ -86,6 +88,11 @@ def delete_published_letters_of_no_task(
             )
             SELECT count(*), coalesce(max(id), %(after)s) FROM deleted
             """,
-            {"after": after_id, "seconds": older_than_days * SECONDS_A_DAY, "limit": limit},
+            {
+                "after": after_id,
+                "up_to": up_to_id,
+                "seconds": older_than_days * SECONDS_A_DAY,
+                "limit": limit,
+            },
         )
     )

@@ -24,7 +24,7 @@ from psycopg.rows import class_row
 from shared.db.ads import AD_COLUMNS
 from shared.db.arrays import BinaryArray, bigint_array, boolean_array, float8_array
 from shared.db.blocking import fetch_all
-from shared.db.chunks import CHUNK_ROWS, Chunk, chunk_counted, every_chunk
+from shared.db.chunks import CHUNK_ROWS, Chunk, chunk_counted, every_chunk, id_span
 from shared.db.outbox_backlog import MEASURED, OutboxBacklog
 from shared.domain import Ad, BatchVerdicts
 
@@ -95,13 +95,21 @@ def republish_pending_tasks(
     whole table once (no index serves it: see migration V0002), a chunk at a time, so
     it is for rare use."""
     return every_chunk(
-        lambda after, rows: _republish_chunk(conn, published_before_s, after_id=after, limit=rows),
+        lambda after, up_to, rows: _republish_chunk(
+            conn, published_before_s, after_id=after, up_to_id=up_to, limit=rows
+        ),
+        ids=id_span(conn, "moderation_results"),
         rows=chunk_rows,
     )
 
 
 def _republish_chunk(
-    conn: psycopg.Connection, published_before_s: float, *, after_id: int, limit: int
+    conn: psycopg.Connection,
+    published_before_s: float,
+    *,
+    after_id: int,
+    up_to_id: int,
+    limit: int,
 ) -> Chunk:
     # Rows a consumer holds while it finishes them are skipped: they are being handled.
     return chunk_counted(
@@ -113,7 +121,7 @@ def _republish_chunk(
                 SET published_at = NULL, publish_tries = 0
                 WHERE id = ANY(ARRAY(
                     SELECT id FROM moderation_results
-                    WHERE id > %(after)s
+                    WHERE id > %(after)s AND id <= %(up_to)s
                       AND status = 'pending' AND published_at IS NOT NULL
                       AND published_at <= now() - make_interval(secs => %(before)s)
                     ORDER BY id
@@ -124,7 +132,7 @@ def _republish_chunk(
             )
             SELECT count(*), coalesce(max(id), %(after)s) FROM handed_back
             """,
-            {"after": after_id, "before": published_before_s, "limit": limit},
+            {"after": after_id, "up_to": up_to_id, "before": published_before_s, "limit": limit},
         )
     )
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import psycopg
 
-from shared.db.chunks import every_chunk
+from shared.db.chunks import every_chunk, id_span
 from shared.db.retention import delete_finished_tasks, delete_published_letters_of_no_task
 from shared.moderation.operator_command import operator_parser, run_on_database
 
@@ -41,14 +41,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def prune(conn: psycopg.Connection) -> str:
         tasks = every_chunk(
-            lambda after, rows: delete_finished_tasks(
-                conn, older_than_days=days, after_id=after, limit=rows
-            )
+            lambda after, up_to, rows: delete_finished_tasks(
+                conn, older_than_days=days, after_id=after, up_to_id=up_to, limit=rows
+            ),
+            ids=id_span(conn, "moderation_results"),
         )
         letters = every_chunk(
-            lambda after, rows: delete_published_letters_of_no_task(
-                conn, older_than_days=days, after_id=after, limit=rows
-            )
+            lambda after, up_to, rows: delete_published_letters_of_no_task(
+                conn, older_than_days=days, after_id=after, up_to_id=up_to, limit=rows
+            ),
+            ids=id_span(conn, "dead_letters"),
         )
         return f"{tasks} finished task(s) and {letters} dead letter(s) of no task deleted"
 

@@ -108,7 +108,9 @@ def test_the_operator_commands_and_the_demo_seeding_prepare_nothing_behind_pgbou
             # As prune does, chunk after chunk: the same statement past psycopg's threshold.
             with one_shot_connection(url, connect_timeout_s=5) as conn:
                 for _ in range(PSYCOPG_PREPARE_THRESHOLD * 2):
-                    delete_finished_tasks(conn, older_than_days=7, after_id=0, limit=1)
+                    delete_finished_tasks(
+                        conn, older_than_days=7, after_id=0, up_to_id=2**62, limit=1
+                    )
         for _ in range(3):
             seed_demo_data(url)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import psycopg
 
-from shared.db.chunks import Chunk, every_chunk
+from shared.db.chunks import Chunk, IdSpan, every_chunk, id_span
 from shared.db.retention import delete_finished_tasks
 from tests.python_snippets import run_module
 
@@ -108,13 +108,38 @@ def test_prune_goes_on_chunk_after_chunk_until_nothing_old_is_left(conn):
     kept = _task(conn, "completed", 1)
     starts: list[int] = []
 
-    def chunk(after: int, rows: int) -> Chunk:
+    def chunk(after: int, up_to: int, rows: int) -> Chunk:
         starts.append(after)
-        return delete_finished_tasks(conn, older_than_days=10, after_id=after, limit=rows)
+        return delete_finished_tasks(
+            conn, older_than_days=10, after_id=after, up_to_id=up_to, limit=rows
+        )
 
-    deleted = every_chunk(chunk, rows=2)
+    deleted = every_chunk(chunk, ids=IdSpan(old[0] - 1, kept), rows=2, window=100)
 
     assert deleted == len(old)
     assert _ids(conn, "moderation_results") == {kept}
     # Each chunk starts past the last one's rows, never from the first id again.
-    assert starts == [0, old[1], old[3]]
+    assert starts == [old[0] - 1, old[1], old[3]]
+
+
+def test_a_chunk_reads_one_window_of_ids_however_few_rows_it_finds_there(conn):
+    # Bounded by its rows alone, a chunk that found few read on to the table's end.
+    old = _task(conn, "completed", 30)
+    recent = [_task(conn, "completed", 1) for _ in range(6)]
+    last_old = _task(conn, "completed", 30)
+    windows: list[tuple[int, int]] = []
+
+    def chunk(after: int, up_to: int, rows: int) -> Chunk:
+        windows.append((after, up_to))
+        return delete_finished_tasks(
+            conn, older_than_days=10, after_id=after, up_to_id=up_to, limit=rows
+        )
+
+    deleted = every_chunk(chunk, ids=id_span(conn, "moderation_results"), rows=2, window=3)
+
+    assert deleted == 2
+    assert _ids(conn, "moderation_results") >= set(recent)
+    assert old not in _ids(conn, "moderation_results")
+    assert last_old not in _ids(conn, "moderation_results")
+    assert all(up_to - after <= 3 for after, up_to in windows)
+    assert windows[-1][1] == last_old
