@@ -3,11 +3,17 @@ keeps because something still needs it."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+
 import psycopg
 
 from shared.db.chunks import Chunk, IdSpan, every_chunk, id_span
 from shared.db.retention import delete_finished_tasks
-from tests.python_snippets import run_module
+from tests.python_snippets import REPO_ROOT, run_module
+from tests.waiting import wait_until
 
 
 def _task(conn: psycopg.Connection, status: str, days_ago: float) -> int:
@@ -143,3 +149,39 @@ def test_a_chunk_reads_one_window_of_ids_however_few_rows_it_finds_there(conn):
     assert last_old not in _ids(conn, "moderation_results")
     assert all(up_to - after <= 3 for after, up_to in windows)
     assert windows[-1][1] == last_old
+
+
+def test_prune_stopped_by_sigterm_cancels_its_running_statement_in_the_server(conn, database_url):
+    # A key row someone holds makes prune's statement wait: the statement a stopped
+    # command leaves running would go on waiting, and commit once it got the row.
+    task = _task(conn, "completed", 30)
+    _key(conn, task, expires_in_days=-1)
+    with psycopg.connect(database_url) as holder:
+        holder.execute("SELECT 1 FROM idempotency_keys WHERE task_id = %s FOR UPDATE", (task,))
+        prune = subprocess.Popen(
+            [sys.executable, "-m", "shared.moderation.prune", "--older-than-days", "10"],
+            cwd=REPO_ROOT,
+            env={**os.environ, "DATABASE_URL": database_url},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_until(lambda: _waiting_on_a_lock(conn), timeout_s=30, what="prune to wait")
+            prune.send_signal(signal.SIGTERM)
+            _, stderr = prune.communicate(timeout=30)
+        finally:
+            prune.kill()
+            prune.wait()
+        assert prune.returncode == 143, stderr
+        assert "prune stopped; run it again to go on" in stderr
+        assert not _waiting_on_a_lock(conn)
+        holder.rollback()
+    assert task in _ids(conn, "moderation_results")  # its chunk was rolled back
+
+
+def _waiting_on_a_lock(conn: psycopg.Connection) -> bool:
+    return conn.execute(
+        "SELECT count(*) > 0 FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND query LIKE '%%DELETE FROM idempotency_keys%%'"
+    ).fetchone()[0]
