@@ -167,12 +167,7 @@ def test_a_compressed_body_gets_a_415_that_says_to_send_it_uncompressed(services
 @pytest.mark.parametrize("coding", ["gzip, chunked", "deflate,chunked", "x-custom, chunked"])
 def test_a_body_in_a_compressing_transfer_coding_gets_the_same_415(services, coding):
     # gunicorn and werkzeug undo the chunking and hand the body on still compressed.
-    response = client("predict").post(
-        "/predict",
-        input_stream=io.BytesIO(gzip.compress(json.dumps(VALID_AD).encode())),
-        headers={"Transfer-Encoding": coding, "Content-Type": "application/json"},
-        environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""},
-    )
+    response = _post_in(coding, gzip.compress(json.dumps(VALID_AD).encode()))
 
     assert f"Transfer-Encoding '{coding}' is not accepted" in assert_json_error(response, 415)
     assert response.headers["Accept-Encoding"] == "identity"
@@ -180,14 +175,19 @@ def test_a_body_in_a_compressing_transfer_coding_gets_the_same_415(services, cod
 
 @pytest.mark.parametrize("coding", ["chunked", "Chunked", "identity, chunked"])
 def test_a_body_in_a_plain_transfer_coding_is_read(services, coding):
-    response = client("predict").post(
-        "/predict",
-        input_stream=io.BytesIO(json.dumps(VALID_AD).encode()),
-        headers={"Transfer-Encoding": coding, "Content-Type": "application/json"},
-        environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""},
-    )
+    response = _post_in(coding, json.dumps(VALID_AD).encode())
 
     assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def _post_in(transfer_coding: str, body: bytes):
+    """`body` as the server hands it over once its chunks are joined: no Content-Length."""
+    return client("predict").post(
+        "/predict",
+        input_stream=io.BytesIO(body),
+        headers={"Transfer-Encoding": transfer_coding, "Content-Type": "application/json"},
+        environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""},
+    )
 
 
 def test_a_body_declared_as_identity_encoded_is_read(services):
