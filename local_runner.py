@@ -6,6 +6,7 @@ The pieces live in shared/runner/; this file only hands over the command line.
 import sys
 
 from shared.runner.local import run
+from shared.runner.shutdown import exit_with
 
 if __name__ == "__main__":
-    sys.exit(run(sys.argv[1:]))
+    exit_with(run(sys.argv[1:]))

@@ -1,11 +1,11 @@
 """`python -m shared.runner.consumer`: the Kafka poll loop feeding `moderation_consumer`'s
 `process_records`, as a process of its own (one per replica; the group shares the partitions)."""
 
-import sys
 from collections.abc import Sequence
 
 from shared.command_line import take_no_arguments
 from shared.runner.processes import run_worker_process
+from shared.runner.shutdown import exit_with
 from shared.runner.workers import ConsumerWorker, load_consumer_handler
 
 
@@ -19,4 +19,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -1,11 +1,11 @@
 """`python -m shared.runner.relay`: the outbox relay as a process of its own (any number may
 run: rows are claimed with SKIP LOCKED)."""
 
-import sys
 from collections.abc import Sequence
 
 from shared.command_line import take_no_arguments
 from shared.runner.processes import run_worker_process
+from shared.runner.shutdown import exit_with
 from shared.runner.workers import RelayWorker
 
 
@@ -15,4 +15,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import NoReturn
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,15 @@ def exit_now_if_late(late: bool, code: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def exit_with(code: int) -> NoReturn:
+    """Exit with `code`, which a stop signal from here on no longer changes: the
+    interpreter puts the default handlers back while it shuts down, so a second SIGTERM
+    in that last fraction of a second would end the process as killed (-15) instead."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)  # the one disposition shutdown keeps
+    sys.exit(code)
 
 
 def skip_exit_collection() -> None:

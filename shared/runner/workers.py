@@ -16,7 +16,7 @@ from shared.bootstrap import Services
 from shared.errors import TemporaryError
 from shared.kafka.config import consumer_config
 from shared.kafka.poll_loop import BatchHandler, PartitionedPollLoop
-from shared.moderation.relay import failed_step, relay_once
+from shared.moderation.relay import failed_step, relay_until_caught_up
 from shared.runner.targets import CONSUMER_FUNCTION
 from shared.settings import Settings
 
@@ -134,14 +134,27 @@ class ConsumerWorker(_ThreadWorker):
 RELAY_BACKOFF_MAX_S = 10.0
 
 
+# How long one turn of the relay process goes on sweeping while each pass finds a full
+# batch (a backlog after an outage), before its interval's wait: at one batch of
+# OUTBOX_BATCH_SIZE a turn, a backlog of 60,000 rows took two minutes to go out, in
+# passes of ~20 ms.
+CATCH_UP_BUDGET_S = 10.0
+
+
+def relay_catching_up(services: Services) -> int:
+    """`relay_once`, and again at once while a pass finds more than it may take, for up to
+    CATCH_UP_BUDGET_S (or until the process is stopping)."""
+    return relay_until_caught_up(services, budget_s=CATCH_UP_BUDGET_S)
+
+
 class RelayWorker(_ThreadWorker):
-    """Runs `relay_once` every `outbox_relay_interval_s` until stopped, less often while
-    sweeps fail."""
+    """Runs `relay_catching_up` every `outbox_relay_interval_s` until stopped, less often
+    while sweeps fail."""
 
     def __init__(
         self,
         services: Services,
-        sweep: Callable[[Services], int] = relay_once,
+        sweep: Callable[[Services], int] = relay_catching_up,
         *,
         backoff_max_s: float = RELAY_BACKOFF_MAX_S,
     ) -> None:

@@ -3,6 +3,7 @@ not be cut half-way, which they outlast."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -149,3 +150,37 @@ def _open_once_read(fifo_dir: Path, process: subprocess.Popen, timeout_s: float 
                     raise
         time.sleep(0.05)
     pytest.fail(f"the process opened none of {sorted(p.name for p in fifo_dir.iterdir())}")
+
+
+_STOPPED_PROCESS = """
+from shared.runner.shutdown import StopSignal, exit_with
+stop = StopSignal()
+stop.install()
+print("ready", flush=True)
+stop.requested.wait(30)
+import numpy, sklearn  # an interpreter shutdown with something to tear down
+exit_with(0)
+"""
+
+
+def test_a_stop_signal_during_the_interpreters_shutdown_does_not_change_the_exit_status():
+    # The interpreter puts the default handlers back while it shuts down: a second
+    # SIGTERM then ended the process as killed (-15) after it had stopped cleanly.
+    process = subprocess.Popen(
+        [sys.executable, "-c", _STOPPED_PROCESS],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # "already stopping", once a signal
+        text=True,
+    )
+    try:
+        assert process.stdout.readline() == "ready\n"
+        deadline = time.monotonic() + 30
+        while process.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
+            time.sleep(0.0002)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 0

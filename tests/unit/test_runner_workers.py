@@ -73,6 +73,20 @@ def test_the_relay_thread_sweeps_on_its_interval_and_stops_promptly(services):
     assert time.monotonic() - started < 1.0
 
 
+def test_one_turn_of_the_relay_thread_publishes_a_backlog_of_several_batches(services):
+    services.settings = services.settings.model_copy(update={"outbox_batch_size": 2})
+    services.publisher.fail_times = 5
+    for _ in range(5):  # five tasks whose publish failed: three sweeps' worth
+        submit_moderation_task(services, 1)
+    relay = RelayWorker(services)
+    relay._stop = _RecordedWaits(count=1)
+
+    relay._run()
+
+    assert len(services.publisher.published) == 5
+    assert relay._stop.waits == [0.01, 0.01]  # one turn, not one per batch
+
+
 class _RecordedWaits:
     """Stands in for the relay's stop event: records each wait, stops after `count`."""
 
