@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+from confluent_kafka.admin import (
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+    TopicMetadata,
+)
 
 from shared.kafka.config import MAX_RECORD_BYTES, MAX_TASK_RECORD_BYTES, connection_config
 from shared.settings import Settings
@@ -27,21 +33,32 @@ class TopicSetupError(RuntimeError):
     """A topic could not be created or deleted (broker down, bad partition count, ...)."""
 
 
-def ensure_topics(settings: Settings, timeout_s: float = TIMEOUT_S) -> dict[str, int]:
+def ensure_topics(
+    settings: Settings, timeout_s: float = TIMEOUT_S, admin: AdminClient | None = None
+) -> dict[str, int]:
     """Create both topics unless they exist, and wait until every partition has a leader.
 
     Returns each topic's partition count as the broker has it: a topic that existed keeps
     its own, whatever the settings ask for."""
     topics = new_topics(settings)
     wanted = {topic.topic: topic.num_partitions for topic in topics}
-    admin = _admin(settings)
+    admin = admin or _admin(settings)
     servers = settings.kafka_bootstrap_servers
     # A topic there already is refused before the other is made: a job that refuses one
     # must not leave the other behind, made by a run that reported failure.
-    existing = sorted(set(admin.list_topics(timeout=timeout_s).topics) & set(wanted))
+    listed = _list_topics(admin, servers, timeout_s)
+    existing = sorted(set(listed) & set(wanted))
     if existing and (configs := _configs_of(admin, existing, servers, timeout_s)) is not None:
         _refuse_configs(settings, configs)
-    futures = admin.create_topics(topics, request_timeout=timeout_s, operation_timeout=timeout_s)
+    _warn_of_few_replicas(settings, {name: listed[name] for name in existing})
+    # Only those missing: an account that may not create topics (they were made with
+    # Terraform, say) is refused CreateTopics even for a topic that exists.
+    missing = [topic for topic in topics if topic.topic not in existing]
+    futures = (
+        admin.create_topics(missing, request_timeout=timeout_s, operation_timeout=timeout_s)
+        if missing
+        else {}
+    )
     for name, future in futures.items():
         error = _outcome(
             future,
@@ -58,6 +75,27 @@ def ensure_topics(settings: Settings, timeout_s: float = TIMEOUT_S) -> dict[str,
     if configs is not None:
         _check_configs(settings, configs)
     return partitions
+
+
+def _list_topics(admin: AdminClient, servers: str, timeout_s: float) -> dict[str, TopicMetadata]:
+    try:
+        return admin.list_topics(timeout=timeout_s).topics
+    except KafkaException as exc:
+        raise TopicSetupError(f"could not read the topics of {servers}: {exc}") from exc
+
+
+def _warn_of_few_replicas(settings: Settings, topics: dict[str, TopicMetadata]) -> None:
+    """A topic made before, or elsewhere, on fewer replicas than the settings ask for: an
+    acknowledged task lives on fewer disks than the deployment believes."""
+    wanted = settings.kafka_replication_factor
+    for name, topic in topics.items():
+        replicas = min((len(p.replicas) for p in topic.partitions.values()), default=wanted)
+        if replicas < wanted:
+            log.warning(
+                f"topic {name!r} has {replicas} replica(s) of a partition, fewer than "
+                f"KAFKA_REPLICATION_FACTOR={wanted}: this job changes no existing topic "
+                "(kafka-reassign-partitions.sh adds replicas)"
+            )
 
 
 # Far above the largest task record our producers write (two bigint ids, a key, the
@@ -123,6 +161,21 @@ def _warn_of_configs(settings: Settings, configs: dict[str, dict[str, str]]) -> 
             "tasks no consumer reads within that are deleted unread, and wait for "
             "`python -m shared.moderation.republish`"
         )
+    retention_bytes = int(configs[tasks].get("retention.bytes", -1))
+    if retention_bytes >= 0:
+        log.warning(
+            f"topic {tasks!r} keeps at most {retention_bytes} bytes a partition "
+            "(retention.bytes): a backlog past that is deleted unread, and waits for "
+            "`python -m shared.moderation.republish`"
+        )
+    wanted_in_sync = min_insync_replicas(settings.kafka_replication_factor)
+    for name in (tasks, letters):
+        in_sync = int(configs[name].get("min.insync.replicas", wanted_in_sync))
+        if in_sync < wanted_in_sync:
+            log.warning(
+                f"topic {name!r} has min.insync.replicas={in_sync}: an acknowledged record "
+                f"may be on the leader alone, and lost with its disk; set it to {wanted_in_sync}"
+            )
 
 
 _NOT_ALLOWED = (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from concurrent.futures import Future
+from types import SimpleNamespace
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from shared.kafka.config import MAX_RECORD_BYTES, MAX_TASK_RECORD_BYTES
-from shared.kafka.topics import _configs_of, new_topics
+from shared.kafka.topics import TopicSetupError, _configs_of, ensure_topics, new_topics
 from shared.settings import Settings
 
 
@@ -54,3 +55,91 @@ def test_topic_settings_an_account_may_not_read_are_left_unchecked_with_a_warnin
     (warning,) = caplog.records
     assert warning.levelname == "WARNING"
     assert "topic 'moderation''s settings not checked" in warning.getMessage()
+
+
+class _Entry:
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+
+class _AdminOfExistingTopics:
+    """A cluster where both topics exist, and an account that may describe them but not
+    create topics (they were made with Terraform, say): CreateTopics is refused even for
+    a topic that exists."""
+
+    def __init__(self, settings: Settings, configs: dict[str, str], replicas: int = 1) -> None:
+        self._names = [settings.kafka_moderation_topic, settings.kafka_dlq_topic]
+        self._configs = configs
+        self._replicas = replicas
+        self.create_requests: list[list[str]] = []
+
+    def list_topics(self, timeout):
+        partition = SimpleNamespace(leader=1, replicas=list(range(self._replicas)))
+        topics = {
+            name: SimpleNamespace(partitions={0: partition}, error=None) for name in self._names
+        }
+        return SimpleNamespace(topics=topics)
+
+    def describe_configs(self, resources, request_timeout):
+        described = {}
+        for resource in resources:
+            future: Future = Future()
+            future.set_result({key: _Entry(value) for key, value in self._configs.items()})
+            described[resource] = future
+        return described
+
+    def create_topics(self, topics, request_timeout, operation_timeout):
+        self.create_requests.append([topic.topic for topic in topics])
+        refused = {}
+        for topic in topics:
+            future: Future[None] = Future()
+            future.set_exception(KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)))
+            refused[topic.topic] = future
+        return refused
+
+
+def test_topics_that_exist_are_not_asked_for_again_so_an_account_without_create_passes():
+    settings = Settings()
+    admin = _AdminOfExistingTopics(settings, {})
+
+    partitions = ensure_topics(settings, timeout_s=1.0, admin=admin)
+
+    assert admin.create_requests == []
+    assert partitions == {"moderation": 1, "moderation_dlq": 1}
+
+
+def test_an_unreachable_broker_is_a_topic_setup_error_not_a_traceback():
+    class Unreachable:
+        def list_topics(self, timeout):
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "Broker transport failure"))
+
+    with pytest.raises(TopicSetupError, match="could not read the topics of kafka:9092"):
+        ensure_topics(Settings(kafka_bootstrap_servers="kafka:9092"), 1.0, Unreachable())
+
+
+@pytest.mark.parametrize(
+    ("replication", "configs", "replicas", "warned"),
+    [
+        (1, {"retention.bytes": "4096"}, 1, "keeps at most 4096 bytes a partition"),
+        (3, {"min.insync.replicas": "2"}, 1, "has 1 replica(s) of a partition, fewer than"),
+        (3, {"min.insync.replicas": "1"}, 3, "min.insync.replicas=1: an acknowledged record"),
+    ],
+)
+def test_an_existing_topic_that_may_lose_acknowledged_tasks_is_warned_of(
+    caplog, replication, configs, replicas, warned
+):
+    settings = Settings(kafka_replication_factor=replication)
+    admin = _AdminOfExistingTopics(settings, configs, replicas)
+
+    ensure_topics(settings, timeout_s=1.0, admin=admin)
+
+    assert warned in caplog.text
+
+
+def test_an_existing_topic_as_the_settings_ask_for_it_gets_no_warning(caplog):
+    settings = Settings(kafka_replication_factor=3)
+    admin = _AdminOfExistingTopics(settings, {"min.insync.replicas": "2"}, replicas=3)
+
+    ensure_topics(settings, timeout_s=1.0, admin=admin)
+
+    assert caplog.records == []
