@@ -66,30 +66,44 @@ def _wait_for_the_lock(conn: psycopg.Connection) -> None:
 
 
 def _version_table_schema(conn: psycopg.Connection) -> str:
-    """Where pgmigrate keeps `schema_version`: the schema the migrations create their
-    tables in, the first of the search_path that exists (a URL's `options` may set it).
+    """Where pgmigrate keeps `schema_version`: with the tables the service uses, which
+    its search_path finds, or on a fresh database in the first schema of the search_path
+    that exists, where the migrations create them (a URL's `options` may set it).
 
     pgmigrate's own default is `public` whatever the search_path, so that a second
     schema of one database was never migrated: `public.schema_version` said the first
-    one's tables were there. A schema migrated that way, its tables here and its
-    versions in `public`, keeps its versions there."""
-    schema, has_versions, has_tables, public_has_versions = conn.execute(
+    one's tables were there. A schema migrated that way, its tables there and its
+    versions in `public`, keeps its versions in `public`."""
+    first, found_in = conn.execute(
         """
         SELECT current_schema(),
-               to_regclass(format('%I.schema_version', current_schema())) IS NOT NULL,
-               to_regclass(format('%I.moderation_results', current_schema())) IS NOT NULL,
-               to_regclass('public.schema_version') IS NOT NULL
+               (SELECT relnamespace::regnamespace::text FROM pg_class
+                WHERE oid = to_regclass('moderation_results'))
         """
     ).fetchone()
-    if schema is None:
-        search_path = conn.execute("SHOW search_path").fetchone()[0]
+    search_path = conn.execute("SHOW search_path").fetchone()[0]
+    if first is None:
         raise RuntimeError(
             f"no schema of the search_path ({search_path}) exists to migrate: create it,"
             " or name an existing one in the URL's options (-c search_path=...)"
         )
-    if not has_versions and has_tables and public_has_versions:
-        return "public"
-    return schema
+    if found_in is None:
+        return first  # a fresh schema
+    if found_in != first:
+        # A schema made since ahead of the tables' on the search_path ("$user", say): a
+        # migration's new table would land there, away from the others, and a fresh
+        # copy of them all would hide the service's data.
+        raise RuntimeError(
+            f"the service's tables are in schema {found_in}, but {first} comes first on "
+            f"the search_path ({search_path}), where new ones would be created: set the "
+            f"URL's options to -c search_path={found_in}"
+        )
+    has_versions, public_has_versions = conn.execute(
+        "SELECT to_regclass(format('%%I.schema_version', %s::text)) IS NOT NULL,"
+        " to_regclass('public.schema_version') IS NOT NULL",
+        (found_in,),
+    ).fetchone()
+    return "public" if not has_versions and public_has_versions else found_in
 
 
 def _pgmigrate_conninfo(database_url: str) -> str:
@@ -118,18 +132,28 @@ def _run_pgmigrate(conninfo: str, schema: str, migrations_dir: Path) -> None:
     # Imported here: pgmigrate brings psycopg2, which only the migrations use.
     import pgmigrate
     import psycopg2
+    import sqlparse
 
     # It says at INFO what it does, statement by statement: a start-up logs only whether
     # it worked, and pgmigrate's ERROR lines, which show the statement that failed.
     logging.getLogger("pgmigrate").setLevel(logging.WARNING)
+    # As pgmigrate's own command does: sqlparse's limits would refuse a long statement
+    # (an INSERT of a few thousand rows) that the command takes.
+    sqlparse.engine.grouping.MAX_GROUPING_DEPTH = None
+    sqlparse.engine.grouping.MAX_GROUPING_TOKENS = None
     config = None
     try:
         config = pgmigrate.get_config(str(migrations_dir), options)
         pgmigrate.migrate(config)
-    except (pgmigrate.MigrateError, psycopg2.Error) as error:
+    except (pgmigrate.MigrateError, psycopg2.Error, sqlparse.exceptions.SQLParseError) as error:
         # "Unable to apply statement" says nothing more: the server's words are its cause.
         cause = error.__context__ if isinstance(error, pgmigrate.MigrateError) else None
         reason = f"{error}: {str(cause).strip()}" if cause is not None else str(error).strip()
+        # A statement's error holds its cursor, and so the connection, which pgmigrate
+        # opens before it can fail setting up (config is None then).
+        for failure in (error, cause):
+            if (cursor := getattr(failure, "cursor", None)) is not None:
+                cursor.connection.close()
         raise RuntimeError(f"pgmigrate failed: {reason}") from error
     finally:
         # On success pgmigrate has closed it; on a failure its transaction is rolled

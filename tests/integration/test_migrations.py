@@ -387,3 +387,66 @@ def _running(conn: psycopg.Connection, query_like: str) -> bool:
         " WHERE application_name LIKE 'pgmigrate-%%' AND state = 'active' AND query LIKE %s",
         (query_like,),
     ).fetchone()[0]
+
+
+def test_a_schema_made_ahead_of_the_tables_on_the_search_path_is_refused_not_filled(
+    empty_database: str,
+) -> None:
+    # The default search_path is "$user", public: a schema of the role's name, made after
+    # the tables went to public, comes first. Migrated there, a fresh copy of every table
+    # would have hidden the service's data.
+    apply_migrations(empty_database)
+    with psycopg.connect(empty_database, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(_role(conn))))
+
+    with pytest.raises(RuntimeError, match="the service's tables are in schema public, but"):
+        apply_migrations(empty_database)
+
+    assert _tables_by_schema(empty_database) == {"public": {"moderation_results", "schema_version"}}
+    apply_migrations(_in_schema(empty_database, "public"))  # as the error says
+
+
+def _role(conn: psycopg.Connection) -> str:
+    return conn.execute("SELECT current_user").fetchone()[0]
+
+
+def test_a_migration_of_one_long_statement_is_applied_as_pgmigrates_own_command_would(
+    empty_database: str, tmp_path
+) -> None:
+    migrations = tmp_path / "db"
+    shutil.copytree(MIGRATIONS_DIR, migrations)
+    rows = ", ".join(f"({i})" for i in range(3000))  # past sqlparse's 10,000 tokens
+    (migrations / "migrations" / "V0100__long.sql").write_text(
+        f"CREATE TABLE long_statement (id int);\nINSERT INTO long_statement VALUES {rows};\n"
+    )
+
+    apply_migrations(empty_database, migrations)
+
+    with psycopg.connect(empty_database, connect_timeout=5) as conn:
+        assert conn.execute("SELECT count(*) FROM long_statement").fetchone() == (3000,)
+
+
+def test_a_migrator_failing_as_it_sets_up_leaves_no_connection_of_pgmigrates_open(
+    empty_database: str, tmp_path
+) -> None:
+    # pgmigrate connects, then runs the session's statements: a failure there left its
+    # connection held by the error's traceback.
+    migrations = tmp_path / "db"
+    shutil.copytree(MIGRATIONS_DIR, migrations)
+    (migrations / "migrations.yml").write_text("session:\n  - SET no_such_setting = 1\n")
+
+    with pytest.raises(RuntimeError, match='unrecognized configuration parameter "no_such_'):
+        apply_migrations(empty_database, migrations)
+
+    with psycopg.connect(empty_database, autocommit=True, connect_timeout=5) as watcher:
+        wait_until(
+            lambda: not _connected(watcher),
+            timeout_s=10,
+            what="pgmigrate's connections to close",
+        )
+
+
+def _connected(conn: psycopg.Connection) -> bool:
+    return conn.execute(
+        "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name LIKE 'pgmigrate-%%'"
+    ).fetchone()[0]
