@@ -77,8 +77,8 @@ def _version_table_schema(conn: psycopg.Connection) -> str:
     first, found_in = conn.execute(
         """
         SELECT current_schema(),
-               (SELECT relnamespace::regnamespace::text FROM pg_class
-                WHERE oid = to_regclass('moderation_results'))
+               (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.oid = to_regclass('moderation_results'))
         """
     ).fetchone()
     search_path = conn.execute("SHOW search_path").fetchone()[0]

@@ -296,15 +296,17 @@ def _tables_by_schema(conninfo: str) -> dict[str, set[str]]:
 
 
 def test_each_schema_a_url_names_is_migrated_on_its_own(empty_database: str) -> None:
-    # Two deployments in one database, told apart by their URLs' search_path.
+    # Two deployments in one database, told apart by their URLs' search_path; a name
+    # that must be quoted too.
     with psycopg.connect(empty_database, autocommit=True, connect_timeout=5) as conn:
-        conn.execute("CREATE SCHEMA staging; CREATE SCHEMA prod")
+        conn.execute('CREATE SCHEMA staging; CREATE SCHEMA "Prod2"')
 
-    apply_migrations(_in_schema(empty_database, "staging"))
-    apply_migrations(_in_schema(empty_database, "prod"))
+    for _ in range(2):  # and again, finding their tables
+        apply_migrations(_in_schema(empty_database, "staging"))
+        apply_migrations(_in_schema(empty_database, '"Prod2"'))
 
     both = {"moderation_results", "schema_version"}
-    assert _tables_by_schema(empty_database) == {"staging": both, "prod": both}
+    assert _tables_by_schema(empty_database) == {"staging": both, "Prod2": both}
 
 
 def test_a_schema_whose_versions_an_earlier_release_kept_in_public_keeps_them_there(
