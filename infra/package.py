@@ -73,7 +73,12 @@ def check_pins(requirements: Path, root_requirements: Path = ROOT_REQUIREMENTS) 
             )
 
 
-def build_bundle(name: str, out_dir: Path) -> Path:
+# Never bundled: caches, and anything hidden (a `.env` holding a DATABASE_URL, say), which
+# the working tree may hold beside the code, untracked.
+_NOT_BUNDLED = shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "*.egg-info")
+
+
+def build_bundle(name: str, out_dir: Path, shared_dir: Path = SHARED_DIR) -> Path:
     """Build (or rebuild from scratch) the bundle of functions/<name> under out_dir."""
     source = FUNCTIONS_DIR / name / "main.py"
     if not source.exists():
@@ -88,10 +93,24 @@ def build_bundle(name: str, out_dir: Path) -> Path:
     shutil.copy2(source, bundle / "main.py")
     (bundle / "requirements.txt").write_text(requirements.read_text() + _USE_CONSTRAINTS)
     shutil.copy2(CONSTRAINTS, bundle / "constraints.txt")
-    shutil.copytree(
-        SHARED_DIR, bundle / "shared", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-    )
+    shutil.copytree(shared_dir, bundle / "shared", ignore=_NOT_BUNDLED)
     return bundle
+
+
+def remove_stale_bundles(out_dir: Path, names: Sequence[str]) -> list[Path]:
+    """Remove the bundles under out_dir of functions no longer among `names` (renamed or
+    removed), which could otherwise still be deployed; returns them. Anything else
+    there is left alone."""
+    if not out_dir.is_dir():
+        return []
+    stale = [
+        child
+        for child in sorted(out_dir.iterdir())
+        if child.name not in names and (child / "main.py").is_file() and (child / "shared").is_dir()
+    ]
+    for bundle in stale:
+        shutil.rmtree(bundle)
+    return stale
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,6 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="functions to bundle (default: all)")
     args = parser.parse_args(argv)
     try:
+        if not args.names:
+            for bundle in remove_stale_bundles(args.out.resolve(), function_names()):
+                print(f"removed {bundle}, a bundle of no function now")
         for name in args.names or function_names():
             print(f"built {build_bundle(name, args.out.resolve())}")
     except PackagingError as error:

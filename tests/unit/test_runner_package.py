@@ -18,6 +18,7 @@ from infra.package import (
     function_names,
     read_pins,
 )
+from infra.package import main as package_main
 from shared.runner.targets import ALL_FUNCTIONS, function_folders
 
 
@@ -97,3 +98,33 @@ def test_a_requirement_not_pinned_as_in_the_root_is_refused(tmp_path: Path, line
 def test_an_unknown_function_is_refused_with_the_expected_path(tmp_path: Path):
     with pytest.raises(PackagingError, match=re.escape("functions/nope/main.py")):
         build_bundle("nope", tmp_path)
+
+
+def test_hidden_files_and_caches_beside_the_shared_code_are_not_bundled(tmp_path: Path):
+    # A working tree may hold, untracked, a `.env` with a DATABASE_URL and its password.
+    shared = tmp_path / "shared"
+    (shared / "db").mkdir(parents=True)
+    (shared / "db" / "pool.py").write_text("")
+    (shared / ".env").write_text("DATABASE_URL=postgresql://u:secret@db/moderation\n")
+    (shared / ".pytest_cache").mkdir()
+    (shared / "db" / "__pycache__").mkdir()
+    (shared / "shared.egg-info").mkdir()
+
+    bundle = build_bundle("predict", tmp_path / "out", shared_dir=shared)
+
+    bundled = sorted(
+        str(path.relative_to(bundle / "shared")) for path in (bundle / "shared").rglob("*")
+    )
+    assert bundled == ["db", "db/pool.py"]
+
+
+def test_building_every_bundle_removes_those_of_functions_no_longer_there(tmp_path: Path):
+    out = tmp_path / "functions"
+    old = out / "renamed_function"
+    (old / "shared").mkdir(parents=True)
+    (old / "main.py").write_text("")
+    (out / "notes").mkdir()  # not a bundle: left alone
+
+    assert package_main(["--out", str(out)]) == 0
+
+    assert sorted(child.name for child in out.iterdir()) == sorted([*function_names(), "notes"])
