@@ -257,8 +257,7 @@ def shut_down(running: _Running, deadline: Deadline) -> bool:
 
 
 def print_banner(backends: Backends, options: RunnerOptions, running: _Running) -> None:
-    host = "localhost" if options.host in ("127.0.0.1", "0.0.0.0", "::") else options.host
-    base = f"http://{host}:{running.server.port}"
+    base = f"http://{_url_host(options.host)}:{running.server.port}"
     # The demo's first ad; a database of its own may hold no ad 1.
     item = "1" if seeds_demo_data(backends, options) else "{item_id}"
     lines = [
@@ -274,3 +273,10 @@ def print_banner(backends: Backends, options: RunnerOptions, running: _Running) 
         f"  ops  {base}/healthz   {base}/readyz   {base}/metrics",
     ]
     print("\n".join(lines), flush=True)
+
+
+def _url_host(host: str) -> str:
+    """The host as a URL names it: an IPv6 address in brackets, a wildcard as localhost."""
+    if host in ("127.0.0.1", "0.0.0.0", "::"):
+        return "localhost"
+    return f"[{host}]" if ":" in host else host

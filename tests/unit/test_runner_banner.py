@@ -41,6 +41,30 @@ def test_the_banners_example_names_a_demo_ad_only_where_they_were_seeded(
     assert f"http://localhost:8000/async_predict?{example}\n" in banner
 
 
+@pytest.mark.parametrize(
+    ("host", "base"),
+    [
+        ("127.0.0.1", "http://localhost:8000"),
+        ("::", "http://localhost:8000"),
+        ("::1", "http://[::1]:8000"),
+        ("fe80::1%eth0", "http://[fe80::1%eth0]:8000"),
+        ("10.0.0.5", "http://10.0.0.5:8000"),
+        ("devbox", "http://devbox:8000"),
+    ],
+)
+def test_the_banners_urls_can_be_used_as_printed(capsys, host, base):
+    settings = Settings()
+    backends = Backends(settings, True, in_memory_kafka=True, state_dir=Path("."))
+    running = SimpleNamespace(
+        server=SimpleNamespace(port=8000),
+        services=SimpleNamespace(model=SimpleNamespace(get=lambda: SimpleNamespace(version="v1"))),
+    )
+
+    print_banner(backends, RunnerOptions(settings, host, None, Path(".")), running)  # type: ignore[arg-type]
+
+    assert f"Ad moderation is running on {base} (Ctrl-C stops it)" in capsys.readouterr().out
+
+
 def test_the_banner_gives_the_embedded_databases_url_and_hides_a_given_one():
     # The embedded server's port is picked at each start: the banner is where to find it.
     embedded_url = "postgresql://postgres@127.0.0.1:54329/moderation"
