@@ -1,11 +1,14 @@
 """The command line of the entry points configured by the environment alone: `--help` says
 what the command does and where its settings come from, and any other argument is refused
-(exit 2) rather than ignored while the command does its real work."""
+(exit 2) rather than ignored while the command does its real work. And how the one-shot
+commands (migrations, prune, republish) are stopped."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import signal
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 SETTINGS_NOTE = "Takes no arguments: every setting comes from the environment (README, Settings)."
 
@@ -22,3 +25,28 @@ def take_no_arguments(prog: str, doc: str | None, argv: Sequence[str] | None = N
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.parse_args(argv)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, taken as Ctrl-C: a Job stopped mid-way ends its statement too (psycopg
+    cancels it; pgmigrate's ends, rolled back, before the exception reaches Python),
+    instead of leaving it to run on, and commit, in the server after the command is gone."""
+
+
+@contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """Within the block, SIGTERM raises `Terminated`."""
+
+    def terminate(_signum: int, _frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stopped_status(stop: KeyboardInterrupt) -> int:
+    """The exit status of a command stopped by a signal: 143 for SIGTERM, 130 for Ctrl-C."""
+    return 143 if isinstance(stop, Terminated) else 130

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -180,7 +179,7 @@ def _refuse_options_pgmigrates_libpq_cannot_read(conninfo: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from shared.command_line import take_no_arguments
+    from shared.command_line import sigterm_as_ctrl_c, stopped_status, take_no_arguments
     from shared.settings import InvalidSettings, get_settings
 
     take_no_arguments("python -m shared.db.migrations", __doc__, argv)
@@ -189,28 +188,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidSettings as error:
         print(f"migrations failed: {error}", file=sys.stderr)
         return 1
-    # A Job stopped mid-way: the statement running ends, its transaction is rolled back
-    # and the lock released, and the next run starts from the last version applied.
-    signal.signal(signal.SIGTERM, _stop_migrating)
     try:
-        apply_migrations(database_url)
-    except MigrationStopped:
+        # Stopped, the statement running ends, its transaction is rolled back and the
+        # lock released: the next run starts from the last version applied.
+        with sigterm_as_ctrl_c():
+            apply_migrations(database_url)
+    except KeyboardInterrupt as stop:
         print(f"migrations stopped on {server_of(database_url)}", file=sys.stderr)
-        return 143
+        return stopped_status(stop)
     except (RuntimeError, psycopg.Error) as error:  # pgmigrate's failure, or the server's
         # Named, since libpq's words ("connection timeout expired") may not name it.
         print(f"migrations failed on {server_of(database_url)}: {error}", file=sys.stderr)
         return 1
     print(f"migrations applied on {server_of(database_url)}")
     return 0
-
-
-class MigrationStopped(Exception):
-    """SIGTERM came: stop between two statements."""
-
-
-def _stop_migrating(signum: int, _frame: object) -> None:
-    raise MigrationStopped(signal.Signals(signum).name)
 
 
 def server_of(database_url: str) -> str:

@@ -4,12 +4,12 @@ environment, one autocommit connection, and one line saying how it went."""
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Callable
 
 import psycopg
 
+from shared.command_line import sigterm_as_ctrl_c, stopped_status
 from shared.db.pool import one_shot_connection
 from shared.settings import InvalidSettings, get_settings
 
@@ -22,12 +22,12 @@ def operator_parser(module: str, doc: str) -> argparse.ArgumentParser:
 def run_on_database(name: str, work: Callable[[psycopg.Connection], str]) -> int:
     """Run `work` on a connection to DATABASE_URL and print what it returns; the exit
     status: 0, or 1 with `<name> failed: <why>` on stderr, or 130 / 143 once stopped by
-    SIGINT / SIGTERM."""
-    previous = signal.signal(signal.SIGTERM, _stop)
+    Ctrl-C / SIGTERM."""
     try:
-        settings = get_settings()
-        with one_shot_connection(settings.database_url, settings.db_connect_timeout_s) as conn:
-            outcome = work(conn)
+        with sigterm_as_ctrl_c():
+            settings = get_settings()
+            with one_shot_connection(settings.database_url, settings.db_connect_timeout_s) as conn:
+                outcome = work(conn)
     except (InvalidSettings, psycopg.Error) as error:
         print(f"{name} failed: {error}", file=sys.stderr)
         return 1
@@ -35,17 +35,6 @@ def run_on_database(name: str, work: Callable[[psycopg.Connection], str]) -> int
         # psycopg cancels the statement running when it is interrupted: that chunk is
         # rolled back in the server too, and the ones before it stay done.
         print(f"{name} stopped; run it again to go on", file=sys.stderr)
-        return 143 if isinstance(stop, _Terminated) else 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        return stopped_status(stop)
     print(outcome)
     return 0
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, taken as Ctrl-C: a Job stopped mid-way cancels its statement as well,
-    instead of leaving it to run on, and commit, in the server after the command is gone."""
-
-
-def _stop(_signum: int, _frame: object) -> None:
-    raise _Terminated
