@@ -33,6 +33,10 @@ def _shared_by_two(assignment: list[set[int]], partitions: set[int]) -> bool:
     return len(assignment) == 2 and all(assignment) and set().union(*assignment) == partitions
 
 
+# Its waits, each bounded, add up to ~300 s at worst, plus three flushes of up to 15 s and
+# the consumers' start-up: past pytest's default 300 s, a slow machine would get a stack
+# dump instead of the message of the wait that gave up.
+@pytest.mark.timeout(420)
 def test_killing_one_of_two_consumers_moves_its_partitions_to_the_other_and_all_tasks_complete(
     settings, start_consumer
 ):
