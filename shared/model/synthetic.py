@@ -24,7 +24,8 @@ About 28 % of ads are then turned into violations of one of four kinds:
   keyword stuffing; a third of them also carry a contact.
 
 Honest ads contain the traps a moderator knows: phone models ("Samsung Galaxy"),
-"no calls, chat only", mileage and years (many digits), brand names in capitals,
+"no calls, chat only", mileage and years (many digits), counts spelled out ("three
+seats", the digit words of obfuscated phone numbers), brand names in capitals,
 and a share of short, image-less ads from unverified sellers that are fine.
 
 Ambiguous cases keep the task honest: an honest-looking ad that only says "write me
@@ -46,7 +47,7 @@ DEFAULT_SIZE = 20_000
 DEFAULT_SEED = 20240501
 # The date the generator's rules were last changed: model versions trained on synthetic
 # data carry it, so the same seed gives the same version string on any day.
-RULES_DATE = "2024-05-01"
+RULES_DATE = "2026-12-06"
 
 VIOLATION_RATE = 0.28
 LABEL_NOISE = 0.015
@@ -140,6 +141,9 @@ def _honest_description(rng: random.Random, category: int, images_hint: bool) ->
                     price=_price(rng, low, high), district=rng.choice(catalogue.DISTRICTS)
                 )
             )
+    if rng.random() < 0.12:
+        count = rng.choice(catalogue.SPELLED_COUNTS)
+        parts.append(rng.choice(catalogue.COUNTED_NOTES).format(count=count, Count=count.title()))
     if images_hint and rng.random() < 0.2:
         parts.append(rng.choice(catalogue.PHOTO_NOTES))
     if rng.random() < 0.08:

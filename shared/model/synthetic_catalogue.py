@@ -347,6 +347,18 @@ DISTRICTS = (
     "University",
     "Harbour",
 )
+# Counts spelled out, as honest sellers write them: without these the digit words appear
+# only in obfuscated phone numbers, and one "three" made "Sofa, three seats" a violation.
+COUNTED_NOTES = (
+    "{Count} seats.",
+    "{Count} owners from new.",
+    "Set of {count}.",
+    "{Count} of them available, sold together.",
+    "Used for {count} months only.",
+    "Comes with {count} spare parts.",
+    "Fits {count} people.",
+)
+SPELLED_COUNTS = ("two", "three", "four", "five", "six", "seven", "eight", "nine")
 PHOTO_NOTES = (
     "See photos.",
     "More photos on request in chat.",

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from shared.domain import Ad
 from shared.model.features import ads_to_rows
 from shared.model.synthetic import DEFAULT_SIZE, RULES_DATE, generate_ads
 from shared.model.training import model_date, split_holdout, train_model
@@ -65,6 +66,19 @@ def test_two_trainings_on_the_same_seed_give_identical_probabilities():
         first.pipeline.predict_proba(probe), second.pipeline.predict_proba(probe)
     )
     assert first.draft == second.draft
+
+
+def test_a_count_spelled_out_is_no_violation_but_a_phone_number_spelled_out_is(default_training):
+    # The obfuscated phone numbers spell digits out; when honest ads never did, the model
+    # learnt any digit word as a violation, and flagged "Sofa, three seats".
+    _, trained = default_training
+    sofa = Ad(1, 1, True, "Sofa, three seats", "Grey fabric, two years old. Pickup only.", 27, 2)
+    hidden_phone = sofa._replace(description="Grey fabric. Call eight nine one six two zero four")
+    threshold = trained.draft.decision_threshold
+
+    honest, obfuscated = trained.pipeline.predict_proba(ads_to_rows([sofa, hidden_phone]))[:, 1]
+
+    assert honest < threshold <= obfuscated, (honest, threshold, obfuscated)
 
 
 def test_the_generator_gives_the_same_ads_for_the_same_seed_and_others_for_another():
