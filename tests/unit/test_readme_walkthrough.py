@@ -22,7 +22,7 @@ PREDICT_AD = Ad(
     is_verified_seller=False,
     name="CALL NOW!!! BEST PRICE",
     description="write to cheap@deals.biz",
-    category=1,
+    category=3,
     images_qty=0,
 )
 
