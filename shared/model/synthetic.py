@@ -6,8 +6,9 @@ comes from one `random.Random(seed)`, drawn in a fixed order.
 Generating rules
 ----------------
 Every ad starts as an honest one: an item from its category's catalogue, a name with
-optional qualifiers and a description of 1-6 sentences (condition, specs, reason for
-selling, price, pickup or delivery, how to reach the seller *on the platform*).
+optional qualifiers and a description of 1-7 sentences (condition, specs, reason for
+selling, price, pickup or delivery, how to reach the seller *on the platform*, an
+aside), or, one time in ten, a careful one of up to ~1,000 characters.
 Verified sellers are more common (65 %) and post more images than unverified ones.
 
 About 28 % of ads are then turned into violations of one of four kinds:
@@ -15,9 +16,11 @@ About 28 % of ads are then turned into violations of one of four kinds:
 - ``off_platform_contact`` (35 %): a phone number, an e-mail, a messenger handle or a
   link that takes the deal off the platform, written into an otherwise honest ad.
   A fifth of these are obfuscated (digits spelled out, "name at gmail dot com",
-  "the blue messenger") so that no single pattern finds them all.
+  "the blue messenger") so that no single pattern finds them all, and handles often
+  come without their "@" ("Telegram: ivan_sale12").
 - ``prohibited_goods`` (20 %): counterfeits, weapons without licence, prescription
-  drugs, forged documents, pirated keys..., sometimes in euphemisms ("1:1 copy").
+  drugs, forged documents, pirated keys..., sometimes in euphemisms ("1:1 copy"), and
+  half the time with the item's condition, as an honest ad gives it.
 - ``empty_scam`` (20 %): mostly unverified sellers with no images and an empty-looking
   description (".", "call", "details by phone"), often asking for prepayment.
 - ``shouting_spam`` (25 %): capital letters, runs of "!!!", repeated slogans and
@@ -25,8 +28,10 @@ About 28 % of ads are then turned into violations of one of four kinds:
 
 Honest ads contain the traps a moderator knows: phone models ("Samsung Galaxy"),
 "no calls, chat only", mileage and years (many digits), counts spelled out ("three
-seats", the digit words of obfuscated phone numbers), brand names in capitals,
-and a share of short, image-less ads from unverified sellers that are fine.
+seats", the digit words of obfuscated phone numbers), brand names and technical
+acronyms in capitals ("HDMI, USB-C"), the everyday words abuse uses too ("any", "at",
+"by me", "cash", "card"), long descriptions, and a share of short, image-less ads
+from unverified sellers that are fine.
 
 Ambiguous cases keep the task honest: an honest-looking ad that only says "write me
 in messenger" is a violation half of the time, a bare low-effort ad 15 % of the
@@ -54,6 +59,8 @@ LABEL_NOISE = 0.015
 VIOLATION_KINDS = ("off_platform_contact", "prohibited_goods", "empty_scam", "shouting_spam")
 _KIND_WEIGHTS = (0.35, 0.20, 0.20, 0.25)
 _BARE_CONTACT = 0.4  # share of contacts written with no words around them
+_BARE_HANDLE = 0.4  # share of messenger handles written without their "@"
+_LONG_FORM = 0.1  # share of honest descriptions written at length, up to ~1,000 characters
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +138,13 @@ def _honest_ad(rng: random.Random, item_id: int, category: int) -> tuple[Ad, int
 def _honest_description(rng: random.Random, category: int, images_hint: bool) -> str:
     spec = catalogue.CATEGORIES[category]
     low, high = spec.price
+    long_form = rng.random() < _LONG_FORM
     parts = [rng.choice(catalogue.CONDITIONS).format(years=rng.randint(1, 6))]
-    parts += [s[0].upper() + s[1:] + "." for s in rng.sample(spec.specs, k=rng.randint(0, 3))]
+    specs = rng.randint(3, len(spec.specs)) if long_form else rng.randint(0, 3)
+    parts += [s[0].upper() + s[1:] + "." for s in rng.sample(spec.specs, k=specs)]
     optional = (catalogue.REASONS, catalogue.PRICES, catalogue.LOGISTICS, catalogue.ON_PLATFORM)
     for pool in optional:
-        if rng.random() < 0.55:
+        if rng.random() < (0.9 if long_form else 0.55):
             parts.append(
                 rng.choice(pool).format(
                     price=_price(rng, low, high), district=rng.choice(catalogue.DISTRICTS)
@@ -144,6 +153,10 @@ def _honest_description(rng: random.Random, category: int, images_hint: bool) ->
     if rng.random() < 0.12:
         count = rng.choice(catalogue.SPELLED_COUNTS)
         parts.append(rng.choice(catalogue.COUNTED_NOTES).format(count=count, Count=count.title()))
+    if rng.random() < 0.3:
+        parts.append(rng.choice(catalogue.HONEST_ASIDES))
+    if long_form:
+        parts += rng.sample(catalogue.LONG_AD_DETAILS, k=rng.randint(4, 8))
     if images_hint and rng.random() < 0.2:
         parts.append(rng.choice(catalogue.PHOTO_NOTES))
     if rng.random() < 0.08:
@@ -164,6 +177,10 @@ def _off_platform_contact(rng: random.Random, item_id: int, category: int) -> Ad
 def _prohibited_goods(rng: random.Random, item_id: int, category: int) -> Ad:
     item, pitch = rng.choice(catalogue.PROHIBITED)
     parts = [pitch, *rng.sample(catalogue.PROHIBITED_EXTRAS, k=rng.randint(0, 2))]
+    if rng.random() < 0.5:
+        # Sellers of banned goods describe their condition too: were it only honest ads
+        # that did, "In good condition." would clear a pistol sold without a licence.
+        parts.append(rng.choice(catalogue.CONDITIONS).format(years=rng.randint(1, 6)))
     if rng.random() < 0.5:
         parts.append(rng.choice(catalogue.PRICES).format(price=_price(rng, 10, 500), district=""))
     if rng.random() < 0.25:
@@ -298,7 +315,10 @@ def _email(rng: random.Random) -> str:
 
 def _handle(rng: random.Random) -> str:
     name, word = rng.choice(catalogue.FIRST_NAMES), rng.choice(catalogue.HANDLE_WORDS)
-    return f"@{name}_{word}{rng.randint(1, 99)}"
+    # Without its "@" a handle escapes the handles signal, and the messenger's name
+    # ("Telegram: ivan_sale12") is what gives it away.
+    at = "" if rng.random() < _BARE_HANDLE else "@"
+    return f"{at}{name}_{word}{rng.randint(1, 99)}"
 
 
 def _item_name(rng: random.Random, category: int) -> str:

@@ -40,6 +40,8 @@ CATEGORIES: dict[int, Category] = {
             "battery health 89%",
             "screen protector on",
             "WhatsApp and all apps work",
+            "NFC and USB-C",
+            "memory card included",
         ),
         (40, 900),
         1.6,
@@ -65,6 +67,9 @@ CATEGORIES: dict[int, Category] = {
             "no scratches",
             "Windows 11 activated",
             "charger included",
+            "NVMe SSD and DDR4 RAM",
+            "HDMI, USB-C and LAN ports",
+            "Windows licence included",
         ),
         (60, 1800),
         1.2,
@@ -91,6 +96,9 @@ CATEGORIES: dict[int, Category] = {
             "no accidents",
             "new brakes",
             "VIN on request",
+            "LED headlights",
+            "ABS, ESP and cruise control",
+            "MOT valid until May",
         ),
         (2500, 35000),
         1.4,
@@ -359,6 +367,42 @@ COUNTED_NOTES = (
     "Fits {count} people.",
 )
 SPELLED_COUNTS = ("two", "three", "four", "five", "six", "seven", "eight", "nine")
+# Everyday words the abuse templates use too ("at", "any", "by", "me", "card", "cash"):
+# honest sellers write them all the time, and while only violations did, the model took
+# each one for a sign of abuse ("Any small jobs around the house" was a violation).
+HONEST_ASIDES = (
+    "Bought at the store last year, receipt kept.",
+    "Ask any questions in the chat.",
+    "Cash on pickup, or payment through the site's safe deal.",
+    "Too big for me, so I sell it.",
+    "Made by me, good quality.",
+    "Works with any charger.",
+    "Sold as a set, not by the piece.",
+    "Worth the money.",
+    "Paid by card in the shop, the receipt is in the box.",
+    "Details and more photos in the chat.",
+    "Can be seen at my place in the evening.",
+    "Without any defects.",
+    "I sell it because my kids do not use it any more.",
+    "Happy to answer any question here on the site.",
+)
+# The sentences of a long, careful ad. Description length is one of the model's
+# features, and while no honest ad ran past ~300 characters, a thorough 800-character
+# one scored as a violation on its length alone.
+LONG_AD_DETAILS = (
+    "Serviced every year, all the receipts are kept in a folder that goes with it.",
+    "Stored indoors in a dry place, in a non-smoking home without pets.",
+    "I am the second owner; the first one used it for about a year and kept it well.",
+    "Comes with the original manual and all the accessories that were in the box.",
+    "There is a small scratch on the left side, see the last photo; it changes nothing.",
+    "Selling only because we bought a bigger one for the family after the move.",
+    "Happy to show it working before you buy, you can test it on the spot.",
+    "The price is fair for the condition, similar ones sell for more on this site.",
+    "Everything was checked last week and works as it should, nothing needs fixing.",
+    "If you have questions about the details, write in the chat here and I answer the same day.",
+    "Please come with a car or a van, it does not fit in a small hatchback.",
+    "I can hold it for a day for a serious buyer who writes here first.",
+)
 PHOTO_NOTES = (
     "See photos.",
     "More photos on request in chat.",

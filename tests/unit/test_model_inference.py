@@ -46,9 +46,7 @@ _texts = st.lists(st.sampled_from(_TRICKY), max_size=40).map("".join) | st.text(
 
 @pytest.fixture(scope="module")
 def trained():
-    # 1,500 ads keep the module fast; a model that small is noisy, and with some seeds
-    # (3 among them) it flags the plain road bike below. Seed 5's separates it clearly.
-    return train_model(generate_ads(1500, seed=5), date="2024-01-01", progress=False)
+    return train_model(generate_ads(1500, seed=3), date="2024-01-01", progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -81,6 +81,57 @@ def test_a_count_spelled_out_is_no_violation_but_a_phone_number_spelled_out_is(d
     assert honest < threshold <= obfuscated, (honest, threshold, obfuscated)
 
 
+_LONG_CAR_AD = (
+    "Second owner, bought from the first one three years ago. Serviced every year at the "
+    "official dealer, the stamps are in the book and the receipts in a folder. New brakes "
+    "and discs last spring, summer and winter tyres on their own rims. Automatic gearbox "
+    "shifts smoothly, the air conditioning was refilled in June. Small dent on the rear "
+    "bumper, see the photos; no rust anywhere. Non-smoking car, no pets. Both keys, the "
+    "manual and the service book are there. Test drive on the weekend, bring your licence. "
+    "Price is fair for the condition, I do not exchange. Pickup in the north of the city. "
+    "The car has always been parked in a garage, so the paint is in very good shape for its "
+    "age. Recent oil change, new battery this winter, and the timing belt was replaced at "
+    "90 000 km. Serious questions are welcome in the chat here on the site."
+)
+
+
+@pytest.mark.parametrize(
+    ("honest", "violation"),
+    [
+        (  # Only violations said "any", "at" or "cash" in the generator's first rules.
+            Ad(1, 1, False, "Handyman", "Any small jobs around the house. Cheap and quick.", 68, 0),
+            Ad(1, 1, False, "Handyman", "Any small jobs. Call 8 912 345 67 89", 68, 0),
+        ),
+        (  # No honest description ran past ~300 characters, and length is a feature.
+            Ad(1, 1, True, "Skoda Octavia 2016", _LONG_CAR_AD, 12, 6),
+            Ad(1, 1, True, "Skoda Octavia 2016", _LONG_CAR_AD + " Call 8 912 345 67 89", 12, 6),
+        ),
+        (  # Every handle had its "@", which the handles signal counts.
+            Ad(1, 1, False, "Sofa bed", "Good condition, grey. Write in the chat here.", 27, 3),
+            Ad(
+                1,
+                1,
+                False,
+                "Sofa bed",
+                "Good condition, grey. Write in Telegram: sofa_bed_ivan",
+                27,
+                3,
+            ),
+        ),
+    ],
+    ids=["everyday-words", "long-description", "handle-without-at"],
+)
+def test_honest_ads_in_the_forms_abuse_uses_too_are_told_from_the_abuse(
+    default_training, honest, violation
+):
+    _, trained = default_training
+    threshold = trained.draft.decision_threshold
+
+    fine, abuse = trained.pipeline.predict_proba(ads_to_rows([honest, violation]))[:, 1]
+
+    assert fine < threshold <= abuse, (fine, threshold, abuse)
+
+
 def test_the_generator_gives_the_same_ads_for_the_same_seed_and_others_for_another():
     first, again, other = generate_ads(500, seed=1), generate_ads(500, seed=1), generate_ads(500, 2)
 
