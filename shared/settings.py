@@ -254,6 +254,11 @@ class Settings(BaseSettings):
         # A host may open with an @ (an abstract Unix socket, libpq 14 on), not hold one.
         if any("@" in host[1:] for host in str(params.get("host") or "").split(",")):
             raise ValueError(f"the host holds an @{_ESCAPE_HINT}")
+        # A password that opens with a `/` (or a port and a `/`) ends the URL's authority
+        # early, and the rest, password included, becomes the database name, which error
+        # messages show; a name written in the URL has its @ percent-encoded.
+        if "@" in _url_path(value):
+            raise ValueError(f"the database name holds an @{_ESCAPE_HINT}")
         return value
 
     @field_validator("api_keys")
@@ -373,6 +378,15 @@ def read_settings(**overrides: object) -> Settings:
 
 def _a_tcp_port(text: str) -> bool:
     return text.isdigit() and 1 <= int(text) <= 65535
+
+
+def _url_path(conninfo: str) -> str:
+    """The path of a postgres:// or postgresql:// URL, up to its query; "" for key=value pairs."""
+    scheme, separator, rest = conninfo.partition("://")
+    if not separator or scheme.lower() not in ("postgres", "postgresql"):
+        return ""
+    _authority, slash, path = rest.partition("/")
+    return slash + path.split("?", 1)[0].split("#", 1)[0]
 
 
 def misspelt_settings(environ: Mapping[str, str]) -> dict[str, str]:

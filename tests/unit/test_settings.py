@@ -191,6 +191,10 @@ def test_a_database_port_libpq_would_refuse_only_at_connect_is_refused_at_start(
         ("postgresql://app:s3cr/etPW@db.internal:5432/moderation", "the port is not a number"),
         # libpq ends the password at the first @: the rest, @ and all, is the host.
         ("postgresql://app:Pa55@word@db.internal:5432/moderation", "the host holds an @"),
+        # A password opening with a / (or a port and a /): libpq ends the authority there,
+        # so the host is the user, and the rest, password and all, the database name.
+        ("postgresql://app:/s3crPW@db.internal:5432/moderation", "the database name holds an @"),
+        ("postgresql://app:4821/s3crPW@db.internal/moderation", "the database name holds an @"),
     ],
 )
 def test_a_password_with_an_unescaped_slash_or_at_is_refused_without_quoting_any_of_it(
@@ -202,7 +206,7 @@ def test_a_password_with_an_unescaped_slash_or_at_is_refused_without_quoting_any
     message = str(refused.value)
     assert f"DATABASE_URL: {problem}" in message
     assert "percent-encoded" in message
-    assert not any(piece in message for piece in ("s3cr", "etPW", "Pa55", "word@"))
+    assert not any(piece in message for piece in ("s3cr", "etPW", "Pa55", "word@", "crPW"))
 
 
 def test_database_urls_with_several_hosts_or_a_socket_keep_their_ports():
@@ -218,6 +222,7 @@ def test_database_urls_with_several_hosts_or_a_socket_keep_their_ports():
     "url",
     [
         "postgresql://app:p%40ss@db:5432/moderation?options=-c%20search_path%3Dmod",
+        "postgresql://app@db/mod%40eration?sslpassword=key@pass",  # @ encoded, or in the query
         "host=db dbname=moderation user=app",
     ],
 )
