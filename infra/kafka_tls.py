@@ -40,9 +40,13 @@ VALIDITY_DAYS = 3650
 def ensure_tls_identity(tls_dir: Path, java: str) -> tuple[Path, Path]:
     """(keystore, ca.pem) in `tls_dir`, made now unless both are there."""
     keystore, certificate = tls_dir / "broker.p12", tls_dir / "ca.pem"
+    # The keystore holds the CA's private key and client.key the client's: only their
+    # owner may read the folder (one made before this rule too), whatever the umask made
+    # of the files.
+    tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tls_dir.chmod(0o700)
     if keystore.exists() and certificate.exists():
         return keystore, certificate
-    tls_dir.mkdir(parents=True, exist_ok=True)
     keystore.unlink(missing_ok=True)
     keytool = str(Path(java).resolve().parent / "keytool")
     store = ["-keystore", str(keystore), "-storetype", "PKCS12", "-storepass", KEYSTORE_PASSWORD]

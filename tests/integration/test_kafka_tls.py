@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import stat
+
 from cryptography import x509
 
 from infra.kafka_jars import require_tool
@@ -31,3 +33,17 @@ def test_a_client_certificate_is_kept_while_its_ca_is_and_made_again_with_a_new_
 
     assert kept == first
     assert remade != first
+
+
+def test_the_private_keys_are_in_a_folder_only_its_owner_may_read(tmp_path):
+    java = require_tool("java", "for keytool, which makes the broker's certificate")
+    tls_dir = tmp_path / "tls"
+    keystore, _ = ensure_tls_identity(tls_dir, java)
+    ensure_client_identity(tls_dir, keystore)
+    made = stat.S_IMODE(tls_dir.stat().st_mode)
+    tls_dir.chmod(0o755)  # as an earlier version left it
+
+    ensure_tls_identity(tls_dir, java)
+
+    assert made == stat.S_IMODE(tls_dir.stat().st_mode) == 0o700
+    assert {"broker.p12", "client.key"} <= {path.name for path in tls_dir.iterdir()}
