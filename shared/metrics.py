@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 if TYPE_CHECKING:
     from shared.moderation.batch import BatchReport
+
+# Each counter and histogram would export a `_created` gauge too, its start time: a
+# series per metric and label set that no documented query uses.
+disable_created_metrics()
 
 REQUESTS = Counter(
     "moderation_http_requests_total", "HTTP requests by route and status", ["route", "status"]
@@ -194,9 +200,27 @@ def count_expired_idempotency_keys(deleted: int) -> None:
     EXPIRED_IDEMPOTENCY_KEYS.inc(deleted)
 
 
-def set_outbox_backlog(kind: str, rows: int, oldest_age_s: float) -> None:
+# kind -> (when, on the monotonic clock, the backlog was last counted; its oldest age then)
+_oldest_counted: dict[str, tuple[float, float]] = {}
+
+
+def set_outbox_backlog(
+    kind: str, rows: int, oldest_age_s: float, *, clock: Callable[[], float] = time.monotonic
+) -> None:
     OUTBOX_BACKLOG.labels(kind=kind).set(rows)
     OUTBOX_OLDEST_AGE.labels(kind=kind).set(oldest_age_s)
+    _oldest_counted[kind] = (clock(), oldest_age_s)
+
+
+def age_uncounted_outbox_backlog(*, clock: Callable[[], float] = time.monotonic) -> None:
+    """A relay pass that could not count the backlog (the database down, mostly): the
+    rows it last counted cannot have been published since, as publishing marks them in
+    the database, so the oldest one's age goes on growing, and an alert on it fires
+    through a database outage too instead of freezing at its last value."""
+    now = clock()
+    for kind, (counted_at, oldest_age_s) in list(_oldest_counted.items()):
+        if oldest_age_s > 0:
+            OUTBOX_OLDEST_AGE.labels(kind=kind).set(oldest_age_s + now - counted_at)
 
 
 def observe_outbox_sweep(kind: str, published: int | None) -> None:

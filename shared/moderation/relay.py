@@ -121,8 +121,10 @@ def _relay_pass(services: Services) -> _Swept:
     for kind, sweep in (("task", _sweep_tasks), ("dead_letter", _sweep_dead_letters)):
         if failures and (services.stopping.is_set() or _database_down(failures)):
             # Stopping, its publish could outlast the shutdown's budget; with the
-            # database down, it would only wait out another connection timeout.
-            break
+            # database down, it would only wait out another connection timeout. Counted
+            # as failed all the same: a sweep that could not run published nothing.
+            metrics.observe_outbox_sweep(kind, None)
+            continue
         try:
             swept = sweep(services)
         except Exception as error:
@@ -135,7 +137,9 @@ def _relay_pass(services: Services) -> _Swept:
             full |= swept.full
     # While Kafka is down the backlog and the purge still matter; while the database
     # is, each would only wait out another connection timeout.
-    if not (failures and (services.stopping.is_set() or _database_down(failures))):
+    if failures and (services.stopping.is_set() or _database_down(failures)):
+        metrics.age_uncounted_outbox_backlog()
+    else:
         _measure_backlog(services)
         try:
             expired = purge_expired_idempotency_keys(services)
@@ -182,6 +186,7 @@ def _measure_backlog(services: Services) -> None:
             )
     except Exception as error:
         log.debug("could not count the outbox backlog", extra={"error": str(error)})
+        metrics.age_uncounted_outbox_backlog()
         return
     metrics.set_outbox_backlog("task", tasks.rows, tasks.oldest_age_s)
     metrics.set_outbox_backlog("dead_letter", letters.rows, letters.oldest_age_s)

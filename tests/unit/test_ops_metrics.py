@@ -93,6 +93,14 @@ def test_every_outcome_and_sweep_series_exists_at_zero_before_anything_happens()
             assert line in exported
 
 
+def test_counters_and_histograms_export_no_created_series():
+    # A start-time gauge per metric and label set, which no documented query reads.
+    exported = _exported_by_a_new_process("import shared.metrics")
+
+    assert "moderation_tasks_total" in exported
+    assert "_created" not in exported
+
+
 def test_each_function_built_has_its_server_error_series_at_zero_before_any_request():
     # Built as the production server builds it, in a process of its own.
     exported = _exported_by_a_new_process(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -334,3 +335,28 @@ def test_a_pass_that_finds_the_database_down_gives_up_at_once_instead_of_once_a_
         relay_once(services)
 
     assert services.db.transactions - transactions == 1
+
+
+def test_with_the_database_down_every_sweep_counts_as_failed_and_the_oldest_age_grows(services):
+    # A sweep skipped for the outage published nothing; and the rows counted before it
+    # cannot be published while it lasts, so their wait goes on, and an alert on it fires.
+    services.publisher.refuses = lambda record: True
+    task_id = submit_moderation_task(services, 1).task_id
+    task = services.db.state.tasks[task_id]
+    services.db.state.tasks[task_id] = replace(
+        task, created_at=task.created_at - timedelta(minutes=5)
+    )
+    with pytest.raises(BrokerUnavailable):
+        relay_once(services)
+    counted = _backlog("moderation_outbox_oldest_age_seconds")["task"]
+    before = _outbox_metrics()
+    services.db.unavailable_for = 10
+
+    with pytest.raises(DatabaseUnavailable):
+        relay_once(services)
+
+    after = _outbox_metrics()
+    assert after["sweeps", "task", "failed"] - before["sweeps", "task", "failed"] == 1
+    assert after["sweeps", "dead_letter", "failed"] - before["sweeps", "dead_letter", "failed"] == 1
+    assert counted >= 300
+    assert _backlog("moderation_outbox_oldest_age_seconds")["task"] > counted
