@@ -16,6 +16,15 @@ SHORT_SETTING = 8
 _KUBERNETES_SERVICE_VARIABLE = re.compile(r".*_SERVICE_(HOST|PORT)(_.*)?|.*_PORT(_.*)?")
 
 
+def setting_variable(name: str, environ: Mapping[str, str]) -> str | None:
+    """The value of the setting variable `name` (upper case) in `environ` under any
+    spelling of its case, as settings read it; None when it is unset or empty."""
+    return next(
+        (value for variable, value in environ.items() if variable.upper() == name and value),
+        None,
+    )
+
+
 def drop_settings_from(environ: MutableMapping[str, str], names: Iterable[str]) -> None:
     """Remove the variables of the settings `names` (field names) from `environ`, in any
     case, as settings read them: for a process that starts servers of its own, which the

@@ -16,6 +16,7 @@ from shared.model import commands
 from shared.model.dataset import InvalidDataset
 from shared.model.synthetic import DEFAULT_SEED, DEFAULT_SIZE
 from shared.settings import DEFAULT_MODEL_URI
+from shared.settings_environment import setting_variable
 
 DEFAULT_OUT = DEFAULT_MODEL_URI
 
@@ -68,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="load a model as the service does and score data")
     evaluate.add_argument(
         "--model",
-        default=env("MODEL_URI", DEFAULT_OUT),
+        # In any case, as the service reads it: `model_uri=...` is the model it serves.
+        default=setting_variable("MODEL_URI", os.environ) or DEFAULT_OUT,
         help=f"model directory or s3://bucket/prefix [MODEL_URI, default {DEFAULT_OUT}]",
     )
     evaluate.add_argument(

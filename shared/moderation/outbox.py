@@ -42,7 +42,7 @@ class SweepOutcome(Generic[Key]):
     published: list[Key]
     refused: TemporaryError | None  # set when Kafka took none of the sweep's rows
 
-    def count(self) -> int:
+    def published_or_raise(self) -> int:
         """How many rows were published; raises the refusal, if Kafka took none."""
         if self.refused is not None:
             raise self.refused

@@ -61,7 +61,7 @@ def _sweep_tasks(services: Services) -> _Swept:
             mark_published=tx.mark_tasks_published,
             count_tries=tx.count_task_publish_tries,
         )
-    published = outcome.count()
+    published = outcome.published_or_raise()
     return _Swept(published, full=published >= settings.outbox_batch_size)
 
 
@@ -80,7 +80,7 @@ def _sweep_dead_letters(services: Services) -> _Swept:
             mark_published=tx.mark_dead_letters_published,
             count_tries=tx.count_dead_letter_publish_tries,
         )
-    published = outcome.count()
+    published = outcome.published_or_raise()
     # Cut short by its bytes, a claim is full below the batch size.
     return _Swept(published, full=claim.full and published == len(claim.letters))
 

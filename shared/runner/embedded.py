@@ -13,6 +13,7 @@ from pathlib import Path
 from shared.runner.mock_kafka import MOCK_PARTITIONS, MockKafkaCluster
 from shared.runner.targets import REPO_ROOT
 from shared.settings import Settings
+from shared.settings_environment import setting_variable
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class Backends:
 
 def env_is_set(name: str, environ: Mapping[str, str]) -> bool:
     """Settings reads env vars case-insensitively, so this does too."""
-    return any(key.upper() == name and value != "" for key, value in environ.items())
+    return setting_variable(name, environ) is not None
 
 
 def start_backends(

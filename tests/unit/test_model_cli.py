@@ -94,6 +94,19 @@ def test_evaluate_of_a_missing_model_fails_with_a_message(tmp_path, capsys):
     assert "make model" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("variable", ["MODEL_URI", "model_uri"])
+def test_evaluate_reads_model_uri_in_any_case_as_the_service_does(
+    tmp_path, capsys, monkeypatch, variable
+):
+    monkeypatch.delenv("MODEL_URI", raising=False)
+    monkeypatch.setenv(variable, str(tmp_path / "the-served-one"))
+
+    code = main(["--no-progress", "evaluate"])
+
+    assert code == 1
+    assert "the-served-one" in capsys.readouterr().err
+
+
 def test_a_csv_row_becomes_an_ad_with_its_label(tmp_path):
     path = tmp_path / "one.csv"
     path.write_text(
