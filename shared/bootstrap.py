@@ -95,10 +95,13 @@ class Services:
             if self.stopping.wait(min(remaining, LET_GO_CHECK_S)):
                 raise ShutdownRequested()
 
-    def close(self) -> None:
+    def close(self, remaining_s: Callable[[], float] = lambda: 5.0) -> None:
+        """End retry waits, flush the producer, close the pool: the last steps of every
+        shutdown. Each of the two closes may take what `remaining_s()` says is left of
+        the shutdown's budget."""
         self.stopping.set()
-        self.publisher.close()
-        self.db.close()
+        self.publisher.close(timeout_s=remaining_s())
+        self.db.close(timeout_s=remaining_s())
 
 
 def build_services(settings: Settings | None = None) -> Services:

@@ -2,9 +2,10 @@
 
 Start-up: embedded servers for what is not configured, migrations, topics, demo
 data, the model; then the HTTP server, the poll loop and the relay. Shutdown, on
-Ctrl-C or SIGTERM, within SHUTDOWN_BUDGET_S: stop accepting requests, abort retry
-waits, let the in-flight batch finish and commit its offsets, stop the relay,
-flush the producer, close the pool, stop the embedded servers.
+Ctrl-C or SIGTERM, within SHUTDOWN_BUDGET_S: abort retry waits, stop accepting
+requests (those in flight get HTTP_DRAIN_S), let the in-flight batch finish and
+commit its offsets, stop the relay, flush the producer, close the pool, stop the
+embedded servers.
 """
 
 from __future__ import annotations
@@ -37,8 +38,7 @@ from shared.runner.shutdown import (
     StartUpInterrupted,
     StartUpInterruption,
     StopSignal,
-    exit_now_if_late,
-    skip_exit_collection,
+    exit_status,
 )
 from shared.runner.workers import ConsumerWorker, RelayWorker, load_consumer_handler
 from shared.settings import Settings
@@ -109,10 +109,7 @@ def run(argv: Sequence[str]) -> int:
         late = not shut_down(running, deadline)
         stack.close()
         log.info("stopped", extra={"seconds": round(deadline.elapsed(), 3)})
-    code = 0 if signalled else 1
-    exit_now_if_late(late, code)
-    skip_exit_collection()
-    return code
+    return exit_status(signalled=signalled, late=late)
 
 
 # What a runner on its own embedded database must not share with other deployments on the
@@ -247,8 +244,7 @@ def shut_down(running: _Running, deadline: Deadline) -> bool:
     relay_stopped = running.relay.stop(timeout_s=deadline.remaining())
     if not relay_stopped:
         log.warning("the outbox relay did not stop in time")
-    services.publisher.close(timeout_s=deadline.remaining())
-    services.db.close(timeout_s=deadline.remaining())
+    services.close(deadline.remaining)
     # The closed services stay installed: a request still running after the drain that
     # needs the database gets a 503 from them, where with none installed
     # it would have built new ones from the environment, pointing at other servers than

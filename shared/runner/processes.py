@@ -19,8 +19,7 @@ from shared.runner.shutdown import (
     StartUpInterrupted,
     StartUpInterruption,
     StopSignal,
-    exit_now_if_late,
-    skip_exit_collection,
+    exit_status,
 )
 from shared.settings import InvalidSettings, get_settings
 
@@ -87,15 +86,13 @@ def run_worker_process(
     services.stopping.set()
     late = not worker.stop(timeout_s=deadline.remaining())
     if late:
-        log.warning(f"{name} did not stop in time; its batch is left to the next owner")
+        # The consumer's batch is redelivered to the partition's next owner; the relay's
+        # claimed rows stay unpublished, and a later pass publishes them.
+        log.warning(f"{name} did not stop in time; what it had in hand is done again later")
     ops.stop(timeout_s=deadline.remaining())
-    services.publisher.close(timeout_s=deadline.remaining())
-    services.db.close(timeout_s=deadline.remaining())
+    services.close(deadline.remaining)
     log.info(f"{name} stopped", extra={"seconds": round(deadline.elapsed(), 3)})
-    code = 0 if signalled else 1
-    exit_now_if_late(late, code)
-    skip_exit_collection()
-    return code
+    return exit_status(signalled=signalled, late=late)
 
 
 def _start_up_failed(name: str, services: Services, reason: str) -> int:

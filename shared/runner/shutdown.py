@@ -116,6 +116,16 @@ def exit_with(code: int) -> NoReturn:
     sys.exit(code)
 
 
+def exit_status(*, signalled: bool, late: bool) -> int:
+    """The status a long-running process exits with once it has stopped: 0 after a stop
+    signal, 1 when its work stopped on its own (for a supervisor to restart it); at once
+    when a worker missed the shutdown budget (`exit_now_if_late`)."""
+    code = 0 if signalled else 1
+    exit_now_if_late(late, code)
+    skip_exit_collection()
+    return code
+
+
 def skip_exit_collection() -> None:
     """Everything is closed: spare the interpreter's exit a garbage collection of the model's
     objects (half a second measured), which would only free memory the OS takes back anyway."""
