@@ -43,7 +43,7 @@ LogContext = Callable[[], dict[str, object]]
 def temporary_error_policy(
     settings: Settings, *, sleep: Sleeper, log_context: LogContext = dict
 ) -> Retrying:
-    """A tenacity policy retrying TemporaryError on the 5/10/20 s schedule.
+    """A tenacity policy retrying TemporaryError on the schedule (5/10/20 s by default).
 
     `sleep` lets the caller make the waits interruptible (shutdown) or instant (tests);
     `log_context` gives the fields that say what is being retried (a batch's partition

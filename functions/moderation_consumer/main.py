@@ -9,7 +9,7 @@ Two entry points over the same batch handler:
   It answers 200 once the record is durable, and 500 when it is not, for the platform to
   redeliver (shared/http/pushed_record.py lists every status). API_KEYS does not apply:
   deploy it where only the platform's trigger can reach it. The retry schedule of a
-  temporary error (5/10/20 s) runs inside the request: give the trigger a delivery
+  temporary error (5/10/20 s by default) runs inside the request: give the trigger a delivery
   timeout of two minutes or more, retries and a dead-letter sink (README, "Scaling").
 """
 

@@ -1,6 +1,6 @@
 """The Kafka poll loop that feeds the consumer handler, one worker per partition.
 
-Why per partition: the handler may wait out the retry schedule (5/10/20 s) on a
+Why per partition: the handler may wait out the retry schedule (5/10/20 s by default) on a
 temporary error. Only the partition whose batch is waiting stalls; the others
 keep flowing, and order within a partition (one ad's tasks) is kept. The workers
 are capped (`max_workers`): the consumer caps them at its connection pool's size,
@@ -403,7 +403,7 @@ class PartitionedPollLoop:
         self._unassigned_since = self._clock()  # a rebalance began
         keys = [(p.topic, p.partition) for p in partitions]
         self._assigned.difference_update(keys)
-        # A batch waiting out the retry schedule (35 s, and longer while the database is
+        # A batch waiting out the retry schedule (35 s by default, and longer while the database is
         # down) would hold up this member's whole rebalance, and the group's with it:
         # its waits end now, it stays unstored, and the new owner redelivers it.
         self._let_inflight_go(keys)

@@ -18,7 +18,7 @@ while it scores the rest of the batch, is settled there and then: it is no longe
 retried, and it is written with the batch's next write, whichever that is. A temporary
 error leaves the rest unwritten; the attempt is counted on the rows of the tasks still
 to be scored (those alone, so a corrupt copy never counts against a real task), and the
-batch is retried on the shared 5/10/20 s schedule. The count lives on the rows, so a
+batch is retried on the shared schedule (5/10/20 s by default). The count lives on the rows, so a
 new owner goes on from it, but gives a task up only once its first failure is as old as
 the whole schedule (`BatchWork.out_of_retries`). When the schedule runs out, the
 transaction that fails the tasks reads them first, so what no read got to sort out (the
