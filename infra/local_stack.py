@@ -19,7 +19,7 @@ from infra.kafka_jars import LOCK_TIMEOUT_S as JARS_LOCK_TIMEOUT_S
 from infra.postgres_server import PostgresServer
 from shared.db.migrations import apply_migrations
 from shared.kafka.topics import ensure_topics
-from shared.settings import get_settings
+from shared.settings import get_settings, shown_database_url
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STATE_DIR = REPO_ROOT / "var" / "infra"
@@ -64,7 +64,13 @@ def _up(state_dir: Path, *, kafka_port: int, postgres_port: int) -> LocalStack:
         postgres.start(wait=False)
     postgres.wait_until_ready()
     kafka.wait_until_ready()
-    _log(f"PostgreSQL: {postgres.url} (pid {postgres.pid}, log {postgres.log_path})")
+    # The password stays off the terminal: the export lines on stdout carry it.
+    password = postgres.password_path
+    kept = f", password in {password}" if password.exists() else ""
+    _log(
+        f"PostgreSQL: {shown_database_url(postgres.url)}"
+        f" (pid {postgres.pid}, log {postgres.log_path}{kept})"
+    )
     _log(f"Kafka: {kafka.bootstrap_servers} (pid {kafka.pid}, log {kafka.log_path})")
     # Either port is None for a broker started before it had the listener.
     if kafka.sasl_port is not None:

@@ -3,17 +3,25 @@
 The wheel's own wrapper listens on a unix socket only, so this runs initdb and
 postgres itself, with TCP on a chosen port. `stop()` then `start()` brings the
 same server back on the same port with the same data, which the fault tests use.
+
+The superuser has a random password, kept in `password` next to the data directory
+(mode 0600): every local account reaches 127.0.0.1, and a superuser runs programs as
+the server's OS user (`COPY ... FROM PROGRAM`). A data directory initialised before
+passwords were set has no such file and takes any local connection (trust), as it did.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
+import secrets
 import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
@@ -25,6 +33,7 @@ from infra._server import LocalServer
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 SUPERUSER = "postgres"
+PASSWORD_FILE = "password"
 
 
 def postgres_bin_dir() -> Path:
@@ -71,13 +80,25 @@ class PostgresServer(LocalServer):
         return self._require_base_dir() / "postgres.log"
 
     @property
+    def password_path(self) -> Path:
+        return self._require_base_dir() / PASSWORD_FILE
+
+    @property
     def url(self) -> str:
         return self.url_for(self.database)
 
     def url_for(self, database: str) -> str:
+        """The superuser's URL, password and all: shared.settings.shown_database_url() is
+        what to print."""
         if self.port is None:
             raise RuntimeError("the server has no port yet: call start() first")
-        return f"postgresql://{SUPERUSER}@{LOCALHOST}:{self.port}/{database}"
+        try:
+            password = self.password_path.read_text().strip()
+        except FileNotFoundError:
+            # Initialised before passwords were set: trust, as then.
+            return f"postgresql://{SUPERUSER}@{LOCALHOST}:{self.port}/{database}"
+        userinfo = f"{SUPERUSER}:{quote(password, safe='')}"
+        return f"postgresql://{userinfo}@{LOCALHOST}:{self.port}/{database}"
 
     @property
     def pid(self) -> int | None:
@@ -179,6 +200,7 @@ class PostgresServer(LocalServer):
             _unprivileged_user.hand_over(self.data_dir, self._account)
 
     def _initdb(self, bin_dir: Path) -> None:
+        self._write_new_password()
         _process.run_to_completion(
             [
                 str(bin_dir / "initdb"),
@@ -186,8 +208,9 @@ class PostgresServer(LocalServer):
                 str(self.data_dir),
                 "--username",
                 SUPERUSER,
-                # Trust is safe only because the server listens on 127.0.0.1 alone.
-                "--auth=trust",
+                # Not trust: every local account can reach 127.0.0.1.
+                "--auth=scram-sha-256",
+                f"--pwfile={self.password_path}",
                 "--encoding=UTF8",
                 "--locale=C",
                 "--no-sync",
@@ -198,6 +221,17 @@ class PostgresServer(LocalServer):
             cwd=self._require_base_dir(),
             run_as=self._account,
         )
+
+    def _write_new_password(self) -> None:
+        """A fresh password for initdb, readable only by us and the account it runs as."""
+        path = self.password_path
+        path.unlink(missing_ok=True)  # a file of an initdb cut short, whatever its mode
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(fd, "w") as file:
+            os.fchmod(fd, 0o600)  # whatever the umask
+            if self._account is not None:  # initdb, run as that account, reads it
+                os.fchown(fd, self._account.uid, self._account.gid)
+            file.write(secrets.token_urlsafe(32) + "\n")
 
     def _postgres_command(self, bin_dir: Path) -> list[str]:
         return [

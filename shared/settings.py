@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -387,6 +388,17 @@ def _url_path(conninfo: str) -> str:
         return ""
     _authority, slash, path = rest.partition("/")
     return slash + path.split("?", 1)[0].split("#", 1)[0]
+
+
+def shown_database_url(url: str) -> str:
+    """A postgresql:// URL with its password, if it has one, shown as ****: for a person to
+    read (a banner, a log line), never for a client to connect with."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:****@{hosts}"))
 
 
 def misspelt_settings(environ: Mapping[str, str]) -> dict[str, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from shared.runner.mock_kafka import MOCK_PARTITIONS, MockKafkaCluster
 from shared.runner.targets import REPO_ROOT
-from shared.settings import Settings
+from shared.settings import Settings, shown_database_url
 from shared.settings_environment import setting_variable
 
 log = logging.getLogger(__name__)
@@ -31,13 +31,15 @@ class Backends:
     state_dir: Path
 
     def describe(self) -> list[str]:
-        database = (
-            # Its port is picked at each start: the URL is what a psql session needs.
-            f"embedded PostgreSQL at {self.settings.database_url},"
-            f" data in {_shown(self.state_dir / 'postgres')}"
-            if self.embedded_database
-            else "PostgreSQL from DATABASE_URL"
-        )
+        database = "PostgreSQL from DATABASE_URL"
+        if self.embedded_database:
+            # Its port is picked at each start: the URL is what a psql session needs, with
+            # the password that infra/postgres_server.py keeps next to the data.
+            base_dir = _shown(self.state_dir / "postgres")
+            url = self.settings.database_url
+            shown = shown_database_url(url)
+            password = f" (password in {base_dir}/password)" if shown != url else ""
+            database = f"embedded PostgreSQL at {shown}{password}, data in {base_dir}"
         kafka = (
             f"IN-MEMORY mock Kafka (librdkafka test.mock.num.brokers) at "
             f"{self.settings.kafka_bootstrap_servers}: topics have {MOCK_PARTITIONS} "

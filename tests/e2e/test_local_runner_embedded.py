@@ -68,7 +68,9 @@ def test_runner_needs_no_servers_and_keeps_its_database_between_runs(tmp_path):
 
     assert first_code == 0, first.log_tail()
     assert "IN-MEMORY mock Kafka" in first.log_tail(200)
-    assert "embedded PostgreSQL" in first.log_tail(200)
+    assert "embedded PostgreSQL at postgresql://postgres:****@127.0.0.1:" in first.log_tail(200)
+    password = (tmp_path / "state" / "postgres" / "password").read_text().strip()
+    assert password not in first.log_tail(200) + second.log_tail(200)
     assert status == 200, kept
     assert kept["status"] == "completed"
     assert second_code == 0, second.log_tail()

@@ -1,12 +1,14 @@
 """A PgBouncer in front of the tests' PostgreSQL, for the settings a pooler needs.
 
 Debian's package (installed on first use, infra/debian_tools.py), run as the account
-PostgreSQL runs as when we are root: PgBouncer refuses to run as root.
+PostgreSQL runs as when we are root: PgBouncer refuses to run as root. It takes the
+URL's password from its clients (SCRAM) and gives it to the server.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import signal
 import subprocess
@@ -17,7 +19,7 @@ from pathlib import Path
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from infra import _process, _unprivileged_user
-from infra._process import LOCALHOST
+from infra._process import LOCALHOST, RunAs
 from infra.debian_tools import ensure_debian_tool
 from tests.must_run import skip_or_fail
 
@@ -36,12 +38,12 @@ def pgbouncer(database_url: str, folder: Path, *, pool_mode: str, pool_size: int
     if binary is None:
         skip_or_fail("no pgbouncer here, and apt-get cannot install it")
     server = conninfo_to_dict(database_url)
-    if server.get("password"):
-        skip_or_fail("the test database takes a password, which this PgBouncer is not given")
     port = _process.free_port()
     user = server.get("user", "postgres")
+    password = server.get("password") or ""
     dbname = server.get("dbname") or user  # libpq's default, as for any URL without one
-    (folder / "users.txt").write_text(f'"{user}" ""\n')
+    account = _unprivileged_user.account_for_postgres()
+    _write_auth_file(folder / "users.txt", user, password, account)
     config = folder / "pgbouncer.ini"
     config.write_text(
         "\n".join(
@@ -53,7 +55,9 @@ def pgbouncer(database_url: str, folder: Path, *, pool_mode: str, pool_size: int
                 f"listen_addr = {LOCALHOST}",
                 f"listen_port = {port}",
                 "unix_socket_dir =",
-                "auth_type = trust",
+                # PgBouncer checks its clients by SCRAM against auth_file's plain-text
+                # password, and logs in to the server with it (a trust server takes none).
+                f"auth_type = {'scram-sha-256' if password else 'trust'}",
                 f"auth_file = {folder / 'users.txt'}",
                 f"pool_mode = {pool_mode}",
                 f"default_pool_size = {pool_size}",
@@ -62,7 +66,6 @@ def pgbouncer(database_url: str, folder: Path, *, pool_mode: str, pool_size: int
             ]
         )
     )
-    account = _unprivileged_user.account_for_postgres()
     if account is not None:
         _unprivileged_user.make_reachable(config, account)  # the folder, down to the files
     log_path = folder / "pgbouncer.log"
@@ -78,6 +81,16 @@ def pgbouncer(database_url: str, folder: Path, *, pool_mode: str, pool_size: int
         _process.stop_process(
             child.pid, marker=str(config), stop_signal=signal.SIGTERM, timeout_s=5, child=child
         )
+
+
+def _write_auth_file(path: Path, user: str, password: str, account: RunAs | None) -> None:
+    """`"user" "password"`, readable by PgBouncer alone (it runs as `account` when we are root)."""
+    quoted = [value.replace('"', '""') for value in (user, password)]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w") as file:
+        if account is not None:
+            os.fchown(fd, account.uid, account.gid)
+        file.write(f'"{quoted[0]}" "{quoted[1]}"\n')
 
 
 def _can_track_prepared(binary: str) -> bool:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +20,9 @@ from confluent_kafka.admin import (
     NewTopic,
     ResourceType,
 )
+from psycopg.conninfo import conninfo_to_dict
 
+from infra import _unprivileged_user
 from infra.kafka_broker import KafkaBroker
 from infra.postgres_server import PostgresServer
 from shared.kafka.config import MAX_RECORD_BYTES
@@ -278,16 +282,45 @@ def test_a_postgres_started_on_a_port_another_server_holds_fails_instead_of_usin
     if infra.postgres is None:
         skip_or_fail("the database is external (DATABASE_URL); there is no server of ours")
     # The other server answers at once, while ours is still on its way to failing to
-    # bind the port: only the data directory it reports tells them apart.
+    # bind the port, but it takes only its own password: ours never gets in, and says
+    # why once it has exited. (One that let it in, of trust, would be told apart by the
+    # data directory it reports: "taken by another server".)
     second = PostgresServer(tmp_path / "second", port=infra.postgres.port)
 
-    with pytest.raises(RuntimeError, match="taken by another server") as refused:
+    with pytest.raises(RuntimeError, match="exited during start-up") as refused:
         second.start()
 
-    assert str(infra.postgres.data_dir) in str(refused.value)
+    assert "Address already in use" in str(refused.value)
     assert not second.is_running()
     with psycopg.connect(infra.postgres.url, connect_timeout=5) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)  # the first one untouched
+
+
+def test_a_fresh_postgres_takes_only_its_superusers_password_kept_in_a_0600_file(
+    tmp_path,
+) -> None:
+    # Every local account reaches 127.0.0.1; a superuser runs programs as the server's user.
+    server = PostgresServer(tmp_path / "own")
+    server.start()
+    try:
+        password = conninfo_to_dict(server.url)["password"]
+        kept = server.password_path.stat()
+        account = _unprivileged_user.account_for_postgres()  # initdb, as it, read the file
+        without = f"postgresql://postgres@127.0.0.1:{server.port}/moderation"
+
+        for wrong in ({"passfile": os.devnull}, {"password": "not-the-password"}):
+            with pytest.raises(psycopg.OperationalError, match="password"):
+                psycopg.connect(without, connect_timeout=5, **wrong)
+        with psycopg.connect(server.url, connect_timeout=5) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("postgres",)
+        # `make infra-up` run again takes the running server over, password and all.
+        assert PostgresServer(server.base_dir).url == server.url
+    finally:
+        server.stop()
+
+    assert len(password) >= 32
+    assert stat.S_IMODE(kept.st_mode) == 0o600
+    assert kept.st_uid == (account.uid if account else os.geteuid())
 
 
 @pytest.mark.fault

@@ -12,7 +12,8 @@ from tests.python_snippets import REPO_ROOT
 
 STACK = LocalStack(
     kafka_bootstrap_servers="127.0.0.1:19092",
-    database_url="postgresql://postgres@127.0.0.1:15432/moderation",
+    # With its password (secrets.token_urlsafe's alphabet): eval must keep it whole.
+    database_url="postgresql://postgres:q-7Xz_Lk9@127.0.0.1:15432/moderation",
 )
 # What a shell set up for another cluster may hold, in the cases settings also read.
 OTHER_CLUSTER = {

@@ -80,3 +80,18 @@ def test_the_banner_gives_the_embedded_databases_url_and_hides_a_given_one():
 
     assert f"embedded PostgreSQL at {embedded_url}," in embedded.describe()[0]
     assert given.describe()[0] == "database: PostgreSQL from DATABASE_URL"
+
+
+def test_the_banner_masks_the_embedded_databases_password_and_says_where_it_is():
+    url = "postgresql://postgres:s3cr3t-Pw_x@127.0.0.1:54329/moderation"
+    embedded = Backends(
+        Settings(database_url=url), True, in_memory_kafka=True, state_dir=Path("state")
+    )
+
+    (line, _) = embedded.describe()
+
+    assert "s3cr3t" not in line
+    assert (
+        "embedded PostgreSQL at postgresql://postgres:****@127.0.0.1:54329/moderation"
+        " (password in state/postgres/password), data in state/postgres"
+    ) in line
