@@ -382,12 +382,16 @@ def _a_tcp_port(text: str) -> bool:
 
 
 def _url_path(conninfo: str) -> str:
-    """The path of a postgres:// or postgresql:// URL, up to its query; "" for key=value pairs."""
+    """The path of a postgres:// or postgresql:// URL, up to its query, as libpq reads it
+    (a # is no fragment to it); "" for key=value pairs, and for a URL whose query comes
+    before any path (`host?sslrootcert=/a@b.crt`)."""
     scheme, separator, rest = conninfo.partition("://")
     if not separator or scheme.lower() not in ("postgres", "postgresql"):
         return ""
-    _authority, slash, path = rest.partition("/")
-    return slash + path.split("?", 1)[0].split("#", 1)[0]
+    authority, slash, path = rest.partition("/")
+    if "?" in authority.split("@", 1)[-1]:
+        return ""
+    return slash + path.split("?", 1)[0]
 
 
 def shown_database_url(url: str) -> str:

@@ -18,11 +18,13 @@ _KUBERNETES_SERVICE_VARIABLE = re.compile(r".*_SERVICE_(HOST|PORT)(_.*)?|.*_PORT
 
 def setting_variable(name: str, environ: Mapping[str, str]) -> str | None:
     """The value of the setting variable `name` (upper case) in `environ` under any
-    spelling of its case, as settings read it; None when it is unset or empty."""
-    return next(
-        (value for variable, value in environ.items() if variable.upper() == name and value),
-        None,
-    )
+    spelling of its case, the one settings read: of several spellings, the last (as
+    pydantic-settings takes them), even an empty one; None when that is empty or unset."""
+    found = None
+    for variable, value in environ.items():
+        if variable.upper() == name:
+            found = value
+    return found or None
 
 
 def drop_settings_from(environ: MutableMapping[str, str], names: Iterable[str]) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from shared.runner.cli import RUNNER_ONLY_VARIABLES, parse_options
 from shared.runner.embedded import DEFAULT_STATE_DIR, env_is_set
+from shared.settings import read_settings
+from shared.settings_environment import setting_variable
 
 
 def test_each_flag_overrides_its_setting(monkeypatch):
@@ -106,3 +110,22 @@ def test_env_is_set_is_case_insensitive_and_ignores_empty_values():
     assert env_is_set("DATABASE_URL", {"database_url": "postgresql://x"})
     assert not env_is_set("DATABASE_URL", {"DATABASE_URL": ""})
     assert not env_is_set("DATABASE_URL", {})
+
+
+@pytest.mark.parametrize(
+    "spellings",
+    [
+        {"MODEL_URI": "/models/upper", "model_uri": "/models/lower"},
+        {"model_uri": "/models/lower", "MODEL_URI": "/models/upper"},
+        {"model_uri": "/models/lower", "MODEL_URI": ""},
+    ],
+)
+def test_a_setting_spelt_twice_is_read_as_the_settings_read_it(monkeypatch, spellings):
+    # `python -m shared.model evaluate` must score the model the service serves.
+    monkeypatch.delenv("MODEL_URI", raising=False)
+    for variable, value in spellings.items():
+        monkeypatch.setenv(variable, value)
+
+    served = read_settings().model_uri
+
+    assert setting_variable("MODEL_URI", os.environ) == (served or None)

@@ -195,6 +195,7 @@ def test_a_database_port_libpq_would_refuse_only_at_connect_is_refused_at_start(
         # so the host is the user, and the rest, password and all, the database name.
         ("postgresql://app:/s3crPW@db.internal:5432/moderation", "the database name holds an @"),
         ("postgresql://app:4821/s3crPW@db.internal/moderation", "the database name holds an @"),
+        ("postgresql://app:/s3#crPW@db.internal:5432/moderation", "the database name holds an @"),
     ],
 )
 def test_a_password_with_an_unescaped_slash_or_at_is_refused_without_quoting_any_of_it(
@@ -223,6 +224,7 @@ def test_database_urls_with_several_hosts_or_a_socket_keep_their_ports():
     [
         "postgresql://app:p%40ss@db:5432/moderation?options=-c%20search_path%3Dmod",
         "postgresql://app@db/mod%40eration?sslpassword=key@pass",  # @ encoded, or in the query
+        "postgresql://app@db.internal?sslrootcert=/certs/a@b.crt",  # a query and no path
         "host=db dbname=moderation user=app",
     ],
 )
