@@ -213,10 +213,11 @@ def set_outbox_backlog(
 
 
 def age_uncounted_outbox_backlog(*, clock: Callable[[], float] = time.monotonic) -> None:
-    """A relay pass that could not count the backlog (the database down, mostly): the
-    rows it last counted cannot have been published since, as publishing marks them in
-    the database, so the oldest one's age goes on growing, and an alert on it fires
-    through a database outage too instead of freezing at its last value."""
+    """A relay pass that could not count the backlog because the database is down, and
+    published nothing: the rows it last counted cannot have been published since, as
+    publishing marks them in the database, so the oldest one's age goes on growing, and
+    an alert on it fires through a database outage too instead of freezing at its last
+    value."""
     now = clock()
     for kind, (counted_at, oldest_age_s) in list(_oldest_counted.items()):
         if oldest_age_s > 0:

@@ -6,7 +6,7 @@ comes from one `random.Random(seed)`, drawn in a fixed order.
 Generating rules
 ----------------
 Every ad starts as an honest one: an item from its category's catalogue, a name with
-optional qualifiers and a description of 1-7 sentences (condition, specs, reason for
+optional qualifiers and a description of a few sentences (condition, specs, reason for
 selling, price, pickup or delivery, how to reach the seller *on the platform*, an
 aside), or, one time in ten, a careful one of up to ~1,000 characters.
 Verified sellers are more common (65 %) and post more images than unverified ones.

@@ -138,9 +138,10 @@ def _relay_pass(services: Services) -> _Swept:
     # While Kafka is down the backlog and the purge still matter; while the database
     # is, each would only wait out another connection timeout.
     if failures and (services.stopping.is_set() or _database_down(failures)):
-        metrics.age_uncounted_outbox_backlog()
+        if _database_down(failures) and not published:
+            metrics.age_uncounted_outbox_backlog()
     else:
-        _measure_backlog(services)
+        _measure_backlog(services, published_now=published)
         try:
             expired = purge_expired_idempotency_keys(services)
         except Exception as error:
@@ -172,11 +173,13 @@ def _database_down(failures: list[Exception]) -> bool:
 BACKLOG_COUNT_CAP = 10_000
 
 
-def _measure_backlog(services: Services) -> None:
+def _measure_backlog(services: Services, *, published_now: int) -> None:
     """What the pass left for the next one, for the `moderation_outbox_backlog` and
     `moderation_outbox_oldest_age_seconds` gauges: a sweep can succeed and still leave
     rows (more than a sweep takes, or ones Kafka refused). A gauge is not worth failing
-    the pass for, so a failure only skips it."""
+    the pass for, so a failure only skips it; with the database down, and nothing
+    published by this pass (`published_now`), the rows counted last still wait, and
+    their age goes on growing."""
     grace_s = services.settings.outbox_grace_s
     try:
         with services.db.autocommit() as tx:
@@ -186,7 +189,8 @@ def _measure_backlog(services: Services) -> None:
             )
     except Exception as error:
         log.debug("could not count the outbox backlog", extra={"error": str(error)})
-        metrics.age_uncounted_outbox_backlog()
+        if isinstance(error, DatabaseUnavailable) and not published_now:
+            metrics.age_uncounted_outbox_backlog()
         return
     metrics.set_outbox_backlog("task", tasks.rows, tasks.oldest_age_s)
     metrics.set_outbox_backlog("dead_letter", letters.rows, letters.oldest_age_s)

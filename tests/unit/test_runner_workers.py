@@ -360,3 +360,28 @@ def test_with_the_database_down_every_sweep_counts_as_failed_and_the_oldest_age_
     assert after["sweeps", "dead_letter", "failed"] - before["sweeps", "dead_letter", "failed"] == 1
     assert counted >= 300
     assert _backlog("moderation_outbox_oldest_age_seconds")["task"] > counted
+
+
+@pytest.mark.parametrize(
+    "count_error", [DatabaseUnavailable("PostgreSQL unavailable"), RuntimeError("a bug")]
+)
+def test_a_failed_count_after_a_pass_that_published_does_not_age_the_backlog(services, count_error):
+    # The rows counted before may be the ones this pass just published: aged, the gauge
+    # would climb for a backlog that is gone, and an alert would fire for nothing.
+    services.publisher.refuses = lambda record: True
+    task_id = submit_moderation_task(services, 1).task_id
+    task = services.db.state.tasks[task_id]
+    five_minutes_ago = task.created_at - timedelta(minutes=5)
+    services.db.state.tasks[task_id] = replace(task, created_at=five_minutes_ago)
+    with pytest.raises(BrokerUnavailable):
+        relay_once(services)
+    counted = _backlog("moderation_outbox_oldest_age_seconds")["task"]
+    services.publisher.refuses = lambda record: False
+
+    def failing(measure, *, older_than_s, cap):
+        raise count_error
+
+    services.db.intercepts["measure_unpublished_tasks"] = failing
+
+    assert relay_once(services) == 1
+    assert _backlog("moderation_outbox_oldest_age_seconds")["task"] == counted >= 300
