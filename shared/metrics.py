@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
@@ -204,21 +203,19 @@ def count_expired_idempotency_keys(deleted: int) -> None:
 _oldest_counted: dict[str, tuple[float, float]] = {}
 
 
-def set_outbox_backlog(
-    kind: str, rows: int, oldest_age_s: float, *, clock: Callable[[], float] = time.monotonic
-) -> None:
+def set_outbox_backlog(kind: str, rows: int, oldest_age_s: float) -> None:
     OUTBOX_BACKLOG.labels(kind=kind).set(rows)
     OUTBOX_OLDEST_AGE.labels(kind=kind).set(oldest_age_s)
-    _oldest_counted[kind] = (clock(), oldest_age_s)
+    _oldest_counted[kind] = (time.monotonic(), oldest_age_s)
 
 
-def age_uncounted_outbox_backlog(*, clock: Callable[[], float] = time.monotonic) -> None:
+def age_uncounted_outbox_backlog() -> None:
     """A relay pass that could not count the backlog because the database is down, and
     published nothing: the rows it last counted cannot have been published since, as
     publishing marks them in the database, so the oldest one's age goes on growing, and
     an alert on it fires through a database outage too instead of freezing at its last
     value."""
-    now = clock()
+    now = time.monotonic()
     for kind, (counted_at, oldest_age_s) in list(_oldest_counted.items()):
         if oldest_age_s > 0:
             OUTBOX_OLDEST_AGE.labels(kind=kind).set(oldest_age_s + now - counted_at)
