@@ -119,7 +119,7 @@ QUOTED_CHARS = 200
 
 class _JsonErrorsRequestHandler(WSGIRequestHandler):
     """werkzeug's handler, answering a request it cannot parse as HTTP (a bad request
-    line, a header line over 64 KiB, over 100 headers) in JSON, as the functions answer
+    line, a header line over 64 KiB, 100 headers or more) in JSON, as the functions answer
     everything else, rather than in the HTML of Python's http.server."""
 
     server: _CountingServer

@@ -105,7 +105,7 @@ def _raw_exchange(port: int, request: bytes) -> tuple[str, dict[str, str], bytes
             "Bad request syntax ('GET /moderation_result/ 1 HTTP/1.1')",
         ),
         (
-            b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n",
+            b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(100)) + b"\r\n",
             "431",
             "Too many headers",
         ),
