@@ -201,7 +201,12 @@ def _score_and_write(
         work.tasks = [task for task, _ in to_score]  # what was sorted out is settled now
         scored, invalid, model_failing = score_ads(services.model, to_score)
         if invalid:
-            work.failures += [failure_with_letter(services, *refusal) for refusal in invalid]
+            work.failures += [
+                failure_with_letter(
+                    services, task, row, problem, work.attempts_before(task.task_id, row) + 1
+                )
+                for task, row, problem in invalid
+            ]
             refused = {task.task_id for task, _, _ in invalid}
             work.tasks = [task for task in work.tasks if task.task_id not in refused]
         if model_failing is not None:
@@ -237,13 +242,11 @@ def _sort_out(
         # No task, or the row is the truth and this record a corrupt copy (failing
         # the task would lose a valid request): only the record is dead-lettered.
         work.letters.append(task_letter(services, task, None, problem))
-    elif attempt_counted:
-        # The failed attempt that brought us here is already on the row (or, with the
-        # database down then, in memory): this read is no attempt of its own.
-        attempts = max(row.attempts, work.attempts.get(task.task_id, 0))
-        work.failures.append(failure_with_letter(services, task, row, problem, attempts))
     else:
-        work.failures.append(failure_with_letter(services, task, row, problem))
+        # This read is an attempt of its own, counted on top of the earlier ones, unless
+        # the failed attempt that brought us here already is (on the row, or in memory).
+        attempts = work.attempts_before(task.task_id, row) + (0 if attempt_counted else 1)
+        work.failures.append(failure_with_letter(services, task, row, problem, attempts))
 
 
 def _write_outcomes(

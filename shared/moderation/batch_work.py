@@ -95,6 +95,11 @@ class BatchWork:
             first = self.first_failure_at.get(task_id, first_failure_at)
             self.first_failure_at[task_id] = min(first, first_failure_at)
 
+    def attempts_before(self, task_id: int, row: TaskForProcessing) -> int:
+        """The attempts made on the task before the one now running: its row's count, or
+        more when attempts of this batch met the database down and live in memory only."""
+        return max(row.attempts, self.attempts.get(task_id, 0))
+
     def out_of_retries(self, task_id: int, limit: int, schedule_s: float) -> bool:
         """`limit` attempts made, and the whole schedule's time gone by since the first.
 
@@ -118,10 +123,9 @@ def failure_with_letter(
     task: TaskRecord,
     row: TaskForProcessing,
     problem: PermanentError,
-    attempts: int | None = None,
+    attempts: int,
 ) -> tuple[TaskFailure, DeadLetter]:
-    """`attempts` in all; by default this one, which read `row`, is counted on top of its."""
-    attempts = row.attempts + 1 if attempts is None else attempts
+    """The task failed for good after `attempts` in all, with the letter that says so."""
     failure = TaskFailure(task_id=row.id, reason=public_reason(problem), attempts=attempts)
     return failure, task_letter(services, task, row, problem, attempts)
 

@@ -10,9 +10,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.bootstrap import BatchLetGo, ShutdownRequested
+from shared.domain import Ad, Verdict
+from shared.errors import InvalidFeatures
 from shared.moderation.batch import process_moderation_batch
 from shared.moderation.batch_work import BatchWork
-from tests.fakes import FakeModelLoader, fake_services
+from tests.fakes import FakeModel, FakeModelLoader, fake_services
 from tests.unit.consumer_records import accepted_task, dead_letter_headers
 
 
@@ -247,3 +249,34 @@ def test_a_task_failed_after_a_database_outage_reports_the_attempts_its_row_coun
     headers = dead_letter_headers(letter)
     assert headers["x-attempts"] == "6"
     assert headers["x-first-failure-at"] == an_hour_ago.isoformat()
+
+
+class _RefusingEveryAd(FakeModel):
+    def predict(self, ads: list[Ad]) -> list[Verdict]:
+        raise InvalidFeatures("ad has a field the model cannot score")
+
+
+@pytest.mark.parametrize("settled_by", ["the ad deleted", "the model refusing the ad"])
+def test_a_task_settled_for_good_after_an_outage_counts_the_attempt_the_outage_kept_off_its_row(
+    settled_by,
+):
+    services = fake_services()
+    record = accepted_task(services, 1)
+    services.db.unavailable_for = 2  # the first attempt, and the try to count it
+    if settled_by == "the model refusing the ad":
+        services.model = FakeModelLoader(_RefusingEveryAd())
+
+    def delete_the_ad(seconds: float) -> None:
+        services.db.state.ads.pop(1, None)
+
+    if settled_by == "the ad deleted":
+        services.sleeper = delete_the_ad
+
+    report = process_moderation_batch(services, [record])
+
+    assert services.db.unavailable_for == 0  # the outage was met, not stepped around
+    assert (report.retries, report.failed, report.dead_lettered) == (1, 1, 1)
+    task = services.db.state.tasks[1]
+    assert (task.status, task.attempts) == ("failed", 2)
+    (letter,) = services.publisher.on_topic("moderation_dlq")
+    assert dead_letter_headers(letter)["x-attempts"] == "2"
