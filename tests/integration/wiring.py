@@ -56,10 +56,20 @@ def running_consumer(
     handle_batch: Callable[[list[ConsumedRecord]], object] | None = None,
     **loop_options: object,
 ) -> Iterator[PartitionedPollLoop]:
-    """The poll loop in a background thread, stopped (bounded) when the block ends."""
+    """The poll loop in a background thread, stopped (bounded) when the block ends; a loop
+    that died of an error fails the test with that error, even one whose checks a dead
+    loop would pass (it is not stuck, it holds no partition)."""
     loop = new_poll_loop(services, handle_batch, **loop_options)
     stop = threading.Event()
-    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    died_of: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            loop.run(stop)
+        except BaseException as error:
+            died_of.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
         yield loop
@@ -68,3 +78,5 @@ def running_consumer(
         thread.join(timeout=30)
         if thread.is_alive():
             pytest.fail("poll loop did not stop within 30 s")
+        if died_of:
+            raise died_of[0]
