@@ -45,7 +45,7 @@ def signal_matrix(
     fields: AdFields, batch: JoinedBatch, token_counts: np.ndarray, distinct_tokens: np.ndarray
 ) -> np.ndarray:
     """One row of `features.SIGNAL_FEATURES` per ad."""
-    verified, images, category = fields.verified, fields.images, fields.category
+    verified, images = fields.verified, fields.images
     codes = CodePoints.of(batch)
     contacts = {
         contact.name: count_contacts(contact, batch, codes) for contact in features.CONTACT_PATTERNS
@@ -56,9 +56,8 @@ def signal_matrix(
     empty_looking = fields.stripped_description_length < features.EMPTY_LOOKING_CHARS
     columns = (
         verified,
-        images / 10,
-        fields.description_length / 1000,
-        category / 100,
+        np.minimum(images, features.MAX_IMAGES) / features.MAX_IMAGES,
+        np.minimum(fields.description_length, features.MAX_TEXT_CHARS) / features.MAX_TEXT_CHARS,
         no_images,
         np.minimum(contacts["phone_numbers"], features.MAX_COUNT),
         np.minimum(contacts["emails"], features.MAX_COUNT),
@@ -66,7 +65,7 @@ def signal_matrix(
         np.minimum(contacts["handles"], features.MAX_COUNT),
         _share(shouted, token_counts),
         np.minimum(exclamations, 10) / 10,
-        np.log1p(batch.lengths) / 10,
+        np.log1p(np.minimum(batch.lengths, features.MAX_TEXT_CHARS)) / 10,
         _share(token_counts - distinct_tokens, token_counts),
         empty_looking,
         empty_looking & no_images & (verified == 0),

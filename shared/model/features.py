@@ -24,8 +24,17 @@ TOKEN_PATTERN = r"\w\w+"
 TOKEN_RE = re.compile(TOKEN_PATTERN)
 
 SEED_FEATURES = ("is_verified_seller", "images_qty/10", "len(description)/1000", "category/100")
+# A linear model extrapolates past the numbers it was trained on, so ours read none past
+# the training ads': uncapped, a description of 3,000 characters (the schema allows
+# 20,000) outweighed any text and made every ad a violation. The category is left to its
+# one-hot alone, which gives a category never seen nothing: read as a number, as the
+# seed's model reads it, category 20,000 cleared every violation.
+MAX_IMAGES = 10  # as many as an ad sent to /predict may have
+MAX_TEXT_CHARS = 1_000  # the default model's training descriptions run to ~1,050
 SIGNAL_FEATURES = (
-    *SEED_FEATURES,
+    "is_verified_seller",
+    "min(images_qty, 10)/10",
+    "min(len(description), 1000)/1000",
     "no_images",
     "phone_numbers",
     "emails",
@@ -33,7 +42,7 @@ SIGNAL_FEATURES = (
     "handles",
     "shouting_share",
     "exclamations",
-    "log_text_length",
+    "log1p(min(len(text), 1000))/10",
     "repeated_words_share",
     "empty_looking_description",
     "unverified_bare_ad",
@@ -122,10 +131,8 @@ def seed_features(rows: np.ndarray) -> np.ndarray:
 def signal_features(rows: np.ndarray) -> np.ndarray:
     """Pipeline step: the `SIGNAL_FEATURES` of each row."""
     values = [
-        moderator_signals(
-            name, description, category, images, verified, tokenize(ad_text(name, description))
-        )
-        for name, description, category, images, verified in rows
+        moderator_signals(name, description, images, verified, tokenize(ad_text(name, description)))
+        for name, description, _, images, verified in rows
     ]
     return np.array(values, dtype=np.float64).reshape(-1, len(SIGNAL_FEATURES))
 
@@ -144,7 +151,6 @@ def _seed_values(
 def moderator_signals(
     name: str,
     description: str,
-    category: int,
     images_qty: int,
     is_verified_seller: bool,
     tokens: list[str],
@@ -157,7 +163,9 @@ def moderator_signals(
     empty_looking = len(description.strip()) < EMPTY_LOOKING_CHARS
     n_tokens = len(tokens)
     return (
-        *_seed_values(name, description, category, images_qty, is_verified_seller),
+        float(is_verified_seller),
+        min(images_qty, MAX_IMAGES) / MAX_IMAGES,
+        min(len(description), MAX_TEXT_CHARS) / MAX_TEXT_CHARS,
         float(images_qty == 0),
         float(min(phones, MAX_COUNT)),
         float(min(emails, MAX_COUNT)),
@@ -165,7 +173,7 @@ def moderator_signals(
         float(min(handles, MAX_COUNT)),
         shouted / n_tokens if n_tokens else 0.0,
         min(text.count("!"), 10) / 10,
-        math.log1p(len(text)) / 10,
+        math.log1p(min(len(text), MAX_TEXT_CHARS)) / 10,
         (n_tokens - len(set(tokens))) / n_tokens if n_tokens else 0.0,
         float(empty_looking),
         float(empty_looking and images_qty == 0 and not is_verified_seller),

@@ -1,8 +1,9 @@
 """Loading a model from MODEL_URI, once per process and again after a failure.
 
-`load_model` fetches the card, refuses a wrong scikit-learn version before fetching
-the artifact, reads the artifact safely (`artifact.read_pipeline`), compiles the fast
-scorer and checks it against the pipeline on `probes.probe_batches()`.
+`load_model` fetches the card, refuses a wrong scikit-learn version or signals other
+than the code computes before fetching the artifact, reads the artifact safely
+(`artifact.read_pipeline`), compiles the fast scorer and checks it against the pipeline
+on `probes.probe_batches()`.
 
 A failed load is not retried by every caller in turn: an unreachable S3 endpoint can
 take a load tens of seconds to fail, and callers queued behind it would each wait for
@@ -22,6 +23,7 @@ from typing import Any
 
 from shared.errors import ModelUnavailable
 from shared.model.card import CARD_FILE, InvalidCard, ModelCard
+from shared.model.features import SIGNAL_FEATURES
 from shared.model.model import ModerationModel
 from shared.model.probes import probe_batches
 from shared.model.storage import storage_for
@@ -44,6 +46,7 @@ def load_model(uri: str, *, s3_client: Any = None) -> ModerationModel:
     except RecursionError:
         raise ModelUnavailable(f"{uri}: the model card is JSON nested too deeply") from None
     check_sklearn_version(card)
+    _check_signals(card)
     pipeline = read_pipeline(card, storage.read(card.artifact_file))
     try:
         scorer = compile_scorer(pipeline)
@@ -58,6 +61,18 @@ def load_model(uri: str, *, s3_client: Any = None) -> ModerationModel:
             f"refusing model {card.version}: {type(error).__name__}: {error}"
         ) from error
     return ModerationModel(card, scorer)
+
+
+def _check_signals(card: ModelCard) -> None:
+    """A model scores the signals as the code that trained it computed them: one trained
+    on others (uncapped lengths, say) would read every ad through numbers it never saw."""
+    trained_on = card.features.get("signals")
+    if trained_on != list(SIGNAL_FEATURES):
+        raise ModelUnavailable(
+            f"refusing model {card.version}: it was trained on the signals {trained_on},"
+            f" and this code computes {list(SIGNAL_FEATURES)}; train it again"
+            " (python -m shared.model train)"
+        )
 
 
 # How long a failed load answers for itself before the next caller tries again.

@@ -31,7 +31,7 @@ class PerAdKernel:
         """P(violation), equal to the pipeline's `predict_proba([row])[0, 1]`."""
         tokens = tokenize(ad_text(ad.name, ad.description))
         signals = moderator_signals(
-            ad.name, ad.description, ad.category, ad.images_qty, ad.is_verified_seller, tokens
+            ad.name, ad.description, ad.images_qty, ad.is_verified_seller, tokens
         )
         logit = (
             self.intercept

@@ -29,7 +29,8 @@ def _ad(
 
 
 def edge_case_ads() -> list[Ad]:
-    """Empty and odd texts, contacts of every kind, shouting, unknown categories; ASCII only."""
+    """Empty, odd and long texts, contacts of every kind, shouting, unknown categories and
+    numbers past the caps; ASCII only."""
     return [
         _ad(1, "", ""),
         _ad(2, "a", "b c d e", images_qty=0, is_verified_seller=False),
@@ -45,6 +46,8 @@ def edge_case_ads() -> list[Ad]:
         _ad(7, "\t\n", "  .  ", images_qty=0, is_verified_seller=False),
         _ad(8, "x_y__z 12 345", "_ __ 9 99 999 1234567890123456789012345"),
         _ad(9, "car", "DOCBREAK docbreak Docbreak"),
+        # Past the lengths the signals read (features.MAX_TEXT_CHARS).
+        _ad(10, "road bike", "Serviced, new chain and tyres. " * 100),
     ]
 
 

@@ -102,6 +102,20 @@ def test_a_card_from_another_scikit_learn_minor_version_is_refused_naming_both(m
     assert sklearn.__version__ in str(raised.value)
 
 
+def test_a_model_trained_on_other_signals_is_refused_with_what_to_do(model_dir):
+    card = json.loads((model_dir / CARD_FILE).read_text())
+    # As the signals were named before their caps, with the category read as a number.
+    before_the_caps = ["is_verified_seller", "images_qty/10", "len(description)/1000"]
+    before_the_caps += ["category/100", *card["features"]["signals"][3:]]
+    _edit_card(model_dir, features={**card["features"], "signals": before_the_caps})
+
+    with pytest.raises(ModelUnavailable) as raised:
+        load_model(str(model_dir))
+
+    assert "'category/100'" in str(raised.value)
+    assert "train it again" in str(raised.value)
+
+
 def test_a_card_from_another_scikit_learn_patch_release_loads(model_dir):
     major, minor, *_ = sklearn.__version__.split(".")
     _edit_card(model_dir, sklearn_version=f"{major}.{minor}.99")

@@ -164,11 +164,10 @@ def test_the_per_ad_signals_see_contacts_shouting_and_bare_ads():
             moderator_signals(
                 ad.name,
                 ad.description,
-                ad.category,
                 ad.images_qty,
                 ad.is_verified_seller,
                 tokenize(ad_text(ad.name, ad.description)),
-            )[5:9],
+            )[4:8],
             strict=True,
         )
     )

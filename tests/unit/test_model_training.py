@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -130,6 +132,44 @@ def test_honest_ads_in_the_forms_abuse_uses_too_are_told_from_the_abuse(
     fine, abuse = trained.pipeline.predict_proba(ads_to_rows([honest, violation]))[:, 1]
 
     assert fine < threshold <= abuse, (fine, threshold, abuse)
+
+
+def test_a_violation_stays_one_in_a_category_far_past_those_trained_on(default_training):
+    # The category read as a number, as the seed's model reads it, cleared every
+    # violation from category 20,000 on.
+    _, trained = default_training
+    violations = [
+        ad for ad, y in zip(trained.holdout_ads, trained.holdout_labels, strict=True) if y
+    ]
+    far_away = [ad._replace(category=2**31 - 1) for ad in violations]
+
+    as_they_are, moved = (
+        trained.pipeline.predict_proba(ads_to_rows(ads))[:, 1] >= trained.draft.decision_threshold
+        for ads in (violations, far_away)
+    )
+
+    assert moved.sum() >= as_they_are.sum() > 0.8 * len(violations)
+
+
+def test_honest_ads_far_longer_than_those_trained_on_are_not_taken_for_violations(
+    default_training,
+):
+    # Length read without a cap made every description of 3,000 characters a violation.
+    _, trained = default_training
+    honest = [
+        ad for ad, y in zip(trained.holdout_ads, trained.holdout_labels, strict=True) if not y
+    ]
+    others = itertools.cycle(ad.description for ad in reversed(honest))
+    lengthened = []
+    for ad in honest:
+        description = ad.description
+        while len(description) < 3000:
+            description += " " + next(others)
+        lengthened.append(ad._replace(description=description[:3000]))
+
+    probabilities = trained.pipeline.predict_proba(ads_to_rows(lengthened))[:, 1]
+
+    assert (probabilities >= trained.draft.decision_threshold).mean() < 0.05
 
 
 def test_the_generator_gives_the_same_ads_for_the_same_seed_and_others_for_another():
