@@ -76,7 +76,17 @@ class S3Prefix:
 
 def storage_for(uri: str, s3_client: Any = None) -> ModelStorage:
     """`s3://bucket/prefix` is S3 (through `s3_client` if given); anything else a local path."""
-    parsed = urlparse(uri)
+    try:
+        parsed = urlparse(uri)
+    except ValueError as error:  # an unclosed "[" of an IPv6 host, say
+        raise ModelUnavailable(
+            f"expected MODEL_URI to be a path or a URI, got {uri!r}: {error}"
+        ) from None
+    if parsed.scheme in (S3_SCHEME, "file") and ("?" in uri or "#" in uri):
+        # urlparse drops what follows them: another prefix's model would load.
+        raise ModelUnavailable(
+            f"expected MODEL_URI without '?' or '#' (a query or fragment), got {uri!r}"
+        )
     if parsed.scheme == S3_SCHEME:
         if not parsed.netloc:
             raise ModelUnavailable(f"expected MODEL_URI s3://bucket/prefix, got {uri!r}")

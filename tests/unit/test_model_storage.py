@@ -105,7 +105,18 @@ def test_model_uri_names_a_local_directory_or_an_s3_prefix(uri, expected):
     assert storage == expected
 
 
-@pytest.mark.parametrize("uri", ["", "s3:///no-bucket", "file://models/x"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "",
+        "s3:///no-bucket",
+        "file://models/x",
+        "s3://[models/default",  # urlparse raised ValueError: a 500, not a 503
+        "s3://bucket/models#v2",  # read as s3://bucket/models
+        "s3://bucket/models?v2",
+        "file:///models/x#v2",
+    ],
+)
 def test_an_unusable_model_uri_makes_the_model_unavailable(uri):
     with pytest.raises(ModelUnavailable, match="expected MODEL_URI"):
         storage_for(uri)
