@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from shared.model.artifact import save_model
 from shared.model.card import ModelCard
-from shared.model.dataset import read_labelled_csv
+from shared.model.dataset import InvalidDataset, check_enough_to_train, read_labelled_csv
 from shared.model.loading import load_model
 from shared.model.metrics import classification_metrics, format_metrics
 from shared.model.synthetic import LabelledAds, generate_ads
@@ -43,9 +43,19 @@ def train(
     report: TextIO,
 ) -> ModelCard:
     """Train on `data_file` (or synthetic ads), save to `out`, print held-out metrics."""
-    data = read_labelled_csv(data_file) if data_file else generate_ads(size, seed)
+    if data_file:
+        data = read_labelled_csv(data_file)
+        check_enough_to_train(data, data_file)
+    else:
+        data = generate_ads(size, seed)
     started = time.perf_counter()
-    trained = train_model(data, date=model_date(data, date), progress=progress)
+    try:
+        trained = train_model(data, date=model_date(data, date), progress=progress)
+    except ValueError as error:
+        if not data_file:
+            raise  # the generator's ads always train: a bug, with its traceback
+        # scikit-learn's word on ads it cannot fit ("After pruning, no terms remain").
+        raise InvalidDataset(f"{data_file.name}: cannot train on these ads: {error}") from None
     card = save_model(out, trained.pipeline, trained.draft)
     seconds = time.perf_counter() - started
     ours, seed = card.metrics["holdout"], card.baseline["metrics"]["holdout"]
@@ -83,13 +93,20 @@ def evaluate(
 
 
 def _training_holdout(card: ModelCard) -> tuple[list[Any], np.ndarray, str]:
-    source = card.training_data
+    source = card.training_data if isinstance(card.training_data, dict) else {}
     if source.get("kind") != "synthetic":
-        trained_on = source.get("file", "a file")
+        trained_on = source.get("file", "data its card does not name")
         raise MissingEvaluationData(
             f"model {card.version} was trained on {trained_on}: pass --data FILE.csv"
         )
-    data: LabelledAds = generate_ads(int(source["size"]), int(source["seed"]))
-    _, holdout = split_holdout(data, float(source["holdout_fraction"]), int(source["split_seed"]))
+    try:
+        data: LabelledAds = generate_ads(int(source["size"]), int(source["seed"]))
+        fraction, split_seed = float(source["holdout_fraction"]), int(source["split_seed"])
+        _, holdout = split_holdout(data, fraction, split_seed)
+    except (KeyError, TypeError, ValueError) as error:
+        raise MissingEvaluationData(
+            f"model {card.version}: its card's training_data cannot rebuild its holdout"
+            f" ({type(error).__name__}: {error}): pass --data FILE.csv"
+        ) from None
     described = f"its synthetic holdout (seed {source['seed']}, {len(holdout)} ads)"
     return [data.ads[i] for i in holdout], np.asarray(data.labels)[holdout], described

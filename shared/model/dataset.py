@@ -33,8 +33,24 @@ _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
 
 
+# Training holds a quarter of each label out and picks its threshold on three folds of
+# the rest: with fewer ads of a label, scikit-learn refuses the split, or the metrics
+# would be those of one or two ads.
+MIN_ADS_PER_LABEL_TO_TRAIN = 20
+
+
 class InvalidDataset(ValueError):
     """A CSV file that does not hold labelled ads in the documented columns."""
+
+
+def check_enough_to_train(data: LabelledAds, path: Path) -> None:
+    violations = sum(data.labels)
+    clean = len(data.labels) - violations
+    if min(violations, clean) < MIN_ADS_PER_LABEL_TO_TRAIN:
+        raise InvalidDataset(
+            f"{path.name}: expected at least {MIN_ADS_PER_LABEL_TO_TRAIN} violations and"
+            f" {MIN_ADS_PER_LABEL_TO_TRAIN} clean ads to train on, got {violations} and {clean}"
+        )
 
 
 def read_labelled_csv(path: Path) -> LabelledAds:

@@ -202,3 +202,67 @@ def test_evaluate_of_data_the_model_cannot_score_fails_with_a_message(tmp_path, 
     assert code == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "images_qty" in err
+
+
+def _write_rows(path: Path, rows: list[tuple[str, str, int]]) -> Path:
+    """(name, description, is_violation) rows, the other columns fixed."""
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(REQUIRED_COLUMNS)
+        for name, description, label in rows:
+            writer.writerow([name, description, 3, 2, "true", label])
+    return path
+
+
+def test_train_on_too_few_ads_of_a_label_fails_with_a_message_and_writes_nothing(tmp_path, capsys):
+    # Three rows were scikit-learn's traceback about its stratified split.
+    data = _write_rows(tmp_path / "tiny.csv", [("a", "b", 0), ("c", "d", 1), ("e", "f", 0)])
+    out = tmp_path / "model"
+
+    code = main(["--no-progress", "train", "--data", str(data), "--out", str(out)])
+
+    assert code == 1
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("error: tiny.csv: expected at least 20 violations") and "got 1 and 2" in err
+    )
+    assert not out.exists()
+
+
+def test_train_on_ads_that_share_no_words_fails_with_a_message(tmp_path, capsys):
+    # Every word in one ad alone: no term is left at the vectorizer's minimum frequency.
+    rows = [(f"w{i}a w{i}b", f"w{i}c", i % 2) for i in range(300)]
+    data = _write_rows(tmp_path / "nowords.csv", rows)
+
+    code = main(["--no-progress", "train", "--data", str(data), "--out", str(tmp_path / "m")])
+
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: nowords.csv: cannot train on these ads: ") and "terms" in err
+
+
+@pytest.mark.parametrize(
+    "training_data",
+    [
+        None,
+        {"kind": "synthetic", "size": 800, "seed": 0, "holdout_fraction": 0.25},
+        {"kind": "synthetic", "size": "20k", "seed": 0, "holdout_fraction": 0.25, "split_seed": 1},
+        {"kind": "synthetic", "size": 800, "seed": 0, "holdout_fraction": 1.5, "split_seed": 1},
+    ],
+    ids=["null", "no-split-seed", "size-not-a-number", "fraction-past-one"],
+)
+def test_evaluate_of_a_card_whose_training_data_cannot_rebuild_its_holdout_asks_for_data(
+    tmp_path, capsys, training_data
+):
+    out = tmp_path / "model"
+    main(["--no-progress", "train", "--size", "800", "--out", str(out)])
+    card = json.loads((out / CARD_FILE).read_text())
+    card["training_data"] = training_data  # not in the version, so the model still loads
+    (out / CARD_FILE).write_text(json.dumps(card))
+    capsys.readouterr()
+
+    code = main(["--no-progress", "evaluate", "--model", str(out)])
+
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: model ") and err.rstrip().endswith("pass --data FILE.csv")
