@@ -19,9 +19,11 @@ def delete_finished_tasks(
     (completed or failed) over `older_than_days` ago, with their expired idempotency keys
     and published dead letters.
 
-    Kept: a task a key still names, or named within EXPIRED_KEY_KEPT_S of now (a retry
-    judges its key by when its transaction began, as the relay's purge allows for), and
-    one whose dead letter is still to be published (the relay needs both rows)."""
+    Kept: a task a key still names, or named until it expired within EXPIRED_KEY_KEPT_S
+    of now (a retry judges its key by when its transaction began, as the relay's purge
+    allows for; a key taken over names its new task, and the old one is not kept for that
+    minute), and one whose dead letter is still to be published (the relay needs both
+    rows)."""
     # The keys and letters go in the same statement as their tasks: their foreign keys are
     # checked at its end. `= ANY(ARRAY(...))` finds them through their indexes whatever
     # the statistics say. Rows another transaction holds are skipped, not waited on.
