@@ -109,6 +109,8 @@ def _check_types(card: ModelCard) -> None:
         or not 0 <= threshold <= 1
     ):
         raise InvalidCard(f"expected decision_threshold between 0 and 1, got {threshold!r}")
+    if not isinstance(card.features, dict):
+        raise InvalidCard(f"expected features to be an object, got {card.features!r}")
     artifact = card.artifact
     if not isinstance(artifact, dict) or not all(
         isinstance(artifact.get(key), str) for key in ("file", "sha256", "format")

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from shared.model.artifact import save_model
 from shared.model.card import ModelCard
+from shared.model.compiler import IncompatiblePipeline
 from shared.model.dataset import InvalidDataset, check_enough_to_train, read_labelled_csv
 from shared.model.loading import load_model
 from shared.model.metrics import classification_metrics, format_metrics
@@ -48,9 +49,12 @@ def train(
         check_enough_to_train(data, data_file)
     else:
         data = generate_ads(size, seed)
+    version_date = model_date(data, date)
     started = time.perf_counter()
     try:
-        trained = train_model(data, date=model_date(data, date), progress=progress)
+        trained = train_model(data, date=version_date, progress=progress)
+    except IncompatiblePipeline:
+        raise  # the fast scorer disagreeing with the pipeline: our bug, with its traceback
     except ValueError as error:
         if not data_file:
             raise  # the generator's ads always train: a bug, with its traceback
@@ -103,7 +107,7 @@ def _training_holdout(card: ModelCard) -> tuple[list[Any], np.ndarray, str]:
         data: LabelledAds = generate_ads(int(source["size"]), int(source["seed"]))
         fraction, split_seed = float(source["holdout_fraction"]), int(source["split_seed"])
         _, holdout = split_holdout(data, fraction, split_seed)
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, OverflowError) as error:
         raise MissingEvaluationData(
             f"model {card.version}: its card's training_data cannot rebuild its holdout"
             f" ({type(error).__name__}: {error}): pass --data FILE.csv"

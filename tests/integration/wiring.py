@@ -73,10 +73,15 @@ def running_consumer(
     thread.start()
     try:
         yield loop
+    except BaseException as error:
+        # The test's own failure stays the one reported, naming the loop's death if any.
+        if died_of:
+            error.add_note(f"the poll loop had died of {died_of[0]!r}")
+        raise
     finally:
         stop.set()
         thread.join(timeout=30)
         if thread.is_alive():
             pytest.fail("poll loop did not stop within 30 s")
-        if died_of:
-            raise died_of[0]
+    if died_of:
+        raise died_of[0]

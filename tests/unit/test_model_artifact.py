@@ -116,6 +116,13 @@ def test_a_model_trained_on_other_signals_is_refused_with_what_to_do(model_dir):
     assert "train it again" in str(raised.value)
 
 
+def test_a_card_whose_features_are_not_an_object_is_refused(model_dir):
+    _edit_card(model_dir, features=None)
+
+    with pytest.raises(ModelUnavailable, match="expected features to be an object"):
+        load_model(str(model_dir))
+
+
 def test_a_card_from_another_scikit_learn_patch_release_loads(model_dir):
     major, minor, *_ = sklearn.__version__.split(".")
     _edit_card(model_dir, sklearn_version=f"{major}.{minor}.99")

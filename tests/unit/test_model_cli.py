@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from shared.model import compiler
 from shared.model.__main__ import main
 from shared.model.card import CARD_FILE
+from shared.model.compiler import IncompatiblePipeline
 from shared.model.dataset import REQUIRED_COLUMNS, InvalidDataset, read_labelled_csv
 from shared.model.synthetic import generate_ads
 
@@ -248,8 +250,9 @@ def test_train_on_ads_that_share_no_words_fails_with_a_message(tmp_path, capsys)
         {"kind": "synthetic", "size": 800, "seed": 0, "holdout_fraction": 0.25},
         {"kind": "synthetic", "size": "20k", "seed": 0, "holdout_fraction": 0.25, "split_seed": 1},
         {"kind": "synthetic", "size": 800, "seed": 0, "holdout_fraction": 1.5, "split_seed": 1},
+        {"kind": "synthetic", "size": float("inf"), "seed": 0, "holdout_fraction": 0.25},
     ],
-    ids=["null", "no-split-seed", "size-not-a-number", "fraction-past-one"],
+    ids=["null", "no-split-seed", "size-not-a-number", "fraction-past-one", "size-infinite"],
 )
 def test_evaluate_of_a_card_whose_training_data_cannot_rebuild_its_holdout_asks_for_data(
     tmp_path, capsys, training_data
@@ -266,3 +269,12 @@ def test_evaluate_of_a_card_whose_training_data_cannot_rebuild_its_holdout_asks_
     assert code == 1
     err = capsys.readouterr().err
     assert err.startswith("error: model ") and err.rstrip().endswith("pass --data FILE.csv")
+
+
+def test_train_on_a_csv_leaves_our_own_bug_its_traceback(tmp_path, monkeypatch):
+    # The fast scorer disagreeing with the pipeline is no fault of the user's ads.
+    monkeypatch.setattr(compiler, "AGREEMENT_TOLERANCE", -1.0)
+    data = _write_csv(tmp_path / "ads.csv", n=600)
+
+    with pytest.raises(IncompatiblePipeline, match="disagrees"):
+        main(["--no-progress", "train", "--data", str(data), "--out", str(tmp_path / "m")])
