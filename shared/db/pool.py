@@ -19,6 +19,7 @@ import psycopg_pool
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
+from shared.db import schema_check
 from shared.db.transaction import Transaction
 from shared.errors import DatabaseUnavailable
 from shared.logging_setup import drop_repeats
@@ -189,10 +190,13 @@ class Database:
             psycopg_pool.ConnectionPool.check_connection(conn)
 
     def ping(self, timeout_s: float | None = None) -> None:
-        """SELECT 1, waiting at most `timeout_s` for a connection: a readiness check must
-        answer with its reason before its own deadline."""
+        """Raise DatabaseUnavailable unless the server answers and holds the migrated
+        tables the role may use, waiting at most `timeout_s` for a connection: a
+        readiness check must answer with its reason before its own deadline."""
         with self._connection(timeout_s) as conn:
-            conn.execute("SELECT 1")
+            unusable = schema_check.unusable_tables(conn)
+        if unusable:
+            raise DatabaseUnavailable(schema_check.not_ready_reason(unusable))
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Close every connection; the pool's own threads get `timeout_s` to end."""
