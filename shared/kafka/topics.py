@@ -81,6 +81,10 @@ def _list_topics(admin: AdminClient, servers: str, timeout_s: float) -> dict[str
     try:
         return admin.list_topics(timeout=timeout_s).topics
     except KafkaException as exc:
+        # librdkafka says why ("Connection refused", "SSL handshake failed ... a PLAINTEXT
+        # listener?") in its log lines, which reach our log only when the client is
+        # polled: the error itself says no more than "Broker transport failure".
+        admin.poll(0)
         raise TopicSetupError(f"could not read the topics of {servers}: {exc}") from exc
 
 
