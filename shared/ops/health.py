@@ -34,7 +34,7 @@ def check_database(services: Services) -> str:
     # Within the check's deadline: waiting DB_CONNECT_TIMEOUT_S (5 s) for a connection,
     # a server that is down answered "no answer within 3 s", and its reason went unlogged.
     services.db.ping(timeout_s=min(CHECK_TIMEOUT_S - 0.5, services.settings.db_connect_timeout_s))
-    return "PostgreSQL answers"
+    return "PostgreSQL answers, with the tables migrated and usable by this role"
 
 
 def check_kafka(services: Services) -> str:
