@@ -11,35 +11,52 @@ import psycopg
 
 # Every table a piece of the service reads or writes, with what it does there: the ads
 # and sellers are read alone; tasks, keys and letters are made, finished and pruned.
+_READ = ("SELECT",)
+_WRITTEN = ("SELECT", "INSERT", "UPDATE", "DELETE")
 REQUIRED_PRIVILEGES = {
-    "ads": "SELECT",
-    "sellers": "SELECT",
-    "moderation_results": "SELECT, INSERT, UPDATE, DELETE",
-    "idempotency_keys": "SELECT, INSERT, UPDATE, DELETE",
-    "dead_letters": "SELECT, INSERT, UPDATE, DELETE",
+    "ads": _READ,
+    "sellers": _READ,
+    "moderation_results": _WRITTEN,
+    "idempotency_keys": _WRITTEN,
+    "dead_letters": _WRITTEN,
 }
-# The tables whose rows the service numbers, from their id sequences.
+# The tables whose rows the service numbers from their id sequences.
 NUMBERED = ("moderation_results", "dead_letters")
 
 
 def unusable_tables(conn: psycopg.Connection) -> list[str]:
     """The required tables missing from the search path or lacking a privilege, and the
     id sequences the role may not draw from."""
-    # to_regclass gives NULL for a missing table, and has_table_privilege NULL for it.
+    wanted = [(table, p) for table, privileges in REQUIRED_PRIVILEGES.items() for p in privileges]
+    # One privilege a call: given a list, has_table_privilege answers whether the role
+    # holds any of them. It gives NULL for a table to_regclass does not find. nextval
+    # takes USAGE or UPDATE on the sequence; a table of ours has an id column, but one of
+    # the same name earlier on the search path may not, where pg_get_serial_sequence
+    # would raise, so CASE asks first; a sequence no longer owned by its column cannot
+    # be found, and is not held against the role.
     rows = conn.execute(
         """
         SELECT name FROM unnest(%(names)s::text[], %(privileges)s::text[])
-            AS wanted(name, privileges)
-        WHERE NOT coalesce(has_table_privilege(to_regclass(name), privileges), false)
+            AS wanted(name, privilege)
+        GROUP BY name
+        HAVING NOT bool_and(coalesce(has_table_privilege(to_regclass(name), privilege), false))
         UNION ALL
         SELECT name || '.id''s sequence' FROM unnest(%(numbered)s::text[]) AS numbered(name)
-        WHERE to_regclass(name) IS NOT NULL
-          AND NOT has_sequence_privilege(pg_get_serial_sequence(name, 'id'), 'USAGE')
+        WHERE CASE
+            WHEN to_regclass(name) IS NULL THEN false
+            WHEN NOT EXISTS (
+                SELECT 1 FROM pg_attribute
+                WHERE attrelid = to_regclass(name) AND attname = 'id' AND NOT attisdropped
+            ) THEN true
+            ELSE NOT coalesce(
+                has_sequence_privilege(pg_get_serial_sequence(name, 'id'), 'USAGE, UPDATE'), true
+            )
+        END
         ORDER BY 1
         """,
         {
-            "names": list(REQUIRED_PRIVILEGES),
-            "privileges": list(REQUIRED_PRIVILEGES.values()),
+            "names": [table for table, _ in wanted],
+            "privileges": [privilege for _, privilege in wanted],
             "numbered": list(NUMBERED),
         },
     ).fetchall()
@@ -51,6 +68,6 @@ def not_ready_reason(tables: list[str]) -> str:
         f"the database is not ready for the service: {', '.join(tables)} missing, or not"
         " usable by this role; apply the migrations (python -m shared.db.migrations), or"
         " grant the role SELECT on ads and sellers, SELECT, INSERT, UPDATE, DELETE on"
-        " moderation_results, idempotency_keys and dead_letters, and USAGE on the id"
-        " sequences of moderation_results and dead_letters"
+        " moderation_results, idempotency_keys and dead_letters, and USAGE (or UPDATE) on"
+        " the id sequences of moderation_results and dead_letters"
     )

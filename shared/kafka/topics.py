@@ -81,11 +81,15 @@ def _list_topics(admin: AdminClient, servers: str, timeout_s: float) -> dict[str
     try:
         return admin.list_topics(timeout=timeout_s).topics
     except KafkaException as exc:
-        # librdkafka says why ("Connection refused", "SSL handshake failed ... a PLAINTEXT
-        # listener?") in its log lines, which reach our log only when the client is
-        # polled: the error itself says no more than "Broker transport failure".
-        admin.poll(0)
-        raise TopicSetupError(f"could not read the topics of {servers}: {exc}") from exc
+        raise _unreadable(admin, servers, exc) from exc
+
+
+def _unreadable(admin: AdminClient, servers: str, exc: KafkaException) -> TopicSetupError:
+    # librdkafka says why ("Connection refused", "SSL handshake failed ... a PLAINTEXT
+    # listener?") in its log lines, which reach our log only when the client is polled:
+    # the error itself says no more than "Broker transport failure".
+    admin.poll(0)
+    return TopicSetupError(f"could not read the topics of {servers}: {exc}")
 
 
 def _warn_of_few_replicas(settings: Settings, topics: dict[str, TopicMetadata]) -> None:
@@ -288,7 +292,7 @@ def _wait_until_led(
         try:
             metadata = admin.list_topics(timeout=max(deadline - time.monotonic(), 0.5))
         except KafkaException as exc:
-            raise TopicSetupError(f"could not read the topics of {servers}: {exc}") from exc
+            raise _unreadable(admin, servers, exc) from exc
         topics = [metadata.topics.get(name) for name in names]
         if all(
             topic is not None

@@ -46,32 +46,57 @@ def test_a_role_that_may_not_use_the_tables_is_not_ready_and_told_what_to_grant(
 ) -> None:
     name, admin = role
     conninfo = make_conninfo(database_url, user=name, password="secret")
-    grant = sql.SQL("GRANT {} ON {} TO {}")
-    admin.execute(grant.format(sql.SQL("SELECT"), sql.SQL("ads, sellers"), sql.Identifier(name)))
 
-    with pytest.raises(DatabaseUnavailable) as raised:
-        _ping(conninfo)
+    def grant(privileges: str, objects: str) -> None:
+        admin.execute(
+            sql.SQL("GRANT {} ON {} TO {}").format(
+                sql.SQL(privileges), sql.SQL(objects), sql.Identifier(name)
+            )
+        )
 
-    reason = str(raised.value)
-    assert (
+    def not_ready_for() -> str:
+        with pytest.raises(DatabaseUnavailable) as raised:
+            _ping(conninfo)
+        reason = str(raised.value)
+        assert "grant the role" in reason
+        return reason.removeprefix("the database is not ready for the service: ").split(
+            " missing, or not usable"
+        )[0]
+
+    grant("SELECT", "ads, sellers")
+    written = "moderation_results, idempotency_keys, dead_letters"
+    sequences = "dead_letters.id's sequence, moderation_results.id's sequence"
+    assert not_ready_for() == (
         "dead_letters, dead_letters.id's sequence, idempotency_keys, moderation_results,"
-        " moderation_results.id's sequence missing, or not usable by this role"
-    ) in reason
-    assert "grant the role" in reason and "ads," not in reason.split("missing")[0]
-
-    every_table = sql.SQL("moderation_results, idempotency_keys, dead_letters")
-    admin.execute(
-        grant.format(sql.SQL("SELECT, INSERT, UPDATE, DELETE"), every_table, sql.Identifier(name))
+        " moderation_results.id's sequence"
     )
-    with pytest.raises(
-        DatabaseUnavailable,
-        match=r"dead_letters\.id's sequence, moderation_results\.id's sequence missing",
-    ):
-        _ping(conninfo)
-
-    sequences = sql.SQL("SEQUENCE moderation_results_id_seq, dead_letters_id_seq")
-    admin.execute(grant.format(sql.SQL("USAGE"), sequences, sql.Identifier(name)))
+    # Reading the tables it writes is not enough: each privilege is asked for alone.
+    grant("SELECT", written)
+    assert not_ready_for().startswith("dead_letters, dead_letters.id's sequence, idempotency_keys")
+    grant("SELECT, INSERT, UPDATE", written)
+    assert not_ready_for().startswith("dead_letters, dead_letters.id's sequence, idempotency_keys")
+    grant("DELETE", written)
+    assert not_ready_for() == sequences
+    # nextval takes UPDATE on a sequence as well as USAGE.
+    grant("UPDATE", "SEQUENCE moderation_results_id_seq, dead_letters_id_seq")
     _ping(conninfo)
+
+
+def test_a_table_of_the_same_name_earlier_on_the_search_path_is_named_not_a_crash(
+    database_url: str,
+) -> None:
+    schema = f"shadow_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        try:
+            admin.execute(
+                sql.SQL("CREATE TABLE {}.dead_letters (x int)").format(sql.Identifier(schema))
+            )
+            shadowed = make_conninfo(database_url, options=f"-c search_path={schema},public")
+            with pytest.raises(DatabaseUnavailable, match=r"dead_letters\.id's sequence missing"):
+                _ping(shadowed)
+        finally:
+            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 def test_a_database_never_migrated_is_not_ready_and_told_to_migrate(database_url: str) -> None:
