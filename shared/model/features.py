@@ -33,8 +33,10 @@ MAX_IMAGES = 10  # as many as an ad sent to /predict may have
 MAX_TEXT_CHARS = 1_000  # the default model's training descriptions run to ~1,050
 SIGNAL_FEATURES = (
     "is_verified_seller",
-    "min(images_qty, 10)/10",
-    "min(len(description), 1000)/1000",
+    # The caps are in the names a card records, so a model trained with other caps is
+    # refused at load (loading._check_signals) rather than scored on numbers it never saw.
+    f"min(images_qty, {MAX_IMAGES})/{MAX_IMAGES}",
+    f"min(len(description), {MAX_TEXT_CHARS})/{MAX_TEXT_CHARS}",
     "no_images",
     "phone_numbers",
     "emails",
@@ -42,7 +44,7 @@ SIGNAL_FEATURES = (
     "handles",
     "shouting_share",
     "exclamations",
-    "log1p(min(len(text), 1000))/10",
+    f"log1p(min(len(text), {MAX_TEXT_CHARS}))/10",
     "repeated_words_share",
     "empty_looking_description",
     "unverified_bare_ad",
