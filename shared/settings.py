@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.invalid_settings import InvalidSettings, describe_invalid
+from shared.kafka.names import TOPIC_NAME_PATTERN
 from shared.kafka.security_settings import check_kafka_security
 from shared.settings_environment import misspelt_names
 
@@ -56,9 +57,9 @@ MAX_IDEMPOTENCY_KEY_TTL_S = 30 * 86_400
 MAX_POLL_TIMEOUT_S = 2.0
 
 
-# Kafka's legal topic names. '.' and '_' may not both be used where they alone tell two
-# topics apart: Kafka refuses the second, as its metrics would collide.
-_TOPIC_NAME = r"^[A-Za-z0-9._-]{1,249}$"
+# Legal names (`TOPIC_NAME_PATTERN`) Kafka still refuses. Nor may '.' and '_' alone tell
+# two topics apart (`_kafka_collision_name`): Kafka refuses the second, as its metrics
+# would collide.
 _TOPIC_NAMES_KAFKA_REFUSES = {".", ".."}
 # librdkafka's consume() takes at most this many records at once.
 MAX_CONSUMER_BATCH_SIZE = 1_000_000
@@ -117,8 +118,8 @@ class Settings(BaseSettings):
 
     # Kafka
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    kafka_moderation_topic: str = Field(default="moderation", pattern=_TOPIC_NAME)
-    kafka_dlq_topic: str = Field(default="moderation_dlq", pattern=_TOPIC_NAME)
+    kafka_moderation_topic: str = Field(default="moderation", pattern=TOPIC_NAME_PATTERN)
+    kafka_dlq_topic: str = Field(default="moderation_dlq", pattern=TOPIC_NAME_PATTERN)
     kafka_moderation_partitions: int = Field(default=3, ge=1, le=MAX_PARTITIONS)
     kafka_dlq_partitions: int = Field(default=1, ge=1, le=MAX_PARTITIONS)
     kafka_replication_factor: int = Field(default=1, ge=1, le=MAX_REPLICATION_FACTOR)

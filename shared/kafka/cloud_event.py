@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from cloudevents.exceptions import GenericException
 from cloudevents.http import CloudEvent, from_http
 
+from shared.kafka.names import TOPIC_NAME_PATTERN
 from shared.kafka.record import ConsumedRecord
 
 # A partition is an int32 and an offset an int64. A subject beyond those did not come
@@ -28,7 +29,7 @@ from shared.kafka.record import ConsumedRecord
 _SUBJECT = re.compile(r"^partition:([0-9]{1,10})#([0-9]{1,19})$")
 _MAX_PARTITION = 2**31 - 1
 _MAX_OFFSET = 2**63 - 1
-_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+_TOPIC_NAME = re.compile(TOPIC_NAME_PATTERN)
 _HEADER_PREFIX = "kafkaheader"
 _MAX_REASON_CHARS = 300  # the SDK's messages quote the body, which may be megabytes
 

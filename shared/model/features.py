@@ -1,7 +1,10 @@
 """What the model reads from an ad: raw rows, its text, tokens and a moderator's signals.
 
-The sklearn pipeline (`pipeline.py`) and the fast scorer (`inference.py`) both call
-these functions, so the two cannot drift apart on how a feature is computed.
+The sklearn pipeline (`pipeline.py`) and the fast scorer's per-ad kernel (`per_ad.py`)
+call these very functions. Its batch kernel (`batch_signals.py`, `batch_text.py`)
+computes the same features column by column, with the patterns defined here; what keeps
+all three from drifting apart is `compiler.check_agreement`, run on every model at
+training and again, on the probe ads of `probes.py`, at every load.
 """
 
 from __future__ import annotations

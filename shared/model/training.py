@@ -21,7 +21,7 @@ from shared.model import features, synthetic
 from shared.model import pipeline as pipelines
 from shared.model.card import CardDraft
 from shared.model.compiler import check_agreement, compile_scorer
-from shared.model.metrics import best_f1_threshold, classification_metrics
+from shared.model.evaluation import best_f1_threshold, classification_metrics
 from shared.model.synthetic import LabelledAds
 
 HOLDOUT_FRACTION = 0.25
