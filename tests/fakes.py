@@ -89,17 +89,17 @@ class InMemoryDatabase:
         self.state.ads[ad.item_id] = ad
 
     @contextmanager
-    def transaction(self) -> Iterator[InMemoryTransaction]:
+    def transaction(self) -> Iterator[InMemorySession]:
         self._connect()
         working = copy.deepcopy(self.state)
-        yield InMemoryTransaction(working, self.intercepts)
+        yield InMemorySession(working, self.intercepts)
         self.state = working
 
     @contextmanager
-    def autocommit(self) -> Iterator[InMemoryTransaction]:
+    def autocommit(self) -> Iterator[InMemorySession]:
         """Each call takes effect at once, as each statement commits on its own."""
         self._connect()
-        yield InMemoryTransaction(self.state, self.intercepts)
+        yield InMemorySession(self.state, self.intercepts)
 
     def _connect(self) -> None:
         self.transactions += 1
@@ -123,12 +123,12 @@ class Intercepts(dict[str, Intercept]):
     refused, so that a typo cannot leave a test without the fault it is about."""
 
     def __setitem__(self, name: str, intercept: Intercept) -> None:
-        if name.startswith("_") or not callable(getattr(InMemoryTransaction, name, None)):
-            raise KeyError(f"InMemoryTransaction has no method {name!r} to intercept")
+        if name.startswith("_") or not callable(getattr(InMemorySession, name, None)):
+            raise KeyError(f"InMemorySession has no method {name!r} to intercept")
         super().__setitem__(name, intercept)
 
 
-class InMemoryTransaction:
+class InMemorySession:
     def __init__(self, state: _State, intercepts: Intercepts | None = None) -> None:
         self.state = state
         self._intercepts = Intercepts() if intercepts is None else intercepts
@@ -221,7 +221,7 @@ class InMemoryTransaction:
         return self.state.tasks.get(task_id)
 
     @contextmanager
-    def atomic(self) -> Iterator[InMemoryTransaction]:
+    def atomic(self) -> Iterator[InMemorySession]:
         """All of the block's calls or none (on `autocommit()`'s live state too)."""
         saved = copy.deepcopy(self.state)
         try:

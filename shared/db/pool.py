@@ -20,7 +20,7 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 
 from shared.db import schema_check
-from shared.db.transaction import Transaction
+from shared.db.session import Session
 from shared.errors import DatabaseUnavailable
 from shared.logging_setup import drop_repeats
 
@@ -141,16 +141,16 @@ class Database:
             self._opened = True
 
     @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
+    def transaction(self) -> Iterator[Session]:
         """One transaction on a pooled connection; commit happens only if the block succeeds."""
         with self._connection() as conn, conn.transaction():
-            yield Transaction(conn)
+            yield Session(conn)
 
     @contextmanager
-    def autocommit(self) -> Iterator[Transaction]:
+    def autocommit(self) -> Iterator[Session]:
         """Each statement commits on its own: for reads and single-statement writes."""
         with self._connection() as conn:
-            yield Transaction(conn)
+            yield Session(conn)
 
     @contextmanager
     def _connection(self, wait_s: float | None = None) -> Iterator[psycopg.Connection]:

@@ -14,8 +14,8 @@ from shared.model.artifact import save_model
 from shared.model.card import ModelCard
 from shared.model.compiler import IncompatiblePipeline
 from shared.model.dataset import InvalidDataset, check_enough_to_train, read_labelled_csv
-from shared.model.loading import load_model
 from shared.model.evaluation import classification_metrics, format_metrics
+from shared.model.loading import load_model
 from shared.model.synthetic import LabelledAds, generate_ads
 from shared.model.training import model_date, split_holdout, train_model
 

@@ -39,8 +39,8 @@ from tenacity import RetryCallState
 from shared import metrics
 from shared.bootstrap import Services, ShutdownRequested
 from shared.db.dead_letters import DeadLetter, StoredDeadLetter
+from shared.db.session import Session
 from shared.db.tasks import TaskFailure, TaskForProcessing
-from shared.db.transaction import Transaction
 from shared.errors import (
     AdNotFound,
     DatabaseUnavailable,
@@ -184,8 +184,8 @@ def _attempt_batch(services: Services, work: BatchWork, report: BatchReport) -> 
 def _score_and_write(
     services: Services, work: BatchWork, report: BatchReport
 ) -> list[StoredDeadLetter]:
-    with services.db.autocommit() as db:
-        rows = db.load_tasks_with_ads([(task.task_id, task.item_id) for task in work.tasks])
+    with services.db.autocommit() as session:
+        rows = session.load_tasks_with_ads([(task.task_id, task.item_id) for task in work.tasks])
         to_score: list[tuple[TaskRecord, TaskForProcessing]] = []
         for task in work.tasks:
             row = rows.get(task.task_id)
@@ -212,7 +212,7 @@ def _score_and_write(
         if model_failing is not None:
             # The refusals, settled, are written with the failed attempt's own write.
             raise model_failing
-        completed, written = _write_outcomes(db, scored, work.failures, work.letters)
+        completed, written = _write_outcomes(session, scored, work.failures, work.letters)
     # Scored, but finished by another consumer before our UPDATE reached them.
     report.duplicates += (0 if scored is None else len(scored.task_ids)) - len(completed)
     report.completed += len(completed)
@@ -250,7 +250,7 @@ def _sort_out(
 
 
 def _write_outcomes(
-    db: Transaction,
+    session: Session,
     scored: Scored | None,
     failures: Sequence[tuple[TaskFailure, DeadLetter]],
     letters: Sequence[DeadLetter],
@@ -259,15 +259,15 @@ def _write_outcomes(
     one statement, atomic on its own; with failures or letters all writes are one
     transaction."""
     if not failures and not letters:
-        return _complete(db, scored), FailuresWritten(0, [], 0)
-    with db.atomic() as tx:
+        return _complete(session, scored), FailuresWritten(0, [], 0)
+    with session.atomic() as tx:
         completed = _complete(tx, scored)
         written = _fail_and_dead_letter(tx, failures, letters)
     return completed, written
 
 
-def _complete(db: Transaction, scored: Scored | None) -> set[int]:
-    return set() if scored is None else db.complete_tasks(scored.task_ids, scored.verdicts)
+def _complete(session: Session, scored: Scored | None) -> set[int]:
+    return set() if scored is None else session.complete_tasks(scored.task_ids, scored.verdicts)
 
 
 class FailuresWritten(NamedTuple):
@@ -284,7 +284,7 @@ class FailuresWritten(NamedTuple):
 
 
 def _fail_and_dead_letter(
-    tx: Transaction,
+    tx: Session,
     failures: Sequence[tuple[TaskFailure, DeadLetter]],
     letters: Sequence[DeadLetter],
 ) -> FailuresWritten:
@@ -328,7 +328,7 @@ def _count_failed_attempt(
     # Decided once per task: those given up on (failed, or sorted out by the read that
     # fails them) leave the batch, and no one else may.
     given_up: set[int] = set()
-    counted_before, failing_before = dict(work.attempts), dict(work.failing_for_s)
+    counted_before, failing_before = dict(work.attempts), dict(work.row_failing_for_s)
     try:
         with _restored_if_the_database_fails(work, report), services.db.transaction() as tx:
             # By task and item: a corrupt copy naming another ad, not yet told apart
@@ -351,7 +351,7 @@ def _count_failed_attempt(
             )
     except DatabaseUnavailable:
         # Counted in memory only this time; the durable count catches up later.
-        work.attempts, work.failing_for_s = counted_before, failing_before
+        work.attempts, work.row_failing_for_s = counted_before, failing_before
         for task_id in work.task_ids():
             work.count_failure(task_id, None)
         return
@@ -426,7 +426,7 @@ def _restored_if_the_database_fails(work: BatchWork, report: BatchReport) -> Ite
 
 def _still_to_fail(
     services: Services,
-    tx: Transaction,
+    tx: Session,
     tasks: Sequence[TaskRecord],
     work: BatchWork,
     report: BatchReport,

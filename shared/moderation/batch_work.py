@@ -42,8 +42,8 @@ class BatchWork:
     # How long each task has been failing, on two clocks never compared with each other:
     # its row's, on the database's clock (earlier owners' failures included), and this
     # batch's own, from time.monotonic() at the first failure it saw.
-    failing_for_s: dict[int, float] = field(default_factory=dict)
-    failing_since: dict[int, float] = field(default_factory=dict)
+    row_failing_for_s: dict[int, float] = field(default_factory=dict)
+    failing_since_monotonic: dict[int, float] = field(default_factory=dict)
     # The batch as consumed, for the log lines about the whole of it.
     records: Sequence[ConsumedRecord] = ()
 
@@ -80,10 +80,10 @@ class BatchWork:
     def count_failure(self, task_id: int, durable: FailedAttempts | None) -> None:
         self.attempts[task_id] = self.attempts.get(task_id, 0) + 1
         self.first_failure_at.setdefault(task_id, datetime.now(UTC))
-        self.failing_since.setdefault(task_id, time.monotonic())
+        self.failing_since_monotonic.setdefault(task_id, time.monotonic())
         if durable is not None:
             self.count_earlier_failures(task_id, durable.count, durable.first_failure_at)
-            self.failing_for_s[task_id] = durable.failing_for_s
+            self.row_failing_for_s[task_id] = durable.failing_for_s
 
     def count_earlier_failures(
         self, task_id: int, attempts: int, first_failure_at: datetime | None
@@ -110,8 +110,9 @@ class BatchWork:
         """
         if self.attempts.get(task_id, 0) < limit:
             return False
-        seen_here = time.monotonic() - self.failing_since.get(task_id, time.monotonic())
-        return max(self.failing_for_s.get(task_id, 0.0), seen_here) >= schedule_s
+        now = time.monotonic()
+        seen_here = now - self.failing_since_monotonic.get(task_id, now)
+        return max(self.row_failing_for_s.get(task_id, 0.0), seen_here) >= schedule_s
 
     def forget_written(self) -> None:
         """Nothing is left to write: every task, letter and failure is durable."""

@@ -111,10 +111,11 @@ def dead_letter_records(topic: str, stored: Sequence[StoredDeadLetter]) -> list[
     ]
 
 
-def publish_dead_letters(services: Services, stored: Sequence[StoredDeadLetter]) -> bool:
-    """Publish outbox rows to the DLQ topic and mark them; False leaves them to the relay."""
+def publish_dead_letters(services: Services, stored: Sequence[StoredDeadLetter]) -> None:
+    """Publish outbox rows to the DLQ topic and mark them; whatever Kafka does not take
+    stays in the outbox for the relay."""
     if not stored:
-        return True
+        return
     try:
         with services.db.transaction() as tx:
             # Locked while they are published, as the relay locks what it claims, so
@@ -128,13 +129,9 @@ def publish_dead_letters(services: Services, stored: Sequence[StoredDeadLetter])
                 [item.id for item in claimed],
             )
             tx.mark_dead_letters_published(published)
-            if len(published) < len(claimed):
-                return False
     except TemporaryError as error:
         # Durable in the outbox already; the relay retries until Kafka takes them.
         log.warning(
             "DLQ publish deferred to the relay",
             extra={"dead_letter_ids": [item.id for item in stored], "error": str(error)},
         )
-        return False
-    return True

@@ -13,8 +13,8 @@ def predict_ad(services: Services, ad: Ad) -> Verdict:
 
 def predict_stored_ad(services: Services, item_id: int) -> Verdict:
     """Load the ad and its seller in one query, then score it."""
-    with services.db.autocommit() as tx:
-        ad = tx.load_ad_with_seller(item_id)
+    with services.db.autocommit() as session:
+        ad = session.load_ad_with_seller(item_id)
     if ad is None:
         raise AdNotFound(item_id)
     return predict_ad(services, ad)

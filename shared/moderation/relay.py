@@ -119,10 +119,8 @@ def _relay_pass(services: Services) -> _Swept:
     full = False
     failures: list[Exception] = []
     for kind, sweep in (("task", _sweep_tasks), ("dead_letter", _sweep_dead_letters)):
-        if failures and (services.stopping.is_set() or _database_down(failures)):
-            # Stopping, its publish could outlast the shutdown's budget; with the
-            # database down, it would only wait out another connection timeout. Counted
-            # as failed all the same: a sweep that could not run published nothing.
+        if _rest_is_futile(services, failures):
+            # Counted as failed all the same: a sweep that could not run published nothing.
             metrics.observe_outbox_sweep(kind, None)
             continue
         try:
@@ -135,9 +133,8 @@ def _relay_pass(services: Services) -> _Swept:
             metrics.observe_outbox_sweep(kind, swept.published)
             published += swept.published
             full |= swept.full
-    # While Kafka is down the backlog and the purge still matter; while the database
-    # is, each would only wait out another connection timeout.
-    if failures and (services.stopping.is_set() or _database_down(failures)):
+    # While Kafka is down the backlog and the purge still matter.
+    if _rest_is_futile(services, failures):
         if _database_down(failures) and not published:
             metrics.age_uncounted_outbox_backlog()
     else:
@@ -164,6 +161,13 @@ def _relay_pass(services: Services) -> _Swept:
     raise failures[0]
 
 
+def _rest_is_futile(services: Services, failures: list[Exception]) -> bool:
+    """Whether, after a step failed, the pass's other steps are better skipped: stopping,
+    a publish could outlast the shutdown's budget; with the database down, each step
+    would only wait out another connection timeout."""
+    return bool(failures) and (services.stopping.is_set() or _database_down(failures))
+
+
 def _database_down(failures: list[Exception]) -> bool:
     return any(isinstance(failure, DatabaseUnavailable) for failure in failures)
 
@@ -182,9 +186,9 @@ def _measure_backlog(services: Services, *, published_now: int) -> None:
     their age goes on growing."""
     grace_s = services.settings.outbox_grace_s
     try:
-        with services.db.autocommit() as tx:
-            tasks = tx.measure_unpublished_tasks(older_than_s=grace_s, cap=BACKLOG_COUNT_CAP)
-            letters = tx.measure_unpublished_dead_letters(
+        with services.db.autocommit() as session:
+            tasks = session.measure_unpublished_tasks(older_than_s=grace_s, cap=BACKLOG_COUNT_CAP)
+            letters = session.measure_unpublished_dead_letters(
                 older_than_s=grace_s, cap=BACKLOG_COUNT_CAP
             )
     except Exception as error:

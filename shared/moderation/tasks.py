@@ -51,12 +51,12 @@ def submit_moderation_task(
         # A comma, which no key a client sends may hold: a key stored while the API was
         # open can never be the same string as a caller's.
         idempotency_key = f"{caller},{idempotency_key}"
-    with services.db.autocommit() as tx:
+    with services.db.autocommit() as session:
         if idempotency_key is None:
-            task_id = tx.create_task_for_existing_ad(item_id)
+            task_id = session.create_task_for_existing_ad(item_id)
             keyed = None if task_id is None else KeyedTask(task_id, item_id, created=True)
         else:
-            keyed = tx.create_keyed_task(
+            keyed = session.create_keyed_task(
                 item_id, idempotency_key, key_ttl_s=services.settings.idempotency_key_ttl_s
             )
     if keyed is None:
@@ -73,8 +73,8 @@ def _publish_task(services: Services, task_id: int, item_id: int) -> None:
     topic = services.settings.kafka_moderation_topic
     try:
         services.publisher.publish([OutgoingRecord(topic, key, value)])
-        with services.db.autocommit() as tx:
-            tx.mark_tasks_published([task_id])
+        with services.db.autocommit() as session:
+            session.mark_tasks_published([task_id])
     except (BrokerUnavailable, DatabaseUnavailable) as error:
         # Accepted all the same: the relay republishes rows left unpublished.
         log.warning(
@@ -92,8 +92,8 @@ def _publish_task(services: Services, task_id: int, item_id: int) -> None:
 
 
 def get_moderation_result(services: Services, task_id: int) -> TaskRow:
-    with services.db.autocommit() as tx:
-        task = tx.get_task(task_id)
+    with services.db.autocommit() as session:
+        task = session.get_task(task_id)
     if task is None:
         raise TaskNotFound(task_id)
     return task
@@ -109,5 +109,5 @@ def purge_expired_idempotency_keys(services: Services) -> int:
     """Delete idempotency keys past their lifetime, the soonest expired first; returns
     how many. Each key carries its own expiry, so this process's IDEMPOTENCY_KEY_TTL_S
     plays no part. Their tasks stay: only the key's hold on them ends."""
-    with services.db.autocommit() as tx:
-        return tx.delete_expired_idempotency_keys(limit=EXPIRED_KEYS_PER_PURGE)
+    with services.db.autocommit() as session:
+        return session.delete_expired_idempotency_keys(limit=EXPIRED_KEYS_PER_PURGE)

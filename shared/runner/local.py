@@ -38,7 +38,7 @@ from shared.runner.shutdown import (
     StartUpInterrupted,
     StartUpInterruption,
     StopSignal,
-    exit_status,
+    finish_and_exit_status,
 )
 from shared.runner.workers import ConsumerWorker, RelayWorker, load_consumer_handler
 from shared.settings import Settings
@@ -109,7 +109,7 @@ def run(argv: Sequence[str]) -> int:
         late = not shut_down(running, deadline)
         stack.close()
         log.info("stopped", extra={"seconds": round(deadline.elapsed(), 3)})
-    return exit_status(signalled=signalled, late=late)
+    return finish_and_exit_status(signalled=signalled, late=late)
 
 
 # What a runner on its own embedded database must not share with other deployments on the

@@ -19,7 +19,7 @@ from shared.runner.shutdown import (
     StartUpInterrupted,
     StartUpInterruption,
     StopSignal,
-    exit_status,
+    finish_and_exit_status,
 )
 from shared.settings import InvalidSettings, get_settings
 
@@ -92,7 +92,7 @@ def run_worker_process(
     ops.stop(timeout_s=deadline.remaining())
     services.close(deadline.remaining)
     log.info(f"{name} stopped", extra={"seconds": round(deadline.elapsed(), 3)})
-    return exit_status(signalled=signalled, late=late)
+    return finish_and_exit_status(signalled=signalled, late=late)
 
 
 def _start_up_failed(name: str, services: Services, reason: str) -> int:

@@ -116,7 +116,7 @@ def exit_with(code: int) -> NoReturn:
     sys.exit(code)
 
 
-def exit_status(*, signalled: bool, late: bool) -> int:
+def finish_and_exit_status(*, signalled: bool, late: bool) -> int:
     """The status a long-running process exits with once it has stopped: 0 after a stop
     signal, 1 when its work stopped on its own (for a supervisor to restart it); at once
     when a worker missed the shutdown budget (`exit_now_if_late`)."""

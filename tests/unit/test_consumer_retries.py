@@ -140,8 +140,8 @@ def test_a_task_is_out_of_retries_once_either_clock_has_seen_the_schedule_go_by(
     work = BatchWork(tasks=[], letters=[])
     work.attempts[1] = attempts
     if row_failing_for_s is not None:
-        work.failing_for_s[1] = row_failing_for_s
-    work.failing_since[1] = time.monotonic() - seen_here_s
+        work.row_failing_for_s[1] = row_failing_for_s
+    work.failing_since_monotonic[1] = time.monotonic() - seen_here_s
 
     assert work.out_of_retries(1, limit=4, schedule_s=35.0) is given_up
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import inspect
 
-from shared.db.transaction import Transaction
-from tests.fakes import InMemoryTransaction
+from shared.db.session import Session
+from tests.fakes import InMemorySession
 
 
 def _operations(cls: type) -> dict[str, list[tuple[str, object, object]]]:
@@ -23,7 +23,7 @@ def _operations(cls: type) -> dict[str, list[tuple[str, object, object]]]:
 
 
 def test_the_in_memory_transaction_has_every_operation_of_the_real_one_with_its_parameters():
-    real, fake = _operations(Transaction), _operations(InMemoryTransaction)
+    real, fake = _operations(Session), _operations(InMemorySession)
 
     assert sorted(real) == sorted(fake)
     assert {name: fake[name] for name in real} == real

@@ -18,12 +18,19 @@ from shared.db.tasks import FailedAttempts, TaskFailure, TaskForProcessing, Task
 from shared.domain import Ad, BatchVerdicts
 
 
-class Transaction:
+class Session:
+    """The statements of the service layer on one pooled connection.
+
+    Atomic only as a whole when it comes from `Database.transaction()`, or inside
+    `atomic()`; from `Database.autocommit()` each statement commits on its own (a
+    repository function that writes several rows opens its own transaction block).
+    """
+
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
 
     @contextmanager
-    def atomic(self) -> Iterator[Transaction]:
+    def atomic(self) -> Iterator[Session]:
         """The block's statements as one transaction, on a connection from `autocommit()`."""
         with self.conn.transaction():
             yield self
