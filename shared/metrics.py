@@ -24,6 +24,11 @@ disable_created_metrics()
 REQUESTS = Counter(
     "moderation_http_requests_total", "HTTP requests by route and status", ["route", "status"]
 )
+CONNECTIONS_REFUSED = Counter(
+    "moderation_http_connections_refused_total",
+    "Connections the runner's, consumer's or relay's HTTP server answered with a 503, "
+    "serving as many as it may at once",
+)
 # Up to 30 s: a request waiting for a database connection gives up at
 # DB_CONNECT_TIMEOUT_S (5 s by default), and must not land past the last bucket.
 HTTP_LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
@@ -142,6 +147,10 @@ def observe_request(route: str, status: int, seconds: float) -> None:
 @functools.lru_cache(maxsize=512)
 def _request_series(route: str, status: int) -> tuple[Counter, Histogram]:
     return REQUESTS.labels(route=route, status=str(status)), REQUEST_LATENCY.labels(route=route)
+
+
+def count_connection_refused_as_busy() -> None:
+    CONNECTIONS_REFUSED.inc()
 
 
 def count_batch_retry() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import http.client
 import json
 import socket
 import threading
@@ -13,6 +14,9 @@ from email.message import Message
 from typing import BinaryIO
 
 from werkzeug.serving import LISTEN_QUEUE, ThreadedWSGIServer, WSGIRequestHandler
+
+from shared import metrics
+from shared.logging_setup import drop_repeats
 
 # The longest a client may leave its connection silent (before or within a request),
 # the longest it may take over its request line and headers, and then over its body:
@@ -29,6 +33,11 @@ MAX_CONNECTIONS = 128
 # in a huge body anyway, on a thread the request holds. Past this cap the connection
 # is closed instead, and a client still sending may see a reset.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
+# The most bytes of header lines a request may send, all of them together. http.server
+# limits each line to 64 KiB and their number to 100, which let one request hold 6 MB
+# before anything looked at it, its key included, and 128 of them 0.6-1 GB of memory.
+# gunicorn, the functions' server, takes 100 lines of 8 KiB at most.
+MAX_HEADER_BYTES = 64 * 1024
 
 
 class CannotListen(OSError):
@@ -131,9 +140,12 @@ class _JsonErrorsRequestHandler(WSGIRequestHandler):
 
         The body is then read through `_RequestBody`: by a deadline of its own, and up to
         the server's cap."""
+        raw = self.rfile
+        self.rfile = self._header_lines = _HeaderLines(raw, MAX_HEADER_BYTES)  # type: ignore[assignment]
         try:
             parsed = super().parse_request()
         finally:
+            self.rfile = raw
             cut = self.server.headers_read(self.connection)
         if cut:
             self.close_connection = True
@@ -155,6 +167,9 @@ class _JsonErrorsRequestHandler(WSGIRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         reason = self.responses.get(code, ("Error", ""))[0]
         detail = message or reason
+        lines = getattr(self, "_header_lines", None)
+        if code == 431 and lines is not None and lines.over_budget:
+            detail = f"Request header fields over {MAX_HEADER_BYTES} bytes in all"
         if len(detail) > QUOTED_CHARS:
             detail = f"{detail[:QUOTED_CHARS]}... ({len(detail)} characters)"
         # A client's mistake, not ours: below ERROR, which the logs keep for our bugs, and
@@ -172,6 +187,38 @@ class _JsonErrorsRequestHandler(WSGIRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def log_error(self, format: str, *args: object) -> None:
+        """http.server's one use of it here is a client's fault (a request that timed
+        out): a WARNING, as the refusals above, not the ERROR kept for our bugs."""
+        self.log("warning", format, *args)
+
+
+class _HeadersOverBudget(http.client.HTTPException):
+    """Raised inside http.server's header parsing, which answers it with a 431."""
+
+
+class _HeaderLines:
+    """The request's reader while http.server reads its header lines: it refuses them
+    once they pass `budget` bytes in all, before reading further."""
+
+    def __init__(self, raw: BinaryIO, budget: int) -> None:
+        self._raw = raw
+        self._left = budget
+        self.over_budget = False
+
+    def readline(self, limit: int = -1) -> bytes:
+        # One byte past what is left, to tell a line that ends the budget from one past it.
+        most = self._left + 1 if limit < 0 else min(limit, self._left + 1)
+        line = self._raw.readline(most)
+        self._left -= len(line)
+        if self._left < 0:
+            self.over_budget = True
+            raise _HeadersOverBudget(f"header fields over {MAX_HEADER_BYTES} bytes")
+        return line
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._raw, name)
 
 
 def _framed_twice(headers: Message) -> bool:
@@ -227,6 +274,10 @@ class _CountingServer(ThreadedWSGIServer):
                 self._reading_headers[request] = time.monotonic() + self._headers_deadline_s
         if busy:
             _refuse_as_busy(request)
+            metrics.count_connection_refused_as_busy()
+            _busy_log.warning(
+                "refusing connections: %d already being served", self._max_connections
+            )
             self.shutdown_request(request)
             return
         try:
@@ -281,6 +332,10 @@ class _CountingServer(ThreadedWSGIServer):
         with self._changed:
             return self._changed.wait_for(lambda: self._serving == 0, timeout=timeout_s)
 
+
+# Once a minute while it lasts (with how many were dropped): a flood of connections
+# must not become a flood of lines.
+_busy_log = drop_repeats(f"{__name__}.busy")
 
 _BUSY_BODY = json.dumps({"detail": "Too many connections; retry shortly"}).encode()
 _BUSY = (

@@ -13,8 +13,14 @@ import time
 import urllib.request
 
 import pytest
+from prometheus_client import REGISTRY
 
-from shared.runner.http_server import CannotListen, HttpServer
+from shared.runner.http_server import (
+    MAX_HEADER_BYTES,
+    CannotListen,
+    HttpServer,
+    _JsonErrorsRequestHandler,
+)
 from tests.waiting import wait_until
 
 
@@ -83,6 +89,23 @@ def test_a_client_silent_past_the_timeout_is_dropped_and_frees_its_thread():
     assert freed
 
 
+def test_a_request_that_timed_out_is_logged_as_the_clients_fault(caplog):
+    # http.server's one use of log_error, when a read outlasts the socket's timeout; the
+    # headers' deadline usually drops such a client first, so it is called directly here.
+    handler = object.__new__(_JsonErrorsRequestHandler)
+    handler.client_address = ("127.0.0.1", 1)
+    with caplog.at_level(logging.WARNING, logger="werkzeug"):
+        handler.log_error("Request timed out: %r", TimeoutError("timed out"))
+
+    assert [(r.levelno, r.getMessage()[-35:]) for r in caplog.records] == [
+        (logging.WARNING, "Request timed out: TimeoutError('timed out')"[-35:])
+    ]
+
+
+def _sample(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
 def _raw_exchange(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
     """The status line, headers and body the server answers `request` with (it closes)."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
@@ -110,6 +133,12 @@ def _raw_exchange(port: int, request: bytes) -> tuple[str, dict[str, str], bytes
             "Too many headers",
         ),
         (
+            # Two lines, each within http.server's 64 KiB, 80 KB together.
+            b"GET / HTTP/1.1\r\nX-A: " + b"a" * 40_000 + b"\r\nX-B: " + b"b" * 40_000 + b"\r\n\r\n",
+            "431",
+            "Request header fields over 65536 bytes in all",
+        ),
+        (
             b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",
             "414",
             "Request-URI Too Long",
@@ -126,6 +155,7 @@ def _raw_exchange(port: int, request: bytes) -> tuple[str, dict[str, str], bytes
     ids=[
         "bad-request-line",
         "too-many-headers",
+        "header-bytes-over-budget",
         "request-line-too-long",
         "two-lengths",
         "no-version",
@@ -152,6 +182,28 @@ def test_a_request_the_server_cannot_parse_is_refused_in_json(
     assert headers["Content-Type"] == "application/json"
     assert headers["Connection"] == "close"
     assert json.loads(body) == {"detail": detail}
+
+
+def test_headers_just_within_the_budget_are_served_whole():
+    seen: list[int] = []
+
+    def measuring_app(environ, start_response):
+        seen.append(len(environ["HTTP_X_A"]) + len(environ["HTTP_X_B"]))
+        return _app(environ, start_response)
+
+    server = HttpServer(measuring_app, "127.0.0.1", 0)
+    server.start()
+    try:
+        lines = b"Host: x\r\nX-A: " + b"a" * 30_000 + b"\r\nX-B: " + b"b" * 30_000 + b"\r\n"
+        filler = MAX_HEADER_BYTES - len(lines) - len(b"X-C: \r\n\r\n")
+        request = b"GET / HTTP/1.1\r\n" + lines + b"X-C: " + b"c" * filler + b"\r\n\r\n"
+        status_line, _, _ = _raw_exchange(server.port, request)
+    finally:
+        server.stop()
+
+    assert len(request.split(b"\r\n", 1)[1]) == MAX_HEADER_BYTES  # the budget to the byte
+    assert status_line.split(" ")[1] == "200"
+    assert seen == [60_000]
 
 
 def test_a_client_trickling_its_headers_is_dropped_at_the_deadline_and_never_served():
@@ -192,7 +244,8 @@ def test_a_client_trickling_its_headers_is_dropped_at_the_deadline_and_never_ser
     assert served == ["-"]  # the request that came after it, alone
 
 
-def test_connections_past_the_limit_get_a_json_503_and_the_server_stays_up():
+def test_connections_past_the_limit_get_a_json_503_and_the_server_stays_up(caplog):
+    refused_before = _sample("moderation_http_connections_refused_total")
     server = HttpServer(_app, "127.0.0.1", 0, max_connections=2)
     server.start()
     silent = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(2)]
@@ -216,6 +269,9 @@ def test_connections_past_the_limit_get_a_json_503_and_the_server_stays_up():
     assert headers["Content-Type"] == "application/json"
     assert json.loads(body) == {"detail": "Too many connections; retry shortly"}
     assert answered == 200
+    assert _sample("moderation_http_connections_refused_total") == refused_before + 1
+    busy_lines = [r for r in caplog.records if r.name == "shared.runner.http_server.busy"]
+    assert [r.getMessage() for r in busy_lines] == ["refusing connections: 2 already being served"]
 
 
 def test_a_client_trickling_its_body_is_cut_at_the_deadline_and_frees_its_thread():
