@@ -61,17 +61,22 @@ def caller_scope(request: flask.Request, keys: list[str]) -> str | None:
     return hashlib.sha256((_matching_key(request, keys) or "").encode()).hexdigest()[:16]
 
 
+_OWS = " \t"
+
+
 def _matching_key(request: flask.Request, keys: list[str]) -> str | None:
     """The first presented key that is one of `keys`: X-API-Key's, then the Bearer token.
 
     Either header may carry a token that is not ours: a platform that checks callers
     itself (Cloud Run's IAM, an API gateway) takes `Authorization: Bearer` for its own
     token, and its callers then give our key in X-API-Key."""
-    # Stripped as gunicorn strips header values; werkzeug's server (the runner) does not.
-    presented = [request.headers.get("X-API-Key", "").strip()]
+    # Stripped of the spaces and tabs HTTP allows around a value (RFC 9110, 5.5), as
+    # gunicorn strips them; werkzeug's server (the runner) does not. str.strip() would
+    # take more: a no-break space, say, which is no part of HTTP's whitespace.
+    presented = [request.headers.get("X-API-Key", "").strip(_OWS)]
     authorization = request.headers.get("Authorization", "")
     if authorization[:7].lower() == "bearer ":
-        presented.append(authorization[7:].strip())
+        presented.append(authorization[7:].strip(_OWS))
     matching = None
     # Every presented value against every key, in constant time and with no early
     # exit, so that timing tells nothing about the keys.

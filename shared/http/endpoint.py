@@ -35,6 +35,7 @@ from shared.http.errors import (
     json_error,
     leaving_the_body_unread,
     misconfigured,
+    shortened,
     unavailable,
 )
 from shared.invalid_settings import InvalidSettings
@@ -86,9 +87,7 @@ def _path_and_query(request: flask.Request) -> str:
     LOGGED_PATH_CHARS."""
     query = request.query_string.decode("latin-1")
     path_and_query = f"{request.path}?{query}" if query else request.path
-    if len(path_and_query) <= LOGGED_PATH_CHARS:
-        return path_and_query
-    return f"{path_and_query[:LOGGED_PATH_CHARS]}... ({len(path_and_query)} characters)"
+    return shortened(path_and_query, LOGGED_PATH_CHARS)
 
 
 def _respond(

@@ -32,6 +32,18 @@ class BodyLeftUnread(HttpError):
     its response must not let the server try to read it afterwards."""
 
 
+# The most of a client's own text (a path, a header) an error body quotes back: its
+# start says what was asked, and a 60 KB header is not worth echoing whole.
+QUOTED_CHARS = 200
+
+
+def shortened(text: str, limit: int = QUOTED_CHARS) -> str:
+    """`text`, or its first `limit` characters and how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
 def json_error(status: int, detail: Any, headers: dict[str, str] | None = None) -> flask.Response:
     response = flask.Response(
         json.dumps({"detail": detail}), status=status, mimetype="application/json"

@@ -15,6 +15,7 @@ from shared.http.errors import (
     cut_short,
     field_errors,
     listed_issues,
+    shortened,
 )
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -24,7 +25,7 @@ def parse_json_body(request: flask.Request, model: type[Model]) -> Model:
     """400 for a body that is not JSON, 415 for another content type or a compressed
     body, 422 for bad fields."""
     if request.mimetype != "application/json":
-        found = request.content_type or "none"
+        found = shortened(request.content_type or "none")
         raise HttpError(415, f"Expected Content-Type: application/json, got {found}")
     _refuse_content_coding(request)
     raw = request.get_data(cache=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import metrics
+from shared.http.errors import shortened
 
 UNMATCHED_ROUTE = "unmatched"  # the route label of a request for a path no app serves
 
@@ -57,7 +58,8 @@ class PathDispatcher:
     def _not_found(self, path: str, start_response: Callable[..., Any]) -> Iterable[bytes]:
         started = time.perf_counter()
         known = ", ".join(route.path for route in self.routes)
-        body = json.dumps({"detail": f"No endpoint at {path}; known paths: {known}"}).encode()
+        detail = f"No endpoint at {shortened(path)}; known paths: {known}"
+        body = json.dumps({"detail": detail}).encode()
         # Counted under one fixed route: a label per path a client makes up would grow
         # without bound.
         metrics.observe_request(UNMATCHED_ROUTE, 404, time.perf_counter() - started)

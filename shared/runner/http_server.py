@@ -16,6 +16,7 @@ from typing import BinaryIO
 from werkzeug.serving import LISTEN_QUEUE, ThreadedWSGIServer, WSGIRequestHandler
 
 from shared import metrics
+from shared.http.errors import shortened
 from shared.logging_setup import drop_repeats
 
 # The longest a client may leave its connection silent (before or within a request),
@@ -122,10 +123,6 @@ def listen(host: str, port: int) -> socket.socket:
         raise refusal from error
 
 
-# The longest part of the request a refusal quotes: a request line may be 64 KiB.
-QUOTED_CHARS = 200
-
-
 class _JsonErrorsRequestHandler(WSGIRequestHandler):
     """werkzeug's handler, answering a request it cannot parse as HTTP (a bad request
     line, a header line over 64 KiB, 100 headers or more) in JSON, as the functions answer
@@ -170,8 +167,7 @@ class _JsonErrorsRequestHandler(WSGIRequestHandler):
         lines = getattr(self, "_header_lines", None)
         if code == 431 and lines is not None and lines.over_budget:
             detail = f"Request header fields over {MAX_HEADER_BYTES} bytes in all"
-        if len(detail) > QUOTED_CHARS:
-            detail = f"{detail[:QUOTED_CHARS]}... ({len(detail)} characters)"
+        detail = shortened(detail)
         # A client's mistake, not ours: below ERROR, which the logs keep for our bugs, and
         # not below WARNING, where configure_logging leaves werkzeug's logger.
         self.log("warning", "code %d, message %s", code, detail)

@@ -28,6 +28,9 @@ from tests.unit.http_client import assert_json_error, client
         {"Authorization": "Bearer no", "X-API-Key": "wrong"},
         {"Authorization": "Basic k1"},
         {"X-API-Key": ""},
+        # Not HTTP's whitespace around a value: the key with it is another key.
+        {"X-API-Key": "\xa0k1\xa0"},
+        {"Authorization": "Bearer \xa0k1"},
     ],
 )
 def test_with_api_keys_set_a_missing_or_wrong_key_gets_401(services, headers):

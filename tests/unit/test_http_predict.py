@@ -152,6 +152,17 @@ def test_predict_rejects_another_content_type_with_415(services):
     assert "application/json" in assert_json_error(response, 415)
 
 
+def test_a_long_content_type_is_quoted_back_only_in_part(services):
+    sent = "text/plain; x=" + "y" * 60_000
+
+    response = client("predict").post("/predict", data="a=1", content_type=sent)
+
+    detail = assert_json_error(response, 415)
+    assert detail.startswith("Expected Content-Type: application/json, got text/plain; x=yyy")
+    assert detail.endswith(f"... ({len(sent)} characters)")
+    assert len(detail) < 300
+
+
 @pytest.mark.parametrize("coding", ["gzip", "deflate", "br"])
 def test_a_compressed_body_gets_a_415_that_says_to_send_it_uncompressed(services, coding):
     # Not decompressed, and not read as JSON either: the client would hear its JSON is

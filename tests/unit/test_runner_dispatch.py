@@ -39,6 +39,18 @@ def test_unknown_path_is_a_404_json_naming_the_known_paths(client, path):
     assert "/async_predict" in detail
 
 
+def test_a_long_unknown_path_is_quoted_back_only_in_part(client):
+    path = "/" + "a" * 60_000
+
+    response = client.post(path)
+
+    assert response.status_code == 404
+    detail = response.get_json()["detail"]
+    assert detail.startswith("No endpoint at /aaa")
+    assert f"... ({len(path)} characters); known paths: " in detail
+    assert len(detail) < 500
+
+
 def test_requests_for_unknown_paths_are_counted_under_one_route_label(client):
     def counted() -> float:
         labels = {"route": "unmatched", "status": "404"}
