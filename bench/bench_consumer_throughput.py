@@ -35,13 +35,14 @@ from confluent_kafka import Consumer, TopicPartition
 
 from bench import backends, report, seeding
 from bench.figures import ratio
-from shared.bootstrap import Model, build_services
+from shared.bootstrap import build_services
 from shared.domain import Ad, BatchVerdicts, Verdict
 from shared.kafka.config import consumer_config
 from shared.kafka.envelope import parse_canonical_batch
 from shared.kafka.poll_loop import BatchHandler, PartitionedPollLoop
 from shared.kafka.record import ConsumedRecord
 from shared.moderation.batch import process_moderation_batch
+from shared.ports import Model
 from shared.settings import Settings
 
 RESULT_GROUPS = ("consumer_throughput",)  # see bench/__main__.py

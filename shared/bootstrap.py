@@ -8,60 +8,16 @@ or test instances, and hand it over with `install_services()`.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Protocol
 
+from shared.cancellation import wait_unless_stopped
 from shared.db import Database
-from shared.domain import Ad, BatchVerdicts, Verdict
 from shared.kafka.config import producer_config
 from shared.kafka.publisher import KafkaPublisher
-from shared.kafka.record import OutgoingRecord
 from shared.logging_setup import configure_logging_unless_done
+from shared.ports import ModelSource, Publisher
 from shared.settings import InvalidSettings, Settings, get_settings
-
-
-class ShutdownRequested(Exception):
-    """Raised out of a retry wait when the process is stopping; the batch is redelivered."""
-
-
-class BatchLetGo(ShutdownRequested):
-    """Raised out of a retry wait when the batch's partition was revoked or lost: its next
-    owner redelivers the batch, and a rebalance need not wait out the retry schedule."""
-
-
-# Set by the poll loop on a worker thread for the length of one batch: the event its
-# partition's revoke sets. None outside a batch of the poll loop (an HTTP push, say).
-batch_let_go: ContextVar[threading.Event | None] = ContextVar("batch_let_go", default=None)
-
-# How soon a retry wait notices that its batch was let go: one thread cannot wait on two
-# events at once, so such a wait runs in slices.
-LET_GO_CHECK_S = 0.1
-
-
-class Model(Protocol):
-    version: str
-    threshold: float
-
-    def predict(self, ads: list[Ad]) -> list[Verdict]: ...
-
-    def predict_batch(self, ads: list[Ad]) -> BatchVerdicts: ...
-
-
-class ModelSource(Protocol):
-    def get(self) -> Model: ...
-
-    def loaded(self) -> Model | None: ...
-
-
-class Publisher(Protocol):
-    def publish(self, records: list[OutgoingRecord]) -> None: ...
-
-    def ping(self, timeout_s: float = 2.0) -> None: ...
-
-    def close(self, timeout_s: float = 5.0) -> None: ...
 
 
 @dataclass
@@ -80,20 +36,7 @@ class Services:
         if self.sleeper is not None:
             self.sleeper(seconds)
             return
-        let_go = batch_let_go.get()
-        if let_go is None:
-            if self.stopping.wait(seconds):
-                raise ShutdownRequested()
-            return
-        deadline = time.monotonic() + seconds
-        while True:
-            if let_go.is_set():
-                raise BatchLetGo()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            if self.stopping.wait(min(remaining, LET_GO_CHECK_S)):
-                raise ShutdownRequested()
+        wait_unless_stopped(self.stopping, seconds)
 
     def close(self, remaining_s: Callable[[], float] = lambda: 5.0) -> None:
         """End retry waits, flush the producer, close the pool: the last steps of every

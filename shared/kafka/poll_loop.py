@@ -26,7 +26,7 @@ from itertools import groupby
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from shared import metrics
-from shared.bootstrap import ShutdownRequested, batch_let_go
+from shared.cancellation import ShutdownRequested, batch_let_go
 from shared.kafka.config import MAX_POLL_INTERVAL_MS, SESSION_TIMEOUT_MS
 from shared.kafka.lag import LagReporter
 from shared.kafka.record import ConsumedRecord

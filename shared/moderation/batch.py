@@ -37,7 +37,8 @@ from typing import NamedTuple
 from tenacity import RetryCallState
 
 from shared import metrics
-from shared.bootstrap import Services, ShutdownRequested
+from shared.bootstrap import Services
+from shared.cancellation import ShutdownRequested
 from shared.db.dead_letters import DeadLetter, StoredDeadLetter
 from shared.db.session import Session
 from shared.db.tasks import TaskFailure, TaskForProcessing

@@ -7,9 +7,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from shared.bootstrap import Publisher
 from shared.errors import PartlyAcknowledged, TemporaryError
 from shared.kafka.record import OutgoingRecord
+from shared.ports import Publisher
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from shared.bootstrap import Model, ModelSource, ShutdownRequested
+from shared.cancellation import ShutdownRequested
 from shared.db.tasks import TaskForProcessing
 from shared.domain import BatchVerdicts
 from shared.errors import InvalidFeatures, ModelFailedOnAd, PermanentError, TemporaryError
 from shared.moderation.batch_work import TaskRecord
+from shared.ports import Model, ModelSource
 
 log = logging.getLogger(__name__)
 

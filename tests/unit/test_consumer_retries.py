@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.bootstrap import BatchLetGo, ShutdownRequested
+from shared.cancellation import BatchLetGo, ShutdownRequested
 from shared.domain import Ad, Verdict
 from shared.errors import InvalidFeatures
 from shared.moderation.batch import process_moderation_batch

@@ -10,7 +10,7 @@ import time
 import pytest
 from confluent_kafka import TopicPartition
 
-from shared.bootstrap import BatchLetGo, ShutdownRequested
+from shared.cancellation import BatchLetGo, ShutdownRequested
 from shared.kafka.poll_loop import PartitionedPollLoop
 from shared.kafka.record import ConsumedRecord
 from tests.fakes import fake_services

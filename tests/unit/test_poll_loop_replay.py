@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from prometheus_client import REGISTRY
 
-from shared.bootstrap import ShutdownRequested
+from shared.cancellation import ShutdownRequested
 from shared.kafka import poll_loop
 from shared.kafka.poll_loop import PAUSE_AT_BATCHES, PartitionedPollLoop
 from shared.kafka.record import ConsumedRecord

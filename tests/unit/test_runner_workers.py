@@ -12,7 +12,7 @@ import pytest
 from functions_framework import create_app
 from prometheus_client import REGISTRY
 
-from shared.bootstrap import ShutdownRequested
+from shared.cancellation import ShutdownRequested
 from shared.db.dead_letters import DeadLetter
 from shared.domain import Ad
 from shared.errors import BrokerUnavailable, DatabaseUnavailable
