@@ -22,8 +22,12 @@ import flask
 from shared import metrics
 from shared.bootstrap import Services
 from shared.errors import MalformedMessage
-from shared.http.endpoint import read_body_within, refusal_leaving_the_body_unread, require_method
 from shared.http.errors import BodyLeftUnread, json_error, misconfigured
+from shared.http.request_limits import (
+    read_body_within,
+    refusal_leaving_the_body_unread,
+    require_method,
+)
 from shared.invalid_settings import InvalidSettings
 from shared.kafka.cloud_event import InvalidCloudEvent, record_from_http
 from shared.kafka.config import MAX_TASK_RECORD_BYTES

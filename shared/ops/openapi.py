@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shared.http.endpoint import MAX_QUERY_BYTES
 from shared.http.errors import MAX_LISTED_ERRORS
+from shared.http.request_limits import MAX_QUERY_BYTES
 from shared.schemas import (
     AsyncPredictHeaders,
     AsyncPredictResponse,

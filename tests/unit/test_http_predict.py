@@ -12,7 +12,8 @@ import json
 import pytest
 
 from shared.domain import Ad, Verdict
-from shared.http.endpoint import LOGGED_PATH_CHARS, MAX_QUERY_BYTES
+from shared.http.endpoint import LOGGED_PATH_CHARS
+from shared.http.request_limits import MAX_QUERY_BYTES
 from shared.model.validation import validate_ads
 from tests.fakes import VALID_AD, FakeModel, FakeModelLoader
 from tests.unit.http_client import assert_json_error, client
