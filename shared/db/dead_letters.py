@@ -17,6 +17,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from shared.db.outbox_backlog import MEASURED, OutboxBacklog
+from shared.db.outbox_rows import STILL_UNPUBLISHED
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,22 +66,24 @@ def insert_dead_letters(
     return stored
 
 
+_MARK_PUBLISHED = (
+    f"UPDATE dead_letters SET published_at = now() WHERE id = ANY(%s) AND {STILL_UNPUBLISHED}"
+)
+
+
 def mark_dead_letters_published(conn: psycopg.Connection, ids: Sequence[int]) -> None:
-    conn.execute(
-        "UPDATE dead_letters SET published_at = now() WHERE id = ANY(%s) AND published_at IS NULL",
-        (list(ids),),
-        prepare=False,
-    )
+    conn.execute(_MARK_PUBLISHED, (list(ids),), prepare=False)
+
+
+_LOCK_UNPUBLISHED = (
+    f"SELECT id FROM dead_letters WHERE id = ANY(%s) AND {STILL_UNPUBLISHED}"
+    " FOR UPDATE SKIP LOCKED"
+)
 
 
 def lock_unpublished_dead_letters(conn: psycopg.Connection, ids: Sequence[int]) -> list[int]:
     """Those of `ids` still unpublished and not being published by someone else."""
-    rows = conn.execute(
-        "SELECT id FROM dead_letters WHERE id = ANY(%s) AND published_at IS NULL"
-        " FOR UPDATE SKIP LOCKED",
-        (list(ids),),
-        prepare=False,
-    ).fetchall()
+    rows = conn.execute(_LOCK_UNPUBLISHED, (list(ids),), prepare=False).fetchall()
     return [row[0] for row in rows]
 
 
@@ -167,9 +170,10 @@ def count_publish_tries(conn: psycopg.Connection, ids: Sequence[int]) -> None:
     """One more failed publish of each letter: the next claims put it behind those tried
     less, so letters Kafka refuses for good never fill every sweep (migration V0004)."""
     if ids:
-        conn.execute(
-            "UPDATE dead_letters SET publish_tries = publish_tries + 1"
-            " WHERE id = ANY(%s) AND published_at IS NULL",
-            (list(ids),),
-            prepare=False,
-        )
+        conn.execute(_COUNT_PUBLISH_TRY, (list(ids),), prepare=False)
+
+
+_COUNT_PUBLISH_TRY = (
+    "UPDATE dead_letters SET publish_tries = publish_tries + 1"
+    f" WHERE id = ANY(%s) AND {STILL_UNPUBLISHED}"
+)

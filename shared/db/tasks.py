@@ -26,6 +26,7 @@ from shared.db.arrays import BinaryArray, bigint_array, boolean_array, float8_ar
 from shared.db.blocking import fetch_all
 from shared.db.chunks import CHUNK_ROWS, Chunk, chunk_counted, every_chunk, id_span
 from shared.db.outbox_backlog import MEASURED, OutboxBacklog
+from shared.db.outbox_rows import STILL_UNPUBLISHED
 from shared.domain import Ad, BatchVerdicts
 
 
@@ -74,13 +75,14 @@ def create_task_for_existing_ad(conn: psycopg.Connection, item_id: int) -> int |
     return row[0] if row else None
 
 
+_MARK_PUBLISHED = (
+    "UPDATE moderation_results SET published_at = now()"
+    f" WHERE id = ANY(%s) AND {STILL_UNPUBLISHED}"
+)
+
+
 def mark_tasks_published(conn: psycopg.Connection, task_ids: Sequence[int]) -> None:
-    conn.execute(
-        "UPDATE moderation_results SET published_at = now()"
-        " WHERE id = ANY(%s) AND published_at IS NULL",
-        (list(task_ids),),
-        prepare=False,
-    )
+    conn.execute(_MARK_PUBLISHED, (list(task_ids),), prepare=False)
 
 
 def republish_pending_tasks(
@@ -180,12 +182,13 @@ def count_publish_tries(conn: psycopg.Connection, task_ids: Sequence[int]) -> No
     """One more failed relay publish of each task: the next claims put it behind those
     tried less, so tasks of a partition Kafka cannot take hold back no other (V0007)."""
     if task_ids:
-        conn.execute(
-            "UPDATE moderation_results SET publish_tries = publish_tries + 1"
-            " WHERE id = ANY(%s) AND published_at IS NULL",
-            (list(task_ids),),
-            prepare=False,
-        )
+        conn.execute(_COUNT_PUBLISH_TRY, (list(task_ids),), prepare=False)
+
+
+_COUNT_PUBLISH_TRY = (
+    "UPDATE moderation_results SET publish_tries = publish_tries + 1"
+    f" WHERE id = ANY(%s) AND {STILL_UNPUBLISHED}"
+)
 
 
 def get_task(conn: psycopg.Connection, task_id: int) -> TaskRow | None:
