@@ -37,6 +37,9 @@ _UNAVAILABLE = (
     # A server in recovery, or a standby just promoted from one, refuses writes for a
     # while: for the caller that is the database being unavailable, not a bug.
     pg_errors.ReadOnlySqlTransaction,
+    # The server ended a session left idle in a transaction (IDLE_IN_TRANSACTION_TIMEOUTS):
+    # the process stalled, and what it was doing is rolled back, to be done again.
+    pg_errors.IdleInTransactionSessionTimeout,
 )
 
 # Outages that leave the connections as they were: no connection free in time, a
@@ -67,17 +70,31 @@ IDLE_CHECK_AFTER_S = 2.0
 RECONNECT_WINDOW_S = 5.0
 
 
+# A transaction of ours is idle only while it publishes what it has locked (the relay,
+# a consumer's dead letters), which settings hold under the statement timeout. A session
+# idle in a transaction for twice that is a process frozen or cut off mid-transaction:
+# the server ends it, and its row locks go with it, instead of holding up every UPDATE of
+# those tasks until TCP notices, two hours by default.
+IDLE_IN_TRANSACTION_TIMEOUTS = 2
+
+
 def session_options(url: str, statement_timeout_ms: int) -> str:
     """libpq's `options` for a pooled connection: the URL's own (or PGOPTIONS), then our
-    statement timeout, which wins over one they set. A keyword argument replaces the
-    URL's `options` whole, so a `search_path` given there was silently dropped.
+    statement timeout and idle-in-transaction timeout, which win over ones they set. A
+    keyword argument replaces the URL's `options` whole, so a `search_path` given there
+    was silently dropped.
 
     A timeout of 0 adds nothing, so that the server's (the role's, the database's) holds,
     and no `options` at all go when nothing else is given: PgBouncer refuses a
     connection whose `options` set what it does not track, and up to 1.19 one that sends
     any (README, Deployment, behind a connection pooler)."""
     given = conninfo_to_dict(url).get("options") or os.environ.get("PGOPTIONS", "")
-    ours = f"-c statement_timeout={statement_timeout_ms}" if statement_timeout_ms else ""
+    ours = (
+        f"-c statement_timeout={statement_timeout_ms} -c idle_in_transaction_session_timeout="
+        f"{statement_timeout_ms * IDLE_IN_TRANSACTION_TIMEOUTS}"
+        if statement_timeout_ms
+        else ""
+    )
     return f"{given} {ours}".strip()
 
 

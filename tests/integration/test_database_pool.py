@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 import uuid
 from contextlib import ExitStack
 
@@ -134,11 +135,41 @@ def test_options_in_the_url_reach_the_pooled_connections_beside_the_statement_ti
         with db.autocommit() as tx:
             search_path = tx.conn.execute("SHOW search_path").fetchone()[0]
             statement_timeout = tx.conn.execute("SHOW statement_timeout").fetchone()[0]
+            idle_timeout = tx.conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()[0]
     finally:
         db.close()
 
     assert search_path == "pg_catalog,public"
     assert statement_timeout == "4321ms"  # the setting wins over the URL's
+    assert idle_timeout == "8642ms"
+
+
+def test_a_transaction_left_idle_is_ended_by_the_server_and_its_locks_released(
+    database_url: str,
+) -> None:
+    # A process frozen, or cut off, in the middle of a transaction that locked rows.
+    db = Database(database_url, min_size=0, max_size=1, statement_timeout_ms=300)
+    with psycopg.connect(database_url, autocommit=True) as other:
+        [task_id] = other.execute(
+            "INSERT INTO moderation_results (item_id) VALUES (1) RETURNING id"
+        ).fetchone()
+        try:
+            with pytest.raises(DatabaseUnavailable), db.transaction() as tx:
+                tx.conn.execute(
+                    "SELECT id FROM moderation_results WHERE id = %s FOR UPDATE", (task_id,)
+                )
+                time.sleep(1.5)  # past twice the statement timeout, idle
+                other.execute("SET statement_timeout = 5000")
+                started = time.monotonic()
+                other.execute(
+                    "UPDATE moderation_results SET attempts = 1 WHERE id = %s", (task_id,)
+                )
+                waited_s = time.monotonic() - started
+                tx.conn.execute("SELECT 1")  # the session is gone
+        finally:
+            db.close()
+
+    assert waited_s < 1  # the lock went with the session, no statement timeout waited
 
 
 def test_without_prepared_statements_nothing_is_prepared_on_the_server(settings) -> None:
