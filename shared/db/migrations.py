@@ -114,7 +114,7 @@ def _pgmigrate_conninfo(database_url: str) -> str:
 
 
 def _run_pgmigrate(conninfo: str, schema: str, migrations_dir: Path) -> None:
-    """`pgmigrate --target latest --force_mixed migrate`, with db/migrations.yml."""
+    """`pgmigrate --target latest --force_mixed --ungroup migrate`, with db/migrations.yml."""
     options = argparse.Namespace(
         conn=conninfo,
         base_dir=str(migrations_dir),
@@ -124,6 +124,11 @@ def _run_pgmigrate(conninfo: str, schema: str, migrations_dir: Path) -> None:
         # NONTRANSACTIONAL ones (one at V0006 or older, say), gets them in mixed steps
         # only with this; pgmigrate refuses otherwise.
         force_mixed=True,
+        # Each transactional migration in a transaction of its own. Grouped, as pgmigrate
+        # does by default, the locks of every pending one were held until the last
+        # committed: V0002's on moderation_results through V0003's hashing of every
+        # dead letter. An interrupted run still resumes from the last version applied.
+        ungroup=True,
         # Its check that a migration touches no other schema cannot run for
         # NONTRANSACTIONAL ones; pgmigrate turns it off itself when no schema is named.
         disable_schema_check=True,

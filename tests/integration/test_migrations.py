@@ -384,6 +384,25 @@ def test_a_migrator_stopped_mid_way_rolls_back_and_leaves_no_one_migrating(
     assert 100 in _installed(empty_database)
 
 
+def test_each_migration_commits_on_its_own_so_a_failing_one_keeps_those_before_it(
+    empty_database: str, tmp_path
+) -> None:
+    # Grouped in one transaction (pgmigrate's default), V0002 held its lock on
+    # moderation_results until every later one had run, and a failure undid them all.
+    _an_ad_on_the_schema_up_to(1, empty_database, tmp_path / "first")
+    migrations = tmp_path / "db"
+    shutil.copytree(MIGRATIONS_DIR, migrations)
+    for later in (migrations / "migrations").glob("V*__*.sql"):
+        if int(re.match(r"V(\d+)__", later.name).group(1)) > 2:
+            later.unlink()
+    (migrations / "migrations" / "V0003__fails.sql").write_text("SELECT 1 / 0;\n")
+
+    with pytest.raises(RuntimeError, match="division by zero"):
+        apply_migrations(empty_database, migrations)
+
+    assert _installed(empty_database) == [1, 2]
+
+
 def _running(conn: psycopg.Connection, query_like: str) -> bool:
     return conn.execute(
         "SELECT count(*) > 0 FROM pg_stat_activity"
