@@ -124,6 +124,26 @@ def test_deleting_an_ad_keeps_its_moderation_results(empty_database: str) -> Non
     assert remaining == [(ad_id, "pending")]
 
 
+def test_tasks_are_indexed_only_as_the_services_statements_read_them(
+    empty_database: str,
+) -> None:
+    apply_migrations(empty_database)
+
+    with psycopg.connect(empty_database, autocommit=True, connect_timeout=5) as conn:
+        indexes = {
+            row[0]
+            for row in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'moderation_results'"
+            )
+        }
+
+    # By id, and the relay's backlog; no longer by ad (V0010), which nothing reads.
+    assert indexes == {
+        "moderation_results_pkey",
+        "moderation_results_unpublished_by_tries_idx",
+    }
+
+
 def test_applying_the_migrations_again_is_a_no_op(empty_database: str) -> None:
     apply_migrations(empty_database)
     first = _applied_versions(empty_database)
@@ -143,7 +163,7 @@ def test_migrations_run_from_several_processes_at_once_all_succeed(empty_databas
         # list() waits for all three and raises the first failure, if any.
         list(pool.map(lambda _: apply_migrations(empty_database), range(3)))
 
-    assert sorted(_applied_versions(empty_database)) == [str(v) for v in _versions_on_disk()]
+    assert sorted(map(int, _applied_versions(empty_database))) == _versions_on_disk()
 
 
 def test_v0006_marks_tasks_finished_before_their_publish_was_acknowledged_as_published(
