@@ -60,6 +60,15 @@ REPLAY_MAX_DELAY_S = 60.0
 # new client rejoins at once, so the loop ends and the process is restarted.
 REJOIN_TIMEOUT_S = (2 * MAX_POLL_INTERVAL_MS + SESSION_TIMEOUT_MS) / 1000
 
+# The longest a revoke waits for the batches of its partitions once they are let go. A
+# batch let go ends its retry waits at once, and then only finishes the statement it is in
+# (the statement timeout ends a slow one on a live server). One held up longer (its
+# database frozen, or a connection half-open after a failover, which no server-side
+# timeout ends) would hold up this member's rebalance, and with the eager assignor the
+# whole group's, for as long as it lasts, up to the rebalance timeout (300 s): it is left
+# running instead, stored and committed nothing for, like a lost partition's batch.
+REVOKE_WAIT_S = 5.0
+
 BatchHandler = Callable[[list[ConsumedRecord]], object]
 PartitionKey = tuple[str, int]
 
@@ -93,10 +102,12 @@ class PartitionedPollLoop:
         max_workers: int,
         clock: Callable[[], float] = time.monotonic,
         rejoin_timeout_s: float = REJOIN_TIMEOUT_S,
+        revoke_wait_s: float = REVOKE_WAIT_S,
     ) -> None:
         self._consumer = consumer
         self._clock = clock
         self._rejoin_timeout_s = rejoin_timeout_s
+        self._revoke_wait_s = revoke_wait_s
         # Since when this member waits for an assignment (None: it has one, empty or not).
         self._unassigned_since: float | None = None
         self._topic = topic
@@ -407,12 +418,44 @@ class PartitionedPollLoop:
         # down) would hold up this member's whole rebalance, and the group's with it:
         # its waits end now, it stays unstored, and the new owner redelivers it.
         self._let_inflight_go(keys)
+        self._orphan_batches_still_running(keys, after_s=self._revoke_wait_s)
         # Finish what is running on the revoked partitions and commit it, so the new
         # owner starts after it instead of redoing it.
         self._reap_finished(keys, waiting=True, letting_go=True)
         self._commit()
         self._let_go(keys)
         log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
+
+    def _orphan_batches_still_running(self, keys: list[PartitionKey], *, after_s: float) -> None:
+        """Wait up to `after_s` for the batches of `keys`; leave any still running then as
+        a lost partition's are left (REVOKE_WAIT_S): nothing is stored for it, its next
+        owner redelivers it, and this member dispatches nothing more of its partition,
+        should it come back, until it is over. A write of its that lands late finds its
+        tasks finished, or finishes them as the redelivery would have."""
+        running = {
+            key: partition.inflight
+            for key in keys
+            if (partition := self._partitions.get(key)) is not None
+            and partition.inflight is not None
+        }
+        if not running:
+            return
+        wait(running.values(), timeout=after_s)
+        for key, future in running.items():
+            if future.done():
+                continue
+            partition = self._partitions[key]
+            log.warning(
+                "batch still running at revoke; left uncommitted for the next owner",
+                extra={
+                    "partition": key[1],
+                    "first_offset": partition.inflight_first,
+                    "last_offset": partition.inflight_last,
+                    "waited_s": after_s,
+                },
+            )
+            self._orphans[key] = future
+            partition.inflight = None
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Lost, not revoked: another member may own them already, so commit nothing.

@@ -123,3 +123,51 @@ def test_a_lost_partitions_finished_batch_is_forgotten_even_if_it_never_comes_ba
     loop._reap_finished()
 
     assert loop._orphans == {}
+
+
+def test_a_batch_still_running_past_the_revokes_wait_is_left_uncommitted_as_an_orphan():
+    # A batch its let-go cannot end (a statement on a frozen database, say) must not hold
+    # up the rebalance, and the group's with it, for as long as it lasts.
+    consumer, handler = RecordingConsumer(), _WaitingHandler()
+    release = threading.Event()
+    handler.services.sleep = lambda seconds: release.wait(seconds)  # a wait no let-go ends
+    loop = PartitionedPollLoop(
+        consumer,  # type: ignore[arg-type]
+        TOPIC,
+        handler,
+        batch_size=BATCH,
+        poll_timeout_s=0.1,
+        max_workers=4,
+        revoke_wait_s=0.3,
+    )
+    assign_partitions(loop, consumer)
+    # Ends the batch in any case, so that a revoke waiting for it could not hang the test.
+    backstop = threading.Timer(3.0, release.set)
+    try:
+        _dispatch_batches(loop, handler, [0])
+        stuck = loop._partitions[(TOPIC, 0)].inflight
+        backstop.start()
+
+        started = time.monotonic()
+        loop._on_revoke(consumer, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
+        revoke_took_s = time.monotonic() - started
+
+        assert 0.3 <= revoke_took_s < 2
+        assert not stuck.done()
+        assert loop._orphans == {(TOPIC, 0): stuck}
+        assert consumer.stored == []  # nothing of the stuck batch
+
+        # Given back, the partition dispatches nothing until its old batch is over.
+        loop._on_assign(consumer, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
+        loop._accept([Message(0, offset, b"{}") for offset in range(BATCH)])
+        loop._dispatch()
+        assert loop._partitions[(TOPIC, 0)].inflight is None
+        release.set()
+        stuck.result(timeout=5)
+        loop._dispatch()
+        assert loop._partitions[(TOPIC, 0)].inflight is not None
+    finally:
+        backstop.cancel()
+        release.set()
+        handler.services.stopping.set()
+        loop._executor.shutdown(wait=True)
