@@ -221,6 +221,12 @@ def min_insync_replicas(replication_factor: int) -> int:
     return max(1, min(2, replication_factor - 1))
 
 
+# How long the DLQ keeps a record: a month for someone to read it, where the brokers'
+# default of 7 days is also the shortest window `prune` keeps letters' rows for, so a
+# poison record could be gone from both unread.
+DLQ_RETENTION_MS = 30 * 24 * 3600 * 1000
+
+
 def new_topics(settings: Settings) -> list[NewTopic]:
     """Both topics as the settings ask for them."""
     replicas = settings.kafka_replication_factor
@@ -230,6 +236,7 @@ def new_topics(settings: Settings) -> list[NewTopic]:
             num_partitions=partitions,
             replication_factor=replicas,
             config={
+                **extra,
                 # The DLQ takes more than `moderation` lets in, so a poison record is
                 # always dead-lettered as it came, plus our headers.
                 "max.message.bytes": str(max_bytes),
@@ -242,13 +249,19 @@ def new_topics(settings: Settings) -> list[NewTopic]:
                 "min.insync.replicas": str(min_insync_replicas(replicas)),
             },
         )
-        for name, partitions, max_bytes in (
+        for name, partitions, max_bytes, extra in (
             (
                 settings.kafka_moderation_topic,
                 settings.kafka_moderation_partitions,
                 MAX_TASK_RECORD_BYTES,
+                {},
             ),
-            (settings.kafka_dlq_topic, settings.kafka_dlq_partitions, MAX_RECORD_BYTES),
+            (
+                settings.kafka_dlq_topic,
+                settings.kafka_dlq_partitions,
+                MAX_RECORD_BYTES,
+                {"retention.ms": str(DLQ_RETENTION_MS)},
+            ),
         )
     ]
 

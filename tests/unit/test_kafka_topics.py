@@ -34,6 +34,9 @@ def test_each_topic_gets_its_name_partitions_and_record_limit():
     assert moderation.config["max.message.bytes"] == str(MAX_TASK_RECORD_BYTES)
     assert dlq.config["max.message.bytes"] == str(MAX_RECORD_BYTES)
     assert MAX_RECORD_BYTES > MAX_TASK_RECORD_BYTES
+    # Dead letters are kept a month for someone to read; tasks as the brokers keep records.
+    assert dlq.config["retention.ms"] == str(30 * 24 * 3600 * 1000)
+    assert "retention.ms" not in moderation.config
 
 
 class _AdminWithoutDescribeConfigs:
