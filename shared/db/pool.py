@@ -7,6 +7,7 @@ treat it as temporary without knowing psycopg's exception tree.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -23,6 +24,8 @@ from shared.db import schema_check
 from shared.db.session import Session
 from shared.errors import DatabaseUnavailable
 from shared.logging_setup import drop_repeats
+
+log = logging.getLogger(__name__)
 
 # Errors that say nothing about our SQL or data, only that the server is not
 # answering right now; everything else (constraint violations, syntax) is a bug
@@ -51,6 +54,13 @@ _CONNECTIONS_INTACT = (
     psycopg_pool.PoolTimeout,
     pg_errors.QueryCanceled,
     pg_errors.ReadOnlySqlTransaction,
+    pg_errors.DeadlockDetected,
+    pg_errors.SerializationFailure,
+)
+
+# Failures of one statement, which say nothing of whether the server can be reached.
+_STATEMENT_ONLY = (
+    pg_errors.QueryCanceled,
     pg_errors.DeadlockDetected,
     pg_errors.SerializationFailure,
 )
@@ -149,6 +159,8 @@ class Database:
             weakref.WeakKeyDictionary()
         )
         self._broken_seen_at = -math.inf
+        # When a call first found the server unreachable, until one gets a connection again.
+        self._unreachable_since: float | None = None
 
     def _ensure_open(self) -> None:
         if not self._opened:
@@ -182,6 +194,8 @@ class Database:
             # a request in simple_predict's server. putconn rolls back, or replaces, a
             # connection returned in a transaction or broken.
             conn = self._pool.getconn(timeout=wait_s)
+            if self._unreachable_since is not None:
+                self._note_reachable_again()
             try:
                 yield conn
             finally:
@@ -193,7 +207,20 @@ class Database:
                 # has most likely broken the idle ones too: each is pinged before its next
                 # use, instead of failing one more request apiece.
                 self._broken_seen_at = time.monotonic()
+            if self._unreachable_since is None and not isinstance(error, _STATEMENT_ONLY):
+                self._unreachable_since = time.monotonic()
             raise DatabaseUnavailable(f"PostgreSQL unavailable: {error}") from error
+
+    def _note_reachable_again(self) -> None:
+        """Say, once, that an outage is over: its start is in the log (the failed
+        connects, the 503s, the consumer's retries), and its end would otherwise show
+        only as those lines stopping."""
+        since, self._unreachable_since = self._unreachable_since, None
+        if since is not None:  # another thread may have said it first
+            log.info(
+                "PostgreSQL reachable again",
+                extra={"unreachable_for_s": round(time.monotonic() - since, 1)},
+            )
 
     def _check_if_idle(self, conn: psycopg.Connection) -> None:
         # A busy connection is not pinged (a round trip per use); one that sat idle

@@ -3,6 +3,7 @@ as temporary, and how it recovers from them."""
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -232,3 +233,34 @@ def test_a_statement_timeout_of_zero_leaves_the_roles_own_and_sends_no_options(
 
     assert statement_timeout == "1234ms"
     assert options is None
+
+
+def test_the_first_call_to_get_a_connection_after_an_outage_says_so_once(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="shared.db.pool")
+    db = Database(database_url, min_size=0, max_size=1, connect_timeout_s=0.3)
+    try:
+        # A statement that ran out of time says nothing of the server being reachable.
+        with pytest.raises(DatabaseUnavailable), db.autocommit() as session:
+            session.conn.execute("SET statement_timeout = 50")
+            session.conn.execute("SELECT pg_sleep(1)")
+        with db.autocommit() as session:
+            session.conn.execute("SET statement_timeout = 0")
+        assert not _reachable_again(caplog)
+
+        # No connection to be had in time: the outage as a call sees it.
+        with db.autocommit(), pytest.raises(DatabaseUnavailable), db.autocommit():
+            pass
+        for _ in range(3):
+            with db.autocommit() as session:
+                session.conn.execute("SELECT 1")
+    finally:
+        db.close()
+
+    [line] = _reachable_again(caplog)
+    assert 0 <= line.unreachable_for_s < 5  # from the first failure a call saw
+
+
+def _reachable_again(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage() == "PostgreSQL reachable again"]
