@@ -36,8 +36,8 @@ def lookup_and_model(request: flask.Request) -> flask.Response:
 
 def _stored_ad(request: flask.Request) -> Ad:
     item_id = int(request.args["item_id"])
-    with get_services().db.autocommit() as tx:
-        ad = tx.load_ad_with_seller(item_id)
+    with get_services().db.autocommit() as session:
+        ad = session.load_ad_with_seller(item_id)
     if ad is None:
         flask.abort(404)
     return ad

@@ -61,12 +61,15 @@ REPLAY_MAX_DELAY_S = 60.0
 REJOIN_TIMEOUT_S = (2 * MAX_POLL_INTERVAL_MS + SESSION_TIMEOUT_MS) / 1000
 
 # The longest a revoke waits for the batches of its partitions once they are let go. A
-# batch let go ends its retry waits at once, and then only finishes the statement it is in
-# (the statement timeout ends a slow one on a live server). One held up longer (its
-# database frozen, or a connection half-open after a failover, which no server-side
-# timeout ends) would hold up this member's rebalance, and with the eager assignor the
-# whole group's, for as long as it lasts, up to the rebalance timeout (300 s): it is left
-# running instead, stored and committed nothing for, like a lost partition's batch.
+# batch let go stops at its next retry wait; until then it goes on with the attempt it
+# is in (its read, the model, its writes, publishing its dead letters), which takes
+# milliseconds when all is well and, with a slow database or broker, a few seconds. One
+# held up longer (its database frozen, or a connection half-open after a failover, which
+# no server-side timeout ends) would hold up this member's rebalance, and with the eager
+# assignor the whole group's, for as long as it lasts, up to the rebalance timeout
+# (300 s): it is left running instead, stored and committed nothing for, like a lost
+# partition's batch. Leaving a healthy batch that way costs only a redelivery, whose
+# tasks its own writes finish or have finished.
 REVOKE_WAIT_S = 5.0
 
 BatchHandler = Callable[[list[ConsumedRecord]], object]
@@ -427,7 +430,8 @@ class PartitionedPollLoop:
         log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
 
     def _orphan_batches_still_running(self, keys: list[PartitionKey], *, after_s: float) -> None:
-        """Wait up to `after_s` for the batches of `keys`; leave any still running then as
+        """Cancel the batches of `keys` still queued for a worker; wait up to `after_s` for
+        the others, and leave any still running then as
         a lost partition's are left (REVOKE_WAIT_S): nothing is stored for it, its next
         owner redelivers it, and this member dispatches nothing more of its partition,
         should it come back, until it is over. A write of its that lands late finds its
@@ -438,6 +442,12 @@ class PartitionedPollLoop:
             if (partition := self._partitions.get(key)) is not None
             and partition.inflight is not None
         }
+        for key, future in list(running.items()):
+            if future.cancel():
+                # Queued behind others for a worker, never started: it never will, and
+                # its next owner handles its records.
+                self._partitions[key].inflight = None
+                del running[key]
         if not running:
             return
         wait(running.values(), timeout=after_s)

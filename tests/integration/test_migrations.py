@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -219,6 +220,30 @@ def test_a_migration_gives_up_a_busy_tables_lock_before_the_writes_behind_it_tim
         assert _installed(empty_database) == list(range(1, 7))
     # The reader is gone: the next start applies the rest.
     apply_migrations(empty_database)
+    assert _installed(empty_database) == _versions_on_disk()
+
+
+def test_a_concurrently_step_outlasting_a_roles_idle_in_transaction_timeout_still_succeeds(
+    empty_database: str, tmp_path
+) -> None:
+    # pgmigrate's main connection holds a transaction open, idle, while a NONTRANSACTIONAL
+    # step runs on its other connection. A role given idle_in_transaction_session_timeout
+    # (as behind a pooler) had the server end that connection, and the job exit 1 with
+    # the migration applied; the step here waits out a reader holding the table.
+    _an_ad_on_the_schema_up_to(9, empty_database, tmp_path)
+    with_idle_timeout = psycopg.conninfo.make_conninfo(
+        empty_database, options="-c idle_in_transaction_session_timeout=500"
+    )
+    with (
+        psycopg.connect(empty_database, connect_timeout=5) as reader,
+        ThreadPoolExecutor(1) as migrator,
+    ):
+        reader.execute("SELECT count(*) FROM moderation_results")  # a read, still open
+        migrating = migrator.submit(apply_migrations, with_idle_timeout)
+        time.sleep(2)  # four times the idle timeout, the step waiting for the reader
+        reader.rollback()
+        migrating.result(timeout=60)
+
     assert _installed(empty_database) == _versions_on_disk()
 
 

@@ -22,7 +22,7 @@ def _operations(cls: type) -> dict[str, list[tuple[str, object, object]]]:
     }
 
 
-def test_the_in_memory_transaction_has_every_operation_of_the_real_one_with_its_parameters():
+def test_the_in_memory_session_has_every_operation_of_the_real_one_with_its_parameters():
     real, fake = _operations(Session), _operations(InMemorySession)
 
     assert sorted(real) == sorted(fake)

@@ -171,3 +171,40 @@ def test_a_batch_still_running_past_the_revokes_wait_is_left_uncommitted_as_an_o
         release.set()
         handler.services.stopping.set()
         loop._executor.shutdown(wait=True)
+
+
+def test_a_batch_still_queued_for_a_worker_at_its_revoke_never_runs():
+    consumer, handler = RecordingConsumer(), _WaitingHandler()
+    release = threading.Event()
+    handler.services.sleep = lambda seconds: release.wait(seconds)  # a wait no let-go ends
+    loop = PartitionedPollLoop(
+        consumer,  # type: ignore[arg-type]
+        TOPIC,
+        handler,
+        batch_size=BATCH,
+        poll_timeout_s=0.1,
+        max_workers=1,  # partition 1's batch waits behind partition 0's
+        revoke_wait_s=0.3,
+    )
+    assign_partitions(loop, consumer)
+    backstop = threading.Timer(3.0, release.set)
+    try:
+        loop._accept([Message(p, offset, b"{}") for p in (0, 1) for offset in range(BATCH)])
+        loop._dispatch()
+        assert handler.waiting.acquire(timeout=5), "partition 0's batch never started"
+        queued = loop._partitions[(TOPIC, 1)].inflight
+        backstop.start()
+
+        loop._on_revoke(consumer, [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)])  # type: ignore[list-item]
+        release.set()
+        loop._executor.shutdown(wait=True)
+
+        assert queued.cancelled()
+        assert list(loop._orphans) == [(TOPIC, 0)]
+        assert 1 not in handler.ended  # its handler never ran
+        assert consumer.stored == []
+    finally:
+        backstop.cancel()
+        release.set()
+        handler.services.stopping.set()
+        loop._executor.shutdown(wait=True)
