@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from confluent_kafka import TopicPartition
 
 from shared.cancellation import BatchLetGo, ShutdownRequested
-from shared.kafka.poll_loop import PartitionedPollLoop
+from shared.kafka.poll_loop import REVOKE_WAIT_S, PartitionedPollLoop
 from shared.kafka.record import ConsumedRecord
 from tests.fakes import fake_services
 from tests.unit.fake_kafka import TOPIC, Message, RecordingConsumer, assign_partitions
@@ -41,18 +43,30 @@ class _WaitingHandler:
         self.ended[partition] = "waited"
 
 
-@pytest.fixture
-def loop():
-    consumer, handler = RecordingConsumer(), _WaitingHandler()
+def _assigned_loop(
+    consumer: RecordingConsumer,
+    handler: _WaitingHandler,
+    *,
+    max_workers: int = 4,
+    revoke_wait_s: float = REVOKE_WAIT_S,
+) -> PartitionedPollLoop:
     loop = PartitionedPollLoop(
         consumer,  # type: ignore[arg-type]
         TOPIC,
         handler,
         batch_size=BATCH,
         poll_timeout_s=0.1,
-        max_workers=4,
+        max_workers=max_workers,
+        revoke_wait_s=revoke_wait_s,
     )
     assign_partitions(loop, consumer)
+    return loop
+
+
+@pytest.fixture
+def loop():
+    consumer, handler = RecordingConsumer(), _WaitingHandler()
+    loop = _assigned_loop(consumer, handler)
     yield loop, consumer, handler
     handler.services.stopping.set()  # whatever still waits
     loop._executor.shutdown(wait=True)
@@ -125,28 +139,31 @@ def test_a_lost_partitions_finished_batch_is_forgotten_even_if_it_never_comes_ba
     assert loop._orphans == {}
 
 
-def test_a_batch_still_running_past_the_revokes_wait_is_left_uncommitted_as_an_orphan():
-    # A batch its let-go cannot end (a statement on a frozen database, say) must not hold
-    # up the rebalance, and the group's with it, for as long as it lasts.
+@contextmanager
+def _batches_no_let_go_ends(max_workers: int) -> Iterator[tuple]:
+    """A loop whose batches wait on `release`, which no let-go ends (a statement on a
+    frozen database, say), and whose revokes wait 0.3 s for them. Released after 3 s
+    in any case, so that a revoke waiting for a batch could not hang a test."""
     consumer, handler = RecordingConsumer(), _WaitingHandler()
     release = threading.Event()
-    handler.services.sleep = lambda seconds: release.wait(seconds)  # a wait no let-go ends
-    loop = PartitionedPollLoop(
-        consumer,  # type: ignore[arg-type]
-        TOPIC,
-        handler,
-        batch_size=BATCH,
-        poll_timeout_s=0.1,
-        max_workers=4,
-        revoke_wait_s=0.3,
-    )
-    assign_partitions(loop, consumer)
-    # Ends the batch in any case, so that a revoke waiting for it could not hang the test.
+    handler.services.sleep = lambda seconds: release.wait(seconds)
+    loop = _assigned_loop(consumer, handler, max_workers=max_workers, revoke_wait_s=0.3)
     backstop = threading.Timer(3.0, release.set)
+    backstop.start()
     try:
+        yield loop, consumer, handler, release
+    finally:
+        backstop.cancel()
+        release.set()
+        handler.services.stopping.set()
+        loop._executor.shutdown(wait=True)
+
+
+def test_a_batch_still_running_past_the_revokes_wait_is_left_uncommitted_as_an_orphan():
+    # One that must not hold up the rebalance, and the group's with it, while it lasts.
+    with _batches_no_let_go_ends(max_workers=4) as (loop, consumer, handler, release):
         _dispatch_batches(loop, handler, [0])
         stuck = loop._partitions[(TOPIC, 0)].inflight
-        backstop.start()
 
         started = time.monotonic()
         loop._on_revoke(consumer, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
@@ -166,36 +183,18 @@ def test_a_batch_still_running_past_the_revokes_wait_is_left_uncommitted_as_an_o
         stuck.result(timeout=5)
         loop._dispatch()
         assert loop._partitions[(TOPIC, 0)].inflight is not None
-    finally:
-        backstop.cancel()
-        release.set()
-        handler.services.stopping.set()
-        loop._executor.shutdown(wait=True)
 
 
 def test_a_batch_still_queued_for_a_worker_at_its_revoke_never_runs():
-    consumer, handler = RecordingConsumer(), _WaitingHandler()
-    release = threading.Event()
-    handler.services.sleep = lambda seconds: release.wait(seconds)  # a wait no let-go ends
-    loop = PartitionedPollLoop(
-        consumer,  # type: ignore[arg-type]
-        TOPIC,
-        handler,
-        batch_size=BATCH,
-        poll_timeout_s=0.1,
-        max_workers=1,  # partition 1's batch waits behind partition 0's
-        revoke_wait_s=0.3,
-    )
-    assign_partitions(loop, consumer)
-    backstop = threading.Timer(3.0, release.set)
-    try:
+    # One worker: partition 1's batch waits behind partition 0's.
+    with _batches_no_let_go_ends(max_workers=1) as (loop, consumer, handler, release):
         loop._accept([Message(p, offset, b"{}") for p in (0, 1) for offset in range(BATCH)])
         loop._dispatch()
         assert handler.waiting.acquire(timeout=5), "partition 0's batch never started"
         queued = loop._partitions[(TOPIC, 1)].inflight
-        backstop.start()
 
-        loop._on_revoke(consumer, [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)])  # type: ignore[list-item]
+        revoked = [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)]
+        loop._on_revoke(consumer, revoked)  # type: ignore[arg-type]
         release.set()
         loop._executor.shutdown(wait=True)
 
@@ -203,8 +202,3 @@ def test_a_batch_still_queued_for_a_worker_at_its_revoke_never_runs():
         assert list(loop._orphans) == [(TOPIC, 0)]
         assert 1 not in handler.ended  # its handler never ran
         assert consumer.stored == []
-    finally:
-        backstop.cancel()
-        release.set()
-        handler.services.stopping.set()
-        loop._executor.shutdown(wait=True)
