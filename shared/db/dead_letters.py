@@ -9,6 +9,7 @@ again) still gets its own.
 
 from __future__ import annotations
 
+from base64 import b64decode, b64encode
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -28,7 +29,20 @@ class DeadLetter:
     source_offset: int
     key: bytes | None
     value: bytes | None
-    headers: dict[str, str]
+    headers: dict[str, str]  # ours: why and where (`x-error-class`, `x-source-offset`, ...)
+    # The record's own headers, as it came (V0011).
+    source_headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def _stored_headers(headers: Sequence[tuple[str, bytes]]) -> Jsonb:
+    """Header pairs as JSONB: [name, value], both base64 (V0011)."""
+    return Jsonb(
+        [[b64encode(name.encode()).decode(), b64encode(value).decode()] for name, value in headers]
+    )
+
+
+def _read_headers(stored: Sequence[Sequence[str]]) -> tuple[tuple[str, bytes], ...]:
+    return tuple((b64decode(name).decode(), b64decode(value)) for name, value in stored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +60,8 @@ def insert_dead_letters(
         row = conn.execute(
             """
             INSERT INTO dead_letters (task_id, source_topic, source_partition, source_offset,
-                                      record_key, record_value, headers)
-            VALUES (%s, %s, %s, %s, %s, %s, %s)
+                                      record_key, record_value, headers, source_headers)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT DO NOTHING
             RETURNING id
             """,
@@ -59,6 +73,7 @@ def insert_dead_letters(
                 letter.key,
                 letter.value,
                 Jsonb(letter.headers),
+                _stored_headers(letter.source_headers),
             ),
         ).fetchone()
         if row:
@@ -76,8 +91,7 @@ def mark_dead_letters_published(conn: psycopg.Connection, ids: Sequence[int]) ->
 
 
 _LOCK_UNPUBLISHED = (
-    f"SELECT id FROM dead_letters WHERE id = ANY(%s) AND {STILL_UNPUBLISHED}"
-    " FOR UPDATE SKIP LOCKED"
+    f"SELECT id FROM dead_letters WHERE id = ANY(%s) AND {STILL_UNPUBLISHED} FOR UPDATE SKIP LOCKED"
 )
 
 
@@ -87,10 +101,11 @@ def lock_unpublished_dead_letters(conn: psycopg.Connection, ids: Sequence[int]) 
     return [row[0] for row in rows]
 
 
-# What one claim may read of letters' keys and values. A letter holds its record whole, up
-# to the topic's 1 MiB, so a sweep's 500 could be 500 MiB read, held and sent at once, and
-# again every sweep while the DLQ refuses them (a topic whose max.message.bytes is too
-# small, say): enough to get a memory-capped relay killed, or its claim timed out.
+# What one claim may read of letters' records (keys, values, headers). A letter holds its
+# record whole, up to the topic's 1 MiB, so a sweep's 500 could be 500 MiB read, held and
+# sent at once, and again every sweep while the DLQ refuses them (a topic whose
+# max.message.bytes is too small, say): enough to get a memory-capped relay killed, or
+# its claim timed out.
 MAX_BYTES_PER_CLAIM = 16 * 1024 * 1024
 
 
@@ -123,10 +138,12 @@ def claim_unpublished_dead_letters(
 ) -> LetterClaim:
     """Unpublished letters past the grace period, the least tried first (then the oldest):
     see `count_publish_tries`. At most `limit` of them, and as many of those as fit in
-    `max_bytes` of keys and values (one at least, whatever its size)."""
+    `max_bytes` of keys, values and the records' own headers (one at least, whatever
+    its size)."""
     sizes = conn.execute(
         """
         SELECT id, coalesce(octet_length(record_key), 0) + coalesce(octet_length(record_value), 0)
+                   + octet_length(source_headers::text)
         FROM dead_letters
         WHERE published_at IS NULL AND created_at < now() - make_interval(secs => %s)
         ORDER BY publish_tries, id
@@ -143,14 +160,17 @@ def claim_unpublished_dead_letters(
     rows = conn.execute(
         """
         SELECT id, task_id, source_topic, source_partition, source_offset,
-               record_key, record_value, headers
+               record_key, record_value, headers, source_headers
         FROM dead_letters WHERE id = ANY(%s)
         ORDER BY publish_tries, id
         """,
         (ids,),
         prepare=False,
     ).fetchall()
-    return LetterClaim([StoredDeadLetter(row[0], DeadLetter(*row[1:])) for row in rows], full)
+    letters = [
+        StoredDeadLetter(row[0], DeadLetter(*row[1:8], _read_headers(row[8]))) for row in rows
+    ]
+    return LetterClaim(letters, full)
 
 
 def _within_bytes(sizes: Sequence[tuple[int, int]], max_bytes: int) -> list[int]:

@@ -76,8 +76,7 @@ def create_task_for_existing_ad(conn: psycopg.Connection, item_id: int) -> int |
 
 
 _MARK_PUBLISHED = (
-    "UPDATE moderation_results SET published_at = now()"
-    f" WHERE id = ANY(%s) AND {STILL_UNPUBLISHED}"
+    f"UPDATE moderation_results SET published_at = now() WHERE id = ANY(%s) AND {STILL_UNPUBLISHED}"
 )
 
 

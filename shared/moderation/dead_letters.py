@@ -58,6 +58,7 @@ def build_dead_letter(
         # PostgreSQL's JSONB refuses a NUL in a string, and a letter it refuses would
         # fail its batch on every delivery; an exception's message may quote one.
         headers={name: value.replace("\x00", "\\x00") for name, value in headers.items()},
+        source_headers=record.headers,
     )
 
 
@@ -93,22 +94,23 @@ def _item_id(value: bytes | None) -> int | None:
 
 
 def dead_letter_records(topic: str, stored: Sequence[StoredDeadLetter]) -> list[OutgoingRecord]:
-    """The letters as records, each with its outbox row's id (`x-dead-letter-id`): a letter
-    may reach the topic twice (see shared/kafka/config.py), and its copies share the id."""
-    return [
-        OutgoingRecord(
-            topic,
-            item.letter.key,
-            item.letter.value,
-            tuple(
-                (name, value.encode())
-                for name, value in sorted(
-                    {**item.letter.headers, DEAD_LETTER_ID_HEADER: str(item.id)}.items()
-                )
-            ),
-        )
-        for item in stored
-    ]
+    """The letters as records: the record's key, value and headers as they came, then
+    ours, with the outbox row's id (`x-dead-letter-id`): a letter may reach the topic
+    twice (see shared/kafka/config.py), and its copies share the id. A header of the
+    record's own named as one of ours is left out, so that each of ours is there once and
+    a producer cannot pass one off as ours."""
+    return [_dead_letter_record(topic, item) for item in stored]
+
+
+def _dead_letter_record(topic: str, item: StoredDeadLetter) -> OutgoingRecord:
+    ours = {**item.letter.headers, DEAD_LETTER_ID_HEADER: str(item.id)}
+    theirs = tuple((name, value) for name, value in item.letter.source_headers if name not in ours)
+    return OutgoingRecord(
+        topic,
+        item.letter.key,
+        item.letter.value,
+        theirs + tuple((name, value.encode()) for name, value in sorted(ours.items())),
+    )
 
 
 def publish_dead_letters(services: Services, stored: Sequence[StoredDeadLetter]) -> None:

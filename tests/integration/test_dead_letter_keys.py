@@ -1,11 +1,12 @@
-"""The dead-letter outbox's unique keys on the real database: a redelivered record is
-recorded once, and another record at a position reused since gets a letter of its own."""
+"""The dead-letter outbox on the real database: its unique keys (a redelivered record is
+recorded once, and another record at a position reused since gets a letter of its own),
+and the record's own headers, kept as they came."""
 
 from __future__ import annotations
 
 import psycopg
 
-from shared.db.dead_letters import DeadLetter, insert_dead_letters
+from shared.db.dead_letters import DeadLetter, claim_unpublished_dead_letters, insert_dead_letters
 
 
 def _letter(value: bytes | None, key: bytes | None = b"7") -> DeadLetter:
@@ -49,3 +50,25 @@ def test_a_null_value_and_an_empty_one_are_different_records(database_url):
         null_again = insert_dead_letters(conn, [_letter(None)])
 
     assert [len(null), len(empty), len(null_again)] == [1, 1, 0]
+
+
+def test_a_letter_keeps_its_records_own_headers_byte_for_byte(database_url):
+    # Any bytes, in names too: JSONB itself would take no NUL in a string.
+    source_headers = (("traceparent", b"00-abc-01"), ("na\x00me", b"\x00\xff"), ("a", b""))
+    letter = DeadLetter(
+        task_id=None,
+        source_topic="moderation",
+        source_partition=0,
+        source_offset=42,
+        key=b"7",
+        value=b"not json",
+        headers={"x-error-class": "permanent"},
+        source_headers=source_headers,
+    )
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        [stored] = insert_dead_letters(conn, [letter])
+        with conn.transaction():
+            claim = claim_unpublished_dead_letters(conn, older_than_s=0, limit=10)
+
+    assert [item.id for item in claim.letters] == [stored.id]
+    assert claim.letters[0].letter == letter

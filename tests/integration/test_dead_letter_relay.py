@@ -46,7 +46,8 @@ def _letter(offset: int, value: bytes) -> DeadLetter:
 
 def test_a_claim_takes_the_letters_that_fit_in_its_bytes_and_at_least_one(settings):
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
-        # Keys of 1 byte and values of 1,000: 1,001 bytes a letter, the last without a value.
+        # Keys of 1 byte, values of 1,000 and no headers of the record's own ("[]", 2 bytes
+        # as the outbox keeps them): 1,003 bytes a letter, the last 3 without a value.
         insert_dead_letters(conn, [_letter(offset, b"v" * 1000) for offset in range(4)])
         insert_dead_letters(conn, [_letter(4, None)])
 
@@ -59,9 +60,10 @@ def test_a_claim_takes_the_letters_that_fit_in_its_bytes_and_at_least_one(settin
 
         # Cut short by its bytes, a claim says it is full: more letters are waiting.
         assert claimed_offsets(2_500) == ([0, 1], True)
-        assert claimed_offsets(4_005) == ([0, 1, 2, 3, 4], False)  # the last has no value
+        assert claimed_offsets(4_015) == ([0, 1, 2, 3, 4], False)  # the last has no value
         assert claimed_offsets(10) == ([0], True)  # larger than the budget: taken all the same
-        assert claimed_offsets(4_005, limit=5) == ([0, 1, 2, 3, 4], True)
+        assert claimed_offsets(4_015, limit=5) == ([0, 1, 2, 3, 4], True)
+        assert claimed_offsets(4_014) == ([0, 1, 2, 3], True)  # a byte short of the last
 
 
 def test_a_relay_call_goes_on_sweeping_letters_its_bytes_cut_short(settings):

@@ -92,6 +92,36 @@ def test_malformed_record_is_dead_lettered_with_its_reason_and_valid_neighbours_
     assert report.completed == 2
 
 
+def test_a_letter_carries_the_records_own_headers_first_and_ours_only_once():
+    services = fake_services()
+    poison = ConsumedRecord(
+        TOPIC,
+        0,
+        100,
+        b"1",
+        b"not json",
+        (
+            ("traceparent", b"00-4bf92f3577b34da6-00f067aa0ba902b7-01"),
+            ("raw", b"\x00\xff"),
+            ("x-error-class", b"forged"),  # one of ours, from the producer
+            ("traceparent", b"a second value"),
+        ),
+    )
+
+    process_moderation_batch(services, [poison])
+
+    (letter,) = services.publisher.on_topic("moderation_dlq")
+    names = [name for name, _ in letter.headers]
+    assert letter.headers[:3] == (
+        ("traceparent", b"00-4bf92f3577b34da6-00f067aa0ba902b7-01"),
+        ("raw", b"\x00\xff"),
+        ("traceparent", b"a second value"),
+    )
+    assert names.count("x-error-class") == 1
+    assert dict(letter.headers)["x-error-class"] == b"permanent"
+    assert "x-dead-letter-id" in names
+
+
 def test_each_letter_is_logged_once_durable_with_its_task_item_and_reason(caplog):
     services = fake_services()
     gone = accepted_task(services, 5)
