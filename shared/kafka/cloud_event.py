@@ -15,6 +15,7 @@ inside the envelope, carries it as that value's JSON text.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 
@@ -69,11 +70,39 @@ def _record_of(event: CloudEvent, *, default_topic: str) -> ConsumedRecord:
         key=_key_bytes(key),
         value=_as_bytes(event.get_data()),
         headers=tuple(
-            (name[len(_HEADER_PREFIX) :], _utf8(str(value)))
+            (name[len(_HEADER_PREFIX) :], _attribute_bytes(value))
             for name, value in sorted(attributes.items())
-            if name.startswith(_HEADER_PREFIX) and len(name) > len(_HEADER_PREFIX)
+            if name.startswith(_HEADER_PREFIX)
+            and len(name) > len(_HEADER_PREFIX)
+            and _is_utf8(name)
         ),
     )
+
+
+def _is_utf8(name: str) -> bool:
+    """Whether a header's name has a UTF-8 form: a structured event's JSON may name one
+    with a lone surrogate, which no producer could send on, nor the outbox keep, so that
+    its dead letter could never be written and the platform would redeliver it for good.
+    Such a header is left out, as the poll loop leaves out the headers it cannot decode."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _attribute_bytes(value: object) -> bytes:
+    """An extension attribute as bytes: a string as it came; any other JSON value of a
+    structured event as its JSON, which is no longer than it was in the request (its
+    Python repr could be 2.5 times that, and push a dead letter past the DLQ's limit)."""
+    if isinstance(value, str):
+        return _utf8(value)
+    try:
+        return _utf8(json.dumps(value, ensure_ascii=False))
+    except (RecursionError, ValueError):
+        # Nested as deep as json.loads took and no deeper: kept empty, for the record to
+        # be handled rather than its request to fail for good.
+        return b""
 
 
 def _topic_of(source: str) -> str | None:
@@ -98,7 +127,7 @@ def _kafka_position(subject: str) -> tuple[int, int] | None:
 def _key_bytes(key: object) -> bytes | None:
     if key is None or isinstance(key, bytes):
         return key
-    return _utf8(str(key))  # structured mode may carry it as a JSON number
+    return _attribute_bytes(key)  # structured mode may carry it as a JSON number
 
 
 def _unchanged(data: object) -> object:

@@ -60,6 +60,26 @@ def test_kafka_headers_come_back_from_their_extensions():
     assert record.headers == (("traceparent", b"00-abc-01"),)
 
 
+def test_a_structured_events_headers_keep_their_size_and_drop_names_utf8_cannot_hold():
+    envelope = (
+        '{"specversion": "1.0", "type": "t", "source": "s#moderation", "id": "1",'
+        ' "subject": "partition:0#5", "data": "{}",'
+        ' "kafkaheadertrace": "00-abc-01", "kafkaheader\\ud800": "v",'
+        ' "kafkaheaderwide": ["\U000f0000\U000f0000"], "kafkaheadercount": 7}'
+    ).encode()
+
+    record = record_from_http(
+        {"content-type": "application/cloudevents+json"}, envelope, default_topic="m"
+    )
+
+    # Sorted by name; a JSON value as JSON, no longer than it came (its repr was 2.5x).
+    assert record.headers == (
+        ("count", b"7"),
+        ("trace", b"00-abc-01"),
+        ("wide", '["\U000f0000\U000f0000"]'.encode()),
+    )
+
+
 def test_a_request_that_is_not_a_cloud_event_is_refused():
     with pytest.raises(InvalidCloudEvent, match="Not a CloudEvent"):
         record_from_http({"content-type": "application/json"}, b"{}", default_topic="m")
