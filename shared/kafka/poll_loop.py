@@ -431,11 +431,11 @@ class PartitionedPollLoop:
 
     def _orphan_batches_still_running(self, keys: list[PartitionKey], *, after_s: float) -> None:
         """Cancel the batches of `keys` still queued for a worker; wait up to `after_s` for
-        the others, and leave any still running then as
-        a lost partition's are left (REVOKE_WAIT_S): nothing is stored for it, its next
-        owner redelivers it, and this member dispatches nothing more of its partition,
-        should it come back, until it is over. A write of its that lands late finds its
-        tasks finished, or finishes them as the redelivery would have."""
+        the others, and leave any still running then as a lost partition's are left
+        (REVOKE_WAIT_S): nothing is stored for it, its next owner redelivers it, and this
+        member dispatches nothing more of its partition, should it come back, until it is
+        over. A write of its that lands late finds its tasks finished, or finishes them as
+        the redelivery would have."""
         running = {
             key: partition.inflight
             for key in keys
