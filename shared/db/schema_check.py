@@ -1,8 +1,9 @@
 """Whether the database holds what the service uses: the tables the migrations create,
-with the privileges the service needs on them.
+with their columns and the privileges the service needs on them.
 
-A readiness check asks, since a database never migrated, or a role that may not use
-its tables, answers `SELECT 1` all the same, and every request then fails as a bug.
+A readiness check asks, since a database never migrated, migrated only part of the way,
+or a role that may not use its tables, answers `SELECT 1` all the same, and every
+request then fails as a bug.
 """
 
 from __future__ import annotations
@@ -22,12 +23,53 @@ REQUIRED_PRIVILEGES = {
 }
 # The tables whose rows the service numbers from their id sequences.
 NUMBERED = ("moderation_results", "dead_letters")
+# Every column of those tables as the newest migration leaves them. A release deployed
+# before its migrations ran (the order the README's deployment gives is the other way)
+# would otherwise pass as ready and fail the statements that name a new column; a test
+# holds this list to the migrated schema, so a migration that adds a column adds it here.
+REQUIRED_COLUMNS = {
+    "ads": ("id", "seller_id", "name", "description", "category", "images_qty", "created_at"),
+    "sellers": ("id", "is_verified", "created_at"),
+    "moderation_results": (
+        "id",
+        "item_id",
+        "status",
+        "is_violation",
+        "probability",
+        "model_version",
+        "error_message",
+        "attempts",
+        "first_failure_at",
+        "last_failure_at",
+        "created_at",
+        "published_at",
+        "processed_at",
+        "publish_tries",
+    ),
+    "idempotency_keys": ("key", "task_id", "item_id", "created_at", "expires_at"),
+    "dead_letters": (
+        "id",
+        "task_id",
+        "source_topic",
+        "source_partition",
+        "source_offset",
+        "record_key",
+        "record_value",
+        "headers",
+        "created_at",
+        "published_at",
+        "publish_tries",
+        "source_headers",
+    ),
+}
 
 
 def unusable_tables(conn: psycopg.Connection) -> list[str]:
-    """The required tables missing from the search path or lacking a privilege, and the
-    id sequences the role may not draw from."""
+    """The required tables missing from the search path or lacking a privilege, the
+    columns missing from the tables found, and the id sequences the role may not draw
+    from."""
     wanted = [(table, p) for table, privileges in REQUIRED_PRIVILEGES.items() for p in privileges]
+    columns = [(table, c) for table, names in REQUIRED_COLUMNS.items() for c in names]
     # One privilege a call: given a list, has_table_privilege answers whether the role
     # holds any of them. It gives NULL for a table to_regclass does not find. nextval
     # takes USAGE or UPDATE on the sequence; a table of ours has an id column, but one of
@@ -52,12 +94,21 @@ def unusable_tables(conn: psycopg.Connection) -> list[str]:
                 has_sequence_privilege(pg_get_serial_sequence(name, 'id'), 'USAGE, UPDATE'), true
             )
         END
+        UNION ALL
+        SELECT name || '.' || column_name
+        FROM unnest(%(column_tables)s::text[], %(columns)s::text[]) AS needed(name, column_name)
+        WHERE to_regclass(name) IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM pg_attribute
+            WHERE attrelid = to_regclass(name) AND attname = column_name AND NOT attisdropped
+        )
         ORDER BY 1
         """,
         {
             "names": [table for table, _ in wanted],
             "privileges": [privilege for _, privilege in wanted],
             "numbered": list(NUMBERED),
+            "column_tables": [table for table, _ in columns],
+            "columns": [column for _, column in columns],
         },
     ).fetchall()
     return [name for (name,) in rows]

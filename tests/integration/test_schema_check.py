@@ -10,6 +10,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from shared.db import schema_check
 from shared.db.pool import Database
 from shared.errors import DatabaseUnavailable
 
@@ -93,10 +94,57 @@ def test_a_table_of_the_same_name_earlier_on_the_search_path_is_named_not_a_cras
                 sql.SQL("CREATE TABLE {}.dead_letters (x int)").format(sql.Identifier(schema))
             )
             shadowed = make_conninfo(database_url, options=f"-c search_path={schema},public")
-            with pytest.raises(DatabaseUnavailable, match=r"dead_letters\.id's sequence missing"):
+            with pytest.raises(DatabaseUnavailable) as raised:
                 _ping(shadowed)
         finally:
             admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    assert "dead_letters.id's sequence" in str(raised.value)
+    assert "dead_letters.source_headers" in str(raised.value)
+
+
+def test_the_required_columns_are_those_the_migrations_leave(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE table_schema = 'public' AND table_name = ANY(%s)",
+            [list(schema_check.REQUIRED_COLUMNS)],
+        ).fetchall()
+    migrated: dict[str, set[str]] = {}
+    for table, column in rows:
+        migrated.setdefault(table, set()).add(column)
+    assert migrated == {
+        table: set(columns) for table, columns in schema_check.REQUIRED_COLUMNS.items()
+    }
+
+
+def test_a_database_missing_a_newer_migrations_column_is_not_ready(database_url: str) -> None:
+    """A release deployed before its migrations ran: the tables are there, the newest
+    column is not."""
+    schema = f"behind_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        try:
+            for table in schema_check.REQUIRED_COLUMNS:
+                admin.execute(
+                    sql.SQL("CREATE TABLE {}.{} (LIKE public.{} INCLUDING ALL)").format(
+                        sql.Identifier(schema), sql.Identifier(table), sql.Identifier(table)
+                    )
+                )
+            behind = make_conninfo(database_url, options=f"-c search_path={schema}")
+            _ping(behind)  # a full copy of the schema is ready
+            admin.execute(
+                sql.SQL("ALTER TABLE {}.dead_letters DROP COLUMN source_headers").format(
+                    sql.Identifier(schema)
+                )
+            )
+            with pytest.raises(DatabaseUnavailable) as raised:
+                _ping(behind)
+        finally:
+            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    assert str(raised.value).startswith(
+        "the database is not ready for the service: dead_letters.source_headers missing"
+    )
+    assert "python -m shared.db.migrations" in str(raised.value)
 
 
 def test_a_database_never_migrated_is_not_ready_and_told_to_migrate(database_url: str) -> None:
