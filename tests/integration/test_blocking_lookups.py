@@ -59,10 +59,10 @@ def test_no_row_is_none_and_a_bad_statement_raises_psycopgs_error(database_url: 
 def test_the_ad_lookup_reads_the_ad_and_its_sellers_flag(settings: Settings) -> None:
     with wired_services(settings) as services:
         [item_id] = seed_ads(services, 1, name="Road bike")
-        with services.db.autocommit() as tx:
-            ad = load_ad_with_seller(tx.conn, item_id)
-            missing = load_ad_with_seller(tx.conn, item_id + 1)
-            [seller_id] = tx.conn.execute(
+        with services.db.autocommit() as session:
+            ad = load_ad_with_seller(session.conn, item_id)
+            missing = load_ad_with_seller(session.conn, item_id + 1)
+            [seller_id] = session.conn.execute(
                 "SELECT seller_id FROM ads WHERE id = %s", (item_id,)
             ).fetchone()
     assert ad == Ad(
@@ -82,13 +82,13 @@ def test_a_dropped_connection_is_a_temporary_error_and_the_pool_replaces_it(
 ) -> None:
     with wired_services(settings) as services:
         [item_id] = seed_ads(services, 1)
-        with pytest.raises(DatabaseUnavailable), services.db.autocommit() as tx:
-            backend = tx.conn.info.backend_pid
+        with pytest.raises(DatabaseUnavailable), services.db.autocommit() as session:
+            backend = session.conn.info.backend_pid
             with psycopg.connect(settings.database_url, autocommit=True) as admin:
                 admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
-            tx.load_ad_with_seller(item_id)
-        with services.db.autocommit() as tx:
-            assert tx.load_ad_with_seller(item_id).item_id == item_id
+            session.load_ad_with_seller(item_id)
+        with services.db.autocommit() as session:
+            assert session.load_ad_with_seller(item_id).item_id == item_id
 
 
 def test_a_batch_statement_returns_every_row_and_runs_in_the_callers_transaction(

@@ -57,9 +57,9 @@ def test_behind_pgbouncer_in_transaction_mode_every_answer_is_its_requests(
                 for _ in range(ROUNDS):
                     with services.db.transaction() as tx:
                         task_id = tx.create_task_for_existing_ad(item_id)
-                    with services.db.autocommit() as tx:
-                        task = tx.get_task(task_id)
-                        ad = tx.load_ad_with_seller(item_id)
+                    with services.db.autocommit() as session:
+                        task = session.get_task(task_id)
+                        ad = session.load_ad_with_seller(item_id)
                     if task is None or task.item_id != item_id or ad is None:
                         mismatches.append(f"task {task_id} of item {item_id}: {task}, {ad}")
                     elif ad.item_id != item_id:
@@ -77,8 +77,8 @@ def test_behind_pgbouncer_in_transaction_mode_every_answer_is_its_requests(
 
     assert errors == []
     assert mismatches == []
-    with wired_services(settings) as direct, direct.db.autocommit() as tx:
-        created = tx.conn.execute("SELECT count(*) FROM moderation_results").fetchone()[0]
+    with wired_services(settings) as direct, direct.db.autocommit() as session:
+        created = session.conn.execute("SELECT count(*) FROM moderation_results").fetchone()[0]
     assert created == CLIENTS * ROUNDS
 
 

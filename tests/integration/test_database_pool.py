@@ -54,8 +54,8 @@ def test_after_its_connections_are_dropped_only_one_request_fails(
         outcomes = []
         for _ in range(POOLED):
             try:
-                with db.autocommit() as tx:
-                    outcomes.append(tx.conn.execute("SELECT 1").fetchone()[0])
+                with db.autocommit() as session:
+                    outcomes.append(session.conn.execute("SELECT 1").fetchone()[0])
             except DatabaseUnavailable:
                 outcomes.append("unavailable")
     finally:
@@ -68,10 +68,10 @@ def test_after_its_connections_are_dropped_only_one_request_fails(
 def test_a_write_refused_by_a_read_only_server_is_a_temporary_error(database_url: str) -> None:
     db = Database(database_url, min_size=0, max_size=1)
     try:
-        with pytest.raises(DatabaseUnavailable, match="read-only"), db.autocommit() as tx:
+        with pytest.raises(DatabaseUnavailable, match="read-only"), db.autocommit() as session:
             # What a server in recovery, or one just promoted from it, answers to a write.
-            tx.conn.execute("SET default_transaction_read_only = on")
-            tx.conn.execute("CREATE TABLE refused_by_a_read_only_server (id int)")
+            session.conn.execute("SET default_transaction_read_only = on")
+            session.conn.execute("CREATE TABLE refused_by_a_read_only_server (id int)")
     finally:
         db.close()
 
@@ -93,10 +93,10 @@ def test_a_transaction_rolled_back_to_break_a_deadlock_is_a_temporary_error(
 
     def lock_in_order(first: int, second: int) -> None:
         try:
-            with db.autocommit() as tx, tx.atomic():
-                tx.conn.execute(f"UPDATE {table} SET n = n + 1 WHERE id = %s", (first,))
+            with db.autocommit() as session, session.atomic():
+                session.conn.execute(f"UPDATE {table} SET n = n + 1 WHERE id = %s", (first,))
                 both_hold_their_first_row.wait()
-                tx.conn.execute(f"UPDATE {table} SET n = n + 1 WHERE id = %s", (second,))
+                session.conn.execute(f"UPDATE {table} SET n = n + 1 WHERE id = %s", (second,))
             outcomes[first] = "committed"
         except DatabaseUnavailable as error:
             outcomes[first] = str(error)
@@ -133,10 +133,12 @@ def test_options_in_the_url_reach_the_pooled_connections_beside_the_statement_ti
     )
     db = Database(url, min_size=0, max_size=1, statement_timeout_ms=4321)
     try:
-        with db.autocommit() as tx:
-            search_path = tx.conn.execute("SHOW search_path").fetchone()[0]
-            statement_timeout = tx.conn.execute("SHOW statement_timeout").fetchone()[0]
-            idle_timeout = tx.conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()[0]
+        with db.autocommit() as session:
+            search_path = session.conn.execute("SHOW search_path").fetchone()[0]
+            statement_timeout = session.conn.execute("SHOW statement_timeout").fetchone()[0]
+            idle_timeout = session.conn.execute(
+                "SHOW idle_in_transaction_session_timeout"
+            ).fetchone()[0]
     finally:
         db.close()
 
@@ -182,11 +184,11 @@ def test_without_prepared_statements_nothing_is_prepared_on_the_server(settings)
             task_id = tx.create_task_for_existing_ad(item_id)
         # Past psycopg's threshold and the blocking lookup's first use alike.
         for _ in range(pool.PSYCOPG_PREPARE_THRESHOLD * 2):
-            with services.db.autocommit() as tx:
-                assert tx.load_ad_with_seller(item_id) is not None
-                assert tx.get_task(task_id) is not None
-        with services.db.autocommit() as tx:
-            prepared = tx.conn.execute("SELECT name FROM pg_prepared_statements").fetchall()
+            with services.db.autocommit() as session:
+                assert session.load_ad_with_seller(item_id) is not None
+                assert session.get_task(task_id) is not None
+        with services.db.autocommit() as session:
+            prepared = session.conn.execute("SELECT name FROM pg_prepared_statements").fetchall()
 
     assert prepared == []
 
@@ -196,10 +198,10 @@ def test_with_prepared_statements_the_lookups_are_prepared(settings) -> None:
     with wired_services(settings) as services:
         (item_id,) = seed_ads(services, 1)
         for _ in range(pool.PSYCOPG_PREPARE_THRESHOLD * 2):
-            with services.db.autocommit() as tx:
-                assert tx.load_ad_with_seller(item_id) is not None
-        with services.db.autocommit() as tx:
-            prepared = tx.conn.execute("SELECT name FROM pg_prepared_statements").fetchall()
+            with services.db.autocommit() as session:
+                assert session.load_ad_with_seller(item_id) is not None
+        with services.db.autocommit() as session:
+            prepared = session.conn.execute("SELECT name FROM pg_prepared_statements").fetchall()
 
     assert prepared != []
 
@@ -220,9 +222,9 @@ def test_a_statement_timeout_of_zero_leaves_the_roles_own_and_sends_no_options(
         )
         db = Database(database_url, min_size=0, max_size=1, statement_timeout_ms=0)
         try:
-            with db.autocommit() as tx:
-                statement_timeout = tx.conn.execute("SHOW statement_timeout").fetchone()[0]
-                options = tx.conn.info.get_parameters().get("options")
+            with db.autocommit() as session:
+                statement_timeout = session.conn.execute("SHOW statement_timeout").fetchone()[0]
+                options = session.conn.info.get_parameters().get("options")
         finally:
             db.close()
             admin.execute(

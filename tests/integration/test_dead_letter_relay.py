@@ -224,13 +224,13 @@ def test_the_backlog_counts_only_unpublished_pending_rows_past_the_grace_period_
             tx.fail_tasks([TaskFailure(tasks[1], "Ad not found", 1)])
             tx.mark_dead_letters_published([letters[0]])
 
-        with services.db.autocommit() as tx:
+        with services.db.autocommit() as session:
             measured = (
-                tx.measure_unpublished_tasks(older_than_s=60, cap=100),
-                tx.measure_unpublished_dead_letters(older_than_s=60, cap=100),
-                tx.measure_unpublished_tasks(older_than_s=0, cap=100),
-                tx.measure_unpublished_tasks(older_than_s=0, cap=2),
-                tx.measure_unpublished_tasks(older_than_s=3600, cap=100),
+                session.measure_unpublished_tasks(older_than_s=60, cap=100),
+                session.measure_unpublished_dead_letters(older_than_s=60, cap=100),
+                session.measure_unpublished_tasks(older_than_s=0, cap=100),
+                session.measure_unpublished_tasks(older_than_s=0, cap=2),
+                session.measure_unpublished_tasks(older_than_s=3600, cap=100),
             )
 
     assert [backlog.rows for backlog in measured] == [2, 1, 3, 2, 0]
@@ -297,8 +297,8 @@ def test_two_relay_processes_sweeping_at_once_publish_every_task_exactly_once(se
         held.release.set()
         first_published = first_sweep.result(timeout=30)
 
-        with first.db.autocommit() as tx:
-            unpublished = tx.conn.execute(
+        with first.db.autocommit() as session:
+            unpublished = session.conn.execute(
                 "SELECT count(*) FROM moderation_results WHERE published_at IS NULL"
             ).fetchone()[0]
     task_ids = [json.loads(r.value)["task_id"] for r in [*held.published, *other.published]]

@@ -279,17 +279,17 @@ def test_the_purge_keeps_a_key_for_a_while_after_its_expiry(conn):
 
 def test_the_relay_deletes_expired_keys_and_counts_them(settings):
     counted_before = metrics.EXPIRED_IDEMPOTENCY_KEYS._value.get()
-    with wired_services(settings) as services, services.db.autocommit() as tx:
-        [old_ad, young_ad] = _ads(tx.conn, 2)
+    with wired_services(settings) as services, services.db.autocommit() as session:
+        [old_ad, young_ad] = _ads(session.conn, 2)
         old_key, young_key = f"old-{uuid.uuid4()}", f"young-{uuid.uuid4()}"
-        create_keyed_task(tx.conn, old_ad, old_key, key_ttl_s=DAY_S)
-        create_keyed_task(tx.conn, young_ad, young_key, key_ttl_s=DAY_S)
-        _expire(tx.conn, old_key)
+        create_keyed_task(session.conn, old_ad, old_key, key_ttl_s=DAY_S)
+        create_keyed_task(session.conn, young_ad, young_key, key_ttl_s=DAY_S)
+        _expire(session.conn, old_key)
 
         relay_once(services)
 
-        assert set(_keys(tx.conn)) == {young_key}
-        assert len(_tasks(tx.conn)) == 2
+        assert set(_keys(session.conn)) == {young_key}
+        assert len(_tasks(session.conn)) == 2
     assert metrics.EXPIRED_IDEMPOTENCY_KEYS._value.get() - counted_before == 1
 
 
@@ -299,8 +299,8 @@ def test_async_predict_answers_a_key_past_its_lifetime_with_a_new_task_it_publis
         [ad] = seed_ads(services, 1)
         client = create_app("async_predict", "functions/async_predict/main.py").test_client()
         first = client.post(f"/async_predict?item_id={ad}", headers=key)
-        with services.db.autocommit() as tx:
-            _expire(tx.conn, key["Idempotency-Key"])
+        with services.db.autocommit() as session:
+            _expire(session.conn, key["Idempotency-Key"])
 
         again = client.post(f"/async_predict?item_id={ad}", headers=key)
 

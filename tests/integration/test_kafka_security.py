@@ -77,8 +77,8 @@ def test_a_task_goes_from_async_predict_to_its_verdict_over_a_secured_listener(s
             )
 
         # Published at once, not by the relay after a failed try.
-        with services.db.autocommit() as tx:
-            tries = tx.conn.execute("SELECT publish_tries FROM moderation_results").fetchall()
+        with services.db.autocommit() as session:
+            tries = session.conn.execute("SELECT publish_tries FROM moderation_results").fetchall()
         assert tries == [(0,)]
 
 

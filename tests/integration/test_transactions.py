@@ -31,20 +31,20 @@ def test_a_transaction_whose_block_raises_writes_nothing(settings):
             raise Rollback
 
         assert task_rows(services) == []
-        with services.db.autocommit() as tx:
-            assert tx.load_ad_with_seller(item_id) is not None
+        with services.db.autocommit() as session:
+            assert session.load_ad_with_seller(item_id) is not None
 
 
 def test_atomic_writes_nothing_when_a_later_statement_fails(settings):
     with wired_services(settings) as services:
         (item_id,) = seed_ads(services, 1)
 
-        with services.db.autocommit() as tx:
-            with pytest.raises(Rollback), tx.atomic():
-                assert tx.create_task_for_existing_ad(item_id) is not None
+        with services.db.autocommit() as session:
+            with pytest.raises(Rollback), session.atomic():
+                assert session.create_task_for_existing_ad(item_id) is not None
                 raise Rollback
             # Outside the block, each statement commits on its own again.
-            assert tx.create_task_for_existing_ad(item_id) is not None
+            assert session.create_task_for_existing_ad(item_id) is not None
 
         assert [row[1] for row in task_rows(services)] == [item_id]
 
@@ -68,10 +68,10 @@ def test_a_failure_and_a_verdict_written_together_are_undone_together_when_the_l
             ConsumedRecord(settings.kafka_moderation_topic, 0, offset, *encode_task_message(t, i))
             for offset, (t, i) in enumerate(zip(tasks, (kept, deleted), strict=True))
         ]
-        with services.db.autocommit() as tx:
-            tx.conn.execute("DELETE FROM ads WHERE id = %s", (deleted,))
-            tx.conn.execute(f"CREATE SEQUENCE {fail_once}")
-            tx.conn.execute(
+        with services.db.autocommit() as session:
+            session.conn.execute("DELETE FROM ads WHERE id = %s", (deleted,))
+            session.conn.execute(f"CREATE SEQUENCE {fail_once}")
+            session.conn.execute(
                 f"""
                 CREATE FUNCTION {fail_once}() RETURNS trigger LANGUAGE plpgsql AS $$
                 BEGIN
@@ -87,24 +87,24 @@ def test_a_failure_and_a_verdict_written_together_are_undone_together_when_the_l
         try:
             report = process_moderation_batch(services, records)
         finally:
-            with services.db.autocommit() as tx:
-                tx.conn.execute(f"DROP TRIGGER {fail_once} ON dead_letters")
-                tx.conn.execute(f"DROP FUNCTION {fail_once}()")
-                tx.conn.execute(f"DROP SEQUENCE {fail_once}")
+            with services.db.autocommit() as session:
+                session.conn.execute(f"DROP TRIGGER {fail_once} ON dead_letters")
+                session.conn.execute(f"DROP FUNCTION {fail_once}()")
+                session.conn.execute(f"DROP SEQUENCE {fail_once}")
 
         # The refused letter undid the verdict; the failure went in with its letter when
         # the attempt was counted, and the retry completed the other task.
         assert during_the_wait == [(["pending", "failed"], 1)]
         assert [row[2] for row in task_rows(services)] == ["completed", "failed"]
         assert (report.completed, report.failed, report.dead_lettered) == (1, 1, 1)
-        with services.db.autocommit() as tx:
-            letters = tx.conn.execute("SELECT task_id FROM dead_letters").fetchall()
+        with services.db.autocommit() as session:
+            letters = session.conn.execute("SELECT task_id FROM dead_letters").fetchall()
         assert letters == [(tasks[1],)]
 
 
 def _letters(services) -> int:
-    with services.db.autocommit() as tx:
-        return tx.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+    with services.db.autocommit() as session:
+        return session.conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
 
 
 def test_a_corrupt_copy_behind_its_real_record_in_one_batch_is_rejected_and_the_task_completes(
@@ -124,6 +124,8 @@ def test_a_corrupt_copy_behind_its_real_record_in_one_batch_is_rejected_and_the_
 
         assert [row[2] for row in task_rows(services)] == ["completed"]
         assert (report.completed, report.rejected, report.dead_lettered) == (1, 1, 1)
-        with services.db.autocommit() as tx:
-            letters = tx.conn.execute("SELECT task_id, source_offset FROM dead_letters").fetchall()
+        with services.db.autocommit() as session:
+            letters = session.conn.execute(
+                "SELECT task_id, source_offset FROM dead_letters"
+            ).fetchall()
         assert letters == [(None, 1)]
