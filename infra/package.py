@@ -114,8 +114,17 @@ def remove_stale_bundles(out_dir: Path, names: Sequence[str]) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.package", description=__doc__)
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "dist" / "functions")
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.package",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keep the docstring's table
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO_ROOT / "dist" / "functions",
+        help="where the bundles go, one folder each (default: dist/functions)",
+    )
     parser.add_argument("names", nargs="*", help="functions to bundle (default: all)")
     args = parser.parse_args(argv)
     try:
