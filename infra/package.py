@@ -21,6 +21,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from shared.runner.targets import ALL_FUNCTIONS
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS_DIR = REPO_ROOT / "functions"
 SHARED_DIR = REPO_ROOT / "shared"
@@ -97,6 +99,16 @@ def build_bundle(name: str, out_dir: Path, shared_dir: Path = SHARED_DIR) -> Pat
     return bundle
 
 
+def server_settings(name: str) -> str:
+    """The THREADS each target of bundle `name` wants: the image's entry point sets them,
+    and a bundle has no entry point of its own, so its deployer must."""
+    return ", ".join(
+        f"{function.target}: THREADS={function.threads}"
+        for function in ALL_FUNCTIONS
+        if function.folder == name
+    )
+
+
 def remove_stale_bundles(out_dir: Path, names: Sequence[str]) -> list[Path]:
     """Remove the bundles under out_dir of functions no longer among `names` (renamed or
     removed), which could otherwise still be deployed; returns them. Anything else
@@ -132,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for bundle in remove_stale_bundles(args.out.resolve(), function_names()):
                 print(f"removed {bundle}, a bundle of no function now")
         for name in args.names or function_names():
-            print(f"built {build_bundle(name, args.out.resolve())}")
+            bundle = build_bundle(name, args.out.resolve())
+            print(f"built {bundle} (deploy with {server_settings(name)})")
     except PackagingError as error:
         print(f"package: {error}", file=sys.stderr)
         return 1

@@ -128,3 +128,15 @@ def test_building_every_bundle_removes_those_of_functions_no_longer_there(tmp_pa
     assert package_main(["--out", str(out)]) == 0
 
     assert sorted(child.name for child in out.iterdir()) == sorted([*function_names(), "notes"])
+
+
+def test_building_a_bundle_says_the_threads_each_of_its_targets_wants(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    assert package_main(["--out", str(tmp_path), "predict", "moderation_consumer"]) == 0
+
+    built = capsys.readouterr().out.splitlines()
+    assert built == [
+        f"built {tmp_path / 'predict'} (deploy with predict: THREADS=2, simple_predict: THREADS=4)",
+        f"built {tmp_path / 'moderation_consumer'} (deploy with moderation_consumer: THREADS=8)",
+    ]
