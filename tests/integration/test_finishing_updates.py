@@ -145,7 +145,9 @@ def test_a_failed_attempt_reports_how_long_the_task_has_been_failing_on_the_serv
     assert second.first_failure_at == first.first_failure_at - timedelta(seconds=40)
 
 
-def test_a_finished_task_is_neither_completed_nor_failed_again(conn: psycopg.Connection) -> None:
+def test_a_finished_task_is_not_completed_failed_or_counted_a_failure_again(
+    conn: psycopg.Connection,
+) -> None:
     # Two consumers overlapping in a rebalance: one finished the task after the other
     # read it as pending. The status guard, not the caller, keeps the first outcome.
     completed, failed = add_pending_tasks(conn, 2)
@@ -156,11 +158,19 @@ def test_a_finished_task_is_neither_completed_nor_failed_again(conn: psycopg.Con
     late_verdict = BatchVerdicts(np.array([False]), np.array([0.1]), "m-2")
     assert complete_tasks(conn, [failed], late_verdict) == set()
 
-    rows = conn.execute(
-        "SELECT id, status, is_violation, probability, model_version, error_message, attempts"
-        " FROM moderation_results ORDER BY id"
-    ).fetchall()
-    assert rows == [
+    def stored() -> list[tuple[Any, ...]]:
+        return conn.execute(
+            "SELECT id, status, is_violation, probability, model_version, error_message,"
+            " attempts, first_failure_at, last_failure_at FROM moderation_results ORDER BY id"
+        ).fetchall()
+
+    finished = stored()
+    items = dict(conn.execute("SELECT id, item_id FROM moderation_results").fetchall())
+    late_failure = [(completed, items[completed]), (failed, items[failed])]
+    assert record_failed_attempt(conn, late_failure, "model unavailable") == {}
+
+    assert stored() == finished
+    assert [row[:7] for row in finished] == [
         (completed, "completed", True, 0.9, "m", None, 1),
         (failed, "failed", None, None, None, "Ad not found", 1),
     ]

@@ -315,6 +315,22 @@ def test_a_redelivered_finished_task_counts_as_one_duplicate_however_often_its_b
     assert (report.duplicates, report.completed) == (1, 1)
 
 
+def test_redelivered_finished_tasks_are_settled_without_the_model_even_while_it_is_down():
+    # A replay after a rebalance or a crash re-reads what was finished: it needs no verdict,
+    # so a model outage must not hold it through the retry schedule.
+    services = fake_services()
+    done = [accepted_task(services, 1), accepted_task(services, 2)]
+    process_moderation_batch(services, done)
+    scored = list(services.model.model.calls)
+    services.model = FakeModelLoader(services.model.model, fail_times=4)
+
+    report = process_moderation_batch(services, done)
+
+    assert (report.duplicates, report.completed, report.retries) == (2, 0, 0)
+    assert services.model.loads == 0 and services.model.model.calls == scored
+    assert services.sleeper.waits == []
+
+
 def test_json_nested_too_deeply_is_dead_lettered_and_its_neighbours_complete():
     services = fake_services()
     valid = accepted_task(services, 1)

@@ -19,6 +19,8 @@ def test_async_predict_accepts_a_task_with_202_and_its_location(services):
     assert response.headers["Location"] == "/moderation_result/1"
     (published,) = services.publisher.on_topic("moderation")
     assert (published.key, published.value) == (b"1", b'{"task_id":1,"item_id":1}')
+    # Marked published once the broker has it: the relay leaves it alone.
+    assert services.db.state.published == {1}
 
 
 def test_async_predict_for_an_unknown_ad_answers_404_and_creates_nothing(services):

@@ -9,6 +9,7 @@ import pytest
 from functions_framework import create_app
 from prometheus_client import REGISTRY
 
+from shared.cancellation import ShutdownRequested
 from shared.kafka.cloud_event import InvalidCloudEvent, record_from_http
 from shared.kafka.envelope import encode_task_message
 from tests.unit.http_client import assert_json_error
@@ -300,3 +301,23 @@ def test_an_event_id_with_a_lone_surrogate_and_no_kafka_position_is_dead_lettere
 
     assert response.status_code == 200, response.get_data(as_text=True)
     assert len(services.publisher.on_topic("moderation_dlq")) == 1
+
+
+def _stopping(seconds: float) -> None:
+    raise ShutdownRequested()
+
+
+def test_a_pushed_record_left_unfinished_gets_a_json_500_for_the_platform_to_redeliver(services):
+    """The instance is stopped while the record waits out a database outage: a 200 would
+    tell the platform the record is durable, and nothing would ever bring the task on."""
+    with services.db.transaction() as tx:
+        task_id = tx.create_task_for_existing_ad(1)
+    _, value = encode_task_message(task_id, 1)
+    services.db.unavailable_for = 9
+    services.sleeper = _stopping
+
+    response = _client().post("/", data=value, headers=_binary_headers(8))
+
+    detail = assert_json_error(response, 500)
+    assert detail == "Internal server error: the record was not processed"
+    assert services.db.state.tasks[task_id].status == "pending"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from shared.errors import MalformedMessage
@@ -44,6 +44,25 @@ def test_one_value_out_of_the_canonical_form_sends_the_whole_batch_the_slow_way(
     odd_one: bytes | None,
 ) -> None:
     assert parse_canonical_batch([_value(1, 2), odd_one, _value(3, 4)]) is None
+
+
+@settings(deadline=None)  # a loaded machine's pause is not a failure
+@given(st.integers(1, 10**19 - 1), st.integers(1, 10**19 - 1))
+@example(BIGINT_MAX + 1, 1)
+@example(1, BIGINT_MAX + 1)
+@example(BIGINT_MAX, BIGINT_MAX)
+def test_a_value_in_our_own_form_with_an_id_past_bigint_is_malformed(
+    task_id: int, item_id: int
+) -> None:
+    """Our form's digits reach 10**19 - 1, past PostgreSQL's BIGINT: such a record cannot
+    name a task, and passed as one it would fail each of its batch's statements, retried
+    as a temporary error for good, instead of going to the DLQ at once."""
+    value = _value(task_id, item_id)
+    if max(task_id, item_id) <= BIGINT_MAX:
+        assert parse_task_message(value) == TaskMessage(task_id, item_id)
+    else:
+        with pytest.raises(MalformedMessage, match="less than or equal to 9223372036854775807"):
+            parse_task_message(value)
 
 
 def test_a_value_that_is_not_bytes_sends_the_batch_the_slow_way() -> None:
