@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from shared.model import load_model
 from shared.model.artifact import TRUSTED_TYPES, _write_atomically, save_model, sha256_hex
 from shared.model.canonical_skops import canonical_skops_bytes
 from shared.model.card import ARTIFACT_FILE, CARD_FILE, ModelCard, model_version
-from shared.model.features import ads_to_rows
+from shared.model.features import ad_text, ads_to_rows
 from shared.model.pipeline import build_moderation_pipeline
 from shared.model.synthetic import generate_ads
 from shared.model.training import train_model
@@ -92,6 +93,29 @@ def test_a_tampered_artifact_is_refused_by_its_hash_as_a_temporary_error(model_d
     assert isinstance(raised.value, TemporaryError)
 
 
+def test_an_artifact_whose_hash_differs_from_its_cards_in_the_last_digit_is_refused(model_dir):
+    card = json.loads((model_dir / CARD_FILE).read_text())
+    digest = card["artifact"]["sha256"]
+    # The version names the hash's first digits only, so it still matches the card.
+    _edit_card(
+        model_dir, artifact={**card["artifact"], "sha256": digest[:-1] + "0f"[digest[-1] == "0"]}
+    )
+
+    with pytest.raises(ModelUnavailable, match="sha256"):
+        load_model(str(model_dir))
+
+
+def test_a_card_from_another_scikit_learn_minor_version_is_refused_before_its_artifact_is_read(
+    model_dir,
+):
+    # From S3 the artifact is the one large download: the card alone says it cannot load.
+    _edit_card(model_dir, sklearn_version="1.4.2")
+    (model_dir / ARTIFACT_FILE).unlink()
+
+    with pytest.raises(ModelUnavailable, match=r"trained with scikit-learn 1\.4\.2"):
+        load_model(str(model_dir))
+
+
 def test_a_card_from_another_scikit_learn_minor_version_is_refused_naming_both(model_dir):
     _edit_card(model_dir, sklearn_version="1.4.2")
 
@@ -116,6 +140,16 @@ def test_a_model_trained_on_other_signals_is_refused_with_what_to_do(model_dir):
     assert "train it again" in str(raised.value)
 
 
+def test_a_model_trained_on_the_same_signals_in_another_order_is_refused(model_dir):
+    # Its weights would be applied to the wrong columns.
+    card = json.loads((model_dir / CARD_FILE).read_text())
+    first, second, *rest = card["features"]["signals"]
+    _edit_card(model_dir, features={**card["features"], "signals": [second, first, *rest]})
+
+    with pytest.raises(ModelUnavailable, match="train it again"):
+        load_model(str(model_dir))
+
+
 def test_a_card_whose_features_are_not_an_object_is_refused(model_dir):
     _edit_card(model_dir, features=None)
 
@@ -132,13 +166,19 @@ def test_a_card_from_another_scikit_learn_patch_release_loads(model_dir):
     assert model.version
 
 
-def test_an_artifact_naming_a_callable_outside_the_allow_list_is_refused(tmp_path, trained):
+@pytest.mark.parametrize(
+    ("function", "named"),
+    [(os.system, "system"), (ad_text, "shared.model.features.ad_text")],  # ours too
+)
+def test_an_artifact_naming_a_callable_outside_the_allow_list_is_refused(
+    tmp_path, trained, function, named
+):
     hostile = Pipeline(
-        [("features", FunctionTransformer(os.system)), ("classifier", LogisticRegression())]
+        [("features", FunctionTransformer(function)), ("classifier", LogisticRegression())]
     )
     _save_with_a_matching_card(tmp_path, hostile, trained)
 
-    with pytest.raises(ModelUnavailable, match=r"allow-list: .*system"):
+    with pytest.raises(ModelUnavailable, match=rf"allow-list: .*{re.escape(named)}"):
         load_model(str(tmp_path))
 
 

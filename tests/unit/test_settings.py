@@ -36,6 +36,21 @@ def test_a_pool_whose_minimum_is_over_its_maximum_is_refused():
         Settings(db_pool_min_size=5, db_pool_max_size=2)
 
 
+def test_a_pool_of_a_fixed_size_is_accepted():
+    settings = Settings(db_pool_min_size=10, db_pool_max_size=10)
+
+    assert (settings.db_pool_min_size, settings.db_pool_max_size) == (10, 10)
+
+
+def test_a_publish_that_may_wait_exactly_the_statement_timeout_is_refused_and_one_below_it_not():
+    # A wait equal to the timeout loses the race as often as not: the UPDATE behind the
+    # relay's lock must time out strictly after the publish gives up.
+    with pytest.raises(ValidationError, match=r"\(5 s\) must stay below"):
+        Settings(kafka_publish_timeout_s=3.5, db_statement_timeout_ms=5000)
+
+    assert Settings(kafka_publish_timeout_s=3.499, db_statement_timeout_ms=5000).publish_wait_s < 5
+
+
 def test_a_publish_that_may_outwait_the_statement_timeout_is_refused():
     # The relay holds row locks while it publishes; the consumer's UPDATE waits on them.
     with pytest.raises(ValidationError, match="must stay below DB_STATEMENT_TIMEOUT_MS"):
