@@ -200,6 +200,27 @@ def test_large_records_pause_by_bytes_long_before_the_record_limit(loop, monkeyp
     assert loop._partitions[(TOPIC, 1)].backlog_bytes == 1200
 
 
+def test_a_partition_paused_by_bytes_resumes_each_time_its_backlog_is_handed_out(loop, monkeypatch):
+    # The bytes of the records a batch takes leave the count: counted only up, they would
+    # keep the partition paused for good, with no backlog left whose dispatch resumes it.
+    loop, consumer, release = loop
+    monkeypatch.setattr(poll_loop, "PAUSE_AT_BYTES", 1000)
+    rounds, per_round = 6, 3  # 1,200 bytes a round, 7,200 in all
+    fetching = True
+    for turn in range(rounds):
+        if fetching:  # librdkafka fetches nothing for a paused partition
+            first = turn * per_round
+            loop._accept(
+                [Message(1, offset, b"x" * 400) for offset in range(first, first + per_round)]
+            )
+        loop._dispatch()
+        _drain_one_batch(loop, release)
+        fetching = not loop._partitions[(TOPIC, 1)].paused
+
+    assert consumer.calls == [("pause", 1), ("resume", 1)] * rounds
+    assert consumer.stored[-1] == (1, rounds * per_round)
+
+
 def test_while_a_batch_runs_the_loop_waits_on_it_instead_of_blocking_in_poll(loop, monkeypatch):
     loop, consumer, release = loop
     waits = []

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 from confluent_kafka import TopicPartition
 
+from shared.kafka.config import consumer_config
 from shared.kafka.poll_loop import REJOIN_TIMEOUT_S, PartitionedPollLoop
 from shared.runner.workers import ConsumerWorker
 from shared.settings import Settings
@@ -27,13 +28,22 @@ class _Clock:
 
 
 class _GroupScript(RecordingConsumer):
-    """At its first poll, the member's partitions are lost (its session timed out); what
-    follows is `after_loss` (None: the group never assigns it anything again). Each poll
-    moves the clock on; the loop is stopped after `polls`."""
+    """At its first poll, the member's partitions are lost (its session timed out), or
+    revoked when `taken_by` is "on_revoke" (a rebalance began); what follows is
+    `after_loss` (None: the group never assigns it anything again). Each poll moves the
+    clock on; the loop is stopped after `polls`."""
 
-    def __init__(self, clock: _Clock, stop: threading.Event, after_loss, polls: int) -> None:
+    def __init__(
+        self,
+        clock: _Clock,
+        stop: threading.Event,
+        after_loss,
+        polls: int,
+        taken_by: str = "on_lost",
+    ) -> None:
         super().__init__()
         self.clock, self.stop, self.after_loss, self.polls_left = clock, stop, after_loss, polls
+        self.taken_by = taken_by
         self.callbacks: dict = {}
         self.first_poll = True
 
@@ -44,8 +54,8 @@ class _GroupScript(RecordingConsumer):
     def poll(self, timeout: float):
         if self.first_poll:
             self.first_poll = False
-            lost = [TopicPartition(TOPIC, p) for p in PARTITIONS]
-            self.callbacks["on_lost"](self, lost)
+            taken = [TopicPartition(TOPIC, p) for p in PARTITIONS]
+            self.callbacks[self.taken_by](self, taken)
             if self.after_loss is not None:
                 self.after_loss(self)
         self.polls_left -= 1
@@ -55,9 +65,9 @@ class _GroupScript(RecordingConsumer):
         return None
 
 
-def _run(after_loss, polls: int) -> None:
+def _run(after_loss, polls: int, taken_by: str = "on_lost") -> None:
     clock, stop = _Clock(), threading.Event()
-    consumer = _GroupScript(clock, stop, after_loss, polls)
+    consumer = _GroupScript(clock, stop, after_loss, polls, taken_by)
     loop = PartitionedPollLoop(
         consumer,  # type: ignore[arg-type]
         TOPIC,
@@ -75,6 +85,27 @@ def test_a_member_never_assigned_again_after_losing_its_partitions_stops_the_loo
 
     with pytest.raises(RuntimeError, match="no assignment from the group for"):
         _run(after_loss=None, polls=polls)
+
+
+def test_a_member_never_assigned_again_after_a_revoke_stops_the_loop():
+    # The rebalance a revoke begins can end without this member as well: one that never
+    # sends its JoinGroup again waits for an assignment from then on.
+    polls = int(REJOIN_TIMEOUT_S // POLL_STEP_S) + 3
+
+    with pytest.raises(RuntimeError, match="no assignment from the group for"):
+        _run(after_loss=None, polls=polls, taken_by="on_revoke")
+
+
+def test_the_rejoin_timeout_outlasts_two_rounds_of_the_longest_rebalance_and_a_session():
+    # The group waits up to the rebalance timeout (max.poll.interval.ms) for its members,
+    # and a member dropped at its end may force another round: a healthy member may wait
+    # that long for its assignment, and must not be taken for stuck meanwhile.
+    config = consumer_config(Settings(database_url="postgresql://unused"))
+    rebalance_s = config["max.poll.interval.ms"] / 1000
+    session_s = config["session.timeout.ms"] / 1000
+    longest_healthy_wait_s = 2 * rebalance_s + session_s
+
+    assert longest_healthy_wait_s <= REJOIN_TIMEOUT_S
 
 
 def test_a_member_the_group_gives_no_partition_is_not_taken_for_stuck():

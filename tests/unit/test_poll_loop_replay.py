@@ -139,6 +139,22 @@ def test_a_failed_batch_is_replayed_from_its_first_record_after_a_doubling_wait(
     assert loop._partitions[(TOPIC, 0)].failures_in_a_row == 0
 
 
+def test_a_failed_batch_is_redone_before_the_records_queued_behind_it(loop, clock):
+    loop, consumer, handler = loop
+    handler.outcome = _raise(RuntimeError("a bug"))
+    _queue(loop, range(3 * BATCH))
+    _run_one_batch(loop)  # 0-9 fail; 10-29 were queued behind them
+
+    handler.outcome = lambda: None
+    _queue(loop, range(3 * BATCH))  # the refetch after the seek
+    clock[0] += poll_loop.REPLAY_BASE_DELAY_S
+    _run_one_batch(loop)
+
+    # Handled first, 10-19 would store 20, and the commit would skip the failed batch.
+    assert handler.batches == [list(range(BATCH)), list(range(BATCH))]
+    assert consumer.stored == [(0, BATCH)]
+
+
 def test_each_replay_is_counted_and_logged_with_its_batch(loop, caplog):
     loop, _consumer, handler = loop
     handler.outcome = _raise(RuntimeError("a bug"))
