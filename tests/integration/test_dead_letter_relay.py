@@ -15,6 +15,7 @@ from shared.db.dead_letters import (
     DeadLetter,
     claim_unpublished_dead_letters,
     insert_dead_letters,
+    lock_unpublished_dead_letters,
 )
 from shared.db.tasks import TaskFailure, claim_unpublished_tasks
 from shared.errors import BrokerUnavailable
@@ -258,6 +259,43 @@ def test_a_second_relay_takes_the_tasks_the_first_has_not_claimed_without_waitin
 
         assert len(held) == 1
         assert {task for task, _ in taken} == tasks - {task for task, _ in held}
+
+
+def test_a_second_relay_claims_none_of_the_letters_the_first_holds(database_url):
+    # A claim holds its letters until the sweep commits their publish: a letter another
+    # relay could claim meanwhile would reach the DLQ topic twice.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        stored = insert_dead_letters(conn, [_letter(offset, b"{}") for offset in range(3)])
+    with (
+        psycopg.connect(database_url) as first,
+        psycopg.connect(database_url) as second,
+    ):
+        held = claim_unpublished_dead_letters(first, older_than_s=0, limit=2)  # stays open
+        second.execute("SET lock_timeout = '2s'")  # a claim that waited would fail here
+
+        taken = claim_unpublished_dead_letters(second, older_than_s=0, limit=10)
+
+    held_ids = {item.id for item in held.letters}
+    assert len(held_ids) == 2
+    assert {item.id for item in taken.letters} == {item.id for item in stored} - held_ids
+
+
+def test_the_consumer_locks_none_of_its_letters_a_relays_claim_holds(database_url):
+    # The consumer publishes its just-stored letters only if it can lock them: those a
+    # sweep has claimed meanwhile are the relay's to publish, and would go out twice.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        stored = insert_dead_letters(conn, [_letter(offset, b"{}") for offset in range(2)])
+    with (
+        psycopg.connect(database_url) as relay,
+        psycopg.connect(database_url) as consumer,
+    ):
+        claim = claim_unpublished_dead_letters(relay, older_than_s=0, limit=10)  # stays open
+        consumer.execute("SET lock_timeout = '2s'")  # a lock that waited would fail here
+
+        locked = lock_unpublished_dead_letters(consumer, [item.id for item in stored])
+
+    assert len(claim.letters) == 2
+    assert locked == []
 
 
 class _PublisherHeldOpen(FakePublisher):

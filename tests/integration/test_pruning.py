@@ -109,6 +109,22 @@ def test_prune_deletes_old_finished_tasks_and_keeps_what_is_still_needed(conn, d
     assert old_completed not in _ids(conn, "moderation_results")
 
 
+def test_prune_keeps_the_published_letter_of_a_failed_task_a_live_key_keeps(conn, database_url):
+    # A redelivered record of that task is recognised by its letter: only letters of no
+    # task go by their age alone, a task's go with the task.
+    failed_with_live_key = _task(conn, "failed", 30)
+    _key(conn, failed_with_live_key, expires_in_days=1)
+    letter_of_kept_task = _letter(conn, failed_with_live_key, published_days_ago=29)
+
+    result = run_module(
+        "shared.moderation.prune", "--older-than-days", "7", env={"DATABASE_URL": database_url}
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert _ids(conn, "moderation_results") == {failed_with_live_key}
+    assert _ids(conn, "dead_letters") == {letter_of_kept_task}
+
+
 def test_prune_goes_on_chunk_after_chunk_until_nothing_old_is_left(conn):
     old = [_task(conn, "completed", 30) for _ in range(5)]
     kept = _task(conn, "completed", 1)

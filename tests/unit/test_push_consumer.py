@@ -260,6 +260,41 @@ def test_a_subject_beyond_kafkas_ranges_counts_as_no_position(subject):
     assert record.offset == again.offset
 
 
+def test_events_of_no_kafka_position_with_different_ids_get_letters_of_their_own(services):
+    # Their position comes from the id alone: two events of the same body and key at one
+    # position would be one record to the outbox's unique key, and the second's letter lost.
+    first, second = (
+        _binary_headers(1, **{"ce-id": event_id}) for event_id in ("event-1", "event-2")
+    )
+    for headers in (first, second):
+        del headers["ce-subject"]  # sent by no KafkaSource: no position of its own
+
+    records = [record_from_http(h, b"{}", default_topic="moderation") for h in (first, second)]
+    responses = [_client().post("/", data=b"{}", headers=h) for h in (first, second)]
+
+    assert records[0].offset != records[1].offset
+    assert [response.status_code for response in responses] == [200, 200]
+    assert len(services.db.state.letters) == 2
+
+
+def test_a_source_without_a_hash_names_no_topic_and_falls_back_to_the_configured_one():
+    # KafkaSource puts the topic after a `#`: a source without one names no topic.
+    record = record_from_http(
+        _binary_headers(1, **{"ce-source": "orders"}), b"{}", default_topic="moderation"
+    )
+
+    assert record.topic == "moderation"
+
+
+def test_an_extension_named_just_the_header_prefix_gives_no_header():
+    # `kafkaheader` alone is the prefix with no name after it: no Kafka header to pass on.
+    headers = _binary_headers(1, **{"ce-kafkaheader": "v", "ce-kafkaheadertrace": "t"})
+
+    record = record_from_http(headers, b"{}", default_topic="moderation")
+
+    assert record.headers == (("trace", b"t"),)
+
+
 @pytest.mark.parametrize("source", ["/x#moder\x00ation", "/x#", "/x#" + "t" * 250, "/x#a b"])
 def test_a_source_naming_no_legal_topic_falls_back_to_the_configured_one(source):
     record = record_from_http(
