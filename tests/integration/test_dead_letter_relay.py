@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -261,40 +263,38 @@ def test_a_second_relay_takes_the_tasks_the_first_has_not_claimed_without_waitin
         assert {task for task, _ in taken} == tasks - {task for task, _ in held}
 
 
-def test_a_second_relay_claims_none_of_the_letters_the_first_holds(database_url):
-    # A claim holds its letters until the sweep commits their publish: a letter another
-    # relay could claim meanwhile would reach the DLQ topic twice.
+@contextmanager
+def _claim_held_open(
+    database_url: str, letters: int, limit: int
+) -> Iterator[tuple[list[int], list[int], psycopg.Connection]]:
+    """Store `letters` letters and claim up to `limit` of them in a transaction left open,
+    as a relay's sweep holds its claim until their publish commits. Yields the stored
+    ids, the claimed ones, and a second connection that waits no more than 2 s on a lock
+    (one that waited would fail there)."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        stored = insert_dead_letters(conn, [_letter(offset, b"{}") for offset in range(3)])
-    with (
-        psycopg.connect(database_url) as first,
-        psycopg.connect(database_url) as second,
-    ):
-        held = claim_unpublished_dead_letters(first, older_than_s=0, limit=2)  # stays open
-        second.execute("SET lock_timeout = '2s'")  # a claim that waited would fail here
+        stored = insert_dead_letters(conn, [_letter(offset, b"{}") for offset in range(letters)])
+    with psycopg.connect(database_url) as relay, psycopg.connect(database_url) as other:
+        held = claim_unpublished_dead_letters(relay, older_than_s=0, limit=limit)
+        other.execute("SET lock_timeout = '2s'")
+        yield [item.id for item in stored], [item.id for item in held.letters], other
 
+
+def test_a_second_relay_claims_none_of_the_letters_the_first_holds(database_url):
+    # A letter another relay could claim meanwhile would reach the DLQ topic twice.
+    with _claim_held_open(database_url, letters=3, limit=2) as (stored, held, second):
         taken = claim_unpublished_dead_letters(second, older_than_s=0, limit=10)
 
-    held_ids = {item.id for item in held.letters}
-    assert len(held_ids) == 2
-    assert {item.id for item in taken.letters} == {item.id for item in stored} - held_ids
+    assert len(held) == 2
+    assert {item.id for item in taken.letters} == set(stored) - set(held)
 
 
 def test_the_consumer_locks_none_of_its_letters_a_relays_claim_holds(database_url):
     # The consumer publishes its just-stored letters only if it can lock them: those a
     # sweep has claimed meanwhile are the relay's to publish, and would go out twice.
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        stored = insert_dead_letters(conn, [_letter(offset, b"{}") for offset in range(2)])
-    with (
-        psycopg.connect(database_url) as relay,
-        psycopg.connect(database_url) as consumer,
-    ):
-        claim = claim_unpublished_dead_letters(relay, older_than_s=0, limit=10)  # stays open
-        consumer.execute("SET lock_timeout = '2s'")  # a lock that waited would fail here
+    with _claim_held_open(database_url, letters=2, limit=10) as (stored, held, consumer):
+        locked = lock_unpublished_dead_letters(consumer, stored)
 
-        locked = lock_unpublished_dead_letters(consumer, [item.id for item in stored])
-
-    assert len(claim.letters) == 2
+    assert held == stored
     assert locked == []
 
 
