@@ -94,6 +94,15 @@ def test_a_consumer_whose_ops_host_is_not_this_machine_ends_with_one_line_naming
     assert last.endswith("(OPS_HOST, PORT)")
 
 
+def test_the_check_command_fails_when_any_check_it_runs_fails():
+    # A set-up job's health check: the model loading is no use while PostgreSQL is down.
+    result = run("shared.ops.check", "database", "model")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.startswith("database: FAILED: PostgreSQL unavailable")
+    assert "model: ok: model " in result.stdout
+
+
 def test_migrations_that_fail_name_the_server_and_never_its_password():
     result = run(
         "shared.db.migrations", DATABASE_URL="postgresql://app:S3cret@127.0.0.1:1/moderation"

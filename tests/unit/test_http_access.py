@@ -63,6 +63,18 @@ def test_with_api_keys_set_either_header_form_is_accepted(services, headers):
     assert response.status_code == 200
 
 
+def test_with_api_keys_set_the_bearer_scheme_is_taken_in_any_case(services):
+    # An authentication scheme is case-insensitive (RFC 9110, section 11.1): clients and
+    # proxies that send `bearer` hold a valid key all the same.
+    services.settings = services.settings.model_copy(update={"api_keys": "k1"})
+
+    response = client("predict").post(
+        "/predict", json=VALID_AD, headers={"Authorization": "bearer k1"}
+    )
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
 def test_an_open_api_is_logged_once_per_process_as_a_warning(services, caplog):
     forget_the_open_api_warning()  # as in a process that has served nothing
 

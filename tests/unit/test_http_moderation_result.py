@@ -4,8 +4,12 @@ The functions are called through functions-framework's test client, with fakes w
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
+from shared.moderation.batch import process_moderation_batch
+from tests.unit.consumer_records import accepted_task
 from tests.unit.http_client import assert_json_error, client
 
 
@@ -29,6 +33,22 @@ def test_moderation_result_reports_a_pending_task(services):
         "created_at",
         "processed_at",
     }
+
+
+def test_moderation_result_reports_a_completed_tasks_verdict_and_when_it_was_processed(
+    services,
+):
+    # The time a verdict was reached is what a caller measures its wait by; the time the
+    # task was accepted is a field of its own.
+    process_moderation_batch(services, [accepted_task(services, 2)])
+    [task] = services.db.state.tasks.values()
+
+    body = client("moderation_result").get(f"/moderation_result/{task.id}").get_json()
+
+    assert body["status"] == "completed" and body["model_version"] == "fake-model-1"
+    assert body["is_violation"] is task.is_violation and body["error"] is None
+    assert datetime.fromisoformat(body["processed_at"]) == task.processed_at
+    assert datetime.fromisoformat(body["created_at"]) == task.created_at
 
 
 def test_moderation_result_gives_the_same_body_on_repeated_reads(services):

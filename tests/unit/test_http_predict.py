@@ -13,6 +13,7 @@ import pytest
 
 from shared.domain import Ad, Verdict
 from shared.http.endpoint import LOGGED_PATH_CHARS
+from shared.http.errors import QUOTED_CHARS
 from shared.http.request_limits import MAX_QUERY_BYTES
 from shared.model.validation import validate_ads
 from tests.fakes import VALID_AD, FakeModel, FakeModelLoader
@@ -164,6 +165,17 @@ def test_a_long_content_type_is_quoted_back_only_in_part(services):
     assert len(detail) < 300
 
 
+def test_a_content_type_just_within_the_quoted_length_is_quoted_back_whole(services):
+    # Nothing of it was cut, so nothing says it was.
+    sent = "text/plain; x=" + "y" * (QUOTED_CHARS - len("text/plain; x="))
+
+    response = client("predict").post("/predict", data="a=1", content_type=sent)
+
+    assert assert_json_error(response, 415) == (
+        f"Expected Content-Type: application/json, got {sent}"
+    )
+
+
 @pytest.mark.parametrize("coding", ["gzip", "deflate", "br"])
 def test_a_compressed_body_gets_a_415_that_says_to_send_it_uncompressed(services, coding):
     # Not decompressed, and not read as JSON either: the client would hear its JSON is
@@ -205,6 +217,15 @@ def _post_in(transfer_coding: str, body: bytes):
 def test_a_body_declared_as_identity_encoded_is_read(services):
     response = client("predict").post(
         "/predict", json=VALID_AD, headers={"Content-Encoding": "identity"}
+    )
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def test_a_body_declared_as_identity_encoded_in_capitals_is_read(services):
+    # Content codings are case-insensitive (RFC 9110, section 8.4.1).
+    response = client("predict").post(
+        "/predict", json=VALID_AD, headers={"Content-Encoding": "IDENTITY"}
     )
 
     assert response.status_code == 200, response.get_data(as_text=True)
@@ -424,6 +445,17 @@ def test_simple_predict_answers_404_for_an_unknown_ad(services):
     response = client("simple_predict", "predict").post("/simple_predict?item_id=999")
 
     assert assert_json_error(response, 404) == "Ad not found"
+
+
+def test_simple_predict_takes_a_repeated_query_parameter_it_does_not_read(services):
+    # Only a repeated item_id names two ads; a tracking parameter that a shared link
+    # carries twice names nothing the function reads.
+    response = client("simple_predict", "predict").post(
+        "/simple_predict?item_id=1&utm_source=a&utm_source=b"
+    )
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["is_violation"] is True
 
 
 class _ValidatingModel(FakeModel):

@@ -11,6 +11,8 @@ from shared.errors import BrokerUnavailable
 from shared.ops.app import create_ops_app
 from shared.ops.check import parse_check_command
 from shared.ops.health import CHECK_TIMEOUT_S, CheckResult, check_readiness
+from shared.ops.probe import probe
+from shared.runner.http_server import HttpServer
 from tests.fakes import FakeModelLoader, FakePublisher, fake_services
 from tests.python_snippets import run_python
 
@@ -212,6 +214,30 @@ def test_unknown_ops_path_and_wrong_method_are_json_errors():
     assert "detail" in missing.get_json()
     assert wrong_method.status_code == 405
     assert "detail" in wrong_method.get_json()
+
+
+def test_a_wrong_method_on_an_ops_path_is_told_the_methods_it_may_use():
+    # A 405 names what is allowed (RFC 9110, section 15.5.6).
+    response = _client(fake_services()).post("/readyz")
+
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, HEAD"
+
+
+def test_the_probe_takes_any_answer_below_500_as_serving_and_a_5xx_as_not():
+    # A function deployed alone answers a bare GET with a JSON 404 or 405: it serves.
+    services = fake_services()
+    services.publisher = UnreachablePublisher()
+    server = HttpServer(create_ops_app(lambda: services), "127.0.0.1", 0)
+    server.start()
+    try:
+        not_found = probe(f"http://127.0.0.1:{server.port}/nothing-here", timeout_s=5)
+        not_ready = probe(f"http://127.0.0.1:{server.port}/readyz", timeout_s=5)
+    finally:
+        server.stop()
+
+    assert not_found == (True, f"http://127.0.0.1:{server.port}/nothing-here: HTTP 404")
+    assert not_ready == (False, f"http://127.0.0.1:{server.port}/readyz: HTTP 503")
 
 
 @pytest.mark.parametrize("path", ["/docs/static//swagger-ui.css", "/docs/static//etc/passwd"])

@@ -9,8 +9,10 @@ from shared.moderation.batch import BatchReport, process_moderation_batch
 from tests.fakes import FakeModelLoader, fake_services
 from tests.python_snippets import run_python
 from tests.unit.consumer_records import accepted_task
+from tests.unit.http_client import client
 
 LAG = "moderation_consumer_lag_records"
+REQUESTS = "moderation_http_requests_total"
 
 
 def _value(name: str, **labels: str) -> float:
@@ -40,6 +42,20 @@ def test_a_batch_report_counts_each_outcome_and_dead_letters_but_not_its_retries
     assert _value("moderation_batch_retries_total") == retries  # counted as each began
     assert _value("moderation_dlq_records_total") - dlq == 3
     assert _value("moderation_batch_duration_seconds_count") - batches == 1
+
+
+def test_each_api_request_is_counted_under_its_route_and_the_status_it_answered(services):
+    # Alerts on refusals and errors read the status label: counted as successes, a run
+    # of 404s or 422s would not show.
+    statuses = ("200", "404", "422")
+    before = {s: _value(REQUESTS, route="simple_predict", status=s) for s in statuses}
+    simple_predict = client("simple_predict", "predict")
+
+    for item_id in ("1", "999", "abc"):  # stored, unknown, not an id
+        simple_predict.post(f"/simple_predict?item_id={item_id}")
+
+    after = {s: _value(REQUESTS, route="simple_predict", status=s) for s in statuses}
+    assert {s: after[s] - before[s] for s in statuses} == {"200": 1, "404": 1, "422": 1}
 
 
 def test_consumer_lag_is_per_partition_and_forgotten_when_the_partition_goes():

@@ -239,6 +239,49 @@ def test_a_pass_that_leaves_rows_behind_shows_them_as_the_outbox_backlog(service
     assert _backlog("moderation_outbox_oldest_age_seconds") == {"task": 0, "dead_letter": 0}
 
 
+def test_a_sweep_with_nothing_to_publish_counts_as_ok_not_failed(services):
+    # An idle relay sweeps every second: counted as failures, a quiet outbox would look
+    # like a broken relay to an alert on the failed sweeps.
+    before = _outbox_metrics()
+
+    assert relay_once(services) == 0
+
+    after = _outbox_metrics()
+    assert {name: after[name] - before[name] for name in after} == {
+        ("sweeps", "task", "failed"): 0,
+        ("sweeps", "task", "ok"): 1,
+        ("sweeps", "dead_letter", "failed"): 0,
+        ("sweeps", "dead_letter", "ok"): 1,
+        ("published", "task"): 0,
+        ("published", "dead_letter"): 0,
+    }
+
+
+def test_a_sweep_adds_every_row_it_published_to_the_published_count(services):
+    # A sweep publishes a batch at once: the count is of rows, not of sweeps.
+    services.publisher.refuses = lambda record: True
+    for _ in range(3):
+        submit_moderation_task(services, 1)  # accepted, their publish left to the relay
+    services.publisher.refuses = lambda record: False
+    before = _outbox_metrics()
+
+    assert relay_once(services) == 3
+
+    assert _outbox_metrics()["published", "task"] - before["published", "task"] == 3
+
+
+def test_with_the_database_down_an_empty_backlog_stays_at_age_zero(services):
+    # Nothing was waiting when last counted, so nothing can be growing older: an age
+    # rising through the outage would fire the backlog alert for rows that do not exist.
+    relay_once(services)
+    services.db.unavailable_for = 10
+
+    with pytest.raises(DatabaseUnavailable):
+        relay_once(services)
+
+    assert _backlog("moderation_outbox_oldest_age_seconds") == {"task": 0, "dead_letter": 0}
+
+
 def _backlog(gauge: str = "moderation_outbox_backlog") -> dict[str, float | None]:
     return {
         kind: REGISTRY.get_sample_value(gauge, {"kind": kind}) for kind in ("task", "dead_letter")
