@@ -56,6 +56,17 @@ def test_no_row_is_none_and_a_bad_statement_raises_psycopgs_error(database_url: 
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_a_none_parameter_reaches_the_server_as_null(database_url: str) -> None:
+    # As `execute` sends it: the text "None" would be refused as a bigint, or match as a string.
+    nullable = KeyLookup("test_nullable", "SELECT $1::bigint IS NULL, $2::text IS NULL")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        looked_up = fetch_one(conn, nullable, (None, None))
+        batch = fetch_all(conn, "SELECT $1::text IS NULL", (None,))
+
+    assert looked_up == (True, True)
+    assert batch == [(True,)]
+
+
 def test_the_ad_lookup_reads_the_ad_and_its_sellers_flag(settings: Settings) -> None:
     with wired_services(settings) as services:
         [item_id] = seed_ads(services, 1, name="Road bike")
@@ -181,3 +192,14 @@ def test_binary_arrays_reach_the_server_exactly_and_typed(
 def test_a_bigint_array_refuses_a_value_past_the_bigint_range() -> None:
     with pytest.raises(OverflowError):
         bigint_array([2**63])
+
+
+@pytest.mark.parametrize(
+    "values",
+    [np.array([2**63], dtype=np.uint64), np.array([1.5])],
+    ids=["uint64", "float"],
+)
+def test_a_bigint_array_refuses_a_numpy_array_it_would_have_to_wrap_or_truncate(values) -> None:
+    # Cast unchecked, 2**63 would become -2**63 and 1.5 would become 1: another row's id.
+    with pytest.raises(TypeError):
+        bigint_array(values)

@@ -507,6 +507,21 @@ def test_republish_goes_chunk_after_chunk_and_passes_by_a_task_being_finished(co
     assert still_published == [(held,)]
 
 
+def test_republish_with_an_age_of_zero_hands_back_a_task_published_just_now(conn, database_url):
+    # A broker that lost its disk lost its newest records too: 0 s is a cutoff to accept.
+    conn.execute("INSERT INTO moderation_results (item_id, published_at) VALUES (1, now())")
+
+    result = run_module(
+        "shared.moderation.republish",
+        "--published-before-s",
+        "0",
+        env={"DATABASE_URL": database_url},
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "1 pending task(s) handed to the outbox relay" in result.stdout
+
+
 def test_republish_hands_back_only_pending_tasks_published_before_the_cutoff(
     settings, database_url
 ):

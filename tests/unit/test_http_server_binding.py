@@ -385,3 +385,31 @@ def test_a_chunked_body_reads_whole_through_the_servers_bounds():
 
     assert status_line.split(" ")[1] == "200"
     assert body == b"hello world"
+
+
+def test_a_chunked_bodys_framing_counts_against_the_servers_cap():
+    # One-byte chunks take six bytes each ("1\r\nx\r\n"): counted by their data alone, a
+    # client could send six times the cap through the size lines werkzeug reads.
+    outcome: list[int | str] = []
+
+    def reading_app(environ, start_response):
+        try:
+            outcome.append(len(environ["wsgi.input"].read()))
+        except OSError:  # the body ended at the cap, inside its chunked framing
+            outcome.append("cut at the cap")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    server = HttpServer(reading_app, "127.0.0.1", 0, max_request_bytes=600)
+    server.start()
+    try:
+        _raw_exchange(
+            server.port,
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"1\r\nx\r\n" * 200
+            + b"0\r\n\r\n",
+        )
+    finally:
+        server.stop()
+
+    assert outcome == ["cut at the cap"]

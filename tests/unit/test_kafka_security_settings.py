@@ -182,6 +182,18 @@ def test_tls_files_openssl_would_not_take_are_refused_when_the_settings_are(
     assert "not-the-key-password" not in str(refused.value)
 
 
+def test_a_folder_of_ca_certificates_is_taken_as_librdkafka_takes_it(tmp_path):
+    # ssl.ca.location may name a hashed folder (what /etc/ssl/certs is): read as one
+    # file, it would be refused at start, though librdkafka would have used it.
+    folder = tmp_path / "certs"
+    folder.mkdir()
+    make_tls_files(folder)
+
+    settings = read_settings(kafka_security_protocol="ssl", kafka_ssl_ca_location=str(folder))
+
+    assert connection_config(settings)["ssl.ca.location"] == str(folder)
+
+
 def test_a_client_certificate_needs_its_key(tmp_path):
     (tmp_path / "client.pem").write_text("")
     with pytest.raises(InvalidSettings, match="needs both KAFKA_SSL_CERTIFICATE_LOCATION and"):

@@ -9,7 +9,13 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from shared.kafka.config import MAX_RECORD_BYTES, MAX_TASK_RECORD_BYTES
-from shared.kafka.topics import TopicSetupError, _configs_of, ensure_topics, new_topics
+from shared.kafka.topics import (
+    TopicSetupError,
+    _configs_of,
+    describe,
+    ensure_topics,
+    new_topics,
+)
 from shared.settings import Settings
 
 
@@ -149,3 +155,48 @@ def test_an_existing_topic_as_the_settings_ask_for_it_gets_no_warning(caplog):
     ensure_topics(settings, timeout_s=1.0, admin=admin)
 
     assert caplog.records == []
+
+
+def test_the_report_says_how_to_grow_a_topic_with_fewer_partitions_and_only_that_one():
+    # Kafka adds partitions but never removes them: a topic with more than asked for
+    # gets no advice to run kafka-topics.sh --alter.
+    settings = Settings(kafka_moderation_partitions=6, kafka_dlq_partitions=2)
+
+    report = describe(settings, {"moderation": 3, "moderation_dlq": 4})
+
+    assert report == (
+        "moderation (3 partitions; KAFKA_MODERATION_PARTITIONS asks for 6, which only a new"
+        " topic gets (grow this one with kafka-topics.sh --alter --partitions)),"
+        " moderation_dlq (4 partitions; KAFKA_DLQ_PARTITIONS asks for 2, which only a new"
+        " topic gets)"
+    )
+
+
+class _AdminRacedByAnotherJob(_AdminOfExistingTopics):
+    """Lists no topic, then finds each made by another job by the time it asks for it."""
+
+    def list_topics(self, timeout):
+        if not self.create_requests:
+            return SimpleNamespace(topics={})
+        return super().list_topics(timeout)
+
+    def create_topics(self, topics, request_timeout, operation_timeout):
+        self.create_requests.append([topic.topic for topic in topics])
+        made = {}
+        for topic in topics:
+            future: Future[None] = Future()
+            future.set_exception(KafkaException(KafkaError(KafkaError.TOPIC_ALREADY_EXISTS)))
+            made[topic.topic] = future
+        return made
+
+
+def test_a_topic_another_job_created_in_between_is_taken_as_it_is():
+    # Two deployments' setup jobs started together: the second one's CreateTopics finds
+    # the topics made, which is what it wanted, not a failure.
+    settings = Settings()
+    admin = _AdminRacedByAnotherJob(settings, {})
+
+    partitions = ensure_topics(settings, timeout_s=1.0, admin=admin)
+
+    assert admin.create_requests == [["moderation", "moderation_dlq"]]
+    assert partitions == {"moderation": 1, "moderation_dlq": 1}

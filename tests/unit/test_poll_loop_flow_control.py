@@ -92,6 +92,24 @@ def test_a_paused_partitions_lag_follows_the_brokers_watermark_not_the_last_fetc
     assert reported == [(0, 1_000 + limit), (1, (limit - 1) + 1)]
 
 
+def test_a_running_batchs_records_count_in_the_lag_until_it_is_done(loop, monkeypatch):
+    # Fetched is not handled: a batch in flight, first and last offsets included, is
+    # still lag, or a stuck handler would read as a consumer that has caught up.
+    loop, consumer, _ = loop
+    reported = []
+    monkeypatch.setattr(
+        poll_loop.metrics, "set_consumer_lag", lambda t, p, lag: reported.append((p, lag))
+    )
+    loop._accept([Message(0, offset, b"{}") for offset in range(BATCH + 3)])
+    loop._dispatch()  # offsets 0-9 in flight (the handler holds them), 10-12 waiting
+    consumer.positions = [TopicPartition(TOPIC, 0, BATCH + 3)]
+    consumer.high_watermark = BATCH + 3  # all fetched: the loop holds every one of them
+
+    loop._report_lag()
+
+    assert reported == [(0, BATCH + 3)]
+
+
 class _UnansweringBroker(RecordingConsumer):
     """The broker does not answer a watermark query in time: confluent-kafka raises."""
 

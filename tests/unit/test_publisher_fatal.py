@@ -3,6 +3,7 @@ later record, and keeps one whose errors were only a record's own."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import ClassVar
 
@@ -68,6 +69,57 @@ def test_an_error_of_a_record_alone_keeps_the_producer(publisher):
         publisher.publish([RECORD])
 
     assert len(_Producer.made) == 1
+
+
+class _ProducerReportingWhenTold(_Producer):
+    """Holds each record's report until `report_next` sends the oldest one."""
+
+    def __init__(self, config: dict) -> None:
+        super().__init__(config)
+        self.held: list = []
+
+    def produce(self, topic, *, value, key, headers, on_delivery) -> None:
+        self.held.append(on_delivery)
+
+    def report_next(self) -> None:
+        self.held.pop(0)(self.fails_with.get(self.number), None)
+
+
+def test_a_fatal_error_reported_late_leaves_the_replacement_producer_in_place():
+    # Two publishes in flight on a producer that hits a fatal error: the second to learn
+    # of it must not throw away the new producer the first one's replacement made.
+    _Producer.made = []
+    _Producer.fails_with = {0: KafkaError(KafkaError._FATAL, "out of order sequence")}
+    publisher = KafkaPublisher(
+        {}, timeout_s=1.0, queue_full_wait_s=0.5, make_producer=_ProducerReportingWhenTold
+    )
+    failed: list[Exception] = []
+
+    def publish_in_flight() -> None:
+        try:
+            publisher.publish([RECORD])
+        except PartlyAcknowledged as error:
+            failed.append(error)
+
+    threads = [threading.Thread(target=publish_in_flight) for _ in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: len(_Producer.made[0].held) == 2, timeout_s=5, what="both in flight")
+        _Producer.made[0].report_next()
+        wait_until(lambda: len(failed) == 1, timeout_s=5, what="the first publish failed")
+        replacement = publisher._get_producer()  # made by the next publish
+        _Producer.made[0].report_next()
+        wait_until(lambda: len(failed) == 2, timeout_s=5, what="the second publish failed")
+        current = publisher._get_producer()
+    finally:
+        for thread in threads:
+            thread.join(5)
+        publisher.close()
+        _Producer.fails_with = {}  # a later test's first producer must not fail
+
+    assert current is replacement
+    assert len(_Producer.made) == 2
 
 
 class _ProducerWithAFullQueue(_Producer):

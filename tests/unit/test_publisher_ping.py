@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 from shared.errors import BrokerUnavailable
 from shared.kafka.publisher import KafkaPublisher
@@ -62,6 +62,23 @@ def test_a_topic_the_cluster_does_not_have_is_named():
 def test_a_topic_left_out_of_the_listing_by_the_accounts_acls_is_not_taken_for_missing():
     # Least privilege: async_predict's account may not describe the DLQ at all.
     cluster = _Cluster({"moderation"}, {"moderation_dlq": KafkaError.TOPIC_AUTHORIZATION_FAILED})
+
+    _pinged(cluster)  # no BrokerUnavailable
+
+
+class _ClusterSilentByName(_Cluster):
+    """Answers the listing, but not a question about one topic (a timeout)."""
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1):
+        if topic is not None:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+        return super().list_topics(topic, timeout)
+
+
+def test_a_topic_the_cluster_did_not_say_anything_about_is_not_taken_for_missing():
+    # The listing came back, so the cluster is there: an unanswered question about the
+    # DLQ says nothing of whether it exists, and must not fail readiness naming it.
+    cluster = _ClusterSilentByName({"moderation"}, {})
 
     _pinged(cluster)  # no BrokerUnavailable
 

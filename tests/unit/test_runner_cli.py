@@ -83,6 +83,14 @@ def test_a_seed_demo_env_var_that_is_not_a_boolean_exits_with_status_2(monkeypat
     assert "RUNNER_SEED_DEMO: expected true, false, yes, no" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("value", "seeded"), [("TRUE", True), (" Yes ", True), ("Off", False)])
+def test_a_seed_demo_env_var_is_read_whatever_its_case(monkeypatch, value, seeded):
+    # As shells and compose files spell booleans: `True` must not exit as invalid.
+    monkeypatch.setenv("RUNNER_SEED_DEMO", value)
+
+    assert parse_options([]).seed_demo is seeded
+
+
 def test_an_invalid_value_exits_with_status_2_naming_the_setting(capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_options(["--log-level=LOUD"])

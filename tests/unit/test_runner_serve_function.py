@@ -73,6 +73,16 @@ def test_the_deployment_s_own_settings_win(environ, exec_calls):
     assert (environment["WORKERS"], environment["THREADS"]) == ("5", "3")
 
 
+def test_a_deployment_s_own_function_source_wins(environ, exec_calls):
+    # An image may bundle the function elsewhere; only an unset FUNCTION_SOURCE is looked up.
+    environ.update(FUNCTION_TARGET="predict", FUNCTION_SOURCE="/srv/predict/main.py")
+
+    serve_function.main()
+
+    [(_, _, environment)] = exec_calls
+    assert environment["FUNCTION_SOURCE"] == "/srv/predict/main.py"
+
+
 def test_an_unknown_target_is_refused_without_starting_anything(environ, exec_calls, capsys):
     environ["FUNCTION_TARGET"] = "nope"
 

@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from functions_framework import create_app
 from prometheus_client import REGISTRY
 
@@ -21,7 +22,11 @@ from shared.kafka.record import ConsumedRecord
 from shared.moderation.relay import relay_once
 from shared.moderation.tasks import submit_moderation_task
 from shared.runner.shutdown import StopSignal
-from shared.runner.workers import RelayWorker, load_consumer_handler
+from shared.runner.workers import (
+    RelayWorker,
+    _AssignmentAwareConsumer,
+    load_consumer_handler,
+)
 from tests.fakes import FakeModelLoader, fake_services, installed
 
 
@@ -102,16 +107,25 @@ class _RecordedWaits:
         pass
 
 
-def test_the_relay_waits_twice_as_long_after_each_failed_sweep_up_to_a_limit(services):
-    outcomes = iter([BrokerUnavailable("Kafka unreachable")] * 5 + [0, 3])
+def _sweeping(outcomes: list[Exception | int]):
+    """A sweep that raises or returns each of `outcomes` in turn."""
+    remaining = iter(outcomes)
 
     def sweep(_services) -> int:
-        outcome = next(outcomes)
+        outcome = next(remaining)
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
-    relay = RelayWorker(services, sweep, backoff_max_s=0.05)
+    return sweep
+
+
+# A bug that fails every sweep backs off as an outage does: not a traceback every interval.
+@pytest.mark.parametrize(
+    "failure", [BrokerUnavailable("Kafka unreachable"), RuntimeError("a bug in the sweep")]
+)
+def test_the_relay_waits_twice_as_long_after_each_failed_sweep_up_to_a_limit(services, failure):
+    relay = RelayWorker(services, _sweeping([failure] * 5 + [0, 3]), backoff_max_s=0.05)
     relay._stop = _RecordedWaits(count=7)
 
     relay._run()
@@ -130,6 +144,29 @@ def test_the_consumer_handler_is_the_deployed_process_records(services):
     assert report.completed == 1
     assert process_records.__module__ == "moderation_consumer_main"
     assert services.db.state.tasks[task_id].status == "completed"
+
+
+def test_the_consumer_handlers_report_counts_every_record_it_was_handed(services):
+    # The pushed record's log line gives the report whole: `records` is what the
+    # outcomes add up to.
+    task_id = submit_moderation_task(services, 1).task_id
+    key, value = encode_task_message(task_id, 1)
+    records = [ConsumedRecord("moderation", 0, 0, key, value)]
+    records.append(ConsumedRecord("moderation", 0, 1, b"k", b"not json"))
+
+    report = load_consumer_handler()(records)
+
+    assert (report.records, report.completed, report.rejected) == (2, 1, 1)
+
+
+def test_each_batch_the_consumer_handler_processes_is_timed_once(services):
+    # moderation_batch_duration_seconds is what an alert on slow batches reads.
+    timed_before = REGISTRY.get_sample_value("moderation_batch_duration_seconds_count") or 0.0
+
+    load_consumer_handler()([ConsumedRecord("moderation", 0, 0, b"k", b"not json")])
+
+    timed_after = REGISTRY.get_sample_value("moderation_batch_duration_seconds_count") or 0.0
+    assert timed_after - timed_before == 1
 
 
 def test_loading_the_consumer_handler_leaves_an_http_function_already_serving_alone(services):
@@ -168,6 +205,35 @@ def test_what_a_batch_abandoned_in_a_retry_wait_made_durable_is_counted(services
     letters_after = REGISTRY.get_sample_value("moderation_dlq_records_total") or 0.0
     assert letters_after - letters_before == 1
     assert services.db.state.tasks[task_id].status == "pending"  # left for the redelivery
+
+
+class _CallbacksKept(Consumer):
+    """Keeps what it is subscribed with, to call its callbacks as the group would."""
+
+    def subscribe(self, topics, **callbacks) -> None:
+        self.callbacks = callbacks
+
+
+class _AssignmentProbe(_AssignmentAwareConsumer, _CallbacksKept):
+    pass
+
+
+def test_an_assignment_of_no_partitions_does_not_count_as_joined():
+    # A group with more members than partitions gives some of them none: the runner
+    # must still warn that its tasks wait, rather than report the consumer as assigned.
+    consumer = _AssignmentProbe(
+        {"group.id": "assignment-probe", "bootstrap.servers": "127.0.0.1:1"}
+    )
+    try:
+        consumer.subscribe(["moderation"])
+        consumer.callbacks["on_assign"](consumer, [])
+        assigned_with_none = consumer.assigned.is_set()
+        consumer.callbacks["on_assign"](consumer, [TopicPartition("moderation", 0)])
+    finally:
+        consumer.close()
+
+    assert not assigned_with_none
+    assert consumer.assigned.is_set()
 
 
 def test_waiting_for_a_stop_signal_ends_early_when_a_worker_dies():
