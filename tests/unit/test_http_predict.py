@@ -45,6 +45,8 @@ def test_predict_returns_the_verdict_with_the_model_version(services):
         ({"category": "3"}, "category"),
         ({"name": 5}, "name"),
         ({"images_qty": 2.5}, "images_qty"),
+        ({"name": "x" * 1_001}, "name"),
+        ({"category": -1}, "category"),
     ],
 )
 def test_predict_rejects_each_bad_field_with_422_naming_it(services, change, field):

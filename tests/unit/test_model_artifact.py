@@ -157,6 +157,15 @@ def test_a_card_whose_features_are_not_an_object_is_refused(model_dir):
         load_model(str(model_dir))
 
 
+@pytest.mark.parametrize("threshold", [1.01, -0.01])
+def test_a_card_whose_threshold_is_not_a_probability_is_refused(model_dir, threshold):
+    # A threshold above 1 would clear every ad, one below 0 flag every ad.
+    _edit_card(model_dir, decision_threshold=threshold)
+
+    with pytest.raises(ModelUnavailable, match="expected decision_threshold between 0 and 1"):
+        load_model(str(model_dir))
+
+
 def test_a_card_from_another_scikit_learn_patch_release_loads(model_dir):
     major, minor, *_ = sklearn.__version__.split(".")
     _edit_card(model_dir, sklearn_version=f"{major}.{minor}.99")
@@ -215,8 +224,10 @@ def test_a_card_that_is_not_json_makes_the_model_unavailable(model_dir):
         load_model(str(model_dir))
 
 
-def test_a_card_pointing_outside_its_directory_is_refused(model_dir):
-    _edit_card(model_dir, artifact={"file": "../model.skops", "format": "skops", "sha256": "0"})
+@pytest.mark.parametrize("file", ["../model.skops", "C:\\models\\model.skops"])
+def test_a_card_pointing_outside_its_directory_is_refused(model_dir, file):
+    # A backslash is a separator on Windows, where a card may have been written.
+    _edit_card(model_dir, artifact={"file": file, "format": "skops", "sha256": "0"})
 
     with pytest.raises(ModelUnavailable, match="plain name"):
         load_model(str(model_dir))

@@ -16,7 +16,7 @@ from sklearn.pipeline import Pipeline
 
 from shared.domain import Ad, Verdict
 from shared.errors import InvalidFeatures
-from shared.model import ModerationModel
+from shared.model import ModerationModel, features
 from shared.model.batch_signals import AdFields, signal_matrix
 from shared.model.batch_text import join_batch, split_tokens
 from shared.model.compiler import (
@@ -149,6 +149,38 @@ def test_batch_signals_equal_the_per_ad_signals(names, description):
     per_ad = signal_features(ads_to_rows(ads))
 
     np.testing.assert_allclose(batch_signals, per_ad, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(
+    "description",
+    ["ok" + " " * 40, "call 912 345 678 today"],
+    ids=["blank-padded", "nine-digit-phone"],
+)
+def test_batch_signals_equal_the_per_ad_signals_on_padding_and_the_shortest_phone(description):
+    # Random text seldom pads a short description with blanks or holds exactly the nine
+    # digits a phone number needs; the batch kernel reads both by its own code.
+    ads = [_ad(i, description=description) for i in range(3)]
+    batch = join_batch([ad_text(ad.name, ad.description) for ad in ads])
+    tokens = [tokenize(text) for text in batch.texts]
+    counts = np.array([len(t) for t in tokens])
+    distinct = np.array([len(set(t)) for t in tokens])
+
+    batch_signals = signal_matrix(AdFields.of(ads), batch, counts, distinct)
+    per_ad = signal_features(ads_to_rows(ads))
+
+    np.testing.assert_allclose(batch_signals, per_ad, rtol=1e-12, atol=0)
+
+
+def test_a_run_of_cyrillic_capitals_with_yo_counts_as_shouting():
+    # Ё lies outside А-Я in Unicode, so it has a range of its own in CAPITALS.
+    ad = _ad(name="ЛЁД", description="продаю лёд для коктейлей")
+    tokens = tokenize(ad_text(ad.name, ad.description))
+
+    signals = moderator_signals(
+        ad.name, ad.description, ad.images_qty, ad.is_verified_seller, tokens
+    )
+
+    assert signals[features.SIGNAL_FEATURES.index("shouting_share")] == 1 / len(tokens)
 
 
 def test_the_per_ad_signals_see_contacts_shouting_and_bare_ads():

@@ -51,6 +51,13 @@ def test_json_line_carries_task_id_and_item_id_from_extra():
     assert list(entry)[4:6] == ["task_id", "item_id"]
 
 
+def test_json_line_puts_task_id_and_item_id_first_whatever_order_extra_gave():
+    # They are what an operator searches by, so they sit right after the message.
+    line = JsonLinesFormatter().format(_record(error="broker down", item_id=1, task_id=7))
+
+    assert list(json.loads(line))[4:] == ["task_id", "item_id", "error"]
+
+
 def test_json_line_keeps_the_traceback_in_one_line():
     try:
         raise ValueError("boom")
@@ -78,6 +85,16 @@ def test_a_readable_line_shows_control_characters_in_a_value_escaped():
 
     assert "\n" not in line and "\x1b" not in line
     assert line.endswith(f"publish deferred task_id=7 path={forged!r}")
+
+
+def test_a_readable_line_escapes_a_terminal_escape_without_any_newline():
+    # An escape sequence alone can rewrite what the terminal shows.
+    forged = "/x\x1b[2J\r12:00:00 ERROR shared.db: dropped every table"
+
+    line = ReadableFormatter().format(_record(path=forged))
+
+    assert "\x1b" not in line and "\r" not in line
+    assert line.endswith(f"path={forged!r}")
 
 
 def test_configure_logging_writes_json_when_the_stream_is_not_a_terminal(restore_root_logger):
