@@ -48,6 +48,9 @@ def edge_case_ads() -> list[Ad]:
         _ad(9, "car", "DOCBREAK docbreak Docbreak"),
         # Past the lengths the signals read (features.MAX_TEXT_CHARS).
         _ad(10, "road bike", "Serviced, new chain and tyres. " * 100),
+        # Blanks the lengths leave out, and the shortest digit run read as a phone.
+        _ad(11, "ok", "ok" + " " * 40),
+        _ad(12, "call", "call 912 345 678 today"),
     ]
 
 
