@@ -88,6 +88,17 @@ def test_the_ad_lookup_reads_the_ad_and_its_sellers_flag(settings: Settings) -> 
     assert missing is None
 
 
+def test_the_ad_lookup_finds_an_ad_by_its_own_id_not_by_its_sellers(settings: Settings) -> None:
+    # Two ads of one seller: the second's id is no seller's, so only a lookup by the ad's
+    # own id finds it (on a fresh database the first ad and its seller share id 1).
+    with wired_services(settings) as services:
+        [_, second] = seed_ads(services, 2)
+        with services.db.autocommit() as session:
+            ad = load_ad_with_seller(session.conn, second)
+
+    assert ad is not None and ad.item_id == second
+
+
 def test_a_dropped_connection_is_a_temporary_error_and_the_pool_replaces_it(
     settings: Settings,
 ) -> None:

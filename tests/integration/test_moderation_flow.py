@@ -110,6 +110,20 @@ def test_ad_deleted_before_processing_marks_task_failed_and_dead_letters_it_with
         assert body.status_code == 200 and body.get_json()["error"] == "Ad not found"
 
 
+def test_a_task_is_read_back_by_its_own_id_not_by_its_ads(settings):
+    # A task for the second ad gets id 1 on a fresh database: the ids differ, so a lookup
+    # by the wrong column would answer for another task, or for none.
+    with wired_services(settings) as services:
+        [_, second] = seed_ads(services, 2)
+        with services.db.transaction() as tx:
+            task_id = tx.create_task_for_existing_ad(second)
+        with services.db.autocommit() as session:
+            task = session.get_task(task_id)
+
+    assert task is not None
+    assert (task.id, task.item_id, task.status) == (task_id, second, "pending")
+
+
 def test_temporary_model_outage_is_retried_then_completed_without_a_dlq_record(settings):
     with wired_services(settings) as services:
         services.model = ModelUnavailableAtFirst(services.model, failures=2)

@@ -5,11 +5,12 @@ Every rule, no I/O."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from shared.db.dead_letters import DeadLetter
+from shared.db.dead_letters import DeadLetter, StoredDeadLetter
 from shared.errors import (
     DatabaseUnavailable,
     MalformedMessage,
@@ -18,7 +19,7 @@ from shared.errors import (
 from shared.kafka.envelope import encode_task_message
 from shared.kafka.record import ConsumedRecord
 from shared.moderation.batch import process_moderation_batch
-from shared.moderation.dead_letters import build_dead_letter
+from shared.moderation.dead_letters import build_dead_letter, dead_letter_records
 from shared.moderation.relay import relay_once
 from tests.fakes import fake_services
 from tests.unit.consumer_records import TOPIC, accepted_task, dead_letter_headers, record_of
@@ -248,6 +249,28 @@ def test_a_letters_failure_times_are_both_in_utc_whatever_the_databases_time_zon
 
     assert letter.headers["x-first-failure-at"] == "2026-12-04T22:57:57+00:00"
     assert letter.headers["x-last-failure-at"].endswith("+00:00")
+
+
+def test_a_long_exception_message_is_cut_to_the_documented_1000_characters():
+    # The README promises `x-exception-message` at most 1,000 characters: an exception
+    # quoting a whole poison record must not blow up every letter's row and record.
+    reason = "x" * 1500
+
+    letter = _malformed_record_letter(record_of(b"{}", offset=1), reason)
+
+    assert letter.headers["x-exception-message"] == "x" * 1000
+
+
+def test_our_headers_come_in_name_order_whatever_order_the_letter_holds_them_in():
+    # The relay re-reads a letter's headers from JSONB, which keeps its own key order, and
+    # the consumer sends the ones it built: sorted, every copy of a letter is the same record.
+    letter = _malformed_record_letter(record_of(b"{}", offset=1), "bad")
+    reordered = replace(letter, headers=dict(reversed(letter.headers.items())))
+
+    (record,) = dead_letter_records("moderation_dlq", [StoredDeadLetter(7, reordered)])
+
+    names = [name for name, _ in record.headers]
+    assert names == sorted([*letter.headers, "x-dead-letter-id"])
 
 
 def _malformed_record_letter(
