@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 TOPIC = "moderation"
 
@@ -65,6 +65,9 @@ class RecordingConsumer:
         self.stored: list[tuple[int, int]] = []  # (partition, next offset), apart from calls
         self.to_fetch: list[Message] = []
         self.closed = False
+        # Each commit: whether it was asynchronous, and what was stored by then.
+        self.commits: list[tuple[bool, list[tuple[int, int]]]] = []
+        self.commit_error: KafkaError | None = None  # what `commit` raises, if anything
         self.positions: list[TopicPartition] = []  # what `position` reports
         self.high_watermark = -1  # the broker's
         # What librdkafka last fetched, which a paused partition no longer moves on;
@@ -78,7 +81,9 @@ class RecordingConsumer:
             on_assign(self, [TopicPartition(topic, p) for topic in topics for p in PARTITIONS])
 
     def commit(self, asynchronous: bool = True) -> None:
-        pass
+        self.commits.append((asynchronous, list(self.stored)))
+        if self.commit_error is not None:
+            raise KafkaException(self.commit_error)
 
     def close(self) -> None:
         self.closed = True

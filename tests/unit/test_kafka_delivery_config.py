@@ -28,3 +28,14 @@ def test_the_consumer_commits_only_the_offsets_it_stored_after_a_batch_was_durab
     assert config["enable.auto.offset.store"] is False
     assert config["enable.auto.commit"] is True
     Consumer(config).close()
+
+
+def test_the_consumer_joins_the_configured_group_and_a_new_group_starts_from_the_first_task():
+    settings = read_settings().model_copy(update={"kafka_consumer_group": "moderation-canary"})
+
+    config = consumer_config(settings)
+
+    assert config["group.id"] == "moderation-canary"
+    # A group with no committed offset (new, or its offsets expired) must not skip the
+    # tasks already waiting: "latest" would leave them pending for good.
+    assert config["auto.offset.reset"] == "earliest"

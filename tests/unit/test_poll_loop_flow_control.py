@@ -305,3 +305,26 @@ def test_records_of_a_partition_revoked_during_the_fetch_are_left_to_its_next_ow
 
     assert (TOPIC, 0) not in loop._partitions
     assert [m.offset() for m in loop._partitions[(TOPIC, 1)].backlog] == [3]
+
+
+def test_a_running_loop_reports_the_lag_of_its_assigned_partitions(monkeypatch):
+    reported = []
+    monkeypatch.setattr(poll_loop.metrics, "set_consumer_lag", lambda t, p, lag: reported.append(p))
+    consumer = RecordingConsumer()
+    consumer.positions = [TopicPartition(TOPIC, 0, 0)]
+    consumer.high_watermark = 3
+    stop = threading.Event()
+    loop = PartitionedPollLoop(
+        consumer,  # type: ignore[arg-type]
+        TOPIC,
+        lambda records: None,
+        batch_size=BATCH,
+        poll_timeout_s=0.01,
+        max_workers=1,
+    )
+    # One idle round of the loop, then stop.
+    consumer.poll = lambda timeout: stop.set()  # type: ignore[method-assign]
+
+    loop.run(stop)
+
+    assert reported == [0]

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
 from shared.cancellation import BatchLetGo, ShutdownRequested
 from shared.kafka.poll_loop import REVOKE_WAIT_S, PartitionedPollLoop
@@ -202,3 +202,47 @@ def test_a_batch_still_queued_for_a_worker_at_its_revoke_never_runs():
         assert list(loop._orphans) == [(TOPIC, 0)]
         assert 1 not in handler.ended  # its handler never ran
         assert consumer.stored == []
+
+
+def test_a_stopped_loop_stores_its_last_batch_and_commits_it_synchronously_before_closing():
+    consumer = RecordingConsumer()
+    consumer.to_fetch = [Message(0, 0, b"{}")]
+    stop = threading.Event()
+    # The batch asks the loop to stop as it ends, as a SIGTERM during a batch would.
+    loop = PartitionedPollLoop(
+        consumer,  # type: ignore[arg-type]
+        TOPIC,
+        lambda records: stop.set(),
+        batch_size=BATCH,
+        poll_timeout_s=0.05,
+        max_workers=1,
+    )
+
+    loop.run(stop)
+
+    # Synchronous: the process exits next, and an asynchronous commit could die with it.
+    assert consumer.commits == [(False, [(0, 1)])]
+    assert consumer.closed
+
+
+def test_a_failed_commit_is_logged_but_one_with_no_offset_to_commit_is_not(caplog):
+    consumer = RecordingConsumer()
+    loop = PartitionedPollLoop(
+        consumer,  # type: ignore[arg-type]
+        TOPIC,
+        lambda records: None,
+        batch_size=BATCH,
+        poll_timeout_s=0.05,
+        max_workers=1,
+    )
+
+    consumer.commit_error = KafkaError(KafkaError._NO_OFFSET)
+    loop._commit()
+    assert "offset commit failed" not in caplog.text
+    consumer.commit_error = KafkaError(KafkaError._TRANSPORT)
+    loop._commit()
+
+    assert [r.levelname for r in caplog.records if r.message == "offset commit failed"] == [
+        "WARNING"
+    ]
+    loop._executor.shutdown(wait=True)
