@@ -125,6 +125,24 @@ def test_prune_keeps_the_published_letter_of_a_failed_task_a_live_key_keeps(conn
     assert _ids(conn, "dead_letters") == {letter_of_kept_task}
 
 
+def test_prune_deletes_old_letters_of_no_task_with_ids_past_every_tasks(conn, database_url):
+    # The letters' chunks walk the ids of dead_letters, not those of moderation_results:
+    # letters of malformed records can outnumber the tasks, and those past the last task's
+    # id were never read.
+    only_task = _task(conn, "completed", 1)
+    for _ in range(3):
+        _letter(conn, None, published_days_ago=30)
+    assert conn.execute("SELECT max(id) FROM dead_letters").fetchone()[0] > only_task
+
+    result = run_module(
+        "shared.moderation.prune", "--older-than-days", "10", env={"DATABASE_URL": database_url}
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0 finished task(s) and 3 dead letter(s) of no task deleted"
+    assert _ids(conn, "dead_letters") == set()
+
+
 def test_prune_goes_on_chunk_after_chunk_until_nothing_old_is_left(conn):
     old = [_task(conn, "completed", 30) for _ in range(5)]
     kept = _task(conn, "completed", 1)

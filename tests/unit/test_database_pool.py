@@ -25,6 +25,13 @@ def test_a_pool_closed_at_shutdown_answers_as_an_outage_not_a_bug():
         pass
 
 
+def test_a_connect_timeout_below_a_second_is_rounded_up_not_down_to_no_timeout():
+    # libpq takes whole seconds, and reads 0 as "wait for ever".
+    db = Database("postgresql://127.0.0.1:9/unused", connect_timeout_s=0.5)
+
+    assert db._pool.kwargs["connect_timeout"] == 1
+
+
 def test_connects_keep_being_tried_every_few_seconds_however_long_the_outage(
     refusing_server,
 ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -13,7 +14,7 @@ from shared.ops.check import parse_check_command
 from shared.ops.health import CHECK_TIMEOUT_S, CheckResult, check_readiness
 from shared.ops.probe import probe
 from shared.runner.http_server import HttpServer
-from tests.fakes import FakeModelLoader, FakePublisher, fake_services
+from tests.fakes import FakeModelLoader, FakePublisher, InMemoryDatabase, fake_services
 from tests.python_snippets import run_python
 
 
@@ -138,6 +139,75 @@ def test_a_check_that_hangs_is_reported_as_not_answering_within_the_timeout():
     assert checks["kafka"].ok is False
     assert "no answer within 0.2 s" in checks["kafka"].detail
     assert checks["database"].ok and checks["model"].ok
+
+
+class RecordingPublisher(FakePublisher):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ping_timeouts: list[float] = []
+
+    def ping(self, timeout_s: float = 2.0) -> None:
+        self.ping_timeouts.append(timeout_s)
+
+
+class RecordingDatabase(InMemoryDatabase):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ping_timeouts: list[float | None] = []
+
+    def ping(self, timeout_s: float | None = None) -> None:
+        self.ping_timeouts.append(timeout_s)
+
+
+def test_the_kafka_check_gives_its_ping_less_than_the_checks_own_deadline():
+    # A ping that waited the whole deadline answered too late to be read, and its
+    # reason (which broker, which topic) never reached the log.
+    services = fake_services()
+    services.publisher = publisher = RecordingPublisher()
+
+    check_readiness(services, names=["kafka"])
+
+    [timeout_s] = publisher.ping_timeouts
+    assert 0 < timeout_s < CHECK_TIMEOUT_S
+
+
+def test_the_database_check_waits_for_a_connection_less_than_the_checks_own_deadline():
+    # DB_CONNECT_TIMEOUT_S (5 s by default) is longer than the check's deadline.
+    services = fake_services(db_connect_timeout_s=5.0)
+    services.db = database = RecordingDatabase()
+
+    check_readiness(services, names=["database"])
+
+    [timeout_s] = database.ping_timeouts
+    assert timeout_s is not None and 0 < timeout_s < CHECK_TIMEOUT_S
+
+
+class HangingDatabase(InMemoryDatabase):
+    """A ping that answers only when released, as a server that never replies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def ping(self, timeout_s: float | None = None) -> None:
+        self.release.wait(5.0)
+
+
+def test_checks_that_all_hang_are_answered_within_one_timeout_not_one_each():
+    services = fake_services()
+    services.publisher = publisher = HangingPublisher()
+    services.db = database = HangingDatabase()
+    try:
+        started = time.monotonic()
+        checks = check_readiness(services, timeout_s=1.0, names=["database", "kafka"])
+        elapsed = time.monotonic() - started
+    finally:
+        publisher.release.set()
+        database.release.set()
+
+    assert not checks["database"].ok and not checks["kafka"].ok
+    # One deadline for all: waited out one after the other, the two would take 2 s.
+    assert elapsed < 1.8, f"two hanging checks took {elapsed:.2f} s, past one 1 s deadline"
 
 
 _HUNG_CHECK_THEN_EXIT = """

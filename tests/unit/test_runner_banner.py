@@ -45,6 +45,7 @@ def test_the_banners_example_names_a_demo_ad_only_where_they_were_seeded(
     ("host", "base"),
     [
         ("127.0.0.1", "http://localhost:8000"),
+        ("0.0.0.0", "http://localhost:8000"),
         ("::", "http://localhost:8000"),
         ("::1", "http://[::1]:8000"),
         ("fe80::1%eth0", "http://[fe80::1%eth0]:8000"),
