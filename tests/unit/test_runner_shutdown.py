@@ -1,5 +1,5 @@
 """Stop signals during the runner's start-up: they cut it short, except a step that must
-not be cut half-way, which they outlast."""
+not be cut half-way, which they outlast. And the shutdown's order and bounds."""
 
 from __future__ import annotations
 
@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from infra._process import free_port
-from shared.runner.shutdown import STOP_SIGNALS, StartUpInterrupted, StartUpInterruption
+from shared.runner.local import HTTP_DRAIN_S, _Running, shut_down
+from shared.runner.shutdown import (
+    STOP_SIGNALS,
+    Deadline,
+    StartUpInterrupted,
+    StartUpInterruption,
+)
+from tests.fakes import fake_services
 from tests.waiting import read_first_line_within
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -184,3 +191,43 @@ def test_a_stop_signal_during_the_interpreters_shutdown_does_not_change_the_exit
         process.kill()
         process.wait()
     assert process.returncode == 0
+
+
+class _RecordedStop:
+    """A piece of the runner that records how long it was given to stop, and what the
+    services' stop flag said by then."""
+
+    def __init__(self, services, stopped: bool = True) -> None:
+        self.services, self.stopped = services, stopped
+        self.given: list[tuple[float, bool]] = []
+
+    def stop(self, timeout_s: float) -> bool:
+        self.given.append((timeout_s, self.services.stopping.is_set()))
+        return self.stopped
+
+
+def test_shutting_down_ends_retry_waits_first_and_gives_http_requests_only_the_drain():
+    # Retry waits must end before anything waits on them; requests in flight get a
+    # moment, not the whole budget the poll loop's batch may need.
+    services = fake_services()
+    server, consumer, relay = (_RecordedStop(services) for _ in range(3))
+    running = _Running(services, server, consumer, relay)  # type: ignore[arg-type]
+
+    assert shut_down(running, Deadline(30.0))
+
+    [(drain_s, stopping_when_drained)] = server.given
+    assert stopping_when_drained and drain_s == HTTP_DRAIN_S
+    [(consumer_s, _)] = consumer.given
+    assert HTTP_DRAIN_S < consumer_s <= 30.0
+
+
+def test_shutting_down_says_false_when_the_poll_loop_did_not_stop():
+    services = fake_services()
+    running = _Running(  # type: ignore[arg-type]
+        services,
+        _RecordedStop(services),
+        _RecordedStop(services, stopped=False),
+        _RecordedStop(services),
+    )
+
+    assert not shut_down(running, Deadline(30.0))
