@@ -12,8 +12,9 @@ import math
 import os
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, Self
 
 import psycopg
 import psycopg_pool
@@ -88,6 +89,11 @@ RECONNECT_WINDOW_S = 5.0
 IDLE_IN_TRANSACTION_TIMEOUTS = 2
 
 
+# A connect failure older than this is not named as the reason a call found no
+# connection: by then the pool has tried again, and the server may be down for another.
+CONNECT_FAILURE_NAMED_FOR_S = 2 * RECONNECT_WINDOW_S
+
+
 def session_options(url: str, statement_timeout_ms: int) -> str:
     """libpq's `options` for a pooled connection: the URL's own (or PGOPTIONS), then our
     statement timeout and idle-in-transaction timeout, which win over ones they set. A
@@ -126,8 +132,10 @@ class Database:
         # psycopg_pool warns of every failed connect, each as the one before: once a
         # minute is enough to tell an outage goes on.
         drop_repeats("psycopg.pool")
+        self._last_connect_failure: tuple[float, str] | None = None
         self._pool = psycopg_pool.ConnectionPool(
             url,
+            connection_class=_connection_class_noting_failures(self._note_connect_failure),
             min_size=min_size,
             max_size=max_size,
             timeout=connect_timeout_s,
@@ -209,7 +217,27 @@ class Database:
                 self._broken_seen_at = time.monotonic()
             if self._unreachable_since is None and not isinstance(error, _STATEMENT_ONLY):
                 self._unreachable_since = time.monotonic()
-            raise DatabaseUnavailable(f"PostgreSQL unavailable: {error}") from error
+            raise DatabaseUnavailable(
+                f"PostgreSQL unavailable: {error}{self._connect_failure_reason(error)}"
+            ) from error
+
+    def _note_connect_failure(self, error: psycopg.OperationalError | None) -> None:
+        self._last_connect_failure = None if error is None else (time.monotonic(), str(error))
+
+    def _connect_failure_reason(self, error: Exception) -> str:
+        """Why the pool had no connection to give, when a connect failed lately.
+
+        psycopg_pool's timeout says only that none came in time; the reason (a wrong
+        password, a database that does not exist, a host that cannot be resolved) is
+        otherwise in one warning a minute, far from the 503s and the readiness check's
+        line that an operator reads first."""
+        failure = self._last_connect_failure
+        if not isinstance(error, psycopg_pool.PoolTimeout) or failure is None:
+            return ""
+        failed_at, message = failure
+        if time.monotonic() - failed_at > CONNECT_FAILURE_NAMED_FOR_S:
+            return ""
+        return f"; the last attempt to connect failed: {message.strip()}"
 
     def _note_reachable_again(self) -> None:
         """Say, once, that an outage is over: its start is in the log (the failed
@@ -247,6 +275,25 @@ class Database:
         if self._opened:
             self._pool.close(timeout=timeout_s)
             self._opened = False
+
+
+def _connection_class_noting_failures(
+    note: Callable[[psycopg.OperationalError | None], None],
+) -> type[psycopg.Connection]:
+    """A connection class that tells `note` how each connect ends: the error, or None."""
+
+    class ConnectionNotingFailures(psycopg.Connection):
+        @classmethod
+        def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
+            try:
+                conn = super().connect(conninfo, **kwargs)
+            except psycopg.OperationalError as error:
+                note(error)
+                raise
+            note(None)
+            return conn
+
+    return ConnectionNotingFailures
 
 
 def one_shot_connection(database_url: str, connect_timeout_s: float) -> psycopg.Connection:

@@ -12,7 +12,9 @@ from contextlib import ExitStack
 
 import psycopg
 import psycopg.sql
+import psycopg_pool
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from shared.db import pool
 from shared.db.pool import Database
@@ -266,3 +268,57 @@ def test_the_first_call_to_get_a_connection_after_an_outage_says_so_once(
 
 def _reachable_again(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.getMessage() == "PostgreSQL reachable again"]
+
+
+def _with_wrong_password(database_url: str) -> str:
+    params = conninfo_to_dict(database_url)
+    params["password"] = f"wrong-{uuid.uuid4().hex}"
+    return make_conninfo(**params)
+
+
+def _ping_failure(url: str) -> str:
+    """Why a readiness ping of a new pool on `url` fails."""
+    db = Database(url, min_size=0, max_size=1)
+    try:
+        with pytest.raises(DatabaseUnavailable) as raised:
+            db.ping(timeout_s=1.5)
+    finally:
+        db.close()
+    return str(raised.value)
+
+
+def test_a_call_that_gets_no_connection_names_why_the_last_connect_failed(
+    database_url: str,
+) -> None:
+    # The pool's own timeout says only that no connection came in time; an operator
+    # reading /readyz's log line or a consumer's retries must see the wrong password.
+    reason = _ping_failure(_with_wrong_password(database_url))
+
+    assert "couldn't get a connection" in reason
+    assert "password authentication failed" in reason
+
+
+def test_a_connect_failure_is_not_named_once_a_connect_has_succeeded_since(
+    database_url: str,
+) -> None:
+    db = Database(database_url, min_size=0, max_size=1)
+    connection_class = db._pool.connection_class
+    with pytest.raises(psycopg.OperationalError):
+        connection_class.connect(_with_wrong_password(database_url))
+    named_after_failure = db._connect_failure_reason(psycopg_pool.PoolTimeout("none in time"))
+
+    connection_class.connect(database_url).close()
+
+    assert "password authentication failed" in named_after_failure
+    assert db._connect_failure_reason(psycopg_pool.PoolTimeout("none in time")) == ""
+
+
+def test_a_stale_connect_failure_is_not_named(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Failures from before the pool's last reconnect window say nothing about now.
+    monkeypatch.setattr(pool, "CONNECT_FAILURE_NAMED_FOR_S", 0.0)
+    reason = _ping_failure(_with_wrong_password(database_url))
+
+    assert "couldn't get a connection" in reason
+    assert "the last attempt to connect failed" not in reason
