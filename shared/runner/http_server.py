@@ -34,6 +34,19 @@ MAX_CONNECTIONS = 128
 # in a huge body anyway, on a thread the request holds. Past this cap the connection
 # is closed instead, and a client still sending may see a reset.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
+# A body sent in chunks of one byte takes six bytes a byte on the wire ("1\r\nx\r\n"),
+# and then its last chunk and the empty line that ends it (werkzeug reads no trailer
+# fields): room for both, so that no body the function would take is cut.
+CHUNKED_BYTES_PER_BODY_BYTE = 6
+CHUNKED_END_BYTES = len(b"0\r\n\r\n")
+
+
+def request_cap_for(max_body_bytes: int) -> int:
+    """The body cap of a server whose app takes bodies of up to `max_body_bytes`."""
+    framed = CHUNKED_BYTES_PER_BODY_BYTE * max_body_bytes + CHUNKED_END_BYTES
+    return max(MAX_REQUEST_BYTES, framed)
+
+
 # The most bytes of header lines a request may send, all of them together. http.server
 # limits each line to 64 KiB and their number to 100, which let one request hold 6 MB
 # before anything looked at it, its key included, and 128 of them 0.6-1 GB of memory.

@@ -31,7 +31,7 @@ from shared.runner.app import build_runner_app
 from shared.runner.cli import RunnerOptions, parse_options
 from shared.runner.demo_data import seed_demo_data
 from shared.runner.embedded import Backends, start_backends
-from shared.runner.http_server import MAX_REQUEST_BYTES, HttpServer, listen
+from shared.runner.http_server import HttpServer, listen, request_cap_for
 from shared.runner.shutdown import (
     SHUTDOWN_BUDGET_S,
     Deadline,
@@ -203,9 +203,8 @@ def start(
         options.host,
         settings.port,
         listener=listener,
-        # Room for the largest body the functions take, chunked framing included, even
-        # in chunks of one byte ("1\r\nx\r\n": six bytes a byte).
-        max_request_bytes=max(MAX_REQUEST_BYTES, 6 * settings.max_body_bytes),
+        # Room for the largest body the functions take, chunked framing included.
+        max_request_bytes=request_cap_for(settings.max_body_bytes),
     )
     consumer = ConsumerWorker(settings, load_consumer_handler())
     relay = RelayWorker(services)

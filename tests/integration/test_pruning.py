@@ -109,6 +109,21 @@ def test_prune_deletes_old_finished_tasks_and_keeps_what_is_still_needed(conn, d
     assert old_completed not in _ids(conn, "moderation_results")
 
 
+def test_prune_takes_its_bounds_themselves_a_week_and_a_century(conn, database_url):
+    _task(conn, "completed", 36_501)  # older than a century
+    eight_days_old = _task(conn, "completed", 8)
+    env = {"DATABASE_URL": database_url}
+
+    century = run_module("shared.moderation.prune", "--older-than-days", "36500", env=env)
+    left_by_the_century = _ids(conn, "moderation_results")
+    week = run_module("shared.moderation.prune", "--older-than-days", "7", env=env)
+
+    assert century.returncode == 0, century.stderr
+    assert left_by_the_century == {eight_days_old}
+    assert week.returncode == 0, week.stderr
+    assert _ids(conn, "moderation_results") == set()
+
+
 def test_prune_keeps_the_published_letter_of_a_failed_task_a_live_key_keeps(conn, database_url):
     # A redelivered record of that task is recognised by its letter: only letters of no
     # task go by their age alone, a task's go with the task.

@@ -15,6 +15,7 @@ import urllib.request
 import pytest
 from prometheus_client import REGISTRY
 
+from shared.runner import http_server
 from shared.runner.http_server import (
     MAX_HEADER_BYTES,
     CannotListen,
@@ -385,6 +386,37 @@ def test_a_chunked_body_reads_whole_through_the_servers_bounds():
 
     assert status_line.split(" ")[1] == "200"
     assert body == b"hello world"
+
+
+@pytest.mark.parametrize("body_bytes", [1, 100])
+def test_a_body_as_large_as_the_app_takes_passes_the_cap_in_one_byte_chunks(
+    monkeypatch, body_bytes
+):
+    # The fixed cap would hide the rule: it is the larger of the two.
+    monkeypatch.setattr(http_server, "MAX_REQUEST_BYTES", 0)
+    received: list[int] = []
+
+    def reading_app(environ, start_response):
+        received.append(len(environ["wsgi.input"].read()))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    server = HttpServer(
+        reading_app, "127.0.0.1", 0, max_request_bytes=http_server.request_cap_for(body_bytes)
+    )
+    server.start()
+    try:
+        status_line, _, _ = _raw_exchange(
+            server.port,
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"1\r\nx\r\n" * body_bytes
+            + b"0\r\n\r\n",
+        )
+    finally:
+        server.stop()
+
+    assert status_line.split(" ")[1] == "200"
+    assert received == [body_bytes]
 
 
 def test_a_chunked_bodys_framing_counts_against_the_servers_cap():
