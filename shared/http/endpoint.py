@@ -32,6 +32,7 @@ from shared.http.errors import (
     BodyLeftUnread,
     HttpError,
     json_error,
+    leaving_the_body_unread,
     misconfigured,
     shortened,
     unavailable,
@@ -115,7 +116,9 @@ def _respond(
         # the request is fine, the ad it names is not.
         return json_error(422, f"The ad cannot be scored: {error}")
     except InvalidSettings as error:
-        return misconfigured(error)
+        # Streamed, as the refusals are: raised before the body is read, and
+        # functions-framework would otherwise read all of it, with no limit, to answer.
+        return leaving_the_body_unread(misconfigured(error))
     except TemporaryError as error:
         # Raised after the services were built, so their settings are there to read.
         return unavailable(
@@ -127,7 +130,7 @@ def _respond(
             "unhandled error in an HTTP handler",
             extra={"route": route, "path": _path_and_query(request)},
         )
-        return json_error(500, "Internal server error")
+        return leaving_the_body_unread(json_error(500, "Internal server error"))
     if isinstance(result, BaseModel):
         result = JsonResult(result)
     response = flask.Response(

@@ -52,10 +52,12 @@ class PathDispatcher:
         path = environ.get("PATH_INFO") or "/"
         app = self.app_for(path)
         if app is None:
-            return self._not_found(path, start_response)
+            return self._not_found(path, start_response, environ)
         return app(environ, start_response)
 
-    def _not_found(self, path: str, start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def _not_found(
+        self, path: str, start_response: Callable[..., Any], environ: dict[str, Any]
+    ) -> Iterable[bytes]:
         started = time.perf_counter()
         known = ", ".join(route.path for route in self.routes)
         detail = f"No endpoint at {shortened(path)}; known paths: {known}"
@@ -67,4 +69,5 @@ class PathDispatcher:
             "404 NOT FOUND",
             [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
         )
-        return [body]
+        # A HEAD is answered with the headers alone, as the functions answer it.
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]

@@ -4,12 +4,15 @@ The functions are called through functions-framework's test client, with fakes w
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import threading
 import time
 
 import flask
 import pytest
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from shared.bootstrap import install_services
 from shared.http import register_json_errors
@@ -215,3 +218,46 @@ def test_an_error_outside_every_handler_is_a_json_500_marked_as_a_crash():
     assert assert_json_error(response, 500) == "Internal server error"
     # The header functions-framework's own handler sets, which its platform logs as a crash.
     assert response.headers["X-Google-Status"] == "crash"
+
+
+class _CountedBody(io.RawIOBase):
+    """A request body of `size` bytes that counts how many of them were read."""
+
+    def __init__(self, size: int) -> None:
+        self.left, self.read_bytes = size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        taken = min(len(buffer), self.left)
+        buffer[:taken] = b"x" * taken
+        self.left -= taken
+        self.read_bytes += taken
+        return taken
+
+
+@pytest.mark.parametrize("target", ["predict", "async_predict", "outbox_relay"])
+def test_settings_that_do_not_validate_are_answered_without_reading_the_body(
+    services, monkeypatch, target
+):
+    # functions-framework reads the whole body after a response that is not streamed,
+    # with no limit: a misconfigured function took in 50 MB to answer its 500.
+    install_services(None)
+    monkeypatch.setenv("LOG_LEVEL", "verbose")
+    body = _CountedBody(50_000_000)
+    get_settings.cache_clear()
+    try:
+        environ = EnvironBuilder(
+            path="/", method="POST", query_string={"item_id": "1"}, content_type="application/json"
+        ).get_environ()
+        # Set after building: the test client's own request would seek the stream.
+        environ["wsgi.input"] = io.BufferedReader(body)
+        environ["CONTENT_LENGTH"] = "50000000"
+        chunks, status, _ = run_wsgi_app(client(target).application, environ, buffered=True)
+        detail = json.loads(b"".join(chunks))["detail"]
+    finally:
+        get_settings.cache_clear()
+
+    assert (status, detail) == ("500 INTERNAL SERVER ERROR", "Internal server error")
+    assert body.read_bytes == 0

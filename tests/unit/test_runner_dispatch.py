@@ -39,6 +39,16 @@ def test_unknown_path_is_a_404_json_naming_the_known_paths(client, path):
     assert "/async_predict" in detail
 
 
+def test_a_head_of_an_unknown_path_is_answered_with_the_404s_headers_alone(client):
+    # The body must not follow a HEAD's headers: a client reads it as the next response.
+    response = client.head("/nope")
+
+    assert response.status_code == 404
+    assert response.mimetype == "application/json"
+    assert int(response.headers["Content-Length"]) > 0
+    assert response.get_data() == b""
+
+
 def test_a_long_unknown_path_is_quoted_back_only_in_part(client):
     path = "/" + "a" * 60_000
 
