@@ -515,5 +515,7 @@ def _log_errors(messages: list[Message]) -> None:
 
 
 def _size(message: Message) -> int:
-    value = message.value()
-    return len(value) if value else 0
+    # The key counts as the value does: a record may hold up to the topic's 1 MiB in
+    # either, and a backlog of large keys counted as empty would never pause.
+    key, value = message.key(), message.value()
+    return (len(key) if key else 0) + (len(value) if value else 0)

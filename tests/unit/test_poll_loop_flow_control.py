@@ -182,8 +182,9 @@ def test_a_fetch_mixing_partitions_and_events_queues_each_record_in_order(loop):
     loop._accept(fetched)
 
     zero, one = loop._partitions[(TOPIC, 0)], loop._partitions[(TOPIC, 1)]
-    assert [m.offset() for m in zero.backlog] == [0, 1, 2] and zero.backlog_bytes == 7
-    assert [m.offset() for m in one.backlog] == [0] and one.backlog_bytes == 3
+    # Values and keys (the fake's key is one byte).
+    assert [m.offset() for m in zero.backlog] == [0, 1, 2] and zero.backlog_bytes == 7 + 3
+    assert [m.offset() for m in one.backlog] == [0] and one.backlog_bytes == 3 + 1
     assert consumer.calls == []
 
 
@@ -215,7 +216,21 @@ def test_large_records_pause_by_bytes_long_before_the_record_limit(loop, monkeyp
         loop._accept([Message(1, offset, b"x" * 400)])
 
     assert consumer.calls == [("pause", 1)]
-    assert loop._partitions[(TOPIC, 1)].backlog_bytes == 1200
+    assert loop._partitions[(TOPIC, 1)].backlog_bytes == 1200 + 3
+
+
+def test_large_keys_count_towards_the_byte_limit_as_values_do(loop, monkeypatch):
+    loop, consumer, _ = loop
+    monkeypatch.setattr(poll_loop, "PAUSE_AT_BYTES", 1000)
+
+    class LargeKey(Message):
+        def key(self) -> bytes:
+            return b"k" * 400
+
+    for offset in range(3):
+        loop._accept([LargeKey(1, offset, b"")])
+
+    assert consumer.calls == [("pause", 1)]
 
 
 def test_a_partition_paused_by_bytes_resumes_each_time_its_backlog_is_handed_out(loop, monkeypatch):
