@@ -475,8 +475,10 @@ class PartitionedPollLoop:
         self._let_inflight_go(keys)
         for key in keys:
             partition = self._partitions.get(key)
-            if partition is not None and partition.inflight is not None:
-                self._orphans[key] = partition.inflight
+            # One still queued for a worker never starts: the next owner has its records.
+            inflight = None if partition is None else partition.inflight
+            if inflight is not None and not inflight.cancel():
+                self._orphans[key] = inflight
         self._let_go(keys)
         log.warning("partitions lost", extra={"partitions": [p.partition for p in partitions]})
 

@@ -185,16 +185,18 @@ def test_a_batch_still_running_past_the_revokes_wait_is_left_uncommitted_as_an_o
         assert loop._partitions[(TOPIC, 0)].inflight is not None
 
 
-def test_a_batch_still_queued_for_a_worker_at_its_revoke_never_runs():
-    # One worker: partition 1's batch waits behind partition 0's.
+@pytest.mark.parametrize("letting_go", ["_on_revoke", "_on_lost"])
+def test_a_batch_still_queued_for_a_worker_when_its_partition_goes_never_runs(letting_go):
+    # One worker: partition 1's batch waits behind partition 0's. Revoked or lost, the
+    # partition's next owner has its records.
     with _batches_no_let_go_ends(max_workers=1) as (loop, consumer, handler, release):
         loop._accept([Message(p, offset, b"{}") for p in (0, 1) for offset in range(BATCH)])
         loop._dispatch()
         assert handler.waiting.acquire(timeout=5), "partition 0's batch never started"
         queued = loop._partitions[(TOPIC, 1)].inflight
 
-        revoked = [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)]
-        loop._on_revoke(consumer, revoked)  # type: ignore[arg-type]
+        gone = [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)]
+        getattr(loop, letting_go)(consumer, gone)
         release.set()
         loop._executor.shutdown(wait=True)
 
