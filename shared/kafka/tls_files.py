@@ -4,14 +4,17 @@ librdkafka opens them only when a client is made: at a function's first publish,
 CA file with no certificate in it, a key its password does not open, or a key that is
 not the certificate's would make every request a 503, with the reason in the log
 alone. Python's `ssl` reads the same PEM files with OpenSSL and says what is wrong at
-start instead. How strong a key or a signature must be is left to librdkafka, whose
-OpenSSL (its own, of another version) judges that at the handshake.
+start instead. How strong a key or a signature must be is librdkafka's to judge, with
+its own OpenSSL: the files are then given to a client made for the purpose, as a
+process would make one.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
+
+import confluent_kafka
 
 # OpenSSL's reasons for a key that is not the certificate's: of the same type, or of
 # another (an EC key for an RSA certificate).
@@ -51,6 +54,35 @@ def check_tls_files(
         raise ValueError(
             f"KAFKA_SSL_CERTIFICATE_LOCATION {certificate_location!r} and its key"
             f" {key_location!r} are refused by OpenSSL ({_reason(error)})"
+        ) from None
+    _check_with_librdkafka(ca_location, certificate_location, key_location, key_password)
+
+
+def _check_with_librdkafka(
+    ca_location: str, certificate_location: str, key_location: str, key_password: str
+) -> None:
+    """librdkafka loads the files when a client is made, with its own OpenSSL at its own
+    security level, which refuses what the level-0 check above takes (a client key of
+    1024 RSA bits: "ee key too small"): every producer, consumer and admin client would
+    fail to be made, and a process die with a traceback at its first. A client made
+    here, which connects nowhere, says so when the settings are read."""
+    config = {
+        "security.protocol": "ssl",
+        "ssl.certificate.location": certificate_location,
+        "ssl.key.location": key_location,
+        "log_level": 0,  # it has no broker to name; its warning of that says nothing
+    }
+    if ca_location:
+        config["ssl.ca.location"] = ca_location
+    if key_password:
+        config["ssl.key.password"] = key_password
+    try:
+        confluent_kafka.Producer(config)
+    except confluent_kafka.KafkaException as error:
+        reason = error.args[0].str().split(": ", 1)[-1]
+        raise ValueError(
+            f"KAFKA_SSL_CERTIFICATE_LOCATION {certificate_location!r} and its key"
+            f" {key_location!r} are refused by librdkafka ({reason})"
         ) from None
 
 

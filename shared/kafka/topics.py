@@ -27,6 +27,10 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 15.0
+# The longest one blocking metadata request may take: librdkafka's call holds the main
+# thread in C, where a stop signal's handler cannot run, so the runner's start-up would
+# answer SIGTERM only when a 15 s wait for a broker that does not answer ran out.
+METADATA_SLICE_S = 0.5
 
 
 class TopicSetupError(RuntimeError):
@@ -78,10 +82,14 @@ def ensure_topics(
 
 
 def _list_topics(admin: AdminClient, servers: str, timeout_s: float) -> dict[str, TopicMetadata]:
-    try:
-        return admin.list_topics(timeout=timeout_s).topics
-    except KafkaException as exc:
-        raise _unreadable(admin, servers, exc) from exc
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return admin.list_topics(timeout=max(0.1, min(METADATA_SLICE_S, remaining))).topics
+        except KafkaException as exc:
+            if time.monotonic() >= deadline:
+                raise _unreadable(admin, servers, exc) from exc
 
 
 def _unreadable(admin: AdminClient, servers: str, exc: KafkaException) -> TopicSetupError:
@@ -303,8 +311,12 @@ def _wait_until_led(
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            metadata = admin.list_topics(timeout=max(deadline - time.monotonic(), 0.5))
+            metadata = admin.list_topics(
+                timeout=max(0.1, min(METADATA_SLICE_S, deadline - time.monotonic()))
+            )
         except KafkaException as exc:
+            if time.monotonic() < deadline:
+                continue
             raise _unreadable(admin, servers, exc) from exc
         topics = [metadata.topics.get(name) for name in names]
         if all(

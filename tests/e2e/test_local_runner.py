@@ -76,3 +76,27 @@ def test_runner_serves_ops_endpoints_and_readiness_names_each_dependency(runner)
     assert "/moderation_result/{task_id}" in openapi["paths"]
     assert missing_status == 404
     assert "detail" in missing
+
+
+def test_a_sigterm_while_start_up_waits_on_an_unanswering_broker_stops_the_runner_at_once(
+    settings, tmp_path
+):
+    # Its topics are asked of a broker that never answers, for up to 15 s, in librdkafka's
+    # C code, where no signal handler runs: the stop must not wait that out.
+    nowhere = f"127.0.0.1:{free_port()}"
+    env = {**clean_env(), **settings_env(settings, KAFKA_BOOTSTRAP_SERVERS=nowhere)}
+    command = [sys.executable, "local_runner.py", f"--port={free_port()}"]
+    service = start_process("waiting_runner", command, cwd=REPO_ROOT, env=env, log_dir=tmp_path)
+    try:
+        time.sleep(4)  # past the migrations, which an up-to-date database makes quick
+        assert service.process.poll() is None, service.log_tail()
+        service.process.send_signal(signal.SIGTERM)
+        try:
+            code = service.process.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the runner still ran 3 s after SIGTERM:\n{service.log_tail()}")
+    finally:
+        service.stop()
+
+    assert code == 0, service.log_tail()
+    assert "stopped during start-up (SIGTERM)" in service.log_tail(), service.log_tail()

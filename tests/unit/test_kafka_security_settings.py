@@ -15,7 +15,7 @@ from shared.kafka.config import connection_config, consumer_config, producer_con
 from shared.runner.embedded import start_backends
 from shared.settings import KAFKA_SECURITY_SETTINGS, InvalidSettings, read_settings
 from shared.settings_environment import drop_settings_from
-from tests.tls_material import TlsFiles, make_tls_files
+from tests.tls_material import TlsFiles, make_tls_files, make_weak_client_identity
 
 SASL = {
     "kafka_security_protocol": "sasl_ssl",
@@ -180,6 +180,21 @@ def test_tls_files_openssl_would_not_take_are_refused_when_the_settings_are(
 
     assert files.client.key_password not in str(refused.value)
     assert "not-the-key-password" not in str(refused.value)
+
+
+def test_a_client_key_librdkafka_finds_too_weak_is_refused_when_the_settings_are(tmp_path):
+    # Python's check takes it (security level 0); librdkafka refuses it when it makes a
+    # client, so every client of the process would fail to be made.
+    files = make_tls_files(tmp_path)
+    certificate, key = make_weak_client_identity(tmp_path)
+    weak = {
+        "kafka_ssl_certificate_location": str(certificate),
+        "kafka_ssl_key_location": str(key),
+        "kafka_ssl_key_password": "",
+    }
+
+    with pytest.raises(InvalidSettings, match=r"refused by librdkafka .*key too small"):
+        read_settings(**mutual_tls(files, **weak))
 
 
 def test_a_folder_of_ca_certificates_is_taken_as_librdkafka_takes_it(tmp_path):
