@@ -20,6 +20,7 @@ from pathlib import Path
 
 from shared.domain import Ad
 from shared.model.synthetic import LabelledAds
+from shared.model.validation import MAX_CATEGORY, MAX_IMAGES_QTY
 
 REQUIRED_COLUMNS = (
     "name",
@@ -92,13 +93,15 @@ def _parse_row(row: dict[str, str], line: int, default_item_id: int) -> tuple[Ad
         is_verified_seller=_boolean(row["is_verified_seller"], "is_verified_seller", line),
         name=row["name"] or "",
         description=row["description"] or "",
-        category=_integer(row["category"], "category", line),
-        images_qty=_integer(row["images_qty"], "images_qty", line),
+        # Bounded as a served ad's are (validation.py): past them the model could never
+        # score the ad, and past 2**53 the fast scorer's float64 categories collide.
+        category=_integer(row["category"], "category", line, maximum=MAX_CATEGORY),
+        images_qty=_integer(row["images_qty"], "images_qty", line, maximum=MAX_IMAGES_QTY),
     )
     return ad, int(_boolean(row["is_violation"], "is_violation", line))
 
 
-def _integer(value: str | None, column: str, line: int) -> int:
+def _integer(value: str | None, column: str, line: int, maximum: int | None = None) -> int:
     try:
         number = int((value or "").strip())
     except ValueError:
@@ -107,6 +110,8 @@ def _integer(value: str | None, column: str, line: int) -> int:
         ) from None
     if number < 0:
         raise InvalidDataset(f"line {line}: expected {column} >= 0, got {number}")
+    if maximum is not None and number > maximum:
+        raise InvalidDataset(f"line {line}: expected {column} <= {maximum}, got {number!s:.80}")
     return number
 
 

@@ -145,6 +145,16 @@ def test_a_csv_row_becomes_an_ad_with_its_label(tmp_path):
         ),
         (
             "name,description,category,images_qty,is_verified_seller,is_violation\n"
+            "a,b,9007199254740993,1,true,1\n",
+            "line 2: expected category <= 2147483647, got 9007199254740993",
+        ),
+        (
+            "name,description,category,images_qty,is_verified_seller,is_violation\n"
+            "a,b,3,1001,true,1\n",
+            "line 2: expected images_qty <= 1000, got 1001",
+        ),
+        (
+            "name,description,category,images_qty,is_verified_seller,is_violation\n"
             "a,b,3,1,true,1\n",
             "expected both violations and clean ads",
         ),
