@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from shared.errors import ModelUnavailable
 
@@ -97,7 +97,8 @@ def storage_for(uri: str, s3_client: Any = None) -> ModelStorage:
             raise ModelUnavailable(
                 f"expected MODEL_URI file:///absolute/path or a plain path, got {uri!r}"
             )
-        return LocalDirectory(Path(parsed.path))
+        # A file URI's path is percent-encoded (Path.as_uri() writes a space as %20).
+        return LocalDirectory(Path(unquote(parsed.path)))
     if not uri:
         raise ModelUnavailable("expected MODEL_URI to name a model directory or s3://bucket/prefix")
     return LocalDirectory(Path(uri))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from shared.bootstrap import build_services
 from shared.ops.health import CHECKS, check_readiness
+from shared.ops.seconds import positive_seconds
 from shared.settings import MAX_DURATION_S, InvalidSettings
 
 # A command starts cold: its model check loads the model, scikit-learn's imports
@@ -37,7 +38,7 @@ def parse_check_command(argv: Sequence[str] | None = None) -> CheckCommand:
     )
     parser.add_argument(
         "--timeout",
-        type=_positive_seconds,
+        type=positive_seconds(MAX_DURATION_S),
         default=DEFAULT_TIMEOUT_S,
         metavar="SECONDS",
         help=f"how long to wait for every check to answer (default {DEFAULT_TIMEOUT_S:g})",
@@ -46,20 +47,6 @@ def parse_check_command(argv: Sequence[str] | None = None) -> CheckCommand:
     if unknown := sorted(set(args.names) - set(CHECKS)):
         parser.error(f"unknown check {', '.join(unknown)}: choose from {', '.join(sorted(CHECKS))}")
     return CheckCommand(names=args.names or sorted(CHECKS), timeout_s=args.timeout)
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    # A day at most: a longer wait is a typo, and one past the platform's time_t crashed
-    # the thread join that waits for the checks.
-    if not 0 < seconds <= MAX_DURATION_S:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive number of seconds, at most {MAX_DURATION_S}, got {text!r}"
-        )
-    return seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
+from shared.ops.seconds import positive_seconds
+
+# A health check's whole budget; a platform gives one a few seconds, never an hour.
+MAX_TIMEOUT_S = 3600.0
+
 
 def probe(url: str, timeout_s: float) -> tuple[bool, str]:
     try:
@@ -27,7 +32,12 @@ def probe(url: str, timeout_s: float) -> tuple[bool, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m shared.ops.probe")
     parser.add_argument("url")
-    parser.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    parser.add_argument(
+        "--timeout",
+        type=positive_seconds(MAX_TIMEOUT_S),
+        default=3.0,
+        help=f"seconds, at most {MAX_TIMEOUT_S:g} (default 3)",
+    )
     args = parser.parse_args(argv)
     healthy, detail = probe(args.url, args.timeout)
     print(detail)

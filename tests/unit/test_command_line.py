@@ -163,3 +163,16 @@ def test_republish_refuses_a_negative_or_endless_age_before_connecting(seconds):
 
     assert result.returncode == 2
     assert "--published-before-s must be from 0 to 3153600000" in result.stderr
+
+
+@pytest.mark.parametrize("seconds", ["-1", "0", "nan", "inf", "soon"])
+@pytest.mark.parametrize(
+    "command", [("shared.ops.check",), ("shared.ops.probe", "http://127.0.0.1:1/")]
+)
+def test_the_ops_commands_refuse_a_timeout_that_is_no_wait_before_waiting(command, seconds):
+    # A negative timeout crashed the probe with a traceback (exit 1, read as "unhealthy").
+    result = run(*command, "--timeout", seconds)
+
+    assert result.returncode == 2, result.stderr
+    assert "--timeout: expected a" in result.stderr
+    assert "Traceback" not in result.stderr

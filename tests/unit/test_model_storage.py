@@ -97,6 +97,8 @@ def test_a_tampered_s3_artifact_is_refused(s3, saved):
         ("var/models/default", LocalDirectory(Path("var/models/default"))),
         ("file:///models/x", LocalDirectory(Path("/models/x"))),
         ("file://localhost/models/x", LocalDirectory(Path("/models/x"))),
+        # As Path.as_uri() writes a path with a space or a non-ASCII letter.
+        ("file:///my%20models/mod%C3%A8le", LocalDirectory(Path("/my models/modèle"))),
     ],
 )
 def test_model_uri_names_a_local_directory_or_an_s3_prefix(uri, expected):
