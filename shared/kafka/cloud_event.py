@@ -9,7 +9,8 @@ signature: that one decodes a JSON body before our code runs, so a value nested 
 deeply never reached the dead-letter queue (the request failed, and the platform
 redelivered it for good), and any other JSON value reached it re-encoded. Here the
 value stays the body's bytes; only a structured-mode event, whose data is a JSON value
-inside the envelope, carries it as that value's JSON text.
+inside the envelope, carries it as that value's JSON text (or, when its
+`datacontenttype` is not JSON, as the string that value is).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Mapping
 
 from cloudevents.exceptions import GenericException
 from cloudevents.http import CloudEvent, from_http
+from cloudevents.sdk.converters.structured import is_structured
 
 from shared.kafka.names import TOPIC_NAME_PATTERN
 from shared.kafka.record import ConsumedRecord
@@ -49,11 +51,15 @@ def record_from_http(
         # (nesting, bad UTF-8, a huge number, an unhashable value) are not its own.
         reason = f"{type(error).__name__}: {error}"
         raise InvalidCloudEvent(f"Not a CloudEvent: {reason[:_MAX_REASON_CHARS]}") from None
-    return _record_of(event, default_topic=default_topic)
+    # The SDK's own test: structured when the content type says so or a required `ce-`
+    # header is missing. Binary mode's attributes are header values, which a WSGI server
+    # hands over decoded as latin-1 (PEP 3333): their bytes are that decoding undone.
+    return _record_of(event, default_topic=default_topic, binary=not is_structured(headers))
 
 
-def _record_of(event: CloudEvent, *, default_topic: str) -> ConsumedRecord:
+def _record_of(event: CloudEvent, *, default_topic: str, binary: bool) -> ConsumedRecord:
     attributes = event.get_attributes()
+    as_bytes = _header_bytes if binary else _attribute_bytes
     position = _kafka_position(str(attributes.get("subject", "")))
     if position is not None:
         partition, offset = position
@@ -67,10 +73,14 @@ def _record_of(event: CloudEvent, *, default_topic: str) -> ConsumedRecord:
         topic=topic,
         partition=partition,
         offset=offset,
-        key=_key_bytes(key),
-        value=_as_bytes(event.get_data()),
+        key=None if key is None else as_bytes(key),
+        value=_as_bytes(
+            event.get_data()
+            if binary
+            else _payload_of(event.get_data(), attributes.get("datacontenttype"))
+        ),
         headers=tuple(
-            (name[len(_HEADER_PREFIX) :], _attribute_bytes(value))
+            (name[len(_HEADER_PREFIX) :], as_bytes(value))
             for name, value in sorted(attributes.items())
             if name.startswith(_HEADER_PREFIX)
             and len(name) > len(_HEADER_PREFIX)
@@ -124,10 +134,36 @@ def _kafka_position(subject: str) -> tuple[int, int] | None:
     return partition, offset
 
 
-def _key_bytes(key: object) -> bytes | None:
-    if key is None or isinstance(key, bytes):
-        return key
-    return _attribute_bytes(key)  # structured mode may carry it as a JSON number
+def _header_bytes(value: object) -> bytes:
+    """A binary-mode attribute as the bytes its HTTP header carried: the server decoded
+    them as latin-1, and encoding the text as UTF-8 again would double-encode every
+    non-ASCII byte (a key `clé` would reach its dead letter as `clÃ©`)."""
+    if isinstance(value, str):
+        try:
+            return value.encode("latin-1")
+        except UnicodeEncodeError:  # not from a WSGI server: text as it is
+            pass
+    return _attribute_bytes(value)
+
+
+def _is_json_type(content_type: object) -> bool:
+    """Whether a structured event's `datacontenttype` makes its `data` a JSON value
+    (JSON format, section 3.1: so does its absence); with any other type, `data` is a
+    JSON string holding the payload itself."""
+    if not content_type:
+        return True
+    media = str(content_type).split(";", 1)[0].strip().lower()
+    return media in ("application/json", "text/json") or media.endswith("+json")
+
+
+def _payload_of(data: object, content_type: object) -> object:
+    """A structured event's data (the SDK hands `data` over as its JSON text): the
+    string itself when the content type is not JSON, the JSON text otherwise."""
+    if isinstance(data, str) and not _is_json_type(content_type) and data.startswith('"'):
+        text = json.loads(data)  # the SDK's own json.dumps of a string json.loads read
+        if isinstance(text, str):
+            return text
+    return data
 
 
 def _unchanged(data: object) -> object:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 
 import pytest
@@ -356,3 +357,48 @@ def test_a_pushed_record_left_unfinished_gets_a_json_500_for_the_platform_to_red
     detail = assert_json_error(response, 500)
     assert detail == "Internal server error: the record was not processed"
     assert services.db.state.tasks[task_id].status == "pending"
+
+
+def test_a_binary_events_non_ascii_key_and_header_reach_the_letter_byte_for_byte(services):
+    # A Kafka key and header value in UTF-8, sent raw in the HTTP headers (as Knative's
+    # Java dispatcher does): a WSGI server (gunicorn, werkzeug) hands each header over
+    # decoded as latin-1 (PEP 3333), so these strings are what the function sees.
+    key, header = "clé".encode(), "café".encode()
+    headers = _binary_headers(
+        12,
+        **{"ce-key": key.decode("latin-1"), "ce-kafkaheadertrace": header.decode("latin-1")},
+    )
+
+    response = _client().post("/", data=b"not json", headers=headers)
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    (letter,) = services.publisher.on_topic("moderation_dlq")
+    assert letter.key == key
+    assert dict(letter.headers)["trace"] == header
+
+
+def test_a_structured_events_text_data_is_the_record_value_not_its_json_quoting(services):
+    # CloudEvents JSON format 3.1: with a datacontenttype that is not JSON, `data` holds
+    # the payload as a JSON string; the payload is the string, not its JSON text.
+    with services.db.transaction() as tx:
+        task_id = tx.create_task_for_existing_ad(1)
+    _, value = encode_task_message(task_id, 1)
+    envelope = json.dumps(
+        {
+            "specversion": "1.0",
+            "type": "dev.knative.kafka.event",
+            "source": SOURCE,
+            "id": "partition:0/offset:13",
+            "subject": "partition:0#13",
+            "datacontenttype": "text/plain",
+            "data": value.decode(),
+        }
+    ).encode()
+
+    response = _client().post(
+        "/", data=envelope, headers={"content-type": "application/cloudevents+json"}
+    )
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert services.publisher.on_topic("moderation_dlq") == []
+    assert services.db.state.tasks[task_id].status == "completed"
