@@ -46,6 +46,13 @@ def apply_migrations(database_url: str, migrations_dir: Path = MIGRATIONS_DIR) -
     with psycopg.connect(
         database_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
     ) as lock_holder:
+        # The lock lasts as long as this session, idle while pgmigrate works: a role's
+        # idle_session_timeout (PostgreSQL 14 on) must not end it mid-run, letting the
+        # next migrator in beside pgmigrate.
+        lock_holder.execute(
+            "SELECT set_config('idle_session_timeout', '0', false)"
+            " WHERE current_setting('server_version_num')::int >= 140000"
+        )
         _wait_for_the_lock(lock_holder)
         try:
             _run_pgmigrate(conninfo, _version_table_schema(lock_holder), migrations_dir)

@@ -247,6 +247,30 @@ def test_a_concurrently_step_outlasting_a_roles_idle_in_transaction_timeout_stil
     assert _installed(empty_database) == _versions_on_disk()
 
 
+def test_a_concurrently_step_outlasting_a_roles_statement_timeout_still_succeeds(
+    empty_database: str, tmp_path
+) -> None:
+    # Behind a pooler the README puts the service's timeouts on its role
+    # (statement_timeout = '5s'), and the migrations job runs as that role: a
+    # CONCURRENTLY step waiting out a transaction open on its table was cancelled at the
+    # role's timeout rather than after its own minute, and every start failed alike.
+    _an_ad_on_the_schema_up_to(9, empty_database, tmp_path)
+    with_statement_timeout = psycopg.conninfo.make_conninfo(
+        empty_database, options="-c statement_timeout=500"
+    )
+    with (
+        psycopg.connect(empty_database, connect_timeout=5) as reader,
+        ThreadPoolExecutor(1) as migrator,
+    ):
+        reader.execute("SELECT count(*) FROM moderation_results")  # a read, still open
+        migrating = migrator.submit(apply_migrations, with_statement_timeout)
+        time.sleep(2)  # four times the statement timeout, the step waiting for the reader
+        reader.rollback()
+        migrating.result(timeout=60)
+
+    assert _installed(empty_database) == _versions_on_disk()
+
+
 def _waiting_for_a_lock(conn: psycopg.Connection) -> bool:
     return conn.execute(
         "SELECT count(*) > 0 FROM pg_stat_activity"
