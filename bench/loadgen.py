@@ -73,7 +73,7 @@ class FixedRate:
     rate: float  # offered
     sent: int
     errors: int
-    late_sends: int  # sends more than 5 ms behind the schedule (the generator fell behind)
+    late_sends: int  # sent more than 5 ms behind the schedule (behind, or out of connections)
     # One per request sent, from when it was due: to its 2xx answer, or to when it failed
     # (another status, a socket error) or was given up unanswered (DRAIN_TIMEOUT_S).
     latencies_ms: list[float] = field(default_factory=list)
@@ -295,8 +295,6 @@ class _Share:
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            elif delay < -0.005:
-                self.late += 1
             request = self.mix.build(self.host, self.rng, index)
             due_wall = start_at + index / rate
             tasks.append(asyncio.create_task(self._timed(request, due, due_wall)))
@@ -333,6 +331,10 @@ class _Share:
         loop = asyncio.get_running_loop()
         self.sent += 1
         async with self.slot:
+            # Late when it actually goes out, past its schedule or waiting for a connection
+            # slot: either way the server did not get it at the offered rate.
+            if loop.time() - due > 0.005:
+                self.late += 1
             try:
                 status, body = await self._exchange(request)
             except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
