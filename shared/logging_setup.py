@@ -33,6 +33,9 @@ def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     return {**leading, **extras}
 
 
+_LINE_BREAKS_JSON_LEAVES = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
 class JsonLinesFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, message, the extras, and any traceback."""
 
@@ -48,7 +51,10 @@ class JsonLinesFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        line = json.dumps(entry, default=str, ensure_ascii=False)
+        # JSON lets these three stand unescaped, but Python's splitlines() and some log
+        # shippers end a line at each: a request path holding one would cut its line in two.
+        return line.translate(_LINE_BREAKS_JSON_LEAVES)
 
 
 class ReadableFormatter(logging.Formatter):

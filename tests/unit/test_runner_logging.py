@@ -72,6 +72,17 @@ def test_json_line_keeps_the_traceback_in_one_line():
     assert "ValueError: boom" in json.loads(line)["exception"]
 
 
+def test_json_line_escapes_the_unicode_line_breaks_json_may_leave_raw():
+    # A request path may hold U+0085, U+2028 or U+2029 (percent-decoded); a shipper or
+    # splitlines() that ends lines there would cut the entry in two.
+    path = "/predict\u0085x\u2028y\u2029z"
+
+    line = JsonLinesFormatter().format(_record(path=path))
+
+    assert line.splitlines() == [line]
+    assert json.loads(line)["path"] == path
+
+
 def test_readable_line_puts_the_extras_after_the_message():
     line = ReadableFormatter().format(_record(task_id=7, item_id=1))
 
