@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from typing import NamedTuple
 
 from shared import metrics
@@ -101,24 +102,47 @@ def relay_until_caught_up(services: Services, *, budget_s: float) -> int:
 
     For a relay that runs only when a scheduler calls it, as seldom as once a minute: one
     pass a call would drain a backlog at a batch a minute. The budget is checked between
-    passes, so the last one may end a publish wait (~3.5 s) after it. A pass that Kafka
-    took only part of ends the call too: a broker refusing records is not pressed again
-    until the next call."""
+    passes, so the last one may end a publish wait (~3.5 s) after it. A step that fails
+    (Kafka taking only part of its records, say) is not run again until the next call,
+    but the others go on while they find full batches: one letter the DLQ refuses for
+    good must not hold a backlog of tasks to a batch a call. The worst failure is raised
+    at the end."""
     deadline = time.monotonic() + budget_s
     published = 0
+    failures: list[Exception] = []
+    failed_kinds: set[str] = set()
     while True:
-        done = _relay_pass(services)
+        done, failed = _relay_pass_outcome(services, skip=failed_kinds)
         published += done.published
+        failures += failed.values()
+        failed_kinds |= failed.keys()
         if not done.full or services.stopping.is_set() or time.monotonic() >= deadline:
-            return published
+            break
+    if failures:
+        _raise_first(failures)
+    return published
 
 
 def _relay_pass(services: Services) -> _Swept:
     """What `relay_once` does, and whether a step found more than one pass takes."""
+    done, failed = _relay_pass_outcome(services)
+    if failed:
+        _raise_first(list(failed.values()))
+    return done
+
+
+def _relay_pass_outcome(
+    services: Services, skip: Collection[str] = ()
+) -> tuple[_Swept, dict[str, Exception]]:
+    """A pass, and what failed in it by step ("task", "dead_letter", "purge"); the steps
+    named in `skip` are left out."""
     published = 0
     full = False
     failures: list[Exception] = []
+    failed: dict[str, Exception] = {}
     for kind, sweep in (("task", _sweep_tasks), ("dead_letter", _sweep_dead_letters)):
+        if kind in skip:
+            continue
         if _rest_is_futile(services, failures):
             # Counted as failed all the same: a sweep that could not run published nothing.
             metrics.observe_outbox_sweep(kind, None)
@@ -129,6 +153,7 @@ def _relay_pass(services: Services) -> _Swept:
             metrics.observe_outbox_sweep(kind, None)
             error.add_note(f"in the relay's {kind} sweep")
             failures.append(error)
+            failed[kind] = error
         else:
             metrics.observe_outbox_sweep(kind, swept.published)
             published += swept.published
@@ -139,17 +164,22 @@ def _relay_pass(services: Services) -> _Swept:
             metrics.age_uncounted_outbox_backlog()
     else:
         _measure_backlog(services, published_now=published)
-        try:
-            expired = purge_expired_idempotency_keys(services)
-        except Exception as error:
-            error.add_note("in the relay's purge of expired idempotency keys")
-            failures.append(error)
-        else:
-            metrics.count_expired_idempotency_keys(expired)
-            full |= expired >= EXPIRED_KEYS_PER_PURGE
-    if not failures:
-        return _Swept(published, full)
-    failures.sort(key=is_temporary)  # False first: a bug outranks an outage
+        if "purge" not in skip:
+            try:
+                expired = purge_expired_idempotency_keys(services)
+            except Exception as error:
+                error.add_note("in the relay's purge of expired idempotency keys")
+                failures.append(error)
+                failed["purge"] = error
+            else:
+                metrics.count_expired_idempotency_keys(expired)
+                full |= expired >= EXPIRED_KEYS_PER_PURGE
+    return _Swept(published, full), failed
+
+
+def _raise_first(failures: list[Exception]) -> None:
+    """Raise the worst of `failures` (a bug before an outage), logging the others."""
+    failures = sorted(failures, key=is_temporary)  # False first: a bug outranks an outage
     for other in failures[1:]:
         # At ERROR with its traceback when it is a bug, as every bug is logged.
         log.log(

@@ -93,6 +93,28 @@ def test_one_turn_of_the_relay_thread_publishes_a_backlog_of_several_batches(ser
     assert relay._stop.waits == [0.01, 0.01]  # one turn, not one per batch
 
 
+def test_a_letter_the_dlq_refuses_for_good_holds_back_no_backlog_of_tasks(services):
+    # One sweep failing says nothing of the other: the tasks drain in the same turn.
+    services.settings = services.settings.model_copy(update={"outbox_batch_size": 2})
+    services.publisher.fail_times = 5
+    for _ in range(5):  # five tasks whose publish failed: three sweeps' worth
+        submit_moderation_task(services, 1)
+    with services.db.transaction() as tx:
+        tx.insert_dead_letters(
+            [DeadLetter(None, "moderation", 0, 7, b"k", b"x" * 10, {"x-attempts": "1"})]
+        )
+    # Over the DLQ's max.message.bytes, say: refused at every try.
+    services.publisher.refuses = lambda record: record.topic == services.settings.kafka_dlq_topic
+    relay = RelayWorker(services)
+    relay._stop = _RecordedWaits(count=1)
+
+    relay._run()
+
+    tasks = services.publisher.on_topic(services.settings.kafka_moderation_topic)
+    assert len(tasks) == 5, f"one turn published {len(tasks)} of 5 tasks"
+    assert services.publisher.on_topic(services.settings.kafka_dlq_topic) == []
+
+
 class _RecordedWaits:
     """Stands in for the relay's stop event: records each wait, stops after `count`."""
 
