@@ -144,6 +144,9 @@ class Database:
                 # libpq takes whole seconds (and reads 1 as 2): rounded up, so a
                 # connection is never given up on sooner than the setting says.
                 "connect_timeout": math.ceil(connect_timeout_s),
+                # Text comes back as str only in UTF-8: a PGCLIENTENCODING of SQL_ASCII in
+                # the environment (or the URL's) made every stored ad bytes, and a 422.
+                "client_encoding": "UTF8",
                 **({"options": options} if options else {}),
                 # Transactions are explicit (`transaction()`); a lone statement then
                 # costs one round trip instead of BEGIN, statement, COMMIT.

@@ -322,3 +322,18 @@ def test_a_stale_connect_failure_is_not_named(
 
     assert "couldn't get a connection" in reason
     assert "the last attempt to connect failed" not in reason
+
+
+def test_pooled_connections_read_text_as_str_whatever_client_encoding_the_environment_sets(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With SQL_ASCII psycopg hands text columns over as bytes, which no ad validates as.
+    monkeypatch.setenv("PGCLIENTENCODING", "SQL_ASCII")
+    db = Database(database_url, min_size=0, max_size=1)
+    try:
+        with db.autocommit() as session:
+            (text,) = session.conn.execute("SELECT 'Ёлка'::text").fetchone()
+    finally:
+        db.close()
+
+    assert text == "Ёлка"
