@@ -40,8 +40,10 @@ lock:
 # agreement, which that code computes).
 model: $(MODEL_DIR)/model_card.json
 
+# The default model is the default one whatever the shell exports: empty MODEL_* are unset.
 $(MODEL_DIR)/model_card.json: $(STAMP) $(wildcard shared/model/*.py)
-	$(PY) -m shared.model train --out $(MODEL_DIR)
+	MODEL_TRAIN_DATA= MODEL_SEED= MODEL_TRAIN_SIZE= MODEL_DATE= \
+		$(PY) -m shared.model train --out $(MODEL_DIR)
 
 infra-up: venv
 	@$(PY) -m infra up

@@ -22,7 +22,11 @@ DEFAULT_OUT = DEFAULT_MODEL_URI
 
 
 def _parser() -> argparse.ArgumentParser:
-    env = os.environ.get
+    def env(name: str, default: str | None = None) -> str | None:
+        # An empty variable is an unset one, as the service's settings read MODEL_URI:
+        # MODEL_OUT= must not train into the working directory.
+        return os.environ.get(name) or default
+
     parser = argparse.ArgumentParser(
         prog="python -m shared.model", description=__doc__.split("\n")[0]
     )

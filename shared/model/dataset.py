@@ -60,17 +60,25 @@ def read_labelled_csv(path: Path) -> LabelledAds:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise InvalidDataset(f"{path.name}: expected UTF-8 text: {error}") from None
+        line = raw[: error.start].count(b"\n") + 1
+        raise InvalidDataset(f"{path.name}: line {line}: expected UTF-8 text: {error}") from None
     rows = csv.DictReader(io.StringIO(text, newline=""))
-    missing = [column for column in REQUIRED_COLUMNS if column not in (rows.fieldnames or [])]
-    if missing:
-        raise InvalidDataset(f"{path.name}: expected columns {', '.join(missing)}")
     ads: list[Ad] = []
     labels: list[int] = []
-    for number, row in enumerate(rows, start=1):
-        ad, label = _parse_row(row, rows.line_num, default_item_id=number)
-        ads.append(ad)
-        labels.append(label)
+    try:
+        missing = [column for column in REQUIRED_COLUMNS if column not in (rows.fieldnames or [])]
+        if missing:
+            raise InvalidDataset(f"{path.name}: expected columns {', '.join(missing)}")
+        for number, row in enumerate(rows, start=1):
+            ad, label = _parse_row(row, rows.line_num, default_item_id=number)
+            ads.append(ad)
+            labels.append(label)
+    except csv.Error as error:
+        # A field past the csv module's limit (131,072 characters): most often a quote
+        # left open on this line, which runs on through the rest of the file.
+        raise InvalidDataset(
+            f"{path.name}: line {rows.line_num + 1}: {error} (a quote left open?)"
+        ) from None
     if len(set(labels)) < 2:
         raise InvalidDataset(
             f"{path.name}: expected both violations and clean ads, got {len(ads)} rows of one label"

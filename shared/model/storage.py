@@ -62,7 +62,9 @@ class S3Prefix:
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "error")
             raise ModelUnavailable(f"cannot read s3://{self.bucket}/{key}: {code}") from error
-        except BotoCoreError as error:
+        except (BotoCoreError, ValueError) as error:
+            # ValueError: botocore's word on an endpoint it cannot use, such as an
+            # AWS_ENDPOINT_URL without its scheme ("Invalid endpoint: localhost:9000").
             raise ModelUnavailable(f"cannot reach s3://{self.bucket}/{key}: {error}") from error
 
     def _client(self) -> Any:

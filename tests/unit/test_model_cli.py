@@ -288,3 +288,39 @@ def test_train_on_a_csv_leaves_our_own_bug_its_traceback(tmp_path, monkeypatch):
 
     with pytest.raises(IncompatiblePipeline, match="disagrees"):
         main(["--no-progress", "train", "--data", str(data), "--out", str(tmp_path / "m")])
+
+
+def test_a_quote_left_open_is_refused_naming_its_line_not_a_traceback(tmp_path):
+    rows = ["name,description,category,images_qty,is_verified_seller,is_violation"]
+    rows += [f"item {i},plain words of ad {i} and no commas,3,2,true,{i % 2}" for i in range(4000)]
+    rows[5] = 'item 4,"a quote left open,3,2,true,0'
+    path = tmp_path / "open_quote.csv"
+    path.write_text("\n".join(rows) + "\n")
+
+    with pytest.raises(InvalidDataset, match=r"open_quote\.csv: line 6: field larger than"):
+        read_labelled_csv(path)
+
+
+def test_a_csv_that_is_not_utf8_is_refused_naming_the_line(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(
+        b"name,description,category,images_qty,is_verified_seller,is_violation\n"
+        b"a,b,3,1,true,1\ncaf\xe9,b,3,1,true,0\n"
+    )
+
+    with pytest.raises(InvalidDataset, match=r"latin1\.csv: line 3: expected UTF-8"):
+        read_labelled_csv(path)
+
+
+@pytest.mark.parametrize("variable", ["MODEL_OUT", "MODEL_TRAIN_DATA", "MODEL_DATE"])
+def test_an_empty_variable_is_an_unset_one(tmp_path, monkeypatch, variable):
+    # MODEL_OUT= trained into the working directory, MODEL_TRAIN_DATA= failed on reading
+    # "." and MODEL_DATE= was a usage error, where the service takes MODEL_URI= as unset.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("shared.model.__main__.DEFAULT_OUT", str(tmp_path / "default"))
+    monkeypatch.setenv(variable, "")
+
+    assert main(["--no-progress", "train", "--size", "200"]) == 0
+
+    assert (tmp_path / "default" / CARD_FILE).exists()
+    assert not (tmp_path / CARD_FILE).exists()

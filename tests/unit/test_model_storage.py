@@ -147,3 +147,15 @@ def test_a_model_read_from_an_s3_endpoint_that_never_answers_gives_up_within_hal
             S3Prefix(bucket="bucket", prefix="v1").read(CARD_FILE)
 
         assert time.monotonic() - started < 30
+
+
+def test_an_s3_endpoint_without_its_scheme_makes_the_model_unavailable(monkeypatch):
+    # botocore raises ValueError("Invalid endpoint: localhost:9000"): it escaped as a 500,
+    # a traceback at start-up, and a load tried again by every caller.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "localhost:9000")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+
+    with pytest.raises(ModelUnavailable, match="Invalid endpoint: localhost:9000"):
+        load_model("s3://bucket/v1")
