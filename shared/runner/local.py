@@ -159,7 +159,11 @@ def prepare_data(backends: Backends, options: RunnerOptions) -> None:
         from shared.kafka.topics import ensure_topics
 
         ensure_topics(settings)
-    if backends.in_memory_kafka:
+    if backends.embedded_database:
+        # The runner's own database: its pending tasks may have gone to a broker that is
+        # gone (the last run's in-memory Kafka, even when this run has a real broker) or
+        # to topics this run does not read; published again, a task still on a live topic
+        # is only a duplicate, which the consumer recognises.
         _republish_tasks_lost_with_the_last_broker(settings)
     if seeds_demo_data(backends, options):
         added = seed_demo_data(
@@ -174,7 +178,7 @@ def seeds_demo_data(backends: Backends, options: RunnerOptions) -> bool:
 
 
 def _republish_tasks_lost_with_the_last_broker(settings: Settings) -> None:
-    """The in-memory Kafka of the last run took its records with it, while the tasks it
+    """The in-memory Kafka of a last run took its records with it, while the tasks it
     had acknowledged are still pending in the (kept) database: the relay publishes them
     again, instead of their waiting for good."""
     with one_shot_connection(settings.database_url, settings.db_connect_timeout_s) as conn:

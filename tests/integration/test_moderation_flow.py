@@ -251,18 +251,20 @@ def test_crash_between_task_insert_and_publish_still_gets_the_task_processed(set
         assert task_rows(services)[0][:3] == (task_id, item_id, "completed")
 
 
-def test_a_runner_restarted_on_the_in_memory_kafka_publishes_its_pending_tasks_again(
-    settings, tmp_path
+@pytest.mark.parametrize("in_memory_kafka", [True, False], ids=["in-memory", "real broker"])
+def test_a_runner_restarted_on_its_own_database_publishes_its_pending_tasks_again(
+    settings, tmp_path, in_memory_kafka
 ):
     with wired_services(settings) as services:
         (item_id,) = seed_ads(services, 1)
-        # Acknowledged by the in-memory broker of the last run, which took the record along.
+        # Acknowledged by the in-memory broker of the last run, which took the record along,
+        # whether this run has the same kind of broker or a real one.
         with services.db.transaction() as tx:
             task_id = tx.create_task_for_existing_ad(item_id)
             tx.mark_tasks_published([task_id])
         # The runner's own database: with any other, the in-memory Kafka is refused.
         backends = Backends(
-            settings, embedded_database=True, in_memory_kafka=True, state_dir=tmp_path
+            settings, embedded_database=True, in_memory_kafka=in_memory_kafka, state_dir=tmp_path
         )
 
         prepare_data(backends, RunnerOptions(settings, "127.0.0.1", False, tmp_path))
