@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -292,6 +295,50 @@ def test_a_wrong_method_on_an_ops_path_is_told_the_methods_it_may_use():
 
     assert response.status_code == 405
     assert response.headers["Allow"] == "GET, HEAD"
+
+
+@contextlib.contextmanager
+def _answering_server(send: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A one-connection server on loopback that answers with `send`; its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                send(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        thread.join(15)
+
+
+def test_the_probe_says_in_one_line_that_a_port_does_not_speak_http():
+    with _answering_server(lambda conn: conn.sendall(b"hello\r\n")) as port:
+        healthy, detail = probe(f"http://127.0.0.1:{port}/", timeout_s=5)
+
+    assert not healthy
+    assert detail.startswith(f"http://127.0.0.1:{port}/: no HTTP answer (BadStatusLine")
+
+
+def test_the_probe_gives_up_at_its_timeout_on_a_server_answering_a_byte_at_a_time():
+    # urlopen's timeout bounds each read: a byte every 0.3 s never trips it.
+    def trickle(conn: socket.socket) -> None:
+        for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"y" * 30:
+            conn.sendall(bytes([byte]))
+            time.sleep(0.3)
+
+    with _answering_server(trickle) as port:
+        started = time.monotonic()
+        healthy, detail = probe(f"http://127.0.0.1:{port}/", timeout_s=1)
+        took_s = time.monotonic() - started
+
+    assert (healthy, detail) == (False, f"http://127.0.0.1:{port}/: no answer within 1 s")
+    assert took_s < 5  # the trickle lasts 15 s
 
 
 def test_the_probe_takes_any_answer_below_500_as_serving_and_a_5xx_as_not():
