@@ -223,48 +223,34 @@ def test_a_migration_gives_up_a_busy_tables_lock_before_the_writes_behind_it_tim
     assert _installed(empty_database) == _versions_on_disk()
 
 
-def test_a_concurrently_step_outlasting_a_roles_idle_in_transaction_timeout_still_succeeds(
-    empty_database: str, tmp_path
+@pytest.mark.parametrize(
+    "role_timeout",
+    [
+        # pgmigrate's main connection holds a transaction open, idle, while a
+        # NONTRANSACTIONAL step runs on its other connection: the server ended that
+        # connection, and the job exited 1 with the migration applied.
+        "idle_in_transaction_session_timeout",
+        # The step's wait for the reader was cancelled at the role's timeout rather than
+        # after its own minute, and every start failed alike.
+        "statement_timeout",
+    ],
+)
+def test_a_concurrently_step_outlasting_a_roles_timeout_still_succeeds(
+    empty_database: str, tmp_path, role_timeout: str
 ) -> None:
-    # pgmigrate's main connection holds a transaction open, idle, while a NONTRANSACTIONAL
-    # step runs on its other connection. A role given idle_in_transaction_session_timeout
-    # (as behind a pooler) had the server end that connection, and the job exit 1 with
-    # the migration applied; the step here waits out a reader holding the table.
+    # Behind a pooler the README puts the service's timeouts on its role, and the
+    # migrations job runs as that role; the step here waits out a reader holding the table.
     _an_ad_on_the_schema_up_to(9, empty_database, tmp_path)
-    with_idle_timeout = psycopg.conninfo.make_conninfo(
-        empty_database, options="-c idle_in_transaction_session_timeout=500"
+    with_role_timeout = psycopg.conninfo.make_conninfo(
+        empty_database, options=f"-c {role_timeout}=500"
     )
     with (
         psycopg.connect(empty_database, connect_timeout=5) as reader,
         ThreadPoolExecutor(1) as migrator,
     ):
         reader.execute("SELECT count(*) FROM moderation_results")  # a read, still open
-        migrating = migrator.submit(apply_migrations, with_idle_timeout)
-        time.sleep(2)  # four times the idle timeout, the step waiting for the reader
-        reader.rollback()
-        migrating.result(timeout=60)
-
-    assert _installed(empty_database) == _versions_on_disk()
-
-
-def test_a_concurrently_step_outlasting_a_roles_statement_timeout_still_succeeds(
-    empty_database: str, tmp_path
-) -> None:
-    # Behind a pooler the README puts the service's timeouts on its role
-    # (statement_timeout = '5s'), and the migrations job runs as that role: a
-    # CONCURRENTLY step waiting out a transaction open on its table was cancelled at the
-    # role's timeout rather than after its own minute, and every start failed alike.
-    _an_ad_on_the_schema_up_to(9, empty_database, tmp_path)
-    with_statement_timeout = psycopg.conninfo.make_conninfo(
-        empty_database, options="-c statement_timeout=500"
-    )
-    with (
-        psycopg.connect(empty_database, connect_timeout=5) as reader,
-        ThreadPoolExecutor(1) as migrator,
-    ):
-        reader.execute("SELECT count(*) FROM moderation_results")  # a read, still open
-        migrating = migrator.submit(apply_migrations, with_statement_timeout)
-        time.sleep(2)  # four times the statement timeout, the step waiting for the reader
+        migrating = migrator.submit(apply_migrations, with_role_timeout)
+        time.sleep(2)  # four times the timeout, the step waiting for the reader
         reader.rollback()
         migrating.result(timeout=60)
 
